@@ -1,0 +1,38 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { combinedJsonSchema, kindJsonSchemas } from '../../policy/json-schema.ts';
+import { type Command, type CommandIO, EXIT_OK, parseFlags, requireFlag } from '../command.ts';
+
+const help = `Usage: riptides-cli schema --out DIR
+
+Writes the JSON Schema of every kind (WorkloadIdentity.json, Service.json, …) and riptides.schema.json, which
+accepts any of them, into DIR. They come from the same schemas that validate uses. For completion in editors
+with yaml-language-server, put this first line into a policy file:
+
+  # yaml-language-server: $schema=<DIR>/riptides.schema.json
+`;
+
+export const command: Command = {
+  name: 'schema',
+  summary: 'write JSON Schemas of every kind for editors',
+  help,
+  async run(argv: string[], io: CommandIO) {
+    const { values } = parseFlags(argv, { out: { type: 'string' } });
+    const out = resolve(io.cwd, requireFlag(values.out, 'out'));
+    mkdirSync(out, { recursive: true });
+    const schemas = kindJsonSchemas();
+    for (const [kind, schema] of Object.entries(schemas)) {
+      writeFileSync(join(out, `${kind}.json`), `${JSON.stringify(schema, null, 2)}\n`);
+    }
+    writeFileSync(
+      join(out, 'riptides.schema.json'),
+      `${JSON.stringify(
+        combinedJsonSchema((k) => `./${k}.json`),
+        null,
+        2,
+      )}\n`,
+    );
+    io.stdout(`wrote ${Object.keys(schemas).length + 1} schemas to ${out}\n`);
+    return EXIT_OK;
+  },
+};

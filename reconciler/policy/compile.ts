@@ -1,0 +1,254 @@
+/**
+ * A validated resource set → the desired state: one node program per scope (daemon group, daemon or agent).
+ * Output is deterministic (sorted everywhere, canonical JSON) and every identity, rule and credential
+ * reference carries a content hash, so that diffs and pushes compare hashes instead of whole programs.
+ */
+import { canonicalJson, contentHash, withHash } from './canonical.ts';
+import {
+  type CredentialSource,
+  type Service,
+  type SourceType,
+  sourceType,
+  type WorkloadIdentity,
+} from './kinds/index.ts';
+import { namespaceOf, type ResourceSet, scopeKey } from './references.ts';
+import type { Located } from './resources.ts';
+import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
+import { ServiceIndex } from './service-index.ts';
+
+export type TlsMode = 'MUTUAL' | 'PERMISSIVE' | 'SIMPLE';
+
+export interface Destination {
+  service: string;
+  external: boolean;
+  address: string;
+  port: number | null;
+  aliases: string[];
+  networkPrefixes: string[];
+}
+
+export interface CompiledEgressRule {
+  index: number;
+  selectors: Record<string, string>[];
+  destinations: Destination[];
+  /** null: not set; the data plane upgrades to mTLS only when the peer is a managed workload. */
+  tls: { mode: TlsMode | null; intercept: boolean };
+  allowedSpiffeIds: string[];
+  workloadID: string | null;
+  credentialName: string | null;
+  hash: string;
+}
+
+export interface CompiledCredentialRef {
+  via: 'CredentialBinding' | 'WorkloadCredential';
+  resource: string;
+  source: { resource: string; type: SourceType; supported: boolean; specHash: string };
+  injection: { destinations: Destination[] } | null;
+  /** Directory under the credentials root of the control interface, for `sysfs` propagation. */
+  sysfs: { dir: string } | null;
+  hash: string;
+}
+
+export interface CompiledIdentity {
+  resource: string;
+  workloadID: string;
+  spiffeId: string;
+  selectors: NormalizedSelector[];
+  /** Inbound TLS mode; PERMISSIVE when not set, so that enrolling a workload never breaks its callers. */
+  tls: { mode: TlsMode; intercept: boolean };
+  allowedSpiffeIds: { inbound: string[]; outbound: string[] };
+  x509: { ttlSeconds: number | null; dnsNames: string[] };
+  egress: CompiledEgressRule[];
+  credentials: CompiledCredentialRef[];
+  hash: string;
+}
+
+export interface NodeProgram {
+  scope: { kind: 'daemonGroup' | 'daemon' | 'agent'; id: string };
+  trustDomain: string;
+  identities: CompiledIdentity[];
+  hash: string;
+}
+
+const SUPPORTED: readonly SourceType[] = ['kubernetes', 'vault', 'aws'];
+
+function sortedUnique(values: readonly string[] | undefined): string[] {
+  return [...new Set(values ?? [])].sort();
+}
+
+function byString<T>(key: (t: T) => string) {
+  return (a: T, b: T) => {
+    const x = key(a);
+    const y = key(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  };
+}
+
+function destinations(services: readonly Located<Service>[]): Destination[] {
+  const out: Destination[] = [];
+  for (const s of services) {
+    const spec = s.value.spec;
+    for (const a of spec.addresses ?? []) {
+      out.push({
+        service: s.key,
+        external: spec.external === true,
+        address: a.address,
+        port: a.port ?? null,
+        aliases: sortedUnique(a.aliases),
+        networkPrefixes: sortedUnique(a.networkPrefixes),
+      });
+    }
+  }
+  return out.sort(byString((d) => `${d.service}\u0000${d.address}\u0000${d.port ?? ''}`));
+}
+
+function sortSelectors<T>(selectors: T[]): T[] {
+  if (selectors.length < 2) return selectors;
+  const keyed = selectors.map((s) => [canonicalJson(s), s] as const);
+  keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return keyed.map(([, s]) => s);
+}
+
+function sortedLabelSelectors(selectors: readonly Record<string, string>[]): Record<string, string>[] {
+  const sorted = selectors.map((s) =>
+    Object.fromEntries(
+      Object.keys(s)
+        .sort()
+        .map((k) => [k, s[k]!]),
+    ),
+  );
+  return sortSelectors(sorted);
+}
+
+export function compile(set: ResourceSet, trustDomain: string): NodeProgram[] {
+  const services = new ServiceIndex(set.services);
+  const sources = new Map<string, Located<CredentialSource>>();
+  for (const s of set.sources) sources.set(`${namespaceOf(s)}/${s.value.metadata.name}`, s);
+  const sourceRef = (ns: string, name: string) => {
+    const s = sources.get(`${ns}/${name}`)!;
+    const type = sourceType(s.value.spec);
+    return {
+      resource: s.key,
+      type,
+      supported: SUPPORTED.includes(type),
+      specHash: contentHash(s.value.spec),
+    };
+  };
+
+  // Credential references per workload ID, from both the current and the older form.
+  const refsByWorkload = new Map<string, CompiledCredentialRef[]>();
+  const addRef = (workloadID: string, ref: Omit<CompiledCredentialRef, 'hash'>) => {
+    const list = refsByWorkload.get(workloadID) ?? [];
+    list.push(withHash(ref));
+    refsByWorkload.set(workloadID, list);
+  };
+  for (const b of set.bindings) {
+    const spec = b.value.spec;
+    const injection = spec.propagation.injection;
+    addRef(spec.workloadID, {
+      via: 'CredentialBinding',
+      resource: b.key,
+      source: sourceRef(namespaceOf(b), spec.credentialSource),
+      injection: injection ? { destinations: destinations(services.selectAny(injection.selectors)) } : null,
+      sysfs:
+        spec.propagation.sysfs !== undefined
+          ? { dir: `${contentHash(b.key)}/${b.value.metadata.name}` }
+          : null,
+    });
+  }
+  const workloadCredentials = new Map(
+    set.workloadCredentials.map((w) => [`${namespaceOf(w)}/${w.value.metadata.name}`, w]),
+  );
+
+  const programs = new Map<string, NodeProgram>();
+  for (const identity of set.identities) {
+    const spec = identity.value.spec;
+    const egress: CompiledEgressRule[] = [];
+    const credentials = [...(refsByWorkload.get(spec.workloadID) ?? [])];
+    (spec.egress ?? []).forEach((rule, index) => {
+      const ruleDestinations = destinations(services.selectAny(rule.selectors));
+      egress.push(
+        withHash({
+          index,
+          selectors: sortedLabelSelectors(rule.selectors),
+          destinations: ruleDestinations,
+          tls: {
+            mode: rule.connection?.tls?.mode ?? null,
+            intercept: rule.connection?.tls?.intercept ?? false,
+          },
+          allowedSpiffeIds: sortedUnique(rule.allowedSPIFFEIDs),
+          workloadID: rule.workloadID ?? null,
+          credentialName: rule.credentialName ?? null,
+        }),
+      );
+      if (rule.credentialName) {
+        const wc = workloadCredentials.get(`${namespaceOf(identity)}/${rule.credentialName}`)!;
+        credentials.push(
+          withHash({
+            via: 'WorkloadCredential' as const,
+            resource: wc.key,
+            source: sourceRef(namespaceOf(wc), wc.value.spec.credentialSource),
+            injection: { destinations: ruleDestinations },
+            sysfs: null,
+          }),
+        );
+      }
+    });
+    const body = {
+      resource: identity.key,
+      workloadID: spec.workloadID,
+      spiffeId: `spiffe://${trustDomain}/${spec.workloadID}`,
+      selectors: sortSelectors(spec.selectors.map(normalizeSelector)),
+      tls: {
+        mode: spec.connection?.tls?.mode ?? 'PERMISSIVE',
+        intercept: spec.connection?.tls?.intercept ?? false,
+      },
+      allowedSpiffeIds: {
+        inbound: sortedUnique(spec.allowedSPIFFEIDs?.inbound),
+        outbound: sortedUnique(spec.allowedSPIFFEIDs?.outbound),
+      },
+      x509: {
+        ttlSeconds: spec.svid?.x509?.ttl ? Number.parseInt(spec.svid.x509.ttl, 10) : null,
+        dnsNames: sortedUnique(spec.svid?.x509?.dnsNames),
+      },
+      egress,
+      credentials: credentials.sort(byString((c) => `${c.resource}\u0000${c.hash}`)),
+    };
+    // Children already carry hashes: hash over those instead of serialising the children again.
+    const compiled: CompiledIdentity = {
+      ...body,
+      hash: contentHash({
+        ...body,
+        egress: egress.map((e) => e.hash),
+        credentials: body.credentials.map((c) => c.hash),
+      }),
+    };
+    const key = scopeKey(spec);
+    let program = programs.get(key);
+    if (!program) {
+      program = { scope: scopeOf(identity.value), trustDomain, identities: [], hash: '' };
+      programs.set(key, program);
+    }
+    program.identities.push(compiled);
+  }
+  const out = [...programs.values()].map((p) => {
+    p.identities.sort(byString((i) => i.spiffeId));
+    return {
+      ...p,
+      hash: contentHash({ scope: p.scope, trustDomain, identities: p.identities.map((i) => i.hash) }),
+    };
+  });
+  return out.sort(byString((p) => `${p.scope.kind}:${p.scope.id}`));
+}
+
+function scopeOf(identity: WorkloadIdentity): NodeProgram['scope'] {
+  const s = identity.spec.scope;
+  if (s.daemonGroup) return { kind: 'daemonGroup', id: s.daemonGroup.id };
+  if (s.daemon) return { kind: 'daemon', id: s.daemon.id };
+  return { kind: 'agent', id: s.agent!.id };
+}
+
+/** The byte-exact serialisation of the desired state. */
+export function serializePrograms(programs: readonly NodeProgram[]): string {
+  return canonicalJson(programs);
+}

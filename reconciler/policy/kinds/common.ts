@@ -1,0 +1,87 @@
+import { z } from 'zod';
+
+export const API_VERSION = 'core.riptides.io/v1alpha1';
+export const DEFAULT_NAMESPACE = 'riptides-system';
+
+/** Kubernetes object names (DNS-1123 subdomain), as the control plane's API server enforces. */
+export const objectName = z
+  .string()
+  .max(253, { error: 'must be at most 253 characters' })
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, {
+    error:
+      'must be a lowercase DNS-1123 name: letters, digits, "-" and ".", starting and ending alphanumeric',
+  });
+
+const namespaceName = z
+  .string()
+  .max(63, { error: 'must be at most 63 characters' })
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { error: 'must be a lowercase DNS-1123 label' });
+
+const stringMap = z.record(z.string(), z.string());
+
+export const metadata = z.strictObject({
+  name: objectName,
+  namespace: namespaceName.optional(),
+  labels: stringMap.optional(),
+  annotations: stringMap.optional(),
+});
+
+/** Durations are written the way the resources' API writes them: whole seconds with an "s" suffix. */
+export const duration = z
+  .string()
+  .regex(/^\d+s$/, { error: 'must be a duration in whole seconds, like "3600s"' });
+
+export const tlsMode = z.enum(['MUTUAL', 'PERMISSIVE', 'SIMPLE']);
+
+export const tls = z.strictObject({
+  mode: tlsMode.optional(),
+  intercept: z.boolean().optional(),
+});
+
+export const connection = z.strictObject({ tls: tls.optional() });
+
+/** Service label selectors: a map of label → value that must all match (AND). */
+export const labelSelector = z
+  .record(z.string(), z.string({ error: 'label values are strings; quote numbers and booleans' }))
+  .refine((m) => Object.keys(m).length > 0, { error: 'a label selector needs at least one label' });
+
+const scalarSelectorValue = z.union([z.string(), z.int()]);
+
+/** A process selector value: a string, an integer, or a list of them (any of). */
+export const selectorValue = z.union([scalarSelectorValue, z.array(scalarSelectorValue).min(1)], {
+  error: 'selector values are a string, an integer, or a non-empty list of them',
+});
+
+export const processSelector = z
+  .record(z.string(), selectorValue)
+  .refine((m) => Object.keys(m).length > 0, { error: 'a selector needs at least one key' });
+
+/** Set by the control plane, never by git: accepted so that exported objects load, then ignored. */
+export const status = z.unknown().optional();
+
+/** Adds an exactly-one-of check over the given keys of an object schema's value. */
+export function exactlyOne(keys: readonly string[], what: string) {
+  return (value: Record<string, unknown>, ctx: z.RefinementCtx) => {
+    const present = keys.filter((k) => value[k] !== undefined);
+    if (present.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          present.length === 0
+            ? `${what} needs exactly one of ${keys.join(', ')}`
+            : `${what} has ${present.join(' and ')}; exactly one of ${keys.join(', ')} is allowed`,
+        params: { rt: 'RT024' },
+      });
+    }
+  };
+}
+
+export function envelope<K extends string, S extends z.ZodType>(kind: K, spec: S) {
+  return z.strictObject({
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal(kind),
+    metadata,
+    spec,
+    status,
+  });
+}

@@ -1,0 +1,98 @@
+/**
+ * The policy pipeline: files → resources → validation → node programs. A result with any error carries no
+ * programs, so nothing downstream can apply half a repository.
+ */
+import { compile, type NodeProgram } from './compile.ts';
+import { compareDiagnostics, type Diagnostic, type PendingDiagnostic } from './diagnostics.ts';
+import { DEFAULT_MAX_FILE_BYTES, type PolicyFile } from './parse-file.ts';
+import { checkReferences, groupResources, type ResourceSet } from './references.ts';
+import { type FileResult, readPolicyFile } from './resources.ts';
+import { createLocator, lineStarts, offsetToPosition } from './yaml-events.ts';
+
+export interface RenderOptions {
+  trustDomain: string;
+  allowSecrets?: boolean;
+  maxFileBytes?: number;
+  /** Per-file results keyed by content id (e.g. git blob id); reused instead of re-parsing. */
+  cache?: Map<string, FileResult>;
+}
+
+export interface RenderInput extends PolicyFile {
+  /** Content id for the cache; files without one are always parsed. */
+  id?: string;
+}
+
+export interface RenderResult {
+  diagnostics: Diagnostic[];
+  resources: ResourceSet;
+  /** null when there is any error. */
+  programs: NodeProgram[] | null;
+  stats: { files: number; parsed: number; resources: number };
+}
+
+/** Resolves document paths to line:column, parsing positions only in files that have diagnostics. */
+export function resolvePositions(
+  pendingList: readonly PendingDiagnostic[],
+  texts: ReadonlyMap<string, string | null>,
+): Diagnostic[] {
+  const locators = new Map<string, { locate: ReturnType<typeof createLocator>; starts: number[] }>();
+  const out: Diagnostic[] = [];
+  for (const p of pendingList) {
+    let line = p.line ?? 1;
+    let column = p.column ?? 1;
+    if (p.line === undefined && p.doc !== undefined) {
+      const text = texts.get(p.file);
+      if (text) {
+        let loc = locators.get(p.file);
+        if (!loc) {
+          loc = { locate: createLocator(text), starts: lineStarts(text) };
+          locators.set(p.file, loc);
+        }
+        ({ line, column } = offsetToPosition(loc.starts, loc.locate(p.doc, p.path ?? [], p.at)));
+      }
+    }
+    const d: Diagnostic = {
+      code: p.code,
+      severity: p.severity,
+      message: p.message,
+      file: p.file,
+      line,
+      column,
+    };
+    if (p.hint) d.hint = p.hint;
+    if (p.resource) d.resource = p.resource;
+    out.push(d);
+  }
+  return out.sort(compareDiagnostics);
+}
+
+export function renderPolicy(
+  files: readonly RenderInput[],
+  opts: RenderOptions,
+  extra: readonly PendingDiagnostic[] = [],
+): RenderResult {
+  const maxFileBytes = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+  let parsed = 0;
+  const results: FileResult[] = files.map((f) => {
+    const cached = f.id !== undefined ? opts.cache?.get(f.id) : undefined;
+    // A cached result is only valid at the same path: diagnostics and resource locations name the file.
+    if (cached && cached.path === f.path) return cached;
+    parsed++;
+    const result = readPolicyFile(f, maxFileBytes);
+    if (f.id !== undefined) opts.cache?.set(f.id, result);
+    return result;
+  });
+  const resources = groupResources(results.flatMap((r) => r.resources));
+  const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
+  pendingList.push(...checkReferences(resources, opts));
+  const texts = new Map(results.map((r) => [r.path, r.text] as const));
+  const diagnostics = resolvePositions(pendingList, texts);
+  const hasError = diagnostics.some((d) => d.severity === 'error');
+  const count = Object.values(resources).reduce((n, list) => n + list.length, 0);
+  return {
+    diagnostics,
+    resources,
+    programs: hasError ? null : compile(resources, opts.trustDomain),
+    stats: { files: files.length, parsed, resources: count },
+  };
+}

@@ -1,0 +1,158 @@
+/**
+ * Parsed documents → typed resources. Everything here is per file and pure, so a caller can cache a file's
+ * whole result by its content id (git blob id) and re-read only what changed.
+ */
+import { type Code, type PendingDiagnostic, pending } from './diagnostics.ts';
+import { describeType } from './field-path.ts';
+import {
+  type CredentialBinding,
+  type CredentialSource,
+  DEFAULT_NAMESPACE,
+  KINDS,
+  type KindName,
+  type Secret,
+  type Service,
+  UNMANAGED_KINDS,
+  type WorkloadCredential,
+  type WorkloadIdentity,
+} from './kinds/index.ts';
+import { DEFAULT_MAX_FILE_BYTES, type PolicyFile, parsePolicyFile } from './parse-file.ts';
+import { issuesToDiagnostics } from './schema-check.ts';
+import { didYouMean } from './suggest.ts';
+
+export interface Located<T> {
+  value: T;
+  file: string;
+  doc: number;
+  /** `Kind/namespace/name` */
+  key: string;
+}
+
+export type LocatedResource =
+  | { kind: 'WorkloadIdentity'; located: Located<WorkloadIdentity> }
+  | { kind: 'Service'; located: Located<Service> }
+  | { kind: 'CredentialSource'; located: Located<CredentialSource> }
+  | { kind: 'CredentialBinding'; located: Located<CredentialBinding> }
+  | { kind: 'WorkloadCredential'; located: Located<WorkloadCredential> }
+  | { kind: 'Secret'; located: Located<Secret> };
+
+export interface FileResult {
+  path: string;
+  text: string | null;
+  resources: LocatedResource[];
+  diagnostics: PendingDiagnostic[];
+}
+
+export function resourceKey(
+  kind: string,
+  metadata: { name: string; namespace?: string | undefined },
+): string {
+  return `${kind}/${metadata.namespace ?? DEFAULT_NAMESPACE}/${metadata.name}`;
+}
+
+function guessKey(value: Record<string, unknown>, kind: string): string | undefined {
+  const meta = value.metadata as { name?: unknown; namespace?: unknown } | undefined;
+  if (!meta || typeof meta.name !== 'string') return undefined;
+  return resourceKey(kind, {
+    name: meta.name,
+    namespace: typeof meta.namespace === 'string' ? meta.namespace : undefined,
+  });
+}
+
+/** Reads one policy file into typed resources and the diagnostics of its own content. */
+export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE_BYTES): FileResult {
+  const parsed = parsePolicyFile(file, maxFileBytes);
+  const result: FileResult = {
+    path: file.path,
+    text: parsed.text,
+    resources: [],
+    diagnostics: parsed.diagnostics,
+  };
+  const where = (doc: number, path: (string | number)[] = [], at: 'key' | 'value' = 'value') => ({
+    file: file.path,
+    doc,
+    path,
+    at,
+  });
+  const report = (
+    code: Code,
+    message: string,
+    w: ReturnType<typeof where>,
+    hint?: string,
+    resource?: string,
+  ) =>
+    result.diagnostics.push(
+      pending(code, message, { ...w, ...(hint ? { hint } : {}), ...(resource ? { resource } : {}) }),
+    );
+
+  parsed.documents.forEach((value, doc) => {
+    if (value === null || value === undefined) return;
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      report(
+        'RT006',
+        `document ${doc + 1} is ${describeType(value)}, not a resource map`,
+        where(doc),
+        'each YAML document must be one resource with apiVersion, kind, metadata and spec',
+      );
+      return;
+    }
+    const obj = value as Record<string, unknown>;
+    const kind = obj.kind;
+    if (typeof kind !== 'string' || kind === '') {
+      report(
+        'RT011',
+        'resource has no "kind"',
+        where(doc),
+        `add "kind:", one of ${Object.keys(KINDS).join(', ')}`,
+      );
+      return;
+    }
+    if ((UNMANAGED_KINDS as readonly string[]).includes(kind)) {
+      report(
+        'RT010',
+        `${kind} is managed in the control plane, not reconciled from git; it is ignored`,
+        where(doc, ['kind']),
+        undefined,
+        guessKey(obj, kind),
+      );
+      result.diagnostics.at(-1)!.severity = 'warning';
+      return;
+    }
+    const definition = KINDS[kind as KindName];
+    if (!definition) {
+      report(
+        'RT010',
+        `unknown kind "${kind}"`,
+        where(doc, ['kind']),
+        didYouMean(kind, Object.keys(KINDS)) ?? `known kinds: ${Object.keys(KINDS).join(', ')}`,
+      );
+      return;
+    }
+    const key = guessKey(obj, kind);
+    if (obj.apiVersion !== definition.apiVersion) {
+      report(
+        'RT010',
+        `kind ${kind} is served by apiVersion "${definition.apiVersion}", not ${JSON.stringify(obj.apiVersion ?? null)}`,
+        where(doc, obj.apiVersion === undefined ? [] : ['apiVersion']),
+        `set apiVersion: ${definition.apiVersion}`,
+        key,
+      );
+      return;
+    }
+    const checked = definition.schema.safeParse(obj);
+    if (!checked.success) {
+      result.diagnostics.push(
+        ...issuesToDiagnostics(definition.schema, obj, checked.error.issues, {
+          file: file.path,
+          doc,
+          ...(key ? { resource: key } : {}),
+        }),
+      );
+      return;
+    }
+    const typed = checked.data as { metadata: { name: string; namespace?: string } };
+    const located = { value: typed, file: file.path, doc, key: resourceKey(kind, typed.metadata) };
+    result.resources.push({ kind, located } as LocatedResource);
+  });
+  return result;
+}

@@ -1,0 +1,222 @@
+/**
+ * YAML reading on the fast path: js-yaml 5's event parser (offsets into the source, no node objects) and its
+ * constructor. Aliases are measured on the event stream before anything is built, so an alias bomb is refused
+ * in time linear to the file. Positions are recovered from the same events only when a diagnostic needs one.
+ */
+import {
+  constructFromEvents,
+  EVENT_ID,
+  type Event,
+  getScalarValue,
+  parseEvents,
+  YAMLException,
+} from 'js-yaml';
+import type { NodePath } from './diagnostics.ts';
+
+export interface ParsedYaml {
+  documents: unknown[];
+}
+
+export class YamlReadError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+    readonly kind: 'syntax' | 'alias-bomb' | 'too-deep',
+  ) {
+    super(message);
+  }
+}
+
+/** Nodes that aliases may add on top of the file's own nodes before we call it an alias bomb. */
+const ALIAS_EXPANSION_ALLOWANCE = 10_000;
+const MAX_DEPTH = 64;
+
+function parseToEvents(source: string): Event[] {
+  try {
+    return parseEvents(source, { maxDepth: MAX_DEPTH });
+  } catch (err) {
+    if (err instanceof YAMLException) {
+      const reason = err.reason ?? err.message;
+      const kind = /depth/i.test(reason) ? 'too-deep' : 'syntax';
+      return throwRead(reason, err.mark?.position ?? 0, kind);
+    }
+    if (err instanceof RangeError) return throwRead('YAML nesting is too deep to read', 0, 'too-deep');
+    throw err;
+  }
+}
+
+function throwRead(message: string, offset: number, kind: YamlReadError['kind']): never {
+  throw new YamlReadError(message, offset, kind);
+}
+
+/**
+ * Counts how many nodes the documents would hold with every alias expanded, without expanding anything:
+ * each anchored node's expanded size is remembered, and an alias adds that size.
+ */
+function checkAliasExpansion(source: string, events: Event[]): void {
+  let hasAlias = false;
+  for (const e of events) {
+    if (e.type === EVENT_ID.ALIAS) {
+      hasAlias = true;
+      break;
+    }
+  }
+  if (!hasAlias) return;
+  const anchorSize = new Map<string, number>();
+  // Stack of [size so far, anchor name] for the open collections.
+  const stack: Array<{ size: number; anchor: string | null }> = [];
+  let total = 0;
+  const limit = events.length + ALIAS_EXPANSION_ALLOWANCE;
+  const add = (n: number) => {
+    total += n;
+    const top = stack[stack.length - 1];
+    if (top) top.size += n;
+  };
+  for (const e of events) {
+    switch (e.type) {
+      case EVENT_ID.MAPPING:
+      case EVENT_ID.SEQUENCE:
+        stack.push({ size: 1, anchor: e.anchorStart >= 0 ? source.slice(e.anchorStart, e.anchorEnd) : null });
+        break;
+      case EVENT_ID.SCALAR:
+        add(1);
+        if (e.anchorStart >= 0) anchorSize.set(source.slice(e.anchorStart, e.anchorEnd), 1);
+        break;
+      case EVENT_ID.ALIAS: {
+        const name = source.slice(e.anchorStart, e.anchorEnd);
+        add(anchorSize.get(name) ?? 1);
+        if (total > limit) {
+          throwRead(
+            `YAML aliases expand to more than ${limit} nodes: refusing a possible alias bomb ("billion laughs")`,
+            e.anchorStart - 1,
+            'alias-bomb',
+          );
+        }
+        break;
+      }
+      case EVENT_ID.POP: {
+        const closed = stack.pop();
+        if (closed) {
+          total += 1;
+          if (closed.anchor !== null) anchorSize.set(closed.anchor, closed.size);
+          const parent = stack[stack.length - 1];
+          if (parent) parent.size += closed.size;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+export function readYaml(source: string, filename: string): ParsedYaml {
+  const events = parseToEvents(source);
+  checkAliasExpansion(source, events);
+  try {
+    return { documents: constructFromEvents(events, { source, filename }) };
+  } catch (err) {
+    if (err instanceof YAMLException)
+      return throwRead(err.reason ?? err.message, err.mark?.position ?? 0, 'syntax');
+    throw err;
+  }
+}
+
+/** Offsets of line starts, for offset → line:column. */
+export function lineStarts(source: string): number[] {
+  const starts = [0];
+  for (let i = source.indexOf('\n'); i !== -1; i = source.indexOf('\n', i + 1)) starts.push(i + 1);
+  return starts;
+}
+
+export function offsetToPosition(starts: number[], offset: number): { line: number; column: number } {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return { line: lo + 1, column: offset - starts[lo]! + 1 };
+}
+
+function nodeOffset(e: Event): number {
+  switch (e.type) {
+    case EVENT_ID.SCALAR:
+      // Quoted scalars start at their opening quote, one before the value.
+      return e.style === 2 || e.style === 3 ? e.valueStart - 1 : e.valueStart;
+    case EVENT_ID.MAPPING:
+    case EVENT_ID.SEQUENCE:
+      return e.anchorStart >= 0 ? e.anchorStart - 1 : e.start;
+    case EVENT_ID.ALIAS:
+      return e.anchorStart - 1;
+    default:
+      return 0;
+  }
+}
+
+/** Index just past the node that starts at events[i]. */
+function skipNode(events: Event[], i: number): number {
+  const e = events[i]!;
+  if (e.type !== EVENT_ID.MAPPING && e.type !== EVENT_ID.SEQUENCE) return i + 1;
+  let depth = 0;
+  for (let j = i; j < events.length; j++) {
+    const t = events[j]!.type;
+    if (t === EVENT_ID.MAPPING || t === EVENT_ID.SEQUENCE) depth++;
+    else if (t === EVENT_ID.POP && --depth === 0) return j + 1;
+  }
+  return events.length;
+}
+
+/**
+ * Returns a function giving the source offset of the node at `path` in document `doc` (or of the deepest node
+ * on the way that exists); with at='key' and a path ending in a mapping key, the key itself. The file's events
+ * are parsed once per locator.
+ */
+export function createLocator(source: string): (doc: number, path: NodePath, at?: 'key' | 'value') => number {
+  let events: Event[] = [];
+  try {
+    events = parseEvents(source, { maxDepth: MAX_DEPTH });
+  } catch {
+    // A file that fails to parse carries absolute positions already.
+  }
+  return (doc, path, at = 'value') => locateIn(events, doc, path, at, source);
+}
+
+function locateIn(events: Event[], doc: number, path: NodePath, at: 'key' | 'value', source: string): number {
+  let i = 0;
+  let seen = -1;
+  for (; i < events.length; i++) {
+    if (events[i]!.type === EVENT_ID.DOCUMENT && ++seen === doc) break;
+  }
+  if (i >= events.length) return 0;
+  let node = i + 1;
+  if (node >= events.length || events[node]!.type === EVENT_ID.POP) return 0;
+  for (let p = 0; p < path.length; p++) {
+    const seg = path[p]!;
+    const e = events[node]!;
+    let next = -1;
+    let keyIndex = -1;
+    if (e.type === EVENT_ID.MAPPING) {
+      for (let j = node + 1; j < events.length && events[j]!.type !== EVENT_ID.POP; ) {
+        const keyEvent = events[j]!;
+        const valueIndex = skipNode(events, j);
+        if (keyEvent.type === EVENT_ID.SCALAR && getScalarValue(source, keyEvent) === String(seg)) {
+          keyIndex = j;
+          next = valueIndex;
+          break;
+        }
+        j = skipNode(events, valueIndex);
+      }
+    } else if (e.type === EVENT_ID.SEQUENCE && typeof seg === 'number') {
+      let j = node + 1;
+      for (let k = 0; k < seg && j < events.length && events[j]!.type !== EVENT_ID.POP; k++)
+        j = skipNode(events, j);
+      if (j < events.length && events[j]!.type !== EVENT_ID.POP) next = j;
+    }
+    if (next === -1) return nodeOffset(events[node]!);
+    if (p === path.length - 1 && at === 'key' && keyIndex !== -1) return nodeOffset(events[keyIndex]!);
+    node = next;
+  }
+  return nodeOffset(events[node]!);
+}
