@@ -28,10 +28,10 @@ export function parseByteSize(value: string | undefined, flag: string): number |
  * Loads, validates and compiles a policy directory. Returns null (after printing why) when it cannot run at
  * all: no repository, no trust domain, an unreadable configuration.
  */
-export function openPolicyDir(
+export async function openPolicyDir(
   flags: PolicyDirFlags,
   io: CommandIO,
-): { result: RenderResult; summary: string; trustDomain: string } | null {
+): Promise<{ result: RenderResult; summary: string; trustDomain: string } | null> {
   if (!flags.repo) throw new UsageError('missing required flag --repo');
   const maxFileBytes = parseByteSize(flags['max-file-size'], 'max-file-size');
   let tree: ReturnType<typeof loadPolicyDir>;

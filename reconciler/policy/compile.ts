@@ -124,15 +124,22 @@ export function compile(set: ResourceSet, trustDomain: string): NodeProgram[] {
   const services = new ServiceIndex(set.services);
   const sources = new Map<string, Located<CredentialSource>>();
   for (const s of set.sources) sources.set(`${namespaceOf(s)}/${s.value.metadata.name}`, s);
+  // Many bindings share a source: hash each source spec once.
+  const sourceRefs = new Map<string, CompiledCredentialRef['source']>();
   const sourceRef = (ns: string, name: string) => {
     const s = sources.get(`${ns}/${name}`)!;
-    const type = sourceType(s.value.spec);
-    return {
-      resource: s.key,
-      type,
-      supported: SUPPORTED.includes(type),
-      specHash: contentHash(s.value.spec),
-    };
+    let ref = sourceRefs.get(s.key);
+    if (!ref) {
+      const type = sourceType(s.value.spec);
+      ref = {
+        resource: s.key,
+        type,
+        supported: SUPPORTED.includes(type),
+        specHash: contentHash(s.value.spec),
+      };
+      sourceRefs.set(s.key, ref);
+    }
+    return ref;
   };
 
   // Credential references per workload ID, from both the current and the older form.

@@ -72,15 +72,20 @@ export function renderPolicy(
   extra: readonly PendingDiagnostic[] = [],
 ): RenderResult {
   const maxFileBytes = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
-  let parsed = 0;
-  const results: FileResult[] = files.map((f) => {
+  const results: FileResult[] = new Array(files.length);
+  const missing: number[] = [];
+  files.forEach((f, i) => {
     const cached = f.id !== undefined ? opts.cache?.get(f.id) : undefined;
     // A cached result is only valid at the same path: diagnostics and resource locations name the file.
-    if (cached && cached.path === f.path) return cached;
-    parsed++;
-    const result = readPolicyFile(f, maxFileBytes);
-    if (f.id !== undefined) opts.cache?.set(f.id, result);
-    return result;
+    if (cached && cached.path === f.path) results[i] = cached;
+    else missing.push(i);
+  });
+  const fresh = missing.map((i) => readPolicyFile(files[i]!, maxFileBytes));
+  missing.forEach((index, k) => {
+    const result = fresh[k]!;
+    results[index] = result;
+    const id = files[index]!.id;
+    if (id !== undefined) opts.cache?.set(id, result);
   });
   const resources = groupResources(results.flatMap((r) => r.resources));
   const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
@@ -93,6 +98,6 @@ export function renderPolicy(
     diagnostics,
     resources,
     programs: hasError ? null : compile(resources, opts.trustDomain),
-    stats: { files: files.length, parsed, resources: count },
+    stats: { files: files.length, parsed: missing.length, resources: count },
   };
 }

@@ -56,7 +56,7 @@ export const command: Command = {
       'allow-plaintext-secrets': { type: 'boolean' },
     });
     const format = oneOf(values.format, DIAGNOSTIC_FORMATS, 'format', 'text');
-    const opened = openPolicyDir(values, io);
+    const opened = await openPolicyDir(values, io);
     if (!opened) return EXIT_USAGE;
     const { result, summary } = opened;
     const { errors } = countBySeverity(result.diagnostics);
@@ -74,7 +74,6 @@ export const command: Command = {
       default:
         io.stdout(formatText(result.diagnostics, { summary }));
     }
-    if (values.repo === undefined) throw new UsageError('missing required flag --repo');
     return errors ? EXIT_FINDINGS : EXIT_OK;
   },
 };

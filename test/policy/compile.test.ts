@@ -1,0 +1,139 @@
+import fc from 'fast-check';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { teamFile } from '../../fixtures/generators/large-repo.ts';
+import { serializePrograms } from '../../reconciler/policy/compile.ts';
+import type { PolicyFile } from '../../reconciler/policy/parse-file.ts';
+import { renderPolicy } from '../../reconciler/policy/render.ts';
+
+const TD = 'example.com';
+const TEAMS = 6;
+
+/** Each team's file split into its documents, so tests can move documents between files freely. */
+const documents = Array.from({ length: TEAMS }, (_, i) => teamFile(i, TEAMS, TD, 2).split(/^---\n/m)).flat();
+
+function filesFrom(order: number[], cut: number[]): PolicyFile[] {
+  const docs = order.map((i) => documents[i]!);
+  const files: PolicyFile[] = [];
+  let start = 0;
+  for (const size of [...cut, docs.length]) {
+    const chunk = docs.slice(start, start + Math.max(1, size));
+    if (chunk.length === 0) break;
+    files.push({ path: `f${files.length}.yaml`, bytes: new TextEncoder().encode(chunk.join('---\n')) });
+    start += chunk.length;
+  }
+  if (start < docs.length)
+    files.push({
+      path: `f${files.length}.yaml`,
+      bytes: new TextEncoder().encode(docs.slice(start).join('---\n')),
+    });
+  return files;
+}
+
+async function compileBytes(files: PolicyFile[]): Promise<string> {
+  const result = renderPolicy(files, { trustDomain: TD });
+  expect(result.diagnostics).toEqual([]);
+  return serializePrograms(result.programs!);
+}
+
+describe('compile output', () => {
+  let reference = '';
+  beforeAll(async () => {
+    reference = await compileBytes(
+      filesFrom(
+        documents.map((_, i) => i),
+        [],
+      ),
+    );
+  });
+
+  it('is byte-identical whatever the file and document order', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.shuffledSubarray(
+          documents.map((_, i) => i),
+          { minLength: documents.length, maxLength: documents.length },
+        ),
+        fc.array(fc.integer({ min: 1, max: 8 }), { maxLength: 10 }),
+        fc.array(fc.integer(), { minLength: 0, maxLength: 1 }),
+        async (order, cut, reverse) => {
+          const files = filesFrom(order, cut);
+          if (reverse.length) files.reverse();
+          expect(await compileBytes(files)).toBe(reference);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it('gives one program per scope, identities sorted, every identity, rule and credential hashed', async () => {
+    const programs = JSON.parse(reference) as Array<{
+      scope: { id: string };
+      hash: string;
+      identities: Array<{
+        spiffeId: string;
+        hash: string;
+        egress: Array<{ hash: string }>;
+        credentials: Array<{ hash: string }>;
+      }>;
+    }>;
+    expect(programs.map((p) => p.scope.id)).toEqual([
+      'riptides/daemongroup/region-0/workers',
+      'riptides/daemongroup/region-1/workers',
+    ]);
+    for (const p of programs) {
+      expect(p.hash).toMatch(/^[0-9a-f]{16}$/);
+      const ids = p.identities.map((i) => i.spiffeId);
+      expect(ids).toEqual([...ids].sort());
+      for (const i of p.identities) {
+        expect(i.hash).toMatch(/^[0-9a-f]{16}$/);
+        for (const h of [...i.egress, ...i.credentials]) expect(h.hash).toMatch(/^[0-9a-f]{16}$/);
+      }
+    }
+  });
+
+  it('changes the hash of exactly what changed', async () => {
+    const base = JSON.parse(reference) as Array<{
+      hash: string;
+      identities: Array<{ spiffeId: string; hash: string }>;
+    }>;
+    const edited = documents.map((d) =>
+      d.includes('workloadID: apps/team-2/api\n  scope')
+        ? d.replace('mode: MUTUAL\n      intercept: true', 'mode: PERMISSIVE\n      intercept: true')
+        : d,
+    );
+    expect(edited).not.toEqual(documents);
+    const files = [{ path: 'all.yaml', bytes: new TextEncoder().encode(edited.join('---\n')) }];
+    const after = JSON.parse(await compileBytes(files)) as typeof base;
+    const hashes = (ps: typeof base) =>
+      new Map(ps.flatMap((p) => p.identities.map((i) => [i.spiffeId, i.hash] as const)));
+    const before = hashes(base);
+    const changed = [...hashes(after)].filter(([id, h]) => before.get(id) !== h).map(([id]) => id);
+    expect(changed).toEqual(['spiffe://example.com/apps/team-2/api']);
+    expect(after.filter((p, i) => p.hash !== base[i]!.hash)).toHaveLength(1);
+  });
+
+  it('compiles nothing when any error is present', async () => {
+    const broken = [
+      ...documents,
+      'apiVersion: core.riptides.io/v1alpha1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  labels: {}\n',
+    ];
+    const result = renderPolicy([{ path: 'x.yaml', bytes: new TextEncoder().encode(broken.join('---\n')) }], {
+      trustDomain: TD,
+    });
+    expect(result.diagnostics.some((d) => d.severity === 'error')).toBe(true);
+    expect(result.programs).toBeNull();
+  });
+
+  it('reuses cached file results by content id and parses only new ones', async () => {
+    const cache = new Map();
+    const files = filesFrom(
+      documents.map((_, i) => i),
+      [5, 5, 5, 5, 5],
+    ).map((f, i) => ({ ...f, id: `blob-${i}` }));
+    expect(renderPolicy(files, { trustDomain: TD, cache }).stats.parsed).toBe(files.length);
+    const changed = files.map((f, i) => (i === 2 ? { ...f, id: 'blob-2-new' } : f));
+    const second = renderPolicy(changed, { trustDomain: TD, cache });
+    expect(second.stats.parsed).toBe(1);
+    expect(serializePrograms(second.programs!)).toBe(reference);
+  });
+});
