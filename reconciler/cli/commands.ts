@@ -4,4 +4,5 @@ import type { Command } from './command.ts';
 export const commands: Record<string, () => Promise<Command>> = {
   validate: async () => (await import('./commands/validate.ts')).command,
   schema: async () => (await import('./commands/schema.ts')).command,
+  compile: async () => (await import('./commands/compile.ts')).command,
 };
