@@ -1,0 +1,84 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Redactor } from '../../reconciler/source/errors.ts';
+import { BlobCache, credentialsFromEnv } from '../../reconciler/source/index.ts';
+import { normalizeSubdir } from '../../reconciler/source/tree.ts';
+import { sourceError } from './helpers.ts';
+
+describe('BlobCache', () => {
+  it('evicts the least recently used entry past its bound', () => {
+    const cache = new BlobCache<number>(2);
+    cache.set('a', 1);
+    cache.set('b', 2);
+    expect(cache.get('a')).toBe(1); // a is now the most recent
+    cache.set('c', 3);
+    expect(cache.get('b')).toBeUndefined();
+    expect(cache.get('a')).toBe(1);
+    expect(cache.get('c')).toBe(3);
+    expect(cache.size).toBe(2);
+    expect(cache.stats()).toEqual({ hits: 3, misses: 1, size: 2 });
+  });
+
+  it('loads a missing entry once', async () => {
+    const cache = new BlobCache<string>(10);
+    let loads = 0;
+    const load = (oid: string) => {
+      loads++;
+      return `parsed ${oid}`;
+    };
+    expect(await cache.getOrLoad('x', load)).toBe('parsed x');
+    expect(await cache.getOrLoad('x', load)).toBe('parsed x');
+    expect(loads).toBe(1);
+  });
+
+  it('refuses a bound that is not a positive integer', () => {
+    expect(() => new BlobCache(0)).toThrow(RangeError);
+    expect(() => new BlobCache(1.5)).toThrow(RangeError);
+  });
+});
+
+describe('credentialsFromEnv', () => {
+  const url = 'https://git.example.test/org/policy.git';
+
+  it('prefers a token, then username + password, then the credentials file', () => {
+    expect(credentialsFromEnv(url, { RIPTIDES_GIT_TOKEN: 't0k3n', RIPTIDES_GIT_PASSWORD: 'p' })).toEqual({
+      token: 't0k3n',
+      username: undefined,
+    });
+    expect(credentialsFromEnv(url, { RIPTIDES_GIT_USERNAME: 'u', RIPTIDES_GIT_PASSWORD: 'p' })).toEqual({
+      username: 'u',
+      password: 'p',
+    });
+    expect(credentialsFromEnv(url, {})).toBeUndefined();
+  });
+
+  it('names an unreadable credentials file without reading anything else', async () => {
+    const file = join('/nonexistent', 'git-credentials');
+    const err = await sourceError(
+      Promise.resolve().then(() => credentialsFromEnv(url, { RIPTIDES_GIT_CREDENTIALS_FILE: file })),
+    );
+    expect(err.code).toBe('auth');
+    expect(err.message).toContain(file);
+    expect(err.message).toContain('ENOENT');
+  });
+});
+
+describe('normalizeSubdir', () => {
+  it('cleans relative paths and refuses ones that escape the repository', () => {
+    expect(normalizeSubdir(undefined)).toBe('');
+    expect(normalizeSubdir('.')).toBe('');
+    expect(normalizeSubdir('./policies//prod/')).toBe('policies/prod');
+    expect(normalizeSubdir('/etc')).toBeNull();
+    expect(normalizeSubdir('policies/../..')).toBeNull();
+    expect(normalizeSubdir('a\\b')).toBeNull();
+  });
+});
+
+describe('Redactor', () => {
+  it('removes a secret in plain, URL-encoded and base64 form', () => {
+    const r = new Redactor();
+    r.add('s3cr/t+value');
+    const text = `a s3cr/t+value b ${encodeURIComponent('s3cr/t+value')} c ${Buffer.from('s3cr/t+value').toString('base64')}`;
+    expect(r.redact(text)).toBe('a *** b *** c ***');
+  });
+});
