@@ -18,7 +18,7 @@ export interface RenderOptions {
 }
 
 export interface RenderInput extends PolicyFile {
-  /** Content id for the cache; files without one are always parsed. */
+  /** Content id for the cache; files without one are always parsed. When the id is cached, bytes are not read. */
   id?: string;
 }
 

@@ -1,13 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { SourceError } from '../../reconciler/source/index.ts';
 
-/** A scratch directory removed by the returned cleanup. */
-export function scratch(label: string): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), `riptides-${label}-`));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
+export { scratch } from '../support/scratch.ts';
 
 /** Awaits `p`, which must reject with a SourceError, and returns that error. */
 export async function sourceError(p: Promise<unknown>): Promise<SourceError> {

@@ -1,0 +1,106 @@
+/**
+ * Effective access: who may reach whom, and where each credential flows, derived from node programs.
+ * - reach edges: identity → Service address (egress rules, with TLS mode and pinned peer IDs), and
+ *   identity → identity where an allow list names the peer (inbound on the server, outbound on the client);
+ * - credential edges: source → workload → destination (injection) or → sysfs.
+ */
+import { canonicalJson } from '../policy/canonical.ts';
+import type { NodeProgram } from '../policy/compile.ts';
+
+export interface AccessEdge {
+  kind: 'reach' | 'credential';
+  from: string;
+  to: string;
+  /** What the edge carries: TLS mode, allowed peers, the credential source… (compared for "changed"). */
+  attributes: Record<string, unknown>;
+  external?: boolean;
+}
+
+export function edgeKey(e: AccessEdge): string {
+  return `${e.kind} ${e.from} -> ${e.to}`;
+}
+
+export function accessEdges(programs: readonly NodeProgram[]): AccessEdge[] {
+  const edges = new Map<string, AccessEdge>();
+  const put = (e: AccessEdge) => {
+    const key = edgeKey(e);
+    const existing = edges.get(key);
+    if (existing) Object.assign(existing.attributes, e.attributes);
+    else edges.set(key, e);
+  };
+  for (const p of programs) {
+    for (const i of p.identities) {
+      for (const rule of i.egress) {
+        for (const d of rule.destinations) {
+          put({
+            kind: 'reach',
+            from: i.spiffeId,
+            to: `${d.service} (${d.address}${d.port ? `:${d.port}` : ''})`,
+            attributes: {
+              tls: rule.tls.mode ?? 'implicit',
+              intercept: rule.tls.intercept,
+              allowedPeers: rule.allowedSpiffeIds,
+            },
+            external: d.external,
+          });
+        }
+      }
+      for (const peer of i.allowedSpiffeIds.inbound) {
+        put({
+          kind: 'reach',
+          from: peer,
+          to: i.spiffeId,
+          attributes: { inboundAllowed: true, serverTls: i.tls.mode },
+        });
+      }
+      for (const peer of i.allowedSpiffeIds.outbound) {
+        put({ kind: 'reach', from: i.spiffeId, to: peer, attributes: { outboundAllowed: true } });
+      }
+      for (const c of i.credentials) {
+        const via = {
+          source: c.source.resource,
+          type: c.source.type,
+          binding: c.resource,
+          sourceSpec: c.source.specHash,
+        };
+        for (const d of c.injection?.destinations ?? []) {
+          put({
+            kind: 'credential',
+            from: `${c.source.resource} → ${i.spiffeId}`,
+            to: `${d.service} (${d.address}${d.port ? `:${d.port}` : ''})`,
+            attributes: via,
+            external: d.external,
+          });
+        }
+        if (c.sysfs)
+          put({
+            kind: 'credential',
+            from: `${c.source.resource} → ${i.spiffeId}`,
+            to: `sysfs ${c.sysfs.dir}`,
+            attributes: via,
+          });
+      }
+    }
+  }
+  return [...edges.values()].sort((a, b) => (edgeKey(a) < edgeKey(b) ? -1 : 1));
+}
+
+export interface AccessDiff {
+  added: AccessEdge[];
+  removed: AccessEdge[];
+  changed: Array<{ key: string; before: AccessEdge; after: AccessEdge }>;
+}
+
+export function diffAccess(base: readonly NodeProgram[], head: readonly NodeProgram[]): AccessDiff {
+  const before = new Map(accessEdges(base).map((e) => [edgeKey(e), e]));
+  const after = new Map(accessEdges(head).map((e) => [edgeKey(e), e]));
+  const diff: AccessDiff = { added: [], removed: [], changed: [] };
+  for (const [key, e] of after) {
+    const b = before.get(key);
+    if (!b) diff.added.push(e);
+    else if (canonicalJson(b.attributes) !== canonicalJson(e.attributes))
+      diff.changed.push({ key, before: b, after: e });
+  }
+  for (const [key, e] of before) if (!after.has(key)) diff.removed.push(e);
+  return diff;
+}

@@ -1,0 +1,109 @@
+/**
+ * One revision of the policy repository, rendered: list the blobs under the policy path, read only those whose
+ * parsed result is not cached yet (by blob id), and validate + compile the whole set.
+ */
+import { posix } from 'node:path';
+import { CONFIG_FILE, readRepoConfig } from '../policy/config.ts';
+import { type PendingDiagnostic, pending } from '../policy/diagnostics.ts';
+import { isPolicyFileName } from '../policy/load-dir.ts';
+import { type RenderInput, type RenderResult, renderPolicy, resolvePositions } from '../policy/render.ts';
+import type { FileResult } from '../policy/resources.ts';
+import type { PolicySource } from '../source/index.ts';
+
+const EMPTY = new Uint8Array(0);
+const SYMLINK = '120000';
+
+export interface RevisionOptions {
+  path: string;
+  trustDomain?: string;
+  allowSecrets?: boolean;
+  maxFileBytes?: number;
+  cache: Map<string, FileResult>;
+}
+
+export interface RenderedRevision {
+  commit: string;
+  trustDomain: string | undefined;
+  result: RenderResult;
+  /** Blobs read from git for this revision (cached ones are not). */
+  blobsRead: number;
+}
+
+export class RevisionConfigError extends Error {}
+
+export async function renderRevision(
+  source: PolicySource,
+  commit: string,
+  opts: RevisionOptions,
+): Promise<RenderedRevision> {
+  const subdir = opts.path.replace(/^\.?\/*/, '').replace(/\/+$/, '');
+  const entries = await source.listFiles(commit, subdir || undefined);
+  const configPath = subdir ? `${subdir}/${CONFIG_FILE}` : CONFIG_FILE;
+  const extra: PendingDiagnostic[] = [];
+  let trustDomain = opts.trustDomain;
+  let blobsRead = 0;
+  const config = entries.find((e) => e.path === configPath);
+  if (config) {
+    const text = new TextDecoder().decode(await source.readBlob(config.oid));
+    blobsRead++;
+    const read = readRepoConfig(configPath, text);
+    if (read.diagnostics.length) {
+      const [d] = resolvePositions(read.diagnostics, new Map([[configPath, text]]));
+      throw new RevisionConfigError(`${d!.file}:${d!.line}: ${d!.message}`);
+    }
+    trustDomain ??= read.config.trustDomain;
+  }
+  if (!trustDomain) {
+    throw new RevisionConfigError(
+      `no trust domain at ${commit.slice(0, 8)}: pass --trust-domain or commit "trustDomain: <name>" in ${configPath}`,
+    );
+  }
+  const inputs: RenderInput[] = [];
+  for (const e of entries) {
+    if (!isPolicyFileName(posix.basename(e.path))) continue;
+    if (e.mode === SYMLINK) {
+      // A symlink blob holds its target; policy must live in the repository itself, and a link out never does.
+      const target = new TextDecoder().decode(await source.readBlob(e.oid));
+      blobsRead++;
+      const resolved = posix.normalize(posix.join(posix.dirname(e.path), target));
+      if (target.startsWith('/') || resolved.startsWith('..')) {
+        extra.push(
+          pending('RT005', `symlink leads outside the repository (to ${target}); it was not followed`, {
+            file: e.path,
+            line: 1,
+            column: 1,
+            hint: 'commit the file itself instead of a link to it',
+          }),
+        );
+      } else {
+        extra.push(
+          pending(
+            'RT007',
+            `symlink to ${target} is not followed in git revisions`,
+            { file: e.path, line: 1, column: 1, hint: 'commit the file itself instead of a link to it' },
+            'warning',
+          ),
+        );
+      }
+      continue;
+    }
+    const cached = opts.cache.get(e.oid);
+    if (cached && cached.path === e.path) {
+      inputs.push({ path: e.path, id: e.oid, bytes: EMPTY });
+    } else {
+      inputs.push({ path: e.path, id: e.oid, bytes: await source.readBlob(e.oid) });
+      blobsRead++;
+    }
+  }
+  const result = renderPolicy(
+    inputs,
+    {
+      trustDomain,
+      cache: opts.cache,
+      ...(opts.allowSecrets ? { allowSecrets: true } : {}),
+      ...(opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : {}),
+    },
+    extra,
+  );
+  return { commit, trustDomain, result, blobsRead };
+}

@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import { hasChanges } from '../../reconciler/plan/plan.ts';
+import { BASE, edit, H, plan } from './plan-helpers.ts';
+
+const rules = (p: ReturnType<typeof plan>) => p.risks.map((r) => `${r.severity}:${r.rule}`);
+
+describe('plan risks, one rule at a time', () => {
+  it('base against itself: no changes, no risks', () => {
+    const p = plan(BASE, BASE);
+    expect(hasChanges(p)).toBe(false);
+    expect(p.risks).toEqual([]);
+    expect(p.access).toEqual({ added: [], removed: [], changed: [] });
+  });
+
+  it('tls-downgrade: an identity leaves MUTUAL', () => {
+    const p = plan(
+      BASE,
+      edit(
+        BASE,
+        'identities.yaml',
+        '      mode: MUTUAL\n  allowedSPIFFEIDs',
+        '      mode: PERMISSIVE\n  allowedSPIFFEIDs',
+      ),
+    );
+    expect(rules(p)).toEqual(['high:tls-downgrade']);
+    expect(p.risks[0]!.resource).toBe('WorkloadIdentity/riptides-system/server');
+  });
+
+  it('tls-downgrade: an egress rule leaves MUTUAL', () => {
+    const p = plan(BASE, edit(BASE, 'identities.yaml', '          mode: MUTUAL', '          mode: SIMPLE'));
+    expect(rules(p)).toEqual(['high:tls-downgrade']);
+    expect(p.risks[0]!.message).toContain('no longer MUTUAL TLS (now SIMPLE)');
+  });
+
+  it('credential-new-destination: a credential injected toward one more internal service', () => {
+    const p = plan(
+      BASE,
+      edit(
+        BASE,
+        'credentials.yaml',
+        '        - app: billing\n',
+        '        - app: billing\n        - app: api\n',
+      ),
+    );
+    expect(rules(p)).toContain('medium:credential-new-destination');
+    expect(p.risks.find((r) => r.rule === 'credential-new-destination')!.message).toContain(
+      'api.internal:8443',
+    );
+  });
+
+  it('credential-to-external: a credential newly flows to an external service', () => {
+    const p = plan(
+      BASE,
+      edit(BASE, 'credentials.yaml', '        - app: billing\n', '        - app: partner\n'),
+    );
+    expect(rules(p)).toEqual(['high:credential-to-external']);
+    expect(p.risks[0]!.resource).toBe('CredentialBinding/riptides-system/client-token');
+    expect(p.access.removed.map((e) => e.to)).toEqual([
+      'Service/riptides-system/billing (billing.internal:9000)',
+    ]);
+  });
+
+  it('allowed-peers-widened: an inbound allow list gains a peer, and an egress rule stops pinning its peer', () => {
+    const wider = edit(
+      BASE,
+      'identities.yaml',
+      '      - spiffe://example.com/apps/client\n',
+      '      - spiffe://example.com/apps/client\n      - spiffe://partner.org/anyone\n',
+    );
+    expect(rules(plan(BASE, wider))).toEqual(['medium:allowed-peers-widened']);
+    const unpinned = edit(
+      BASE,
+      'identities.yaml',
+      '      allowedSPIFFEIDs:\n        - spiffe://example.com/apps/server\n',
+      '',
+    );
+    expect(rules(plan(BASE, unpinned))).toEqual(['high:allowed-peers-widened']);
+  });
+
+  it('selector-broadened: a key removed from a selector map, or one more ORed selector', () => {
+    const fewer = edit(
+      BASE,
+      'identities.yaml',
+      '    - process:name: client\n      k8s:pod:namespace: apps\n',
+      '    - process:name: client\n',
+    );
+    expect(rules(plan(BASE, fewer))).toEqual(['medium:selector-broadened']);
+    const more = edit(
+      BASE,
+      'identities.yaml',
+      '    - process:name: client\n      k8s:pod:namespace: apps\n',
+      '    - process:name: client\n      k8s:pod:namespace: apps\n    - process:name: curl\n',
+    );
+    expect(rules(plan(BASE, more))).toEqual(['medium:selector-broadened']);
+  });
+
+  it('identity-removed-while-referenced: the server goes while the client still pins it', () => {
+    const text = BASE['identities.yaml'];
+    const withoutServer = { ...BASE, 'identities.yaml': text.slice(text.indexOf('---\n') + 4) };
+    const p = plan(BASE, withoutServer);
+    expect(rules(p)).toContain('high:identity-removed-while-referenced');
+    expect(p.resources).toContainEqual(
+      expect.objectContaining({ kind: 'WorkloadIdentity', name: 'server', change: 'deleted' }),
+    );
+  });
+
+  it('reports resources created, changed field by field, and deleted', () => {
+    const head = edit(
+      {
+        ...BASE,
+        'extra.yaml': `${H}kind: Service\nmetadata:\n  name: extra\nspec:\n  labels:\n    app: extra\n`,
+      },
+      'services.yaml',
+      'port: 9000',
+      'port: 9001',
+    );
+    const p = plan(BASE, head);
+    expect(p.resources.map((r) => `${r.change} ${r.kind}/${r.name}`)).toEqual([
+      'changed Service/billing',
+      'created Service/extra',
+    ]);
+    expect(p.resources[0]!.fields).toEqual([{ path: 'spec.addresses[0].port', before: 9000, after: 9001 }]);
+    expect(p.programs).toHaveLength(1);
+  });
+
+  it('stops at the diagnostics when head does not validate', () => {
+    const p = plan(BASE, edit(BASE, 'credentials.yaml', 'credentialSource: token', 'credentialSource: tokn'));
+    expect(p.diagnostics.some((d) => d.code === 'RT042')).toBe(true);
+    expect(p.resources).toEqual([]);
+    expect(p.risks).toEqual([]);
+  });
+});
