@@ -1,0 +1,204 @@
+/**
+ * AWS temporary credentials: STS AssumeRoleWithWebIdentity, an unsigned form POST carrying an ID token
+ * minted for the workload (sub = its SPIFFE ID, aud from `audience`, extra `idTokenClaims`, lifetime
+ * `idTokenLifetime`). Plain node:https rather than an AWS SDK: the call is one unsigned POST, and the endpoint
+ * and its CA must be configurable for regional endpoints and test servers. Refreshed before Expiration by
+ * tokenex's rule.
+ */
+import { createHash } from 'node:crypto';
+import { type Agent, request } from 'node:https';
+import type { Obtained, PolledSession, ProviderContext } from './session.ts';
+import { type AwsSourceSpec, CredentialError } from './types.ts';
+import { describeTransportError, parseDurationSeconds, sleep } from './util.ts';
+
+export const DEFAULT_STS_ENDPOINT = 'https://sts.amazonaws.com/';
+export const DEFAULT_AWS_AUDIENCE = 'sts.amazonaws.com';
+const DEFAULT_ID_TOKEN_LIFETIME_SEC = 300;
+/** IDPCommunicationError means STS could not reach our issuer; botocore's advice is to retry a few times. */
+const IDP_RETRIES = 3;
+
+export interface AwsProviderOptions {
+  endpoint: string;
+  httpsAgent: Agent;
+}
+
+/** A RoleSessionName STS accepts ([\w+=,.@-], 2–64 chars) that still reads as the workload. */
+export function roleSessionNameFor(workloadID: string): string {
+  let name = workloadID.replace(/\//g, '.').replace(/[^\w+=,.@-]/g, '-');
+  if (name.length < 2) name = `riptides-${name}`;
+  if (name.length > 64) {
+    const hash = createHash('sha256').update(workloadID).digest('hex').slice(0, 8);
+    name = `${name.slice(0, 55)}-${hash}`;
+  }
+  return name;
+}
+
+/**
+ * tokenex's refresh point: when 20% of the lifetime is left, that margin clamped to 1–5 minutes, plus up to
+ * 10% jitter. The margin never exceeds half the lifetime, so very short lifetimes (tests) still get used.
+ */
+export function refreshPoint(obtainedAt: number, expiresAt: number, random: () => number): number {
+  const lifetime = expiresAt - obtainedAt;
+  const margin = Math.min(Math.min(Math.max(lifetime * 0.2, 60_000), 300_000), lifetime / 2);
+  return expiresAt - margin * (1 + 0.1 * random());
+}
+
+const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+
+function xmlText(xml: string, tag: string): string | undefined {
+  const m = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
+  if (!m) return undefined;
+  return m[1]!
+    .trim()
+    .replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) =>
+      e.startsWith('#x')
+        ? String.fromCodePoint(Number.parseInt(e.slice(2), 16))
+        : e.startsWith('#')
+          ? String.fromCodePoint(Number(e.slice(1)))
+          : (ENTITIES[e] ?? all),
+    );
+}
+
+interface HttpAnswer {
+  status: number;
+  body: string;
+}
+
+export class AwsSession implements PolledSession {
+  readonly kind = 'polled';
+  private readonly spiffeId: string;
+  private readonly sessionName: string;
+  private readonly durationSec: number | undefined;
+  private readonly idTokenTtlSec: number;
+
+  constructor(
+    private readonly spec: AwsSourceSpec,
+    workloadID: string,
+    private readonly ctx: ProviderContext,
+    private readonly opts: AwsProviderOptions,
+  ) {
+    this.spiffeId = `spiffe://${ctx.trustDomain}/${workloadID}`;
+    this.sessionName = roleSessionNameFor(workloadID);
+    this.durationSec =
+      spec.aws.lifetime !== undefined ? parseDurationSeconds(spec.aws.lifetime, 'aws.lifetime') : undefined;
+    this.idTokenTtlSec =
+      spec.aws.idTokenLifetime !== undefined
+        ? parseDurationSeconds(spec.aws.idTokenLifetime, 'aws.idTokenLifetime')
+        : DEFAULT_ID_TOKEN_LIFETIME_SEC;
+  }
+
+  private post(form: URLSearchParams): Promise<HttpAnswer> {
+    const body = form.toString();
+    return new Promise((resolve, reject) => {
+      const req = request(
+        this.opts.endpoint,
+        {
+          method: 'POST',
+          agent: this.opts.httpsAgent,
+          headers: {
+            'content-type': 'application/x-www-form-urlencoded; charset=utf-8',
+            'content-length': Buffer.byteLength(body),
+            accept: 'text/xml',
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+          );
+          res.on('error', reject);
+        },
+      );
+      // One deadline for connect, headers and body alike.
+      const timer = setTimeout(
+        () => req.destroy(new CredentialError(`no answer within ${this.ctx.timeoutMs} ms`)),
+        this.ctx.timeoutMs,
+      );
+      req.on('close', () => clearTimeout(timer));
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  async obtain(): Promise<Obtained> {
+    const what = `AWS STS ${this.opts.endpoint}: AssumeRoleWithWebIdentity for role ${this.spec.aws.roleArn} as ${this.spiffeId}`;
+    for (let attempt = 1; ; attempt++) {
+      const jwt = await this.ctx.minter.mint({
+        spiffeId: this.spiffeId,
+        audience: this.spec.aws.audience?.length ? this.spec.aws.audience : [DEFAULT_AWS_AUDIENCE],
+        ttlSeconds: this.idTokenTtlSec,
+        ...(this.spec.aws.idTokenClaims ? { claims: this.spec.aws.idTokenClaims } : {}),
+      });
+      const form = new URLSearchParams({
+        Action: 'AssumeRoleWithWebIdentity',
+        Version: '2011-06-15',
+        RoleArn: this.spec.aws.roleArn,
+        RoleSessionName: this.sessionName,
+        WebIdentityToken: jwt,
+      });
+      if (this.durationSec !== undefined) form.set('DurationSeconds', String(this.durationSec));
+      let answer: HttpAnswer;
+      try {
+        answer = await this.post(form);
+      } catch (err) {
+        throw new CredentialError(`${what} failed: ${describeTransportError(err)}`);
+      }
+      if (answer.status === 200) return this.parse(answer.body, what);
+      const code = xmlText(answer.body, 'Code') ?? `HTTP ${answer.status}`;
+      const message = (xmlText(answer.body, 'Message') ?? '').slice(0, 300);
+      if (code === 'IDPCommunicationError' && attempt < IDP_RETRIES) {
+        await sleep(this.ctx.backoff.initialMs * attempt);
+        continue;
+      }
+      throw new CredentialError(
+        `${what} failed: ${code} (HTTP ${answer.status})${message ? `: ${message}` : ''}; ${this.hint(code)}`,
+      );
+    }
+  }
+
+  refresh(): Promise<Obtained> {
+    return this.obtain();
+  }
+
+  async release(): Promise<void> {
+    // STS credentials cannot be revoked individually; they lapse at Expiration.
+  }
+
+  private hint(code: string): string {
+    switch (code) {
+      case 'IDPRejectedClaim':
+      case 'AccessDenied':
+        return `the role's trust policy must allow sub "${this.spiffeId}" from our OIDC provider`;
+      case 'InvalidIdentityToken':
+        return 'check that the role trusts our issuer (an IAM OIDC provider for it) and that its client IDs include our audience';
+      case 'ExpiredTokenException':
+        return "the ID token expired before STS checked it: compare this host's clock with AWS, or raise idTokenLifetime";
+      case 'IDPCommunicationError':
+        return 'STS could not fetch our OIDC discovery document or JWKS; check that the issuer URL is reachable from AWS';
+      case 'ValidationError':
+        return 'fix the CredentialSource fields named in the message';
+      default:
+        return 'will retry';
+    }
+  }
+
+  private parse(xml: string, what: string): Obtained {
+    const creds = xmlText(xml, 'Credentials');
+    const accessKeyId = creds && xmlText(creds, 'AccessKeyId');
+    const secretAccessKey = creds && xmlText(creds, 'SecretAccessKey');
+    const sessionToken = creds && xmlText(creds, 'SessionToken');
+    const expiration = creds && xmlText(creds, 'Expiration');
+    const expiresAt = expiration ? Date.parse(expiration) : Number.NaN;
+    if (!accessKeyId || !secretAccessKey || !sessionToken || Number.isNaN(expiresAt))
+      throw new CredentialError(
+        `${what}: the answer lacks Credentials (AccessKeyId, SecretAccessKey, SessionToken, Expiration)`,
+      );
+    const now = this.ctx.now();
+    return {
+      value: { kind: 'aws', aws: { accessKeyId, secretAccessKey, sessionToken } },
+      expiresAt,
+      refreshAt: refreshPoint(now, expiresAt, this.ctx.random),
+    };
+  }
+}

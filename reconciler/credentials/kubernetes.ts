@@ -1,0 +1,274 @@
+/**
+ * Secrets from the Kubernetes API through @kubernetes/client-node: one GET, then a watch by
+ * metadata.name from the Secret's resourceVersion, so an edit reaches consumers without re-creating
+ * anything. One watch per Secret, shared by every binding that uses it. When the watch ends (server timeout,
+ * dropped connection, ERROR event) the loop re-reads and watches again, backing off while the API fails.
+ */
+import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
+import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
+import { CredentialError } from './types.ts';
+import { backoffDelay, describeTransportError, withDeadline } from './util.ts';
+
+export interface KubernetesStoreOptions {
+  /** A kubeconfig file; without it the in-cluster service account is used. */
+  kubeconfigPath?: string;
+  timeoutMs: number;
+  /** Asked of the API server so watches are re-established now and then, as informers do. */
+  watchTimeoutSeconds: number;
+  backoff: { initialMs: number; maxMs: number };
+  random: () => number;
+}
+
+interface Entry {
+  namespace: string;
+  name: string;
+  subscribers: Set<(u: SecretUpdate) => void>;
+  last?: SecretUpdate;
+  stop?: () => void;
+  /** Wakes the loop from its backoff sleep (on stop). */
+  wake?: () => void;
+}
+
+function decodeData(data: Record<string, string> | undefined): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  for (const [k, v] of Object.entries(data ?? {})) out[k] = Buffer.from(v, 'base64');
+  return out;
+}
+
+export class KubernetesSecretStore implements SecretStore {
+  readonly where: string;
+  private readonly kc = new KubeConfig();
+  private readonly api: CoreV1Api;
+  private readonly entries = new Map<string, Entry>();
+  private closed = false;
+
+  constructor(private readonly opts: KubernetesStoreOptions) {
+    try {
+      if (opts.kubeconfigPath) this.kc.loadFromFile(opts.kubeconfigPath);
+      else this.kc.loadFromCluster();
+    } catch (err) {
+      throw new CredentialError(
+        `cannot load Kubernetes access from ${opts.kubeconfigPath ?? 'the in-cluster service account'}: ` +
+          `${(err as Error).message.split('\n')[0]}; pass a readable kubeconfig or run inside the cluster`,
+      );
+    }
+    const server = this.kc.getCurrentCluster()?.server;
+    if (!server)
+      throw new CredentialError(
+        `kubeconfig ${opts.kubeconfigPath ?? '(in-cluster)'} has no current cluster; set current-context`,
+      );
+    this.where = `Kubernetes API ${server}`;
+    this.api = this.kc.makeApiClient(CoreV1Api);
+  }
+
+  async read(namespace: string, name: string): Promise<SecretSnapshot> {
+    const what = `reading Secret ${namespace}/${name} from the ${this.where}`;
+    const signal = AbortSignal.timeout(this.opts.timeoutMs);
+    try {
+      const secret = await this.api.readNamespacedSecret(
+        { name, namespace },
+        {
+          middleware: [
+            {
+              pre: (ctx) => {
+                ctx.setSignal(signal);
+                return new Observable(Promise.resolve(ctx));
+              },
+              post: (ctx) => new Observable(Promise.resolve(ctx)),
+            },
+          ],
+          middlewareMergeStrategy: 'append',
+        },
+      );
+      return {
+        found: true,
+        data: decodeData(secret.data),
+        resourceVersion: secret.metadata?.resourceVersion ?? '',
+      };
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'number') {
+        if (code === 404) return { found: false };
+        throw new CredentialError(`${what}: ${this.statusText(code, (err as { body?: unknown }).body)}`);
+      }
+      if (signal.aborted)
+        throw new CredentialError(
+          `${what}: no answer within ${this.opts.timeoutMs} ms; check the API server`,
+        );
+      throw new CredentialError(`${what}: ${describeTransportError(err)}`);
+    }
+  }
+
+  /** The API server's own Status message (safe: it names objects, never values) plus what to do. */
+  private statusText(code: number, body: unknown): string {
+    let message = '';
+    try {
+      const parsed =
+        typeof body === 'string'
+          ? (JSON.parse(body) as { message?: string })
+          : (body as { message?: string });
+      message = parsed?.message ?? '';
+    } catch {
+      // Not a Status body: the code says enough.
+    }
+    if (code === 401)
+      return 'HTTP 401 Unauthorized; the kubeconfig credentials were rejected, refresh or replace them';
+    if (code === 403)
+      return `HTTP 403 Forbidden (${message || 'no message'}); grant get, list and watch on secrets to this identity`;
+    return `HTTP ${code}${message ? ` (${message})` : ''}`;
+  }
+
+  subscribe(namespace: string, name: string, onUpdate: (u: SecretUpdate) => void): () => void {
+    const key = `${namespace}/${name}`;
+    let entry = this.entries.get(key);
+    if (!entry) {
+      entry = { namespace, name, subscribers: new Set() };
+      this.entries.set(key, entry);
+      void this.loop(entry);
+    } else if (entry.last) {
+      const last = entry.last;
+      queueMicrotask(() => onUpdate(last));
+    }
+    entry.subscribers.add(onUpdate);
+    const e = entry;
+    return () => {
+      e.subscribers.delete(onUpdate);
+      if (e.subscribers.size === 0) {
+        this.entries.delete(key);
+        e.stop?.();
+        e.wake?.();
+      }
+    };
+  }
+
+  private deliver(entry: Entry, u: SecretUpdate): void {
+    entry.last = u;
+    for (const s of entry.subscribers) s(u);
+  }
+
+  private live(entry: Entry): boolean {
+    return !this.closed && this.entries.get(`${entry.namespace}/${entry.name}`) === entry;
+  }
+
+  private async loop(entry: Entry): Promise<void> {
+    let failures = 0;
+    while (this.live(entry)) {
+      try {
+        const snap = await this.read(entry.namespace, entry.name);
+        if (!this.live(entry)) return;
+        this.deliver(entry, snap);
+        const healthy = await this.watch(entry, snap.found ? snap.resourceVersion : undefined);
+        failures = healthy ? 0 : failures + 1;
+      } catch (err) {
+        if (!this.live(entry)) return;
+        failures++;
+        this.deliver(
+          entry,
+          err instanceof CredentialError ? err : new CredentialError(describeTransportError(err)),
+        );
+      }
+      if (failures > 0 && this.live(entry)) {
+        const ms = backoffDelay(
+          failures,
+          this.opts.backoff.initialMs,
+          this.opts.backoff.maxMs,
+          this.opts.random,
+        );
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, ms);
+          entry.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    }
+  }
+
+  /**
+   * Watches until the stream ends. Resolves true when the watch was established and ended normally, false
+   * when it failed (the caller backs off before re-reading).
+   */
+  private async watch(entry: Entry, resourceVersion: string | undefined): Promise<boolean> {
+    const { namespace, name } = entry;
+    let ended!: (ok: boolean) => void;
+    const done = new Promise<boolean>((resolve) => {
+      ended = resolve;
+    });
+    let controller: AbortController | undefined;
+    let stopped = false;
+    // The server ends a watch after timeoutSeconds; if nothing has ended it well after that, the connection
+    // is dead without a FIN (TCP keepalive would take minutes to notice): drop it and resync.
+    const watchdog = setTimeout(
+      () => {
+        controller?.abort();
+        ended(true);
+      },
+      (this.opts.watchTimeoutSeconds + 30) * 1000,
+    );
+    void done.then(() => clearTimeout(watchdog));
+    entry.stop = () => {
+      stopped = true;
+      controller?.abort();
+      ended(true);
+    };
+    const started = new Watch(this.kc).watch(
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets`,
+      {
+        fieldSelector: `metadata.name=${name}`,
+        resourceVersion,
+        timeoutSeconds: this.opts.watchTimeoutSeconds,
+      },
+      (type: string, object: { data?: Record<string, string>; metadata?: { resourceVersion?: string } }) => {
+        if (stopped) return;
+        const rv = object?.metadata?.resourceVersion ?? '';
+        if (type === 'ADDED' || type === 'MODIFIED')
+          this.deliver(entry, { found: true, data: decodeData(object.data), resourceVersion: rv });
+        else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
+        else if (type === 'ERROR') {
+          // e.g. 410 Gone: our resourceVersion is too old; end and resync with a fresh read.
+          controller?.abort();
+          ended(true);
+        }
+      },
+      (err: unknown) => {
+        const status = (err as { statusCode?: number } | null)?.statusCode;
+        if (status !== undefined && !stopped)
+          this.deliver(
+            entry,
+            new CredentialError(
+              `watching Secret ${namespace}/${name} on the ${this.where}: ${this.statusText(status, '')}`,
+            ),
+          );
+        ended(err === null || err === undefined || stopped);
+      },
+    );
+    try {
+      // The library only hands back its AbortController once the response headers arrive: bound that wait.
+      controller = await withDeadline(
+        started,
+        this.opts.timeoutMs,
+        `watching Secret ${namespace}/${name} on the ${this.where}`,
+        () => {
+          void started.then((c) => c.abort());
+        },
+      );
+      if (stopped) controller.abort();
+    } catch (err) {
+      if (!stopped)
+        this.deliver(entry, err instanceof CredentialError ? err : new CredentialError(String(err)));
+      ended(false); // settles `done`, which clears the watchdog
+      return false;
+    }
+    return done;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const e of this.entries.values()) {
+      e.stop?.();
+      e.wake?.();
+    }
+    this.entries.clear();
+  }
+}

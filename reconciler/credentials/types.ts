@@ -1,0 +1,160 @@
+/**
+ * Provider-facing credential source specs (plain objects the policy layer produces from validated YAML),
+ * the credential a binding holds, and the status the manager reports. Credential values are kept out of
+ * every serialised or printed form by construction (see makeCredential).
+ */
+import { createHash } from 'node:crypto';
+import { inspect } from 'node:util';
+
+export interface KubernetesSourceSpec {
+  name: string;
+  kubernetes: { secretRef: { name: string; key: string }; type: 'BearerToken'; namespace?: string };
+}
+
+export interface VaultSourceSpec {
+  name: string;
+  vault: {
+    address: string;
+    audience: string[];
+    /** Mount path of the JWT auth method; default 'jwt'. */
+    jwtAuthMethodPath?: string;
+    path: string;
+    role: string;
+    type: { token: { source: string } };
+  };
+}
+
+export interface AwsSourceSpec {
+  name: string;
+  aws: {
+    roleArn: string;
+    /** Default ['sts.amazonaws.com']. */
+    audience?: string[];
+    /** Requested credential lifetime, e.g. '3600s' (STS DurationSeconds; its default when absent). */
+    lifetime?: string;
+    idTokenClaims?: Record<string, unknown>;
+    /** Lifetime of the ID token presented to STS; default '300s'. */
+    idTokenLifetime?: string;
+  };
+}
+
+/** Provider blocks the CredentialSource kind names that this product does not implement yet. */
+export const UNSUPPORTED_PROVIDERS = ['gcp', 'azure', 'oauth2', 'oci', 'rfc7523', 'rfc8693'] as const;
+export type UnsupportedProvider = (typeof UNSUPPORTED_PROVIDERS)[number];
+export type UnsupportedSourceSpec = { name: string } & { [P in UnsupportedProvider]?: unknown };
+
+export type CredentialSourceSpec =
+  | KubernetesSourceSpec
+  | VaultSourceSpec
+  | AwsSourceSpec
+  | UnsupportedSourceSpec;
+
+export interface AwsKeys {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken: string;
+}
+
+/** The secret material itself. Lives in memory only. */
+export type CredentialValue = { kind: 'bearer'; token: string } | { kind: 'aws'; aws: AwsKeys };
+
+export interface Credential {
+  readonly kind: 'bearer' | 'aws';
+  /** 1 for the first value a binding obtained, +1 for every different value after it. */
+  readonly version: number;
+  /** First 8 hex of SHA-256 over the value(s): what diffs, reports and agents show instead of the value. */
+  readonly fingerprint: string;
+  readonly obtainedAt: Date;
+  readonly expiresAt?: Date;
+  /** Set when kind is 'bearer'. Not enumerable: JSON.stringify, inspect and spreads leave it out. */
+  readonly token?: string;
+  /** Set when kind is 'aws'. Not enumerable, as token. */
+  readonly aws?: AwsKeys;
+}
+
+export function fingerprintOf(value: CredentialValue): string {
+  const h = createHash('sha256');
+  if (value.kind === 'bearer') h.update(value.token);
+  else h.update(`${value.aws.accessKeyId}\n${value.aws.secretAccessKey}\n${value.aws.sessionToken}`);
+  return h.digest('hex').slice(0, 8);
+}
+
+/**
+ * Builds a Credential whose value fields cannot leak through serialisation: they are non-enumerable, and
+ * toJSON / util.inspect print the metadata only.
+ */
+export function makeCredential(
+  value: CredentialValue,
+  meta: { version: number; obtainedAt: Date; expiresAt?: Date },
+): Credential {
+  const visible = {
+    kind: value.kind,
+    version: meta.version,
+    fingerprint: fingerprintOf(value),
+    obtainedAt: meta.obtainedAt,
+    ...(meta.expiresAt ? { expiresAt: meta.expiresAt } : {}),
+  };
+  const cred = { ...visible };
+  Object.defineProperty(cred, value.kind === 'bearer' ? 'token' : 'aws', {
+    value: value.kind === 'bearer' ? value.token : Object.freeze({ ...value.aws }),
+    enumerable: false,
+  });
+  Object.defineProperty(cred, 'toJSON', { value: () => visible, enumerable: false });
+  Object.defineProperty(cred, inspect.custom, {
+    value: () => `Credential ${JSON.stringify(visible)}`,
+    enumerable: false,
+  });
+  return Object.freeze(cred) as Credential;
+}
+
+export function credentialValueOf(c: Credential): CredentialValue {
+  return c.kind === 'bearer' ? { kind: 'bearer', token: c.token! } : { kind: 'aws', aws: c.aws! };
+}
+
+/** Why a credential could not be obtained. Messages never carry a credential value. */
+export class CredentialError extends Error {
+  constructor(
+    message: string,
+    readonly opts: {
+      /** The source answered authoritatively that the value is gone (Secret or key deleted): stop serving it. */
+      withdraw?: boolean;
+    } = {},
+  ) {
+    super(message);
+    this.name = 'CredentialError';
+  }
+}
+
+/** Where a (source, workload) pair is in its life. */
+export type BindingPhase = 'pending' | 'available' | 'expiring' | 'expired' | 'error';
+
+export interface SourceStatus {
+  name: string;
+  /** PENDING until the first attempt of any of its bindings has finished. */
+  state: 'AVAILABLE' | 'ERROR' | 'PENDING';
+  message?: string;
+}
+
+export interface BindingStatus {
+  source: string;
+  workloadID: string;
+  /** OK while a valid credential is held (even if the latest refresh failed: see message). */
+  state: 'OK' | 'FAILED' | 'PENDING';
+  phase: BindingPhase;
+  message?: string;
+  fingerprint?: string;
+  version?: number;
+  /** ISO 8601. */
+  expiresAt?: string;
+}
+
+export interface CredentialStatus {
+  sources: SourceStatus[];
+  bindings: BindingStatus[];
+}
+
+/** Log sink; fields are plain metadata (names, fingerprints, times), never values. */
+export interface CredentialLogger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}

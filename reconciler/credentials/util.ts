@@ -1,0 +1,113 @@
+/** Small helpers the providers and the manager share: durations, deadlines, backoff, error wording. */
+import {
+  type AwsSourceSpec,
+  CredentialError,
+  type CredentialSourceSpec,
+  type KubernetesSourceSpec,
+  UNSUPPORTED_PROVIDERS,
+  type VaultSourceSpec,
+} from './types.ts';
+
+export type ClassifiedSource =
+  | { provider: 'kubernetes'; spec: KubernetesSourceSpec }
+  | { provider: 'vault'; spec: VaultSourceSpec }
+  | { provider: 'aws'; spec: AwsSourceSpec }
+  | { provider: 'unsupported'; block: string };
+
+/** Which provider block a source has; exactly one is expected (the policy layer validates that). */
+export function classifySource(spec: CredentialSourceSpec): ClassifiedSource {
+  const s = spec as Record<string, unknown>;
+  if (s.kubernetes) return { provider: 'kubernetes', spec: spec as KubernetesSourceSpec };
+  if (s.vault) return { provider: 'vault', spec: spec as VaultSourceSpec };
+  if (s.aws) return { provider: 'aws', spec: spec as AwsSourceSpec };
+  const block =
+    UNSUPPORTED_PROVIDERS.find((p) => s[p] !== undefined) ?? Object.keys(s).find((k) => k !== 'name');
+  return { provider: 'unsupported', block: block ?? '(none)' };
+}
+
+const UNIT_SECONDS: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001 };
+
+/**
+ * Go-style durations as the CRDs write them ('3600s', '15m', '1h30m'); a bare number is seconds.
+ * Returns whole seconds, or throws CredentialError naming the field.
+ */
+export function parseDurationSeconds(text: string, field: string): number {
+  const t = text.trim();
+  if (/^\d+$/.test(t)) return Number(t);
+  const parts = [...t.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== t)
+    throw new CredentialError(`${field} "${text}" is not a duration; write it like 3600s, 15m or 1h`);
+  return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * UNIT_SECONDS[p[2]!]!, 0));
+}
+
+/**
+ * Bounds a promise by `ms`. The underlying operation is also told to stop (`onTimeout`) where the library
+ * allows it; the caller gets a CredentialError saying what timed out either way.
+ */
+export function withDeadline<T>(
+  work: Promise<T>,
+  ms: number,
+  what: string,
+  onTimeout?: () => void,
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout?.();
+      reject(
+        new CredentialError(`${what}: no answer within ${ms} ms; check that the server is up and reachable`),
+      );
+    }, ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** Exponential backoff with full jitter: attempt 1 waits up to initialMs, doubling, capped at maxMs. */
+export function backoffDelay(
+  attempt: number,
+  initialMs: number,
+  maxMs: number,
+  random: () => number,
+): number {
+  const ceiling = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt - 1));
+  return Math.max(initialMs / 2, ceiling * random());
+}
+
+/**
+ * A transport failure in words an operator can act on, built from the error's code and message only: never
+ * from request configs or bodies, which hold tokens.
+ */
+export function describeTransportError(err: unknown): string {
+  if (err instanceof CredentialError) return err.message;
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const code = e.code ?? e.cause?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'connection refused (is the server running?)';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'connection reset by the server';
+    case 'ETIMEDOUT':
+    case 'ECONNABORTED':
+      return 'timed out';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host name does not resolve';
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'CERT_HAS_EXPIRED':
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return `TLS verification failed (${code}); configure the CA that signed the server certificate`;
+    default:
+      break;
+  }
+  const msg = e.message ?? String(err);
+  if (/socket hang up/i.test(msg)) return 'connection closed by the server before it answered';
+  // Library messages (axios, node-fetch) name the URL and the OS reason; keep the first line, bounded.
+  return msg.split('\n')[0]!.slice(0, 200);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,118 @@
+import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { CredentialManager, fetchOnce } from '../../reconciler/credentials/manager.ts';
+import type { KubernetesSourceSpec } from '../../reconciler/credentials/types.ts';
+import { type CredEnv, seedSources, startCredEnv, WORKLOAD } from '../support/cred-env.ts';
+import { waitFor, waitForSource } from '../support/cred-wait.ts';
+
+let env: CredEnv;
+let dir: string;
+let manager: CredentialManager | undefined;
+
+beforeAll(async () => {
+  env = await startCredEnv();
+});
+afterAll(async () => {
+  await env.close();
+});
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'riptides-secrets-'));
+});
+afterEach(async () => {
+  await manager?.close();
+  manager = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const secretYaml = (name: string, token: string, extra = '') =>
+  `apiVersion: v1\nkind: Secret\nmetadata:\n  name: ${name}\n  namespace: riptides-system\ntype: Opaque\nstringData:\n  token: "${token}"\n${extra}`;
+
+function start(): CredentialManager {
+  manager = new CredentialManager(env.managerOptions({ secretsDir: dir }));
+  return manager;
+}
+
+describe('local secrets provider', () => {
+  it('resolves secretRef from manifests (data base64 and stringData) in the secrets dir', async () => {
+    writeFileSync(
+      join(dir, 'anthropic.yaml'),
+      `---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: unrelated}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: anthropic-api-key\ndata:\n  token: ${Buffer.from('sk-ant-from-data\n').toString('base64')}\n`,
+    );
+    const m = start();
+    const s = seedSources(env).kubernetes;
+    m.ensure(s, WORKLOAD);
+    await waitForSource(m, s.name, 'AVAILABLE');
+    // No namespace in the manifest: it lands in the default namespace, riptides-system.
+    expect(m.get(s.name, WORKLOAD)!.token).toBe('sk-ant-from-data');
+  });
+
+  it('delivers an edit of the file, and withdraws the credential when the file is deleted', async () => {
+    const file = join(dir, 'key.yaml');
+    writeFileSync(file, secretYaml('api-key', 'first'));
+    const m = start();
+    const s: KubernetesSourceSpec = {
+      name: 'local',
+      kubernetes: { secretRef: { name: 'api-key', key: 'token' }, type: 'BearerToken' },
+    };
+    m.ensure(s, WORKLOAD);
+    await waitForSource(m, s.name, 'AVAILABLE');
+    writeFileSync(file, secretYaml('api-key', 'second'));
+    await waitFor('the edit', () => m.get(s.name, WORKLOAD)?.token === 'second');
+    expect(m.get(s.name, WORKLOAD)!.version).toBe(2);
+    unlinkSync(file);
+    const err = await waitForSource(m, s.name, 'ERROR');
+    expect(err.message).toBe(
+      `Secret riptides-system/api-key not found (secrets dir ${dir}); create it with a "token" key or fix secretRef.name`,
+    );
+    expect(m.get(s.name, WORKLOAD)).toBeUndefined();
+  });
+
+  it('gives the same messages as the kubernetes provider for a missing Secret and a missing key', async () => {
+    writeFileSync(
+      join(dir, 'k.yaml'),
+      secretYaml('has-other-key', 'x', '  apikey: y\n').replace('token:', 'other:'),
+    );
+    env.kube.putSecret('riptides-system', 'has-other-key', { other: 'x', apikey: 'y' });
+    const specs: KubernetesSourceSpec[] = [
+      { name: 'missing', kubernetes: { secretRef: { name: 'nowhere', key: 'token' }, type: 'BearerToken' } },
+      {
+        name: 'nokey',
+        kubernetes: { secretRef: { name: 'has-other-key', key: 'token' }, type: 'BearerToken' },
+      },
+    ];
+    for (const s of specs) {
+      const local = await fetchOnce(s, WORKLOAD, env.managerOptions({ secretsDir: dir }));
+      const kube = await fetchOnce(s, WORKLOAD, env.managerOptions());
+      expect(local.state).toBe('ERROR');
+      expect(local.message!.replace(`secrets dir ${dir}`, 'WHERE')).toBe(
+        kube.message!.replace(`Kubernetes API ${env.kube.url}`, 'WHERE'),
+      );
+    }
+  });
+
+  it('names a broken file by line and column without quoting it', async () => {
+    writeFileSync(
+      join(dir, 'broken.yaml'),
+      'apiVersion: v1\nkind: Secret\nstringData:\n  token: "sk-secret-in-broken-file\n  - [\n',
+    );
+    const r = await fetchOnce(seedSources(env).kubernetes, WORKLOAD, env.managerOptions({ secretsDir: dir }));
+    expect(r.state).toBe('ERROR');
+    expect(r.message).toMatch(/these files could not be read: broken\.yaml:\d+:\d+: YAML [A-Z_]+/);
+    expect(r.message).not.toContain('sk-secret-in-broken-file');
+  });
+
+  it('refuses a Secret defined twice', async () => {
+    writeFileSync(join(dir, 'a.yaml'), secretYaml('twice', 'one'));
+    writeFileSync(join(dir, 'b.yml'), secretYaml('twice', 'two'));
+    const s: KubernetesSourceSpec = {
+      name: 't',
+      kubernetes: { secretRef: { name: 'twice', key: 'token' }, type: 'BearerToken' },
+    };
+    const r = await fetchOnce(s, WORKLOAD, env.managerOptions({ secretsDir: dir }));
+    expect(r.message).toBe(
+      `Secret riptides-system/twice is defined in a.yaml and b.yml (secrets dir ${dir}); keep one`,
+    );
+  });
+});

@@ -1,0 +1,205 @@
+/**
+ * A Kubernetes API server for tests, for the calls a Secret consumer makes:
+ *  - GET /api/v1/namespaces/{ns}/secrets/{name};
+ *  - GET /api/v1/namespaces/{ns}/secrets?watch=true&fieldSelector=metadata.name%3D{name}[&resourceVersion=N]
+ *    streaming JSON lines {type: ADDED|MODIFIED|DELETED, object} (without resourceVersion: the current object
+ *    as a synthetic ADDED first, as the API server does; with one: every later event);
+ *  - bearer-token auth and RBAC; 401, 403 and 404 as `kind: Status` bodies exactly as the API server sends them.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type Routed, sendJson, TestHttpsServer } from './base.ts';
+
+export interface KubeUser {
+  /** e.g. system:serviceaccount:riptides-system:reconciler */
+  name: string;
+  /** Namespaces whose Secrets this user may get/list/watch. */
+  namespaces: string[];
+}
+
+interface StoredSecret {
+  object: Record<string, unknown>;
+}
+
+interface Watcher {
+  ns: string;
+  name: string;
+  res: ServerResponse;
+}
+
+function status(code: number, reason: string, message: string, details?: Record<string, unknown>) {
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason,
+    ...(details ? { details } : {}),
+    code,
+  };
+}
+
+export class KubernetesTestServer extends TestHttpsServer {
+  private readonly secrets = new Map<string, StoredSecret>();
+  private readonly history: Array<{ rv: number; type: string; ns: string; name: string; object: unknown }> =
+    [];
+  private readonly watchers = new Set<Watcher>();
+  private rv = 1000;
+  readonly issuedValues: string[] = [];
+
+  constructor(private readonly users: Record<string, KubeUser>) {
+    super();
+  }
+
+  /** Creates or replaces a Secret (ADDED / MODIFIED for watchers). Values are plain strings, stored base64. */
+  putSecret(ns: string, name: string, values: Record<string, string>): void {
+    for (const v of Object.values(values)) this.issuedValues.push(v);
+    const key = `${ns}/${name}`;
+    const existing = this.secrets.get(key);
+    const rv = ++this.rv;
+    const meta = (existing?.object.metadata ?? {
+      name,
+      namespace: ns,
+      uid: randomUUID(),
+      creationTimestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    }) as Record<string, unknown>;
+    const object = {
+      kind: 'Secret',
+      apiVersion: 'v1',
+      metadata: { ...meta, resourceVersion: String(rv) },
+      data: Object.fromEntries(
+        Object.entries(values).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+      ),
+      type: 'Opaque',
+    };
+    this.secrets.set(key, { object });
+    this.publish(existing ? 'MODIFIED' : 'ADDED', ns, name, object, rv);
+  }
+
+  deleteSecret(ns: string, name: string): void {
+    const key = `${ns}/${name}`;
+    const existing = this.secrets.get(key);
+    if (!existing) return;
+    this.secrets.delete(key);
+    const rv = ++this.rv;
+    const object = {
+      ...existing.object,
+      metadata: { ...(existing.object.metadata as object), resourceVersion: String(rv) },
+    };
+    this.publish('DELETED', ns, name, object, rv);
+  }
+
+  /** Open watch streams (to check that consumers hold one per Secret, not one per binding). */
+  get watchCount(): number {
+    return this.watchers.size;
+  }
+
+  private publish(type: string, ns: string, name: string, object: unknown, rv: number): void {
+    this.history.push({ rv, type, ns, name, object });
+    for (const w of this.watchers)
+      if (w.ns === ns && w.name === name) w.res.write(`${JSON.stringify({ type, object })}\n`);
+  }
+
+  protected unavailable(res: ServerResponse): void {
+    sendJson(
+      res,
+      503,
+      status(503, 'ServiceUnavailable', 'the server is currently unable to handle the request'),
+    );
+  }
+
+  protected route(req: IncomingMessage, res: ServerResponse): Routed {
+    const url = new URL(req.url ?? '/', 'https://kube');
+    const one = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(url.pathname);
+    const list = /^\/api\/v1\/namespaces\/([^/]+)\/secrets$/.exec(url.pathname);
+    if (req.method === 'GET' && one)
+      return {
+        key: 'get',
+        handle: () => this.get(req, res, decodeURIComponent(one[1]!), decodeURIComponent(one[2]!)),
+      };
+    if (req.method === 'GET' && list && url.searchParams.get('watch') === 'true')
+      return {
+        key: 'watch',
+        handle: () => this.watch(req, res, decodeURIComponent(list[1]!), url.searchParams),
+      };
+    return {
+      key: 'other',
+      handle: () =>
+        sendJson(res, 404, status(404, 'NotFound', 'the server could not find the requested resource')),
+    };
+  }
+
+  /** 401 or 403 written when the caller may not `verb` Secrets in `ns`; undefined when allowed. */
+  private authorize(
+    req: IncomingMessage,
+    res: ServerResponse,
+    verb: string,
+    ns: string,
+    name?: string,
+  ): boolean {
+    const auth = req.headers.authorization ?? '';
+    const user = auth.startsWith('Bearer ') ? this.users[auth.slice(7)] : undefined;
+    if (!user) {
+      sendJson(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+      return false;
+    }
+    if (!user.namespaces.includes(ns)) {
+      const what = name ? `secrets "${name}"` : 'secrets';
+      sendJson(
+        res,
+        403,
+        status(
+          403,
+          'Forbidden',
+          `${what} is forbidden: User "${user.name}" cannot ${verb} resource "secrets" in API group "" in the namespace "${ns}"`,
+          { ...(name ? { name } : {}), kind: 'secrets' },
+        ),
+      );
+      return false;
+    }
+    return true;
+  }
+
+  private get(req: IncomingMessage, res: ServerResponse, ns: string, name: string) {
+    if (!this.authorize(req, res, 'get', ns, name)) return;
+    const s = this.secrets.get(`${ns}/${name}`);
+    if (!s)
+      return sendJson(
+        res,
+        404,
+        status(404, 'NotFound', `secrets "${name}" not found`, { name, kind: 'secrets' }),
+      );
+    sendJson(res, 200, s.object);
+  }
+
+  private watch(req: IncomingMessage, res: ServerResponse, ns: string, q: URLSearchParams) {
+    if (!this.authorize(req, res, 'watch', ns)) return;
+    const selector = /^metadata\.name=(.+)$/.exec(q.get('fieldSelector') ?? '');
+    if (!selector) {
+      sendJson(res, 400, status(400, 'BadRequest', 'this test server only serves watches by metadata.name'));
+      return;
+    }
+    const name = selector[1]!;
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // The API server sends the headers at once, before any event.
+    res.flushHeaders();
+    const from = q.get('resourceVersion');
+    if (from && from !== '0') {
+      for (const e of this.history)
+        if (e.rv > Number(from) && e.ns === ns && e.name === name)
+          res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
+    } else {
+      const s = this.secrets.get(`${ns}/${name}`);
+      if (s) res.write(`${JSON.stringify({ type: 'ADDED', object: s.object })}\n`);
+    }
+    const w: Watcher = { ns, name, res };
+    this.watchers.add(w);
+    const timeout = Number(q.get('timeoutSeconds') ?? 0);
+    const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
+    res.on('close', () => {
+      if (timer) clearTimeout(timer);
+      this.watchers.delete(w);
+    });
+  }
+}
