@@ -6,6 +6,7 @@ export const commands: Record<string, () => Promise<Command>> = {
   schema: async () => (await import('./commands/schema.ts')).command,
   compile: async () => (await import('./commands/compile.ts')).command,
   plan: async () => (await import('./commands/plan.ts')).command,
+  credentials: async () => (await import('./commands/credentials.ts')).command,
   ca: async () => (await import('./commands/ca.ts')).command,
   svid: async () => (await import('./commands/svid.ts')).command,
   jwt: async () => (await import('./commands/jwt.ts')).command,

@@ -1,0 +1,153 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fetchOnce } from '../../credentials/manager.ts';
+import { openAuthority } from '../../identity/authority.ts';
+import { namespaceOf } from '../../policy/references.ts';
+import { didYouMean } from '../../policy/suggest.ts';
+import {
+  type Command,
+  type CommandIO,
+  EXIT_FINDINGS,
+  EXIT_OK,
+  EXIT_USAGE,
+  oneOf,
+  parseFlags,
+  requireFlag,
+  UsageError,
+} from '../command.ts';
+import { toProviderSpec } from '../credential-spec.ts';
+import { openPolicyDir } from '../policy-input.ts';
+
+const help = `Usage: riptides-cli credentials check --repo DIR [--path SUBDIR] --source NAME [--workload WORKLOAD_ID]
+                                    --ca-dir DIR [--kubeconfig FILE | --secrets-dir DIR] [--sts-endpoint URL]
+                                    [--format text|json]
+
+Fetches a CredentialSource's credential once, exactly as the reconciler would (the same provider code; JWTs
+minted for the workload by the CA in --ca-dir), prints its STATE, expiry and fingerprint, and never its value.
+A Vault lease obtained by the check is revoked afterwards. Use it to debug a source before you push.
+
+Flags:
+  --repo DIR, --path SUBDIR   the policy repository holding the CredentialSource
+  --source NAME               the CredentialSource's metadata.name
+  --namespace NS              its namespace (default riptides-system)
+  --workload WORKLOAD_ID      the workload to fetch for (default: the first binding of the source)
+  --ca-dir DIR                the trust domain's CA directory (riptides-cli ca init)
+  --kubeconfig FILE           Kubernetes access for kubernetes sources (default: in-cluster)
+  --secrets-dir DIR           resolve kubernetes sources from Secret manifests in DIR instead
+  --sts-endpoint URL          the STS endpoint (default: https://sts.amazonaws.com)
+  --vault-ca FILE, --sts-ca FILE   CA bundles for self-hosted or test endpoints
+  --timeout SECONDS           per network call (default 10)
+  --format FORMAT             text (default) or json: {"source","workload","state","message","fingerprint","expiresAt"}
+
+Exit status: 0 AVAILABLE, 1 not available (the reason is printed), 2 could not run.
+`;
+
+export const command: Command = {
+  name: 'credentials',
+  summary: 'check a CredentialSource: fetch once, print state, expiry and fingerprint',
+  help,
+  async run(argv: string[], io: CommandIO) {
+    const [sub, ...rest] = argv;
+    if (sub !== 'check')
+      throw new UsageError(
+        sub ? `unknown subcommand "${sub}" (try: check)` : 'missing subcommand (try: check)',
+      );
+    const { values } = parseFlags(rest, {
+      repo: { type: 'string' },
+      path: { type: 'string' },
+      'trust-domain': { type: 'string' },
+      source: { type: 'string' },
+      namespace: { type: 'string' },
+      workload: { type: 'string' },
+      'ca-dir': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'secrets-dir': { type: 'string' },
+      'sts-endpoint': { type: 'string' },
+      'vault-ca': { type: 'string' },
+      'sts-ca': { type: 'string' },
+      timeout: { type: 'string' },
+      format: { type: 'string' },
+    });
+    const sourceName = requireFlag(values.source, 'source');
+    const caDir = resolve(io.cwd, requireFlag(values['ca-dir'], 'ca-dir'));
+    const format = oneOf(values.format, ['text', 'json'] as const, 'format', 'text');
+    if (values.kubeconfig && values['secrets-dir'])
+      throw new UsageError('pass --kubeconfig or --secrets-dir, not both');
+    const timeout = values.timeout === undefined ? 10 : Number(values.timeout);
+    if (!(timeout > 0)) throw new UsageError('--timeout must be a number of seconds greater than 0');
+    const namespace = values.namespace ?? 'riptides-system';
+
+    const opened = await openPolicyDir(
+      { ...values, repo: values.repo ? resolve(io.cwd, values.repo) : undefined },
+      io,
+    );
+    if (!opened) return EXIT_USAGE;
+    const { result, trustDomain } = opened;
+    const source = result.resources.sources.find(
+      (s) => s.value.metadata.name === sourceName && namespaceOf(s) === namespace,
+    );
+    if (!source) {
+      const names = result.resources.sources.map((s) => s.value.metadata.name);
+      io.stderr(
+        `riptides-cli credentials: no valid CredentialSource "${sourceName}" in namespace ${namespace}${names.length ? `; ${didYouMean(sourceName, names) ?? `known: ${names.join(', ')}`}` : ''}\n`,
+      );
+      return EXIT_USAGE;
+    }
+    let workload = values.workload;
+    if (!workload) {
+      const bound = [...result.resources.bindings, ...result.resources.workloadCredentials].find(
+        (b) => b.value.spec.credentialSource === sourceName && namespaceOf(b) === namespace,
+      );
+      if (!bound) {
+        io.stderr(`riptides-cli credentials: no binding uses "${sourceName}"; pass --workload WORKLOAD_ID\n`);
+        return EXIT_USAGE;
+      }
+      workload = bound.value.spec.workloadID;
+    }
+    let authority: Awaited<ReturnType<typeof openAuthority>>;
+    try {
+      authority = await openAuthority(caDir);
+    } catch (err) {
+      io.stderr(`riptides-cli credentials: cannot open the CA in ${caDir}: ${(err as Error).message}\n`);
+      return EXIT_USAGE;
+    }
+    if (authority.trustDomain !== trustDomain) {
+      io.stderr(
+        `riptides-cli credentials: the CA in ${caDir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}\n`,
+      );
+      return EXIT_USAGE;
+    }
+    const readCa = (flag: 'vault-ca' | 'sts-ca') =>
+      values[flag] ? readFileSync(resolve(io.cwd, values[flag]!)) : undefined;
+    const vaultCa = readCa('vault-ca');
+    const stsCa = readCa('sts-ca');
+    const checked = await fetchOnce(toProviderSpec(source.value), workload, {
+      minter: authority.jwt,
+      trustDomain,
+      timeoutMs: timeout * 1000,
+      ...(values['secrets-dir'] ? { secretsDir: resolve(io.cwd, values['secrets-dir']) } : {}),
+      kubernetes: values.kubeconfig
+        ? { kubeconfigPath: resolve(io.cwd, values.kubeconfig) }
+        : { inCluster: true },
+      ...(vaultCa ? { vault: { ca: vaultCa } } : {}),
+      sts: {
+        ...(values['sts-endpoint'] ? { endpoint: values['sts-endpoint'] } : {}),
+        ...(stsCa ? { ca: stsCa } : {}),
+      },
+    });
+    if (format === 'json') {
+      io.stdout(
+        `${JSON.stringify({ source: checked.source, workload: checked.workload, state: checked.state, message: checked.message ?? null, fingerprint: checked.fingerprint ?? null, expiresAt: checked.expiresAt ?? null })}\n`,
+      );
+    } else if (checked.state === 'AVAILABLE') {
+      io.stdout(
+        `CredentialSource ${checked.source} for ${checked.workload}: AVAILABLE, fingerprint ${checked.fingerprint}, ${checked.expiresAt ? `expires ${checked.expiresAt}` : 'no expiry'}\n`,
+      );
+    } else {
+      io.stdout(
+        `CredentialSource ${checked.source} for ${checked.workload}: ${checked.state}: ${checked.message ?? 'no reason given'}\n`,
+      );
+    }
+    return checked.state === 'AVAILABLE' ? EXIT_OK : EXIT_FINDINGS;
+  },
+};

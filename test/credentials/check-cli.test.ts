@@ -1,0 +1,127 @@
+/** `riptides-cli credentials check` against the Vault, STS and Kubernetes test servers, from a policy directory. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../reconciler/cli/main.ts';
+import { capture } from '../support/cli.ts';
+import { type CredEnv, ROLE_ARN, startCredEnv, TRUST_DOMAIN, WORKLOAD } from '../support/cred-env.ts';
+
+const BEARER = 'anthropic-test-token-0f9e8d7c6b5a';
+let env: CredEnv;
+let repo: string;
+let caFile: string;
+const seen: string[] = [];
+
+async function check(...args: string[]) {
+  const out = capture();
+  const code = await main(
+    ['credentials', 'check', '--repo', repo, '--ca-dir', join(env.dir, 'ca'), '--timeout', '3', ...args],
+    out.io,
+  );
+  seen.push(out.stdout, out.stderr);
+  return { code, ...out };
+}
+
+beforeAll(async () => {
+  env = await startCredEnv();
+  caFile = join(env.dir, 'test-ca.pem');
+  writeFileSync(caFile, env.ca);
+  env.kube.putSecret('riptides-system', 'anthropic-api-key', { token: BEARER });
+  repo = join(env.dir, 'policy');
+  mkdirSync(repo);
+  const H = 'apiVersion: core.riptides.io/v1alpha1\n';
+  writeFileSync(join(repo, 'riptides.config.yaml'), `trustDomain: ${TRUST_DOMAIN}\n`);
+  writeFileSync(
+    join(repo, 'policy.yaml'),
+    [
+      `${H}kind: WorkloadIdentity\nmetadata:\n  name: assistant\nspec:\n  workloadID: ${WORKLOAD}\n  scope:\n    daemonGroup:\n      id: g\n  selectors:\n    - process:name: node\n`,
+      `${H}kind: CredentialSource\nmetadata:\n  name: vault-openai-apikeys\nspec:\n  vault:\n    address: ${env.vault.url}\n    audience:\n      - example-audience\n    jwtAuthMethodPath: jwt_production\n    path: openai/creds/riptides-role\n    role: openai-apikeys\n    type:\n      token:\n        source: api_key\n`,
+      `${H}kind: CredentialSource\nmetadata:\n  name: anthropic-bearer\nspec:\n  kubernetes:\n    secretRef:\n      name: anthropic-api-key\n      key: token\n    type: BearerToken\n`,
+      `${H}kind: CredentialSource\nmetadata:\n  name: aws-cred-1\nspec:\n  aws:\n    roleArn: ${ROLE_ARN}\n    audience: []\n    lifetime: 900s\n`,
+      `${H}kind: CredentialSource\nmetadata:\n  name: missing-secret\nspec:\n  kubernetes:\n    secretRef:\n      name: not-there\n      key: token\n    type: BearerToken\n`,
+      ...['vault-openai-apikeys', 'anthropic-bearer', 'aws-cred-1', 'missing-secret'].map(
+        (s) =>
+          `${H}kind: CredentialBinding\nmetadata:\n  name: bind-${s}\nspec:\n  workloadID: ${WORKLOAD}\n  credentialSource: ${s}\n  propagation:\n    sysfs: {}\n`,
+      ),
+    ].join('---\n'),
+  );
+});
+
+afterAll(async () => {
+  await env?.close();
+});
+
+describe('riptides-cli credentials check', () => {
+  it('fetches a Vault credential with the workload JWT: AVAILABLE, expiry, fingerprint, lease revoked', async () => {
+    const r = await check('--source', 'vault-openai-apikeys', '--vault-ca', caFile, '--format', 'json');
+    expect(r.code).toBe(0);
+    const json = JSON.parse(r.stdout);
+    expect(json).toMatchObject({
+      source: 'vault-openai-apikeys',
+      workload: WORKLOAD,
+      state: 'AVAILABLE',
+      message: null,
+    });
+    expect(json.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(Date.parse(json.expiresAt)).toBeGreaterThan(Date.now());
+    expect(env.vault.revokedLeases()).toHaveLength(1);
+    expect(env.vault.count('revoke')).toBe(1);
+  });
+
+  it('fetches a Kubernetes Secret through the API server', async () => {
+    const r = await check('--source', 'anthropic-bearer', '--kubeconfig', env.kubeconfigPath);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /^CredentialSource anthropic-bearer for support-assistant\/app\/assistant-api: AVAILABLE, fingerprint [0-9a-f]{8}, no expiry\n$/,
+    );
+  });
+
+  it('fetches AWS keys from STS with the workload ID token', async () => {
+    const r = await check(
+      '--source',
+      'aws-cred-1',
+      '--sts-endpoint',
+      `${env.sts.url}/`,
+      '--sts-ca',
+      caFile,
+      '--format',
+      'json',
+    );
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ state: 'AVAILABLE', workload: WORKLOAD });
+  });
+
+  it('reports ERROR with the reason and exits 1 when the Secret is missing', async () => {
+    const r = await check('--source', 'missing-secret', '--kubeconfig', env.kubeconfigPath);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/missing-secret .*: ERROR: .*not-there/);
+  });
+
+  it('reports ERROR when STS refuses a workload the role does not trust', async () => {
+    const r = await check(
+      '--source',
+      'aws-cred-1',
+      '--workload',
+      'someone/else',
+      '--sts-endpoint',
+      `${env.sts.url}/`,
+      '--sts-ca',
+      caFile,
+    );
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/ERROR/);
+  });
+
+  it('exits 2 for an unknown source, naming the close match', async () => {
+    const r = await check('--source', 'vault-openai-apikey');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('did you mean "vault-openai-apikeys"?');
+  });
+
+  it('never prints a credential value', () => {
+    const all = seen.join('\n');
+    expect(all).not.toContain(BEARER);
+    expect(all).not.toMatch(/sk-[0-9a-f]{32}/);
+    expect(all).not.toMatch(/ASIA[A-Z0-9]{12,}/);
+  });
+});
