@@ -448,6 +448,8 @@ class GitPolicySource implements PolicySource {
         .resolveRef({ fs, gitdir: this.gitdir, ref: 'refs/remotes/origin/HEAD', depth: 2 })
         .then((ref): string | undefined => ref.replace(/^refs\/remotes\/origin\//, ''))
         .catch((): undefined => undefined);
+      // A fresh clone may have no local branch of that name: the remote-tracking one is what it means.
+      if (originHead && !branches.includes(originHead)) return `origin/${originHead}`;
       candidates = [originHead, 'main', 'master', head];
     }
     const found = candidates.find((b) => b && branches.includes(b)) ?? branches[0];

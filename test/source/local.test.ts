@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource } from '../../reconciler/source/index.ts';
-import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
+import { createBareRepo, git, WorkClone } from '../support/git-fixtures.ts';
 import { decode, scratch, sourceError } from './helpers.ts';
 
 describe('git source on a local repository, no server', () => {
@@ -78,6 +78,16 @@ describe('git source on a local repository, no server', () => {
     const src = await openSource({ repo: detached.dir });
     expect(await src.defaultBranch()).toBe('main');
     expect(await src.resolveRef('HEAD')).toBe(first);
+  });
+
+  it("takes a working copy's default branch from origin/HEAD, not from the branch checked out", async () => {
+    const dir = join(tmp.dir, 'feature-clone');
+    await work.git('clone', '--quiet', '--branch', 'main', bare, dir);
+    const clone = await openSource({ repo: dir });
+    await git(dir, 'checkout', '--quiet', '-b', 'feature');
+    await git(dir, 'branch', '--quiet', '-D', 'main');
+    expect(await clone.defaultBranch()).toBe('origin/main');
+    expect(await clone.resolveRef(await clone.defaultBranch())).toBe(second);
   });
 
   it('says when a directory is not a repository', async () => {
