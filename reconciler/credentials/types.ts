@@ -3,8 +3,8 @@
  * the credential a binding holds, and the status the manager reports. Credential values are kept out of
  * every serialised or printed form by construction (see makeCredential).
  */
-import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
+import { fingerprint } from './fingerprint.ts';
 
 export interface KubernetesSourceSpec {
   name: string;
@@ -73,10 +73,11 @@ export interface Credential {
 }
 
 export function fingerprintOf(value: CredentialValue): string {
-  const h = createHash('sha256');
-  if (value.kind === 'bearer') h.update(value.token);
-  else h.update(`${value.aws.accessKeyId}\n${value.aws.secretAccessKey}\n${value.aws.sessionToken}`);
-  return h.digest('hex').slice(0, 8);
+  return fingerprint(
+    value.kind === 'bearer'
+      ? value.token
+      : `${value.aws.accessKeyId}\n${value.aws.secretAccessKey}\n${value.aws.sessionToken}`,
+  );
 }
 
 /**

@@ -2,9 +2,14 @@
  * Resource changes between two revisions: per `Kind/namespace/name`, created / changed / deleted, with
  * field-level changes. Values of secret-bearing fields are replaced by fingerprints before they leave here.
  */
+
+import { fingerprint } from '../credentials/fingerprint.ts';
 import type { ResourceSet } from '../policy/references.ts';
 import type { Located } from '../policy/resources.ts';
-import { fingerprint } from './fingerprint.ts';
+
+/** A secret value as plans show it. */
+const masked = (value: unknown) =>
+  `sha256:${fingerprint(typeof value === 'string' ? value : JSON.stringify(value ?? null))}`;
 
 export type Change = 'created' | 'changed' | 'deleted';
 
@@ -42,17 +47,6 @@ function isSecretPath(kind: string, path: string[]): boolean {
   return kind === 'Secret' && (path[0] === 'data' || path[0] === 'stringData') && path.length >= 2;
 }
 
-/** A copy of the resource with every secret value replaced by its fingerprint. */
-export function redact(kind: string, value: unknown): unknown {
-  if (kind !== 'Secret' || value === null || typeof value !== 'object') return value;
-  const obj = { ...(value as Record<string, unknown>) };
-  for (const field of ['data', 'stringData']) {
-    const map = obj[field] as Record<string, unknown> | undefined;
-    if (map) obj[field] = Object.fromEntries(Object.entries(map).map(([k, v]) => [k, fingerprint(v)]));
-  }
-  return obj;
-}
-
 const isPlain = (v: unknown) => v === null || typeof v !== 'object';
 
 /** `spec.selectors[0].process:name` from ['spec', 'selectors', '[0]', 'process:name']. */
@@ -65,8 +59,8 @@ function diffValues(kind: string, path: string[], before: unknown, after: unknow
   const shown = showPath(path);
   if (isSecretPath(kind, path)) {
     const change: FieldChange = { path: shown, secret: true };
-    if (before !== undefined) change.before = fingerprint(before);
-    if (after !== undefined) change.after = fingerprint(after);
+    if (before !== undefined) change.before = masked(before);
+    if (after !== undefined) change.after = masked(after);
     out.push(change);
     return;
   }
