@@ -17,6 +17,12 @@ if (selected.length === 0) {
   console.error(`no benchmark matches ${wanted.join(' ')}; available: ${all.join(', ')}`);
   process.exit(2);
 }
+// Benchmarks that run riptides-cli measure it as shipped: compiled, not through tsx.
+const build = spawnSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.error('npm run build failed; benchmarks would measure stale or uncompiled code');
+  process.exit(2);
+}
 let failed = 0;
 for (const file of selected) {
   console.log(`\n=== ${file} ===`);

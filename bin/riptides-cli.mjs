@@ -1,7 +1,48 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx's loader, so the shipped command and the tests run the same source.
-import { register } from 'tsx/esm/api';
+// Runs the compiled CLI from dist/ (built by `npm run build`, which `npm ci` runs through `prepare`); when
+// dist/ is missing or older than any source file, runs the TypeScript sources through tsx instead, so an
+// edited checkout never runs stale code. The compiled path saves about 0.3 s of start-up per command.
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-register();
-const { main } = await import('../reconciler/cli/main.ts');
+const root = fileURLToPath(new URL('..', import.meta.url));
+const built = join(root, 'dist', 'reconciler', 'cli', 'main.js');
+// Written after every successful build; tsc leaves unchanged outputs with their old times.
+const stamp = join(root, 'dist', '.built');
+
+function newestSource(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path));
+    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+function builtIsFresh() {
+  try {
+    statSync(built);
+    const builtAt = statSync(stamp).mtimeMs;
+    return ['reconciler', 'agent', 'kernel-module'].every((d) => {
+      try {
+        return newestSource(join(root, d)) <= builtAt;
+      } catch {
+        return true;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+let main;
+if (builtIsFresh()) {
+  ({ main } = await import(built));
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ main } = await import('../reconciler/cli/main.ts'));
+}
 process.exitCode = await main(process.argv.slice(2));

@@ -91,9 +91,42 @@ export interface AccessDiff {
   changed: Array<{ key: string; before: AccessEdge; after: AccessEdge }>;
 }
 
+/** The programs reduced to the identities named in `ids`. */
+function only(programs: readonly NodeProgram[], ids: ReadonlySet<string>): NodeProgram[] {
+  return programs.map((p) => ({ ...p, identities: p.identities.filter((i) => ids.has(i.spiffeId)) }));
+}
+
+/**
+ * Edges come from identities' compiled content: an edge A → B from A's egress rules, outbound list or
+ * credentials, and from B's inbound list. Identities whose content hash is the same on both sides contribute
+ * the same edges, so only the edges that changed identities touch are compared, built from the changed
+ * identities and their peers. A one-file change on a large repository stays cheap.
+ */
 export function diffAccess(base: readonly NodeProgram[], head: readonly NodeProgram[]): AccessDiff {
-  const before = new Map(accessEdges(base).map((e) => [edgeKey(e), e]));
-  const after = new Map(accessEdges(head).map((e) => [edgeKey(e), e]));
+  const hashes = (ps: readonly NodeProgram[]) =>
+    new Map(ps.flatMap((p) => p.identities.map((i) => [i.spiffeId, i.hash] as const)));
+  const baseHashes = hashes(base);
+  const headHashes = hashes(head);
+  const changed = new Set<string>();
+  for (const [id, h] of baseHashes) if (headHashes.get(id) !== h) changed.add(id);
+  for (const [id, h] of headHashes) if (baseHashes.get(id) !== h) changed.add(id);
+  const touched = [...accessEdges(only(base, changed)), ...accessEdges(only(head, changed))];
+  const keys = new Set(touched.map(edgeKey));
+  const involved = new Set(changed);
+  for (const e of touched) {
+    if (e.kind === 'reach') {
+      involved.add(e.from);
+      involved.add(e.to);
+    }
+  }
+  const side = (ps: readonly NodeProgram[]) =>
+    new Map(
+      accessEdges(only(ps, involved))
+        .filter((e) => keys.has(edgeKey(e)))
+        .map((e) => [edgeKey(e), e]),
+    );
+  const before = side(base);
+  const after = side(head);
   const diff: AccessDiff = { added: [], removed: [], changed: [] };
   for (const [key, e] of after) {
     const b = before.get(key);

@@ -4,13 +4,18 @@
  * Only clean files are kept: an entry is typed resources, no file text. Files with diagnostics (whose text
  * would be needed for positions) and files holding a Secret are re-parsed each time, so no file text and no
  * Secret value is ever written here.
+ *
+ * Layout: a main file with the entries of the revisions planned when it was last compacted, and a small delta
+ * file with entries added since, so a run that parsed a few files writes a few entries, not the whole cache.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FileResult } from '../policy/resources.ts';
 
 /** Bumped whenever FileResult's shape or the parse rules change, so old entries are ignored, never misread. */
 const FORMAT = 'riptides-parse-cache/1';
+/** The delta is folded into the main file once it holds this share of the main file's entries. */
+const COMPACT_RATIO = 0.2;
 
 interface CacheFile {
   format: string;
@@ -21,55 +26,80 @@ function storable(result: FileResult): boolean {
   return result.diagnostics.length === 0 && !result.resources.some((r) => r.kind === 'Secret');
 }
 
-export class ParseCache {
-  private readonly file: string;
-  readonly entries: Map<string, FileResult>;
-  private readonly used = new Set<string>();
-
-  private constructor(file: string, entries: Map<string, FileResult>) {
-    this.file = file;
-    this.entries = entries;
+function readEntries(file: string): Record<string, FileResult> {
+  try {
+    const data = JSON.parse(readFileSync(file, 'utf8')) as CacheFile;
+    return data.format === FORMAT ? data.entries : {};
+  } catch {
+    // No cache yet, or an unreadable one: start empty; it is only a cache.
+    return {};
   }
+}
+
+function writeAtomically(file: string, entries: Record<string, FileResult>): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ format: FORMAT, entries } satisfies CacheFile), { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+export class ParseCache {
+  private readonly used = new Set<string>();
+  private readonly added = new Map<string, FileResult>();
+
+  private constructor(
+    private readonly mainFile: string,
+    private readonly deltaFile: string,
+    private readonly main: Record<string, FileResult>,
+    private readonly delta: Record<string, FileResult>,
+  ) {}
 
   /** `variant` separates caches whose parse options differ (the file size cap changes results). */
   static open(dir: string, variant: string): ParseCache {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    let entries = new Map<string, FileResult>();
-    try {
-      const data = JSON.parse(readFileSync(join(dir, `parse-cache-${variant}.json`), 'utf8')) as CacheFile;
-      if (data.format === FORMAT) entries = new Map(Object.entries(data.entries));
-    } catch {
-      // No cache yet, or an unreadable one: start empty; it is only a cache.
-    }
-    return new ParseCache(join(dir, `parse-cache-${variant}.json`), entries);
+    const mainFile = join(dir, `parse-cache-${variant}.json`);
+    const deltaFile = join(dir, `parse-cache-${variant}.delta.json`);
+    return new ParseCache(mainFile, deltaFile, readEntries(mainFile), readEntries(deltaFile));
   }
 
-  /** The map renderPolicy reads and fills; entries touched in this run are the ones saved. */
+  private lookup(key: string): FileResult | undefined {
+    return this.added.get(key) ?? this.delta[key] ?? this.main[key];
+  }
+
+  /** The map renderPolicy reads and fills. */
   asMap(): Map<string, FileResult> {
     const cache = this;
     return new (class extends Map<string, FileResult> {
       override get(key: string) {
-        const hit = cache.entries.get(key);
+        const hit = cache.lookup(key);
         if (hit) cache.used.add(key);
         return hit;
       }
       override set(key: string, value: FileResult) {
-        cache.entries.set(key, value);
         cache.used.add(key);
+        if (storable(value)) cache.added.set(key, { ...value, text: null });
         return this;
       }
     })();
   }
 
-  /** Writes the entries this run used (so the file tracks the revisions people plan, not all history). */
+  /**
+   * Persists what this run parsed: appended to the delta, or, once the delta has grown, compacted with the
+   * main file into the entries this run used (so the cache tracks the revisions people plan, not all history).
+   */
   save(): void {
+    if (this.added.size === 0) return;
+    const delta = { ...this.delta, ...Object.fromEntries(this.added) };
+    const mainSize = Object.keys(this.main).length;
+    if (Object.keys(delta).length < Math.max(64, mainSize * COMPACT_RATIO)) {
+      writeAtomically(this.deltaFile, delta);
+      return;
+    }
     const entries: Record<string, FileResult> = {};
     for (const key of this.used) {
-      const hit = this.entries.get(key);
-      if (hit && storable(hit)) entries[key] = { ...hit, text: null };
+      const hit = this.lookup(key);
+      if (hit && storable(hit)) entries[key] = hit;
     }
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ format: FORMAT, entries } satisfies CacheFile), { mode: 0o600 });
-    renameSync(tmp, this.file);
+    writeAtomically(this.mainFile, entries);
+    rmSync(this.deltaFile, { force: true });
   }
 }

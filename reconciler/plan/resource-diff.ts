@@ -111,7 +111,9 @@ export function diffResources(base: ResourceSet | null, head: ResourceSet): Reso
     const id = split(key);
     if (!b) out.push({ ...id, change: 'created', file: a!.file, fields: [] });
     else if (!a) out.push({ ...id, change: 'deleted', file: b.file, fields: [] });
-    else {
+    else if (b.value !== a.value) {
+      // Files unchanged between the revisions share one cached parse, so identical resources are the same
+      // object and cost nothing here.
       const fields: FieldChange[] = [];
       const strip = (v: unknown) => {
         const { status: _status, ...rest } = v as Record<string, unknown>;

@@ -3,6 +3,7 @@
  * parsed result is not cached yet (by blob id), and validate + compile the whole set.
  */
 import { posix } from 'node:path';
+import type { CompileMemo } from '../policy/compile.ts';
 import { CONFIG_FILE, readRepoConfig } from '../policy/config.ts';
 import { type PendingDiagnostic, pending } from '../policy/diagnostics.ts';
 import { isPolicyFileName } from '../policy/load-dir.ts';
@@ -19,6 +20,8 @@ export interface RevisionOptions {
   allowSecrets?: boolean;
   maxFileBytes?: number;
   cache: Map<string, FileResult>;
+  /** Shared by the revisions of one plan, so the base recompiles only what differs from the head. */
+  memo?: CompileMemo;
 }
 
 export interface RenderedRevision {
@@ -100,6 +103,7 @@ export async function renderRevision(
     {
       trustDomain,
       cache: opts.cache,
+      ...(opts.memo ? { memo: opts.memo } : {}),
       ...(opts.allowSecrets ? { allowSecrets: true } : {}),
       ...(opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : {}),
     },

@@ -3,12 +3,13 @@
  * Output is deterministic (sorted everywhere, canonical JSON) and every identity, rule and credential
  * reference carries a content hash, so that diffs and pushes compare hashes instead of whole programs.
  */
-import { canonicalJson, contentHash, withHash } from './canonical.ts';
+import { canonicalJson, contentHash, orderedHash, withHash } from './canonical.ts';
 import {
   type CredentialSource,
   type Service,
   type SourceType,
   sourceType,
+  type WorkloadCredential,
   type WorkloadIdentity,
 } from './kinds/index.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './references.ts';
@@ -120,15 +121,40 @@ function sortedLabelSelectors(selectors: readonly Record<string, string>[]): Rec
   return sortSelectors(sorted);
 }
 
-export function compile(set: ResourceSet, trustDomain: string): NodeProgram[] {
+/**
+ * Compiled parts kept between compilations, keyed by the resource objects they came from. Two compilations
+ * that share resource objects (the base and head of a plan, read through one parse cache; two pushes of the
+ * reconciler) rebuild only the identities and references whose inputs changed.
+ */
+export class CompileMemo {
+  readonly sources = new WeakMap<object, CompiledCredentialRef['source']>();
+  readonly refs = new WeakMap<object, { deps: readonly unknown[]; value: CompiledCredentialRef }>();
+  readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
+}
+
+function reuse<T>(
+  map: WeakMap<object, { deps: readonly unknown[]; value: T }>,
+  key: object,
+  deps: readonly unknown[],
+  make: () => T,
+): T {
+  const hit = map.get(key);
+  if (hit && hit.deps.length === deps.length && hit.deps.every((d, i) => d === deps[i])) return hit.value;
+  const value = make();
+  map.set(key, { deps, value });
+  return value;
+}
+
+/** Separates the groups of dependencies of an identity (rules, credentials) so that lists line up exactly. */
+const GROUP = Symbol('group');
+
+export function compile(set: ResourceSet, trustDomain: string, memo = new CompileMemo()): NodeProgram[] {
   const services = new ServiceIndex(set.services);
   const sources = new Map<string, Located<CredentialSource>>();
   for (const s of set.sources) sources.set(`${namespaceOf(s)}/${s.value.metadata.name}`, s);
-  // Many bindings share a source: hash each source spec once.
-  const sourceRefs = new Map<string, CompiledCredentialRef['source']>();
-  const sourceRef = (ns: string, name: string) => {
-    const s = sources.get(`${ns}/${name}`)!;
-    let ref = sourceRefs.get(s.key);
+  const sourceOf = (ns: string, name: string) => sources.get(`${ns}/${name}`)!;
+  const sourceRef = (s: Located<CredentialSource>) => {
+    let ref = memo.sources.get(s.value);
     if (!ref) {
       const type = sourceType(s.value.spec);
       ref = {
@@ -137,31 +163,33 @@ export function compile(set: ResourceSet, trustDomain: string): NodeProgram[] {
         supported: SUPPORTED.includes(type),
         specHash: contentHash(s.value.spec),
       };
-      sourceRefs.set(s.key, ref);
+      memo.sources.set(s.value, ref);
     }
     return ref;
   };
 
   // Credential references per workload ID, from both the current and the older form.
   const refsByWorkload = new Map<string, CompiledCredentialRef[]>();
-  const addRef = (workloadID: string, ref: Omit<CompiledCredentialRef, 'hash'>) => {
-    const list = refsByWorkload.get(workloadID) ?? [];
-    list.push(withHash(ref));
-    refsByWorkload.set(workloadID, list);
-  };
   for (const b of set.bindings) {
     const spec = b.value.spec;
     const injection = spec.propagation.injection;
-    addRef(spec.workloadID, {
-      via: 'CredentialBinding',
-      resource: b.key,
-      source: sourceRef(namespaceOf(b), spec.credentialSource),
-      injection: injection ? { destinations: destinations(services.selectAny(injection.selectors)) } : null,
-      sysfs:
-        spec.propagation.sysfs !== undefined
-          ? { dir: `${contentHash(b.key)}/${b.value.metadata.name}` }
-          : null,
-    });
+    const source = sourceOf(namespaceOf(b), spec.credentialSource);
+    const targets = injection ? services.selectAny(injection.selectors) : [];
+    const ref = reuse(memo.refs, b.value, [source.value, ...targets.map((t) => t.value)], () =>
+      withHash({
+        via: 'CredentialBinding' as const,
+        resource: b.key,
+        source: sourceRef(source),
+        injection: injection ? { destinations: destinations(targets) } : null,
+        sysfs:
+          spec.propagation.sysfs !== undefined
+            ? { dir: `${contentHash(b.key)}/${b.value.metadata.name}` }
+            : null,
+      }),
+    );
+    const list = refsByWorkload.get(spec.workloadID) ?? [];
+    list.push(ref);
+    refsByWorkload.set(spec.workloadID, list);
   }
   const workloadCredentials = new Map(
     set.workloadCredentials.map((w) => [`${namespaceOf(w)}/${w.value.metadata.name}`, w]),
@@ -170,66 +198,24 @@ export function compile(set: ResourceSet, trustDomain: string): NodeProgram[] {
   const programs = new Map<string, NodeProgram>();
   for (const identity of set.identities) {
     const spec = identity.value.spec;
-    const egress: CompiledEgressRule[] = [];
-    const credentials = [...(refsByWorkload.get(spec.workloadID) ?? [])];
-    (spec.egress ?? []).forEach((rule, index) => {
-      const ruleDestinations = destinations(services.selectAny(rule.selectors));
-      egress.push(
-        withHash({
-          index,
-          selectors: sortedLabelSelectors(rule.selectors),
-          destinations: ruleDestinations,
-          tls: {
-            mode: rule.connection?.tls?.mode ?? null,
-            intercept: rule.connection?.tls?.intercept ?? false,
-          },
-          allowedSpiffeIds: sortedUnique(rule.allowedSPIFFEIDs),
-          workloadID: rule.workloadID ?? null,
-          credentialName: rule.credentialName ?? null,
-        }),
-      );
-      if (rule.credentialName) {
-        const wc = workloadCredentials.get(`${namespaceOf(identity)}/${rule.credentialName}`)!;
-        credentials.push(
-          withHash({
-            via: 'WorkloadCredential' as const,
-            resource: wc.key,
-            source: sourceRef(namespaceOf(wc), wc.value.spec.credentialSource),
-            injection: { destinations: ruleDestinations },
-            sysfs: null,
-          }),
-        );
-      }
+    const rules = (spec.egress ?? []).map((rule) => {
+      const wc = rule.credentialName
+        ? workloadCredentials.get(`${namespaceOf(identity)}/${rule.credentialName}`)!
+        : null;
+      return {
+        rule,
+        targets: services.selectAny(rule.selectors),
+        wc,
+        wcSource: wc ? sourceOf(namespaceOf(wc), wc.value.spec.credentialSource) : null,
+      };
     });
-    const body = {
-      resource: identity.key,
-      workloadID: spec.workloadID,
-      spiffeId: `spiffe://${trustDomain}/${spec.workloadID}`,
-      selectors: sortSelectors(spec.selectors.map(normalizeSelector)),
-      tls: {
-        mode: spec.connection?.tls?.mode ?? 'PERMISSIVE',
-        intercept: spec.connection?.tls?.intercept ?? false,
-      },
-      allowedSpiffeIds: {
-        inbound: sortedUnique(spec.allowedSPIFFEIDs?.inbound),
-        outbound: sortedUnique(spec.allowedSPIFFEIDs?.outbound),
-      },
-      x509: {
-        ttlSeconds: spec.svid?.x509?.ttl ? Number.parseInt(spec.svid.x509.ttl, 10) : null,
-        dnsNames: sortedUnique(spec.svid?.x509?.dnsNames),
-      },
-      egress,
-      credentials: credentials.sort(byString((c) => `${c.resource}\u0000${c.hash}`)),
-    };
-    // Children already carry hashes: hash over those instead of serialising the children again.
-    const compiled: CompiledIdentity = {
-      ...body,
-      hash: contentHash({
-        ...body,
-        egress: egress.map((e) => e.hash),
-        credentials: body.credentials.map((c) => c.hash),
-      }),
-    };
+    const bound = refsByWorkload.get(spec.workloadID) ?? [];
+    const deps: unknown[] = [trustDomain];
+    for (const r of rules) deps.push(GROUP, r.wc?.value, r.wcSource?.value, ...r.targets.map((t) => t.value));
+    deps.push(GROUP, ...bound);
+    const compiled = reuse(memo.identities, identity.value, deps, () =>
+      compileIdentity(identity, trustDomain, rules, bound, sourceRef),
+    );
     const key = scopeKey(spec);
     let program = programs.get(key);
     if (!program) {
@@ -242,10 +228,86 @@ export function compile(set: ResourceSet, trustDomain: string): NodeProgram[] {
     p.identities.sort(byString((i) => i.spiffeId));
     return {
       ...p,
-      hash: contentHash({ scope: p.scope, trustDomain, identities: p.identities.map((i) => i.hash) }),
+      hash: orderedHash({ scope: p.scope, trustDomain, identities: p.identities.map((i) => i.hash) }),
     };
   });
   return out.sort(byString((p) => `${p.scope.kind}:${p.scope.id}`));
+}
+
+interface RuleInput {
+  rule: NonNullable<WorkloadIdentity['spec']['egress']>[number];
+  targets: Located<Service>[];
+  wc: Located<WorkloadCredential> | null;
+  wcSource: Located<CredentialSource> | null;
+}
+
+function compileIdentity(
+  identity: Located<WorkloadIdentity>,
+  trustDomain: string,
+  rules: readonly RuleInput[],
+  bound: readonly CompiledCredentialRef[],
+  sourceRef: (s: Located<CredentialSource>) => CompiledCredentialRef['source'],
+): CompiledIdentity {
+  const spec = identity.value.spec;
+  const egress: CompiledEgressRule[] = [];
+  const credentials = [...bound];
+  rules.forEach(({ rule, targets, wc, wcSource }, index) => {
+    const ruleDestinations = destinations(targets);
+    egress.push(
+      withHash({
+        index,
+        selectors: sortedLabelSelectors(rule.selectors),
+        destinations: ruleDestinations,
+        tls: {
+          mode: rule.connection?.tls?.mode ?? null,
+          intercept: rule.connection?.tls?.intercept ?? false,
+        },
+        allowedSpiffeIds: sortedUnique(rule.allowedSPIFFEIDs),
+        workloadID: rule.workloadID ?? null,
+        credentialName: rule.credentialName ?? null,
+      }),
+    );
+    if (wc && wcSource) {
+      credentials.push(
+        withHash({
+          via: 'WorkloadCredential' as const,
+          resource: wc.key,
+          source: sourceRef(wcSource),
+          injection: { destinations: ruleDestinations },
+          sysfs: null,
+        }),
+      );
+    }
+  });
+  const body = {
+    resource: identity.key,
+    workloadID: spec.workloadID,
+    spiffeId: `spiffe://${trustDomain}/${spec.workloadID}`,
+    selectors: sortSelectors(spec.selectors.map(normalizeSelector)),
+    tls: {
+      mode: spec.connection?.tls?.mode ?? 'PERMISSIVE',
+      intercept: spec.connection?.tls?.intercept ?? false,
+    },
+    allowedSpiffeIds: {
+      inbound: sortedUnique(spec.allowedSPIFFEIDs?.inbound),
+      outbound: sortedUnique(spec.allowedSPIFFEIDs?.outbound),
+    },
+    x509: {
+      ttlSeconds: spec.svid?.x509?.ttl ? Number.parseInt(spec.svid.x509.ttl, 10) : null,
+      dnsNames: sortedUnique(spec.svid?.x509?.dnsNames),
+    },
+    egress,
+    credentials: credentials.sort(byString((c) => `${c.resource}\u0000${c.hash}`)),
+  };
+  // Children already carry hashes: hash over those instead of serialising the children again.
+  return {
+    ...body,
+    hash: orderedHash({
+      ...body,
+      egress: egress.map((e) => e.hash),
+      credentials: body.credentials.map((c) => c.hash),
+    }),
+  };
 }
 
 function scopeOf(identity: WorkloadIdentity): NodeProgram['scope'] {

@@ -2,7 +2,7 @@
  * The policy pipeline: files → resources → validation → node programs. A result with any error carries no
  * programs, so nothing downstream can apply half a repository.
  */
-import { compile, type NodeProgram } from './compile.ts';
+import { type CompileMemo, compile, type NodeProgram } from './compile.ts';
 import { compareDiagnostics, type Diagnostic, type PendingDiagnostic } from './diagnostics.ts';
 import { DEFAULT_MAX_FILE_BYTES, type PolicyFile } from './parse-file.ts';
 import { checkReferences, groupResources, type ResourceSet } from './references.ts';
@@ -15,6 +15,8 @@ export interface RenderOptions {
   maxFileBytes?: number;
   /** Per-file results keyed by content id (e.g. git blob id); reused instead of re-parsing. */
   cache?: Map<string, FileResult>;
+  /** Compiled parts reused from earlier renders that shared resource objects through the cache. */
+  memo?: CompileMemo;
 }
 
 export interface RenderInput extends PolicyFile {
@@ -97,7 +99,7 @@ export function renderPolicy(
   return {
     diagnostics,
     resources,
-    programs: hasError ? null : compile(resources, opts.trustDomain),
+    programs: hasError ? null : compile(resources, opts.trustDomain, opts.memo),
     stats: { files: files.length, parsed: missing.length, resources: count },
   };
 }

@@ -104,6 +104,24 @@ describe('plan risks, one rule at a time', () => {
     );
   });
 
+  it('reports an edge both ends contribute to as changed, not added, when only one end changes', () => {
+    const head = edit(
+      BASE,
+      'identities.yaml',
+      '  connection:\n    tls:\n      intercept: true\n',
+      '  connection:\n    tls:\n      intercept: true\n  allowedSPIFFEIDs:\n    outbound:\n      - spiffe://example.com/apps/server\n',
+    );
+    const p = plan(BASE, head);
+    const key = 'reach spiffe://example.com/apps/client -> spiffe://example.com/apps/server';
+    expect(p.access.added).toEqual([]);
+    expect(p.access.changed.map((c) => c.key)).toEqual([key]);
+    expect(p.access.changed[0]!.after.attributes).toMatchObject({
+      inboundAllowed: true,
+      outboundAllowed: true,
+      serverTls: 'MUTUAL',
+    });
+  });
+
   it('reports resources created, changed field by field, and deleted', () => {
     const head = edit(
       {

@@ -1,11 +1,11 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
 import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
 import { capture } from '../support/cli.ts';
+import { tempDir } from '../support/scratch.ts';
 import { repoRoot } from '../support/shared.ts';
 
 const badRoot = join(repoRoot, 'fixtures', 'bad');
@@ -34,14 +34,14 @@ describe('every class of bad input is rejected at the right file, line and colum
 });
 
 describe('bad inputs made at test time', () => {
-  const scratch = () => {
-    const dir = mkdtempSync(join(tmpdir(), 'riptides-bad-'));
+  const policyDir = () => {
+    const dir = tempDir('bad');
     writeFileSync(join(dir, 'riptides.config.yaml'), 'trustDomain: example.com\n');
     return dir;
   };
 
   it('refuses a file over the size cap without reading it, naming the cap', async () => {
-    const dir = scratch();
+    const dir = policyDir();
     writeFileSync(join(dir, 'huge.yaml'), `# ${'x'.repeat(2 * 1024 * 1024)}\n`);
     const result = await render(dir);
     expect(result.diagnostics).toMatchObject([{ code: 'RT001', file: 'huge.yaml', line: 1, column: 1 }]);
@@ -51,9 +51,9 @@ describe('bad inputs made at test time', () => {
   });
 
   it('refuses symlinks that leave the repository, and follows those that stay inside', async () => {
-    const outside = mkdtempSync(join(tmpdir(), 'riptides-outside-'));
+    const outside = tempDir('outside');
     writeFileSync(join(outside, 'stolen.yaml'), 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n');
-    const dir = scratch();
+    const dir = policyDir();
     symlinkSync(join(outside, 'stolen.yaml'), join(dir, 'link.yaml'));
     mkdirSync(join(dir, 'real'));
     writeFileSync(
@@ -69,7 +69,7 @@ describe('bad inputs made at test time', () => {
   });
 
   it('reads a 1 MiB file of ten thousand tiny documents without trouble', async () => {
-    const dir = scratch();
+    const dir = policyDir();
     writeFileSync(join(dir, 'many.yaml'), '---\n{}\n'.repeat(10_000));
     const result = await render(dir);
     expect(result.diagnostics.filter((d) => d.severity === 'error').length).toBeGreaterThan(0);
@@ -77,7 +77,7 @@ describe('bad inputs made at test time', () => {
   });
 
   it('ignores files that are not YAML', async () => {
-    const dir = scratch();
+    const dir = policyDir();
     writeFileSync(join(dir, 'README.md'), '# not policy: {{{');
     writeFileSync(join(dir, 'data.json'), '{');
     expect((await render(dir)).diagnostics).toEqual([]);

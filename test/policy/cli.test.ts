@@ -1,9 +1,9 @@
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
 import { capture } from '../support/cli.ts';
+import { tempDir } from '../support/scratch.ts';
 import { repoRoot } from '../support/shared.ts';
 
 const bad = join(repoRoot, 'fixtures', 'bad');
@@ -16,7 +16,7 @@ describe('riptides-cli validate', () => {
   });
 
   it('exits 0 with warnings only, and 1 with errors', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'riptides-cli-'));
+    const dir = tempDir('cli');
     writeFileSync(
       join(dir, 'svc.yaml'),
       'apiVersion: core.riptides.io/v1alpha1\nkind: Service\nmetadata:\n  name: s\nspec:\n  labels:\n    a: b\nstatus:\n  x: 1\n',
@@ -29,7 +29,7 @@ describe('riptides-cli validate', () => {
   });
 
   it('exits 2 when it cannot run: missing repo, unknown flag, bad format, no trust domain', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'riptides-cli-'));
+    const dir = tempDir('cli');
     for (const argv of [
       ['validate'],
       ['validate', '--repo', repoRoot, '--bogus'],
@@ -96,7 +96,7 @@ describe('riptides-cli validate', () => {
 
 describe('riptides-cli schema', () => {
   it('writes a JSON Schema per kind from the zod schemas, strict about unknown fields', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'riptides-schema-'));
+    const dir = tempDir('schema');
     const out = capture();
     expect(await main(['schema', '--out', dir], out.io)).toBe(0);
     expect(readdirSync(dir).sort()).toEqual([

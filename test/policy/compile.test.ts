@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { teamFile } from '../../fixtures/generators/large-repo.ts';
-import { serializePrograms } from '../../reconciler/policy/compile.ts';
+import { CompileMemo, serializePrograms } from '../../reconciler/policy/compile.ts';
 import type { PolicyFile } from '../../reconciler/policy/parse-file.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
 
@@ -135,5 +135,51 @@ describe('compile output', () => {
     const second = renderPolicy(changed, { trustDomain: TD, cache });
     expect(second.stats.parsed).toBe(1);
     expect(serializePrograms(second.programs!)).toBe(reference);
+  });
+});
+
+describe('compile memo', () => {
+  const EDITS: Array<[string, string]> = [
+    ['port: 8443', 'port: 9443'],
+    ['mode: MUTUAL\n      intercept: true', 'mode: SIMPLE\n      intercept: true'],
+    ['tier: backend', 'tier: frontend'],
+    ['path: apikeys/creds/team-', 'path: apikeys/other/team-'],
+    ['lifetime: 3600s', 'lifetime: 1800s'],
+    ['    sysfs: {}\n', ''],
+    ['role: team-', 'role: renamed-'],
+    ['port: 7000', 'port: 7001'],
+  ];
+
+  it('gives exactly what a fresh compile gives after every single-file edit', () => {
+    // One resource per file, so that editing a Service leaves the bindings and identities that select it as
+    // the very same objects: the memo must notice the dependency, not a changed file.
+    // Plus a Service that only an egress rule selects (no binding), so identities must track it themselves.
+    const lonely = [
+      'apiVersion: core.riptides.io/v1alpha1\nkind: Service\nmetadata:\n  name: lonely\nspec:\n  addresses:\n    - address: lonely.internal\n      port: 7000\n  labels:\n    app: lonely\n',
+      'apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: watcher\nspec:\n  workloadID: apps/watcher\n  scope:\n    daemonGroup:\n      id: g\n  selectors:\n    - process:name: watcher\n  egress:\n    - selectors:\n        - app: lonely\n',
+    ];
+    const files = [...documents, ...lonely].map((text, i) => ({ path: `d${i}.yaml`, id: `blob-${i}`, text }));
+    const toInputs = (fs: typeof files) =>
+      fs.map((f) => ({ path: f.path, id: f.id, bytes: new TextEncoder().encode(f.text) }));
+    let applied = 0;
+    for (const [which, file] of files.entries()) {
+      for (const [from, to] of EDITS) {
+        if (!file.text.includes(from)) continue;
+        applied++;
+        const cache = new Map();
+        const memo = new CompileMemo();
+        renderPolicy(toInputs(files), { trustDomain: TD, cache, memo });
+        const edited = files.map((f, i) =>
+          i === which ? { ...f, id: `${f.id}-edited`, text: f.text.split(from).join(to) } : f,
+        );
+        const withMemo = renderPolicy(toInputs(edited), { trustDomain: TD, cache, memo });
+        const fresh = renderPolicy(toInputs(edited), { trustDomain: TD });
+        expect(withMemo.diagnostics, `${file.path}: ${from}`).toEqual(fresh.diagnostics);
+        expect(serializePrograms(withMemo.programs ?? []), `${file.path}: ${from}`).toBe(
+          serializePrograms(fresh.programs ?? []),
+        );
+      }
+    }
+    expect(applied).toBeGreaterThan(30);
   });
 });

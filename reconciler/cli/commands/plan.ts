@@ -6,6 +6,7 @@ import { ParseCache } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../plan/report.ts';
 import { RevisionConfigError, renderRevision } from '../../plan/revision.ts';
+import { CompileMemo } from '../../policy/compile.ts';
 import { DEFAULT_MAX_FILE_BYTES } from '../../policy/parse-file.ts';
 import { credentialsFromEnv, openSource, SourceError } from '../../source/index.ts';
 import {
@@ -117,9 +118,11 @@ export const command: Command = {
         String(maxFileBytes ?? DEFAULT_MAX_FILE_BYTES),
       );
       const cache = parseCache.asMap();
+      const memo = new CompileMemo();
       const common = {
         path,
         cache,
+        memo,
         ...(values['allow-plaintext-secrets'] ? { allowSecrets: true } : {}),
         ...(maxFileBytes ? { maxFileBytes } : {}),
       };

@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { countBySeverity } from '../../policy/diagnostics.ts';
 import {
   DIAGNOSTIC_FORMATS,
@@ -35,11 +37,13 @@ Flags:
 Exit status: 0 no errors (warnings allowed), 1 errors found, 2 could not run.
 `;
 
+/** The project's version, read from the nearest package.json above this module (in sources and in dist/). */
 export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dir !== dirname(dir); dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+  }
+  return '0.0.0';
 }
 
 export const command: Command = {
