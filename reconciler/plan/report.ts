@@ -93,7 +93,7 @@ export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
       (d) =>
         `- \`${escapeMd(d.file)}:${d.line}:${d.column}\` **${d.code}** ${escapeMd(d.message)}${d.hint ? ` — ${escapeMd(d.hint)}` : ''}`,
     );
-    return fit(
+    return fitToLimit(
       `${head}:x: **Head does not validate: ${errors.length} error(s). Nothing would be applied.**\n\n`,
       [{ title: 'Errors', lines, open: true }],
       limit,
@@ -156,7 +156,7 @@ export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
       ),
     ],
   });
-  return fit(summary, sections, limit);
+  return fitToLimit(summary, sections, limit);
 }
 
 interface Section {
@@ -166,7 +166,7 @@ interface Section {
 }
 
 /** Renders sections as collapsible blocks, cutting lines from the end until the whole fits within `limit`. */
-function fit(prefix: string, sections: Section[], limit: number): string {
+function fitToLimit(prefix: string, sections: Section[], limit: number): string {
   const render = (s: Section, lines: string[], cut: number) =>
     `<details${s.open ? ' open' : ''}><summary>${escapeMd(s.title)}</summary>\n\n${lines.join('\n')}${cut ? `\n- … ${cut} more line(s) cut to fit the comment limit` : ''}\n\n</details>\n\n`;
   const full = sections.map((s) => render(s, s.lines, 0));
