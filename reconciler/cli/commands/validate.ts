@@ -17,7 +17,6 @@ import {
   EXIT_USAGE,
   oneOf,
   parseFlags,
-  UsageError,
 } from '../command.ts';
 import { openPolicyDir } from '../policy-input.ts';
 
