@@ -103,3 +103,48 @@ export class ParseCache {
     rmSync(this.deltaFile, { force: true });
   }
 }
+
+/** Revision keys known to validate clean (see plan/revision.ts), kept beside the parse cache, newest last. */
+export class ValidatedRevisions {
+  private static readonly LIMIT = 256;
+  private readonly keys: string[];
+  private dirty = false;
+
+  private constructor(
+    private readonly file: string,
+    keys: string[],
+  ) {
+    this.keys = keys;
+  }
+
+  static open(dir: string): ValidatedRevisions {
+    const file = join(dir, 'validated.json');
+    try {
+      const data = JSON.parse(readFileSync(file, 'utf8')) as { format: string; keys: string[] };
+      return new ValidatedRevisions(
+        file,
+        data.format === FORMAT && Array.isArray(data.keys) ? data.keys : [],
+      );
+    } catch {
+      return new ValidatedRevisions(file, []);
+    }
+  }
+
+  has(key: string): boolean {
+    return this.keys.includes(key);
+  }
+
+  add(key: string): void {
+    if (this.has(key)) return;
+    this.keys.push(key);
+    if (this.keys.length > ValidatedRevisions.LIMIT) this.keys.shift();
+    this.dirty = true;
+  }
+
+  save(): void {
+    if (!this.dirty) return;
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ format: FORMAT, keys: this.keys }), { mode: 0o600 });
+    renameSync(tmp, this.file);
+  }
+}

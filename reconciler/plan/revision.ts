@@ -2,6 +2,7 @@
  * One revision of the policy repository, rendered: list the blobs under the policy path, read only those whose
  * parsed result is not cached yet (by blob id), and validate + compile the whole set.
  */
+import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import type { CompileMemo } from '../policy/compile.ts';
 import { CONFIG_FILE, readRepoConfig } from '../policy/config.ts';
@@ -9,7 +10,8 @@ import { type PendingDiagnostic, pending } from '../policy/diagnostics.ts';
 import { isPolicyFileName } from '../policy/load-dir.ts';
 import { type RenderInput, type RenderResult, renderPolicy, resolvePositions } from '../policy/render.ts';
 import type { FileResult } from '../policy/resources.ts';
-import type { PolicySource } from '../source/index.ts';
+import type { PolicySource, TreeEntry } from '../source/index.ts';
+import { packageVersion } from '../version.ts';
 
 const EMPTY = new Uint8Array(0);
 const SYMLINK = '120000';
@@ -22,6 +24,13 @@ export interface RevisionOptions {
   cache: Map<string, FileResult>;
   /** Shared by the revisions of one plan, so the base recompiles only what differs from the head. */
   memo?: CompileMemo;
+  /** Revisions known to validate clean, by validationKey(); clean renders are recorded here. */
+  validated?: { has(key: string): boolean; add(key: string): void };
+  /**
+   * Skip the cross-resource checks when this revision is recorded as clean. Only for a plan's base: its
+   * diagnostics are never shown, only whether it is valid; the head's warnings must always be computed.
+   */
+  trustRecordedValidation?: boolean;
 }
 
 export interface RenderedRevision {
@@ -98,16 +107,33 @@ export async function renderRevision(
       blobsRead++;
     }
   }
+  const key = validationKey(entries, trustDomain, opts);
+  const knownValid =
+    opts.trustRecordedValidation === true && extra.length === 0 && (opts.validated?.has(key) ?? false);
   const result = renderPolicy(
     inputs,
     {
       trustDomain,
       cache: opts.cache,
+      ...(knownValid ? { knownValid } : {}),
       ...(opts.memo ? { memo: opts.memo } : {}),
       ...(opts.allowSecrets ? { allowSecrets: true } : {}),
       ...(opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : {}),
     },
     extra,
   );
+  if (!knownValid && !result.diagnostics.some((d) => d.severity === 'error')) opts.validated?.add(key);
   return { commit, trustDomain, result, blobsRead };
+}
+
+/**
+ * What a validation outcome depends on: every file's path and blob id under the policy path, the trust domain,
+ * the options that change results, and the tool's version (new rules must re-check old revisions).
+ */
+function validationKey(entries: readonly TreeEntry[], trustDomain: string, opts: RevisionOptions): string {
+  const h = createHash('sha256').update(
+    `${packageVersion()}\u0000${trustDomain}\u0000${opts.allowSecrets ? 1 : 0}\u0000${opts.maxFileBytes ?? 0}`,
+  );
+  for (const e of entries) h.update(`\u0000${e.path}\u0000${e.oid}\u0000${e.mode}`);
+  return h.digest('hex');
 }

@@ -17,6 +17,11 @@ export interface RenderOptions {
   cache?: Map<string, FileResult>;
   /** Compiled parts reused from earlier renders that shared resource objects through the cache. */
   memo?: CompileMemo;
+  /**
+   * The caller knows these exact files already validated clean under these options (a record keyed by their
+   * content ids): the cross-resource checks are skipped. Per-file diagnostics still come from the files.
+   */
+  knownValid?: boolean;
 }
 
 export interface RenderInput extends PolicyFile {
@@ -91,7 +96,7 @@ export function renderPolicy(
   });
   const resources = groupResources(results.flatMap((r) => r.resources));
   const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
-  pendingList.push(...checkReferences(resources, opts));
+  if (!opts.knownValid) pendingList.push(...checkReferences(resources, opts));
   const texts = new Map(results.map((r) => [r.path, r.text] as const));
   const diagnostics = resolvePositions(pendingList, texts);
   const hasError = diagnostics.some((d) => d.severity === 'error');

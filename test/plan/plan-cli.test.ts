@@ -295,6 +295,44 @@ describe('plan over a real git server', () => {
   });
 });
 
+describe('validation records in the cache', () => {
+  it('keeps showing head warnings on re-runs, and never records an invalid base as clean', async () => {
+    const cacheDir = join(tmp.dir, 'cache-records');
+    const run = async (base: string, head: string) => {
+      const out = capture();
+      const code = await main(
+        ['plan', '--cache-dir', cacheDir, '--repo', url, '--path', 'policy', '--base', base, '--head', head],
+        out.io,
+      );
+      return { code, ...out };
+    };
+    await work.git('checkout', '--quiet', '-b', 'warned', 'main');
+    await work
+      .write(
+        withPolicy(
+          edit(
+            BASE,
+            'credentials.yaml',
+            '        - app: billing\n',
+            '        - app: billing\n        - app: nowhere\n',
+          ),
+        ),
+      )
+      .commit('selector that matches nothing');
+    await work.push('warned');
+    await work.git('checkout', '--quiet', 'main');
+    for (let i = 0; i < 2; i++) {
+      const r = await run('main', 'warned');
+      expect(r.code, `run ${i}`).toBe(1);
+      expect(r.stdout, `run ${i}`).toContain('warning RT045');
+    }
+    for (let i = 0; i < 2; i++) {
+      const r = await run('broken', 'main');
+      expect(r.stdout, `run ${i}`).toContain('base broken does not validate itself');
+    }
+  });
+});
+
 describe('no secret value reaches any plan output', () => {
   it('shows a changed Secret as fingerprints in text, markdown and json, and in the invalid case too', async () => {
     const secret = (v: string) =>

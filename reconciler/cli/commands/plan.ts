@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ParseCache } from '../../plan/parse-cache.ts';
+import { ParseCache, ValidatedRevisions } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../plan/report.ts';
 import { RevisionConfigError, renderRevision } from '../../plan/revision.ts';
@@ -119,10 +119,12 @@ export const command: Command = {
       );
       const cache = parseCache.asMap();
       const memo = new CompileMemo();
+      const validated = ValidatedRevisions.open(join(cacheDir, 'parsed'));
       const common = {
         path,
         cache,
         memo,
+        validated,
         ...(values['allow-plaintext-secrets'] ? { allowSecrets: true } : {}),
         ...(maxFileBytes ? { maxFileBytes } : {}),
       };
@@ -134,6 +136,7 @@ export const command: Command = {
       progress(`rendering base ${baseRef} (${base.slice(0, 8)})`);
       const baseRendered = await renderRevision(source, base, {
         ...common,
+        trustRecordedValidation: true,
         ...(headRendered.trustDomain ? { trustDomain: headRendered.trustDomain } : {}),
       });
       const plan = buildPlan({
@@ -144,6 +147,7 @@ export const command: Command = {
         headResult: headRendered.result,
       });
       parseCache.save();
+      validated.save();
       const output =
         format === 'json' ? planJson(plan) : format === 'markdown' ? planMarkdown(plan) : planText(plan);
       if (values.out) writeFileSync(resolve(io.cwd, values.out), output);

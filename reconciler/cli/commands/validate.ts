@@ -1,6 +1,3 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { countBySeverity } from '../../policy/diagnostics.ts';
 import {
   DIAGNOSTIC_FORMATS,
@@ -9,6 +6,7 @@ import {
   formatSarif,
   formatText,
 } from '../../policy/report/diagnostics-report.ts';
+import { packageVersion } from '../../version.ts';
 import {
   type Command,
   type CommandIO,
@@ -35,15 +33,6 @@ Flags:
 
 Exit status: 0 no errors (warnings allowed), 1 errors found, 2 could not run.
 `;
-
-/** The project's version, read from the nearest package.json above this module (in sources and in dist/). */
-export function packageVersion(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); dir !== dirname(dir); dir = dirname(dir)) {
-    const file = join(dir, 'package.json');
-    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
-  }
-  return '0.0.0';
-}
 
 export const command: Command = {
   name: 'validate',
