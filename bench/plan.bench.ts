@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { writeLargeRepo } from '../fixtures/generators/large-repo.ts';
 import { createBareRepo, WorkClone } from '../test/support/git-fixtures.ts';
 import { startGitServer } from '../test/support/git-server.ts';
-import { fmt, median, runChild, type Sample } from './lib/measure.ts';
+import { fmt, median, runChild, type Sample, treeSize } from './lib/measure.ts';
 
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 const TEAMS = 2000;
@@ -196,19 +196,7 @@ async function main(): Promise<void> {
   try {
     const gen = join(tmp, 'gen');
     writeLargeRepo(gen, { teams: TEAMS, groups: GROUPS });
-    let files = 0;
-    let bytes = 0;
-    const walk = (d: string) => {
-      for (const e of readdirSync(d, { withFileTypes: true })) {
-        const p = join(d, e.name);
-        if (e.isDirectory()) walk(p);
-        else {
-          files++;
-          bytes += statSync(p).size;
-        }
-      }
-    };
-    walk(gen);
+    const { files, bytes } = treeSize(gen);
 
     const bare = await createBareRepo(join(tmp, 'srv'), 'policy');
     const work = await WorkClone.create(bare, join(tmp, 'work'));

@@ -7,25 +7,13 @@ import { readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeLargeRepo } from '../fixtures/generators/large-repo.ts';
-import { fmt, median, runChild, type Sample } from './lib/measure.ts';
+import { fmt, median, runChild, type Sample, treeSize } from './lib/measure.ts';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const dir = join(tmpdir(), 'riptides-bench-policy');
 writeLargeRepo(dir, { teams: 2000 });
 
-let bytes = 0;
-let files = 0;
-const walk = (d: string) => {
-  for (const e of readdirSync(d, { withFileTypes: true })) {
-    const p = join(d, e.name);
-    if (e.isDirectory()) walk(p);
-    else {
-      files++;
-      bytes += statSync(p).size;
-    }
-  }
-};
-walk(dir);
+const { files, bytes } = treeSize(dir);
 console.log(
   `repository: ${files} files, ${fmt(bytes / 1e6, 1)} MB, 10,000 resources (${RUNS} runs each, median; modes interleaved)`,
 );

@@ -1,5 +1,8 @@
 /** Helpers shared by benchmarks: run a measurement in a fresh process, medians, printing. */
+
 import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 
 export interface Sample {
   ms: number;
@@ -30,4 +33,22 @@ export function maxRssMB(): number {
 
 export function fmt(n: number, digits = 0): string {
   return n.toFixed(digits);
+}
+
+/** Files and bytes under a directory, recursively. */
+export function treeSize(dir: string): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        files++;
+        bytes += statSync(p).size;
+      }
+    }
+  };
+  walk(dir);
+  return { files, bytes };
 }

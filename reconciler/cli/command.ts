@@ -57,3 +57,14 @@ export function oneOf<T extends string>(
   if ((allowed as readonly string[]).includes(value)) return value as T;
   throw new UsageError(`--${flag} must be one of ${allowed.join(', ')} (got "${value}")`);
 }
+
+/** `<command> <subcommand> [flags]`: the subcommand and its arguments; a missing or unknown one is a usage error. */
+export function subcommand<T extends string>(argv: string[], allowed: readonly T[]): [T, string[]] {
+  const [sub, ...rest] = argv;
+  if (sub !== undefined && (allowed as readonly string[]).includes(sub)) return [sub as T, rest];
+  throw new UsageError(
+    sub === undefined
+      ? `missing subcommand: ${allowed.join(' or ')}`
+      : `unknown subcommand "${sub}": use ${allowed.join(' or ')}`,
+  );
+}

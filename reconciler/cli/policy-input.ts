@@ -7,6 +7,15 @@ import { formatText } from '../policy/report/diagnostics-report.ts';
 import type { CommandIO } from './command.ts';
 import { UsageError } from './command.ts';
 
+/** The flags every command that reads a policy directory takes, for parseFlags. */
+export const POLICY_DIR_FLAGS = {
+  repo: { type: 'string' },
+  path: { type: 'string' },
+  'trust-domain': { type: 'string' },
+  'max-file-size': { type: 'string' },
+  'allow-plaintext-secrets': { type: 'boolean' },
+} as const;
+
 export interface PolicyDirFlags {
   repo?: string | undefined;
   path?: string | undefined;

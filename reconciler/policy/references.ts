@@ -53,6 +53,15 @@ export interface ValidateOptions {
   allowSecrets?: boolean;
 }
 
+const FIELD_OF = {
+  WorkloadIdentity: 'identities',
+  Service: 'services',
+  CredentialSource: 'sources',
+  CredentialBinding: 'bindings',
+  WorkloadCredential: 'workloadCredentials',
+  Secret: 'secrets',
+} as const satisfies Record<LocatedResource['kind'], keyof ResourceSet>;
+
 export function groupResources(resources: Iterable<LocatedResource>): ResourceSet {
   const set: ResourceSet = {
     identities: [],
@@ -62,28 +71,7 @@ export function groupResources(resources: Iterable<LocatedResource>): ResourceSe
     workloadCredentials: [],
     secrets: [],
   };
-  for (const r of resources) {
-    switch (r.kind) {
-      case 'WorkloadIdentity':
-        set.identities.push(r.located);
-        break;
-      case 'Service':
-        set.services.push(r.located);
-        break;
-      case 'CredentialSource':
-        set.sources.push(r.located);
-        break;
-      case 'CredentialBinding':
-        set.bindings.push(r.located);
-        break;
-      case 'WorkloadCredential':
-        set.workloadCredentials.push(r.located);
-        break;
-      case 'Secret':
-        set.secrets.push(r.located);
-        break;
-    }
-  }
+  for (const r of resources) (set[FIELD_OF[r.kind]] as Located<unknown>[]).push(r.located);
   return set;
 }
 

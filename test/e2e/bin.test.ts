@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../support/shared.ts';
 
 const bin = join(repoRoot, 'bin', 'riptides-cli.mjs');
-const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 });
+const run = (...args: string[]) =>
+  spawnSync(process.execPath, [bin, ...args], { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 });
 
 describe('riptides-cli, as installed', () => {
   it('does what `npm start` does: validates and compiles the sample repository', () => {
@@ -18,7 +19,8 @@ describe('riptides-cli, as installed', () => {
   it('lists its commands and exits 2 without one', () => {
     const r = run();
     expect(r.status).toBe(2);
-    for (const c of ['validate', 'schema', 'compile', 'plan', 'credentials', 'ca', 'svid', 'jwt', 'bundle']) expect(r.stdout).toContain(`  ${c} `);
+    for (const c of ['validate', 'schema', 'compile', 'plan', 'credentials', 'ca', 'svid', 'jwt', 'bundle'])
+      expect(r.stdout).toContain(`  ${c} `);
   });
 
   it('exits 1 with file:line:col on bad policy', () => {

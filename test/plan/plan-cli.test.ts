@@ -26,12 +26,14 @@ const withPolicy = (files: Record<string, string>) =>
     ...Object.entries(files).map(([k, v]) => [`policy/${k}`, v]),
   ]);
 
-async function plan(args: string[], env: NodeJS.ProcessEnv = {}) {
+/** Runs `plan` with a cache directory of its own unless one is given (tests of warm runs share one). */
+async function plan(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  cacheDir = join(tmp.dir, 'cache', String(Math.random())),
+) {
   const out = capture(process.cwd(), env);
-  const code = await main(
-    ['plan', '--cache-dir', join(tmp.dir, 'cache', String(Math.random())), ...args],
-    out.io,
-  );
+  const code = await main(['plan', '--cache-dir', cacheDir, ...args], out.io);
   return { code, ...out };
 }
 
@@ -179,26 +181,12 @@ describe('plan over a real git server', () => {
   it('sees a force-pushed branch as it is now', async () => {
     const cacheDir = join(tmp.dir, 'cache-force');
     const run = async () => {
-      const out = capture();
-      const code = await main(
-        [
-          'plan',
-          '--cache-dir',
-          cacheDir,
-          '--repo',
-          url,
-          '--path',
-          'policy',
-          '--base',
-          'main',
-          '--head',
-          'rewrite',
-          '--format',
-          'json',
-        ],
-        out.io,
+      const r = await plan(
+        ['--repo', url, '--path', 'policy', '--base', 'main', '--head', 'rewrite', '--format', 'json'],
+        {},
+        cacheDir,
       );
-      return { code, json: out.stdout ? JSON.parse(out.stdout) : null, stderr: out.stderr };
+      return { code: r.code, json: r.stdout ? JSON.parse(r.stdout) : null, stderr: r.stderr };
     };
     await work.git('checkout', '--quiet', '-b', 'rewrite', 'main');
     await work
@@ -269,26 +257,8 @@ describe('plan over a real git server', () => {
 
   it('plans a local working copy without any server, re-parsing only changed files on a warm cache', async () => {
     const cacheDir = join(tmp.dir, 'cache-local');
-    const run = async (head: string) => {
-      const out = capture();
-      const code = await main(
-        [
-          'plan',
-          '--cache-dir',
-          cacheDir,
-          '--repo',
-          work.dir,
-          '--path',
-          'policy',
-          '--base',
-          'main',
-          '--head',
-          head,
-        ],
-        out.io,
-      );
-      return { code, ...out };
-    };
+    const run = (head: string) =>
+      plan(['--repo', work.dir, '--path', 'policy', '--base', 'main', '--head', head], {}, cacheDir);
     // Head's three files, plus the one file that differs at base.
     expect((await run('downgrade')).stderr).toMatch(/parsed 4 file\(s\)/);
     expect((await run('downgrade')).stderr).toMatch(/parsed 0 file\(s\)/);
@@ -298,14 +268,8 @@ describe('plan over a real git server', () => {
 describe('validation records in the cache', () => {
   it('keeps showing head warnings on re-runs, and never records an invalid base as clean', async () => {
     const cacheDir = join(tmp.dir, 'cache-records');
-    const run = async (base: string, head: string) => {
-      const out = capture();
-      const code = await main(
-        ['plan', '--cache-dir', cacheDir, '--repo', url, '--path', 'policy', '--base', base, '--head', head],
-        out.io,
-      );
-      return { code, ...out };
-    };
+    const run = (base: string, head: string) =>
+      plan(['--repo', url, '--path', 'policy', '--base', base, '--head', head], {}, cacheDir);
     await work.git('checkout', '--quiet', '-b', 'warned', 'main');
     await work
       .write(

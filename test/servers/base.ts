@@ -12,7 +12,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { testTls } from './tls.ts';
+import { testTls } from '../support/test-tls.ts';
 
 export type FailureMode = 'none' | 'down' | 'refuse' | 'unavailable' | 'slow' | 'hang' | 'die';
 

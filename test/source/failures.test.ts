@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentialsFromEnv, openSource, type SourceError } from '../../reconciler/source/index.ts';
 import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
-import { type GitServer, makeTestCa, startGitServer } from '../support/git-server.ts';
+import { type GitServer, startGitServer } from '../support/git-server.ts';
+import { testTls } from '../support/test-tls.ts';
 import { scratch, sourceError } from './helpers.ts';
 
 const USER = 'alice';
@@ -37,9 +38,10 @@ describe('git source failures are clear and bounded', () => {
     await work.push('main');
     basic = await startGitServer({ root, auth: { username: USER, password: PASSWORD } });
     tokenServer = await startGitServer({ root, auth: { password: TOKEN } });
-    const ca = makeTestCa(tmp.dir);
-    caFile = ca.caFile;
-    tls = await startGitServer({ root, tls: { key: ca.key, cert: ca.cert } });
+    const ca = testTls();
+    caFile = join(tmp.dir, 'ca.pem');
+    writeFileSync(caFile, ca.ca);
+    tls = await startGitServer({ root, tls: { key: Buffer.from(ca.key), cert: Buffer.from(ca.cert) } });
   });
   afterAll(async () => {
     await Promise.all([open, basic, tokenServer, tls].map((s) => s?.close()));

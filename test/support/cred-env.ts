@@ -19,8 +19,8 @@ import { createOidcDiscoveryHandler } from '../../reconciler/identity/oidc-disco
 import { KubernetesTestServer } from '../servers/kubernetes.ts';
 import { OidcIssuerServer } from '../servers/oidc-issuer.ts';
 import { StsTestServer } from '../servers/sts.ts';
-import { testTls } from '../servers/tls.ts';
 import { type VaultJwtRole, type VaultSecretEngine, VaultTestServer } from '../servers/vault.ts';
+import { testTls } from './test-tls.ts';
 
 export const TRUST_DOMAIN = 'example.org';
 export const WORKLOAD = 'support-assistant/app/assistant-api';

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { openAuthority } from '../../identity/authority.ts';
-import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, UsageError } from '../command.ts';
+import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, subcommand } from '../command.ts';
 
 const help = `Usage:
   riptides-cli bundle show --dir DIR [--format pem|jwks]
@@ -18,11 +18,7 @@ export const command: Command = {
   summary: 'print the trust bundle (PEM or SPIFFE JWKS)',
   help,
   async run(argv, io) {
-    const [sub, ...rest] = argv;
-    if (sub !== 'show')
-      throw new UsageError(
-        sub === undefined ? 'missing subcommand: show' : `unknown subcommand "${sub}": use show`,
-      );
+    const [, rest] = subcommand(argv, ['show'] as const);
     const { values } = parseFlags(rest, { dir: { type: 'string' }, format: { type: 'string' } });
     const dir = resolve(io.cwd, requireFlag(values.dir, 'dir'));
     const format = oneOf(values.format, ['pem', 'jwks'] as const, 'format', 'pem');

@@ -8,7 +8,7 @@ import {
 } from '../../identity/authority.ts';
 import { parseDurationSeconds } from '../../identity/duration.ts';
 import { KEY_TYPES } from '../../identity/x509.ts';
-import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, UsageError } from '../command.ts';
+import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, subcommand, UsageError } from '../command.ts';
 
 const help = `Usage:
   riptides-cli ca init --trust-domain TD --dir DIR [--key-type ec-p256|rsa-2048]
@@ -62,7 +62,7 @@ export const command: Command = {
   summary: 'create and rotate the trust domain certificate authority',
   help,
   async run(argv, io) {
-    const [sub, ...rest] = argv;
+    const [sub, rest] = subcommand(argv, ['init', 'rotate', 'show'] as const);
     const out = (status: AuthorityStatus, dir: string, json: boolean) =>
       io.stdout(json ? `${JSON.stringify(status, null, 2)}\n` : describe(status, dir));
     if (sub === 'init') {
@@ -106,18 +106,11 @@ export const command: Command = {
         );
       return EXIT_OK;
     }
-    if (sub === 'rotate' || sub === 'show') {
-      const { values } = parseFlags(rest, { dir: { type: 'string' }, json: { type: 'boolean' } });
-      const dir = resolve(io.cwd, requireFlag(values.dir, 'dir'));
-      const authority = await openAuthority(dir);
-      if (sub === 'rotate') await authority.rotate();
-      out(authority.status(), dir, values.json === true);
-      return EXIT_OK;
-    }
-    throw new UsageError(
-      sub === undefined
-        ? 'missing subcommand: init, rotate or show'
-        : `unknown subcommand "${sub}": use init, rotate or show`,
-    );
+    const { values } = parseFlags(rest, { dir: { type: 'string' }, json: { type: 'boolean' } });
+    const dir = resolve(io.cwd, requireFlag(values.dir, 'dir'));
+    const authority = await openAuthority(dir);
+    if (sub === 'rotate') await authority.rotate();
+    out(authority.status(), dir, values.json === true);
+    return EXIT_OK;
   },
 };

@@ -11,7 +11,7 @@ import {
   oneOf,
   parseFlags,
 } from '../command.ts';
-import { openPolicyDir } from '../policy-input.ts';
+import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 
 const help = `Usage: riptides-cli compile --repo DIR [--path SUBDIR] [--trust-domain TD] [--format summary|json] [--out FILE]
 
@@ -26,6 +26,7 @@ Flags:
   --format FORMAT       summary (default: a table per node program) or json (the programs themselves)
   --out FILE            write the output to FILE instead of standard output
   --max-file-size BYTES refuse larger files (default 1048576)
+  --allow-plaintext-secrets  accept v1 Secrets with plaintext values committed to git (not recommended)
 
 Exit status: 0 compiled, 1 validation errors (nothing compiled), 2 could not run.
 `;
@@ -61,12 +62,9 @@ export const command: Command = {
   help,
   async run(argv: string[], io: CommandIO) {
     const { values } = parseFlags(argv, {
-      repo: { type: 'string' },
-      path: { type: 'string' },
-      'trust-domain': { type: 'string' },
+      ...POLICY_DIR_FLAGS,
       format: { type: 'string' },
       out: { type: 'string' },
-      'max-file-size': { type: 'string' },
     });
     const format = oneOf(values.format, ['summary', 'json'] as const, 'format', 'summary');
     const opened = await openPolicyDir(values, io);

@@ -13,10 +13,11 @@ import {
   oneOf,
   parseFlags,
   requireFlag,
+  subcommand,
   UsageError,
 } from '../command.ts';
 import { toProviderSpec } from '../credential-spec.ts';
-import { openPolicyDir } from '../policy-input.ts';
+import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 
 const help = `Usage: riptides-cli credentials check --repo DIR [--path SUBDIR] --source NAME [--workload WORKLOAD_ID]
                                     --ca-dir DIR [--kubeconfig FILE | --secrets-dir DIR] [--sts-endpoint URL]
@@ -27,7 +28,8 @@ minted for the workload by the CA in --ca-dir), prints its STATE, expiry and fin
 A Vault lease obtained by the check is revoked afterwards. Use it to debug a source before you push.
 
 Flags:
-  --repo DIR, --path SUBDIR   the policy repository holding the CredentialSource
+  --repo DIR, --path SUBDIR   the policy repository holding the CredentialSource (--trust-domain,
+                              --max-file-size and --allow-plaintext-secrets as for validate)
   --source NAME               the CredentialSource's metadata.name
   --namespace NS              its namespace (default riptides-system)
   --workload WORKLOAD_ID      the workload to fetch for (default: the first binding of the source)
@@ -47,15 +49,9 @@ export const command: Command = {
   summary: 'check a CredentialSource: fetch once, print state, expiry and fingerprint',
   help,
   async run(argv: string[], io: CommandIO) {
-    const [sub, ...rest] = argv;
-    if (sub !== 'check')
-      throw new UsageError(
-        sub ? `unknown subcommand "${sub}" (try: check)` : 'missing subcommand (try: check)',
-      );
+    const [, rest] = subcommand(argv, ['check'] as const);
     const { values } = parseFlags(rest, {
-      repo: { type: 'string' },
-      path: { type: 'string' },
-      'trust-domain': { type: 'string' },
+      ...POLICY_DIR_FLAGS,
       source: { type: 'string' },
       namespace: { type: 'string' },
       workload: { type: 'string' },

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { openAuthority } from '../../identity/authority.ts';
 import { parseDurationSeconds } from '../../identity/duration.ts';
 import { DEFAULT_JWT_TTL_SECONDS } from '../../identity/jwt-svid.ts';
-import { type Command, EXIT_OK, parseFlags, requireFlag, UsageError } from '../command.ts';
+import { type Command, EXIT_OK, parseFlags, requireFlag, subcommand, UsageError } from '../command.ts';
 
 const help = `Usage:
   riptides-cli jwt mint --dir DIR --spiffe-id ID --audience AUD [--audience AUD]... [--ttl 5m]
@@ -22,11 +22,7 @@ export const command: Command = {
   summary: 'mint a JWT-SVID from the CA',
   help,
   async run(argv, io) {
-    const [sub, ...rest] = argv;
-    if (sub !== 'mint')
-      throw new UsageError(
-        sub === undefined ? 'missing subcommand: mint' : `unknown subcommand "${sub}": use mint`,
-      );
+    const [, rest] = subcommand(argv, ['mint'] as const);
     const { values } = parseFlags(rest, {
       dir: { type: 'string' },
       'spiffe-id': { type: 'string' },

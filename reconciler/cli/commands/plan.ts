@@ -19,7 +19,7 @@ import {
   parseFlags,
   requireFlag,
 } from '../command.ts';
-import { parseByteSize } from '../policy-input.ts';
+import { POLICY_DIR_FLAGS, parseByteSize } from '../policy-input.ts';
 
 const help = `Usage: riptides-cli plan --repo URL|DIR [--path SUBDIR] [--base REF] --head REF [--format text|markdown|json] [--out FILE]
 
@@ -57,18 +57,14 @@ export const command: Command = {
   help,
   async run(argv: string[], io: CommandIO) {
     const { values } = parseFlags(argv, {
-      repo: { type: 'string' },
-      path: { type: 'string' },
+      ...POLICY_DIR_FLAGS,
       base: { type: 'string' },
       head: { type: 'string' },
       format: { type: 'string' },
       out: { type: 'string' },
-      'trust-domain': { type: 'string' },
       'ca-file': { type: 'string' },
       'cache-dir': { type: 'string' },
       timeout: { type: 'string' },
-      'max-file-size': { type: 'string' },
-      'allow-plaintext-secrets': { type: 'boolean' },
     });
     const repo = requireFlag(values.repo, 'repo');
     const headRef = requireFlag(values.head, 'head');

@@ -4,7 +4,7 @@ import { DEFAULT_X509_SVID_TTL_SECONDS, generateKeyAndCsr, openAuthority } from 
 import { parseDurationSeconds } from '../../identity/duration.ts';
 import { writeFileAtomic } from '../../identity/files.ts';
 import { KEY_TYPES } from '../../identity/x509.ts';
-import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, UsageError } from '../command.ts';
+import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, subcommand, UsageError } from '../command.ts';
 
 const help = `Usage:
   riptides-cli svid mint --dir DIR --spiffe-id ID [--ttl 1h] [--dns NAME]... [--key-type T] --out OUTDIR
@@ -31,11 +31,7 @@ export const command: Command = {
   summary: 'mint an X509-SVID (key, certificate chain and bundle) from the CA',
   help,
   async run(argv, io) {
-    const [sub, ...rest] = argv;
-    if (sub !== 'mint')
-      throw new UsageError(
-        sub === undefined ? 'missing subcommand: mint' : `unknown subcommand "${sub}": use mint`,
-      );
+    const [, rest] = subcommand(argv, ['mint'] as const);
     const { values } = parseFlags(rest, {
       dir: { type: 'string' },
       'spiffe-id': { type: 'string' },

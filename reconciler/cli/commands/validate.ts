@@ -16,7 +16,7 @@ import {
   oneOf,
   parseFlags,
 } from '../command.ts';
-import { openPolicyDir } from '../policy-input.ts';
+import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 
 const help = `Usage: riptides-cli validate --repo DIR [--path SUBDIR] [--trust-domain TD] [--format text|json|github|sarif]
 
@@ -40,12 +40,8 @@ export const command: Command = {
   help,
   async run(argv: string[], io: CommandIO) {
     const { values } = parseFlags(argv, {
-      repo: { type: 'string' },
-      path: { type: 'string' },
-      'trust-domain': { type: 'string' },
+      ...POLICY_DIR_FLAGS,
       format: { type: 'string' },
-      'max-file-size': { type: 'string' },
-      'allow-plaintext-secrets': { type: 'boolean' },
     });
     const format = oneOf(values.format, DIAGNOSTIC_FORMATS, 'format', 'text');
     const opened = await openPolicyDir(values, io);
