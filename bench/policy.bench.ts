@@ -1,9 +1,3 @@
-/**
- * Issue 2's target: validate + compile a generated repository of 10,000 resources (2,000 identities, 2,000
- * services, 2,000 sources, 4,000 bindings, ~2,000 files, ~8 MB) in under 1.5 s and 300 MB RSS on two cores,
- * reported beside a bare `yaml` parse and a bare js-yaml loadAll of the same files in the same run.
- */
-import { readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeLargeRepo } from '../fixtures/generators/large-repo.ts';

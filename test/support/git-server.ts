@@ -3,8 +3,7 @@
  * clients are tested against the protocol as git speaks it. Optional Basic auth, HTTPS with a test CA, and a
  * "hang" mode that accepts requests and never answers.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -13,7 +12,6 @@ import {
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 
 const HTTP_BACKEND = '/usr/lib/git-core/git-http-backend';
 
