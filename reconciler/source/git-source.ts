@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { BlobCache } from './blob-cache.ts';
+import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
 import { CREDENTIAL_ENV_HINT, messageOf, Redactor, SourceError } from './errors.ts';
 import { GuardedHttp } from './http.ts';
@@ -13,7 +12,7 @@ import { type ChangedFiles, diffTrees, normalizeSubdir, type TreeEntry, TreeRead
 export interface SourceOptions {
   /** https://… / http://… URL, or a local directory (working copy or bare repo, read through its git dir). */
   repo: string;
-  /** Where a remote is fetched to (bare, no checkout); default os.tmpdir()/riptides-git-cache/<hash of url>. */
+  /** Where a remote is fetched to (bare, no checkout); default a per-user cache dir (see userCacheDir). */
   cacheDir?: string;
   /** From credentialsFromEnv(); never from argv, never logged, redacted from every error and progress line. */
   auth?: SourceAuth;
@@ -154,14 +153,7 @@ async function openRemote(opts: SourceOptions): Promise<PolicySource> {
       );
     }
   }
-  const gitdir = resolve(
-    opts.cacheDir ??
-      join(
-        tmpdir(),
-        'riptides-git-cache',
-        createHash('sha256').update(description).digest('hex').slice(0, 16),
-      ),
-  );
+  const gitdir = resolve(opts.cacheDir ?? userCacheDir('git', description));
   await git.init({ fs, dir: gitdir, bare: true, defaultBranch: 'main' });
   const existingUrl = await git.getConfig({ fs, gitdir, path: 'remote.origin.url' });
   if (existingUrl && existingUrl !== description) {

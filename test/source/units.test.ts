@@ -1,8 +1,10 @@
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Redactor } from '../../reconciler/source/errors.ts';
-import { BlobCache, credentialsFromEnv } from '../../reconciler/source/index.ts';
+import { BlobCache, credentialsFromEnv, userCacheDir } from '../../reconciler/source/index.ts';
 import { normalizeSubdir } from '../../reconciler/source/tree.ts';
+import { tempDir } from '../support/scratch.ts';
 import { sourceError } from './helpers.ts';
 
 describe('BlobCache', () => {
@@ -80,5 +82,18 @@ describe('Redactor', () => {
     r.add('s3cr/t+value');
     const text = `a s3cr/t+value b ${encodeURIComponent('s3cr/t+value')} c ${Buffer.from('s3cr/t+value').toString('base64')}`;
     expect(r.redact(text)).toBe('a *** b *** c ***');
+  });
+});
+
+describe('userCacheDir', () => {
+  it("lives under the user's own cache directory, 0700, one per repository", () => {
+    const home = tempDir('xdg');
+    const env = { XDG_CACHE_HOME: home };
+    const a = userCacheDir('git', 'https://git.example.com/a.git', env);
+    const b = userCacheDir('git', 'https://git.example.com/b.git', env);
+    expect(a.startsWith(join(home, 'riptides', 'git'))).toBe(true);
+    expect(a).not.toBe(b);
+    expect(userCacheDir('git', 'https://git.example.com/a.git', env)).toBe(a);
+    expect(statSync(a).mode & 0o777).toBe(0o700);
   });
 });

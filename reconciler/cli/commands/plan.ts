@@ -1,6 +1,4 @@
-import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ParseCache, ValidatedRevisions } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
@@ -8,7 +6,7 @@ import { planJson, planMarkdown, planText } from '../../plan/report.ts';
 import { RevisionConfigError, renderRevision } from '../../plan/revision.ts';
 import { CompileMemo } from '../../policy/compile.ts';
 import { DEFAULT_MAX_FILE_BYTES } from '../../policy/parse-file.ts';
-import { credentialsFromEnv, openSource, SourceError } from '../../source/index.ts';
+import { credentialsFromEnv, openSource, SourceError, userCacheDir } from '../../source/index.ts';
 import {
   type Command,
   type CommandIO,
@@ -39,7 +37,7 @@ Flags:
   --trust-domain TD      the trust domain (default: riptides.config.yaml at the policy path of HEAD)
   --ca-file FILE         CA bundle for a self-hosted HTTPS git server
   --cache-dir DIR        keeps fetched git objects and parsed files between runs (DIR/git, DIR/parsed);
-                         default: a folder per repository under the system temp dir. Keep it between CI
+                         default: ~/.cache/riptides/plan/<repository> ($XDG_CACHE_HOME respected). Keep it between CI
                          runs and a plan re-parses only the files that changed.
   --timeout SECONDS      per network wait (default 30)
   --max-file-size BYTES  refuse larger policy files (default 1048576)
@@ -76,14 +74,7 @@ export const command: Command = {
     const progress = (msg: string) => io.stderr(`${msg}\n`);
     const cacheDir = values['cache-dir']
       ? resolve(io.cwd, values['cache-dir'])
-      : join(
-          tmpdir(),
-          'riptides-plan-cache',
-          createHash('sha256')
-            .update(/^[a-z][a-z0-9+.-]*:\/\//i.test(repo) ? repo : resolve(io.cwd, repo))
-            .digest('hex')
-            .slice(0, 16),
-        );
+      : userCacheDir('plan', /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) ? repo : resolve(io.cwd, repo), io.env);
     try {
       const remote = /^[a-z][a-z0-9+.-]*:\/\//i.test(repo);
       const auth = remote ? credentialsFromEnv(repo, io.env) : undefined;
