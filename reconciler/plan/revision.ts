@@ -8,6 +8,7 @@ import type { CompileMemo } from '../policy/compile.ts';
 import { CONFIG_FILE, readRepoConfig } from '../policy/config.ts';
 import { type PendingDiagnostic, pending } from '../policy/diagnostics.ts';
 import { isPolicyFileName } from '../policy/load-dir.ts';
+import { DEFAULT_MAX_FILE_BYTES } from '../policy/parse-file.ts';
 import { type RenderInput, type RenderResult, renderPolicy, resolvePositions } from '../policy/render.ts';
 import type { FileResult } from '../policy/resources.ts';
 import type { PolicySource, TreeEntry } from '../source/index.ts';
@@ -56,8 +57,12 @@ export async function renderRevision(
   let blobsRead = 0;
   const config = entries.find((e) => e.path === configPath);
   if (config) {
-    const text = new TextDecoder().decode(await source.readBlob(config.oid));
+    const bytes = await source.readBlob(config.oid);
     blobsRead++;
+    const cap = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    if (bytes.byteLength > cap)
+      throw new RevisionConfigError(`${configPath} is ${bytes.byteLength} bytes, over the ${cap}-byte cap`);
+    const text = new TextDecoder().decode(bytes);
     const read = readRepoConfig(configPath, text);
     if (read.diagnostics.length) {
       const [d] = resolvePositions(read.diagnostics, new Map([[configPath, text]]));

@@ -115,11 +115,17 @@ export function loadPolicyDir(opts: LoadDirOptions): LoadedTree {
   };
   walk(realBase, rel(realBase));
   const configPath = join(realBase, CONFIG_FILE);
+  let size: number | undefined;
   try {
-    const text = readFileSync(configPath, 'utf8');
-    tree.config = { path: rel(configPath), text };
+    size = statSync(configPath).size;
   } catch {
-    tree.config = null;
+    return tree;
   }
+  if (size > maxFileBytes) {
+    throw new PolicyPathError(
+      `${rel(configPath)} is ${size} bytes, over the ${maxFileBytes}-byte cap; it holds one line`,
+    );
+  }
+  tree.config = { path: rel(configPath), text: readFileSync(configPath, 'utf8') };
   return tree;
 }

@@ -76,6 +76,17 @@ describe('bad inputs made at test time', () => {
     expect(result.diagnostics[0]).toMatchObject({ code: 'RT011', file: 'many.yaml', line: 2 });
   });
 
+  it('refuses an oversized configuration file without reading it', async () => {
+    const dir = tempDir('bad');
+    writeFileSync(
+      join(dir, 'riptides.config.yaml'),
+      `trustDomain: example.com\n# ${'x'.repeat(2 * 1024 * 1024)}\n`,
+    );
+    const out = capture();
+    expect(await main(['validate', '--repo', dir], out.io)).toBe(2);
+    expect(out.stderr).toMatch(/riptides\.config\.yaml is \d+ bytes, over the 1048576-byte cap/);
+  });
+
   it('ignores files that are not YAML', async () => {
     const dir = policyDir();
     writeFileSync(join(dir, 'README.md'), '# not policy: {{{');
