@@ -4,7 +4,7 @@
  */
 
 import { fingerprint } from '../credentials/fingerprint.ts';
-import type { ResourceSet } from '../policy/references.ts';
+import type { ResourceSet } from '../policy/resource-set.ts';
 import type { Located } from '../policy/resources.ts';
 
 /** A secret value as plans show it. */

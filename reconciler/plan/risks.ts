@@ -1,6 +1,6 @@
 /** Changes that deserve a reviewer's eye, each flagged by a named rule. */
 import type { NodeProgram } from '../policy/compile.ts';
-import type { ResourceSet } from '../policy/references.ts';
+import type { ResourceSet } from '../policy/resource-set.ts';
 import type { AccessDiff } from './access.ts';
 
 export type RiskSeverity = 'high' | 'medium';

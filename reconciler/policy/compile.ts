@@ -12,7 +12,7 @@ import {
   type WorkloadCredential,
   type WorkloadIdentity,
 } from './kinds/index.ts';
-import { namespaceOf, type ResourceSet, scopeKey } from './references.ts';
+import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
 import { ServiceIndex } from './service-index.ts';

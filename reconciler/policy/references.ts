@@ -1,33 +1,23 @@
 /**
- * Checks across resources: names and IDs that must be unique, references that must resolve, SPIFFE IDs and
- * workload IDs, selectors that must select something, and policies that would contradict each other.
+ * Checks across resources: names and IDs that must be unique, references that must resolve, SPIFFE IDs,
+ * selectors that must select something, and policies that would contradict each other.
  */
-import { parseSpiffeId, validatePath, workloadSpiffeId } from '../identity/spiffe-id.ts';
-import { type Code, type NodePath, type PendingDiagnostic, pending, type Severity } from './diagnostics.ts';
-import {
-  checkAddress,
-  checkCidr,
-  checkHttpUrl,
-  checkRoleArn,
-  STS_MAX_SECONDS,
-  STS_MIN_SECONDS,
-  seconds,
-} from './field-rules.ts';
-import {
-  type CredentialBinding,
-  type CredentialSource,
-  DEFAULT_NAMESPACE,
-  type Secret,
-  type Service,
-  sourceType,
-  UNSUPPORTED_SOURCE_TYPES,
-  type WorkloadCredential,
-  type WorkloadIdentity,
+import { parseSpiffeId } from '../identity/spiffe-id.ts';
+import { checkClaims } from './claims.ts';
+import type { NodePath, PendingDiagnostic } from './diagnostics.ts';
+import type {
+  CredentialBinding,
+  CredentialSource,
+  Service,
+  WorkloadCredential,
+  WorkloadIdentity,
 } from './kinds/index.ts';
-import type { Located, LocatedResource } from './resources.ts';
+import { Reporter } from './reporter.ts';
+import { checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
+import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
+import type { Located } from './resources.ts';
 import {
   checkSelectorValue,
-  isAtLeastAsBroad,
   isKnownSelectorKey,
   labelsMatch,
   type NormalizedSelector,
@@ -38,119 +28,10 @@ import {
 import { ServiceIndex } from './service-index.ts';
 import { didYouMean } from './suggest.ts';
 
-export interface ResourceSet {
-  identities: Located<WorkloadIdentity>[];
-  services: Located<Service>[];
-  sources: Located<CredentialSource>[];
-  bindings: Located<CredentialBinding>[];
-  workloadCredentials: Located<WorkloadCredential>[];
-  secrets: Located<Secret>[];
-}
-
 export interface ValidateOptions {
   trustDomain: string;
   /** Plaintext Secrets in git are an error unless this is set. */
   allowSecrets?: boolean;
-}
-
-const FIELD_OF = {
-  WorkloadIdentity: 'identities',
-  Service: 'services',
-  CredentialSource: 'sources',
-  CredentialBinding: 'bindings',
-  WorkloadCredential: 'workloadCredentials',
-  Secret: 'secrets',
-} as const satisfies Record<LocatedResource['kind'], keyof ResourceSet>;
-
-export function groupResources(resources: Iterable<LocatedResource>): ResourceSet {
-  const set: ResourceSet = {
-    identities: [],
-    services: [],
-    sources: [],
-    bindings: [],
-    workloadCredentials: [],
-    secrets: [],
-  };
-  for (const r of resources) (set[FIELD_OF[r.kind]] as Located<unknown>[]).push(r.located);
-  return set;
-}
-
-export function namespaceOf(r: Located<{ metadata: { namespace?: string | undefined } }>): string {
-  return r.value.metadata.namespace ?? DEFAULT_NAMESPACE;
-}
-
-/** `daemonGroup:<id>`, `daemon:<id>` or `agent:<id>`: the unit that gets one node program. */
-export function scopeKey(spec: WorkloadIdentity['spec']): string {
-  const s = spec.scope;
-  if (s.daemonGroup) return `daemonGroup:${s.daemonGroup.id}`;
-  if (s.daemon) return `daemon:${s.daemon.id}`;
-  return `agent:${s.agent!.id}`;
-}
-
-class Reporter {
-  readonly out: PendingDiagnostic[] = [];
-  at(
-    code: Code,
-    message: string,
-    r: Located<unknown>,
-    path: NodePath,
-    opts: { hint?: string | undefined; at?: 'key' | 'value'; severity?: Severity } = {},
-  ) {
-    this.out.push(
-      pending(
-        code,
-        message,
-        {
-          file: r.file,
-          doc: r.doc,
-          path,
-          at: opts.at ?? 'value',
-          resource: r.key,
-          ...(opts.hint ? { hint: opts.hint } : {}),
-        },
-        opts.severity,
-      ),
-    );
-  }
-}
-
-function checkWorkloadId(
-  rep: Reporter,
-  r: Located<unknown>,
-  path: NodePath,
-  workloadID: string,
-  trustDomain: string,
-): boolean {
-  if (workloadID === '') {
-    rep.at('RT031', 'workloadID must not be empty', r, path);
-    return false;
-  }
-  if (workloadID.startsWith('/')) {
-    rep.at('RT031', `workloadID "${workloadID}" must not start with "/"`, r, path, {
-      hint: `write "${workloadID.replace(/^\/+/, '')}"`,
-    });
-    return false;
-  }
-  const reason = validatePath(`/${workloadID}`);
-  if (reason) {
-    const parsed = parseSpiffeId(`spiffe://x/${workloadID}`);
-    rep.at(
-      'RT031',
-      `workloadID "${workloadID}" is not a valid SPIFFE ID path: ${parsed.ok ? reason : parsed.message}`,
-      r,
-      path,
-      {
-        hint: 'use "/"-separated segments of letters, digits, ".", "-" and "_"',
-      },
-    );
-    return false;
-  }
-  const full = workloadSpiffeId(trustDomain, workloadID);
-  if (!full.ok) {
-    rep.at('RT031', `spiffe://${trustDomain}/${workloadID} ${full.message}`, r, path);
-    return false;
-  }
-  return true;
 }
 
 export function checkReferences(set: ResourceSet, opts: ValidateOptions): PendingDiagnostic[] {
@@ -425,106 +306,4 @@ function identityIntercepts(identity: WorkloadIdentity, services: Located<Servic
       rule.connection?.tls?.intercept &&
       services.every((s) => rule.selectors.some((sel) => labelsMatch(sel, s.value.spec.labels))),
   );
-}
-
-function checkClaims(
-  rep: Reporter,
-  entries: Array<{ r: Located<WorkloadIdentity>; index: number; sel: NormalizedSelector }>,
-) {
-  // Index by (key, value) so each selector is compared only with those that could be narrower than it.
-  const index = new Map<string, number[]>();
-  entries.forEach((e, i) => {
-    for (const [k, values] of Object.entries(e.sel)) {
-      const bucket = k === 'process:cmdline' ? [k] : values.map((v) => `${k}\u0000${v}`);
-      for (const b of bucket) {
-        const list = index.get(b) ?? [];
-        list.push(i);
-        index.set(b, list);
-      }
-    }
-  });
-  const reported = new Set<string>();
-  entries.forEach((broad) => {
-    const keys = Object.keys(broad.sel);
-    const anchorKey = keys.find((k) => k !== 'process:cmdline') ?? keys[0];
-    if (anchorKey === undefined) return;
-    const candidates = new Set<number>();
-    const buckets =
-      anchorKey === 'process:cmdline'
-        ? [anchorKey]
-        : broad.sel[anchorKey]!.map((v) => `${anchorKey}\u0000${v}`);
-    for (const b of buckets) for (const i of index.get(b) ?? []) candidates.add(i);
-    for (const i of candidates) {
-      const narrow = entries[i]!;
-      if (narrow.r === broad.r) continue;
-      const pair = [broad.r.key, narrow.r.key].sort().join('|');
-      if (reported.has(pair) || !isAtLeastAsBroad(broad.sel, narrow.sel)) continue;
-      reported.add(pair);
-      rep.at(
-        'RT047',
-        `selector ${narrow.index} also matches every process that ${broad.r.key} claims with its selector ${broad.index} in the same scope; one process cannot hold both identities`,
-        narrow.r,
-        ['spec', 'selectors', narrow.index],
-        {
-          hint: 'make the selectors disjoint (add a distinguishing key such as k8s:label:app or process:cmdline)',
-        },
-      );
-    }
-  });
-}
-
-function checkSource(rep: Reporter, r: Located<CredentialSource>) {
-  const spec = r.value.spec;
-  const type = sourceType(spec);
-  if ((UNSUPPORTED_SOURCE_TYPES as readonly string[]).includes(type)) {
-    rep.at(
-      'RT051',
-      `${type} credential sources are not yet supported: nothing will be fetched for "${r.value.metadata.name}"`,
-      r,
-      ['spec', type],
-      { at: 'key', hint: 'use a kubernetes, vault or aws source, or expect the bindings to report FAILED' },
-    );
-  }
-  if (spec.aws) {
-    const problem = checkRoleArn(spec.aws.roleArn);
-    if (problem) rep.at('RT033', problem, r, ['spec', 'aws', 'roleArn']);
-    if (spec.aws.lifetime) {
-      const s = seconds(spec.aws.lifetime);
-      if (s < STS_MIN_SECONDS || s > STS_MAX_SECONDS) {
-        rep.at(
-          'RT032',
-          `lifetime ${spec.aws.lifetime} is outside what STS grants (${STS_MIN_SECONDS}s..${STS_MAX_SECONDS}s)`,
-          r,
-          ['spec', 'aws', 'lifetime'],
-          { hint: "the role's MaxSessionDuration may lower the upper bound further" },
-        );
-      }
-    }
-    if (spec.aws.idTokenLifetime && seconds(spec.aws.idTokenLifetime) < 1) {
-      rep.at('RT032', 'idTokenLifetime must be at least 1s', r, ['spec', 'aws', 'idTokenLifetime']);
-    }
-  }
-  if (spec.vault) {
-    const { error, plaintext } = checkHttpUrl(spec.vault.address);
-    if (error) rep.at('RT034', `vault.address: ${error}`, r, ['spec', 'vault', 'address']);
-    else if (plaintext)
-      rep.at(
-        'RT054',
-        'vault.address uses plain http: Vault tokens and secrets would cross the network unencrypted',
-        r,
-        ['spec', 'vault', 'address'],
-        { hint: 'use https' },
-      );
-  }
-}
-
-function checkService(rep: Reporter, r: Located<Service>) {
-  r.value.spec.addresses?.forEach((a, i) => {
-    const problem = checkAddress(a.address);
-    if (problem) rep.at('RT035', problem, r, ['spec', 'addresses', i, 'address']);
-    a.networkPrefixes?.forEach((p, j) => {
-      const bad = checkCidr(p);
-      if (bad) rep.at('RT035', bad, r, ['spec', 'addresses', i, 'networkPrefixes', j]);
-    });
-  });
 }

@@ -5,7 +5,8 @@
 import { type CompileMemo, compile, type NodeProgram } from './compile.ts';
 import { compareDiagnostics, type Diagnostic, type PendingDiagnostic } from './diagnostics.ts';
 import { DEFAULT_MAX_FILE_BYTES, type PolicyFile } from './parse-file.ts';
-import { checkReferences, groupResources, type ResourceSet } from './references.ts';
+import { checkReferences } from './references.ts';
+import { groupResources, type ResourceSet } from './resource-set.ts';
 import { type FileResult, readPolicyFile } from './resources.ts';
 import { createLocator, lineStarts, offsetToPosition } from './yaml-events.ts';
 

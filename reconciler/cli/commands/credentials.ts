@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fetchOnce } from '../../credentials/manager.ts';
 import { openAuthority } from '../../identity/authority.ts';
-import { namespaceOf } from '../../policy/references.ts';
+import { namespaceOf } from '../../policy/resource-set.ts';
 import { didYouMean } from '../../policy/suggest.ts';
 import {
   type Command,

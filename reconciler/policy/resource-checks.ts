@@ -1,0 +1,110 @@
+/** Checks of one resource's own fields that schemas cannot express: workload IDs, source and Service fields. */
+import { parseSpiffeId, validatePath, workloadSpiffeId } from '../identity/spiffe-id.ts';
+import type { NodePath } from './diagnostics.ts';
+import {
+  checkAddress,
+  checkCidr,
+  checkHttpUrl,
+  checkRoleArn,
+  STS_MAX_SECONDS,
+  STS_MIN_SECONDS,
+  seconds,
+} from './field-rules.ts';
+import { type CredentialSource, type Service, sourceType, UNSUPPORTED_SOURCE_TYPES } from './kinds/index.ts';
+import type { Reporter } from './reporter.ts';
+import type { Located } from './resources.ts';
+
+export function checkWorkloadId(
+  rep: Reporter,
+  r: Located<unknown>,
+  path: NodePath,
+  workloadID: string,
+  trustDomain: string,
+): boolean {
+  if (workloadID === '') {
+    rep.at('RT031', 'workloadID must not be empty', r, path);
+    return false;
+  }
+  if (workloadID.startsWith('/')) {
+    rep.at('RT031', `workloadID "${workloadID}" must not start with "/"`, r, path, {
+      hint: `write "${workloadID.replace(/^\/+/, '')}"`,
+    });
+    return false;
+  }
+  const reason = validatePath(`/${workloadID}`);
+  if (reason) {
+    const parsed = parseSpiffeId(`spiffe://x/${workloadID}`);
+    rep.at(
+      'RT031',
+      `workloadID "${workloadID}" is not a valid SPIFFE ID path: ${parsed.ok ? reason : parsed.message}`,
+      r,
+      path,
+      {
+        hint: 'use "/"-separated segments of letters, digits, ".", "-" and "_"',
+      },
+    );
+    return false;
+  }
+  const full = workloadSpiffeId(trustDomain, workloadID);
+  if (!full.ok) {
+    rep.at('RT031', `spiffe://${trustDomain}/${workloadID} ${full.message}`, r, path);
+    return false;
+  }
+  return true;
+}
+
+export function checkSource(rep: Reporter, r: Located<CredentialSource>) {
+  const spec = r.value.spec;
+  const type = sourceType(spec);
+  if ((UNSUPPORTED_SOURCE_TYPES as readonly string[]).includes(type)) {
+    rep.at(
+      'RT051',
+      `${type} credential sources are not yet supported: nothing will be fetched for "${r.value.metadata.name}"`,
+      r,
+      ['spec', type],
+      { at: 'key', hint: 'use a kubernetes, vault or aws source, or expect the bindings to report FAILED' },
+    );
+  }
+  if (spec.aws) {
+    const problem = checkRoleArn(spec.aws.roleArn);
+    if (problem) rep.at('RT033', problem, r, ['spec', 'aws', 'roleArn']);
+    if (spec.aws.lifetime) {
+      const s = seconds(spec.aws.lifetime);
+      if (s < STS_MIN_SECONDS || s > STS_MAX_SECONDS) {
+        rep.at(
+          'RT032',
+          `lifetime ${spec.aws.lifetime} is outside what STS grants (${STS_MIN_SECONDS}s..${STS_MAX_SECONDS}s)`,
+          r,
+          ['spec', 'aws', 'lifetime'],
+          { hint: "the role's MaxSessionDuration may lower the upper bound further" },
+        );
+      }
+    }
+    if (spec.aws.idTokenLifetime && seconds(spec.aws.idTokenLifetime) < 1) {
+      rep.at('RT032', 'idTokenLifetime must be at least 1s', r, ['spec', 'aws', 'idTokenLifetime']);
+    }
+  }
+  if (spec.vault) {
+    const { error, plaintext } = checkHttpUrl(spec.vault.address);
+    if (error) rep.at('RT034', `vault.address: ${error}`, r, ['spec', 'vault', 'address']);
+    else if (plaintext)
+      rep.at(
+        'RT054',
+        'vault.address uses plain http: Vault tokens and secrets would cross the network unencrypted',
+        r,
+        ['spec', 'vault', 'address'],
+        { hint: 'use https' },
+      );
+  }
+}
+
+export function checkService(rep: Reporter, r: Located<Service>) {
+  r.value.spec.addresses?.forEach((a, i) => {
+    const problem = checkAddress(a.address);
+    if (problem) rep.at('RT035', problem, r, ['spec', 'addresses', i, 'address']);
+    a.networkPrefixes?.forEach((p, j) => {
+      const bad = checkCidr(p);
+      if (bad) rep.at('RT035', bad, r, ['spec', 'addresses', i, 'networkPrefixes', j]);
+    });
+  });
+}
