@@ -309,7 +309,7 @@ describe('no secret value reaches any plan output', () => {
     await work.push('secret-head');
     await work.git('checkout', '--quiet', 'main');
     for (const format of ['text', 'markdown', 'json']) {
-      const allowed = await plan([
+      const args = [
         '--repo',
         url,
         '--path',
@@ -320,26 +320,15 @@ describe('no secret value reaches any plan output', () => {
         'secret-head',
         '--format',
         format,
-        '--allow-plaintext-secrets',
-      ]);
+      ];
+      const allowed = await plan([...args, '--allow-plaintext-secrets']);
       expect(allowed.code, format).toBe(1);
       const all = allowed.stdout + allowed.stderr;
       expect(all).toContain('sha256:');
       expect(all).toContain('stringData.token');
       expect(all).not.toContain(SECRET_VALUE);
       expect(all).not.toContain(CHANGED_SECRET);
-      const refused = await plan([
-        '--repo',
-        url,
-        '--path',
-        'policy',
-        '--base',
-        'secret-base',
-        '--head',
-        'secret-head',
-        '--format',
-        format,
-      ]);
+      const refused = await plan(args);
       expect(refused.code, format).toBe(2);
       expect(refused.stdout + refused.stderr).toContain('RT050');
       expect(refused.stdout + refused.stderr).not.toContain(CHANGED_SECRET);
