@@ -26,6 +26,20 @@ const withPolicy = (files: Record<string, string>) =>
     ...Object.entries(files).map(([k, v]) => [`policy/${k}`, v]),
   ]);
 
+/** Makes branch `name` from `from` with `files` written in one commit, pushes it, and goes back to main. */
+async function branch(
+  name: string,
+  from: string,
+  files: Record<string, string>,
+  message: string,
+): Promise<string> {
+  await work.git('checkout', '--quiet', '-b', name, from);
+  const commit = await work.write(files).commit(message);
+  await work.push(name);
+  await work.git('checkout', '--quiet', 'main');
+  return commit;
+}
+
 /** Runs `plan` with a cache directory of its own unless one is given (tests of warm runs share one). */
 async function plan(
   args: string[],
@@ -48,27 +62,25 @@ beforeAll(async () => {
   await work.push('main');
   await work.git('tag', 'v1');
   await work.git('push', '--quiet', 'origin', 'v1');
-  await work.git('checkout', '--quiet', '-b', 'downgrade');
-  commits.downgrade = await work
-    .write(
-      withPolicy(
-        edit(
-          BASE,
-          'identities.yaml',
-          '      mode: MUTUAL\n  allowedSPIFFEIDs',
-          '      mode: PERMISSIVE\n  allowedSPIFFEIDs',
-        ),
+  commits.downgrade = await branch(
+    'downgrade',
+    'main',
+    withPolicy(
+      edit(
+        BASE,
+        'identities.yaml',
+        '      mode: MUTUAL\n  allowedSPIFFEIDs',
+        '      mode: PERMISSIVE\n  allowedSPIFFEIDs',
       ),
-    )
-    .commit('downgrade the server');
-  await work.push('downgrade');
-  await work.git('checkout', '--quiet', 'main');
-  await work.git('checkout', '--quiet', '-b', 'broken');
-  await work
-    .write(withPolicy(edit(BASE, 'credentials.yaml', 'credentialSource: token', 'credentialSource: tokn')))
-    .commit('typo');
-  await work.push('broken');
-  await work.git('checkout', '--quiet', 'main');
+    ),
+    'downgrade the server',
+  );
+  await branch(
+    'broken',
+    'main',
+    withPolicy(edit(BASE, 'credentials.yaml', 'credentialSource: token', 'credentialSource: tokn')),
+    'typo',
+  );
 });
 
 afterAll(async () => {
@@ -270,21 +282,19 @@ describe('validation records in the cache', () => {
     const cacheDir = join(tmp.dir, 'cache-records');
     const run = (base: string, head: string) =>
       plan(['--repo', url, '--path', 'policy', '--base', base, '--head', head], {}, cacheDir);
-    await work.git('checkout', '--quiet', '-b', 'warned', 'main');
-    await work
-      .write(
-        withPolicy(
-          edit(
-            BASE,
-            'credentials.yaml',
-            '        - app: billing\n',
-            '        - app: billing\n        - app: nowhere\n',
-          ),
+    await branch(
+      'warned',
+      'main',
+      withPolicy(
+        edit(
+          BASE,
+          'credentials.yaml',
+          '        - app: billing\n',
+          '        - app: billing\n        - app: nowhere\n',
         ),
-      )
-      .commit('selector that matches nothing');
-    await work.push('warned');
-    await work.git('checkout', '--quiet', 'main');
+      ),
+      'selector that matches nothing',
+    );
     for (let i = 0; i < 2; i++) {
       const r = await run('main', 'warned');
       expect(r.code, `run ${i}`).toBe(1);
@@ -301,13 +311,8 @@ describe('no secret value reaches any plan output', () => {
   it('shows a changed Secret as fingerprints in text, markdown and json, and in the invalid case too', async () => {
     const secret = (v: string) =>
       `apiVersion: v1\nkind: Secret\nmetadata:\n  name: api-key\ntype: Opaque\nstringData:\n  token: ${v}\n`;
-    await work.git('checkout', '--quiet', '-b', 'secret-base', 'main');
-    await work.write({ 'policy/secret.yaml': secret(SECRET_VALUE) }).commit('secret');
-    await work.push('secret-base');
-    await work.git('checkout', '--quiet', '-b', 'secret-head');
-    await work.write({ 'policy/secret.yaml': secret(CHANGED_SECRET) }).commit('rotate');
-    await work.push('secret-head');
-    await work.git('checkout', '--quiet', 'main');
+    await branch('secret-base', 'main', { 'policy/secret.yaml': secret(SECRET_VALUE) }, 'secret');
+    await branch('secret-head', 'secret-base', { 'policy/secret.yaml': secret(CHANGED_SECRET) }, 'rotate');
     for (const format of ['text', 'markdown', 'json']) {
       const args = [
         '--repo',
@@ -343,10 +348,7 @@ describe('markdown for a pull-request comment', () => {
       (_, i) =>
         `${H}kind: Service\nmetadata:\n  name: bulk-${i}\nspec:\n  addresses:\n    - address: bulk-${i}.internal.example.com\n      port: 8443\n  labels:\n    app: bulk-${i}\n`,
     ).join('---\n');
-    await work.git('checkout', '--quiet', '-b', 'bulk', 'main');
-    await work.write({ 'policy/bulk.yaml': many }).commit('bulk');
-    await work.push('bulk');
-    await work.git('checkout', '--quiet', 'main');
+    await branch('bulk', 'main', { 'policy/bulk.yaml': many }, 'bulk');
     const r = await plan([
       '--repo',
       url,
