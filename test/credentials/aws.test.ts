@@ -2,7 +2,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { refreshPoint, roleSessionNameFor } from '../../reconciler/credentials/aws.ts';
 import { CredentialManager, fetchOnce } from '../../reconciler/credentials/manager.ts';
 import type { AwsSourceSpec } from '../../reconciler/credentials/types.ts';
-import { parseDurationSeconds } from '../../reconciler/credentials/util.ts';
 import {
   type CredEnv,
   OPEN_ROLE_ARN,
@@ -197,14 +196,5 @@ describe('aws helpers', () => {
     expect(at(900, 0)).toBe(180);
     expect(at(200, 0)).toBe(60);
     expect(at(10, 0)).toBe(5);
-  });
-
-  it('parses Go-style durations', () => {
-    expect(parseDurationSeconds('3600s', 'f')).toBe(3600);
-    expect(parseDurationSeconds('1h30m', 'f')).toBe(5400);
-    expect(parseDurationSeconds('900', 'f')).toBe(900);
-    expect(() => parseDurationSeconds('5 minutes', 'aws.lifetime')).toThrow(
-      'aws.lifetime "5 minutes" is not a duration',
-    );
   });
 });

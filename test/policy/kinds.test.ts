@@ -79,7 +79,7 @@ describe('WorkloadIdentity', () => {
     expect(await codes(identity(`${group}  selectors:\n    - {}\n`))).toEqual(['error:RT023']);
     expect(
       await codes(
-        identity(`${group}  selectors:\n    - process:name: a\n  svid:\n    x509:\n      ttl: 1h\n`),
+        identity(`${group}  selectors:\n    - process:name: a\n  svid:\n    x509:\n      ttl: 1.5h\n`),
       ),
     ).toEqual(['error:RT023']);
   });
