@@ -12,6 +12,8 @@ import { createLocator, lineStarts, offsetToPosition } from './yaml-events.ts';
 
 export interface RenderOptions {
   trustDomain: string;
+  /** Trust domains whose SPIFFE IDs allow lists may name (riptides.config.yaml `federatesWith`). */
+  federatesWith?: readonly string[];
   allowSecrets?: boolean;
   maxFileBytes?: number;
   /** Per-file results keyed by content id (e.g. git blob id); reused instead of re-parsing. */

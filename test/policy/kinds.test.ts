@@ -8,6 +8,8 @@ const svc = `${H}kind: Service\nmetadata:\n  name: api\nspec:\n  addresses:\n   
 async function render(...docs: string[]) {
   return renderPolicy([{ path: 'p.yaml', bytes: new TextEncoder().encode(docs.join('---\n')) }], {
     trustDomain: 'example.com',
+    // Allow lists below name a peer of other.org, a trust domain this one federates with.
+    federatesWith: ['other.org'],
   });
 }
 async function codes(...docs: string[]) {
