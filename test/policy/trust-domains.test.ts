@@ -48,7 +48,9 @@ describe('allowed SPIFFE IDs in other trust domains', () => {
     expect(r.stdout).toContain(
       'hint: write spiffe://example.com/billing, or list partner.org under federatesWith in riptides.config.yaml',
     );
-    expect(r.stdout).toContain('identity.yaml:17:9: warning RT055: "spiffe://quickstart.riptides.local/app/orders"');
+    expect(r.stdout).toContain(
+      'identity.yaml:17:9: warning RT055: "spiffe://quickstart.riptides.local/app/orders"',
+    );
     expect(r.stdout).toMatch(/^valid: 0 error\(s\), 2 warning\(s\)/m);
   });
 
