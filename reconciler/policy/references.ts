@@ -196,9 +196,9 @@ function checkAllowedSpiffeIds(ctx: Context): void {
     const spec = r.value.spec;
     check(r, ['spec', 'allowedSPIFFEIDs', 'inbound'], spec.allowedSPIFFEIDs?.inbound);
     check(r, ['spec', 'allowedSPIFFEIDs', 'outbound'], spec.allowedSPIFFEIDs?.outbound);
-    spec.egress?.forEach((rule, e) =>
-      check(r, ['spec', 'egress', e, 'allowedSPIFFEIDs'], rule.allowedSPIFFEIDs),
-    );
+    spec.egress?.forEach((rule, e) => {
+      check(r, ['spec', 'egress', e, 'allowedSPIFFEIDs'], rule.allowedSPIFFEIDs);
+    });
   }
 }
 
