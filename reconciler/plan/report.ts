@@ -1,7 +1,7 @@
 /** A plan as text (terminals), Markdown (pull-request comments) and JSON (machines). */
 import { formatText as formatDiagnostics } from '../policy/report/diagnostics-report.ts';
 import type { AccessEdge } from './access.ts';
-import { hasChanges, headHasErrors, type Plan } from './plan.ts';
+import { accessLostSummary, hasChanges, headHasErrors, type Plan } from './plan.ts';
 import type { FieldChange } from './resource-diff.ts';
 
 /** GitHub refuses issue and pull-request comments longer than this. */
@@ -54,6 +54,8 @@ export function planText(plan: Plan): string {
     out.push('no changes');
     return `${out.join('\n')}\n`;
   }
+  const lost = accessLostSummary(plan.accessLost);
+  if (lost) out.push('', `Access removed: ${lost}: ${plan.accessLost.workloads.join(', ')}`);
   if (plan.risks.length) {
     out.push('', 'Risks:');
     for (const r of plan.risks) out.push(`  [${r.severity}] ${r.rule}: ${r.message} (${r.resource})`);
@@ -110,6 +112,8 @@ export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
   summary += `| Node programs | ${pc('added')} | ${pc('changed')} | ${pc('removed')} |\n`;
   summary += `| Access edges | ${plan.access.added.length} | ${plan.access.changed.length} | ${plan.access.removed.length} |\n`;
   summary += `| Risks | ${high} high | ${plan.risks.length - high} medium | |\n\n`;
+  const lost = accessLostSummary(plan.accessLost);
+  if (lost) summary += `:no_entry: **Access removed: ${lost}** (see Risks, \`access-removed\`).\n\n`;
   const sections: Section[] = [];
   if (plan.risks.length) {
     sections.push({
@@ -202,6 +206,7 @@ export function planJson(plan: Plan): string {
       programs: plan.programs,
       access: plan.access,
       risks: plan.risks,
+      accessLost: plan.accessLost,
     },
     null,
     2,
