@@ -16,7 +16,10 @@ export interface AtomicWriteOptions {
    * Without it the file gets 0o666 less the umask, as any new file.
    */
   mode?: number;
-  /** Mode of parent directories created on the way (default 0o700: what we keep is private until said otherwise). */
+  /**
+   * Mode of parent directories created on the way, less the umask (default 0o700: what we keep is private
+   * until said otherwise; 0o777 for output a user asked for, as any new directory).
+   */
   dirMode?: number;
 }
 

@@ -1,5 +1,5 @@
-import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { writeFileAtomic } from '../../common/atomic-file.ts';
 import { type NodeProgram, serializePrograms } from '../../policy/compile.ts';
 import { formatText } from '../../policy/report/diagnostics-report.ts';
 import {
@@ -78,7 +78,7 @@ export const command: Command = {
     const output =
       format === 'json' ? `${serializePrograms(result.programs)}\n` : summarizePrograms(result.programs);
     if (values.out) {
-      writeFileSync(resolve(io.cwd, values.out), output);
+      await writeFileAtomic(resolve(io.cwd, values.out), output, { dirMode: 0o777 });
       io.stderr(`wrote ${result.programs.length} node program(s) to ${values.out}\n`);
     } else {
       io.stdout(output);

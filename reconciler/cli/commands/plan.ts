@@ -212,7 +212,7 @@ export const command: Command = {
       await validated.save();
       const output =
         format === 'json' ? planJson(plan) : format === 'markdown' ? planMarkdown(plan) : planText(plan);
-      if (values.out) await writeFileAtomic(resolve(io.cwd, values.out), output);
+      if (values.out) await writeFileAtomic(resolve(io.cwd, values.out), output, { dirMode: 0o777 });
       else io.stdout(output);
       progress.done(
         `read ${headRendered.blobsRead + baseRendered.blobsRead} blob(s); parsed ${headRendered.result.stats.parsed + baseRendered.result.stats.parsed} file(s)`,
