@@ -46,15 +46,16 @@ export function versionText(): string {
 }
 
 /**
- * One line, whatever the error holds: line breaks folded, other control characters (terminal escapes from a
- * file name or a server's text) shown as escapes, and a bound on the length.
+ * One line, whatever the error holds: its first line (what follows is detail, sometimes a library's dump of
+ * a request; --debug shows it all), other control characters (terminal escapes from a file name or a
+ * server's text) shown as escapes, and a bound on the length.
  */
 export function oneLine(message: string): string {
-  const folded = message
-    .trim()
-    .replace(/\s*[\r\n]+\s*/g, ' ')
-    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return folded.length > 500 ? `${folded.slice(0, 500)}…` : folded;
+  const first = (message.trim().split(/\r\n|\r|\n/)[0] ?? '').replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
+  return first.length > 500 ? `${first.slice(0, 500)}…` : first;
 }
 
 /**

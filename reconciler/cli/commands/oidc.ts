@@ -137,18 +137,22 @@ export const command: Command = {
         ok();
       });
     });
-    const address = server.address() as AddressInfo;
-    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const base = new URL(issuer).pathname.replace(/\/$/, '');
-    io.stdout(
-      `serving OIDC discovery for issuer ${issuer} on ${tls ? 'https' : 'http'}://${host}:${address.port}\n` +
-        `  ${base}/.well-known/openid-configuration\n  ${base}/keys\n`,
-    );
-    await (io.untilStopped?.() ?? new Promise<void>(() => undefined));
-    await new Promise<void>((done) => {
-      server.close(() => done());
-      server.closeAllConnections();
-    });
+    // Whatever happens from here on, the server does not outlive the command.
+    try {
+      const address = server.address() as AddressInfo;
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      const base = new URL(issuer).pathname.replace(/\/$/, '');
+      io.stdout(
+        `serving OIDC discovery for issuer ${issuer} on ${tls ? 'https' : 'http'}://${host}:${address.port}\n` +
+          `  ${base}/.well-known/openid-configuration\n  ${base}/keys\n`,
+      );
+      await (io.untilStopped?.() ?? new Promise<void>(() => undefined));
+    } finally {
+      await new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeAllConnections();
+      });
+    }
     return EXIT_OK;
   },
 };
