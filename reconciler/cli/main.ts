@@ -41,7 +41,7 @@ async function topLevelHelp(): Promise<string> {
   return lines.join('\n');
 }
 
-export function versionText(): string {
+function versionText(): string {
   return `riptides-cli ${packageVersion()} (build ${buildId().slice(0, 12)}, node ${process.version})\n`;
 }
 
@@ -50,7 +50,7 @@ export function versionText(): string {
  * a request; --debug shows it all), other control characters (terminal escapes from a file name or a
  * server's text) shown as escapes, and a bound on the length.
  */
-export function oneLine(message: string): string {
+function oneLine(message: string): string {
   const first = (message.trim().split(/\r\n|\r|\n/)[0] ?? '').replace(
     /[\u0000-\u001f\u007f-\u009f]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
@@ -79,7 +79,7 @@ function isUnexpected(err: unknown): boolean {
 }
 
 /** What `riptides-cli <command>` prints for an error it did not handle itself: one line, or the stack with --debug. */
-export function describeFailure(command: string, err: unknown, debug: boolean): string {
+function describeFailure(command: string, err: unknown, debug: boolean): string {
   const message = err instanceof Error ? err.message : String(err);
   const prefix = command ? `riptides-cli ${command}` : 'riptides-cli';
   const unexpected = isUnexpected(err);

@@ -27,7 +27,7 @@ export interface Worktree {
 }
 
 /** Git's blob id of `bytes` (SHA-1 of "blob <length>\0" + bytes), as `git hash-object` prints it. */
-export function gitBlobId(bytes: Uint8Array): string {
+function gitBlobId(bytes: Uint8Array): string {
   return createHash('sha1').update(`blob ${bytes.byteLength}\0`).update(bytes).digest('hex');
 }
 

@@ -60,7 +60,7 @@ function nextLine(status: AuthorityStatus): string {
 type Slot = { id: string; state: string; notAfter: Date };
 
 /** What one `ca rotate` changed, from the status before and after: one line per slot created, switched or dropped. */
-export function rotationSteps(before: AuthorityStatus, after: AuthorityStatus): string[] {
+function rotationSteps(before: AuthorityStatus, after: AuthorityStatus): string[] {
   const steps: string[] = [];
   const compare = (kind: string, a: Slot[], b: Slot[]) => {
     const was = new Map(a.map((s) => [s.id, s]));

@@ -31,7 +31,7 @@ Flags:
 Exit status: 0 compiled, 1 validation errors (nothing compiled), 2 could not run.
 `;
 
-export function summarizePrograms(programs: readonly NodeProgram[]): string {
+function summarizePrograms(programs: readonly NodeProgram[]): string {
   const lines: string[] = [];
   for (const p of programs) {
     const rules = p.identities.reduce((n, i) => n + i.egress.length, 0);

@@ -40,7 +40,7 @@ Flags for a relying party: the issuer URL, and audience as minted with \`riptide
 `;
 
 /** `HOST:PORT`, `[v6]:PORT` or `:PORT` → what server.listen takes. */
-export function parseListen(addr: string): { host?: string; port: number } {
+function parseListen(addr: string): { host?: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65_535)
