@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DURATION_FORMS } from '../../reconciler/common/duration.ts';
 import { refreshPoint, roleSessionNameFor } from '../../reconciler/credentials/aws.ts';
 import { CredentialManager, fetchOnce } from '../../reconciler/credentials/manager.ts';
 import type { AwsSourceSpec } from '../../reconciler/credentials/types.ts';
@@ -134,7 +135,7 @@ describe('aws provider', () => {
     m.ensure(aws('aws-bad-lifetime', { lifetime: 'an hour' }), WORKLOAD);
     const err = await waitForSource(m, 'aws-bad-lifetime', 'ERROR');
     expect(err.message).toBe(
-      'CredentialSource aws-bad-lifetime: aws.lifetime "an hour" is not a duration; write it like 3600s, 15m or 1h',
+      `CredentialSource aws-bad-lifetime: aws.lifetime "an hour" is not ${DURATION_FORMS}`,
     );
     expect(env.sts.count('assume')).toBe(0);
   });
