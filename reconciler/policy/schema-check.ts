@@ -146,8 +146,14 @@ export function issuesToDiagnostics(
         break;
       }
       case 'custom': {
-        const code = ((issue.params as { rt?: Code } | undefined)?.rt ?? 'RT023') as Code;
-        at(code, `"${field}": ${issue.message}`, path, path.length ? 'key' : 'value');
+        const params = issue.params as { rt?: Code; hint?: string } | undefined;
+        at(
+          params?.rt ?? 'RT023',
+          `"${field}": ${issue.message}`,
+          path,
+          path.length ? 'key' : 'value',
+          params?.hint,
+        );
         break;
       }
       case 'invalid_union': {
