@@ -81,13 +81,20 @@ export function markdownCode(value: string): string {
 }
 
 /**
- * Markdown prose: controls shown as escapes, every ASCII punctuation character backslash-escaped (CommonMark
- * allows escaping any of them, so emphasis, links, tables, HTML tags and entities are all inert), and `@`
- * followed by a zero-width space so GitHub links no user or team (its mention filter runs after Markdown, so
- * a backslash would not stop it).
+ * Markdown prose: controls shown as escapes and every ASCII punctuation character backslash-escaped (CommonMark
+ * allows escaping any of them, so emphasis, links, autolinks, tables, HTML tags and entities are all inert).
+ * GitHub links mentions, issue numbers and emoji shortcodes after rendering, where a backslash no longer
+ * counts, so a zero-width space breaks them: after `@` (`@team`), after `#` before a digit (`#123`), after `:`
+ * before a word character (`:warning:`).
  */
 export function markdownText(value: string): string {
-  return escapeText(value).replace(/[!-/:-@[-`{-~]/g, (ch) => (ch === '@' ? '@&#8203;' : `\\${ch}`));
+  return escapeText(value).replace(/[!-/:-@[-`{-~]/g, (ch, at: number, s: string) => {
+    const next = s[at + 1] ?? '';
+    if (ch === '@') return '@&#8203;';
+    if (ch === '#' && /\d/.test(next)) return '\\#&#8203;';
+    if (ch === ':' && /[\w+-]/.test(next)) return '\\:&#8203;';
+    return `\\${ch}`;
+  });
 }
 
 /** HTML text or attribute content (e.g. a `<summary>`): controls shown as escapes, `& < > " '` as entities. */
@@ -105,21 +112,26 @@ function percentData(s: string): string {
 
 /**
  * The message of a GitHub Actions annotation (`::error file=…::MESSAGE`): each of `lines` has its controls
- * shown as escapes (a newline inside a value cannot start a line of its own), then the lines are joined with
- * real line breaks and `%`, CR, LF percent-encoded as the runner expects.
+ * shown as escapes (a newline inside a value cannot become a line break of the message), then the lines are
+ * joined with real line breaks and `%`, CR, LF percent-encoded as the runner expects. The whole command stays
+ * one line of log, so nothing in it can start another command.
  */
 export function annotationData(...lines: string[]): string {
-  return percentData(lines.map(escapeText).join('\n'));
+  return percentData(lines.map(showControls).join('\n'));
 }
 
-/** A property of a GitHub Actions annotation (`file=`, `title=`): as data, plus `:` and `,` encoded. */
+/**
+ * A property of a GitHub Actions annotation (`file=`, `title=`): controls shown as escapes (a file name that
+ * holds one then matches no file in the pull request, which is the price of never writing a raw escape into
+ * the log), `%`, CR, LF, `:` and `,` percent-encoded (actions/toolkit `escapeProperty`).
+ */
 export function annotationProperty(value: string): string {
-  return percentData(escapeText(value)).replace(/:/g, '%3A').replace(/,/g, '%2C');
+  return percentData(showControls(value)).replace(/:/g, '%3A').replace(/,/g, '%2C');
 }
 
 /** SARIF `message.text` and names: plain text for code scanning UIs, with controls shown as escapes. */
 export function sarifText(value: string): string {
-  return escapeText(value);
+  return showControls(value);
 }
 
 /**

@@ -1,4 +1,5 @@
 /** One escaping function per output format: what each must neutralise, value by value. */
+import { HtmlRenderer, Parser } from 'commonmark';
 import { describe, expect, it } from 'vitest';
 import {
   annotationData,
@@ -9,6 +10,11 @@ import {
   markdownText,
   sarifUri,
 } from '../../reconciler/encoding/escape.ts';
+
+/** CommonMark's reference implementation: what a Markdown reader makes of our output. */
+const render = (md: string) => new HtmlRenderer().render(new Parser().parse(md));
+const escapeHtml = (s: string) =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 describe('escapeText (terminals and CI logs)', () => {
   it('shows control, bidi and invisible characters as escapes, and leaves the rest alone', () => {
@@ -48,11 +54,28 @@ describe('markdownCode', () => {
 });
 
 describe('markdownText (prose)', () => {
-  it('escapes every Markdown punctuation, HTML and mention', () => {
-    expect(markdownText('**bold** _x_ [l](http://e) <img src=x> @org/team #1 | a')).toBe(
-      '\\*\\*bold\\*\\* \\_x\\_ \\[l\\]\\(http\\:\\/\\/e\\) \\<img src\\=x\\> @&#8203;org\\/team \\#1 \\| a',
+  it('escapes every Markdown punctuation, HTML, mention, issue number and emoji shortcode', () => {
+    expect(markdownText('**bold** _x_ [l](http://e) <img src=x> @org/team #1 :warning: | a')).toBe(
+      '\\*\\*bold\\*\\* \\_x\\_ \\[l\\]\\(http\\:\\/\\/e\\) \\<img src\\=x\\> @&#8203;org\\/team \\#&#8203;1 \\:&#8203;warning\\: \\| a',
     );
     expect(markdownText('line\n\nnext')).toBe('line\\\\n\\\\nnext');
+  });
+
+  it('renders, through a CommonMark parser, as exactly the text it was given', () => {
+    const hostile = '**bold** _x_ [l](http://e) <img src=x onerror=alert(1)> `code` ~~s~~ &amp; \\* | a';
+    const html = render(markdownText(hostile));
+    expect(html).toBe(`<p>${escapeHtml(hostile)}</p>\n`);
+  });
+});
+
+describe('markdownCode through a CommonMark parser', () => {
+  it('gives back the value in one code span, whatever backticks, blank lines or markup it holds', () => {
+    for (const v of ['/bin/app`\n\n**@org/team** <b>x</b>', '``', '`a`', ' x ', 'a ``` b', '<!-- -->']) {
+      const html = render(`- ${markdownCode(v)}`);
+      const spans = [...html.matchAll(/<code>(.*?)<\/code>/gs)].map((m) => m[1]);
+      expect(spans, JSON.stringify(v)).toEqual([escapeHtml(v.replace(/\n/g, '\\n'))]);
+      expect(html).not.toMatch(/<(strong|em|b|img|a)\b/);
+    }
   });
 });
 
