@@ -14,6 +14,14 @@ const PAD = 0x3d; // '='
 const CR = 0x0d;
 const LF = 0x0a;
 
+/**
+ * The strings decodeSecretData accepts, as an ECMA-262 pattern (for JSON Schema, where editors check it): whole
+ * quanta of the standard alphabet, an optional padded last quantum, CR and LF anywhere before the end of the
+ * padding and after it.
+ */
+export const SECRET_DATA_PATTERN =
+  '^[\\r\\n]*(?:(?:[A-Za-z0-9+/][\\r\\n]*){4})*(?:(?:[A-Za-z0-9+/][\\r\\n]*){2}=[\\r\\n]*=|(?:[A-Za-z0-9+/][\\r\\n]*){3}=)?[\\r\\n]*$';
+
 export type Base64Decoded = { ok: true; bytes: Buffer } | { ok: false; offset: number; message: string };
 
 /**

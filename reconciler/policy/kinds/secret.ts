@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { decodeSecretData } from '../../encoding/base64.ts';
+import { decodeSecretData, SECRET_DATA_PATTERN } from '../../encoding/base64.ts';
 import { metadata } from './common.ts';
 
 /**
@@ -26,7 +26,13 @@ export const secretSchema = z
     metadata,
     type: z.string().optional(),
     immutable: z.boolean().optional(),
-    data: z.record(z.string(), z.string()).optional(),
+    // Checked in full below; the pattern says the same to editors (base64, or SOPS ciphertext).
+    data: z
+      .record(
+        z.string(),
+        z.string().meta({ anyOf: [{ pattern: SECRET_DATA_PATTERN }, { pattern: SOPS_VALUE.source }] }),
+      )
+      .optional(),
     stringData: z.record(z.string(), z.string()).optional(),
     // SOPS-encrypted Secrets carry their envelope here; their values are ciphertext (checked in validation).
     sops: z.record(z.string(), z.unknown()).optional(),
