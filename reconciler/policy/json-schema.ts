@@ -86,6 +86,7 @@ export function combinedJsonSchema(): Record<string, unknown> {
     definitions,
     allOf: Object.keys(KINDS).map((kind) => ({
       if: { properties: { kind: { const: kind } }, required: ['kind'] },
+      // biome-ignore lint/suspicious/noThenProperty: the JSON Schema keyword, in plain data never awaited
       then: { $ref: `#/definitions/${kind}` },
     })),
   };

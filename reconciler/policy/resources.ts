@@ -64,7 +64,7 @@ const MERGE_KEY = '<<';
 
 /** Paths of every `<<` key in a document (walked only when the file's text holds "<<" at all). */
 function mergeKeyPaths(value: unknown, path: (string | number)[] = [], out: (string | number)[][] = []) {
-  if (Array.isArray(value)) value.forEach((v, i) => mergeKeyPaths(v, [...path, i], out));
+  if (Array.isArray(value)) for (let i = 0; i < value.length; i++) mergeKeyPaths(value[i], [...path, i], out);
   else if (value && typeof value === 'object')
     for (const [k, v] of Object.entries(value)) {
       if (k === MERGE_KEY) out.push([...path, k]);
