@@ -34,8 +34,9 @@ function attributeLine(c: AttributeChange, value: (v: string) => string): string
   const b = c.before;
   const a = c.after;
   if (Array.isArray(b) && Array.isArray(a)) {
-    const added = a.filter((x) => !b.includes(x)).map((x) => `+${value(show(x))}`);
-    const removed = b.filter((x) => !a.includes(x)).map((x) => `-${value(show(x))}`);
+    const [inB, inA] = [new Set(b), new Set(a)];
+    const added = a.filter((x) => !inB.has(x)).map((x) => `+${value(show(x))}`);
+    const removed = b.filter((x) => !inA.has(x)).map((x) => `-${value(show(x))}`);
     if (added.length || removed.length) return `${c.attribute} ${[...added, ...removed].join(' ')}`;
   }
   const side = (x: unknown) => (x === undefined ? '(none)' : value(show(x)));

@@ -70,8 +70,9 @@ function diffValues(path: string[], before: unknown, after: unknown, out: FieldC
     return;
   }
   if (Array.isArray(before) && Array.isArray(after) && before.every(isPlain) && after.every(isPlain)) {
-    const added = after.filter((v) => !before.includes(v));
-    const removed = before.filter((v) => !after.includes(v));
+    const [inBefore, inAfter] = [new Set(before), new Set(after)]; // linear, whatever the lists' length
+    const added = after.filter((v) => !inBefore.has(v));
+    const removed = before.filter((v) => !inAfter.has(v));
     if (added.length || removed.length) out.push({ path: showPath(path), added, removed });
     else if (before.join('\u0000') !== after.join('\u0000'))
       out.push({ path: showPath(path), before, after });

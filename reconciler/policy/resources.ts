@@ -99,6 +99,8 @@ export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE
       pending(code, message, { ...w, ...(hint ? { hint } : {}), ...(resource ? { resource } : {}) }),
     );
 
+  // Once per file: documents are walked for merge keys only when the text holds "<<" at all.
+  const mayHoldMergeKeys = parsed.text?.includes(MERGE_KEY) ?? false;
   parsed.documents.forEach((value, doc) => {
     if (value === null || value === undefined) return;
     if (typeof value !== 'object' || Array.isArray(value)) {
@@ -153,7 +155,7 @@ export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE
       );
       return;
     }
-    if (parsed.text?.includes(MERGE_KEY))
+    if (mayHoldMergeKeys)
       for (const path of mergeKeyPaths(obj))
         report(
           'RT020',
