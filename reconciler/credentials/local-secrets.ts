@@ -5,11 +5,11 @@
  * Parse errors are reported by file:line:col and error code only: parser messages quote the offending line,
  * which may hold a value.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import { LineCounter, parseAllDocuments } from 'yaml';
+import { ephemeralFingerprintKey, keyedFingerprint } from './fingerprint.ts';
 import {
   decodeSecretDataMap,
   type SecretSnapshot,
@@ -47,6 +47,7 @@ export class LocalSecretStore implements SecretStore {
   private rescanTimer: NodeJS.Timeout | undefined;
   private readonly subscribers = new Map<string, Set<(u: SecretUpdate) => void>>();
   private readonly lastDelivered = new Map<string, string>();
+  private readonly versionKey = ephemeralFingerprintKey();
 
   constructor(
     private readonly dir: string,
@@ -203,14 +204,17 @@ export class LocalSecretStore implements SecretStore {
       // The API server merges stringData over data on write; so do we.
       for (const [k, v] of Object.entries((obj.stringData ?? {}) as Record<string, unknown>))
         data[k] = Buffer.from(String(v), 'utf8');
-      const h = createHash('sha256');
-      for (const k of Object.keys(data).sort()) h.update(k).update('\0').update(data[k]!).update('\0');
+      // A version that changes with the values, keyed like every fingerprint of a live value (it never leaves
+      // this process, but a plain digest of a Secret would be one careless log line from a guessing oracle).
+      const parts = Object.keys(data)
+        .sort()
+        .flatMap((k) => [Buffer.from(k), Buffer.from([0]), data[k]!, Buffer.from([0])]);
       const key = `${ns}/${meta.name}`;
       const list = index.secrets.get(key) ?? [];
       list.push({
         file: rel,
         data,
-        resourceVersion: h.digest('hex').slice(0, 16),
+        resourceVersion: keyedFingerprint(this.versionKey, Buffer.concat(parts)),
         ...(error ? { error } : {}),
       });
       index.secrets.set(key, list);
