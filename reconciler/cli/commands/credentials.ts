@@ -100,7 +100,7 @@ export const command: Command = {
     if (!source) {
       const names = result.resources.sources.map((s) => s.value.metadata.name);
       io.stderr(
-        `riptides-cli credentials: no valid CredentialSource "${sourceName}" in namespace ${namespace}${names.length ? `; ${didYouMean(sourceName, names) ?? `known: ${names.join(', ')}`}` : ''}\n`,
+        `riptides-cli credentials: ${escapeText(`no valid CredentialSource "${sourceName}" in namespace ${namespace}${names.length ? `; ${didYouMean(sourceName, names) ?? `known: ${names.join(', ')}`}` : ''}`)}\n`,
       );
       return EXIT_USAGE;
     }
@@ -110,7 +110,9 @@ export const command: Command = {
         (b) => b.value.spec.credentialSource === sourceName && namespaceOf(b) === namespace,
       );
       if (!bound) {
-        io.stderr(`riptides-cli credentials: no binding uses "${sourceName}"; pass --workload WORKLOAD_ID\n`);
+        io.stderr(
+          `riptides-cli credentials: no binding uses "${escapeText(sourceName)}"; pass --workload WORKLOAD_ID\n`,
+        );
         return EXIT_USAGE;
       }
       workload = bound.value.spec.workloadID;
@@ -119,12 +121,14 @@ export const command: Command = {
     try {
       authority = await openAuthority(caDir);
     } catch (err) {
-      io.stderr(`riptides-cli credentials: cannot open the CA in ${caDir}: ${(err as Error).message}\n`);
+      io.stderr(
+        `riptides-cli credentials: cannot open the CA in ${escapeText(caDir)}: ${escapeText((err as Error).message)}\n`,
+      );
       return EXIT_USAGE;
     }
     if (authority.trustDomain !== trustDomain) {
       io.stderr(
-        `riptides-cli credentials: the CA in ${caDir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}\n`,
+        `riptides-cli credentials: ${escapeText(`the CA in ${caDir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}`)}\n`,
       );
       return EXIT_USAGE;
     }
