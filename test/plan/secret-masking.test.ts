@@ -33,6 +33,8 @@ interface SecretShape {
   stringData?: Record<string, string>;
   lastApplied: boolean;
   sops: boolean;
+  /** False: data values committed as they are, mostly not base64 (refused, and the refusal must not quote them). */
+  encoded: boolean;
 }
 
 const shape: fc.Arbitrary<SecretShape> = fc.record(
@@ -41,8 +43,9 @@ const shape: fc.Arbitrary<SecretShape> = fc.record(
     stringData: valueMap,
     lastApplied: fc.boolean(),
     sops: fc.boolean(),
+    encoded: fc.boolean(),
   },
-  { requiredKeys: ['lastApplied', 'sops'] },
+  { requiredKeys: ['lastApplied', 'sops', 'encoded'] },
 );
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -54,7 +57,7 @@ const enc = (s: string) =>
 function secretDoc(s: SecretShape): string {
   const mapValues = (m: Record<string, string> | undefined, f: (v: string) => string) =>
     m && Object.fromEntries(Object.entries(m).map(([k, v]) => [k, f(v)]));
-  const data = mapValues(s.data, s.sops ? enc : b64);
+  const data = mapValues(s.data, s.sops ? enc : s.encoded ? b64 : (v) => v);
   const stringData = mapValues(s.stringData, s.sops ? enc : (v) => v);
   const doc: Record<string, unknown> = {
     apiVersion: 'v1',
