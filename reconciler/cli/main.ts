@@ -1,5 +1,6 @@
 import { writeSync } from 'node:fs';
 import { buildId } from '../build-id.ts';
+import { escapeText } from '../encoding/escape.ts';
 import { closest } from '../policy/suggest.ts';
 import { packageVersion } from '../version.ts';
 import { type CommandIO, EXIT_OK, EXIT_USAGE, UsageError } from './command.ts';
@@ -47,15 +48,12 @@ function versionText(): string {
 
 /**
  * One line, whatever the error holds: its first line (what follows is detail, sometimes a library's dump of
- * a request; --debug shows it all), other control characters (terminal escapes from a file name or a
- * server's text) shown as escapes, and a bound on the length.
+ * a request; --debug shows it all), escaped for the terminal (a file name or a server's text cannot send
+ * escape sequences), and bounded in length.
  */
 function oneLine(message: string): string {
-  const first = (message.trim().split(/\r\n|\r|\n/)[0] ?? '').replace(
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
-  );
-  return first.length > 500 ? `${first.slice(0, 500)}…` : first;
+  const first = message.trim().split(/\r\n|\r|\n/)[0] ?? '';
+  return escapeText(first.length > 500 ? `${first.slice(0, 500)}…` : first);
 }
 
 /**

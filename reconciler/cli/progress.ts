@@ -3,6 +3,7 @@
  * runs), replaced by the final word when done. Elsewhere (CI logs, files): one line per step and no transfer
  * ticks, so a cold plan leaves a handful of lines, not one per percent.
  */
+import { escapeText } from '../encoding/escape.ts';
 import type { CommandIO } from './command.ts';
 
 const BAR_WIDTH = 20;
@@ -24,9 +25,10 @@ export class Progress {
 
   /** A new step begins (fetching, rendering head, …). */
   step(text: string): void {
-    this.#step = text;
-    if (this.interactive) this.#draw(text);
-    else this.#io.stderr(`${text}\n`);
+    // Steps name refs, URLs and paths that come from the user and the repository.
+    this.#step = escapeText(text);
+    if (this.interactive) this.#draw(this.#step);
+    else this.#io.stderr(`${this.#step}\n`);
   }
 
   /** How far the current transfer is; drawn as a bar on a terminal only. `total` 0 when unknown. */
@@ -36,10 +38,10 @@ export class Progress {
       const ratio = Math.min(1, loaded / total);
       const filled = Math.round(ratio * BAR_WIDTH);
       this.#draw(
-        `${this.#step}: ${phase} [${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${Math.floor(ratio * 100)}%`,
+        `${this.#step}: ${escapeText(phase)} [${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${Math.floor(ratio * 100)}%`,
       );
     } else {
-      this.#draw(`${this.#step}: ${phase} ${loaded}`);
+      this.#draw(`${this.#step}: ${escapeText(phase)} ${loaded}`);
     }
   }
 
@@ -52,7 +54,7 @@ export class Progress {
   /** The final line, which stays. */
   done(text: string): void {
     this.clear();
-    this.#io.stderr(`${text}\n`);
+    this.#io.stderr(`${escapeText(text)}\n`);
   }
 
   #draw(text: string): void {

@@ -14,7 +14,7 @@ import type {
   WorkloadIdentity,
 } from './kinds/index.ts';
 import { Reporter } from './reporter.ts';
-import { checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
+import { checkSecret, checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import {
@@ -62,7 +62,7 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
   checkWorkloadCredentials(ctx);
   for (const r of set.sources) checkSource(ctx.rep, r);
   for (const r of set.services) checkService(ctx.rep, r);
-  checkPlaintextSecrets(ctx);
+  for (const r of set.secrets) checkSecret(ctx.rep, r, opts.allowSecrets ?? false);
   checkStatusBlocks(ctx);
   return ctx.rep.out;
 }
@@ -375,25 +375,6 @@ function checkWorkloadCredentials(ctx: Context): void {
   for (const r of ctx.set.workloadCredentials) {
     resolveSource(ctx, r);
     resolveIdentity(ctx, r);
-  }
-}
-
-/** RT050: a v1 Secret with plaintext values, unless allowed or SOPS-encrypted. */
-function checkPlaintextSecrets({ set, rep, opts }: Context): void {
-  for (const r of set.secrets) {
-    const values = Object.keys(r.value.data ?? {}).length + Object.keys(r.value.stringData ?? {}).length;
-    if (values > 0 && !r.value.sops && !opts.allowSecrets) {
-      rep.at(
-        'RT050',
-        `Secret "${r.value.metadata.name}" holds ${values} plaintext value(s) committed to git`,
-        r,
-        [r.value.stringData ? 'stringData' : 'data'],
-        {
-          at: 'key',
-          hint: 'create the Secret in the cluster (kubectl create secret) or in --secrets-dir, or encrypt it with SOPS; --allow-plaintext-secrets accepts it',
-        },
-      );
-    }
   }
 }
 

@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import { buildId } from '../../build-id.ts';
 import { writeFileAtomic } from '../../common/atomic-file.ts';
+import { escapeText } from '../../encoding/escape.ts';
 import { ParseCache, ValidatedRevisions } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../plan/report.ts';
@@ -159,7 +160,7 @@ export const command: Command = {
       if (!values.local && uncommitted.length) {
         progress.clear();
         io.stderr(
-          `warning: the working tree has uncommitted changes under ${subdir || '.'} that this plan of ${headRef} (${head.slice(0, 8)}) does not include: ${listed(uncommitted)}; pass --local to plan the working tree\n`,
+          `warning: the working tree has uncommitted changes under ${escapeText(subdir || '.')} that this plan of ${escapeText(headRef)} (${head.slice(0, 8)}) does not include: ${escapeText(listed(uncommitted))}; pass --local to plan the working tree\n`,
         );
       }
       const parseCache = ParseCache.open(
@@ -222,11 +223,11 @@ export const command: Command = {
     } catch (err) {
       progress.clear();
       if (err instanceof SourceError) {
-        io.stderr(`riptides-cli plan: ${err.message}\n  hint: ${err.hint}\n`);
+        io.stderr(`riptides-cli plan: ${escapeText(err.message)}\n  hint: ${escapeText(err.hint)}\n`);
         return EXIT_USAGE;
       }
       if (err instanceof RevisionConfigError || err instanceof PolicyPathError) {
-        io.stderr(`riptides-cli plan: ${err.message}\n`);
+        io.stderr(`riptides-cli plan: ${escapeText(err.message)}\n`);
         return EXIT_USAGE;
       }
       throw err;
