@@ -28,7 +28,7 @@ export class SecretInStoreError extends Error {}
 export function assertNoSecretFields(value: unknown, path = 'record', depth = 0): void {
   if (depth > 32 || value === null || typeof value !== 'object') return;
   if (Array.isArray(value)) {
-    value.forEach((v, i) => assertNoSecretFields(v, `${path}[${i}]`, depth + 1));
+    for (const [i, v] of value.entries()) assertNoSecretFields(v, `${path}[${i}]`, depth + 1);
     return;
   }
   for (const [k, v] of Object.entries(value)) {
