@@ -14,6 +14,7 @@ import type {
   ResourceKind,
   ResourceStatus,
   ServiceStatus,
+  SourceDiagnostic,
   SourceStatusView,
   StatusSnapshot,
   WorkloadIdentityStatus,
@@ -244,10 +245,22 @@ export function formatSource(source: SourceStatusView | null, format: OutputForm
   let out = table(header, [row]);
   if (source.diagnostics.length) {
     out += `\nDiagnostics of ${shortRev(source.lastFetchedRevision)} (not applied; ${shortRev(source.lastAppliedRevision)} stays in force):\n`;
-    for (const d of source.diagnostics)
-      out += `  ${t(d.file)}:${d.line}:${d.column}: ${d.severity} ${t(d.code)}: ${t(d.message)}\n`;
-    if (source.omittedDiagnostics) out += `  … and ${source.omittedDiagnostics} more\n`;
+    out += formatDiagnostics(source.diagnostics, source.omittedDiagnostics);
   }
+  return out;
+}
+
+/** Diagnostics as `  file:line:col: severity CODE: message` lines (the shape `validate` prints), escaped. */
+export function formatDiagnostics(
+  diagnostics: ReadonlyArray<
+    Pick<SourceDiagnostic, 'file' | 'line' | 'column' | 'severity' | 'code' | 'message'>
+  >,
+  omitted = 0,
+): string {
+  let out = '';
+  for (const d of diagnostics)
+    out += `  ${t(d.file)}:${d.line}:${d.column}: ${d.severity} ${t(d.code)}: ${t(d.message)}\n`;
+  if (omitted) out += `  … and ${omitted} more\n`;
   return out;
 }
 
@@ -400,9 +413,7 @@ export function formatDescribeSource(source: SourceStatusView, events: StatusEve
   let diag = '';
   if (source.diagnostics.length) {
     diag = 'Diagnostics:\n';
-    for (const d of source.diagnostics)
-      diag += `  ${t(d.file)}:${d.line}:${d.column}: ${d.severity} ${t(d.code)}: ${t(d.message)}\n`;
-    if (source.omittedDiagnostics) diag += `  … and ${source.omittedDiagnostics} more\n`;
+    diag += formatDiagnostics(source.diagnostics, source.omittedDiagnostics);
   }
   return out + conditionsBlock(source.conditions, now) + diag + eventsBlock(events, now);
 }
