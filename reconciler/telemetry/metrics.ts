@@ -14,16 +14,16 @@
  * | `riptides_agents_connected` | gauge | |
  * | `riptides_program_pushes_total` / `riptides_program_nacks_total` | counters | — |
  * | `riptides_credential_sources` / `riptides_credential_bindings` | gauges | `state` (AVAILABLE, …; OK, FAILED, …) |
- * | `riptides_drift_items` | gauge | `kind` (missing, extra, changed, stale, unreachable, out_of_band) |
+ * | `riptides_drift_items` | gauge | `kind` (missing, extra, changed, stale, unreachable, out-of-band) |
  * | `riptides_drift_reports_total` | counter | `result` (clean, drift, error) |
  * | `riptides_api_requests_total` | counter | `route`, `code` |
  * | `process_*`, `nodejs_*` | prom-client's default metrics | |
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CredentialStatus } from '../credentials/types.ts';
+import { DRIFT_KINDS, type DriftKind } from '../drift/report.ts';
 import type { WebhookOutcome } from '../loop/webhook.ts';
 
-export const DRIFT_KINDS = ['missing', 'extra', 'changed', 'stale', 'unreachable', 'out_of_band'] as const;
 const SOURCE_STATES = ['AVAILABLE', 'PENDING', 'ERROR'] as const;
 const BINDING_STATES = ['OK', 'PENDING', 'FAILED'] as const;
 
@@ -147,7 +147,7 @@ export class ReconcilerMetrics {
   }
 
   /** Sets the drift gauges from a report's counts. */
-  setDrift(counts: Partial<Record<(typeof DRIFT_KINDS)[number], number>>): void {
+  setDrift(counts: Partial<Record<DriftKind, number>>): void {
     for (const k of DRIFT_KINDS) this.driftItems.set({ kind: k }, counts[k] ?? 0);
   }
 

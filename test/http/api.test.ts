@@ -175,7 +175,7 @@ describe('metrics', () => {
       ],
       bindings: [{ source: 'a', workloadID: 'w', state: 'OK', phase: 'available' }],
     });
-    metrics.setDrift({ missing: 2, out_of_band: 1 });
+    metrics.setDrift({ missing: 2, 'out-of-band': 1 });
     metrics.agentsConnected.set(3);
     metrics.programPushes.inc(4);
     metrics.programNacks.inc();
@@ -215,7 +215,7 @@ describe('metrics', () => {
     expect(value('riptides_credential_sources', { state: 'ERROR' })).toBe(1);
     expect(value('riptides_credential_bindings', { state: 'OK' })).toBe(1);
     expect(value('riptides_drift_items', { kind: 'missing' })).toBe(2);
-    expect(value('riptides_drift_items', { kind: 'out_of_band' })).toBe(1);
+    expect(value('riptides_drift_items', { kind: 'out-of-band' })).toBe(1);
     expect(value('riptides_agents_connected')).toBe(3);
     expect(value('riptides_program_pushes', {}, 'riptides_program_pushes_total')).toBe(4);
     expect(value('riptides_program_nacks', {}, 'riptides_program_nacks_total')).toBe(1);
