@@ -43,7 +43,8 @@ function runAndKill(stateDir: string, start: number, killAfterAcks: number): Pro
     child.stderr.on('data', (d: Buffer) => {
       err += d.toString();
     });
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': every ack the writer printed before it died has been read by then.
+    child.on('close', (code, signal) => {
       clearTimeout(guard);
       if (signal === 'SIGKILL') resolve(lastAck);
       else reject(new Error(`writer exited ${code}: ${err}`));
@@ -83,13 +84,20 @@ describe('embedded store under SIGKILL', () => {
         // Whatever else is there (written, not yet acknowledged) is whole, never torn.
         for (const [key, value] of store.serials.entries())
           expect(value).toEqual(expectedSerial(Number.parseInt(key, 16)));
+        // The documents hold at least the last acknowledged step that wrote them (steps cut by a kill and
+        // skipped afterwards may have written theirs or not).
+        const lastAckedMultiple = (k: number) => {
+          let best = -1;
+          for (const [a, b] of acked) for (let n = a; n <= b; n++) if (n % k === 0) best = Math.max(best, n);
+          return best;
+        };
         const applied = store.applied.get()!;
         expect(applied).toEqual(expectedApplied(stepOfApplied(applied)));
-        expect(stepOfApplied(applied)).toBeGreaterThanOrEqual(lastAck - (lastAck % 3));
+        expect(stepOfApplied(applied)).toBeGreaterThanOrEqual(lastAckedMultiple(3));
         const status = store.status.get();
-        if (lastAck >= 5) {
+        if (lastAckedMultiple(5) >= 0) {
           expect(status).toEqual(expectedStatus(stepOfStatus(status!)));
-          expect(stepOfStatus(status!)).toBeGreaterThanOrEqual(lastAck - (lastAck % 5));
+          expect(stepOfStatus(status!)).toBeGreaterThanOrEqual(lastAckedMultiple(5));
         }
         next = highest + 1;
       } finally {
