@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { makeCredential } from '../../reconciler/credentials/types.ts';
-import { Redactor } from '../../reconciler/source/errors.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
 
 function capture(level: 'info' | 'warn' | 'debug' = 'info', redactText?: (s: string) => string) {
@@ -35,9 +34,10 @@ describe('structured logs', () => {
   });
 
   it('carry no credential value, in any shape a careless call could pass one', () => {
-    const redactor = new Redactor();
-    for (const s of Object.values(SECRETS)) redactor.add(s);
-    const { logger, lines } = capture('debug', (s) => redactor.redact(s));
+    // Stands for the project's redactor (it knows every secret the process holds, in each encoding).
+    const known = Object.values(SECRETS);
+    const redact = (text: string) => known.reduce((t, s) => t.split(s).join('***'), text);
+    const { logger, lines } = capture('debug', redact);
     logger.info({ token: SECRETS.bearer }, 'top-level field');
     logger.info({ lease: { auth: { token: SECRETS.vault } } }, 'nested field');
     logger.info(
