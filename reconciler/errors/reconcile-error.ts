@@ -46,6 +46,11 @@ export const ERROR_CODES = {
     terminal: true,
     hint: 'point --repo at a git working copy, a bare repository or an http(s) URL',
   },
+  SourceRedirectRefused: {
+    step: 'source',
+    terminal: true,
+    hint: 'point --repo at the final URL of the repository: redirects to another scheme or origin are not followed, so credentials never leave the origin named',
+  },
   SourcePathInvalid: {
     step: 'source',
     terminal: true,
