@@ -11,4 +11,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   svid: async () => (await import('./commands/svid.ts')).command,
   jwt: async () => (await import('./commands/jwt.ts')).command,
   bundle: async () => (await import('./commands/bundle.ts')).command,
+  ctl: async () => (await import('./commands/ctl.ts')).command,
 };
