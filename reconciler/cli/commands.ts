@@ -12,4 +12,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   jwt: async () => (await import('./commands/jwt.ts')).command,
   bundle: async () => (await import('./commands/bundle.ts')).command,
   oidc: async () => (await import('./commands/oidc.ts')).command,
+  ctl: async () => (await import('./commands/ctl.ts')).command,
 };

@@ -3,11 +3,12 @@
  * compile output) goes through it. Write a temporary file in the same directory, fsync it, rename it over the
  * target, then fsync the directory, so that after a crash at any point the target holds either the old
  * content or the new, never a mix or nothing (POSIX rename is atomic; the directory fsync makes the rename
- * itself durable, as SQLite and etcd do).
+ * itself durable, as SQLite and etcd do). A crash between create and rename leaves a `.<12 hex>.tmp` file in
+ * the directory, which its owner may remove at open (the state store does).
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export interface AtomicWriteOptions {
   /**
@@ -30,7 +31,7 @@ export async function writeFileAtomic(
 ): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: opts.dirMode ?? 0o700 });
-  const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(temp, 'wx', opts.mode ?? 0o666);
   try {
     await handle.writeFile(data);
