@@ -5,7 +5,7 @@
  * a server or an agent goes through escapeText; JSON is exact (JSON.stringify is its escaping).
  */
 import { findCondition, readyStatus } from './conditions.ts';
-import { escapeText } from './escape.ts';
+import { escapeText } from '../encoding/escape.ts';
 import type { StatusEvent } from './events.ts';
 import type {
   CredentialBindingStatus,
