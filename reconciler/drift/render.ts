@@ -3,7 +3,7 @@
  * Both say at the top whether anything drifted. Every value from a node or from git is escaped for Markdown;
  * the Markdown is cut, saying so, before GitHub's 65,536-character limit (the JSON is always whole).
  */
-import { markdownCode, markdownText } from '../status/escape.ts';
+import { markdownCode, markdownText } from '../encoding/escape.ts';
 import { DRIFT_KINDS, type DriftReport, type NodeDrift } from './report.ts';
 
 export const MAX_MARKDOWN_CHARS = 60_000;

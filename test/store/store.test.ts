@@ -118,7 +118,7 @@ describe('state store', () => {
       ).rejects.toThrow(/secretAccessKey looks like a credential value/);
       const cred = makeCredential(
         { kind: 'bearer', token: 'sk-live-abcdef123456' },
-        { version: 1, obtainedAt: new Date(0) },
+        { version: 1, obtainedAt: new Date(0), fingerprint: 'hmac-sha256:0123456789abcdef' },
       );
       await store.drift.put('r1', {
         at: '',

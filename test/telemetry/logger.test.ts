@@ -53,7 +53,7 @@ describe('structured logs', () => {
       {
         credential: makeCredential(
           { kind: 'bearer', token: SECRETS.bearer },
-          { version: 3, obtainedAt: new Date(0) },
+          { version: 3, obtainedAt: new Date(0), fingerprint: 'hmac-sha256:0123456789abcdef' },
         ),
       },
       'credential object',
@@ -69,7 +69,7 @@ describe('structured logs', () => {
               sessionToken: SECRETS.awsSession,
             },
           },
-          { version: 1, obtainedAt: new Date(0) },
+          { version: 1, obtainedAt: new Date(0), fingerprint: 'hmac-sha256:0123456789abcdef' },
         ),
       },
       'aws credential object',
