@@ -11,15 +11,20 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commands } from '../../reconciler/cli/commands.ts';
 import { main } from '../../reconciler/cli/main.ts';
+import { type ApiServer, startApiServer } from '../../reconciler/http/server.ts';
+import { ReconcilerMetrics } from '../../reconciler/telemetry/metrics.ts';
 import { capture } from '../support/cli.ts';
 import { git } from '../support/git-fixtures.ts';
 import { scratch } from '../support/scratch.ts';
 import { repoRoot } from '../support/shared.ts';
+import { seededBook } from '../support/status-fixture.ts';
 
 const H = 'apiVersion: core.riptides.io/v1alpha1\n';
 const MODES = ['throw', 'reject', 'callback'] as const;
 
 let tmp: ReturnType<typeof scratch>;
+/** A reconciler API for `ctl` to talk to (its address and credential in the state directory). */
+let api: ApiServer | undefined;
 /** A successful invocation of every command (and subcommand); each writes to stdout when it succeeds. */
 let invocations: Record<string, string[][]>;
 
@@ -56,6 +61,16 @@ beforeAll(async () => {
   await git(repo, 'add', '-A');
   await git(repo, 'commit', '--quiet', '-m', 'base');
 
+  const book = seededBook(new Date());
+  api = await startApiServer({
+    host: '127.0.0.1',
+    port: 0,
+    stateDir: d('state'),
+    metrics: new ReconcilerMetrics({ defaultMetrics: false }),
+    status: () => book.snapshot(),
+    ready: () => ({ ready: true }),
+  });
+
   const id = 'spiffe://example.com/apps/app';
   invocations = {
     validate: [['validate', '--repo', repoRoot, '--path', 'policies']],
@@ -85,10 +100,14 @@ beforeAll(async () => {
     jwt: [['jwt', 'mint', '--dir', ca, '--spiffe-id', id, '--audience', 'test']],
     bundle: [['bundle', 'show', '--dir', ca]],
     oidc: [['oidc', 'serve', '--dir', ca, '--listen', '127.0.0.1:0']],
+    ctl: [['ctl', 'get', 'wid', '--state-dir', d('state')]],
   };
 });
 
-afterAll(() => tmp?.cleanup());
+afterAll(async () => {
+  await api?.close(100);
+  tmp?.cleanup();
+});
 
 function runBin(
   args: string[],
