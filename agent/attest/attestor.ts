@@ -234,10 +234,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     const known = this.#tracked.get(pid);
     if (known && known.startTime === stat.startTime && known.execSignature === stat.execSignature)
       return this.#attestation(known);
-    const t = this.#read(pid, stat);
-    if (!t) return null;
-    this.#publish([t]);
-    return this.#attestation(t);
+    const read = this.#read(pid, stat);
+    if (read.changed) this.#publish([read.changed]);
+    const now = this.#tracked.get(pid);
+    return read.alive && now ? this.#attestation(now) : null;
   }
 
   /** One full pass over /proc now (also what the timer runs). Concurrent calls coalesce. */
@@ -281,9 +281,9 @@ export class Attestor extends EventEmitter<AttestorEvents> {
         known.execSignature !== stat.execSignature ||
         (pid + scanNo) % REFRESH_EVERY === 0;
       if (!stale) continue;
-      const t = this.#read(pid, stat);
-      if (t) changed.push(t);
-      else seen.delete(pid);
+      const read = this.#read(pid, stat);
+      if (read.changed) changed.push(read.changed);
+      if (!read.alive) seen.delete(pid);
     }
     for (const pid of [...this.#tracked.keys()]) {
       if (seen.has(pid)) continue;
@@ -298,12 +298,14 @@ export class Attestor extends EventEmitter<AttestorEvents> {
    * Reads a process and updates what is tracked; returns the entry when its resolution changed (or it is
    * new), null when it is gone. A zombie or a process that exited while being read is removed.
    */
-  #read(pid: number, stat: ProcStat): Tracked | null {
+  #read(pid: number, stat: ProcStat): { alive: boolean; changed: Tracked | null } {
     const raw = readProcess(this.#procRoot, pid, stat);
     const known = this.#tracked.get(pid);
     if (!raw) {
       if (known) this.#tracked.delete(pid);
-      return known && isVisible(known) ? { ...known, resolution: UNMATCHED, pending: null, key: '' } : null;
+      const gone =
+        known && isVisible(known) ? { ...known, resolution: UNMATCHED, pending: null, key: '' } : null;
+      return { alive: false, changed: gone };
     }
     const cgroup = parseCgroup(raw.cgroup);
     const t: Tracked = {
@@ -323,9 +325,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     // Visible when the process holds something now or held something before (a reused pid's predecessor
     // included: its identity ends here, whatever the new process gets).
     const before = known && isVisible(known) ? known : null;
-    if (!isVisible(t) && !before) return null;
-    if (before && before.startTime === t.startTime && before.key === t.key) return null;
-    return t;
+    const unchanged =
+      (!isVisible(t) && !before) ||
+      (before !== null && before.startTime === t.startTime && before.key === t.key);
+    return { alive: true, changed: unchanged ? null : t };
   }
 
   #label(t: Tracked): void {
@@ -380,8 +383,8 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     for (const pid of batch.changed) {
       const stat = readStat(this.#procRoot, pid);
       if (!stat || isKernelThread(stat)) continue;
-      const t = this.#read(pid, stat);
-      if (t) changed.push(t);
+      const read = this.#read(pid, stat);
+      if (read.changed) changed.push(read.changed);
     }
     this.#publish(changed);
   }
