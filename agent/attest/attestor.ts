@@ -121,6 +121,7 @@ export class Attestor extends EventEmitter<AttestorEvents> {
   #running = false;
   #warnedTruncated = false;
   #onPods = () => this.#podsChanged();
+  #onPodsWarning = (message: string) => this.emit('warning', message);
   #podsTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: AttestorOptions = {}) {
@@ -148,7 +149,7 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     this.#running = true;
     if (this.#opts.pods) {
       this.#opts.pods.on('change', this.#onPods);
-      this.#opts.pods.on('error', (err) => this.emit('warning', err.message));
+      this.#opts.pods.on('warning', this.#onPodsWarning);
       await this.#opts.pods.start();
     }
     if ((this.#opts.events ?? 'auto') === 'auto') {
@@ -174,6 +175,7 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     this.#events = null;
     if (this.#opts.pods) {
       this.#opts.pods.off('change', this.#onPods);
+      this.#opts.pods.off('warning', this.#onPodsWarning);
       await this.#opts.pods.stop();
     }
     await this.#scanning?.catch(() => {});

@@ -18,6 +18,7 @@ let kube: KubernetesTestServer;
 let agentConfig: string;
 let deniedConfig: string;
 let cleanupDir: () => void;
+let scratchDir: string;
 
 beforeAll(async () => {
   kube = await new KubernetesTestServer({
@@ -29,6 +30,7 @@ beforeAll(async () => {
   }).start();
   const { dir, cleanup } = scratch('kube');
   cleanupDir = cleanup;
+  scratchDir = dir;
   agentConfig = join(dir, 'agent.kubeconfig');
   deniedConfig = join(dir, 'denied.kubeconfig');
   writeFileSync(agentConfig, kubeconfig(kube.url, testTls().ca, 'agent-token'));
@@ -198,5 +200,19 @@ describe('attestation through the Kubernetes API', () => {
     // The process in a pod waits (fail closed), while a process outside any pod is attested as usual.
     expect(a.snapshot().processes.get(p.pid)).toMatchObject({ spiffeId: null });
     expect(a.snapshot().byIdentity.get(`${TD}/any`)).toContain(process.pid);
+  });
+
+  it('augment with an API that refuses or is not there still prints what /proc says, without crashing', async () => {
+    const { p, uid } = processInPod();
+    const unreachable = join(scratchDir, 'unreachable.kubeconfig');
+    writeFileSync(unreachable, kubeconfig('https://127.0.0.1:1', testTls().ca, 'agent-token'));
+    for (const config of [deniedConfig, unreachable]) {
+      const lines = await augmentLines(p.pid, {
+        kube: { kubeconfigPath: config, nodeName: NODE, timeoutMs: 2000, env: {} },
+      });
+      expect(lines).toContain(`k8s:pod:uid=${uid}`);
+      expect(lines.some((l) => l.startsWith('k8s:pod:name='))).toBe(false);
+      expect(lines.some((l) => l.startsWith('process:name='))).toBe(true);
+    }
   });
 });
