@@ -108,7 +108,10 @@ function index(pod: V1Pod): IndexedPod | null {
   };
 }
 
-export class KubernetesPodSource extends EventEmitter<{ change: []; warning: [string] }> implements PodSource {
+export class KubernetesPodSource
+  extends EventEmitter<{ change: []; warning: [string] }>
+  implements PodSource
+{
   readonly source: string;
   readonly nodeName: string;
   readonly #kc: KubeConfig;
