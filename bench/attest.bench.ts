@@ -92,7 +92,7 @@ async function procBench(): Promise<void> {
       t0 = process.hrtime.bigint();
       execFileSync('ps', ['-e', '-o', 'pid,uid,comm'], { stdio: ['ignore', 'pipe', 'ignore'] });
       psNoArgs.push(ms(t0));
-      const a = new Attestor({ events: 'off', rescanIntervalMs: 3_600_000 });
+      const a = new Attestor({ kube: null, events: 'off', rescanIntervalMs: 3_600_000 });
       a.setIdentities([{ spiffeId: 'spiffe://bench/sleep', selectors: [{ 'process:name': ['sleep'] }] }]);
       t0 = process.hrtime.bigint();
       await a.start();
@@ -125,7 +125,7 @@ async function procBench(): Promise<void> {
     // Memory per tracked process.
     gc();
     const heap0 = process.memoryUsage().heapUsed;
-    const a = new Attestor({ events: 'off', rescanIntervalMs: 3_600_000 });
+    const a = new Attestor({ kube: null, events: 'off', rescanIntervalMs: 3_600_000 });
     a.setIdentities([{ spiffeId: 'spiffe://bench/sleep', selectors: [{ 'process:name': ['sleep'] }] }]);
     await a.start();
     gc();
@@ -142,7 +142,7 @@ async function procBench(): Promise<void> {
 }
 
 async function eventsBench(): Promise<void> {
-  const a = new Attestor({ events: 'auto' });
+  const a = new Attestor({ kube: null, events: 'auto' });
   a.setIdentities([{ spiffeId: 'spiffe://bench/true', selectors: [{ 'process:name': ['true'] }] }]);
   await a.start();
   if (a.eventSource !== 'proc-connector') {

@@ -16,7 +16,7 @@
 import { EventEmitter } from 'node:events';
 import type { ProcessRecord } from '../../kernel-module/control/abi.ts';
 import { type CgroupFacts, parseCgroup } from './cgroup.ts';
-import type { PodSource } from './kubernetes.ts';
+import { type KubeOptions, KubernetesPodSource, type PodSource } from './kubernetes.ts';
 import { type Labels, type PodLabels, processLabels, withPod } from './labels.ts';
 import {
   type IdentitySelectors,
@@ -64,7 +64,12 @@ export interface AttestorOptions {
   events?: 'auto' | 'off';
   /** How often queued proc events are drained. Default 50 ms. */
   eventDrainMs?: number;
-  /** Pods for processes in containers (started and stopped with the Attestor); null: no Kubernetes. */
+  /**
+   * Kubernetes access for processes in pods: options for the API client (`--kubeconfig`, node name), or null
+   * for none. Default: the environment's (KUBECONFIG or the in-cluster service account), none when neither.
+   */
+  kube?: KubeOptions | null;
+  /** A pod source of the caller's instead (started and stopped with the Attestor); wins over `kube`. */
   pods?: PodSource | null;
   /** At most this many processes are tracked; more are reported once and ignored. Default 200,000. */
   maxProcesses?: number;
@@ -108,6 +113,7 @@ function isVisible(t: { resolution: Resolution; pending: string | null }): boole
 export class Attestor extends EventEmitter<AttestorEvents> {
   readonly #procRoot: string;
   readonly #opts: AttestorOptions;
+  readonly #pods: PodSource | null;
   readonly #tracked = new Map<number, Tracked>();
   #index = new SelectorIndex([]);
   #generation = 0;
@@ -128,6 +134,17 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     super();
     this.#procRoot = opts.procRoot ?? '/proc';
     this.#opts = opts;
+    this.#pods =
+      opts.pods !== undefined
+        ? opts.pods
+        : opts.kube === null
+          ? null
+          : KubernetesPodSource.fromEnvironment(opts.kube ?? {});
+  }
+
+  /** Where pods come from (null: no Kubernetes). */
+  get podSource(): PodSource | null {
+    return this.#pods;
   }
 
   /** Where process changes come from: the proc connector, or rescans alone. */
@@ -147,10 +164,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
   async start(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
-    if (this.#opts.pods) {
-      this.#opts.pods.on('change', this.#onPods);
-      this.#opts.pods.on('warning', this.#onPodsWarning);
-      await this.#opts.pods.start();
+    if (this.#pods) {
+      this.#pods.on('change', this.#onPods);
+      this.#pods.on('warning', this.#onPodsWarning);
+      await this.#pods.start();
     }
     if ((this.#opts.events ?? 'auto') === 'auto') {
       const opened = openProcEvents();
@@ -173,10 +190,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     clearTimeout(this.#podsTimer);
     this.#events?.close();
     this.#events = null;
-    if (this.#opts.pods) {
-      this.#opts.pods.off('change', this.#onPods);
-      this.#opts.pods.off('warning', this.#onPodsWarning);
-      await this.#opts.pods.stop();
+    if (this.#pods) {
+      this.#pods.off('change', this.#onPods);
+      this.#pods.off('warning', this.#onPodsWarning);
+      await this.#pods.stop();
     }
     await this.#scanning?.catch(() => {});
   }
@@ -336,8 +353,8 @@ export class Attestor extends EventEmitter<AttestorEvents> {
   #label(t: Tracked): void {
     let pod: PodLabels | null = null;
     t.pending = null;
-    if (t.cgroup.pod && this.#opts.pods) {
-      const found = this.#opts.pods.lookup(t.cgroup.pod.uid, t.cgroup.pod.containerId);
+    if (t.cgroup.pod && this.#pods) {
+      const found = this.#pods.lookup(t.cgroup.pod.uid, t.cgroup.pod.containerId);
       if (found.state === 'found') pod = found.pod;
       else t.pending = found.reason;
     }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { Attestor } from '../../agent/attest/attestor.ts';
 import { augmentLines } from '../../agent/attest/collect.ts';
-import { KubernetesPodSource } from '../../agent/attest/kubernetes.ts';
+import { KubernetesPodSource, kubeConfigFrom } from '../../agent/attest/kubernetes.ts';
 import { KubernetesTestServer } from '../servers/kubernetes.ts';
 import { kubeconfig } from '../support/cred-env.ts';
 import { waitFor } from '../support/cred-wait.ts';
@@ -91,12 +91,17 @@ describe('attestation through the Kubernetes API', () => {
       labels: { app: 'web' },
       containers: [{ name: 'x', id: randomBytes(32).toString('hex') }],
     });
-    const { a } = await attestor(source(), [
+    // The Attestor makes its own API client from the options.
+    const a = new Attestor({ kube: { kubeconfigPath: agentConfig, nodeName: NODE, env: {} } });
+    onTestFinished(() => a.stop());
+    a.setIdentities([
       {
         spiffeId: `${TD}/web`,
         selectors: [{ 'k8s:label:app': ['web'], 'k8s:pod:namespace': [ns], 'k8s:container:name': ['nginx'] }],
       },
     ]);
+    await a.start();
+    expect(a.podSource).toBeInstanceOf(KubernetesPodSource);
     await waitFor('pod attested', () => a.snapshot().byIdentity.get(`${TD}/web`)?.includes(p.pid));
     expect(a.labels(p.pid)).toMatchObject({
       'k8s:pod:namespace': [ns],
@@ -214,5 +219,17 @@ describe('attestation through the Kubernetes API', () => {
       expect(lines.some((l) => l.startsWith('k8s:pod:name='))).toBe(false);
       expect(lines.some((l) => l.startsWith('process:name='))).toBe(true);
     }
+  });
+
+  it('is configured by --kubeconfig, then KUBECONFIG, then the in-cluster service account, else not at all', () => {
+    expect(kubeConfigFrom({ kubeconfigPath: agentConfig, env: { KUBECONFIG: deniedConfig } })?.source).toBe(
+      agentConfig,
+    );
+    expect(kubeConfigFrom({ env: { KUBECONFIG: deniedConfig } })?.source).toBe(`KUBECONFIG=${deniedConfig}`);
+    // In-cluster needs the service account token file, which this host does not have.
+    expect(
+      kubeConfigFrom({ env: { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '443' } }),
+    ).toBeNull();
+    expect(kubeConfigFrom({ env: { HOME: '/root' } })).toBeNull();
   });
 });

@@ -12,7 +12,7 @@ import { tempDir } from '../support/scratch.ts';
 const TD = 'spiffe://example.org';
 
 async function attestor(identities: IdentitySelectors[], events: 'auto' | 'off' = 'auto') {
-  const a = new Attestor({ events, rescanIntervalMs: events === 'off' ? 200 : 30_000 });
+  const a = new Attestor({ kube: null, events, rescanIntervalMs: events === 'off' ? 200 : 30_000 });
   const snapshots: AttestationSnapshot[] = [];
   const conflicts: ProcessAttestation[] = [];
   a.on('change', (s) => snapshots.push(s));
@@ -119,7 +119,7 @@ describe('attestation of real processes', () => {
     const name = uniqueName();
     const bin = copyBinary(name);
     const id = `${TD}/steady`;
-    const a = new Attestor({ events: 'off', rescanIntervalMs: 3_600_000 });
+    const a = new Attestor({ kube: null, events: 'off', rescanIntervalMs: 3_600_000 });
     onTestFinished(() => a.stop());
     a.setIdentities([{ spiffeId: id, selectors: [{ 'process:name': [name] }] }]);
     await a.start();
@@ -204,7 +204,7 @@ describe('attestation of real processes', () => {
     const binOld = copyBinary(nameOld);
     const binNew = copyBinary(nameNew);
     // Rescans only, and none by timer: the exit is not seen before the pid is taken again.
-    const a = new Attestor({ events: 'off', rescanIntervalMs: 3_600_000 });
+    const a = new Attestor({ kube: null, events: 'off', rescanIntervalMs: 3_600_000 });
     onTestFinished(() => a.stop());
     a.setIdentities([{ spiffeId: `${TD}/old`, selectors: [{ 'process:name': [nameOld] }] }]);
     await a.start();
