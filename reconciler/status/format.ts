@@ -4,8 +4,9 @@
  * of the status and a clock, so the CLI stays a thin layer and tests read exact output. Every value from git,
  * a server or an agent goes through escapeText; JSON is exact (JSON.stringify is its escaping).
  */
-import { findCondition, readyStatus } from './conditions.ts';
+
 import { escapeText } from '../encoding/escape.ts';
+import { findCondition, readyStatus } from './conditions.ts';
 import type { StatusEvent } from './events.ts';
 import type {
   CredentialBindingStatus,

@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { ApiClient, ApiClientError, locateApi } from '../../http/client.ts';
 import { escapeText } from '../../encoding/escape.ts';
+import { ApiClient, ApiClientError, locateApi } from '../../http/client.ts';
 import type { StatusEvent } from '../../status/events.ts';
 import {
   API_GROUP,
