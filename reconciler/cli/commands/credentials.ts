@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { toProviderSpec } from '../../credentials/credential-spec.ts';
 import { fetchOnce } from '../../credentials/manager.ts';
 import { openAuthority } from '../../identity/authority.ts';
 import { namespaceOf } from '../../policy/resource-set.ts';
@@ -16,7 +17,6 @@ import {
   subcommand,
   UsageError,
 } from '../command.ts';
-import { toProviderSpec } from '../credential-spec.ts';
 import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 
 const help = `Usage: riptides-cli credentials check --repo DIR [--path SUBDIR] --source NAME [--workload WORKLOAD_ID]
