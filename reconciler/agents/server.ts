@@ -322,7 +322,7 @@ export class AgentServer extends EventEmitter {
         this.logger.info('agent joined', {
           daemonId: record.daemonId,
           daemonGroup: record.daemonGroup,
-          token: record.tokenId,
+          tokenId: record.tokenId,
           peer,
         });
         this.emit('joined', record);

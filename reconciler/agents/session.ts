@@ -22,7 +22,6 @@ import type {
   SvidRequest,
 } from '../../agent/protocol/messages.ts';
 import {
-  diffProgram,
   type HeldSummary,
   NOTHING_HELD,
   type Program,

@@ -11,4 +11,6 @@ export const commands: Record<string, () => Promise<Command>> = {
   svid: async () => (await import('./commands/svid.ts')).command,
   jwt: async () => (await import('./commands/jwt.ts')).command,
   bundle: async () => (await import('./commands/bundle.ts')).command,
+  token: async () => (await import('./commands/token.ts')).command,
+  reconciler: async () => (await import('./commands/reconciler.ts')).command,
 };
