@@ -13,4 +13,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   bundle: async () => (await import('./commands/bundle.ts')).command,
   token: async () => (await import('./commands/token.ts')).command,
   reconciler: async () => (await import('./commands/reconciler.ts')).command,
+  agent: async () => (await import('./commands/agent.ts')).command,
 };
