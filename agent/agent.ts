@@ -90,7 +90,7 @@ const SILENT: AgentLogger = { info() {}, warn() {}, error() {} };
 
 export class Agent extends EventEmitter {
   program: Program | null = null;
-  private svid!: AgentSvid;
+  private svid!: AgentSvid & { receivedAt: Date | null };
   private bundlePem!: string;
   private bundleVer = '';
   private readonly heldCredentials = new Map<string, CredentialState>();
@@ -123,6 +123,7 @@ export class Agent extends EventEmitter {
     const state = new AgentStateDir(opts.stateDir);
     await state.ensure();
     let loaded = await state.load();
+    let joined = false;
     if (loaded && loaded.svid.notAfter.getTime() <= Date.now()) {
       if (!opts.joinToken)
         throw new AgentError(
@@ -147,6 +148,7 @@ export class Agent extends EventEmitter {
         ...(opts.daemonGroup ? { expectedDaemonGroup: opts.daemonGroup } : {}),
         ...(opts.bundlePem ? { bundlePem: opts.bundlePem } : {}),
       });
+      joined = true;
       log.info('joined', {
         spiffeId: identity.spiffeId,
         daemonGroup: identity.daemonGroup,
@@ -178,7 +180,8 @@ export class Agent extends EventEmitter {
       },
     });
     const agent = new Agent(opts, identity, state, node);
-    agent.svid = loaded.svid;
+    // Just joined: the SVID arrived now (its notBefore is backdated). Loaded after a restart: unknown.
+    agent.svid = { ...loaded.svid, receivedAt: joined ? new Date() : null };
     agent.bundlePem = loaded.bundlePem;
     agent.bundleVer = bundleVersion(certificatesDer(loaded.bundlePem));
     await agent.boot();
@@ -205,11 +208,11 @@ export class Agent extends EventEmitter {
       send: (m) => this.sync.send(m),
       sink: {
         install: async (id, chainPem, keyPem) => {
-          await this.node.installSvid(id, chainPem, keyPem);
+          await this.serialized(() => this.node.installSvid(id, chainPem, keyPem));
           this.log.info('SVID installed', { spiffeId: id, serial: svidFacts(chainPem).serial });
         },
         remove: async (id) => {
-          await this.node.removeSvid(id);
+          await this.serialized(() => this.node.removeSvid(id));
           this.log.info('SVID removed: no attested process left', { spiffeId: id });
         },
       },
@@ -349,7 +352,8 @@ export class Agent extends EventEmitter {
       if (next.credentialRefs.has(h)) continue;
       this.node.credentials.unload(h);
       this.heldCredentials.delete(h);
-      if (ref.sysfs) void this.node.removeSysfs(ref.sysfs.dir).catch(() => {});
+      const dir = ref.sysfs?.dir;
+      if (dir) void this.serialized(() => this.node.removeSysfs(dir)).catch(() => {});
     }
   }
 
@@ -480,7 +484,8 @@ export class Agent extends EventEmitter {
       const ref = p?.credentialRefs.get(h);
       this.node.credentials.unload(h);
       this.heldCredentials.delete(h);
-      if (ref?.sysfs) void this.node.removeSysfs(ref.sysfs.dir).catch(() => {});
+      const dir = ref?.sysfs?.dir;
+      if (dir) void this.serialized(() => this.node.removeSysfs(dir)).catch(() => {});
       this.log.warn('credential withdrawn by the reconciler', { binding: ref?.resource ?? h });
     }
     this.emit('credentials');
@@ -505,12 +510,14 @@ export class Agent extends EventEmitter {
   // ---------------------------------------------------------------------------------------------------------
   // The agent's own SVID
 
+  /** When the agent SVID is due: half its life (±10%), counted from when this agent got it. */
+  private agentRenewAt = 0;
+
   private armAgentSvidRenewal(delayMs?: number): void {
     if (this.renewTimer) clearTimeout(this.renewTimer);
-    const at =
-      delayMs !== undefined
-        ? Date.now() + delayMs
-        : rotationTime(this.svid.notBefore, this.svid.notAfter).getTime();
+    if (delayMs === undefined)
+      this.agentRenewAt = rotationTime(validFrom(this.svid), this.svid.notAfter).getTime();
+    const at = delayMs !== undefined ? Date.now() + delayMs : this.agentRenewAt;
     this.renewTimer = setTimeout(
       () => this.maybeRenewAgentSvid(true),
       Math.min(Math.max(1000, at - Date.now()), 2 ** 31 - 1),
@@ -519,13 +526,15 @@ export class Agent extends EventEmitter {
   }
 
   private maybeRenewAgentSvid(due = false): void {
-    const half = rotationTime(this.svid.notBefore, this.svid.notAfter, () => 0.5).getTime();
-    if (this.renewing || this.stopped || (!due && Date.now() < half)) return;
+    if (this.renewing || this.stopped || (!due && Date.now() < this.agentRenewAt)) return;
     if (!this.sync.connected) return; // retried on the next connect
+    const requestId = `agent-${randomBytes(6).toString('hex')}`;
+    this.renewing = { requestId, keyPem: '' };
     void generateKeyAndCsr(this.identity.spiffeId).then(({ keyPem, csrDer }) => {
-      const requestId = `agent-${randomBytes(6).toString('hex')}`;
-      if (this.sync.send({ svidRequest: { requestId, spiffeId: this.identity.spiffeId, csrDer } }))
-        this.renewing = { requestId, keyPem };
+      if (this.renewing?.requestId !== requestId) return;
+      this.renewing.keyPem = keyPem;
+      if (!this.sync.send({ svidRequest: { requestId, spiffeId: this.identity.spiffeId, csrDer } }))
+        this.renewing = null;
     });
   }
 
@@ -538,7 +547,7 @@ export class Agent extends EventEmitter {
       return;
     }
     await this.state.saveSvid(keyPem, chainPem);
-    this.svid = { keyPem, chainPem, ...facts };
+    this.svid = { keyPem, chainPem, ...facts, receivedAt: new Date() };
     this.log.info('agent SVID renewed', { serial: facts.serial, notAfter: facts.notAfter.toISOString() });
     this.armAgentSvidRenewal();
     // New streams present the new SVID.
@@ -573,7 +582,8 @@ export class Agent extends EventEmitter {
       }),
       credentials: [...this.heldCredentials.values()],
       processes: this.processes,
-      control: await this.node.health(),
+      // Between the agent's own writes, so that a file half-way through being replaced is not drift.
+      control: await this.serialized(() => this.node.health()),
       atUnixMs: Date.now(),
       bundleVersion: this.bundleVer,
       rejectedVersion: this.lastNack?.version ?? '',
@@ -600,4 +610,12 @@ export class Agent extends EventEmitter {
     await this.enforcing;
     await this.node.close();
   }
+}
+
+/**
+ * Where an SVID's life starts for renewal: its notBefore, or when it arrived if later (the authority backdates
+ * notBefore a little, which for a short lifetime would put half-life in the past and renew at once, again).
+ */
+function validFrom(svid: { notBefore: Date; receivedAt: Date | null }): Date {
+  return svid.receivedAt && svid.receivedAt > svid.notBefore ? svid.receivedAt : svid.notBefore;
 }

@@ -129,7 +129,8 @@ export class SvidManager {
           serial: facts.serial,
           notBefore: facts.notBefore,
           notAfter: facts.notAfter,
-          renewAt: rotationTime(facts.notBefore, facts.notAfter),
+          // From when it arrived: notBefore is backdated, which for a short lifetime would renew at once.
+          renewAt: rotationTime(new Date(Math.max(facts.notBefore.getTime(), Date.now())), facts.notAfter),
         });
         this.failures.delete(p.spiffeId);
         this.opts.onChange();

@@ -33,12 +33,15 @@ export interface Fleet {
 }
 
 export async function startFleet(
-  opts: Partial<AgentServerOptions> & { credentials?: (a: Authority) => CredentialManager } = {},
+  opts: Omit<Partial<AgentServerOptions>, 'credentials'> & {
+    credentialManager?: (a: Authority) => CredentialManager;
+  } = {},
 ): Promise<Fleet> {
   const dir = mkdtempSync(join(tmpdir(), 'riptides-fleet-'));
   const authority = await initAuthority({ trustDomain: FLEET_TD, dir: join(dir, 'state', 'ca') });
-  const credentials = opts.credentials?.(authority) ?? null;
-  const base = { ...opts, credentials } as Partial<AgentServerOptions>;
+  const credentials = opts.credentialManager?.(authority) ?? null;
+  const { credentialManager: _, ...rest } = opts;
+  const base: Partial<AgentServerOptions> = { ...rest, credentials };
   const make = (port: number, extra: Partial<AgentServerOptions> = {}) =>
     AgentServer.start({
       host: '127.0.0.1',
