@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyAndCsr } from '../../agent/csr.ts';
-import { JoinError } from '../../agent/join.ts';
+import { JoinError, joinReconciler } from '../../agent/join.ts';
 import { decodeServerMessage } from '../../agent/protocol/wire.ts';
+import { AgentStateDir } from '../../agent/state.ts';
 import type { AgentStatus } from '../../reconciler/agents/server.ts';
 import { type Fleet, grpcFrame, rawSync, startFleet } from '../support/agent-fleet.ts';
 import { spiffeOf, workloadOf } from '../support/fleet-policy.ts';
@@ -93,6 +94,32 @@ describe('agent server', () => {
       expect(Object.values(fleet.server.counters.joinsRefused).reduce((a, b) => a + b, 0)).toBe(
         refusedBefore,
       );
+    });
+
+    it('joins with a bundle file instead of the pin, and refuses a server the file does not vouch for', async () => {
+      const good = await fleet.token({ daemonGroup: A });
+      const unpinned = `${good.slice(0, -64)}${'0'.repeat(64)}`;
+      const state = new AgentStateDir(mkdtempSync(join(scratch, 'j-')));
+      const identity = await joinReconciler({
+        server: fleet.addr,
+        token: unpinned,
+        state,
+        bundlePem: fleet.server.bundle().pem,
+      });
+      expect(identity.daemonGroup).toBe(A);
+      const other = await startFleet();
+      try {
+        const err = await joinReconciler({
+          server: fleet.addr,
+          token: await fleet.token({ daemonGroup: A }),
+          state: new AgentStateDir(mkdtempSync(join(scratch, 'j-'))),
+          bundlePem: other.server.bundle().pem,
+        }).catch((e) => e);
+        expect(err).toBeInstanceOf(JoinError);
+        expect((err as Error).message).toMatch(/join refused by .*(certificate|verify)/i);
+      } finally {
+        await other.close();
+      }
     });
 
     it('refuses a join whose expected daemon group the token does not grant', async () => {
