@@ -12,4 +12,7 @@ export const commands: Record<string, () => Promise<Command>> = {
   jwt: async () => (await import('./commands/jwt.ts')).command,
   bundle: async () => (await import('./commands/bundle.ts')).command,
   ctl: async () => (await import('./commands/ctl.ts')).command,
+  token: async () => (await import('./commands/token.ts')).command,
+  reconciler: async () => (await import('./commands/reconciler.ts')).command,
+  agent: async () => (await import('./commands/agent.ts')).command,
 };
