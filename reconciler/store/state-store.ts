@@ -18,7 +18,7 @@
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../common/atomic-file.ts';
+import { TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
 import type { StatusSnapshot } from '../status/model.ts';
 import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
@@ -141,9 +141,8 @@ export class StateStore {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const lock = await acquireLock(join(dir, 'LOCK'));
     try {
-      // The atomic writer's temp files (`.<hex>.tmp`): a crash between create and rename leaves one.
-      for (const f of await readdir(dir))
-        if (/^\.[0-9a-f]+\.tmp$/.test(f)) await rm(join(dir, f), { force: true });
+      // The atomic writer's temp files (TEMP_FILE): a crash between create and rename leaves one.
+      for (const f of await readdir(dir)) if (TEMP_FILE.test(f)) await rm(join(dir, f), { force: true });
       return new StateStore(
         dir,
         lock,

@@ -33,6 +33,10 @@ beforeAll(async () => {
   const d = (...p: string[]) => join(tmp.dir, ...p);
   const ca = d('ca');
   expect(await main(['ca', 'init', '--trust-domain', 'example.com', '--dir', ca], capture().io)).toBe(0);
+  // The reconciler's state directory, as `token create` expects it: its CA in ca/.
+  expect(
+    await main(['ca', 'init', '--trust-domain', 'example.com', '--dir', d('rstate', 'ca')], capture().io),
+  ).toBe(0);
 
   mkdirSync(d('policy'));
   writeFileSync(d('policy', 'riptides.config.yaml'), 'trustDomain: example.com\n');
@@ -101,6 +105,23 @@ beforeAll(async () => {
     bundle: [['bundle', 'show', '--dir', ca]],
     oidc: [['oidc', 'serve', '--dir', ca, '--listen', '127.0.0.1:0']],
     ctl: [['ctl', 'get', 'wid', '--state-dir', d('state')]],
+    token: [['token', 'create', '--daemon-group', 'riptides/daemongroup/test', '--state-dir', d('rstate')]],
+    // A server that logs to stderr and never writes stdout: the fault is injected into its first log line.
+    reconciler: [
+      [
+        'reconciler',
+        '--repo',
+        repoRoot,
+        '--path',
+        'policies',
+        '--listen',
+        '127.0.0.1:0',
+        '--state-dir',
+        d('rstate-{mode}'),
+        '{stderr}',
+      ],
+    ],
+    agent: [['agent', 'augment', String(process.pid)]],
   };
 });
 
@@ -113,6 +134,9 @@ function runBin(
   args: string[],
   mode: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  // `{stderr}`: a command that only logs gets the fault in its first write to stderr.
+  const stream = args.includes('{stderr}') ? 'stderr' : 'stdout';
+  const argv = args.filter((a) => a !== '{stderr}');
   return new Promise((resolve) => {
     execFile(
       process.execPath,
@@ -120,11 +144,17 @@ function runBin(
         '--import',
         join(repoRoot, 'test', 'support', 'inject-fault.mjs'),
         join(repoRoot, 'bin', 'riptides-cli.mjs'),
-        ...args,
+        ...argv,
       ],
       {
         cwd: tmp.dir,
-        env: { ...process.env, RIPTIDES_TEST_FAULT: mode, XDG_CACHE_HOME: join(tmp.dir, 'xdg') },
+        env: {
+          ...process.env,
+          RIPTIDES_TEST_FAULT: mode,
+          RIPTIDES_TEST_FAULT_STREAM: stream,
+          XDG_CACHE_HOME: join(tmp.dir, 'xdg'),
+          XDG_STATE_HOME: join(tmp.dir, 'xdg-state'),
+        },
         timeout: 60_000,
       },
       (err, stdout, stderr) =>

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { toProviderSpec } from '../../credentials/credential-spec.ts';
 import {
   FINGERPRINT_KEY_ENV,
   type FingerprintKey,
@@ -21,9 +21,12 @@ import {
   parseFlags,
   requireFlag,
   subcommand,
-  UsageError,
 } from '../command.ts';
-import { toProviderSpec } from '../credential-spec.ts';
+import {
+  CREDENTIAL_PROVIDER_FLAGS,
+  CREDENTIAL_PROVIDER_HELP,
+  credentialManagerOptions,
+} from '../credential-flags.ts';
 import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 
 const help = `Usage: riptides-cli credentials check --repo DIR [--path SUBDIR] --source NAME [--workload WORKLOAD_ID]
@@ -41,11 +44,7 @@ Flags:
   --namespace NS              its namespace (default riptides-system)
   --workload WORKLOAD_ID      the workload to fetch for (default: the first binding of the source)
   --ca-dir DIR                the trust domain's CA directory (riptides-cli ca init)
-  --kubeconfig FILE           Kubernetes access for kubernetes sources (default: in-cluster)
-  --secrets-dir DIR           resolve kubernetes sources from Secret manifests in DIR instead
-  --sts-endpoint URL          the STS endpoint (default: https://sts.amazonaws.com)
-  --vault-ca FILE, --sts-ca FILE   CA bundles for self-hosted or test endpoints
-  --timeout SECONDS           per network call (default 10)
+${CREDENTIAL_PROVIDER_HELP}
   --state-dir DIR             the reconciler's state directory: fingerprints are made with its key
                               (DIR/fingerprint.key), so they compare with the reconciler's status
   --format FORMAT             text (default) or json: {"source","workload","state","message","fingerprint",
@@ -70,22 +69,13 @@ export const command: Command = {
       namespace: { type: 'string' },
       workload: { type: 'string' },
       'ca-dir': { type: 'string' },
-      kubeconfig: { type: 'string' },
-      'secrets-dir': { type: 'string' },
-      'sts-endpoint': { type: 'string' },
-      'vault-ca': { type: 'string' },
-      'sts-ca': { type: 'string' },
-      timeout: { type: 'string' },
+      ...CREDENTIAL_PROVIDER_FLAGS,
       'state-dir': { type: 'string' },
       format: { type: 'string' },
     });
     const sourceName = requireFlag(values.source, 'source');
     const caDir = resolve(io.cwd, requireFlag(values['ca-dir'], 'ca-dir'));
     const format = oneOf(values.format, ['text', 'json'] as const, 'format', 'text');
-    if (values.kubeconfig && values['secrets-dir'])
-      throw new UsageError('pass --kubeconfig or --secrets-dir, not both');
-    const timeout = values.timeout === undefined ? 10 : Number(values.timeout);
-    if (!(timeout > 0)) throw new UsageError('--timeout must be a number of seconds greater than 0');
     const namespace = values.namespace ?? 'riptides-system';
 
     const opened = await openPolicyDir(
@@ -132,8 +122,6 @@ export const command: Command = {
       );
       return EXIT_USAGE;
     }
-    const readCa = (flag: 'vault-ca' | 'sts-ca') =>
-      values[flag] ? readFileSync(resolve(io.cwd, values[flag]!)) : undefined;
     let fingerprintKey: FingerprintKey;
     try {
       fingerprintKey = resolveFingerprintKey({
@@ -145,22 +133,9 @@ export const command: Command = {
       io.stderr(`riptides-cli credentials: ${escapeText(err.message)}\n  hint: ${escapeText(err.hint)}\n`);
       return EXIT_USAGE;
     }
-    const vaultCa = readCa('vault-ca');
-    const stsCa = readCa('sts-ca');
     const checked = await fetchOnce(toProviderSpec(source.value), workload, {
-      minter: authority.jwt,
-      trustDomain,
+      ...credentialManagerOptions(values, io, authority.jwt, trustDomain),
       fingerprintKey,
-      timeoutMs: timeout * 1000,
-      ...(values['secrets-dir'] ? { secretsDir: resolve(io.cwd, values['secrets-dir']) } : {}),
-      kubernetes: values.kubeconfig
-        ? { kubeconfigPath: resolve(io.cwd, values.kubeconfig) }
-        : { inCluster: true },
-      ...(vaultCa ? { vault: { ca: vaultCa } } : {}),
-      sts: {
-        ...(values['sts-endpoint'] ? { endpoint: values['sts-endpoint'] } : {}),
-        ...(stsCa ? { ca: stsCa } : {}),
-      },
     });
     if (format === 'json') {
       io.stdout(
