@@ -67,7 +67,7 @@ beforeAll(async () => {
   tmp = scratch('build-id-e2e');
   // A copy of the product as an edited checkout has it: sources, no dist/, dependencies shared.
   project = join(tmp.dir, 'project');
-  for (const part of ['bin', 'reconciler', 'package.json', 'tsconfig.json'])
+  for (const part of ['bin', 'reconciler', 'agent', 'kernel-module', 'package.json', 'tsconfig.json'])
     cpSync(join(repoRoot, part), join(project, part), { recursive: true });
   symlinkSync(join(repoRoot, 'node_modules'), join(project, 'node_modules'));
   // Base: the client's second egress rule selects nothing (RT045, a warning). Head adds that Service.
