@@ -24,7 +24,7 @@ export function procNetAddress(address: string, port: number): string | null {
   const t = tail ? tail.split(':') : [];
   const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t].map((g) => Number.parseInt(g, 16));
   const buf = Buffer.alloc(16);
-  groups.forEach((g, i) => buf.writeUInt16BE(g, i * 2));
+  for (const [i, g] of groups.entries()) buf.writeUInt16BE(g, i * 2);
   let hex = '';
   for (let i = 0; i < 16; i += 4) hex += buf.readUInt32LE(i).toString(16).toUpperCase().padStart(8, '0');
   return `${hex}:${p}`;

@@ -69,10 +69,10 @@ function escapeRaw(path: string): string {
   const bytes = Buffer.from(path, 'utf8');
   for (let i = 0; i < bytes.length; i++) {
     const ch = String.fromCharCode(bytes[i]!);
-    const escape =
+    const escaped =
       ch === '%' && /^[0-9A-Fa-f]{2}$/.test(String.fromCharCode(bytes[i + 1] ?? 0, bytes[i + 2] ?? 0));
     out +=
-      isUnreserved(ch) || ch === '/' || escape
+      isUnreserved(ch) || ch === '/' || escaped
         ? ch
         : `%${bytes[i]!.toString(16).toUpperCase().padStart(2, '0')}`;
   }
