@@ -45,14 +45,13 @@ export function socketInode(address: string, port: number, procRoot = '/proc'): 
     }
     // IPv4 clients of an IPv6 listener appear in tcp6 as ::ffff:a.b.c.d.
     const needle = file === 'tcp6' && !v6 ? `0000000000000000FFFF0000${wanted}` : wanted;
-    let at = text.indexOf(` ${needle} `);
-    while (at >= 0) {
-      const line = text.slice(at, text.indexOf('\n', at));
-      const fields = line.trim().split(/\s+/);
-      // local rem st tx:rx tr:when retrnsmt uid timeout inode
+    // `  sl: local rem st tx:rx tr:when retrnsmt uid timeout inode …`: the local address follows "sl: ".
+    const key = `: ${needle} `;
+    const at = text.indexOf(key);
+    if (at >= 0) {
+      const fields = text.slice(at + 2, text.indexOf('\n', at)).trim().split(/\s+/);
       const inode = Number(fields[8]);
-      if (fields[0] === needle && inode > 0) return inode;
-      at = text.indexOf(` ${needle} `, at + 1);
+      if (inode > 0) return inode;
     }
   }
   return null;
