@@ -41,6 +41,8 @@ export class Inbound {
     const identity = findIdentity(core.inputs.rules(), listener.spiffeId);
     if (!identity) return this.refuse(raw, 'no-svid', `${listener.spiffeId} is not in the program in force`);
     const mode = identity.inbound.mode;
+    // One deadline for the whole handshake, sniffing included.
+    const deadline = Date.now() + core.limits.handshakeTimeoutMs;
     const first = await sniff(raw, mode === 'PERMISSIVE' ? core.limits.sniffTimeoutMs : core.limits.handshakeTimeoutMs);
     if (first.closed) return void raw.destroy();
     const riptides = first.tls && first.alpn.includes(ALPN);
@@ -57,7 +59,7 @@ export class Inbound {
       rejectUnauthorized: false,
       ...(riptides ? { ALPNProtocols: [ALPN] } : {}),
     });
-    const timer = setTimeout(() => tls.destroy(new Error('handshake timed out')), core.limits.handshakeTimeoutMs);
+    const timer = setTimeout(() => tls.destroy(new Error('handshake timed out')), Math.max(0, deadline - Date.now()));
     tls.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (!tls.encrypted || !tls.getProtocol()) this.count(/timed out/.test(e.message) ? 'timeout' : 'protocol', e.code ?? e.message, raw);
