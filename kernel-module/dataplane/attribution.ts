@@ -49,7 +49,10 @@ export function socketInode(address: string, port: number, procRoot = '/proc'): 
     const key = `: ${needle} `;
     const at = text.indexOf(key);
     if (at >= 0) {
-      const fields = text.slice(at + 2, text.indexOf('\n', at)).trim().split(/\s+/);
+      const fields = text
+        .slice(at + 2, text.indexOf('\n', at))
+        .trim()
+        .split(/\s+/);
       const inode = Number(fields[8]);
       if (inode > 0) return inode;
     }

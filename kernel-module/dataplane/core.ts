@@ -69,5 +69,8 @@ export interface Core {
   /** Listener addresses of this data plane (`ip:port`), for loop detection. */
   ownAddresses: Set<string>;
   /** Live connections subject to revalidation; the checker returns a reason to close, or null. */
-  guarded: Map<object, { check: () => string | null; close: (reason: string) => void; direction: 'inbound' | 'outbound' }>;
+  guarded: Map<
+    object,
+    { check: () => string | null; close: (reason: string) => void; direction: 'inbound' | 'outbound' }
+  >;
 }

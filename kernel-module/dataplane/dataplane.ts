@@ -11,7 +11,12 @@
  * `outbound` (explicit mappings: a local port standing for one destination, for clients that cannot use a
  * proxy where redirection is not allowed), and `inbound` (in front of workloads' ports). See README.md.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import { createServer, isIP, type LookupFunction, type Server, type Socket } from 'node:net';
 import { Attributor } from './attribution.ts';
 import { type ConnectionRecord, ConnectionTable } from './connections.ts';
@@ -137,7 +142,16 @@ export class DataPlane {
           await listen(
             this.track(
               createServer((s) =>
-                this.outbound(s, { host: m.destination.host, ip: isIP(m.destination.host) ? m.destination.host : null, port: m.destination.port }, 'mapped', this.socketHooks(s)),
+                this.outbound(
+                  s,
+                  {
+                    host: m.destination.host,
+                    ip: isIP(m.destination.host) ? m.destination.host : null,
+                    port: m.destination.port,
+                  },
+                  'mapped',
+                  this.socketHooks(s),
+                ),
               ),
             ),
             m.listen,
@@ -145,10 +159,7 @@ export class DataPlane {
         );
       for (const l of o.inbound ?? [])
         result.inbound.push(
-          await listen(
-            this.track(createServer((s) => void this.inboundHandler.handle(s, l))),
-            l.listen,
-          ),
+          await listen(this.track(createServer((s) => void this.inboundHandler.handle(s, l))), l.listen),
         );
     } catch (e) {
       await this.stop();
@@ -230,7 +241,12 @@ export class DataPlane {
     return { accept: () => {}, refuse: () => socket.destroy() };
   }
 
-  private outbound(socket: Socket, target: { host: string; ip: string | null; port: number }, via: 'connect' | 'transparent' | 'mapped', hooks: Hooks): void {
+  private outbound(
+    socket: Socket,
+    target: { host: string; ip: string | null; port: number },
+    via: 'connect' | 'transparent' | 'mapped',
+    hooks: Hooks,
+  ): void {
     socket.on('error', () => socket.destroy());
     this.outboundHandler.handle(socket, target, via, hooks).catch((e: Error) => {
       this.core.log({ level: 'warn', event: 'outbound-error', detail: e.message });
@@ -241,13 +257,30 @@ export class DataPlane {
   private onTransparent(socket: Socket): void {
     const original = originalDestination(socket);
     const key = original ? `${original.address}:${original.port}` : '';
-    if (!original || this.core.ownAddresses.has(key) || (original.address === socket.localAddress && original.port === socket.localPort)) {
+    if (
+      !original ||
+      this.core.ownAddresses.has(key) ||
+      (original.address === socket.localAddress && original.port === socket.localPort)
+    ) {
       this.metrics.connections.inc({ direction: 'outbound', mode: 'loop' });
-      this.core.log({ level: 'warn', event: 'loop-detected', detail: original ? `original destination ${key} is this data plane` : 'no original destination (not redirected)', src: socket.remoteAddress, src_port: socket.remotePort });
+      this.core.log({
+        level: 'warn',
+        event: 'loop-detected',
+        detail: original
+          ? `original destination ${key} is this data plane`
+          : 'no original destination (not redirected)',
+        src: socket.remoteAddress,
+        src_port: socket.remotePort,
+      });
       socket.destroy();
       return;
     }
-    this.outbound(socket, { host: original.address, ip: original.address, port: original.port }, 'transparent', this.socketHooks(socket));
+    this.outbound(
+      socket,
+      { host: original.address, ip: original.address, port: original.port },
+      'transparent',
+      this.socketHooks(socket),
+    );
   }
 
   private proxyServer(): HttpServer {
@@ -258,24 +291,35 @@ export class DataPlane {
       const target = parseAuthority(req.url ?? '');
       const reply = (status: number, reason: string) => {
         if (!socket.writable) return socket.destroy();
-        socket.end(`HTTP/1.1 ${status} ${status === 200 ? 'Connection Established' : 'Refused'}\r\nx-riptides-reason: ${reason.replace(/[^\x20-\x7e]/g, '?')}\r\ncontent-length: 0\r\n\r\n`);
+        socket.end(
+          `HTTP/1.1 ${status} ${status === 200 ? 'Connection Established' : 'Refused'}\r\nx-riptides-reason: ${reason.replace(/[^\x20-\x7e]/g, '?')}\r\ncontent-length: 0\r\n\r\n`,
+        );
       };
       if (!target) return reply(400, 'CONNECT needs host:port');
       if (this.isSelf(target.host, target.port)) {
         this.metrics.connections.inc({ direction: 'outbound', mode: 'loop' });
-        this.core.log({ level: 'warn', event: 'loop-detected', detail: `CONNECT to this data plane (${target.host}:${target.port})` });
+        this.core.log({
+          level: 'warn',
+          event: 'loop-detected',
+          detail: `CONNECT to this data plane (${target.host}:${target.port})`,
+        });
         return reply(508, 'loop detected: the destination is this data plane');
       }
       if (head.length) socket.unshift(head);
       let accepted = false;
-      this.outbound(socket, { host: target.host, ip: isIP(target.host) ? target.host : null, port: target.port }, 'connect', {
-        accept: () => {
-          if (accepted) return;
-          accepted = true;
-          socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      this.outbound(
+        socket,
+        { host: target.host, ip: isIP(target.host) ? target.host : null, port: target.port },
+        'connect',
+        {
+          accept: () => {
+            if (accepted) return;
+            accepted = true;
+            socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+          },
+          refuse: (status, reason) => (accepted ? socket.destroy() : reply(status, reason)),
         },
-        refuse: (status, reason) => (accepted ? socket.destroy() : reply(status, reason)),
-      });
+      );
     });
     server.on('request', (req, res) => void this.proxyRequest(req, res));
     return server;
@@ -294,7 +338,11 @@ export class DataPlane {
       url = new URL(req.url ?? '');
       if (url.protocol !== 'http:') throw new Error('not http');
     } catch {
-      res.writeHead(400, { 'x-riptides-reason': 'this is a proxy: send absolute-form http:// requests or CONNECT' }).end();
+      res
+        .writeHead(400, {
+          'x-riptides-reason': 'this is a proxy: send absolute-form http:// requests or CONNECT',
+        })
+        .end();
       return;
     }
     const host = url.hostname.replace(/^\[|\]$/g, '');
@@ -304,7 +352,11 @@ export class DataPlane {
       return;
     }
     const socket = req.socket;
-    const owner = this.core.attributor.owner(socket.remoteAddress ?? '', socket.remotePort ?? 0, this.core.inputs.attestedPids());
+    const owner = this.core.attributor.owner(
+      socket.remoteAddress ?? '',
+      socket.remotePort ?? 0,
+      this.core.inputs.attestedPids(),
+    );
     const process = owner ? await this.core.inputs.identityOf(owner.pid) : null;
     const target = { host, ip: isIP(host) ? host : null, port };
     const decision = decide(this.core.inputs.rules(), process, target);
@@ -324,16 +376,36 @@ export class DataPlane {
       ...(decision.kind === 'passthrough' ? { reason: decision.reason } : {}),
     });
     res.once('close', () => this.core.table.close(record));
-    this.metrics.connections.inc({ direction: 'outbound', mode: decision.kind === 'passthrough' ? 'passthrough' : 'proxy-http' });
+    this.metrics.connections.inc({
+      direction: 'outbound',
+      mode: decision.kind === 'passthrough' ? 'passthrough' : 'proxy-http',
+    });
     const mode = decision.kind === 'managed' ? (decision.rule?.tls.mode ?? null) : null;
-    const upstream: UpstreamKind = decision.kind === 'managed' && mode === 'MUTUAL' ? 'mtls' : decision.kind === 'managed' && mode === 'SIMPLE' ? 'tls' : 'plain';
+    const upstream: UpstreamKind =
+      decision.kind === 'managed' && mode === 'MUTUAL'
+        ? 'mtls'
+        : decision.kind === 'managed' && mode === 'SIMPLE'
+          ? 'tls'
+          : 'plain';
     const identity = decision.identity;
     await this.forwarder.forward(req, res, {
-      identity: identity ?? { spiffeId: '', workloadID: '', hash: '', inbound: { mode: 'PERMISSIVE', intercept: false, allowedSpiffeIds: [] }, outbound: { allowedSpiffeIds: [] }, egress: [], credentials: [], svid: null },
+      identity: identity ?? {
+        spiffeId: '',
+        workloadID: '',
+        hash: '',
+        inbound: { mode: 'PERMISSIVE', intercept: false, allowedSpiffeIds: [] },
+        outbound: { allowedSpiffeIds: [] },
+        egress: [],
+        credentials: [],
+        svid: null,
+      },
       credential: decision.kind === 'managed' ? decision.credential : null,
       target,
       upstream,
-      allowLists: () => (identity && decision.kind === 'managed' ? [decision.rule?.allowedSpiffeIds ?? [], identity.outbound.allowedSpiffeIds] : []),
+      allowLists: () =>
+        identity && decision.kind === 'managed'
+          ? [decision.rule?.allowedSpiffeIds ?? [], identity.outbound.allowedSpiffeIds]
+          : [],
       record,
     });
   }

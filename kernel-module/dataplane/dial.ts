@@ -3,8 +3,8 @@
  * store or `upstreamCa`), and mTLS toward a peer's data plane (TLS 1.3, the identity's SVID, ALPN `riptides`,
  * the peer's X509-SVID checked against the trust bundle and the allow lists). Every dial has a deadline.
  */
-import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { isIP, connect as netConnect, type Socket } from 'node:net';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { Core } from './core.ts';
 import type { RuleIdentity } from './inputs.ts';
 import type { Target } from './match.ts';
@@ -20,7 +20,10 @@ function address(target: Target): string {
 export function dialPlain(core: Core, target: Target): Promise<DialResult<Socket>> {
   return new Promise((resolve) => {
     const socket = netConnect({ host: address(target), port: target.port, lookup: core.lookup });
-    const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), core.limits.connectTimeoutMs);
+    const timer = setTimeout(
+      () => socket.destroy(new Error('connect timed out')),
+      core.limits.connectTimeoutMs,
+    );
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
@@ -28,7 +31,11 @@ export function dialPlain(core: Core, target: Target): Promise<DialResult<Socket
     });
     socket.once('error', (e) => {
       clearTimeout(timer);
-      resolve({ ok: false, reason: 'connect', detail: `connect to ${address(target)}:${target.port}: ${e.message}` });
+      resolve({
+        ok: false,
+        reason: 'connect',
+        detail: `connect to ${address(target)}:${target.port}: ${e.message}`,
+      });
     });
   });
 }
@@ -44,7 +51,10 @@ export function dialTls(core: Core, target: Target): Promise<DialResult<TLSSocke
       secureContext: core.contexts.upstreamContext(),
       lookup: core.lookup,
     });
-    const timer = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), core.limits.handshakeTimeoutMs);
+    const timer = setTimeout(
+      () => socket.destroy(new Error('TLS handshake timed out')),
+      core.limits.handshakeTimeoutMs,
+    );
     socket.once('secureConnect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
@@ -52,7 +62,12 @@ export function dialTls(core: Core, target: Target): Promise<DialResult<TLSSocke
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const reason: HandshakeFailure = e.code === 'CERT_HAS_EXPIRED' ? 'expired' : e.code?.startsWith('ERR_TLS') || /certificate|verify/i.test(e.message) ? 'untrusted' : 'connect';
+      const reason: HandshakeFailure =
+        e.code === 'CERT_HAS_EXPIRED'
+          ? 'expired'
+          : e.code?.startsWith('ERR_TLS') || /certificate|verify/i.test(e.message)
+            ? 'untrusted'
+            : 'connect';
       resolve({ ok: false, reason, detail: `TLS to ${target.host}:${target.port}: ${e.message}` });
     });
   });
@@ -102,12 +117,23 @@ export function dialMtls(
       resolve(result);
     };
     const timer = setTimeout(
-      () => done({ ok: false, reason: 'timeout', detail: `mTLS handshake with ${target.host}:${target.port} timed out`, notManaged: true }),
+      () =>
+        done({
+          ok: false,
+          reason: 'timeout',
+          detail: `mTLS handshake with ${target.host}:${target.port} timed out`,
+          notManaged: true,
+        }),
       timeoutMs,
     );
     socket.once('secureConnect', () => {
       if (socket.alpnProtocol !== ALPN) {
-        done({ ok: false, reason: 'not-managed', detail: `${target.host}:${target.port} did not answer ALPN ${ALPN}`, notManaged: true });
+        done({
+          ok: false,
+          reason: 'not-managed',
+          detail: `${target.host}:${target.port} did not answer ALPN ${ALPN}`,
+          notManaged: true,
+        });
         return;
       }
       const peer = checkPeer(socket, trustDomain, allowLists());
@@ -115,7 +141,9 @@ export function dialMtls(
       else done({ ok: true, socket, peer: peer.spiffeId });
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
-      const refused = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(e.code ?? '');
+      const refused = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(
+        e.code ?? '',
+      );
       done({
         ok: false,
         reason: refused ? 'connect' : 'protocol',

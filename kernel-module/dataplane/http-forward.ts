@@ -9,10 +9,10 @@
  * Upstream connections are pooled per kind (plain, TLS origination, mTLS per identity) with node's agents.
  */
 import {
-  Agent as HttpAgent,
   createServer,
-  type IncomingMessage,
+  Agent as HttpAgent,
   request as httpRequest,
+  type IncomingMessage,
   type RequestOptions,
   type Server,
   type ServerResponse,
@@ -110,7 +110,12 @@ export class HttpForwarder {
     if (state.timer) clearTimeout(state.timer);
     state.timer = setTimeout(() => {
       this.core.metrics.requestsRefused.inc({ reason: 'headers-timeout' });
-      this.core.log({ level: 'warn', event: 'request-refused', reason: 'headers-timeout', pid: state.flow.record.pid });
+      this.core.log({
+        level: 'warn',
+        event: 'request-refused',
+        reason: 'headers-timeout',
+        pid: state.flow.record.pid,
+      });
       socket.destroy();
     }, this.core.limits.headersTimeoutMs);
     state.timer.unref();
@@ -173,11 +178,21 @@ export class HttpForwarder {
     const ref = flow.credential;
     if (ref) {
       const value = this.core.inputs.credential(ref.hash);
-      const expired = value?.kind === 'aws' && value.expiresAt !== undefined && value.expiresAt.getTime() <= Date.now();
+      const expired =
+        value?.kind === 'aws' && value.expiresAt !== undefined && value.expiresAt.getTime() <= Date.now();
       if (!value || expired || value.kind !== ref.kind) {
         req.resume();
-        const why = !value ? 'not loaded' : expired ? 'expired' : `kind ${value.kind} does not match ${ref.kind}`;
-        this.refuse(res, 503, 'credential-unavailable', `credential for binding ${ref.name} is unavailable (${why})`);
+        const why = !value
+          ? 'not loaded'
+          : expired
+            ? 'expired'
+            : `kind ${value.kind} does not match ${ref.kind}`;
+        this.refuse(
+          res,
+          503,
+          'credential-unavailable',
+          `credential for binding ${ref.name} is unavailable (${why})`,
+        );
         return;
       }
       if (value.kind === 'bearer') {
@@ -187,7 +202,12 @@ export class HttpForwarder {
         if (!hasHash) {
           body = await this.readBody(req);
           if (body === null) {
-            this.refuse(res, 413, 'body-too-large', `request body over ${this.core.limits.maxSignedBodyBytes} bytes cannot be signed`);
+            this.refuse(
+              res,
+              413,
+              'body-too-large',
+              `request body over ${this.core.limits.maxSignedBodyBytes} bytes cannot be signed`,
+            );
             return;
           }
         }
@@ -202,7 +222,8 @@ export class HttpForwarder {
           headers.push(...signed.headers);
         } catch (e) {
           req.resume();
-          if (e instanceof SigV4Error) this.refuse(res, 400, 'sigv4', `cannot re-sign the request: ${e.message}`);
+          if (e instanceof SigV4Error)
+            this.refuse(res, 400, 'sigv4', `cannot re-sign the request: ${e.message}`);
           else throw e;
           return;
         }
@@ -251,7 +272,12 @@ export class HttpForwarder {
         options: { host: string; port: number; servername?: string },
         cb: (err: Error | null, socket?: Duplex) => void,
       ) => {
-        dialMtls(core, flow.identity, { host: options.servername || options.host, ip: options.host, port: Number(options.port) }, flow.allowLists).then((r) => {
+        dialMtls(
+          core,
+          flow.identity,
+          { host: options.servername || options.host, ip: options.host, port: Number(options.port) },
+          flow.allowLists,
+        ).then((r) => {
           if (r.ok) cb(null, r.socket);
           else {
             core.metrics.handshakesFailed.inc({ direction: 'outbound', reason: r.reason });
@@ -292,7 +318,12 @@ export class HttpForwarder {
       upstream.once('timeout', () => upstream.destroy(new Error('upstream timed out')));
       upstream.once('error', (e) => {
         if (!res.headersSent) {
-          this.refuse(res, /timed out/.test(e.message) ? 504 : 502, 'upstream', `upstream ${t.host}:${t.port}: ${e.message}`);
+          this.refuse(
+            res,
+            /timed out/.test(e.message) ? 504 : 502,
+            'upstream',
+            `upstream ${t.host}:${t.port}: ${e.message}`,
+          );
           resolve();
         } else {
           res.destroy();

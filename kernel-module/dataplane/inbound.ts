@@ -43,12 +43,19 @@ export class Inbound {
     const mode = identity.inbound.mode;
     // One deadline for the whole handshake, sniffing included.
     const deadline = Date.now() + core.limits.handshakeTimeoutMs;
-    const first = await sniff(raw, mode === 'PERMISSIVE' ? core.limits.sniffTimeoutMs : core.limits.handshakeTimeoutMs);
+    const first = await sniff(
+      raw,
+      mode === 'PERMISSIVE' ? core.limits.sniffTimeoutMs : core.limits.handshakeTimeoutMs,
+    );
     if (first.closed) return void raw.destroy();
     const riptides = first.tls && first.alpn.includes(ALPN);
     if (mode === 'PERMISSIVE' && !riptides) return this.forwardPlain(raw, listener);
     if (!first.tls)
-      return this.refuse(raw, first.silent ? 'timeout' : 'protocol', first.silent ? 'no ClientHello in time' : `${mode} needs TLS, the client sent something else`);
+      return this.refuse(
+        raw,
+        first.silent ? 'timeout' : 'protocol',
+        first.silent ? 'no ClientHello in time' : `${mode} needs TLS, the client sent something else`,
+      );
     const mutual = mode !== 'SIMPLE';
     const context = core.contexts.identity(listener.spiffeId, mutual || riptides ? 'TLSv1.3' : 'TLSv1.2');
     if (!context) return this.refuse(raw, 'no-svid', `${listener.spiffeId} has no SVID installed yet`);
@@ -59,10 +66,14 @@ export class Inbound {
       rejectUnauthorized: false,
       ...(riptides ? { ALPNProtocols: [ALPN] } : {}),
     });
-    const timer = setTimeout(() => tls.destroy(new Error('handshake timed out')), Math.max(0, deadline - Date.now()));
+    const timer = setTimeout(
+      () => tls.destroy(new Error('handshake timed out')),
+      Math.max(0, deadline - Date.now()),
+    );
     tls.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (!tls.encrypted || !tls.getProtocol()) this.count(/timed out/.test(e.message) ? 'timeout' : 'protocol', e.code ?? e.message, raw);
+      if (!tls.encrypted || !tls.getProtocol())
+        this.count(/timed out/.test(e.message) ? 'timeout' : 'protocol', e.code ?? e.message, raw);
       tls.destroy();
     });
     tls.once('secure', () => {
@@ -101,9 +112,16 @@ export class Inbound {
         check: (): string | null => {
           const now = findIdentity(core.inputs.rules(), listener.spiffeId);
           if (!now) return 'identity removed from the program';
-          if (!mutual) return now.inbound.mode === 'SIMPLE' ? null : `mode is now ${now.inbound.mode}: a client SVID is required`;
+          if (!mutual)
+            return now.inbound.mode === 'SIMPLE'
+              ? null
+              : `mode is now ${now.inbound.mode}: a client SVID is required`;
           if (Date.now() >= notAfter) return 'peer certificate expired';
-          const r = leaf ? checkPeerId(svidLeafId(leaf), core.inputs.rules()?.trustDomain ?? '', [now.inbound.allowedSpiffeIds]) : null;
+          const r = leaf
+            ? checkPeerId(svidLeafId(leaf), core.inputs.rules()?.trustDomain ?? '', [
+                now.inbound.allowedSpiffeIds,
+              ])
+            : null;
           return r && !r.ok ? `${r.reason}: ${r.detail}` : null;
         },
         close: () => tls.destroy(),
@@ -126,7 +144,12 @@ export class Inbound {
     const workload = netConnect({ host: listener.forward.host, port: listener.forward.port });
     workload.once('connect', () => splice(front, workload, () => {}));
     workload.once('error', (e) => {
-      core.log({ level: 'warn', event: 'workload-unreachable', spiffe_id: listener.spiffeId, detail: e.message });
+      core.log({
+        level: 'warn',
+        event: 'workload-unreachable',
+        spiffe_id: listener.spiffeId,
+        detail: e.message,
+      });
       front.destroy();
     });
     raw.once('close', () => {
@@ -157,7 +180,9 @@ export class Inbound {
       direction: 'inbound' as const,
       check: () => {
         const now = findIdentity(this.core.inputs.rules(), listener.spiffeId);
-        return now?.inbound.mode === 'PERMISSIVE' ? null : `plaintext is no longer accepted (mode ${now?.inbound.mode ?? 'removed'})`;
+        return now?.inbound.mode === 'PERMISSIVE'
+          ? null
+          : `plaintext is no longer accepted (mode ${now?.inbound.mode ?? 'removed'})`;
       },
       close: () => raw.destroy(),
     };
@@ -166,7 +191,15 @@ export class Inbound {
 
   private count(reason: HandshakeFailure, detail: string, raw: Socket): void {
     this.core.metrics.handshakesFailed.inc({ direction: 'inbound', reason });
-    this.core.log({ level: 'warn', event: 'handshake-failed', direction: 'inbound', reason, detail, src: raw.remoteAddress, src_port: raw.remotePort });
+    this.core.log({
+      level: 'warn',
+      event: 'handshake-failed',
+      direction: 'inbound',
+      reason,
+      detail,
+      src: raw.remoteAddress,
+      src_port: raw.remotePort,
+    });
   }
 
   private refuse(raw: Socket, reason: HandshakeFailure, detail: string): void {

@@ -18,7 +18,7 @@ import type { EgressRule, RuleIdentity, TlsMode } from './inputs.ts';
 import { decide, findIdentity, type Target } from './match.ts';
 import { splice } from './pipe.ts';
 import { type Sniffed, sniff } from './sniff.ts';
-import { svidLeafId, checkPeerId } from './svid-check.ts';
+import { checkPeerId, svidLeafId } from './svid-check.ts';
 
 export type Via = 'connect' | 'transparent' | 'mapped';
 
@@ -39,7 +39,11 @@ export class Outbound {
   async handle(client: Socket, initial: Target, via: Via, hooks: Hooks): Promise<void> {
     const core = this.core;
     client.pause();
-    const owner = core.attributor.owner(client.remoteAddress ?? '', client.remotePort ?? 0, core.inputs.attestedPids());
+    const owner = core.attributor.owner(
+      client.remoteAddress ?? '',
+      client.remotePort ?? 0,
+      core.inputs.attestedPids(),
+    );
     const process = owner ? await core.inputs.identityOf(owner.pid) : null;
     let target = initial;
     let sniffed: Sniffed | null = null;
@@ -78,7 +82,14 @@ export class Outbound {
     if (decision.kind === 'passthrough') {
       core.table.update(record, { mode: 'passthrough', reason: decision.reason });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'passthrough' });
-      core.log({ level: 'info', event: 'passthrough', reason: decision.reason, pid: record.pid, dst: target.host, port: target.port });
+      core.log({
+        level: 'info',
+        event: 'passthrough',
+        reason: decision.reason,
+        pid: record.pid,
+        dst: target.host,
+        port: target.port,
+      });
       return this.pipePlain(client, target, record, hooks);
     }
 
@@ -97,7 +108,8 @@ export class Outbound {
       hooks = { accept: () => {}, refuse: () => client.destroy() };
     }
 
-    if (sniffed?.tls && intercept) return this.intercept(client, target, id, rule, credential, record, sniffed);
+    if (sniffed?.tls && intercept)
+      return this.intercept(client, target, id, rule, credential, record, sniffed);
     if (sniffed && !sniffed.tls && !sniffed.silent && credential) {
       const upstream = await this.httpUpstream(mode, id, target, allowLists);
       if (!upstream) return this.fail(client, hooks, record, 'mtls', 'not-managed');
@@ -109,7 +121,13 @@ export class Outbound {
     }
     if (credential && sniffed?.tls) {
       core.metrics.requestsRefused.inc({ reason: 'tls-without-intercept' });
-      core.log({ level: 'warn', event: 'credential-not-injected', reason: 'the application speaks TLS and the rule has no intercept', binding: credential.name, dst: target.host });
+      core.log({
+        level: 'warn',
+        event: 'credential-not-injected',
+        reason: 'the application speaks TLS and the rule has no intercept',
+        binding: credential.name,
+        dst: target.host,
+      });
     }
     return this.pipeByMode(client, target, id, mode, sniffed, record, hooks, allowLists);
   }
@@ -121,7 +139,12 @@ export class Outbound {
     return outboundAllowLists(current, currentRule?.allowedSpiffeIds ?? rule?.allowedSpiffeIds ?? []);
   }
 
-  private async pipePlain(client: Socket, target: Target, record: ConnectionRecord, hooks: Hooks): Promise<void> {
+  private async pipePlain(
+    client: Socket,
+    target: Target,
+    record: ConnectionRecord,
+    hooks: Hooks,
+  ): Promise<void> {
     const up = await dialPlain(this.core, target);
     if (!up.ok) {
       hooks.refuse(502, up.detail);
@@ -131,10 +154,27 @@ export class Outbound {
     splice(client, up.socket, () => {});
   }
 
-  private fail(client: Socket, hooks: Hooks, record: ConnectionRecord, mode: string, reason: string, detail?: string) {
+  private fail(
+    client: Socket,
+    hooks: Hooks,
+    record: ConnectionRecord,
+    mode: string,
+    reason: string,
+    detail?: string,
+  ) {
     this.core.table.update(record, { mode, reason });
     this.core.metrics.handshakesFailed.inc({ direction: 'outbound', reason });
-    this.core.log({ level: 'warn', event: 'handshake-failed', direction: 'outbound', reason, detail, pid: record.pid, spiffe_id: record.spiffe_id, dst: record.dst, port: record.dst_port });
+    this.core.log({
+      level: 'warn',
+      event: 'handshake-failed',
+      direction: 'outbound',
+      reason,
+      detail,
+      pid: record.pid,
+      spiffe_id: record.spiffe_id,
+      dst: record.dst,
+      port: record.dst_port,
+    });
     hooks.refuse(502, `${reason}: ${detail ?? ''}`);
     client.destroy();
   }
@@ -170,8 +210,20 @@ export class Outbound {
       core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
       return this.pipePlain(client, target, record, hooks);
     }
-    const up = await dialMtls(core, identity, target, allowLists, known ? undefined : core.limits.probeTimeoutMs);
+    const up = await dialMtls(
+      core,
+      identity,
+      target,
+      allowLists,
+      known ? undefined : core.limits.probeTimeoutMs,
+    );
     if (!up.ok) {
+      // Without an SVID yet, a mode-null/PERMISSIVE rule cannot upgrade: plain TCP, not remembered.
+      if (up.reason === 'no-svid' && mode !== 'MUTUAL') {
+        core.table.update(record, { mode: 'plain', reason: 'no-svid' });
+        core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
+        return this.pipePlain(client, target, record, hooks);
+      }
       if (known === null && up.notManaged) {
         this.managed.set(target, false);
         core.table.update(record, { mode: 'plain', reason: 'peer-not-managed' });
@@ -182,7 +234,11 @@ export class Outbound {
     }
     if (mode !== 'MUTUAL') this.managed.set(target, true);
     const peer = up.peer ?? null;
-    core.table.update(record, { mode: 'mtls', mtls_version: up.socket.getProtocol() ?? 'NONE', peer_spiffe_id: peer });
+    core.table.update(record, {
+      mode: 'mtls',
+      mtls_version: up.socket.getProtocol() ?? 'NONE',
+      peer_spiffe_id: peer,
+    });
     core.metrics.connections.inc({ direction: 'outbound', mode: 'mtls' });
     hooks.accept();
     const leaf = up.socket.getPeerX509Certificate();
@@ -224,6 +280,7 @@ export class Outbound {
       this.managed.set(target, false);
       return 'plain';
     }
+    if (probe.reason === 'no-svid') return 'plain';
     return null;
   }
 
@@ -243,23 +300,43 @@ export class Outbound {
     try {
       context = await core.minter.context(host);
     } catch (e) {
-      return this.fail(client, { accept() {}, refuse() {} }, record, 'intercept', 'no-intercept-ca', (e as Error).message);
+      return this.fail(
+        client,
+        { accept() {}, refuse() {} },
+        record,
+        'intercept',
+        'no-intercept-ca',
+        (e as Error).message,
+      );
     }
     const app = new TLSSocket(client, { isServer: true, secureContext: context });
-    const timer = setTimeout(() => app.destroy(new Error('handshake timed out')), core.limits.handshakeTimeoutMs);
+    const timer = setTimeout(
+      () => app.destroy(new Error('handshake timed out')),
+      core.limits.handshakeTimeoutMs,
+    );
     app.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (app.getProtocol?.() == null || !record.tls_version || record.tls_version === 'NONE') {
         const reason = /timed out/.test(e.message) ? 'timeout' : 'protocol';
         core.metrics.handshakesFailed.inc({ direction: 'intercept', reason });
-        core.log({ level: 'warn', event: 'handshake-failed', direction: 'intercept', reason, detail: e.code ?? e.message, pid: record.pid });
+        core.log({
+          level: 'warn',
+          event: 'handshake-failed',
+          direction: 'intercept',
+          reason,
+          detail: e.code ?? e.message,
+          pid: record.pid,
+        });
       }
       app.destroy();
       client.destroy();
     });
     app.once('secure', async () => {
       clearTimeout(timer);
-      const upstream = (await this.httpUpstream(rule?.tls.mode === 'MUTUAL' ? 'MUTUAL' : 'SIMPLE', identity, target, () => this.allowLists(identity, rule))) ?? 'tls';
+      const upstream =
+        (await this.httpUpstream(rule?.tls.mode === 'MUTUAL' ? 'MUTUAL' : 'SIMPLE', identity, target, () =>
+          this.allowLists(identity, rule),
+        )) ?? 'tls';
       core.table.update(record, { mode: 'intercept', tls_version: app.getProtocol() ?? 'NONE' });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'intercept' });
       this.forwarder.attach(app as unknown as Socket, {

@@ -93,7 +93,9 @@ export function checkPeer(
   if (!cert) return { ok: false, reason: 'no-certificate', detail: 'the peer presented no certificate' };
   // A TLSSocket made with `isServer` outside a tls.Server never fills `authorized`: ask OpenSSL's verify result
   // (SSL_get_verify_result) as tls.Server does.
-  const handle = (socket as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null } })._handle;
+  const handle = (
+    socket as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null } }
+  )._handle;
   const error = socket.authorized ? null : (handle?.verifyError?.() ?? null);
   if (!socket.authorized && (error || !handle?.verifyError)) {
     const code = String(error?.code ?? socket.authorizationError ?? 'UNKNOWN');

@@ -5,8 +5,9 @@
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { createServer as createHttpsServer, type IncomingHttpHeaders, type Server } from 'node:https';
-import { connect as netConnect, createServer as createNetServer, type Server as NetServer } from 'node:net';
+import type { IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import { createServer as createNetServer, type Server as NetServer, connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,9 +111,7 @@ describe('hostile traffic is refused, counted, and others are still served', () 
 
   const metric = async (name: string, labels: Record<string, string>) => {
     const m = await dp.metrics.registry.getSingleMetric(name)!.get();
-    return (
-      m.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))?.value ?? 0
-    );
+    return m.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))?.value ?? 0;
   };
 
   /** A well-behaved mTLS client with a valid SVID: its bytes come back through the echo workload. */
@@ -146,9 +145,14 @@ describe('hostile traffic is refused, counted, and others are still served', () 
   });
 
   it('garbage instead of a ClientHello is refused and counted', async () => {
-    const before = await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'protocol' });
+    const before = await metric('riptides_dataplane_handshakes_failed_total', {
+      direction: 'inbound',
+      reason: 'protocol',
+    });
     const closed = await new Promise<string>((resolve) => {
-      const s = netConnect(inbound, '127.0.0.1', () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage'));
+      const s = netConnect(inbound, '127.0.0.1', () =>
+        s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage'),
+      );
       let got = '';
       s.on('data', (d) => {
         got += d;
@@ -157,25 +161,40 @@ describe('hostile traffic is refused, counted, and others are still served', () 
       s.on('close', () => resolve(got));
     });
     expect(closed).toBe('');
-    expect(await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'protocol' })).toBe(before + 1);
+    expect(
+      await metric('riptides_dataplane_handshakes_failed_total', {
+        direction: 'inbound',
+        reason: 'protocol',
+      }),
+    ).toBe(before + 1);
     expect(await healthyMtls()).toBe('ping');
   });
 
   it('a slowloris handshake is cut at the deadline while others are served', async () => {
-    const before = await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'timeout' });
+    const before = await metric('riptides_dataplane_handshakes_failed_total', {
+      direction: 'inbound',
+      reason: 'timeout',
+    });
     const slow = netConnect(inbound, '127.0.0.1');
     slow.on('error', () => {});
     slow.write(Buffer.from([0x16, 0x03, 0x01])); // the first bytes of a TLS record, then nothing
     const closed = new Promise<void>((r) => slow.once('close', () => r()));
     expect(await healthyMtls()).toBe('ping');
     await closed;
-    expect(await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'timeout' })).toBe(before + 1);
+    expect(
+      await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'timeout' }),
+    ).toBe(before + 1);
   });
 
   it('a peer presenting an expired SVID is refused and counted', async () => {
-    const before = await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'expired' });
+    const before = await metric('riptides_dataplane_handshakes_failed_total', {
+      direction: 'inbound',
+      reason: 'expired',
+    });
     expect(await healthyMtls(expired).catch(() => '')).toBe('');
-    expect(await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'expired' })).toBe(before + 1);
+    expect(
+      await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'expired' }),
+    ).toBe(before + 1);
     expect(await healthyMtls()).toBe('ping');
   });
 
@@ -213,7 +232,9 @@ describe('hostile traffic is refused, counted, and others are still served', () 
     );
     expect(out).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
     expect(seen).toHaveLength(0);
-    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'bad-request' })).toBe(before + 1);
+    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'bad-request' })).toBe(
+      before + 1,
+    );
   });
 
   it('pipelined requests: the first is served, the second refused cleanly and the connection closed', async () => {
@@ -229,12 +250,18 @@ describe('hostile traffic is refused, counted, and others are still served', () 
   it('a slowloris request head on an intercepted connection is cut at the deadline while others are served', async () => {
     const before = await metric('riptides_dataplane_requests_refused_total', { reason: 'headers-timeout' });
     const slow = sClient(`GET /slow HTTP/1.1\r\nHost: ${HOST}\r\n`); // never finishes its head
-    await until(async () => (await metric('riptides_dataplane_connections_total', { direction: 'outbound', mode: 'intercept' })) > 0);
+    await until(
+      async () =>
+        (await metric('riptides_dataplane_connections_total', { direction: 'outbound', mode: 'intercept' })) >
+        0,
+    );
     seen.length = 0;
     const ok = await sClient(`GET /fine HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
     expect(ok.out).toMatch(/^HTTP\/1\.1 200/);
     await slow;
-    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'headers-timeout' })).toBe(before + 1);
+    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'headers-timeout' })).toBe(
+      before + 1,
+    );
     expect(seen.map((h) => h.authorization)).toEqual(['Bearer secret-token']);
   });
 });

@@ -3,7 +3,8 @@
  * upstream that records what it receives.
  */
 import { writeFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
+import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
@@ -93,13 +94,19 @@ describe('credential injection: curl → data plane (proxy, intercept) → HTTPS
 
   it('the upstream sees the bound Bearer token, replacing what the application sent', async () => {
     seen.length = 0;
-    const { stdout } = await curl('-H', 'Authorization: Bearer placeholder-from-app', `https://${HOST}:${upstreamPort}/v1/things`);
+    const { stdout } = await curl(
+      '-H',
+      'Authorization: Bearer placeholder-from-app',
+      `https://${HOST}:${upstreamPort}/v1/things`,
+    );
     expect(stdout).toBe('ok GET /v1/things\n');
     expect(seen).toHaveLength(1);
     expect(seen[0]!.authorization).toBe('Bearer token-one');
     expect(seen[0]!.host).toBe(`${HOST}:${upstreamPort}`);
     expect(JSON.stringify(logs)).not.toContain('token-one');
-    const scrape = await dp.metrics.registry.getSingleMetricAsString('riptides_dataplane_credentials_injected_total');
+    const scrape = await dp.metrics.registry.getSingleMetricAsString(
+      'riptides_dataplane_credentials_injected_total',
+    );
     expect(scrape).toMatch(/_injected_total\{(?=[^}]*binding="api-token")(?=[^}]*kind="bearer")[^}]*\} 1$/m);
   });
 
@@ -110,7 +117,16 @@ describe('credential injection: curl → data plane (proxy, intercept) → HTTPS
       inputs.loadCredential('cred-api', { kind: 'bearer', token: 'token-two' });
     };
     const url = `https://${HOST}:${upstreamPort}/rotate`;
-    const { stdout } = await curl('-w', '%{http_code} %{num_connects}\\n', '-o', '/dev/null', url, '-o', '/dev/null', url);
+    const { stdout } = await curl(
+      '-w',
+      '%{http_code} %{num_connects}\\n',
+      '-o',
+      '/dev/null',
+      url,
+      '-o',
+      '/dev/null',
+      url,
+    );
     // Two transfers, the second over the connection the first opened (num_connects 0).
     expect(stdout.trim().split('\n')).toEqual(['200 1', '200 0']);
     expect(seen.map((h) => h.authorization)).toEqual(['Bearer token-one', 'Bearer token-two']);
@@ -122,7 +138,9 @@ describe('credential injection: curl → data plane (proxy, intercept) → HTTPS
     const { stdout } = await curl('-D', '-', '-o', '/dev/null', `https://${HOST}:${upstreamPort}/v1/things`);
     // The proxy's own `200 Connection Established` comes first, then the intercepted response.
     expect(stdout).toMatch(/^HTTP\/1\.1 503 /m);
-    expect(stdout).toMatch(/x-riptides-reason: credential for binding api-token is unavailable \(not loaded\)/i);
+    expect(stdout).toMatch(
+      /x-riptides-reason: credential for binding api-token is unavailable \(not loaded\)/i,
+    );
     expect(seen).toHaveLength(0);
     inputs.loadCredential('cred-api', { kind: 'bearer', token: 'token-three' });
   });
@@ -141,7 +159,14 @@ describe('credential injection: curl → data plane (proxy, intercept) → HTTPS
     gate = null;
     await pending;
     const row = rows.find((c) => c.binding === 'api-token')!;
-    expect(row).toMatchObject({ direction: 'outbound', mode: 'intercept', dst: HOST, dst_port: upstreamPort, spiffe_id: CLIENT, binding: 'api-token' });
+    expect(row).toMatchObject({
+      direction: 'outbound',
+      mode: 'intercept',
+      dst: HOST,
+      dst_port: upstreamPort,
+      spiffe_id: CLIENT,
+      binding: 'api-token',
+    });
     expect(row.tls_version).toBe('TLSv1.3');
     expect(row.pid).toBeGreaterThan(0);
     expect(JSON.stringify(rows)).not.toContain('token-three');

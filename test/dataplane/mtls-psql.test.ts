@@ -9,7 +9,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
 import type { MemoryInputs, TlsMode } from '../../kernel-module/dataplane/inputs.ts';
 import { type Postgres, startPostgres } from './postgres.ts';
-import { authority, baseInputs, destination, egress, id, identity, run, scratch, svid, table, until } from './support.ts';
+import {
+  authority,
+  baseInputs,
+  destination,
+  egress,
+  id,
+  identity,
+  run,
+  scratch,
+  svid,
+  table,
+  until,
+} from './support.ts';
 
 const CLIENT = id('shop/api');
 const INTRUDER = id('shop/batch');
@@ -37,7 +49,13 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
     serverRules('MUTUAL', [CLIENT]);
     serverDp = new DataPlane({
       inputs: serverInputs,
-      inbound: [{ spiffeId: SERVER, listen: { host: '127.0.0.1', port: 0 }, forward: { host: '127.0.0.1', port: pg.port } }],
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: pg.port },
+        },
+      ],
       log: (e) => serverLog.push(e),
     });
     fronted = (await serverDp.start()).inbound[0]!.port;
@@ -45,10 +63,14 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
     clientInputs = await baseInputs(byName, ca, [CLIENT, INTRUDER]);
     const db = destination('127.0.0.1', fronted, 'Service/riptides-system/db');
     const rule = egress([db], { mode: 'MUTUAL' }, [SERVER]);
-    clientInputs.setRules(table([identity(CLIENT, { egress: [rule] }), identity(INTRUDER, { egress: [rule] })]));
+    clientInputs.setRules(
+      table([identity(CLIENT, { egress: [rule] }), identity(INTRUDER, { egress: [rule] })]),
+    );
     clientDp = new DataPlane({
       inputs: clientInputs,
-      outbound: [{ listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: fronted } }],
+      outbound: [
+        { listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: fronted } },
+      ],
     });
     mapped = (await clientDp.start()).outbound[0]!.port;
   }, 60_000);
@@ -61,15 +83,21 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
   });
 
   const psql = (port: number, sql = "select 'hello from ' || current_user") =>
-    run('psql', [`host=127.0.0.1 port=${port} user=dp dbname=postgres sslmode=disable connect_timeout=5`, '-tAc', sql], {
-      timeout: 20_000,
-    }).then(
+    run(
+      'psql',
+      [`host=127.0.0.1 port=${port} user=dp dbname=postgres sslmode=disable connect_timeout=5`, '-tAc', sql],
+      {
+        timeout: 20_000,
+      },
+    ).then(
       (r) => ({ ok: true, out: r.stdout.trim(), err: r.stderr }),
       (e: { stdout?: string; stderr?: string }) => ({ ok: false, out: e.stdout ?? '', err: e.stderr ?? '' }),
     );
 
   const failures = async (reason: string) => {
-    const m = await serverDp.metrics.registry.getSingleMetric('riptides_dataplane_handshakes_failed_total')!.get();
+    const m = await serverDp.metrics.registry
+      .getSingleMetric('riptides_dataplane_handshakes_failed_total')!
+      .get();
     return m.values.find((v) => v.labels.reason === reason && v.labels.direction === 'inbound')?.value ?? 0;
   };
 
@@ -80,11 +108,25 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
 
   it('the connections tables name both identities while the session is live', async () => {
     const session = psql(mapped, 'select pg_sleep(2)');
-    await until(() => serverDp.connections().length === 1 && clientDp.connections().some((c) => c.mode === 'mtls'));
+    await until(
+      () => serverDp.connections().length === 1 && clientDp.connections().some((c) => c.mode === 'mtls'),
+    );
     const server = serverDp.connections()[0]!;
     const client = clientDp.connections().find((c) => c.mode === 'mtls')!;
-    expect(server).toMatchObject({ direction: 'inbound', mode: 'mtls', mtls_version: 'TLSv1.3', spiffe_id: SERVER, peer_spiffe_id: CLIENT });
-    expect(client).toMatchObject({ direction: 'outbound', mtls_version: 'TLSv1.3', spiffe_id: CLIENT, peer_spiffe_id: SERVER, dst_port: fronted });
+    expect(server).toMatchObject({
+      direction: 'inbound',
+      mode: 'mtls',
+      mtls_version: 'TLSv1.3',
+      spiffe_id: SERVER,
+      peer_spiffe_id: CLIENT,
+    });
+    expect(client).toMatchObject({
+      direction: 'outbound',
+      mtls_version: 'TLSv1.3',
+      spiffe_id: CLIENT,
+      peer_spiffe_id: SERVER,
+      dst_port: fronted,
+    });
     expect(client.pid).toBeGreaterThan(0);
     expect((await session).ok).toBe(true);
   });
@@ -100,7 +142,9 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
       byName.set('psql', CLIENT);
     }
     expect(await failures('not-allowed')).toBe(before + 1);
-    expect(serverLog.some((e) => e.reason === 'not-allowed' && String(e.detail).includes(INTRUDER))).toBe(true);
+    expect(serverLog.some((e) => e.reason === 'not-allowed' && String(e.detail).includes(INTRUDER))).toBe(
+      true,
+    );
   });
 
   it('refuses a certificate from a foreign CA, even with an allowed SPIFFE ID', async () => {
@@ -130,9 +174,17 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
 
   it('a removed allowed ID closes the live session of that peer, and the next connection is refused', async () => {
     serverRules('MUTUAL', [CLIENT]);
-    const child = spawn('psql', [`host=127.0.0.1 port=${mapped} user=dp dbname=postgres sslmode=disable`, '-tAc', 'select pg_sleep(60)'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      'psql',
+      [
+        `host=127.0.0.1 port=${mapped} user=dp dbname=postgres sslmode=disable`,
+        '-tAc',
+        'select pg_sleep(60)',
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr.on('data', (d) => {
       stderr += d;
@@ -141,12 +193,17 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
     expect(await until(() => serverDp.connections().some((c) => c.peer_spiffe_id === CLIENT))).toBe(true);
     serverRules('MUTUAL', [id('shop/someone-else')]);
     // Well before pg_sleep(60) ends: the data plane closed it.
-    const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
+    const code = await Promise.race([
+      exited,
+      new Promise((r) => setTimeout(() => r('still running'), 15_000)),
+    ]);
     if (code === 'still running') child.kill();
     expect(code).not.toBe('still running');
     expect(code).not.toBe(0);
     expect(stderr).toMatch(/server closed the connection unexpectedly|terminat|connection/i);
-    const revoked = await serverDp.metrics.registry.getSingleMetricAsString('riptides_dataplane_connections_revoked_total');
+    const revoked = await serverDp.metrics.registry.getSingleMetricAsString(
+      'riptides_dataplane_connections_revoked_total',
+    );
     expect(revoked).toMatch(/direction="inbound"\} [1-9]/);
     expect((await psql(mapped)).ok).toBe(false);
     serverRules('MUTUAL', [CLIENT]);

@@ -10,12 +10,28 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
 import type { CredentialRef } from '../../kernel-module/dataplane/inputs.ts';
-import { authority, baseInputs, destination, egress, id, identity, loopbackLookup, run, scratch, table, upstreamTls } from './support.ts';
+import {
+  authority,
+  baseInputs,
+  destination,
+  egress,
+  id,
+  identity,
+  loopbackLookup,
+  run,
+  scratch,
+  table,
+  upstreamTls,
+} from './support.ts';
 
 const PYTHON = '/usr/bin/python3';
 const HOST = 'sts.us-east-1.amazonaws.com';
 const CLIENT = id('billing/reporter');
-const TEMP = { accessKeyId: 'ASIATEMPORARYKEY0001', secretAccessKey: 'temporary/secret+key', sessionToken: 'FwoGZXIvYXdzEXAMPLEsessiontoken==' };
+const TEMP = {
+  accessKeyId: 'ASIATEMPORARYKEY0001',
+  secretAccessKey: 'temporary/secret+key',
+  sessionToken: 'FwoGZXIvYXdzEXAMPLEsessiontoken==',
+};
 
 const BOTO = `
 import sys, boto3
@@ -46,9 +62,20 @@ describe('SigV4: boto3 → data plane → upstream verifying with botocore', () 
     upstreamCaFile = join(tmp.dir, 'up-ca.pem');
     writeFileSync(upstreamCaFile, tls.ca);
     const script = fileURLToPath(new URL('./sigv4_upstream.py', import.meta.url));
-    upstream = spawn(PYTHON, [script, join(tmp.dir, 'up.pem'), join(tmp.dir, 'up.key'), TEMP.accessKeyId, TEMP.secretAccessKey, TEMP.sessionToken], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    upstream = spawn(
+      PYTHON,
+      [
+        script,
+        join(tmp.dir, 'up.pem'),
+        join(tmp.dir, 'up.key'),
+        TEMP.accessKeyId,
+        TEMP.secretAccessKey,
+        TEMP.sessionToken,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     const lines = createInterface({ input: upstream.stdout! });
     port = await new Promise<number>((resolve) => lines.once('line', (l) => resolve(Number(l))));
     lines.on('line', (l) => verdicts.push(JSON.parse(l)));
@@ -64,11 +91,23 @@ describe('SigV4: boto3 → data plane → upstream verifying with botocore', () 
       injection: { destinations: [sts] },
       sysfs: null,
     };
-    inputs.setRules(table([identity(CLIENT, { egress: [egress([sts], { mode: 'SIMPLE', intercept: true })], credentials: [aws] })]));
+    inputs.setRules(
+      table([
+        identity(CLIENT, {
+          egress: [egress([sts], { mode: 'SIMPLE', intercept: true })],
+          credentials: [aws],
+        }),
+      ]),
+    );
     inputs.loadCredential('cred-aws', { kind: 'aws', ...TEMP, expiresAt: new Date(Date.now() + 3_600_000) });
     interceptCaFile = join(tmp.dir, 'ca-certificates.crt');
     writeFileSync(interceptCaFile, inputs.interceptCa()!.cert);
-    dp = new DataPlane({ inputs, proxyListen: { host: '127.0.0.1', port: 0 }, upstreamCa: tls.ca, lookup: loopbackLookup });
+    dp = new DataPlane({
+      inputs,
+      proxyListen: { host: '127.0.0.1', port: 0 },
+      upstreamCa: tls.ca,
+      lookup: loopbackLookup,
+    });
     proxy = `http://127.0.0.1:${(await dp.start()).proxy!.port}`;
   }, 60_000);
 
@@ -81,7 +120,13 @@ describe('SigV4: boto3 → data plane → upstream verifying with botocore', () 
   const boto = (endpoint: string, env: Record<string, string>) =>
     run(PYTHON, ['-c', BOTO, endpoint], {
       timeout: 30_000,
-      env: { PATH: '/usr/bin:/bin', HOME: tmp.dir, AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null', ...env },
+      env: {
+        PATH: '/usr/bin:/bin',
+        HOME: tmp.dir,
+        AWS_CONFIG_FILE: '/dev/null',
+        AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+        ...env,
+      },
     }).then((r) => r.stdout.trim());
 
   it('the request verifies with the temporary credentials', async () => {
@@ -89,7 +134,9 @@ describe('SigV4: boto3 → data plane → upstream verifying with botocore', () 
     const out = await boto(`https://${HOST}:${port}`, { HTTPS_PROXY: proxy, AWS_CA_BUNDLE: interceptCaFile });
     expect(out).toBe('arn:aws:sts::123456789012:assumed-role/demo/riptides');
     expect(verdicts).toEqual([expect.objectContaining({ code: null, message: 'verified' })]);
-    const scrape = await dp.metrics.registry.getSingleMetricAsString('riptides_dataplane_credentials_injected_total');
+    const scrape = await dp.metrics.registry.getSingleMetricAsString(
+      'riptides_dataplane_credentials_injected_total',
+    );
     expect(scrape).toMatch(/kind="aws"/);
   });
 

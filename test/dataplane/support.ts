@@ -9,7 +9,6 @@ import type { LookupFunction } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { type Authority, generateKeyAndCsr, initAuthority } from '../../reconciler/identity/authority.ts';
 import type {
   CredentialRef,
   Destination,
@@ -22,6 +21,7 @@ import type {
 } from '../../kernel-module/dataplane/inputs.ts';
 import { MemoryInputs } from '../../kernel-module/dataplane/inputs.ts';
 import { createInterceptCa } from '../../kernel-module/dataplane/mint.ts';
+import { type Authority, generateKeyAndCsr, initAuthority } from '../../reconciler/identity/authority.ts';
 
 export const run = promisify(execFile);
 export const TD = 'example.org';
@@ -48,12 +48,43 @@ export function upstreamTls(names: string[]): { ca: string; cert: string; key: s
   try {
     const sh = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
     sh('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key');
-    sh('req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=upstream test CA', '-days', '2', '-out', 'ca.pem');
+    sh(
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      'ca.key',
+      '-subj',
+      '/CN=upstream test CA',
+      '-days',
+      '2',
+      '-out',
+      'ca.pem',
+    );
     sh('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 's.key');
     sh('req', '-new', '-key', 's.key', '-subj', `/CN=${names[0]}`, '-out', 's.csr');
     const san = names.map((n) => (/^[\d.]+$/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
-    writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
-    sh('x509', '-req', '-in', 's.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', 's.pem');
+    writeFileSync(
+      join(dir, 'ext.cnf'),
+      `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+    );
+    sh(
+      'x509',
+      '-req',
+      '-in',
+      's.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      'ext.cnf',
+      '-out',
+      's.pem',
+    );
     const read = (f: string) => readFileSync(join(dir, f), 'utf8');
     return { ca: read('ca.pem'), cert: read('s.pem'), key: read('s.key') };
   } finally {
@@ -61,7 +92,11 @@ export function upstreamTls(names: string[]): { ca: string; cert: string; key: s
   }
 }
 
-export function destination(address: string, port: number | null, service = 'Service/riptides-system/svc'): Destination {
+export function destination(
+  address: string,
+  port: number | null,
+  service = 'Service/riptides-system/svc',
+): Destination {
   return { service, external: false, address, port, aliases: [], networkPrefixes: [] };
 }
 
@@ -71,7 +106,13 @@ export function egress(
   allowedSpiffeIds: string[] = [],
   hash = `rule-${destinations.map((d) => `${d.address}:${d.port}`).join(',')}`,
 ): EgressRule {
-  return { hash, destinations, tls: { mode: tls.mode, intercept: tls.intercept ?? false }, allowedSpiffeIds, credentials: [] };
+  return {
+    hash,
+    destinations,
+    tls: { mode: tls.mode, intercept: tls.intercept ?? false },
+    allowedSpiffeIds,
+    credentials: [],
+  };
 }
 
 export function bearerBinding(hash: string, name: string, destinations: Destination[] | null): CredentialRef {
@@ -145,7 +186,11 @@ export const loopbackLookup: LookupFunction = (hostname, options, callback) => {
   if (/\.(test|amazonaws\.com)$/i.test(hostname) || hostname === 'localhost' || hostname === '127.0.0.1') {
     if (all) cb(null, [{ address: '127.0.0.1', family: 4 }]);
     else cb(null, '127.0.0.1', 4);
-  } else cb(Object.assign(new Error(`test resolver: ${hostname} is not a test name`), { code: 'ENOTFOUND' }), null);
+  } else
+    cb(
+      Object.assign(new Error(`test resolver: ${hostname} is not a test name`), { code: 'ENOTFOUND' }),
+      null,
+    );
 };
 
 /** Polls `cond` every 20 ms until it holds or `ms` pass (a bounded wait, not a timing assertion). */
