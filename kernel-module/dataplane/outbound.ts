@@ -90,7 +90,7 @@ export class Outbound {
         dst: target.host,
         port: target.port,
       });
-      return this.pipePlain(client, target, record, hooks);
+      return this.pipePlain(client, target, hooks);
     }
 
     const rule = decision.rule;
@@ -139,12 +139,7 @@ export class Outbound {
     return outboundAllowLists(current, currentRule?.allowedSpiffeIds ?? rule?.allowedSpiffeIds ?? []);
   }
 
-  private async pipePlain(
-    client: Socket,
-    target: Target,
-    record: ConnectionRecord,
-    hooks: Hooks,
-  ): Promise<void> {
+  private async pipePlain(client: Socket, target: Target, hooks: Hooks): Promise<void> {
     const up = await dialPlain(this.core, target);
     if (!up.ok) {
       hooks.refuse(502, up.detail);
@@ -195,7 +190,7 @@ export class Outbound {
       if (sniffed?.tls) {
         core.table.update(record, { mode: 'passthrough', reason: 'application-tls' });
         core.metrics.connections.inc({ direction: 'outbound', mode: 'passthrough' });
-        return this.pipePlain(client, target, record, hooks);
+        return this.pipePlain(client, target, hooks);
       }
       const up = await dialTls(core, target);
       if (!up.ok) return this.fail(client, hooks, record, 'tls', up.reason, up.detail);
@@ -208,7 +203,7 @@ export class Outbound {
     if (known === false) {
       core.table.update(record, { mode: 'plain', reason: 'peer-not-managed' });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
-      return this.pipePlain(client, target, record, hooks);
+      return this.pipePlain(client, target, hooks);
     }
     const up = await dialMtls(
       core,
@@ -222,13 +217,13 @@ export class Outbound {
       if (up.reason === 'no-svid' && mode !== 'MUTUAL') {
         core.table.update(record, { mode: 'plain', reason: 'no-svid' });
         core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
-        return this.pipePlain(client, target, record, hooks);
+        return this.pipePlain(client, target, hooks);
       }
       if (known === null && up.notManaged) {
         this.managed.set(target, false);
         core.table.update(record, { mode: 'plain', reason: 'peer-not-managed' });
         core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
-        return this.pipePlain(client, target, record, hooks);
+        return this.pipePlain(client, target, hooks);
       }
       return this.fail(client, hooks, record, 'mtls', up.reason, up.detail);
     }
