@@ -5,7 +5,7 @@
  */
 import { DataPlane, type DataPlaneOptions } from '../../kernel-module/dataplane/dataplane.ts';
 import type { CredentialValue, KeyPair, RuleTable } from '../../kernel-module/dataplane/inputs.ts';
-import { inputsByProcessName } from '../../test/dataplane/support.ts';
+import { inputsByProcessName, loopbackLookup } from '../../test/dataplane/support.ts';
 
 interface Start {
   type: 'start';
@@ -17,7 +17,9 @@ interface Start {
     credentials: Record<string, CredentialValue>;
     byName: Record<string, string>;
   };
-  options: Omit<DataPlaneOptions, 'inputs'>;
+  options: Omit<DataPlaneOptions, 'inputs' | 'lookup'>;
+  /** Resolve *.amazonaws.com and *.test to loopback (the upstream stands in for AWS). */
+  loopback?: boolean;
 }
 
 let dp: DataPlane | null = null;
@@ -31,7 +33,7 @@ process.on('message', async (msg: Start | { type: 'rss' | 'stop' }) => {
     for (const [id, pair] of Object.entries(msg.inputs.svids)) inputs.setSvid(id, pair);
     for (const [hash, value] of Object.entries(msg.inputs.credentials)) inputs.loadCredential(hash, value);
     inputs.setRules(msg.inputs.rules);
-    dp = new DataPlane({ ...msg.options, inputs });
+    dp = new DataPlane({ ...msg.options, inputs, ...(msg.loopback ? { lookup: loopbackLookup } : {}) });
     send({ type: 'started', addresses: await dp.start() });
   } else if (msg.type === 'rss') {
     for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.();

@@ -8,6 +8,7 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { join } from 'node:path';
+import { inodeByTuple } from './sock-diag.ts';
 
 /** `127.0.0.1:8080` as /proc/net/tcp spells it (`0100007F:1F90`); IPv6 as four host-order words. */
 export function procNetAddress(address: string, port: number): string | null {
@@ -82,9 +83,18 @@ export class Attributor {
 
   constructor(private readonly procRoot = '/proc') {}
 
-  /** The pid holding the client end (`address:port`) of a connection, or null. */
-  owner(address: string, port: number, attested: Iterable<number>): { pid: number; inode: number } | null {
-    const inode = socketInode(address, port, this.procRoot);
+  /**
+   * The pid holding the client end (`address:port`) of a connection whose other end (as the client sees it:
+   * the data plane's address, or the original destination of a redirected connection) is `remote`, or null.
+   */
+  owner(
+    address: string,
+    port: number,
+    attested: Iterable<number>,
+    remote?: { address: string; port: number },
+  ): { pid: number; inode: number } | null {
+    const exact = remote && this.procRoot === '/proc' ? inodeByTuple({ address, port }, remote) : undefined;
+    const inode = exact === undefined ? socketInode(address, port, this.procRoot) : exact;
     if (inode === null) return null;
     const link = `socket:[${inode}]`;
     const tried = new Set<number>([process.pid]);

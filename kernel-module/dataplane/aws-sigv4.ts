@@ -119,16 +119,35 @@ function formatQuery(query: Record<string, string | string[] | null | undefined>
   return pairs.join('&');
 }
 
+/** Signers by credentials and scope: a SignatureV4 caches its derived signing key, so reusing one saves HMACs. */
+const signers = new Map<string, SignatureV4>();
+
 function signer(options: SigningOptions, withToken: boolean): SignatureV4 {
   const { sessionToken, ...longTerm } = options.credentials;
-  return new SignatureV4({
+  const normalize = options.normalizePath ?? !isS3(options.service);
+  const checksum = options.signBody ?? isS3(options.service);
+  const key = [
+    longTerm.accessKeyId,
+    longTerm.secretAccessKey,
+    withToken ? (sessionToken ?? '') : '',
+    options.region,
+    options.service,
+    normalize,
+    checksum,
+  ].join('\0');
+  const hit = signers.get(key);
+  if (hit) return hit;
+  if (signers.size >= 256) signers.delete(signers.keys().next().value!);
+  const made = new SignatureV4({
     credentials: withToken && sessionToken !== undefined ? { ...longTerm, sessionToken } : longTerm,
     region: options.region,
     service: options.service,
     sha256,
-    uriEscapePath: options.normalizePath ?? !isS3(options.service),
-    applyChecksum: options.signBody ?? isS3(options.service),
+    uriEscapePath: normalize,
+    applyChecksum: checksum,
   });
+  signers.set(key, made);
+  return made;
 }
 
 function smithyRequest(request: WireRequest, normalize: boolean, headers: Record<string, string>) {

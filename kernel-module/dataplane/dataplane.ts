@@ -208,6 +208,8 @@ export class DataPlane {
   private track<S extends Server | HttpServer>(server: S): S {
     this.servers.push(server);
     server.on('connection', (s: Socket) => {
+      // Small TLS records and request/response turns: Nagle + delayed ACK would add tens of ms.
+      s.setNoDelay(true);
       this.sockets.add(s);
       s.once('close', () => this.sockets.delete(s));
     });
@@ -356,6 +358,7 @@ export class DataPlane {
       socket.remoteAddress ?? '',
       socket.remotePort ?? 0,
       this.core.inputs.attestedPids(),
+      { address: socket.localAddress ?? '', port: socket.localPort ?? 0 },
     );
     const process = owner ? await this.core.inputs.identityOf(owner.pid) : null;
     const target = { host, ip: isIP(host) ? host : null, port };

@@ -20,6 +20,7 @@ function address(target: Target): string {
 export function dialPlain(core: Core, target: Target): Promise<DialResult<Socket>> {
   return new Promise((resolve) => {
     const socket = netConnect({ host: address(target), port: target.port, lookup: core.lookup });
+    socket.setNoDelay(true);
     const timer = setTimeout(
       () => socket.destroy(new Error('connect timed out')),
       core.limits.connectTimeoutMs,
@@ -51,6 +52,7 @@ export function dialTls(core: Core, target: Target): Promise<DialResult<TLSSocke
       secureContext: core.contexts.upstreamContext(),
       lookup: core.lookup,
     });
+    socket.setNoDelay(true);
     const timer = setTimeout(
       () => socket.destroy(new Error('TLS handshake timed out')),
       core.limits.handshakeTimeoutMs,
@@ -107,6 +109,7 @@ export function dialMtls(
       checkServerIdentity: () => undefined,
       lookup: core.lookup,
     });
+    socket.setNoDelay(true);
     let settled = false;
     const done = (result: DialResult<TLSSocket> & { notManaged?: boolean; peer?: string }) => {
       if (settled) return;

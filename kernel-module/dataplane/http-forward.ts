@@ -72,6 +72,11 @@ export class HttpForwarder {
     this.server = createServer({ maxHeaderSize: core.limits.maxHeaderBytes, requireHostHeader: true });
     this.server.on('request', (req, res) => this.onRequest(req, res));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      // The application went away (reset, broken pipe): nothing to refuse.
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+        socket.destroy();
+        return;
+      }
       const reason = err.code === 'HPE_HEADER_OVERFLOW' ? 'header-too-large' : 'bad-request';
       this.core.metrics.requestsRefused.inc({ reason });
       this.core.log({ level: 'warn', event: 'request-refused', reason, detail: err.code ?? err.message });

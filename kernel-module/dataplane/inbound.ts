@@ -70,13 +70,15 @@ export class Inbound {
       () => tls.destroy(new Error('handshake timed out')),
       Math.max(0, deadline - Date.now()),
     );
+    let secured = false;
     tls.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (!tls.encrypted || !tls.getProtocol())
+      if (!secured)
         this.count(/timed out/.test(e.message) ? 'timeout' : 'protocol', e.code ?? e.message, raw);
       tls.destroy();
     });
     tls.once('secure', () => {
+      secured = true;
       clearTimeout(timer);
       const td = core.inputs.rules()?.trustDomain ?? '';
       const current = findIdentity(core.inputs.rules(), listener.spiffeId);
@@ -142,6 +144,7 @@ export class Inbound {
     core.metrics.active.inc({ direction: 'inbound' });
     core.guarded.set(guard, guard);
     const workload = netConnect({ host: listener.forward.host, port: listener.forward.port });
+    workload.setNoDelay(true);
     workload.once('connect', () => splice(front, workload, () => {}));
     workload.once('error', (e) => {
       core.log({

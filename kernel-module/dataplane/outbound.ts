@@ -39,10 +39,16 @@ export class Outbound {
   async handle(client: Socket, initial: Target, via: Via, hooks: Hooks): Promise<void> {
     const core = this.core;
     client.pause();
+    // The client's socket is connected to the original destination when redirected, else to this listener.
+    const peerOfClient =
+      via === 'transparent' && initial.ip
+        ? { address: initial.ip, port: initial.port }
+        : { address: client.localAddress ?? '', port: client.localPort ?? 0 };
     const owner = core.attributor.owner(
       client.remoteAddress ?? '',
       client.remotePort ?? 0,
       core.inputs.attestedPids(),
+      peerOfClient,
     );
     const process = owner ? await core.inputs.identityOf(owner.pid) : null;
     let target = initial;
@@ -309,9 +315,10 @@ export class Outbound {
       () => app.destroy(new Error('handshake timed out')),
       core.limits.handshakeTimeoutMs,
     );
+    let secured = false;
     app.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (app.getProtocol?.() == null || !record.tls_version || record.tls_version === 'NONE') {
+      if (!secured) {
         const reason = /timed out/.test(e.message) ? 'timeout' : 'protocol';
         core.metrics.handshakesFailed.inc({ direction: 'intercept', reason });
         core.log({
@@ -327,6 +334,7 @@ export class Outbound {
       client.destroy();
     });
     app.once('secure', async () => {
+      secured = true;
       clearTimeout(timer);
       const upstream =
         (await this.httpUpstream(rule?.tls.mode === 'MUTUAL' ? 'MUTUAL' : 'SIMPLE', identity, target, () =>
