@@ -111,10 +111,10 @@ export class Attributor {
     } catch {
       return null;
     }
-    for (const name of entries) {
-      const pid = Number(name);
-      if (Number.isInteger(pid) && pid > 0 && attempt(pid)) return this.seen(pid, inode);
-    }
+    // Newest processes first: a client that just started (curl, psql) has one of the highest pids.
+    const pids = entries.map(Number).filter((pid) => Number.isInteger(pid) && pid > 0);
+    pids.sort((a, b) => b - a);
+    for (const pid of pids) if (attempt(pid)) return this.seen(pid, inode);
     return null;
   }
 
