@@ -1,20 +1,25 @@
 /**
- * A Kubernetes API server for tests, for the calls a Secret consumer makes:
+ * A Kubernetes API server for tests, for the calls a Secret consumer and a node agent make:
  *  - GET /api/v1/namespaces/{ns}/secrets/{name};
  *  - GET /api/v1/namespaces/{ns}/secrets?watch=true&fieldSelector=metadata.name%3D{name}[&resourceVersion=N]
  *    streaming JSON lines {type: ADDED|MODIFIED|DELETED, object} (without resourceVersion: the current object
  *    as a synthetic ADDED first, as the API server does; with one: every later event);
+ *  - pods (pods.ts): list and watch, cluster-wide and per namespace, with field and label selectors;
  *  - bearer-token auth and RBAC; 401, 403 and 404 as `kind: Status` bodies exactly as the API server sends them.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Routed, sendJson, TestHttpsServer } from './base.ts';
+import { status } from './kube-status.ts';
+import { PodStore, type TestPod } from './pods.ts';
 
 export interface KubeUser {
   /** e.g. system:serviceaccount:riptides-system:reconciler */
   name: string;
-  /** Namespaces whose Secrets this user may get/list/watch. */
+  /** Namespaces whose Secrets (and pods) this user may get/list/watch. */
   namespaces: string[];
+  /** May list and watch pods in all namespaces (a ClusterRole binding, as a node agent has). */
+  clusterPods?: boolean;
 }
 
 interface StoredSecret {
@@ -27,19 +32,6 @@ interface Watcher {
   res: ServerResponse;
 }
 
-function status(code: number, reason: string, message: string, details?: Record<string, unknown>) {
-  return {
-    kind: 'Status',
-    apiVersion: 'v1',
-    metadata: {},
-    status: 'Failure',
-    message,
-    reason,
-    ...(details ? { details } : {}),
-    code,
-  };
-}
-
 export class KubernetesTestServer extends TestHttpsServer {
   private readonly secrets = new Map<string, StoredSecret>();
   private readonly history: Array<{ rv: number; type: string; ns: string; name: string; object: unknown }> =
@@ -47,9 +39,29 @@ export class KubernetesTestServer extends TestHttpsServer {
   private readonly watchers = new Set<Watcher>();
   private rv = 1000;
   readonly issuedValues: string[] = [];
+  private readonly pods = new PodStore(() => ++this.rv);
 
   constructor(private readonly users: Record<string, KubeUser>) {
     super();
+  }
+
+  /** Creates or replaces a pod (ADDED / MODIFIED for watchers). Returns the stored object. */
+  putPod(pod: TestPod): Record<string, unknown> {
+    return this.pods.put(pod);
+  }
+
+  deletePod(namespace: string, name: string): void {
+    this.pods.delete(namespace, name);
+  }
+
+  /** Forgets the event history, as etcd compaction does: a watch from an older resourceVersion gets 410 Gone. */
+  compactHistory(): void {
+    this.pods.compact();
+  }
+
+  /** Open pod watch streams. */
+  get podWatchCount(): number {
+    return this.pods.watchCount;
   }
 
   /** Creates or replaces a Secret (ADDED / MODIFIED for watchers). Values are plain strings, stored base64. */
@@ -123,6 +135,19 @@ export class KubernetesTestServer extends TestHttpsServer {
         key: 'watch',
         handle: () => this.watch(req, res, decodeURIComponent(list[1]!), url.searchParams),
       };
+    const pods = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods$/.exec(url.pathname);
+    if (req.method === 'GET' && pods) {
+      const ns = pods[1] === undefined ? null : decodeURIComponent(pods[1]);
+      const watching = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
+      return {
+        key: watching ? 'pods-watch' : 'pods-list',
+        handle: () => {
+          if (!this.authorizePods(req, res, watching ? 'watch' : 'list', ns)) return;
+          if (watching) this.pods.watch(res, ns, url.searchParams);
+          else this.pods.list(res, ns, url.searchParams);
+        },
+      };
+    }
     return {
       key: 'other',
       handle: () =>
@@ -159,6 +184,29 @@ export class KubernetesTestServer extends TestHttpsServer {
       return false;
     }
     return true;
+  }
+
+  /** RBAC for pods: cluster scope needs `clusterPods`; a namespace needs it or the namespace. */
+  private authorizePods(req: IncomingMessage, res: ServerResponse, verb: string, ns: string | null): boolean {
+    const auth = req.headers.authorization ?? '';
+    const user = auth.startsWith('Bearer ') ? this.users[auth.slice(7)] : undefined;
+    if (!user) {
+      sendJson(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+      return false;
+    }
+    if (user.clusterPods || (ns !== null && user.namespaces.includes(ns))) return true;
+    const where = ns === null ? 'at the cluster scope' : `in the namespace "${ns}"`;
+    sendJson(
+      res,
+      403,
+      status(
+        403,
+        'Forbidden',
+        `pods is forbidden: User "${user.name}" cannot ${verb} resource "pods" in API group "" ${where}`,
+        { kind: 'pods' },
+      ),
+    );
+    return false;
   }
 
   private get(req: IncomingMessage, res: ServerResponse, ns: string, name: string) {
