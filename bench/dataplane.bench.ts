@@ -21,9 +21,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { DataPlaneAddresses } from '../kernel-module/dataplane/dataplane.ts';
 import { resignRequest } from '../kernel-module/dataplane/aws-sigv4.ts';
-import { createInterceptCa } from '../kernel-module/dataplane/mint.ts';
+import type { DataPlaneAddresses } from '../kernel-module/dataplane/dataplane.ts';
 import {
   authority,
   bearerBinding,
@@ -31,6 +30,7 @@ import {
   egress,
   id,
   identity,
+  interceptCa as newInterceptCa,
   scratch,
   svid,
   table,
@@ -119,7 +119,10 @@ async function waitPort(port: number) {
 
 function startDataPlane(message: unknown): Promise<{ child: ChildProcess; addresses: DataPlaneAddresses }> {
   const script = fileURLToPath(new URL('./lib/dataplane-child.ts', import.meta.url));
-  const child = fork(script, [], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(script, [], {
+    execArgv: ['--import', 'tsx', '--expose-gc'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   children.push(child);
   return new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`data plane child exited ${code}`)));
@@ -160,7 +163,13 @@ function ms(text: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
 }
 
-function wrk(url: string, connections: number, seconds: number, newConnections: boolean, headers: string[] = []): WrkResult {
+function wrk(
+  url: string,
+  connections: number,
+  seconds: number,
+  newConnections: boolean,
+  headers: string[] = [],
+): WrkResult {
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', '5s'];
   for (const h of headers) args.push('-H', h);
   if (newConnections) args.push('-H', 'Connection: close');
@@ -171,7 +180,8 @@ function wrk(url: string, connections: number, seconds: number, newConnections: 
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
     p50: ms(/\n\s+50%\s+(\S+)/.exec(out)![1]!),
     p99: ms(/\n\s+99%\s+(\S+)/.exec(out)![1]!),
-    errors: (errors ? errors.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0),
+    errors:
+      (errors ? errors.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0),
   };
 }
 
@@ -199,7 +209,7 @@ async function main() {
   const clientSvid = await svid(ca, CLIENT);
   const serverSvid = await svid(ca, SERVER);
   const bundle = ca.bundlePem();
-  const interceptCa = await createInterceptCa();
+  const interceptCa = await newInterceptCa();
   const up = upstreamTls(['localhost', '127.0.0.1', AWS_HOST]);
   const bundleFile = file('bundle.pem', bundle);
   const upCaFile = file('up-ca.pem', up.ca);
@@ -208,7 +218,13 @@ async function main() {
   const serverPem = file('server.pem', serverSvid.cert + serverSvid.key);
   const frontPem = file('front.pem', up.cert + up.key);
 
-  const [upPlain, upTls, hapA, hapB, hapC] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [upPlain, upTls, hapA, hapB, hapC] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
   haproxy(
     'upstream',
     `${GLOBAL}frontend plain
@@ -260,8 +276,23 @@ backend up
 
   const server = await startDataPlane({
     type: 'start',
-    inputs: { rules: table([identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] })]), svids: { [SERVER]: serverSvid }, bundle, interceptCa, credentials: {}, byName: {} },
-    options: { inbound: [{ spiffeId: SERVER, listen: { host: '127.0.0.1', port: 0 }, forward: { host: '127.0.0.1', port: upPlain } }] },
+    inputs: {
+      rules: table([identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] })]),
+      svids: { [SERVER]: serverSvid },
+      bundle,
+      interceptCa,
+      credentials: {},
+      byName: {},
+    },
+    options: {
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: upPlain },
+        },
+      ],
+    },
   });
   const fronted = server.addresses.inbound[0]!.port;
   const peer = destination('127.0.0.1', fronted);
@@ -286,7 +317,13 @@ backend up
       interceptCa,
       credentials: {
         'bench-cred': { kind: 'bearer', token: 'bench-token' },
-        'bench-aws': { kind: 'aws', accessKeyId: 'ASIABENCH', secretAccessKey: 'bench-secret', sessionToken: 'bench-session' },
+        'bench-aws': {
+          kind: 'aws',
+          accessKeyId: 'ASIABENCH',
+          secretAccessKey: 'bench-secret',
+          sessionToken: 'bench-session',
+          expiresAt: null,
+        },
       },
       byName: { wrk: CLIENT, node: CLIENT },
     },
@@ -299,11 +336,23 @@ backend up
       ],
     },
   });
-  const [dpMtls, dpIntercept, dpAws] = client.addresses.outbound.map((o) => o.port) as [number, number, number];
+  const [dpMtls, dpIntercept, dpAws] = client.addresses.outbound.map((o) => o.port) as [
+    number,
+    number,
+    number,
+  ];
 
   const routes = {
-    mtls: { direct: `http://127.0.0.1:${upPlain}/`, dataplane: `http://127.0.0.1:${dpMtls}/`, haproxy: `http://127.0.0.1:${hapA}/` },
-    intercept: { direct: `https://127.0.0.1:${upTls}/`, dataplane: `https://127.0.0.1:${dpIntercept}/`, haproxy: `https://127.0.0.1:${hapC}/` },
+    mtls: {
+      direct: `http://127.0.0.1:${upPlain}/`,
+      dataplane: `http://127.0.0.1:${dpMtls}/`,
+      haproxy: `http://127.0.0.1:${hapA}/`,
+    },
+    intercept: {
+      direct: `https://127.0.0.1:${upTls}/`,
+      dataplane: `https://127.0.0.1:${dpIntercept}/`,
+      haproxy: `https://127.0.0.1:${hapC}/`,
+    },
   };
   // Warm-up: mint the intercept certificate, fill pools.
   for (const r of [routes.mtls, routes.intercept]) for (const url of Object.values(r)) wrk(url, 4, 1, false);
@@ -330,7 +379,9 @@ backend up
     const t = wrk(url, THROUGHPUT.connections, THROUGHPUT.seconds, false, AWS_HEADERS);
     const l = wrk(url, LATENCY.connections, LATENCY.seconds, false, AWS_HEADERS);
     summary.sigv4 = { dataplane: { rps: t.rps, p50: l.p50, p99: l.p99 } };
-    rows.push(`| intercept + SigV4 re-signing, keep-alive | dataplane | ${t.rps.toFixed(0)} | ${l.p50.toFixed(3)} | ${l.p99.toFixed(3)} | ${t.errors + l.errors} |`);
+    rows.push(
+      `| intercept + SigV4 re-signing, keep-alive | dataplane | ${t.rps.toFixed(0)} | ${l.p50.toFixed(3)} | ${l.p99.toFixed(3)} | ${t.errors + l.errors} |`,
+    );
   }
   console.log('| scenario | path | req/s (32 conns) | p50 ms (1 conn) | p99 ms (1 conn) | errors |');
   console.log('| --- | --- | --- | --- | --- | --- |');
@@ -352,7 +403,10 @@ backend up
   // Memory per idle connection, through the mTLS pair.
   const dpClient = await idleMemory(dpMtls, () => rssOf(client.child));
   const dpServerBefore = await rssOf(server.child);
-  const dpBoth = await idleMemory(dpMtls, async () => (await rssOf(client.child)) + (await rssOf(server.child)));
+  const dpBoth = await idleMemory(
+    dpMtls,
+    async () => (await rssOf(client.child)) + (await rssOf(server.child)),
+  );
   const dpServer = dpBoth - dpClient;
   const hap = await idleMemory(hapA, async () => processRss(pairA.pid!) + processRss(pairB.pid!));
   void dpServerBefore;
@@ -381,7 +435,8 @@ backend up
   t = performance.now();
   for (let i = 0; i < N; i++) {
     let k: Buffer = createHmac('sha256', 'AWS4secret').update('20240101').digest();
-    for (const part of ['us-east-1', 'sts', 'aws4_request']) k = createHmac('sha256', k).update(part).digest();
+    for (const part of ['us-east-1', 'sts', 'aws4_request'])
+      k = createHmac('sha256', k).update(part).digest();
     createHmac('sha256', k).update(`${request.body}${i}`).digest('hex');
   }
   const bare = N / ((performance.now() - t) / 1000);

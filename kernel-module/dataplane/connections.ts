@@ -4,8 +4,10 @@
  * path is given, mirrored to that file (one object a line, replaced atomically, at most every `flushMs`).
  */
 import { renameSync, writeFileSync } from 'node:fs';
+import type { ConnectionRecord as ControlConnectionRecord } from '../control/abi.ts';
 
-export interface ConnectionRecord {
+/** The control interface's connection line, plus what the data plane knows besides. */
+export interface ConnectionRecord extends ControlConnectionRecord {
   id: number;
   direction: 'outbound' | 'inbound';
   /** passthrough | mtls | intercept | tls | plain | permissive-plain */
@@ -14,14 +16,10 @@ export interface ConnectionRecord {
   src_port: number;
   dst: string;
   dst_port: number;
-  /** TLS toward the application (intercept, inbound SIMPLE) or NONE. */
+  /** TLS toward the application (intercept, inbound SIMPLE) as the real module spells it (`TLS1.3`), or NONE. */
   tls_version: string;
-  /** TLS of the managed leg between data planes, or NONE. */
+  /** TLS of the managed leg between data planes (`TLS1.3`), or NONE. */
   mtls_version: string;
-  spiffe_id: string | null;
-  peer_spiffe_id: string | null;
-  pid: number | null;
-  binding: string | null;
   /** Why a connection passed through untouched. */
   reason?: string;
   since: string;
@@ -79,4 +77,9 @@ export class ConnectionTable {
     this.timer = setTimeout(() => this.flush(), this.flushMs);
     this.timer.unref();
   }
+}
+
+/** `TLSv1.3` (node) → `TLS1.3` (the real module's connections table). */
+export function tlsName(protocol: string | null | undefined): string {
+  return protocol ? protocol.replace(/^TLSv/, 'TLS') : 'NONE';
 }

@@ -182,16 +182,15 @@ export class HttpForwarder {
     let body: Buffer | null = null;
     const ref = flow.credential;
     if (ref) {
-      const value = this.core.inputs.credential(ref.hash);
-      const expired =
-        value?.kind === 'aws' && value.expiresAt !== undefined && value.expiresAt.getTime() <= Date.now();
-      if (!value || expired || value.kind !== ref.kind) {
+      const found = this.core.inputs.credential(ref.hash);
+      const value = found.state === 'loaded' ? found.value : null;
+      if (!value || value.kind !== ref.kind) {
         req.resume();
         const why = !value
-          ? 'not loaded'
-          : expired
+          ? found.state === 'expired'
             ? 'expired'
-            : `kind ${value.kind} does not match ${ref.kind}`;
+            : 'not loaded'
+          : `kind ${value.kind} does not match ${ref.kind}`;
         this.refuse(
           res,
           503,

@@ -10,6 +10,7 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
+import { tlsName } from './connections.ts';
 import type { Core } from './core.ts';
 import { findIdentity } from './match.ts';
 import { splice } from './pipe.ts';
@@ -99,8 +100,8 @@ export class Inbound {
         src_port: raw.remotePort ?? 0,
         dst: listener.listen.host,
         dst_port: raw.localPort ?? listener.listen.port,
-        tls_version: mutual ? 'NONE' : (tls.getProtocol() ?? 'NONE'),
-        mtls_version: mutual ? (tls.getProtocol() ?? 'NONE') : 'NONE',
+        tls_version: mutual ? 'NONE' : tlsName(tls.getProtocol()),
+        mtls_version: mutual ? tlsName(tls.getProtocol()) : 'NONE',
         spiffe_id: listener.spiffeId,
         peer_spiffe_id: peer,
         pid: null,

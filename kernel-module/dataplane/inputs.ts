@@ -8,69 +8,28 @@
  * connections (revocation) and drops cached TLS contexts whose inputs changed.
  */
 import { EventEmitter } from 'node:events';
+import type { ProcessRecord, RuleTable } from '../control/abi.ts';
+import type { CredentialValue } from '../control/credential-store.ts';
 
-export type TlsMode = 'MUTUAL' | 'PERMISSIVE' | 'SIMPLE';
+export type {
+  CredentialRule as CredentialRef,
+  EgressRule,
+  IdentityRule as RuleIdentity,
+  RuleDestination as Destination,
+  RuleTable,
+  TlsMode,
+} from '../control/abi.ts';
+export type { CredentialValue } from '../control/credential-store.ts';
 
-/** A compiled Service address (the compiler's Destination). `port: null` matches any port. */
-export interface Destination {
-  service: string;
-  external: boolean;
-  address: string;
-  port: number | null;
-  aliases: string[];
-  networkPrefixes: string[];
-}
+/**
+ * A process's attestation (the control interface's ProcessRecord without pid and start time): one identity,
+ * limited to `destinationPorts` when a selector said `destination:port`, per-port `routes`, or a `conflict`.
+ */
+export type ProcessIdentity = Pick<ProcessRecord, 'spiffeId' | 'destinationPorts'> &
+  Partial<Pick<ProcessRecord, 'conflict' | 'routes'>>;
 
-export interface EgressRule {
-  hash: string;
-  destinations: Destination[];
-  /** null: mTLS only when the peer is itself managed (see README, "Managed peers"). */
-  tls: { mode: TlsMode | null; intercept: boolean };
-  allowedSpiffeIds: string[];
-  /** Credential hashes bound through the rule (the older WorkloadCredential + credentialName form). */
-  credentials: string[];
-}
-
-export interface CredentialRef {
-  hash: string;
-  /** `Kind/namespace/name` of the binding. */
-  binding: string;
-  /** The binding's name: what the connections table shows. */
-  name: string;
-  kind: 'bearer' | 'aws' | 'unsupported';
-  injection: { destinations: Destination[] } | null;
-  sysfs: { dir: string } | null;
-}
-
-export interface RuleIdentity {
-  spiffeId: string;
-  workloadID: string;
-  hash: string;
-  inbound: { mode: TlsMode; intercept: boolean; allowedSpiffeIds: string[] };
-  outbound: { allowedSpiffeIds: string[] };
-  egress: EgressRule[];
-  credentials: CredentialRef[];
-  svid: { dir: string; serial: string; notAfter: string } | null;
-}
-
-/** The rule table the agent writes (CONTRACT-node.md §1). */
-export interface RuleTable {
-  abi: 1;
-  version: string;
-  generation: number;
-  trustDomain: string;
-  identities: RuleIdentity[];
-}
-
-export interface ProcessIdentity {
-  spiffeId: string | null;
-  /** `destination:port` selectors: the identity applies only to connections toward these ports. */
-  destinationPorts: number[] | null;
-}
-
-export type CredentialValue =
-  | { kind: 'bearer'; token: string }
-  | { kind: 'aws'; accessKeyId: string; secretAccessKey: string; sessionToken?: string; expiresAt?: Date };
+/** A credential for injection, or why there is none. */
+export type CredentialLookup = { state: 'loaded'; value: CredentialValue } | { state: 'expired' | 'absent' };
 
 export interface KeyPair {
   /** PEM: the leaf first, then any intermediates. */
@@ -90,7 +49,7 @@ export interface DataPlaneInputs {
   identityOf(pid: number): Promise<ProcessIdentity | null>;
   /** The pids of attested processes: attribution searches their sockets first. */
   attestedPids(): Iterable<number>;
-  credential(hash: string): CredentialValue | null;
+  credential(hash: string): CredentialLookup;
   /** Subscribe to changes of any input; returns the unsubscribe function. */
   onChange(listener: () => void): () => void;
 }
@@ -130,8 +89,12 @@ export class MemoryInputs implements DataPlaneInputs {
   attestedPids(): Iterable<number> {
     return this.processes.keys();
   }
-  credential(hash: string): CredentialValue | null {
-    return this.credentials.get(hash) ?? null;
+  credential(hash: string): CredentialLookup {
+    const value = this.credentials.get(hash);
+    if (!value) return { state: 'absent' };
+    if (value.kind === 'aws' && value.expiresAt && value.expiresAt.getTime() <= Date.now())
+      return { state: 'expired' };
+    return { state: 'loaded', value };
   }
   onChange(listener: () => void): () => void {
     this.events.on('change', listener);

@@ -8,6 +8,7 @@
  * from the matched rule's own credential references (the WorkloadCredential form), in that order.
  */
 import { BlockList, isIP } from 'node:net';
+import { identityForConnection } from '../control/abi.ts';
 import type {
   CredentialRef,
   Destination,
@@ -38,6 +39,7 @@ export type PassthroughReason =
   | 'no-identity'
   | 'identity-not-in-program'
   | 'destination-port-not-selected'
+  | 'identity-conflict'
   | 'no-matching-rule';
 
 function normalHost(host: string): string {
@@ -85,11 +87,23 @@ export function findIdentity(table: RuleTable | null, spiffeId: string): RuleIde
 
 /** The decision for one outbound connection (or, with intercept, one request). */
 export function decide(table: RuleTable | null, process: ProcessIdentity | null, target: Target): Decision {
-  if (!process?.spiffeId) return { kind: 'passthrough', reason: 'no-identity', identity: null };
-  const identity = findIdentity(table, process.spiffeId);
+  if (!process) return { kind: 'passthrough', reason: 'no-identity', identity: null };
+  const resolved = identityForConnection(
+    { pid: 0, startTime: 0, conflict: null, routes: [], ...process },
+    target.port,
+  );
+  if (!resolved) {
+    const limited = process.spiffeId !== null || (process.routes?.length ?? 0) > 0;
+    return {
+      kind: 'passthrough',
+      reason: limited ? 'destination-port-not-selected' : 'no-identity',
+      identity: null,
+    };
+  }
+  // Two identities claim the process for this port: neither is used (the agent reports the conflict).
+  if ('conflict' in resolved) return { kind: 'passthrough', reason: 'identity-conflict', identity: null };
+  const identity = findIdentity(table, resolved.spiffeId);
   if (!identity) return { kind: 'passthrough', reason: 'identity-not-in-program', identity: null };
-  if (process.destinationPorts && !process.destinationPorts.includes(target.port))
-    return { kind: 'passthrough', reason: 'destination-port-not-selected', identity: null };
   const rule = identity.egress.find((r) => r.destinations.some((d) => destinationMatches(d, target))) ?? null;
   let credential =
     identity.credentials.find((c) => c.injection?.destinations.some((d) => destinationMatches(d, target))) ??

@@ -41,33 +41,6 @@ async function importPrivate(pem: string, alg: EcKeyImportParams | RsaHashedImpo
   return webcrypto.subtle.importKey('pkcs8', der, alg, false, ['sign']);
 }
 
-/** A fresh self-signed intercept CA (CN "riptides TLS intercept CA"), PEM; what an agent creates once. */
-export async function createInterceptCa(lifetimeMs = 365 * 24 * HOUR): Promise<KeyPair> {
-  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomBytes(16)
-      .toString('hex')
-      .replace(/^[89a-f]/, '1'),
-    name: 'CN=riptides TLS intercept CA',
-    notBefore: new Date(now - HOUR),
-    notAfter: new Date(now + lifetimeMs),
-    signingAlgorithm: alg,
-    keys,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-  return {
-    cert: cert.toString('pem'),
-    key: `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/.{64}/g, '$&\n').trimEnd()}\n-----END PRIVATE KEY-----\n`,
-  };
-}
-
 interface Minted {
   context: SecureContext;
   certPem: string;

@@ -10,7 +10,7 @@
  */
 import { isIP, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { ConnectionRecord } from './connections.ts';
+import { type ConnectionRecord, tlsName } from './connections.ts';
 import type { Core } from './core.ts';
 import { dialMtls, dialPlain, dialTls, type ManagedPeers, outboundAllowLists } from './dial.ts';
 import type { HttpForwarder, UpstreamKind } from './http-forward.ts';
@@ -200,7 +200,7 @@ export class Outbound {
       }
       const up = await dialTls(core, target);
       if (!up.ok) return this.fail(client, hooks, record, 'tls', up.reason, up.detail);
-      core.table.update(record, { mode: 'tls', tls_version: up.socket.getProtocol() ?? 'NONE' });
+      core.table.update(record, { mode: 'tls', tls_version: tlsName(up.socket.getProtocol()) });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'tls' });
       hooks.accept();
       return splice(client, up.socket, () => {});
@@ -237,7 +237,7 @@ export class Outbound {
     const peer = up.peer ?? null;
     core.table.update(record, {
       mode: 'mtls',
-      mtls_version: up.socket.getProtocol() ?? 'NONE',
+      mtls_version: tlsName(up.socket.getProtocol()),
       peer_spiffe_id: peer,
     });
     core.metrics.connections.inc({ direction: 'outbound', mode: 'mtls' });
@@ -340,7 +340,7 @@ export class Outbound {
         (await this.httpUpstream(rule?.tls.mode === 'MUTUAL' ? 'MUTUAL' : 'SIMPLE', identity, target, () =>
           this.allowLists(identity, rule),
         )) ?? 'tls';
-      core.table.update(record, { mode: 'intercept', tls_version: app.getProtocol() ?? 'NONE' });
+      core.table.update(record, { mode: 'intercept', tls_version: tlsName(app.getProtocol()) });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'intercept' });
       this.forwarder.attach(app as unknown as Socket, {
         identity,

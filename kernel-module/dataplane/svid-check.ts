@@ -8,6 +8,7 @@ import 'reflect-metadata';
 import { type X509Certificate as NodeX509, webcrypto } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import * as x509 from '@peculiar/x509';
+import { parseSpiffeId } from '../spiffe-id.ts';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -28,21 +29,10 @@ export type PeerResult =
   | { ok: true; spiffeId: string }
   | { ok: false; reason: HandshakeFailure; detail: string };
 
-const SEGMENT = /^[A-Za-z0-9._-]+$/;
-const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
-
-/** The trust domain of a syntactically valid SPIFFE ID (SPIFFE ID standard §2), or null. */
+/** The trust domain of a valid SPIFFE ID (the SPIFFE ID standard, through the one parser), or null. */
 export function spiffeTrustDomain(id: string): string | null {
-  if (!id.startsWith('spiffe://') || id.length > 2048) return null;
-  const rest = id.slice('spiffe://'.length);
-  const slash = rest.indexOf('/');
-  const td = slash < 0 ? rest : rest.slice(0, slash);
-  if (!td || !TRUST_DOMAIN.test(td)) return null;
-  if (slash >= 0) {
-    for (const seg of rest.slice(slash + 1).split('/'))
-      if (!SEGMENT.test(seg) || seg === '.' || seg === '..') return null;
-  }
-  return td;
+  const parsed = parseSpiffeId(id);
+  return parsed.ok ? parsed.id.trustDomain : null;
 }
 
 const leafCache = new Map<string, { spiffeId: string } | { error: string }>();

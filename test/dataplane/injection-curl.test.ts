@@ -167,7 +167,7 @@ describe('credential injection: curl → data plane (proxy, intercept) → HTTPS
       spiffe_id: CLIENT,
       binding: 'api-token',
     });
-    expect(row.tls_version).toBe('TLSv1.3');
+    expect(row.tls_version).toBe('TLS1.3');
     expect(row.pid).toBeGreaterThan(0);
     expect(JSON.stringify(rows)).not.toContain('token-three');
   });

@@ -78,7 +78,13 @@ describe('TLS modes between data planes', () => {
     serverInputs.setRules(table([identity(SERVER, { mode: 'PERMISSIVE', inbound: [CLIENT] })]));
     serverDp = new DataPlane({
       inputs: serverInputs,
-      inbound: [{ spiffeId: SERVER, listen: { host: '127.0.0.1', port: 0 }, forward: { host: '127.0.0.1', port: workloadPort } }],
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: workloadPort },
+        },
+      ],
     });
     fronted = (await serverDp.start()).inbound[0]!.port;
 
@@ -112,11 +118,15 @@ describe('TLS modes between data planes', () => {
   it('mode null: mTLS toward a managed peer, plain TCP toward an unmanaged one', async () => {
     expect(await curl(`http://127.0.0.1:${toManaged}/m`)).toBe('hello\n');
     expect(await curl(`http://127.0.0.1:${toPlain}/p`)).toBe('hello\n');
-    const modes = await clientDp.metrics.registry.getSingleMetric('riptides_dataplane_connections_total')!.get();
+    const modes = await clientDp.metrics.registry
+      .getSingleMetric('riptides_dataplane_connections_total')!
+      .get();
     const count = (mode: string) => modes.values.find((v) => v.labels.mode === mode)?.value ?? 0;
     expect(count('mtls')).toBe(1);
     expect(count('plain')).toBe(1);
-    const inbound = await serverDp.metrics.registry.getSingleMetric('riptides_dataplane_connections_total')!.get();
+    const inbound = await serverDp.metrics.registry
+      .getSingleMetric('riptides_dataplane_connections_total')!
+      .get();
     // The managed peer saw mTLS (not PERMISSIVE's plaintext path).
     expect(inbound.values.find((v) => v.labels.mode === 'mtls')?.value).toBe(1);
     expect(inbound.values.find((v) => v.labels.mode === 'permissive-plain')).toBeUndefined();
@@ -152,7 +162,9 @@ describe('TLS modes between data planes', () => {
         ...(withCert ? { cert: pair.cert, key: pair.key } : {}),
       });
       let got = '';
-      s.on('secureConnect', () => s.write('GET /simple HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n'));
+      s.on('secureConnect', () =>
+        s.write('GET /simple HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n'),
+      );
       s.on('data', (d) => {
         got += d;
       });
@@ -167,7 +179,9 @@ describe('TLS modes between data planes', () => {
     await expect(curl(`http://127.0.0.1:${fronted}/plain`)).rejects.toThrow();
     serverInputs.setRules(table([identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] })]));
     expect(await tlsClient(false)).toBe('');
-    const failed = await serverDp.metrics.registry.getSingleMetricAsString('riptides_dataplane_handshakes_failed_total');
+    const failed = await serverDp.metrics.registry.getSingleMetricAsString(
+      'riptides_dataplane_handshakes_failed_total',
+    );
     expect(failed).toMatch(/reason="no-certificate"\} 1/);
   });
 });

@@ -116,13 +116,13 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
     expect(server).toMatchObject({
       direction: 'inbound',
       mode: 'mtls',
-      mtls_version: 'TLSv1.3',
+      mtls_version: 'TLS1.3',
       spiffe_id: SERVER,
       peer_spiffe_id: CLIENT,
     });
     expect(client).toMatchObject({
       direction: 'outbound',
-      mtls_version: 'TLSv1.3',
+      mtls_version: 'TLS1.3',
       spiffe_id: CLIENT,
       peer_spiffe_id: SERVER,
       dst_port: fronted,

@@ -9,6 +9,7 @@ import type { LookupFunction } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { createInterceptCa } from '../../kernel-module/control/intercept-ca.ts';
 import type {
   CredentialRef,
   Destination,
@@ -20,7 +21,6 @@ import type {
   TlsMode,
 } from '../../kernel-module/dataplane/inputs.ts';
 import { MemoryInputs } from '../../kernel-module/dataplane/inputs.ts';
-import { createInterceptCa } from '../../kernel-module/dataplane/mint.ts';
 import { type Authority, generateKeyAndCsr, initAuthority } from '../../reconciler/identity/authority.ts';
 
 export const run = promisify(execFile);
@@ -171,10 +171,16 @@ export function inputsByProcessName(byName: Map<string, string>): MemoryInputs {
   });
 }
 
+/** A fresh intercept CA, as the agent's control writer creates it. */
+export async function interceptCa(): Promise<KeyPair> {
+  const ca = await createInterceptCa({});
+  return { cert: ca.certPem, key: ca.keyPem };
+}
+
 export async function baseInputs(byName: Map<string, string>, ca: Authority, ids: string[]) {
   const inputs = inputsByProcessName(byName);
   inputs.setTrustBundle(ca.bundlePem());
-  inputs.setInterceptCa(await createInterceptCa());
+  inputs.setInterceptCa(await interceptCa());
   for (const i of ids) inputs.setSvid(i, await svid(ca, i));
   return inputs;
 }
