@@ -3,12 +3,13 @@
  * store or `upstreamCa`), and mTLS toward a peer's data plane (TLS 1.3, the identity's SVID, ALPN `riptides`,
  * the peer's X509-SVID checked against the trust bundle and the allow lists). Every dial has a deadline.
  */
+import type { X509Certificate } from 'node:crypto';
 import { isIP, connect as netConnect, type Socket } from 'node:net';
-import { type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { type SecureContext, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { Core } from './core.ts';
 import type { RuleIdentity } from './inputs.ts';
 import type { Target } from './match.ts';
-import { checkPeer, type HandshakeFailure } from './svid-check.ts';
+import { checkPeer, checkResumedPeer, type HandshakeFailure } from './svid-check.ts';
 import { ALPN } from './tls-contexts.ts';
 
 export type DialResult<S> = { ok: true; socket: S } | { ok: false; reason: HandshakeFailure; detail: string };
@@ -75,6 +76,17 @@ export function dialTls(core: Core, target: Target): Promise<DialResult<TLSSocke
   });
 }
 
+/**
+ * TLS 1.3 session tickets from peer data planes, by identity and destination, with the peer certificate the
+ * full handshake verified: a resumed handshake skips the certificate signatures (HAProxy's `server … ssl`
+ * reuses sessions the same way) and shows no certificate, so the remembered one is checked again against the
+ * current allow lists and its own validity on every connection.
+ */
+const sessionsByContext = new WeakMap<
+  SecureContext,
+  Map<string, { ticket: Buffer; leaf: X509Certificate }>
+>();
+
 /** The allow lists an outbound mTLS peer must satisfy: the rule's and the identity's outbound list. */
 export function outboundAllowLists(identity: RuleIdentity, ruleAllowed: readonly string[]): string[][] {
   return [[...ruleAllowed], identity.outbound.allowedSpiffeIds];
@@ -90,7 +102,7 @@ export function dialMtls(
   target: Target,
   allowLists: () => string[][],
   timeoutMs = core.limits.handshakeTimeoutMs,
-): Promise<DialResult<TLSSocket> & { notManaged?: boolean; peer?: string }> {
+): Promise<DialResult<TLSSocket> & { notManaged?: boolean; peer?: string; leaf?: X509Certificate }> {
   return new Promise((resolve) => {
     const context = core.contexts.identity(identity.spiffeId);
     const trustDomain = core.inputs.rules()?.trustDomain;
@@ -98,11 +110,26 @@ export function dialMtls(
       resolve({ ok: false, reason: 'no-svid', detail: `${identity.spiffeId} has no SVID installed yet` });
       return;
     }
+    // Per TLS context: a new SVID or trust bundle makes a new context, and the next handshake is a full one.
+    const sessions =
+      sessionsByContext.get(context) ?? new Map<string, { ticket: Buffer; leaf: X509Certificate }>();
+    sessionsByContext.set(context, sessions);
+    const sessionKey = `${address(target)}:${target.port}`;
+    const cached = sessions.get(sessionKey);
+    let ticket: Buffer | null = null;
+    let leaf: X509Certificate | null = null;
+    const remember = () => {
+      if (!ticket || !leaf) return;
+      if (sessions.size >= 10_000 && !sessions.has(sessionKey))
+        sessions.delete(sessions.keys().next().value!);
+      sessions.set(sessionKey, { ticket, leaf });
+    };
     const socket = tlsConnect({
       host: address(target),
       port: target.port,
       servername: isIP(target.host) ? undefined : target.host,
       secureContext: context,
+      ...(cached ? { session: cached.ticket } : {}),
       ALPNProtocols: [ALPN],
       minVersion: 'TLSv1.3',
       rejectUnauthorized: false,
@@ -111,7 +138,9 @@ export function dialMtls(
     });
     socket.setNoDelay(true);
     let settled = false;
-    const done = (result: DialResult<TLSSocket> & { notManaged?: boolean; peer?: string }) => {
+    const done = (
+      result: DialResult<TLSSocket> & { notManaged?: boolean; peer?: string; leaf?: X509Certificate },
+    ) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -129,6 +158,11 @@ export function dialMtls(
         }),
       timeoutMs,
     );
+    // Tickets arrive after the handshake (TLS 1.3), sometimes before 'secureConnect' is handled.
+    socket.on('session', (t: Buffer) => {
+      ticket = t;
+      remember();
+    });
     socket.once('secureConnect', () => {
       if (socket.alpnProtocol !== ALPN) {
         done({
@@ -139,9 +173,21 @@ export function dialMtls(
         });
         return;
       }
-      const peer = checkPeer(socket, trustDomain, allowLists());
-      if (!peer.ok) done({ ok: false, reason: peer.reason, detail: peer.detail });
-      else done({ ok: true, socket, peer: peer.spiffeId });
+      const resumed = socket.isSessionReused();
+      // Read once: on a client, each getPeerX509Certificate() call takes the next certificate of the chain.
+      const presented = resumed ? null : (socket.getPeerX509Certificate() ?? null);
+      const peer =
+        resumed && cached
+          ? checkResumedPeer(cached.leaf, trustDomain, allowLists())
+          : checkPeer(socket, trustDomain, allowLists(), presented);
+      if (!peer.ok) {
+        sessions.delete(sessionKey);
+        done({ ok: false, reason: peer.reason, detail: peer.detail });
+        return;
+      }
+      leaf = resumed && cached ? cached.leaf : presented;
+      remember();
+      done({ ok: true, socket, peer: peer.spiffeId, ...(leaf ? { leaf } : {}) });
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
       const refused = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(

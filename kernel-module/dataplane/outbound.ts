@@ -242,7 +242,7 @@ export class Outbound {
     });
     core.metrics.connections.inc({ direction: 'outbound', mode: 'mtls' });
     hooks.accept();
-    const leaf = up.socket.getPeerX509Certificate();
+    const leaf = up.leaf;
     const notAfter = leaf ? Date.parse(leaf.validTo) : Number.POSITIVE_INFINITY;
     const guard = {
       direction: 'outbound' as const,

@@ -78,8 +78,10 @@ export function checkPeer(
   socket: TLSSocket,
   trustDomain: string,
   allowLists: ReadonlyArray<readonly string[]>,
+  /** The peer certificate when the caller already read it (each read on a client takes the next one). */
+  presented?: NodeX509 | null,
 ): PeerResult {
-  const cert = socket.getPeerX509Certificate();
+  const cert = presented === undefined ? socket.getPeerX509Certificate() : presented;
   if (!cert) return { ok: false, reason: 'no-certificate', detail: 'the peer presented no certificate' };
   // A TLSSocket made with `isServer` outside a tls.Server never fills `authorized`: ask OpenSSL's verify result
   // (SSL_get_verify_result) as tls.Server does.
@@ -91,6 +93,21 @@ export function checkPeer(
     const code = String(error?.code ?? socket.authorizationError ?? 'UNKNOWN');
     return { ok: false, reason: chainReason(code), detail: `certificate not verified: ${code}` };
   }
+  return checkResumedPeer(cert, trustDomain, allowLists);
+}
+
+/**
+ * The checks for a certificate OpenSSL verified, on this connection or in the full handshake of the session it
+ * resumes: validity now (a session can outlive its certificate), SPIFFE rules, trust domain, allow lists.
+ */
+export function checkResumedPeer(
+  cert: NodeX509,
+  trustDomain: string,
+  allowLists: ReadonlyArray<readonly string[]>,
+): PeerResult {
+  const now = Date.now();
+  if (Date.parse(cert.validTo) <= now || Date.parse(cert.validFrom) > now)
+    return { ok: false, reason: 'expired', detail: `certificate valid ${cert.validFrom} to ${cert.validTo}` };
   return checkPeerId(svidLeafId(cert), trustDomain, allowLists);
 }
 

@@ -3,6 +3,7 @@
  * mTLS (its SVID + the trust bundle as the only CAs), and one for upstream TLS (the system store or the
  * configured CA file).
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import type { DataPlaneInputs } from './inputs.ts';
@@ -37,7 +38,15 @@ export class TlsContexts {
     const key = `${minVersion} ${spiffeId}`;
     const hit = this.svid.get(key);
     if (hit && hit.cert === pair.cert && hit.key === pair.key && hit.bundle === bundle) return hit.context;
-    const context = createSecureContext({ cert: pair.cert, key: pair.key, ca: bundle, minVersion });
+    // The session id context lets a server that asks for client certificates resume sessions; a context made
+    // anew (new SVID or bundle) has new ticket keys, so no session outlives the inputs it was verified with.
+    const context = createSecureContext({
+      cert: pair.cert,
+      key: pair.key,
+      ca: bundle,
+      minVersion,
+      sessionIdContext: createHash('sha256').update(spiffeId).digest('hex').slice(0, 32),
+    });
     this.svid.set(key, { cert: pair.cert, key: pair.key, bundle, context });
     return context;
   }

@@ -172,6 +172,45 @@ describe('psql → client data plane → mTLS → server data plane → PostgreS
     expect(await failures('protocol')).toBe(before + 1);
   });
 
+  it('the client side too: a peer its rule no longer allows is disconnected from a live session', async () => {
+    serverRules('MUTUAL', [CLIENT]);
+    const child = spawn(
+      'psql',
+      [
+        `host=127.0.0.1 port=${mapped} user=dp dbname=postgres sslmode=disable`,
+        '-tAc',
+        'select pg_sleep(60)',
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    expect(await until(() => clientDp.connections().some((c) => c.peer_spiffe_id === SERVER))).toBe(true);
+    const db = destination('127.0.0.1', fronted, 'Service/riptides-system/db');
+    clientInputs.setRules(
+      table([identity(CLIENT, { egress: [egress([db], { mode: 'MUTUAL' }, [id('shop/elsewhere')])] })]),
+    );
+    try {
+      const code = await Promise.race([
+        exited,
+        new Promise((r) => setTimeout(() => r('still running'), 15_000)),
+      ]);
+      if (code === 'still running') child.kill();
+      expect(code).not.toBe('still running');
+      const revoked = await clientDp.metrics.registry.getSingleMetricAsString(
+        'riptides_dataplane_connections_revoked_total',
+      );
+      expect(revoked).toMatch(/direction="outbound"\} [1-9]/);
+    } finally {
+      const rule = egress([db], { mode: 'MUTUAL' }, [SERVER]);
+      clientInputs.setRules(
+        table([identity(CLIENT, { egress: [rule] }), identity(INTRUDER, { egress: [rule] })]),
+      );
+    }
+    expect((await psql(mapped)).ok).toBe(true);
+  });
+
   it('a removed allowed ID closes the live session of that peer, and the next connection is refused', async () => {
     serverRules('MUTUAL', [CLIENT]);
     const child = spawn(
