@@ -16,7 +16,7 @@
 import { EventEmitter } from 'node:events';
 import type { ProcessRecord } from '../../kernel-module/control/abi.ts';
 import { type CgroupFacts, parseCgroup } from './cgroup.ts';
-import type { PodSource } from './kubernetes.ts';
+import { type KubeOptions, KubernetesPodSource, type PodSource } from './kubernetes.ts';
 import { type Labels, type PodLabels, processLabels, withPod } from './labels.ts';
 import {
   type IdentitySelectors,
@@ -64,7 +64,12 @@ export interface AttestorOptions {
   events?: 'auto' | 'off';
   /** How often queued proc events are drained. Default 50 ms. */
   eventDrainMs?: number;
-  /** Pods for processes in containers (started and stopped with the Attestor); null: no Kubernetes. */
+  /**
+   * Kubernetes access for processes in pods: options for the API client (`--kubeconfig`, node name), or null
+   * for none. Default: the environment's (KUBECONFIG or the in-cluster service account), none when neither.
+   */
+  kube?: KubeOptions | null;
+  /** A pod source of the caller's instead (started and stopped with the Attestor); wins over `kube`. */
   pods?: PodSource | null;
   /** At most this many processes are tracked; more are reported once and ignored. Default 200,000. */
   maxProcesses?: number;
@@ -108,6 +113,7 @@ function isVisible(t: { resolution: Resolution; pending: string | null }): boole
 export class Attestor extends EventEmitter<AttestorEvents> {
   readonly #procRoot: string;
   readonly #opts: AttestorOptions;
+  readonly #pods: PodSource | null;
   readonly #tracked = new Map<number, Tracked>();
   #index = new SelectorIndex([]);
   #generation = 0;
@@ -121,12 +127,24 @@ export class Attestor extends EventEmitter<AttestorEvents> {
   #running = false;
   #warnedTruncated = false;
   #onPods = () => this.#podsChanged();
+  #onPodsWarning = (message: string) => this.emit('warning', message);
   #podsTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: AttestorOptions = {}) {
     super();
     this.#procRoot = opts.procRoot ?? '/proc';
     this.#opts = opts;
+    this.#pods =
+      opts.pods !== undefined
+        ? opts.pods
+        : opts.kube === null
+          ? null
+          : KubernetesPodSource.fromEnvironment(opts.kube ?? {});
+  }
+
+  /** Where pods come from (null: no Kubernetes). */
+  get podSource(): PodSource | null {
+    return this.#pods;
   }
 
   /** Where process changes come from: the proc connector, or rescans alone. */
@@ -146,10 +164,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
   async start(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
-    if (this.#opts.pods) {
-      this.#opts.pods.on('change', this.#onPods);
-      this.#opts.pods.on('error', (err) => this.emit('warning', err.message));
-      await this.#opts.pods.start();
+    if (this.#pods) {
+      this.#pods.on('change', this.#onPods);
+      this.#pods.on('warning', this.#onPodsWarning);
+      await this.#pods.start();
     }
     if ((this.#opts.events ?? 'auto') === 'auto') {
       const opened = openProcEvents();
@@ -172,9 +190,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     clearTimeout(this.#podsTimer);
     this.#events?.close();
     this.#events = null;
-    if (this.#opts.pods) {
-      this.#opts.pods.off('change', this.#onPods);
-      await this.#opts.pods.stop();
+    if (this.#pods) {
+      this.#pods.off('change', this.#onPods);
+      this.#pods.off('warning', this.#onPodsWarning);
+      await this.#pods.stop();
     }
     await this.#scanning?.catch(() => {});
   }
@@ -234,10 +253,10 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     const known = this.#tracked.get(pid);
     if (known && known.startTime === stat.startTime && known.execSignature === stat.execSignature)
       return this.#attestation(known);
-    const t = this.#read(pid, stat);
-    if (!t) return null;
-    this.#publish([t]);
-    return this.#attestation(t);
+    const read = this.#read(pid, stat);
+    if (read.changed) this.#publish([read.changed]);
+    const now = this.#tracked.get(pid);
+    return read.alive && now ? this.#attestation(now) : null;
   }
 
   /** One full pass over /proc now (also what the timer runs). Concurrent calls coalesce. */
@@ -281,9 +300,9 @@ export class Attestor extends EventEmitter<AttestorEvents> {
         known.execSignature !== stat.execSignature ||
         (pid + scanNo) % REFRESH_EVERY === 0;
       if (!stale) continue;
-      const t = this.#read(pid, stat);
-      if (t) changed.push(t);
-      else seen.delete(pid);
+      const read = this.#read(pid, stat);
+      if (read.changed) changed.push(read.changed);
+      if (!read.alive) seen.delete(pid);
     }
     for (const pid of [...this.#tracked.keys()]) {
       if (seen.has(pid)) continue;
@@ -298,12 +317,14 @@ export class Attestor extends EventEmitter<AttestorEvents> {
    * Reads a process and updates what is tracked; returns the entry when its resolution changed (or it is
    * new), null when it is gone. A zombie or a process that exited while being read is removed.
    */
-  #read(pid: number, stat: ProcStat): Tracked | null {
+  #read(pid: number, stat: ProcStat): { alive: boolean; changed: Tracked | null } {
     const raw = readProcess(this.#procRoot, pid, stat);
     const known = this.#tracked.get(pid);
     if (!raw) {
       if (known) this.#tracked.delete(pid);
-      return known && isVisible(known) ? { ...known, resolution: UNMATCHED, pending: null, key: '' } : null;
+      const gone =
+        known && isVisible(known) ? { ...known, resolution: UNMATCHED, pending: null, key: '' } : null;
+      return { alive: false, changed: gone };
     }
     const cgroup = parseCgroup(raw.cgroup);
     const t: Tracked = {
@@ -323,16 +344,17 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     // Visible when the process holds something now or held something before (a reused pid's predecessor
     // included: its identity ends here, whatever the new process gets).
     const before = known && isVisible(known) ? known : null;
-    if (!isVisible(t) && !before) return null;
-    if (before && before.startTime === t.startTime && before.key === t.key) return null;
-    return t;
+    const unchanged =
+      (!isVisible(t) && !before) ||
+      (before !== null && before.startTime === t.startTime && before.key === t.key);
+    return { alive: true, changed: unchanged ? null : t };
   }
 
   #label(t: Tracked): void {
     let pod: PodLabels | null = null;
     t.pending = null;
-    if (t.cgroup.pod && this.#opts.pods) {
-      const found = this.#opts.pods.lookup(t.cgroup.pod.uid, t.cgroup.pod.containerId);
+    if (t.cgroup.pod && this.#pods) {
+      const found = this.#pods.lookup(t.cgroup.pod.uid, t.cgroup.pod.containerId);
       if (found.state === 'found') pod = found.pod;
       else t.pending = found.reason;
     }
@@ -380,8 +402,8 @@ export class Attestor extends EventEmitter<AttestorEvents> {
     for (const pid of batch.changed) {
       const stat = readStat(this.#procRoot, pid);
       if (!stat || isKernelThread(stat)) continue;
-      const t = this.#read(pid, stat);
-      if (t) changed.push(t);
+      const read = this.#read(pid, stat);
+      if (read.changed) changed.push(read.changed);
     }
     this.#publish(changed);
   }

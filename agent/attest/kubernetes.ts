@@ -61,8 +61,11 @@ export type PodLookup =
   /** Not (yet) known: the pod's status may not name the container yet, or the cache is still loading. */
   | { state: 'unknown'; reason: string };
 
-/** What attestation needs from Kubernetes; a test or another source can provide it too. */
-export interface PodSource extends EventEmitter<{ change: []; error: [Error] }> {
+/**
+ * What attestation needs from Kubernetes; a test or another source can provide it too. `warning` says why pods
+ * cannot be listed or watched (not `error`: an unheard `error` event would end the process).
+ */
+export interface PodSource extends EventEmitter<{ change: []; warning: [string] }> {
   lookup(podUid: string, containerId: string): PodLookup;
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -105,7 +108,10 @@ function index(pod: V1Pod): IndexedPod | null {
   };
 }
 
-export class KubernetesPodSource extends EventEmitter<{ change: []; error: [Error] }> implements PodSource {
+export class KubernetesPodSource
+  extends EventEmitter<{ change: []; warning: [string] }>
+  implements PodSource
+{
   readonly source: string;
   readonly nodeName: string;
   readonly #kc: KubeConfig;
@@ -199,7 +205,7 @@ export class KubernetesPodSource extends EventEmitter<{ change: []; error: [Erro
       typeof code === 'number'
         ? `the Kubernetes API answered HTTP ${code} listing or watching pods on node ${this.nodeName}${code === 403 ? ' (grant list and watch on pods to the agent)' : ''}`
         : `the Kubernetes API could not be reached: ${(err as Error)?.message ?? String(err)}`;
-    this.emit('error', new Error(this.#lastError));
+    this.emit('warning', this.#lastError);
     this.#failures++;
     const delay = Math.min(30_000, 500 * 2 ** Math.min(this.#failures - 1, 6)) * (0.8 + Math.random() * 0.4);
     clearTimeout(this.#retryTimer);

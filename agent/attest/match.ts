@@ -143,22 +143,9 @@ export function resolveMatches(found: readonly IdentityMatch[]): Resolution {
   };
 }
 
-/** Which key of a map to index it by: the most selective exact-match key it has. */
-const ANCHOR_ORDER = [
-  'process:binary:path',
-  'k8s:pod:name',
-  'process:name',
-  'k8s:container:name',
-  'systemd:unit',
-  'k8s:pod:namespace',
-  'process:uid',
-  'process:gid',
-];
-
-function anchorOf(selector: Selector): string | null {
-  for (const key of ANCHOR_ORDER) if (selector[key]) return key;
-  for (const key in selector) if (key !== CMDLINE && key !== DESTINATION_PORT) return key;
-  return null;
+/** Keys a map can be filed under: exact-match keys (not the prefix, not the port). */
+function exactKeys(selector: Selector): string[] {
+  return Object.keys(selector).filter((k) => k !== CMDLINE && k !== DESTINATION_PORT);
 }
 
 interface Entry {
@@ -168,7 +155,8 @@ interface Entry {
 
 /**
  * Many identities against many processes without comparing every pair: each selector map is filed under one
- * of its exact-match (key, value) pairs, or under its command-line prefix when it has no other key, and a
+ * of its exact-match keys (the one whose values the fewest maps share), or under its command-line prefix when
+ * it has no other key, and a
  * process only tries the maps filed under its own labels. Cost per process: its label count plus the distinct
  * prefix lengths, plus the candidates it meets — not the number of identities.
  */
@@ -180,17 +168,31 @@ export class SelectorIndex {
 
   constructor(identities: readonly IdentitySelectors[]) {
     this.#identities = [...identities];
+    // File each map under its most selective exact key: the one whose values the fewest maps share.
+    const counts = new Map<string, number>();
+    const pair = (key: string, value: string) => `${key}\u0000${canonical(key, value)}`;
+    for (const identity of this.#identities)
+      for (const selector of identity.selectors)
+        for (const key of exactKeys(selector))
+          for (const v of selector[key]!) counts.set(pair(key, v), (counts.get(pair(key, v)) ?? 0) + 1);
     const lengths = new Set<number>();
     this.#identities.forEach((identity, i) => {
       for (const selector of identity.selectors) {
         const entry = { identity: i, selector };
-        const anchor = anchorOf(selector);
+        let anchor: string | null = null;
+        let cost = Number.POSITIVE_INFINITY;
+        for (const key of exactKeys(selector)) {
+          const c = selector[key]!.reduce((sum, v) => sum + counts.get(pair(key, v))!, 0);
+          if (c < cost) {
+            cost = c;
+            anchor = key;
+          }
+        }
         if (anchor) {
           for (const v of selector[anchor]!) {
-            const key = `${anchor}\u0000${canonical(anchor, v)}`;
-            const list = this.#buckets.get(key) ?? [];
+            const list = this.#buckets.get(pair(anchor, v)) ?? [];
             list.push(entry);
-            this.#buckets.set(key, list);
+            this.#buckets.set(pair(anchor, v), list);
           }
         } else if (selector[CMDLINE]) {
           for (const prefix of selector[CMDLINE]) {

@@ -301,10 +301,11 @@ export class ControlModule extends EventEmitter<ControlModuleEvents> {
       return this.#refuse(table.generation, table.version, messageOf(err));
     }
     this.#problems.rules = null;
-    // Health first, then the verdict: whoever sees the verdict sees the health that goes with it.
+    // Health, then the data plane (listeners), then the verdict on disk: whoever reads the verdict sees the
+    // health that goes with it, and the state it names is already in force.
     await this.#updateHealth();
-    await this.#writeEnforced();
     this.emit('enforced', this.#state);
+    await this.#writeEnforced();
   }
 
   /** Everything the table needs, read and checked; throws with the reason when anything does not hold. */
@@ -388,8 +389,8 @@ export class ControlModule extends EventEmitter<ControlModuleEvents> {
     const kept = this.#state ? `generation ${this.#state.generation} stays in force` : 'nothing is enforced';
     this.#problems.rules = `rule table${generation !== null ? ` generation ${generation}` : ''} refused (${kept}): ${line}`;
     await this.#updateHealth();
-    await this.#writeEnforced({ generation, version, reason: line });
     this.emit('refused', { what: 'rules', generation, version, reason: line });
+    await this.#writeEnforced({ generation, version, reason: line });
   }
 
   async #writeEnforced(error?: EnforcedStatus['error']): Promise<void> {

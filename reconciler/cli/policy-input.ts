@@ -1,5 +1,6 @@
 /** Shared by the commands that read a policy directory: flags → a rendered (validated, compiled) policy. */
 
+import { escapeText } from '../encoding/escape.ts';
 import { readRepoConfig } from '../policy/config.ts';
 import { loadPolicyDir, PolicyPathError } from '../policy/load-dir.ts';
 import { type RenderResult, renderPolicy, resolvePositions } from '../policy/render.ts';
@@ -52,7 +53,7 @@ export async function openPolicyDir(
     });
   } catch (err) {
     if (err instanceof PolicyPathError) {
-      io.stderr(`riptides-cli: ${err.message}\n`);
+      io.stderr(`riptides-cli: ${escapeText(err.message)}\n`);
       return null;
     }
     throw err;

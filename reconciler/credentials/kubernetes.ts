@@ -5,7 +5,12 @@
  * dropped connection, ERROR event) the loop re-reads and watches again, backing off while the API fails.
  */
 import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
-import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
+import {
+  decodeSecretDataMap,
+  type SecretSnapshot,
+  type SecretStore,
+  type SecretUpdate,
+} from './secret-ref.ts';
 import { CredentialError } from './types.ts';
 import { backoffDelay, describeTransportError, withDeadline } from './util.ts';
 
@@ -27,12 +32,6 @@ interface Entry {
   stop?: () => void;
   /** Wakes the loop from its backoff sleep (on stop). */
   wake?: () => void;
-}
-
-function decodeData(data: Record<string, string> | undefined): Record<string, Buffer> {
-  const out: Record<string, Buffer> = {};
-  for (const [k, v] of Object.entries(data ?? {})) out[k] = Buffer.from(v, 'base64');
-  return out;
 }
 
 export class KubernetesSecretStore implements SecretStore {
@@ -82,10 +81,11 @@ export class KubernetesSecretStore implements SecretStore {
       );
       return {
         found: true,
-        data: decodeData(secret.data),
+        data: decodeSecretDataMap(secret.data, { namespace, name }, this.where),
         resourceVersion: secret.metadata?.resourceVersion ?? '',
       };
     } catch (err) {
+      if (err instanceof CredentialError) throw err;
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'number') {
         if (code === 404) return { found: false };
@@ -222,9 +222,16 @@ export class KubernetesSecretStore implements SecretStore {
       (type: string, object: { data?: Record<string, string>; metadata?: { resourceVersion?: string } }) => {
         if (stopped) return;
         const rv = object?.metadata?.resourceVersion ?? '';
-        if (type === 'ADDED' || type === 'MODIFIED')
-          this.deliver(entry, { found: true, data: decodeData(object.data), resourceVersion: rv });
-        else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
+        if (type === 'ADDED' || type === 'MODIFIED') {
+          let data: Record<string, Buffer>;
+          try {
+            data = decodeSecretDataMap(object.data, { namespace, name }, this.where);
+          } catch (err) {
+            this.deliver(entry, err as CredentialError);
+            return;
+          }
+          this.deliver(entry, { found: true, data, resourceVersion: rv });
+        } else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
         else if (type === 'ERROR') {
           // e.g. 410 Gone: our resourceVersion is too old; end and resync with a fresh read.
           controller?.abort();

@@ -11,6 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
+import { ephemeralFingerprintKey, type FingerprintKey } from './fingerprint.ts';
 import { type ProviderConfig, Providers } from './providers.ts';
 import type { Obtained, ProviderContext, Session } from './session.ts';
 import {
@@ -40,6 +41,11 @@ export interface CredentialManagerOptions extends ProviderConfig {
   now?: () => number;
   random?: () => number;
   logger?: CredentialLogger;
+  /**
+   * The key of live fingerprints (fingerprint.ts resolveFingerprintKey: the environment's, or the state
+   * directory's); default: one for this process alone.
+   */
+  fingerprintKey?: FingerprintKey;
 }
 
 const SILENT: CredentialLogger = { info() {}, warn() {} };
@@ -53,6 +59,7 @@ function contextOf(opts: CredentialManagerOptions): ProviderContext {
     random: opts.random ?? Math.random,
     logger: opts.logger ?? SILENT,
     backoff: { initialMs: opts.backoff?.initialMs ?? 1000, maxMs: opts.backoff?.maxMs ?? 300_000 },
+    fingerprintKey: opts.fingerprintKey ?? ephemeralFingerprintKey(),
   };
 }
 
@@ -135,7 +142,7 @@ class Binding {
     this.failures = 0;
     this.lastError = undefined;
     this.phase = 'available';
-    const fp = fingerprintOf(r.value);
+    const fp = fingerprintOf(this.ctx.fingerprintKey, r.value);
     const expiresAt =
       r.expiresAt !== undefined && Number.isFinite(r.expiresAt) ? new Date(r.expiresAt) : undefined;
     const changed = !this.current || this.current.fingerprint !== fp;
@@ -143,6 +150,7 @@ class Binding {
     this.current = makeCredential(r.value, {
       version: this.version,
       obtainedAt: changed || !this.current ? new Date(this.ctx.now()) : this.current.obtainedAt,
+      fingerprint: fp,
       ...(expiresAt ? { expiresAt } : {}),
     });
     if (changed || recovered)
@@ -359,7 +367,10 @@ export interface FetchOnceResult {
   workload: string;
   state: 'AVAILABLE' | 'ERROR';
   message?: string;
+  /** `hmac-sha256:<16 hex>` under the key in force (fingerprint.ts). */
   fingerprint?: string;
+  /** Where that key came from: fingerprints compare with the reconciler's only under its key. */
+  fingerprintKey?: FingerprintKey['origin'];
   /** ISO 8601. */
   expiresAt?: string;
 }
@@ -384,7 +395,8 @@ export async function fetchOnce(
       return {
         ...base,
         state: 'AVAILABLE',
-        fingerprint: fingerprintOf(r.value),
+        fingerprint: fingerprintOf(ctx.fingerprintKey, r.value),
+        fingerprintKey: ctx.fingerprintKey.origin,
         ...(r.expiresAt !== undefined && Number.isFinite(r.expiresAt)
           ? { expiresAt: new Date(r.expiresAt).toISOString() }
           : {}),

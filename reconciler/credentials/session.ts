@@ -4,6 +4,7 @@
  * Both offer a single `obtain()`, the code path `credentials check` uses.
  */
 import type { JwtMinter } from '../identity/jwt-svid.ts';
+import type { FingerprintKey } from './fingerprint.ts';
 import type { CredentialError, CredentialLogger, CredentialValue } from './types.ts';
 
 export interface Obtained {
@@ -40,4 +41,5 @@ export interface ProviderContext {
   random: () => number;
   logger: CredentialLogger;
   backoff: { initialMs: number; maxMs: number };
+  fingerprintKey: FingerprintKey;
 }

@@ -13,7 +13,7 @@ import type {
   WorkloadIdentity,
 } from './kinds/index.ts';
 import { Reporter } from './reporter.ts';
-import { checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
+import { checkSecret, checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import {
@@ -264,21 +264,7 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
 
   for (const r of set.sources) checkSource(rep, r);
   for (const r of set.services) checkService(rep, r);
-  for (const r of set.secrets) {
-    const values = Object.keys(r.value.data ?? {}).length + Object.keys(r.value.stringData ?? {}).length;
-    if (values > 0 && !r.value.sops && !opts.allowSecrets) {
-      rep.at(
-        'RT050',
-        `Secret "${r.value.metadata.name}" holds ${values} plaintext value(s) committed to git`,
-        r,
-        [r.value.stringData ? 'stringData' : 'data'],
-        {
-          at: 'key',
-          hint: 'create the Secret in the cluster (kubectl create secret) or in --secrets-dir, or encrypt it with SOPS; --allow-plaintext-secrets accepts it',
-        },
-      );
-    }
-  }
+  for (const r of set.secrets) checkSecret(rep, r, opts.allowSecrets ?? false);
   for (const r of [
     ...set.identities,
     ...set.services,

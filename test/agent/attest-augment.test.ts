@@ -10,7 +10,6 @@ import { copyBinary, start, uniqueName } from '../support/processes.ts';
 function wellFormed(lines: string[]) {
   for (const line of lines) {
     expect(line).toMatch(/^[a-z0-9:._/-]+=/);
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: that is what is checked
     expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e]/);
   }
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { Attestor } from '../../agent/attest/attestor.ts';
 import { augmentLines } from '../../agent/attest/collect.ts';
-import { KubernetesPodSource } from '../../agent/attest/kubernetes.ts';
+import { KubernetesPodSource, kubeConfigFrom } from '../../agent/attest/kubernetes.ts';
 import { KubernetesTestServer } from '../servers/kubernetes.ts';
 import { kubeconfig } from '../support/cred-env.ts';
 import { waitFor } from '../support/cred-wait.ts';
@@ -18,6 +18,7 @@ let kube: KubernetesTestServer;
 let agentConfig: string;
 let deniedConfig: string;
 let cleanupDir: () => void;
+let scratchDir: string;
 
 beforeAll(async () => {
   kube = await new KubernetesTestServer({
@@ -29,6 +30,7 @@ beforeAll(async () => {
   }).start();
   const { dir, cleanup } = scratch('kube');
   cleanupDir = cleanup;
+  scratchDir = dir;
   agentConfig = join(dir, 'agent.kubeconfig');
   deniedConfig = join(dir, 'denied.kubeconfig');
   writeFileSync(agentConfig, kubeconfig(kube.url, testTls().ca, 'agent-token'));
@@ -89,12 +91,17 @@ describe('attestation through the Kubernetes API', () => {
       labels: { app: 'web' },
       containers: [{ name: 'x', id: randomBytes(32).toString('hex') }],
     });
-    const { a } = await attestor(source(), [
+    // The Attestor makes its own API client from the options.
+    const a = new Attestor({ kube: { kubeconfigPath: agentConfig, nodeName: NODE, env: {} } });
+    onTestFinished(() => a.stop());
+    a.setIdentities([
       {
         spiffeId: `${TD}/web`,
         selectors: [{ 'k8s:label:app': ['web'], 'k8s:pod:namespace': [ns], 'k8s:container:name': ['nginx'] }],
       },
     ]);
+    await a.start();
+    expect(a.podSource).toBeInstanceOf(KubernetesPodSource);
     await waitFor('pod attested', () => a.snapshot().byIdentity.get(`${TD}/web`)?.includes(p.pid));
     expect(a.labels(p.pid)).toMatchObject({
       'k8s:pod:namespace': [ns],
@@ -198,5 +205,31 @@ describe('attestation through the Kubernetes API', () => {
     // The process in a pod waits (fail closed), while a process outside any pod is attested as usual.
     expect(a.snapshot().processes.get(p.pid)).toMatchObject({ spiffeId: null });
     expect(a.snapshot().byIdentity.get(`${TD}/any`)).toContain(process.pid);
+  });
+
+  it('augment with an API that refuses or is not there still prints what /proc says, without crashing', async () => {
+    const { p, uid } = processInPod();
+    const unreachable = join(scratchDir, 'unreachable.kubeconfig');
+    writeFileSync(unreachable, kubeconfig('https://127.0.0.1:1', testTls().ca, 'agent-token'));
+    for (const config of [deniedConfig, unreachable]) {
+      const lines = await augmentLines(p.pid, {
+        kube: { kubeconfigPath: config, nodeName: NODE, timeoutMs: 2000, env: {} },
+      });
+      expect(lines).toContain(`k8s:pod:uid=${uid}`);
+      expect(lines.some((l) => l.startsWith('k8s:pod:name='))).toBe(false);
+      expect(lines.some((l) => l.startsWith('process:name='))).toBe(true);
+    }
+  });
+
+  it('is configured by --kubeconfig, then KUBECONFIG, then the in-cluster service account, else not at all', () => {
+    expect(kubeConfigFrom({ kubeconfigPath: agentConfig, env: { KUBECONFIG: deniedConfig } })?.source).toBe(
+      agentConfig,
+    );
+    expect(kubeConfigFrom({ env: { KUBECONFIG: deniedConfig } })?.source).toBe(`KUBECONFIG=${deniedConfig}`);
+    // In-cluster needs the service account token file, which this host does not have.
+    expect(
+      kubeConfigFrom({ env: { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '443' } }),
+    ).toBeNull();
+    expect(kubeConfigFrom({ env: { HOME: '/root' } })).toBeNull();
   });
 });

@@ -12,7 +12,7 @@ import { tempDir } from '../support/scratch.ts';
 const TD = 'spiffe://example.org';
 
 async function attestor(identities: IdentitySelectors[], events: 'auto' | 'off' = 'auto') {
-  const a = new Attestor({ events, rescanIntervalMs: events === 'off' ? 200 : 30_000 });
+  const a = new Attestor({ kube: null, events, rescanIntervalMs: events === 'off' ? 200 : 30_000 });
   const snapshots: AttestationSnapshot[] = [];
   const conflicts: ProcessAttestation[] = [];
   a.on('change', (s) => snapshots.push(s));
@@ -115,6 +115,27 @@ describe('attestation of real processes', () => {
     });
   }
 
+  it('a matched process stays attested through rescans (no flapping, no change published)', async () => {
+    const name = uniqueName();
+    const bin = copyBinary(name);
+    const id = `${TD}/steady`;
+    const a = new Attestor({ kube: null, events: 'off', rescanIntervalMs: 3_600_000 });
+    onTestFinished(() => a.stop());
+    a.setIdentities([{ spiffeId: id, selectors: [{ 'process:name': [name] }] }]);
+    await a.start();
+    const p = start(bin);
+    await a.rescan();
+    expect(pidsOf(a, id)).toEqual([p.pid]);
+    const changes: AttestationSnapshot[] = [];
+    a.on('change', (s) => changes.push(s));
+    // More rescans than the rolling refresh period: every process is re-read at least once.
+    for (let i = 0; i < 12; i++) {
+      await a.rescan();
+      expect(pidsOf(a, id)).toEqual([p.pid]);
+    }
+    expect(changes.filter((s) => !(s.byIdentity.get(id) ?? []).includes(p.pid))).toEqual([]);
+  });
+
   for (const mode of ['auto', 'off'] as const) {
     it(`follows exec: the same pid becoming another program is attested anew (${mode === 'auto' ? 'proc connector' : 'rescans only'})`, async () => {
       const name = uniqueName();
@@ -183,7 +204,7 @@ describe('attestation of real processes', () => {
     const binOld = copyBinary(nameOld);
     const binNew = copyBinary(nameNew);
     // Rescans only, and none by timer: the exit is not seen before the pid is taken again.
-    const a = new Attestor({ events: 'off', rescanIntervalMs: 3_600_000 });
+    const a = new Attestor({ kube: null, events: 'off', rescanIntervalMs: 3_600_000 });
     onTestFinished(() => a.stop());
     a.setIdentities([{ spiffeId: `${TD}/old`, selectors: [{ 'process:name': [nameOld] }] }]);
     await a.start();
@@ -203,8 +224,9 @@ describe('attestation of real processes', () => {
     expect(reused?.pid).toBe(old.pid);
     // resolve() (what the data plane asks for a new connection) sees the new process, not the old identity.
     const resolved = await a.resolve(old.pid);
-    expect(resolved?.startTime).not.toBe(oldStart);
-    expect(resolved?.spiffeId).toBeNull();
+    const newStart = Number(readFileSync(`/proc/${old.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]);
+    expect(newStart).not.toBe(oldStart);
+    expect(resolved).toMatchObject({ pid: old.pid, startTime: newStart, spiffeId: null, conflict: null });
     expect(pidsOf(a, `${TD}/old`)).toEqual([]);
     expect(readFileSync(`/proc/${old.pid}/comm`, 'utf8').trim()).toBe(nameNew);
   });

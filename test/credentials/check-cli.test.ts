@@ -1,5 +1,6 @@
 /** `riptides-cli credentials check` against the Vault, STS and Kubernetes test servers, from a policy directory. */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
@@ -13,7 +14,11 @@ let caFile: string;
 const seen: string[] = [];
 
 async function check(...args: string[]) {
-  const out = capture();
+  return checkWith({}, ...args);
+}
+
+async function checkWith(cliEnv: NodeJS.ProcessEnv, ...args: string[]) {
+  const out = capture(process.cwd(), cliEnv);
   const code = await main(
     ['credentials', 'check', '--repo', repo, '--ca-dir', join(env.dir, 'ca'), '--timeout', '3', ...args],
     out.io,
@@ -62,7 +67,7 @@ describe('riptides-cli credentials check', () => {
       state: 'AVAILABLE',
       message: null,
     });
-    expect(json.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(json.fingerprint).toMatch(/^hmac-sha256:[0-9a-f]{16}$/);
     expect(Date.parse(json.expiresAt)).toBeGreaterThan(Date.now());
     expect(env.vault.revokedLeases()).toHaveLength(1);
     expect(env.vault.count('revoke')).toBe(1);
@@ -72,8 +77,53 @@ describe('riptides-cli credentials check', () => {
     const r = await check('--source', 'anthropic-bearer', '--kubeconfig', env.kubeconfigPath);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(
-      /^CredentialSource anthropic-bearer for support-assistant\/app\/assistant-api: AVAILABLE, fingerprint [0-9a-f]{8}, no expiry\n$/,
+      /^CredentialSource anthropic-bearer for support-assistant\/app\/assistant-api: AVAILABLE, fingerprint hmac-sha256:[0-9a-f]{16} \(key of this run only; set RIPTIDES_FINGERPRINT_KEY or pass --state-dir to compare with the reconciler's\), no expiry\n$/,
     );
+  });
+
+  it('keys fingerprints with the key from the environment, or from the state directory (created 0600)', async () => {
+    const hmac = (key: Buffer) =>
+      `hmac-sha256:${createHmac('sha256', key).update(BEARER).digest('hex').slice(0, 16)}`;
+    const key = randomBytes(32);
+    const fromEnv = await checkWith(
+      { RIPTIDES_FINGERPRINT_KEY: key.toString('hex') },
+      '--source',
+      'anthropic-bearer',
+      '--kubeconfig',
+      env.kubeconfigPath,
+      '--format',
+      'json',
+    );
+    expect(JSON.parse(fromEnv.stdout)).toMatchObject({ fingerprint: hmac(key), fingerprintKey: 'env' });
+    // A plain digest of the value is what a reader could test guesses against: it must not be shown.
+    expect(fromEnv.stdout).not.toContain(createHash('sha256').update(BEARER).digest('hex').slice(0, 8));
+
+    const stateDir = join(env.dir, 'state');
+    const run = () =>
+      check(
+        '--source',
+        'anthropic-bearer',
+        '--kubeconfig',
+        env.kubeconfigPath,
+        '--state-dir',
+        stateDir,
+        '--format',
+        'json',
+      );
+    const first = JSON.parse((await run()).stdout);
+    const keyFile = join(stateDir, 'fingerprint.key');
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(first).toMatchObject({
+      fingerprint: hmac(Buffer.from(readFileSync(keyFile, 'utf8').trim(), 'hex')),
+      fingerprintKey: 'state-dir',
+    });
+    expect(JSON.parse((await run()).stdout).fingerprint).toBe(first.fingerprint);
+
+    chmodSync(keyFile, 0o644);
+    const refused = await run();
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${keyFile} may be read by others (mode 644)`);
+    expect(refused.stderr).toContain(`hint: chmod 600 ${keyFile}`);
   });
 
   it('fetches AWS keys from STS with the workload ID token', async () => {

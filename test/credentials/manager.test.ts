@@ -118,7 +118,7 @@ describe('credential manager', () => {
         kind: 'aws',
         aws: { accessKeyId: 'ASIAEXAMPLE', secretAccessKey: 'wJalrSECRET', sessionToken: 'IQoSESSION' },
       },
-      { version: 3, obtainedAt: new Date(0) },
+      { version: 3, obtainedAt: new Date(0), fingerprint: 'hmac-sha256:0123456789abcdef' },
     );
     expect(c.aws!.secretAccessKey).toBe('wJalrSECRET');
     for (const text of [JSON.stringify(c), inspect(c), JSON.stringify({ ...c }), String(Object.values(c))]) {

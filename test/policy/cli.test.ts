@@ -128,7 +128,10 @@ describe('riptides-cli schema', () => {
       'SIMPLE',
     ]);
     const all = JSON.parse(readFileSync(join(dir, 'riptides.schema.json'), 'utf8'));
-    expect(all.anyOf).toHaveLength(6);
+    expect(
+      all.allOf.map((b: { if: { properties: { kind: { const: string } } } }) => b.if.properties.kind.const),
+    ).toEqual(Object.keys(all.definitions));
+    expect(all.definitions.WorkloadIdentity).toEqual({ ...wid, $schema: undefined });
   });
 });
 

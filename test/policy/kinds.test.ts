@@ -206,7 +206,7 @@ describe('Secret and unmanaged kinds', () => {
     expect(await codes('apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ntype: Opaque\n')).toEqual([]);
     expect(
       await codes(
-        'apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  token: ENC[AES256_GCM,data:x]\nsops:\n  version: 3.9.0\n',
+        'apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  token: ENC[AES256_GCM,data:3q2+7w==,iv:AAAAAAAAAAAAAAAAAAAAAA==,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]\nsops:\n  version: 3.9.0\n',
       ),
     ).toEqual([]);
   });

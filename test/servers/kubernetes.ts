@@ -67,6 +67,23 @@ export class KubernetesTestServer extends TestHttpsServer {
   /** Creates or replaces a Secret (ADDED / MODIFIED for watchers). Values are plain strings, stored base64. */
   putSecret(ns: string, name: string, values: Record<string, string>): void {
     for (const v of Object.values(values)) this.issuedValues.push(v);
+    this.store(
+      ns,
+      name,
+      Object.fromEntries(Object.entries(values).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+    );
+  }
+
+  /**
+   * Fault injection: serves `data` exactly as given, as a non-conforming server or a proxy might. The real API
+   * server refuses to store a value that is not base64, so clients must never see one; this checks that a
+   * client refuses it rather than decoding it leniently.
+   */
+  serveCorruptSecret(ns: string, name: string, data: Record<string, string>): void {
+    this.store(ns, name, data);
+  }
+
+  private store(ns: string, name: string, data: Record<string, string>): void {
     const key = `${ns}/${name}`;
     const existing = this.secrets.get(key);
     const rv = ++this.rv;
@@ -80,9 +97,7 @@ export class KubernetesTestServer extends TestHttpsServer {
       kind: 'Secret',
       apiVersion: 'v1',
       metadata: { ...meta, resourceVersion: String(rv) },
-      data: Object.fromEntries(
-        Object.entries(values).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
-      ),
+      data,
       type: 'Opaque',
     };
     this.secrets.set(key, { object });

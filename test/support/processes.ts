@@ -33,7 +33,7 @@ export interface Started {
   stop(): Promise<void>;
 }
 
-/** Starts a process; `uid` runs it as that uid and gid through setpriv. Killed when the test finishes. */
+/** Starts a process in its own process group; `uid` runs it as that uid and gid through setpriv. Killed (with its group) when the test finishes. */
 export function start(
   file: string,
   args: string[] = ['600'],
@@ -41,19 +41,24 @@ export function start(
 ): Started {
   const child =
     opts.uid === undefined
-      ? spawn(file, args, { stdio: 'ignore', ...(opts.argv0 ? { argv0: opts.argv0 } : {}) })
+      ? spawn(file, args, { stdio: 'ignore', detached: true, ...(opts.argv0 ? { argv0: opts.argv0 } : {}) })
       : spawn(
           'setpriv',
           [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', '--', file, ...args],
-          { stdio: 'ignore' },
+          { stdio: 'ignore', detached: true },
         );
   if (!child.pid) throw new Error(`could not start ${file}`);
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else child.once('exit', () => resolve());
   });
+  // Its own process group, so that what it starts (a shell's sleep) ends with it.
   const stop = async () => {
-    child.kill('SIGKILL');
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
     await exited;
   };
   onTestFinished(stop);

@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { escapeText } from '../../encoding/escape.ts';
 import { type NodeProgram, serializePrograms } from '../../policy/compile.ts';
 import { formatText } from '../../policy/report/diagnostics-report.ts';
 import {
@@ -53,7 +54,8 @@ export function summarizePrograms(programs: readonly NodeProgram[]): string {
   lines.push(
     `${programs.length} node program(s), ${programs.reduce((n, p) => n + p.identities.length, 0)} identities`,
   );
-  return `${lines.join('\n')}\n`;
+  // Scope ids, SPIFFE IDs and addresses come from the repository: each line is escaped for the terminal whole.
+  return `${lines.map(escapeText).join('\n')}\n`;
 }
 
 export const command: Command = {

@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import {
+  FINGERPRINT_KEY_ENV,
+  type FingerprintKey,
+  FingerprintKeyError,
+  resolveFingerprintKey,
+} from '../../credentials/fingerprint.ts';
 import { fetchOnce } from '../../credentials/manager.ts';
+import { escapeText } from '../../encoding/escape.ts';
 import { openAuthority } from '../../identity/authority.ts';
 import { namespaceOf } from '../../policy/resource-set.ts';
 import { didYouMean } from '../../policy/suggest.ts';
@@ -39,7 +46,14 @@ Flags:
   --sts-endpoint URL          the STS endpoint (default: https://sts.amazonaws.com)
   --vault-ca FILE, --sts-ca FILE   CA bundles for self-hosted or test endpoints
   --timeout SECONDS           per network call (default 10)
-  --format FORMAT             text (default) or json: {"source","workload","state","message","fingerprint","expiresAt"}
+  --state-dir DIR             the reconciler's state directory: fingerprints are made with its key
+                              (DIR/fingerprint.key), so they compare with the reconciler's status
+  --format FORMAT             text (default) or json: {"source","workload","state","message","fingerprint",
+                              "fingerprintKey","expiresAt"}
+
+Fingerprints are HMAC-SHA256 under a key (hmac-sha256:<16 hex>), so a printed one cannot be used to test
+guesses of the value. The key: $${FINGERPRINT_KEY_ENV} (hex or base64, 32 bytes or more) when set, else
+--state-dir's, else one made for this run alone (its fingerprints compare with nothing else).
 
 Exit status: 0 AVAILABLE, 1 not available (the reason is printed), 2 could not run.
 `;
@@ -62,6 +76,7 @@ export const command: Command = {
       'vault-ca': { type: 'string' },
       'sts-ca': { type: 'string' },
       timeout: { type: 'string' },
+      'state-dir': { type: 'string' },
       format: { type: 'string' },
     });
     const sourceName = requireFlag(values.source, 'source');
@@ -85,7 +100,7 @@ export const command: Command = {
     if (!source) {
       const names = result.resources.sources.map((s) => s.value.metadata.name);
       io.stderr(
-        `riptides-cli credentials: no valid CredentialSource "${sourceName}" in namespace ${namespace}${names.length ? `; ${didYouMean(sourceName, names) ?? `known: ${names.join(', ')}`}` : ''}\n`,
+        `riptides-cli credentials: ${escapeText(`no valid CredentialSource "${sourceName}" in namespace ${namespace}${names.length ? `; ${didYouMean(sourceName, names) ?? `known: ${names.join(', ')}`}` : ''}`)}\n`,
       );
       return EXIT_USAGE;
     }
@@ -95,7 +110,9 @@ export const command: Command = {
         (b) => b.value.spec.credentialSource === sourceName && namespaceOf(b) === namespace,
       );
       if (!bound) {
-        io.stderr(`riptides-cli credentials: no binding uses "${sourceName}"; pass --workload WORKLOAD_ID\n`);
+        io.stderr(
+          `riptides-cli credentials: no binding uses "${escapeText(sourceName)}"; pass --workload WORKLOAD_ID\n`,
+        );
         return EXIT_USAGE;
       }
       workload = bound.value.spec.workloadID;
@@ -104,22 +121,36 @@ export const command: Command = {
     try {
       authority = await openAuthority(caDir);
     } catch (err) {
-      io.stderr(`riptides-cli credentials: cannot open the CA in ${caDir}: ${(err as Error).message}\n`);
+      io.stderr(
+        `riptides-cli credentials: cannot open the CA in ${escapeText(caDir)}: ${escapeText((err as Error).message)}\n`,
+      );
       return EXIT_USAGE;
     }
     if (authority.trustDomain !== trustDomain) {
       io.stderr(
-        `riptides-cli credentials: the CA in ${caDir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}\n`,
+        `riptides-cli credentials: ${escapeText(`the CA in ${caDir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}`)}\n`,
       );
       return EXIT_USAGE;
     }
     const readCa = (flag: 'vault-ca' | 'sts-ca') =>
       values[flag] ? readFileSync(resolve(io.cwd, values[flag]!)) : undefined;
+    let fingerprintKey: FingerprintKey;
+    try {
+      fingerprintKey = resolveFingerprintKey({
+        env: io.env,
+        ...(values['state-dir'] ? { stateDir: resolve(io.cwd, values['state-dir']) } : {}),
+      });
+    } catch (err) {
+      if (!(err instanceof FingerprintKeyError)) throw err;
+      io.stderr(`riptides-cli credentials: ${escapeText(err.message)}\n  hint: ${escapeText(err.hint)}\n`);
+      return EXIT_USAGE;
+    }
     const vaultCa = readCa('vault-ca');
     const stsCa = readCa('sts-ca');
     const checked = await fetchOnce(toProviderSpec(source.value), workload, {
       minter: authority.jwt,
       trustDomain,
+      fingerprintKey,
       timeoutMs: timeout * 1000,
       ...(values['secrets-dir'] ? { secretsDir: resolve(io.cwd, values['secrets-dir']) } : {}),
       kubernetes: values.kubeconfig
@@ -133,15 +164,18 @@ export const command: Command = {
     });
     if (format === 'json') {
       io.stdout(
-        `${JSON.stringify({ source: checked.source, workload: checked.workload, state: checked.state, message: checked.message ?? null, fingerprint: checked.fingerprint ?? null, expiresAt: checked.expiresAt ?? null })}\n`,
-      );
-    } else if (checked.state === 'AVAILABLE') {
-      io.stdout(
-        `CredentialSource ${checked.source} for ${checked.workload}: AVAILABLE, fingerprint ${checked.fingerprint}, ${checked.expiresAt ? `expires ${checked.expiresAt}` : 'no expiry'}\n`,
+        `${JSON.stringify({ source: checked.source, workload: checked.workload, state: checked.state, message: checked.message ?? null, fingerprint: checked.fingerprint ?? null, fingerprintKey: checked.fingerprintKey ?? null, expiresAt: checked.expiresAt ?? null })}\n`,
       );
     } else {
+      const what = `CredentialSource ${escapeText(checked.source)} for ${escapeText(checked.workload)}`;
+      const keyNote =
+        checked.fingerprintKey === 'ephemeral'
+          ? ` (key of this run only; set ${FINGERPRINT_KEY_ENV} or pass --state-dir to compare with the reconciler's)`
+          : '';
       io.stdout(
-        `CredentialSource ${checked.source} for ${checked.workload}: ${checked.state}: ${checked.message ?? 'no reason given'}\n`,
+        checked.state === 'AVAILABLE'
+          ? `${what}: AVAILABLE, fingerprint ${checked.fingerprint}${keyNote}, ${checked.expiresAt ? `expires ${checked.expiresAt}` : 'no expiry'}\n`
+          : `${what}: ${checked.state}: ${escapeText(checked.message ?? 'no reason given')}\n`,
       );
     }
     return checked.state === 'AVAILABLE' ? EXIT_OK : EXIT_FINDINGS;

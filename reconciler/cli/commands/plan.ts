@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { escapeText } from '../../encoding/escape.ts';
 import { ParseCache, ValidatedRevisions } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../plan/report.ts';
@@ -146,11 +147,11 @@ export const command: Command = {
       return hasChanges(plan) ? EXIT_FINDINGS : EXIT_OK;
     } catch (err) {
       if (err instanceof SourceError) {
-        io.stderr(`riptides-cli plan: ${err.message}\n  hint: ${err.hint}\n`);
+        io.stderr(`riptides-cli plan: ${escapeText(err.message)}\n  hint: ${escapeText(err.hint)}\n`);
         return EXIT_USAGE;
       }
       if (err instanceof RevisionConfigError) {
-        io.stderr(`riptides-cli plan: ${err.message}\n`);
+        io.stderr(`riptides-cli plan: ${escapeText(err.message)}\n`);
         return EXIT_USAGE;
       }
       throw err;

@@ -6,8 +6,10 @@ import { type Command, type CommandIO, EXIT_OK, parseFlags, requireFlag } from '
 const help = `Usage: riptides-cli schema --out DIR
 
 Writes the JSON Schema of every kind (WorkloadIdentity.json, Service.json, …) and riptides.schema.json, which
-accepts any of them, into DIR. They come from the same schemas that validate uses. For completion in editors
-with yaml-language-server, put this first line into a policy file:
+takes any of them and checks each document against the schema of its kind, into DIR. They come from the same
+schemas that validate uses, with the patterns and exactly-one-of rules a schema can state; references between
+resources are checked by validate only. For completion and inline errors in editors with yaml-language-server,
+put this first line into a policy file:
 
   # yaml-language-server: $schema=<DIR>/riptides.schema.json
 `;
@@ -24,14 +26,7 @@ export const command: Command = {
     for (const [kind, schema] of Object.entries(schemas)) {
       writeFileSync(join(out, `${kind}.json`), `${JSON.stringify(schema, null, 2)}\n`);
     }
-    writeFileSync(
-      join(out, 'riptides.schema.json'),
-      `${JSON.stringify(
-        combinedJsonSchema((k) => `./${k}.json`),
-        null,
-        2,
-      )}\n`,
-    );
+    writeFileSync(join(out, 'riptides.schema.json'), `${JSON.stringify(combinedJsonSchema(), null, 2)}\n`);
     io.stdout(`wrote ${Object.keys(schemas).length + 1} schemas to ${out}\n`);
     return EXIT_OK;
   },

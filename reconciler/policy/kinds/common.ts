@@ -59,8 +59,25 @@ export const processSelector = z
 /** Set by the control plane, never by git: accepted so that exported objects load, then ignored. */
 export const status = z.unknown().optional();
 
-/** Adds an exactly-one-of check over the given keys of an object schema's value. */
-export function exactlyOne(keys: readonly string[], what: string) {
+/**
+ * A workload ID: a SPIFFE ID path without its leading "/" (segments of letters, digits, ".", "-", "_"; none
+ * empty, "." or ".."). Validation checks it in full (resource-checks.ts); the pattern carries the same rule
+ * into the JSON Schema for editors.
+ */
+export const workloadId = z.string().meta({
+  pattern: '^(?!\\.\\.?(?:/|$))(?!.*/\\.\\.?(?:/|$))[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$',
+});
+
+/**
+ * `schema` with an exactly-one-of check over `keys` (RT024 with a message naming them), stated in its JSON
+ * Schema as `oneOf` of `required` so that editors say the same.
+ */
+export function withExactlyOne<T extends z.ZodObject>(schema: T, keys: readonly string[], what: string) {
+  return schema.superRefine(exactlyOne(keys, what)).meta({ oneOf: keys.map((k) => ({ required: [k] })) });
+}
+
+/** An exactly-one-of check over the given keys of an object schema's value. */
+function exactlyOne(keys: readonly string[], what: string) {
   return (value: Record<string, unknown>, ctx: z.RefinementCtx) => {
     const present = keys.filter((k) => value[k] !== undefined);
     if (present.length !== 1) {
