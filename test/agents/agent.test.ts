@@ -77,7 +77,7 @@ describe('agent', () => {
       expect(report.processes).toContainEqual({ pid: proc.pid, spiffeId: id, conflicts: [] });
       expect(report.credentials[0]).toMatchObject({
         version: 1,
-        fingerprint: expect.stringMatching(/^[0-9a-f]{8}$/),
+        fingerprint: expect.stringMatching(/^hmac-sha256:[0-9a-f]{16}$/),
       });
       expect(report.control).toMatchObject({
         health: 'OK',
