@@ -1,20 +1,5 @@
-/** Atomic file replacement for the agent's state directory (temp file with the final mode, fsync, rename). */
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temp, 'wx', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.chmod(mode);
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw err;
-  }
-  await handle.close();
-  await rename(temp, path);
-}
+/**
+ * Atomic file replacement for the agent's state directory: the one writer of kernel-module/control/atomic.ts
+ * (temp file with the final mode, fsync, rename, fsync of the directory), which the reconciler uses too.
+ */
+export { writeFileAtomic } from '../kernel-module/control/atomic.ts';

@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../reconciler/identity/files.ts';
+import { writeFileAtomic } from '../reconciler/common/atomic-file.ts';
 import { StateStore } from '../reconciler/store/state-store.ts';
 import { expectedSerial, expectedStatus, serialKey } from '../test/store/crash-shapes.ts';
 import { fmt, median } from './lib/measure.ts';
@@ -50,7 +50,7 @@ async function rewriteWhole(size: number, n: number): Promise<number> {
   const t0 = performance.now();
   for (let i = size - n; i < size; i++) {
     table[serialKey(i)] = expectedSerial(i);
-    await writeFileAtomic(join(dir, 'serials.json'), JSON.stringify(table), 0o600);
+    await writeFileAtomic(join(dir, 'serials.json'), JSON.stringify(table), { mode: 0o600 });
   }
   return performance.now() - t0;
 }

@@ -125,10 +125,6 @@ export function parseTrustDomain(input: string): { ok: true; trustDomain: string
   return { ok: true, trustDomain: input };
 }
 
-export function formatSpiffeId(id: SpiffeId): string {
-  return `${SCHEME_PREFIX}${id.trustDomain}${id.path}`;
-}
-
 /** The SPIFFE ID of a workload: `spiffe://<trust-domain>/<workloadID>`. */
 export function workloadSpiffeId(trustDomain: string, workloadID: string): SpiffeIdResult {
   return parseSpiffeId(`${SCHEME_PREFIX}${trustDomain}/${workloadID}`);

@@ -3,8 +3,8 @@
  * its final mode, O_EXCL so no planted file or symlink is followed), fsync it, rename it over the target,
  * fsync the directory. A reader sees the old file or the new one, never a part; a crash leaves one of the two.
  *
- * kernel-module/ is the lowest layer and cannot import reconciler/, so this is its own writer; the
- * reconciler's state files use reconciler's atomic writer. Same recipe, two layers.
+ * kernel-module/ is the lowest layer, so this is the project's one atomic writer: the agent (agent/files.ts)
+ * and the reconciler (reconciler/common/atomic-file.ts, which also creates parent directories) use it.
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, rename, rm } from 'node:fs/promises';

@@ -3,8 +3,8 @@
  * fields, plus pid and the injected credential's binding name, never its value), kept in memory and, when a
  * path is given, mirrored to that file (one object a line, replaced atomically, at most every `flushMs`).
  */
-import { renameSync, writeFileSync } from 'node:fs';
 import type { ConnectionRecord as ControlConnectionRecord } from '../control/abi.ts';
+import { writeFileAtomic } from '../control/atomic.ts';
 
 /** The control interface's connection line, plus what the data plane knows besides. */
 export interface ConnectionRecord extends ControlConnectionRecord {
@@ -29,6 +29,8 @@ export class ConnectionTable {
   private readonly live = new Map<number, ConnectionRecord>();
   private nextId = 1;
   private timer: NodeJS.Timeout | null = null;
+  /** Writes in call order, so a later snapshot never loses to an earlier one that finishes last. */
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly path: string | null,
@@ -56,25 +58,25 @@ export class ConnectionTable {
     return [...this.live.values()];
   }
 
-  /** Writes the file now (and stops the pending timer). */
-  flush(): void {
+  /**
+   * Writes the file now (and stops the pending timer) through the one atomic writer; resolves once this
+   * snapshot is on disk. A failed write is left for the next flush to repair: the table is a live view.
+   */
+  flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (!this.path) return;
-    const tmp = `${this.path}.tmp-${process.pid}`;
-    writeFileSync(
-      tmp,
-      this.list()
-        .map((r) => `${JSON.stringify(r)}\n`)
-        .join(''),
-      { mode: 0o644 },
-    );
-    renameSync(tmp, this.path);
+    const path = this.path;
+    if (!path) return Promise.resolve();
+    const text = this.list()
+      .map((r) => `${JSON.stringify(r)}\n`)
+      .join('');
+    this.writing = this.writing.then(() => writeFileAtomic(path, text, 0o644).catch(() => undefined));
+    return this.writing;
   }
 
   private dirty(): void {
     if (!this.path || this.timer) return;
-    this.timer = setTimeout(() => this.flush(), this.flushMs);
+    this.timer = setTimeout(() => void this.flush(), this.flushMs);
     this.timer.unref();
   }
 }

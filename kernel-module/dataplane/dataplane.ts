@@ -188,7 +188,7 @@ export class DataPlane {
     this.servers.length = 0;
     this.addressesBound = null;
     for (const r of this.core.table.list()) this.core.table.close(r);
-    this.core.table.flush();
+    await this.core.table.flush();
   }
 
   addresses(): DataPlaneAddresses | null {

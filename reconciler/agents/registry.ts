@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../identity/files.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export interface DaemonRecord {
   daemonId: string;
@@ -51,7 +51,7 @@ export class DaemonRegistry {
 
   async add(record: DaemonRecord): Promise<void> {
     const file = `${createHash('sha256').update(record.daemonId).digest('hex').slice(0, 16)}.json`;
-    await writeFileAtomic(join(this.dir, file), `${JSON.stringify(record, null, 2)}\n`, 0o600);
+    await writeFileAtomic(join(this.dir, file), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     this.byId.set(record.daemonId, record);
   }
 }

@@ -11,7 +11,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatJoinToken, parseJoinToken } from '../../agent/protocol/join-token.ts';
-import { writeFileAtomic } from '../identity/files.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export interface JoinTokenRecord {
   id: string;
@@ -71,7 +71,7 @@ export class JoinTokenStore {
       createdAt: new Date(now).toISOString(),
       expiresAt: new Date(now + opts.ttlSeconds * 1000).toISOString(),
     };
-    await writeFileAtomic(this.pending(id), `${JSON.stringify(record, null, 2)}\n`, 0o600);
+    await writeFileAtomic(this.pending(id), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     return { token: formatJoinToken({ id, secret, pin: opts.pin }), record };
   }
 
@@ -125,7 +125,7 @@ export class JoinTokenStore {
 
   /** Prepares the directories (0700). */
   async init(): Promise<void> {
-    await writeFileAtomic(join(this.dir, 'used', '.keep'), '', 0o600);
+    await writeFileAtomic(join(this.dir, 'used', '.keep'), '', { mode: 0o600 });
   }
 }
 

@@ -59,6 +59,7 @@ export async function openPolicyDir(
     throw err;
   }
   let trustDomain = flags['trust-domain'];
+  let federatesWith: string[] | undefined;
   if (tree.config) {
     const { config, diagnostics } = readRepoConfig(tree.config.path, tree.config.text);
     if (diagnostics.length) {
@@ -66,6 +67,7 @@ export async function openPolicyDir(
       return null;
     }
     trustDomain ??= config.trustDomain;
+    federatesWith = config.federatesWith;
   }
   if (!trustDomain) {
     io.stderr(
@@ -77,6 +79,7 @@ export async function openPolicyDir(
     tree.files,
     {
       trustDomain,
+      ...(federatesWith ? { federatesWith } : {}),
       ...(flags['allow-plaintext-secrets'] ? { allowSecrets: true } : {}),
       ...(maxFileBytes ? { maxFileBytes } : {}),
     },

@@ -4,7 +4,7 @@
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../identity/files.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 import type { StateStore } from '../store/state-store.ts';
 import { renderJson, renderMarkdown } from './render.ts';
 import type { DriftReport } from './report.ts';
@@ -36,8 +36,8 @@ export class ReportsDir {
     let id = `drift-${stamp}`;
     for (let n = 1; existing.has(id); n++) id = `drift-${stamp}-${n}`;
     const files = [`${id}.json`, `${id}.md`];
-    await writeFileAtomic(join(this.dir, files[0]!), renderJson(report), 0o600);
-    await writeFileAtomic(join(this.dir, files[1]!), renderMarkdown(report), 0o600);
+    await writeFileAtomic(join(this.dir, files[0]!), renderJson(report), { mode: 0o600 });
+    await writeFileAtomic(join(this.dir, files[1]!), renderMarkdown(report), { mode: 0o600 });
     for (const old of (await this.list()).slice(this.keep))
       for (const ext of ['json', 'md']) await rm(join(this.dir, `${old}.${ext}`), { force: true });
     return { id, files };

@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../identity/files.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export type ApiRole = 'admin' | 'metrics';
 
@@ -39,13 +39,15 @@ export async function ensureApiCredential(stateDir: string, role: ApiRole): Prom
   const existing = await readFile(path, 'utf8').catch(() => null);
   if (existing !== null && TOKEN_FORMAT.test(existing.trim())) return existing.trim();
   const token = `rt_${role}_${randomBytes(32).toString('base64url')}`;
-  await writeFileAtomic(path, `${token}\n`, 0o600);
+  await writeFileAtomic(path, `${token}\n`, { mode: 0o600 });
   return token;
 }
 
 export async function writeEndpoint(stateDir: string, endpoint: ApiEndpoint): Promise<void> {
   await mkdir(apiDir(stateDir), { recursive: true, mode: 0o700 });
-  await writeFileAtomic(join(apiDir(stateDir), 'endpoint.json'), `${JSON.stringify(endpoint)}\n`, 0o600);
+  await writeFileAtomic(join(apiDir(stateDir), 'endpoint.json'), `${JSON.stringify(endpoint)}\n`, {
+    mode: 0o600,
+  });
 }
 
 export async function removeEndpoint(stateDir: string, pid = process.pid): Promise<void> {

@@ -6,7 +6,7 @@
 import { escapeText, htmlText, markdownCode, markdownText } from '../encoding/escape.ts';
 import { formatText as formatDiagnostics } from '../policy/report/diagnostics-report.ts';
 import type { AccessDiff, AccessEdge, AttributeChange } from './access.ts';
-import { hasChanges, headHasErrors, type Plan } from './plan.ts';
+import { accessLostSummary, hasChanges, headHasErrors, type Plan } from './plan.ts';
 import type { FieldChange } from './resource-diff.ts';
 
 /** GitHub refuses issue and pull-request comments longer than this. */
@@ -81,6 +81,8 @@ export function planText(plan: Plan): string {
     out.push('no changes');
     return `${out.join('\n')}\n`;
   }
+  const lost = accessLostSummary(plan.accessLost);
+  if (lost) out.push('', `Access removed: ${lost}: ${plan.accessLost.workloads.map(t).join(', ')}`);
   if (plan.risks.length) {
     out.push('', 'Risks:');
     for (const r of plan.risks) out.push(`  [${r.severity}] ${r.rule}: ${t(r.message)} (${t(r.resource)})`);
@@ -138,6 +140,8 @@ export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
   summary += plan.risks.length
     ? `**Risks: ${high ? `:warning: ${high} high` : '0 high'}, ${plan.risks.length - high} medium**\n\n`
     : '**Risks: none**\n\n';
+  const lost = accessLostSummary(plan.accessLost);
+  if (lost) summary += `:no_entry: **Access removed: ${lost}** (see Risks, \`access-removed\`).\n\n`;
   const sections: Section[] = [];
   if (plan.risks.length) {
     sections.push({
@@ -225,6 +229,7 @@ export function planJson(plan: Plan): string {
       programs: plan.programs,
       access: plan.access,
       risks: plan.risks,
+      accessLost: plan.accessLost,
     },
     null,
     2,

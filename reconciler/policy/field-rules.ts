@@ -1,5 +1,6 @@
 /** Field formats that the schemas cannot express: role ARNs, URLs, addresses, CIDRs, lifetimes. */
 import { isIP } from 'node:net';
+import { parseDuration } from '../common/duration.ts';
 
 /** An IAM role ARN; also carried into the JSON Schema (as `pattern`, ECMA-262 syntax like this). */
 export const ROLE_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
@@ -9,9 +10,9 @@ export function checkRoleArn(arn: string): string | null {
   return `"${arn}" is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)`;
 }
 
-/** Seconds from a "3600s" duration (already pattern-checked by the schema). */
+/** Seconds of a duration the schema has already checked against the grammar (common/duration.ts). */
 export function seconds(duration: string): number {
-  return Number.parseInt(duration, 10);
+  return parseDuration(duration) ?? Number.NaN;
 }
 
 export const STS_MIN_SECONDS = 900;

@@ -22,7 +22,18 @@ export interface SourceOptions {
   timeoutMs?: number;
   /** Cap on the fetched repository (packs already cached + what the server sends); default 512 MiB. */
   maxRepoBytes?: number;
-  onProgress?: (msg: string) => void;
+  /**
+   * Steps as lines ("fetching …", "fetched …"), and transfer ticks (at most one per phase and 10 % step) with
+   * their figures in `transfer`, so a terminal can draw a bar and a CI log can skip them.
+   */
+  onProgress?: (msg: string, transfer?: TransferProgress) => void;
+}
+
+export interface TransferProgress {
+  phase: string;
+  loaded: number;
+  /** 0 when unknown. */
+  total: number;
 }
 
 export interface PolicySource {
@@ -188,13 +199,13 @@ class GitPolicySource implements PolicySource {
     readonly gitdir: string,
     readonly description: string,
     readonly remote: Remote | undefined,
-    readonly onProgress?: (msg: string) => void,
+    readonly onProgress?: (msg: string, transfer?: TransferProgress) => void,
   ) {
     this.#trees = new TreeReader((oid) => git.readTree({ fs, gitdir, oid, cache: this.#cache }));
   }
 
-  #progress(msg: string): void {
-    this.onProgress?.(this.remote ? this.remote.redactor.redact(msg) : msg);
+  #progress(msg: string, transfer?: TransferProgress): void {
+    this.onProgress?.(this.remote ? this.remote.redactor.redact(msg) : msg, transfer);
   }
 
   async fetch(): Promise<void> {
@@ -211,7 +222,9 @@ class GitPolicySource implements PolicySource {
     remote.http.begin(remote.maxRepoBytes, cached);
     const started = Date.now();
     this.#progress(`fetching ${this.description}`);
-    const throttle = progressThrottle((msg) => this.#progress(`${this.description}: ${msg}`));
+    const throttle = progressThrottle((msg, transfer) =>
+      this.#progress(`${this.description}: ${msg}`, transfer),
+    );
     // isomorphic-git writes the new refs before it has received the pack; if the transfer then fails, the
     // refs would name objects we do not have. Put them back as they were.
     const before = await this.#refs();
@@ -564,7 +577,7 @@ async function packBytes(gitdir: string): Promise<number> {
 
 /** One line per phase and per 10 % step: enough to show life without flooding a CI log. */
 function progressThrottle(
-  emit: (msg: string) => void,
+  emit: (msg: string, transfer: TransferProgress) => void,
 ): (phase: string, loaded: number, total: number) => void {
   let last = '';
   return (phase, loaded, total) => {
@@ -572,7 +585,11 @@ function progressThrottle(
     const key = `${phase}:${step}`;
     if (key === last) return;
     last = key;
-    emit(total > 0 ? `${phase} ${loaded}/${total} (${step * 10}%)` : `${phase} ${loaded}`);
+    emit(total > 0 ? `${phase} ${loaded}/${total} (${step * 10}%)` : `${phase} ${loaded}`, {
+      phase,
+      loaded,
+      total,
+    });
   };
 }
 

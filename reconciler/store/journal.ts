@@ -18,7 +18,7 @@ import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
 import { type FileHandle, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { writeFileAtomic } from '../identity/files.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 import { assertNoSecretFields } from './secret-guard.ts';
 
 /** Positional writes need a file opened without O_APPEND. */
@@ -267,7 +267,7 @@ export class Journal<V> {
       entries: [...this.#entries] as Array<[string, Json]>,
     };
     try {
-      await writeFileAtomic(this.#snapPath(), JSON.stringify(snap), 0o600);
+      await writeFileAtomic(this.#snapPath(), JSON.stringify(snap), { mode: 0o600 });
     } catch {
       await log.close();
       await rm(this.#logPath(next), { force: true });

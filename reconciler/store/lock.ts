@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { open, readFile, rm } from 'node:fs/promises';
-import { writeFileAtomic } from '../identity/files.ts';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export class StateDirLockedError extends Error {}
 
@@ -61,7 +61,7 @@ export async function acquireLock(path: string): Promise<HeldLock> {
       throw new StateDirLockedError(
         `state directory is in use by another reconciler (pid ${owner.pid}, lock ${path}); stop it, or give this one its own --state-dir`,
       );
-    await writeFileAtomic(path, text, 0o600);
+    await writeFileAtomic(path, text, { mode: 0o600 });
   }
   return {
     async release() {

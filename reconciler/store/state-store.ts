@@ -11,16 +11,16 @@
  * | credential lease metadata (Vault lease id, expiry) | journal `leases` | so leases can be renewed or revoked after a restart |
  * | drift history (one summary per report) | journal `drift` | appended per report, pruned to the kept N |
  *
- * Atomic documents go through the project's one atomic writer (`identity/files.ts`, temp file + fsync +
- * rename), followed by an fsync of the directory; journals are described in journal.ts. A reconciler killed at
+ * Atomic documents go through the project's one atomic writer (`common/atomic-file.ts`, temp file + fsync +
+ * rename + fsync of the directory); journals are described in journal.ts. A reconciler killed at
  * any instant reopens to every acknowledged write and nothing torn (test/store/crash.test.ts kills a writer
  * with SIGKILL many times).
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../identity/files.ts';
+import { TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
 import type { StatusSnapshot } from '../status/model.ts';
-import { Journal, type JournalOptions, StoreCorruptError, syncDir } from './journal.ts';
+import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import { assertNoSecretFields } from './secret-guard.ts';
 
@@ -107,8 +107,8 @@ export class StoredDocument<T> {
     }
     const text = JSON.stringify(value);
     const write = this.#chain.then(async () => {
-      await writeFileAtomic(this.path, text, 0o600);
-      syncDir(join(this.path, '..'));
+      // The writer fsyncs the file and the directory.
+      await writeFileAtomic(this.path, text, { mode: 0o600 });
       this.#value = JSON.parse(text) as T;
     });
     this.#chain = write.catch(() => {});
@@ -141,9 +141,8 @@ export class StateStore {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const lock = await acquireLock(join(dir, 'LOCK'));
     try {
-      // The atomic writer's temp files (`.<hex>.tmp`): a crash between create and rename leaves one.
-      for (const f of await readdir(dir))
-        if (/^\.[0-9a-f]+\.tmp$/.test(f)) await rm(join(dir, f), { force: true });
+      // The atomic writer's temp files (TEMP_FILE): a crash between create and rename leaves one.
+      for (const f of await readdir(dir)) if (TEMP_FILE.test(f)) await rm(join(dir, f), { force: true });
       return new StateStore(
         dir,
         lock,

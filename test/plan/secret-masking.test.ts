@@ -213,6 +213,7 @@ describe('no secret value reaches any output (property)', () => {
           programs: [],
           access: { added: [], removed: [], changed: [] },
           risks: [],
+          accessLost: { workloads: [], destinations: [] },
           notes: [],
         };
         const secrets = [...leaves(base), ...leaves(head)];

@@ -8,6 +8,8 @@ const svc = `${H}kind: Service\nmetadata:\n  name: api\nspec:\n  addresses:\n   
 async function render(...docs: string[]) {
   return renderPolicy([{ path: 'p.yaml', bytes: new TextEncoder().encode(docs.join('---\n')) }], {
     trustDomain: 'example.com',
+    // Allow lists below name a peer of other.org, a trust domain this one federates with.
+    federatesWith: ['other.org'],
   });
 }
 async function codes(...docs: string[]) {
@@ -79,7 +81,7 @@ describe('WorkloadIdentity', () => {
     expect(await codes(identity(`${group}  selectors:\n    - {}\n`))).toEqual(['error:RT023']);
     expect(
       await codes(
-        identity(`${group}  selectors:\n    - process:name: a\n  svid:\n    x509:\n      ttl: 1h\n`),
+        identity(`${group}  selectors:\n    - process:name: a\n  svid:\n    x509:\n      ttl: 1.5h\n`),
       ),
     ).toEqual(['error:RT023']);
   });

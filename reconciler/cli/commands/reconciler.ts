@@ -4,11 +4,10 @@ import { join, resolve } from 'node:path';
 import { desiredStateOf } from '../../agents/desired.ts';
 import { AgentServer } from '../../agents/server.ts';
 import { bundlePin } from '../../agents/serving-identity.ts';
+import { writeFileAtomic } from '../../common/atomic-file.ts';
 import { resolveFingerprintKey } from '../../credentials/fingerprint.ts';
 import { CredentialManager } from '../../credentials/manager.ts';
 import { type Authority, initAuthority, openAuthority } from '../../identity/authority.ts';
-import { parseDurationSeconds } from '../../identity/duration.ts';
-import { writeFileAtomic } from '../../identity/files.ts';
 import { formatText } from '../../policy/report/diagnostics-report.ts';
 import {
   type Command,
@@ -24,6 +23,7 @@ import {
   CREDENTIAL_PROVIDER_HELP,
   credentialManagerOptions,
 } from '../credential-flags.ts';
+import { durationFlag } from '../identity-flags.ts';
 import { commandLogger, type Logger } from '../logger.ts';
 import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 import { parseHostPort, stateDirOf } from '../state-dir.ts';
@@ -89,8 +89,7 @@ export const command: Command = {
     });
     const listen = parseHostPort(requireFlag(values.listen, 'listen'));
     if (!listen) throw new UsageError(`--listen must be HOST:PORT (got "${values.listen}")`);
-    const agentTtl = values['agent-svid-ttl'] ? parseDurationSeconds(values['agent-svid-ttl']) : 3600;
-    if (agentTtl === null) throw new UsageError(`--agent-svid-ttl must be a duration such as 1h`);
+    const agentTtl = durationFlag(values['agent-svid-ttl'], 'agent-svid-ttl', 3600);
     const stateDir = stateDirOf(values['state-dir'], io, 'reconciler');
     const log = commandLogger(io, 'reconciler');
     const policyFlags = { ...values, repo: values.repo ? resolve(io.cwd, values.repo) : undefined };
@@ -118,7 +117,7 @@ export const command: Command = {
     await writeFileAtomic(
       join(stateDir, 'reconciler.json'),
       `${JSON.stringify({ listen: address, pid: process.pid, trustDomain: authority.trustDomain, bundlePin: pin, startedAt: new Date().toISOString() }, null, 2)}\n`,
-      0o644,
+      { mode: 0o644 },
     );
     log.info('serving agents', {
       listen: address,

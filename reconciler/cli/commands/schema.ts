@@ -1,5 +1,5 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../../common/atomic-file.ts';
 import { combinedJsonSchema, kindJsonSchemas } from '../../policy/json-schema.ts';
 import { type Command, type CommandIO, EXIT_OK, parseFlags, requireFlag } from '../command.ts';
 
@@ -21,12 +21,20 @@ export const command: Command = {
   async run(argv: string[], io: CommandIO) {
     const { values } = parseFlags(argv, { out: { type: 'string' } });
     const out = resolve(io.cwd, requireFlag(values.out, 'out'));
-    mkdirSync(out, { recursive: true });
     const schemas = kindJsonSchemas();
     for (const [kind, schema] of Object.entries(schemas)) {
-      writeFileSync(join(out, `${kind}.json`), `${JSON.stringify(schema, null, 2)}\n`);
+      await writeFileAtomic(join(out, `${kind}.json`), `${JSON.stringify(schema, null, 2)}\n`, {
+        dirMode: 0o777,
+      });
     }
-    writeFileSync(join(out, 'riptides.schema.json'), `${JSON.stringify(combinedJsonSchema(), null, 2)}\n`);
+    await writeFileAtomic(
+      join(out, 'riptides.schema.json'),
+      `${JSON.stringify(combinedJsonSchema(), null, 2)}
+`,
+      {
+        dirMode: 0o777,
+      },
+    );
     io.stdout(`wrote ${Object.keys(schemas).length + 1} schemas to ${out}\n`);
     return EXIT_OK;
   },

@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { bundlePin } from '../../agents/serving-identity.ts';
 import { JoinTokenStore } from '../../agents/tokens.ts';
 import { openAuthority } from '../../identity/authority.ts';
-import { parseDurationSeconds } from '../../identity/duration.ts';
 import { SPIFFE_ID_ERROR_MESSAGES, validatePath } from '../../identity/spiffe-id.ts';
 import { type Command, EXIT_OK, EXIT_USAGE, parseFlags, subcommand, UsageError } from '../command.ts';
+import { durationFlag } from '../identity-flags.ts';
 import { stateDirOf } from '../state-dir.ts';
 
 const help = `Usage: riptides-cli token create [--daemon-group GROUP | --daemon-id ID] [--ttl 1h] [--state-dir DIR]
@@ -56,9 +56,7 @@ export const command: Command = {
           `--daemon-id "${daemonId}" cannot be part of a SPIFFE ID: ${reason ? SPIFFE_ID_ERROR_MESSAGES[reason] : 'it is empty'}`,
         );
     }
-    const ttlSeconds = values.ttl === undefined ? 3600 : parseDurationSeconds(values.ttl);
-    if (ttlSeconds === null)
-      throw new UsageError(`--ttl must be a duration such as 1h or 30m (got "${values.ttl}")`);
+    const ttlSeconds = durationFlag(values.ttl, 'ttl', 3600);
     const stateDir = stateDirOf(values['state-dir'], io, 'reconciler');
     const caDir = join(stateDir, 'ca');
     if (!existsSync(join(caDir, 'authority.json'))) {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DURATION_FORMS, DURATION_PATTERN } from '../../common/duration.ts';
 
 export const API_VERSION = 'core.riptides.io/v1alpha1';
 export const DEFAULT_NAMESPACE = 'riptides-system';
@@ -26,10 +27,13 @@ export const metadata = z.strictObject({
   annotations: stringMap.optional(),
 });
 
-/** Durations are written the way the resources' API writes them: whole seconds with an "s" suffix. */
+/**
+ * Durations in the one grammar (common/duration.ts): the resources' documented "3600s" form, and "15m",
+ * "1h30m", "7d" as everywhere else in the product.
+ */
 export const duration = z
   .string()
-  .regex(/^\d+s$/, { error: 'must be a duration in whole seconds, like "3600s"' });
+  .regex(new RegExp(DURATION_PATTERN), { error: `must be ${DURATION_FORMS}` });
 
 export const tlsMode = z.enum(['MUTUAL', 'PERMISSIVE', 'SIMPLE']);
 

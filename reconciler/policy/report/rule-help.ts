@@ -156,8 +156,12 @@ export const RULE_HELP: Record<Code, { help: string; helpUri: string }> = {
     help: 'The Vault address is plain http: tokens and secrets would cross the network unencrypted. Use https.',
     helpUri: `${RIPTIDES}/guides/vault-integration/`,
   },
+  RT055: {
+    help: "An allow list names a SPIFFE ID in a trust domain that is neither this repository's nor one it federates with, so no peer can ever present it (often a sample or a copy from another environment). Fix the trust domain, or list it under federatesWith in riptides.config.yaml.",
+    helpUri: `${SPIFFE_ID}#21-trust-domain`,
+  },
   RT060: {
-    help: 'riptides.config.yaml at the root of the policy path is unreadable or invalid. It holds only "trustDomain: <name>", a bare SPIFFE trust domain name.',
+    help: 'riptides.config.yaml at the root of the policy path is unreadable or invalid. It holds "trustDomain: <name>", a bare SPIFFE trust domain name, and optionally "federatesWith", a list of such names.',
     helpUri: `${SPIFFE_ID}#21-trust-domain`,
   },
 };
