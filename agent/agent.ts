@@ -26,6 +26,7 @@ import { NodeSide, type SvidFact, storeValue } from './node.ts';
 import type {
   CredentialState,
   CredentialUpdate,
+  DataPlaneState,
   ErrorDetail,
   Hello,
   Out,
@@ -105,6 +106,7 @@ export class Agent extends EventEmitter {
   private processes: StateReport['processes'] = [];
   private stopped = false;
   private enforcing: Promise<unknown> = Promise.resolve();
+  private dataPlaneState: (() => Promise<DataPlaneState>) | null = null;
   private readonly log: AgentLogger;
 
   private constructor(
@@ -588,7 +590,18 @@ export class Agent extends EventEmitter {
       bundleVersion: this.bundleVer,
       rejectedVersion: this.lastNack?.version ?? '',
       rejectedError: this.lastNack?.error ?? null,
+      dataPlane: this.dataPlaneState ? await this.dataPlaneState() : null,
     };
+  }
+
+  /**
+   * The data plane running beside this agent (agent/start-node.ts): its state goes into every report from
+   * now on (null: none). Counters change with every connection, so they travel with the periodic report and
+   * with reports sent for other changes, not one report per connection.
+   */
+  setDataPlaneState(source: (() => Promise<DataPlaneState>) | null): void {
+    this.dataPlaneState = source;
+    this.scheduleReport();
   }
 
   private async sendReport(): Promise<void> {

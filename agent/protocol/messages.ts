@@ -105,6 +105,24 @@ export interface ControlHealth {
   drift: string[];
 }
 
+export interface DataPlaneListener {
+  kind: string;
+  address: string;
+  target: string;
+}
+
+export interface DataPlaneState {
+  health: string;
+  listeners: DataPlaneListener[];
+  activeOutbound: number;
+  activeInbound: number;
+  connections: Record<string, number>;
+  handshakesFailed: Record<string, number>;
+  credentialsInjected: Record<string, number>;
+  requestsRefused: Record<string, number>;
+  connectionsRevoked: number;
+}
+
 export interface StateReport {
   programVersion: string;
   identities: IdentityState[];
@@ -115,6 +133,7 @@ export interface StateReport {
   bundleVersion: string;
   rejectedVersion: string;
   rejectedError: ErrorDetail | null;
+  dataPlane: DataPlaneState | null;
 }
 
 export interface SvidRequest {

@@ -125,6 +125,10 @@ export interface IdentityRule {
   spiffeId: string;
   workloadID: string;
   hash: string;
+  /**
+   * `intercept` is the identity's own `connection.tls.intercept`: its outbound TLS is intercepted toward every
+   * destination a rule or a credential binding names (an egress rule's `tls.intercept` covers that rule's).
+   */
   inbound: { mode: TlsMode; intercept: boolean; allowedSpiffeIds: string[] };
   outbound: { allowedSpiffeIds: string[] };
   egress: EgressRule[];

@@ -33,6 +33,11 @@ export interface Limits {
   maxSignedBodyBytes: number;
   /** How often live connections are re-checked against policy and peer certificate expiry. */
   revalidateIntervalMs: number;
+  /**
+   * How long an mTLS dial waits for the SVID of an identity that has none yet: a process that just started
+   * is attested at once, but its SVID comes through a CSR to the reconciler a moment later.
+   */
+  svidWaitMs: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -47,6 +52,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxHeaderBytes: 16_384,
   maxSignedBodyBytes: 8 * 1024 * 1024,
   revalidateIntervalMs: 1_000,
+  svidWaitMs: 5_000,
 };
 
 export interface LogEvent {

@@ -165,7 +165,9 @@ export class DataPlane {
       await this.stop();
       throw e;
     }
-    for (const a of [result.proxy, result.transparent, ...result.outbound, ...result.inbound])
+    // Loops are connections back into interception. An inbound listener is a real destination (a workload on
+    // this node, reached through its data plane like any peer's), and an outbound mapping goes where it says.
+    for (const a of [result.proxy, result.transparent])
       if (a) this.core.ownAddresses.add(`${a.host}:${a.port}`);
     this.unsubscribe = this.core.inputs.onChange(() => this.changed());
     this.sweepTimer = setInterval(() => this.sweep(), this.core.limits.revalidateIntervalMs);

@@ -93,23 +93,48 @@ export function outboundAllowLists(identity: RuleIdentity, ruleAllowed: readonly
 }
 
 /**
+ * The mTLS context of an identity, waiting up to `svidWaitMs` for its SVID (and the trust bundle) when it has
+ * none yet: an attested process's SVID is on its way (CSR → reconciler → control interface), and failing its
+ * first connection would make every newly started client lose that race. Null when it does not come in time.
+ */
+export async function identityContext(core: Core, spiffeId: string): Promise<SecureContext | null> {
+  const now = core.contexts.identity(spiffeId);
+  if (now || core.limits.svidWaitMs <= 0) return now;
+  return new Promise((resolve) => {
+    let unsubscribe = () => {};
+    const timer = setTimeout(() => done(null), core.limits.svidWaitMs);
+    const done = (context: SecureContext | null) => {
+      clearTimeout(timer);
+      unsubscribe();
+      resolve(context);
+    };
+    unsubscribe = core.inputs.onChange(() => {
+      const context = core.contexts.identity(spiffeId);
+      if (context) done(context);
+    });
+  });
+}
+
+/**
  * mTLS toward a peer data plane. `notManaged` distinguishes a destination that is not a managed peer at all
  * (no `riptides` ALPN) from a managed peer that failed our checks.
  */
-export function dialMtls(
+export async function dialMtls(
   core: Core,
   identity: RuleIdentity,
   target: Target,
   allowLists: () => string[][],
   timeoutMs = core.limits.handshakeTimeoutMs,
 ): Promise<DialResult<TLSSocket> & { notManaged?: boolean; peer?: string; leaf?: X509Certificate }> {
+  const context = await identityContext(core, identity.spiffeId);
+  const trustDomain = core.inputs.rules()?.trustDomain;
+  if (!context || !trustDomain)
+    return {
+      ok: false,
+      reason: 'no-svid',
+      detail: `${identity.spiffeId} has no SVID installed (waited ${core.limits.svidWaitMs} ms)`,
+    };
   return new Promise((resolve) => {
-    const context = core.contexts.identity(identity.spiffeId);
-    const trustDomain = core.inputs.rules()?.trustDomain;
-    if (!context || !trustDomain) {
-      resolve({ ok: false, reason: 'no-svid', detail: `${identity.spiffeId} has no SVID installed yet` });
-      return;
-    }
     // Per TLS context: a new SVID or trust bundle makes a new context, and the next handshake is a full one.
     const sessions =
       sessionsByContext.get(context) ?? new Map<string, { ticket: Buffer; leaf: X509Certificate }>();

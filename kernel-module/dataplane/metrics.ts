@@ -44,3 +44,52 @@ export class DataPlaneMetrics {
     registers: [this.registry],
   });
 }
+
+/** The counters of one data plane, read from its metrics: what an agent reports upstream. */
+export interface DataPlaneCounters {
+  active: { outbound: number; inbound: number };
+  /** `<direction>/<mode>` → connections handled. */
+  connections: Record<string, number>;
+  /** `<direction>/<reason>` → TLS handshakes refused or failed. */
+  handshakesFailed: Record<string, number>;
+  /** Binding name → requests that left with its credential (Bearer and SigV4 together). */
+  credentialsInjected: Record<string, number>;
+  /** Reason → intercepted requests refused. */
+  requestsRefused: Record<string, number>;
+  /** Live connections closed because policy no longer allowed them (both directions). */
+  revoked: number;
+}
+
+type Values = Awaited<ReturnType<Counter['get']>>['values'];
+
+function tally(values: Values, key: (labels: Values[number]['labels']) => string) {
+  const out: Record<string, number> = {};
+  for (const v of values) {
+    if (!v.value) continue;
+    const k = key(v.labels);
+    out[k] = (out[k] ?? 0) + v.value;
+  }
+  return out;
+}
+
+/** A snapshot of `metrics`' counters (values since the data plane started). */
+export async function countersOf(metrics: DataPlaneMetrics): Promise<DataPlaneCounters> {
+  const [connections, active, failed, injected, refused, revoked] = await Promise.all([
+    metrics.connections.get(),
+    metrics.active.get(),
+    metrics.handshakesFailed.get(),
+    metrics.credentialsInjected.get(),
+    metrics.requestsRefused.get(),
+    metrics.revoked.get(),
+  ]);
+  const gauge = (direction: string) =>
+    active.values.find((v) => v.labels.direction === direction)?.value ?? 0;
+  return {
+    active: { outbound: gauge('outbound'), inbound: gauge('inbound') },
+    connections: tally(connections.values, (l) => `${l.direction}/${l.mode}`),
+    handshakesFailed: tally(failed.values, (l) => `${l.direction}/${l.reason}`),
+    credentialsInjected: tally(injected.values, (l) => String(l.binding)),
+    requestsRefused: tally(refused.values, (l) => String(l.reason)),
+    revoked: revoked.values.reduce((n, v) => n + v.value, 0),
+  };
+}

@@ -102,7 +102,9 @@ export class Outbound {
     const rule = decision.rule;
     const id = decision.identity;
     const mode = rule?.tls.mode ?? null;
-    const intercept = rule?.tls.intercept ?? false;
+    // `connection.tls.intercept` on the identity covers every destination it reaches (as the validator's RT049
+    // reads it); on an egress rule, that rule's destinations.
+    const intercept = (rule?.tls.intercept ?? false) || id.inbound.intercept;
     const credential = decision.credential;
     const allowLists = () => this.allowLists(id, rule);
 

@@ -189,6 +189,24 @@ const agentMessages: AgentMessage[] = [
       bundleVersion: '0011223344556677',
       rejectedVersion: 'fedcba9876543210',
       rejectedError: { code: 'CONTROL_REFUSED', message: 'bad', hint: '' },
+      dataPlane: {
+        health: 'OK',
+        listeners: [
+          { kind: 'proxy', address: '127.0.0.1:15001', target: '' },
+          {
+            kind: 'inbound',
+            address: '127.0.0.1:18080',
+            target: 'spiffe://example.org/app/api -> 127.0.0.1:18081',
+          },
+        ],
+        activeOutbound: 3,
+        activeInbound: 1,
+        connections: { 'outbound/mtls': 12, 'inbound/mtls': 9 },
+        handshakesFailed: { 'inbound/not-allowed': 2 },
+        credentialsInjected: { 'api-token': 40 },
+        requestsRefused: { 'credential-unavailable': 1 },
+        connectionsRevoked: 1,
+      },
     },
   },
   {
@@ -229,6 +247,35 @@ describe('agent protocol (.proto)', () => {
     expect(m.program?.identities[0]?.selectors[0]?.match['process:name']?.values).toEqual(['x']);
     expect(m.program?.identities[0]?.egressRuleHashes).toEqual(['r1']);
     expect(m.program?.removedIdentities).toEqual(['spiffe://example.org/gone']);
+  });
+
+  it('a report with the data plane state decodes from protoc, and one without it (an older agent) still does', () => {
+    const text = [
+      'report {',
+      '  program_version: "0123456789abcdef"',
+      '  data_plane {',
+      '    health: "OK"',
+      '    listeners { kind: "proxy" address: "127.0.0.1:15001" }',
+      '    active_outbound: 2',
+      '    connections { key: "outbound/mtls" value: 5 }',
+      '    credentials_injected { key: "api-token" value: 7 }',
+      '    connections_revoked: 1',
+      '  }',
+      '}',
+    ].join('\n');
+    const withPlane = protoc(['--encode=riptides.agent.v1.AgentMessage'], text);
+    expect(withPlane.stderr).toBe('');
+    const plane = decodeAgentMessage(withPlane.stdout).report?.dataPlane;
+    expect(plane).toMatchObject({
+      health: 'OK',
+      listeners: [{ kind: 'proxy', address: '127.0.0.1:15001', target: '' }],
+      activeOutbound: 2,
+      connections: { 'outbound/mtls': 5 },
+      credentialsInjected: { 'api-token': 7 },
+      connectionsRevoked: 1,
+    });
+    const older = protoc(['--encode=riptides.agent.v1.AgentMessage'], 'report { program_version: "v" }');
+    expect(decodeAgentMessage(older.stdout).report).toMatchObject({ programVersion: 'v', dataPlane: null });
   });
 
   it('encodes what protoc decodes', () => {

@@ -28,8 +28,18 @@ export interface CliProcess {
 /** Every process a test started, so that the whole test run can check nothing leaked a value. */
 export const allOutput: string[] = [];
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
-  const child = spawn(process.execPath, [BIN, ...args], {
+/**
+ * Starts riptides-cli; killed when the current test finishes. `wrap` runs it through a command that execs it
+ * (`['ip', 'netns', 'exec', NS]`: the pid stays the CLI's); `keep` leaves stopping it to the caller (a process
+ * started in beforeAll and stopped in afterAll).
+ */
+export function startCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  opts: { wrap?: string[]; keep?: boolean } = {},
+): CliProcess {
+  const [file, ...pre] = [...(opts.wrap ?? []), process.execPath];
+  const child = spawn(file!, [...pre, BIN, ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -86,9 +96,10 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProces
       return code;
     },
   };
-  onTestFinished(async () => {
-    await proc.stop('SIGKILL');
-  });
+  if (!opts.keep)
+    onTestFinished(async () => {
+      await proc.stop('SIGKILL');
+    });
   return proc;
 }
 

@@ -1,17 +1,30 @@
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import { Agent, AgentError } from '../../../agent/agent.ts';
+import { join, resolve } from 'node:path';
+import { AgentError } from '../../../agent/agent.ts';
 import { augmentLines, KubernetesPodSource, ProcessNotFoundError } from '../../../agent/attest/index.ts';
 import { JoinError } from '../../../agent/join.ts';
-import { type Command, type CommandIO, EXIT_OK, EXIT_USAGE, parseFlags, UsageError } from '../command.ts';
+import { formatAddress, type RunningNode, startNode } from '../../../agent/start-node.ts';
+import { ControlReader } from '../../../kernel-module/control/index.ts';
+import { transparentRuleset } from '../../../kernel-module/dataplane/nft-rules.ts';
+import {
+  type Command,
+  type CommandIO,
+  EXIT_OK,
+  EXIT_USAGE,
+  parseFlags,
+  requireFlag,
+  UsageError,
+} from '../command.ts';
 import { commandLogger } from '../logger.ts';
+import { NODE_FLAGS, NODE_FLAGS_HELP, nodeOptionsFromFlags } from '../node-flags.ts';
 import { parseHostPort, stateDirOf } from '../state-dir.ts';
 
 const help = `Usage:
   riptides-cli agent --server HOST:PORT --join-token TOKEN [--state-dir DIR] [--daemon-group GROUP]
-                     [--control-root DIR] [--bundle FILE] [--max-identities N]
-  riptides-cli agent [--state-dir DIR]          (after the first start: the identity is in DIR)
+                     [--control-root DIR] [--bundle FILE] [--max-identities N] [data plane flags]
+  riptides-cli agent [--state-dir DIR] [data plane flags]   (after the first start: the identity is in DIR)
   riptides-cli agent augment PID [--kubeconfig FILE]
+  riptides-cli agent nft-rules --transparent HOST:PORT [--state-dir DIR | --control-root DIR]
 
 Runs the node agent. The first start joins: it fetches the reconciler's trust bundle and keeps it only if it
 holds the CA pinned by the join token (or the one in --bundle FILE), then sends the single-use token over
@@ -23,7 +36,15 @@ writes the kernel module's control interface (default DIR/control; production /s
 reports what it wrote. If the reconciler is away it keeps enforcing the last good program and unexpired
 SVIDs, reconnecting with backoff. Logs are JSON lines on standard error, never with a credential value.
 
+With a data plane flag it also runs the data plane in this process: outbound connections of attested
+processes (through the proxy, nftables redirection, or an outbound mapping) are upgraded to mTLS or have
+their credential injected as the program says, and inbound mappings front workloads' ports. Programs,
+SVIDs and credential rotations apply to the next connection; SIGTERM closes its listeners and connections.
+Applications trust DIR/control/certs/ca-certificates.crt for intercepted TLS.
+
   augment PID   prints the labels collected for a process, one key=value per line (debug a selector)
+  nft-rules     prints the nftables ruleset that redirects the program's destinations to --transparent
+                (apply it with \`| nft -f -\`; remove it with \`nft delete table inet riptides\`)
 
 Flags:
   --server HOST:PORT     the reconciler (default: where this agent joined)
@@ -35,6 +56,8 @@ Flags:
   --max-identities N     refuse (NACK) programs with more identities (default 10000)
   --kubeconfig FILE      Kubernetes access to find the pods of containerised processes (default:
                          $KUBECONFIG, else in-cluster; without either, no k8s:* labels)
+
+${NODE_FLAGS_HELP}
 
 Exit status: 0 stopped by a signal, 2 could not start (the reason is printed).
 `;
@@ -60,12 +83,47 @@ async function augment(args: string[], io: CommandIO): Promise<number> {
   return EXIT_OK;
 }
 
+/** `agent nft-rules`: the redirect for the program in force on this node, for an operator to install. */
+async function nftRules(args: string[], io: CommandIO): Promise<number> {
+  const { values } = parseFlags(args, {
+    transparent: { type: 'string' },
+    'state-dir': { type: 'string' },
+    'control-root': { type: 'string' },
+  });
+  const at = parseHostPort(requireFlag(values.transparent, 'transparent'));
+  if (!at || at.port === 0)
+    throw new UsageError(`--transparent must be HOST:PORT with a port (got "${values.transparent}")`);
+  const root = values['control-root']
+    ? resolve(io.cwd, values['control-root'])
+    : join(stateDirOf(values['state-dir'], io, 'agent'), 'control');
+  let table: Awaited<ReturnType<ControlReader['rules']>>;
+  try {
+    table = await new ControlReader(root).rules();
+  } catch (err) {
+    io.stderr(
+      `riptides-cli agent nft-rules: cannot read the rule table in ${root}: ${(err as Error).message}\n`,
+    );
+    return EXIT_USAGE;
+  }
+  if (!table) {
+    io.stderr(`riptides-cli agent nft-rules: no rule table in ${root} (has the agent received a program?)\n`);
+    return EXIT_USAGE;
+  }
+  io.stdout(transparentRuleset(table, { transparentPort: at.port, excludeUid: process.getuid?.() ?? 0 }));
+  io.stderr(
+    `# rules for program ${table.version}; the uid excluded is this command's (${process.getuid?.() ?? 0}): run it as the agent's user\n`,
+  );
+  return EXIT_OK;
+}
+
 export const command: Command = {
   name: 'agent',
-  summary: 'run the node agent (join once, then program the control interface), or augment PID',
+  summary:
+    'run the node agent and its data plane (join once, program the control interface), augment PID, nft-rules',
   help,
   async run(argv, io) {
     if (argv[0] === 'augment') return augment(argv.slice(1), io);
+    if (argv[0] === 'nft-rules') return nftRules(argv.slice(1), io);
     const { values } = parseFlags(argv, {
       server: { type: 'string' },
       'join-token': { type: 'string' },
@@ -75,6 +133,7 @@ export const command: Command = {
       bundle: { type: 'string' },
       'max-identities': { type: 'string' },
       kubeconfig: { type: 'string' },
+      ...NODE_FLAGS,
     });
     if (values.server && !parseHostPort(values.server))
       throw new UsageError(`--server must be HOST:PORT (got "${values.server}")`);
@@ -82,6 +141,7 @@ export const command: Command = {
       values['max-identities'] === undefined ? undefined : Number(values['max-identities']);
     if (maxIdentities !== undefined && !(Number.isInteger(maxIdentities) && maxIdentities > 0))
       throw new UsageError('--max-identities must be a whole number above 0');
+    const dataPlane = await nodeOptionsFromFlags(values, io);
     let bundlePem: string | undefined;
     if (values.bundle) {
       try {
@@ -100,9 +160,9 @@ export const command: Command = {
       ...(values.kubeconfig ? { kubeconfigPath: resolve(io.cwd, values.kubeconfig) } : {}),
       env: io.env,
     });
-    let agent: Agent;
+    let node: RunningNode;
     try {
-      agent = await Agent.start({
+      node = await startNode({
         stateDir,
         ...(values.server ? { server: values.server } : {}),
         ...(joinToken ? { joinToken } : {}),
@@ -110,6 +170,7 @@ export const command: Command = {
         ...(values['control-root'] ? { controlRoot: resolve(io.cwd, values['control-root']) } : {}),
         ...(bundlePem ? { bundlePem } : {}),
         ...(maxIdentities ? { maxIdentities } : {}),
+        ...dataPlane,
         pods,
         logger: log,
       });
@@ -120,18 +181,36 @@ export const command: Command = {
       }
       throw err;
     }
+    const { agent, addresses } = node;
     log.info('agent running', {
       spiffeId: agent.identity.spiffeId,
       daemonGroup: agent.identity.daemonGroup,
       server: agent.identity.server,
-      controlRoot: agent.node.writer.root,
+      controlRoot: addresses.controlRoot,
+      ...(node.dataPlane
+        ? {
+            proxy: addresses.proxy ? formatAddress(addresses.proxy) : null,
+            caBundle: addresses.caBundle,
+          }
+        : {}),
+      ...(addresses.metrics
+        ? {
+            metrics: `http://${formatAddress(addresses.metrics.listen)}/metrics`,
+            metricsCredential: addresses.metrics.credentialFile,
+          }
+        : {}),
     });
+    if (addresses.transparent && !dataPlane.installNftables)
+      log.warn(
+        'transparent listener without --nftables: nothing is redirected to it until you install the rules (riptides-cli agent nft-rules)',
+        { transparent: formatAddress(addresses.transparent) },
+      );
     const signal = await new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
       process.once('SIGINT', () => resolve('SIGINT'));
     });
     log.info('stopping: the control interface keeps what it holds', { signal });
-    await agent.stop();
+    await node.stop();
     return EXIT_OK;
   },
 };
