@@ -117,22 +117,27 @@ export async function identityContext(core: Core, spiffeId: string): Promise<Sec
 
 /**
  * mTLS toward a peer data plane. `notManaged` distinguishes a destination that is not a managed peer at all
- * (no `riptides` ALPN) from a managed peer that failed our checks.
+ * (no `riptides` ALPN) from a managed peer that failed our checks. `waitForSvid`: where mTLS is required
+ * (MUTUAL), an identity without its SVID yet is waited for (`svidWaitMs`) rather than failed at once; where it
+ * is optional (mode null, PERMISSIVE) the caller goes plain at once instead.
  */
 export async function dialMtls(
   core: Core,
   identity: RuleIdentity,
   target: Target,
   allowLists: () => string[][],
-  timeoutMs = core.limits.handshakeTimeoutMs,
+  opts: { timeoutMs?: number; waitForSvid?: boolean } = {},
 ): Promise<DialResult<TLSSocket> & { notManaged?: boolean; peer?: string; leaf?: X509Certificate }> {
-  const context = await identityContext(core, identity.spiffeId);
+  const timeoutMs = opts.timeoutMs ?? core.limits.handshakeTimeoutMs;
+  const context = opts.waitForSvid
+    ? await identityContext(core, identity.spiffeId)
+    : core.contexts.identity(identity.spiffeId);
   const trustDomain = core.inputs.rules()?.trustDomain;
   if (!context || !trustDomain)
     return {
       ok: false,
       reason: 'no-svid',
-      detail: `${identity.spiffeId} has no SVID installed (waited ${core.limits.svidWaitMs} ms)`,
+      detail: `${identity.spiffeId} has no SVID installed${opts.waitForSvid ? ` (waited ${core.limits.svidWaitMs} ms)` : ' yet'}`,
     };
   return new Promise((resolve) => {
     // Per TLS context: a new SVID or trust bundle makes a new context, and the next handshake is a full one.

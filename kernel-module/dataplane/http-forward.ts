@@ -281,6 +281,8 @@ export class HttpForwarder {
           flow.identity,
           { host: options.servername || options.host, ip: options.host, port: Number(options.port) },
           flow.allowLists,
+          // mTLS is required here (a MUTUAL rule, or a peer known to be managed): a new SVID is worth waiting for.
+          { waitForSvid: true },
         ).then((r) => {
           if (r.ok) cb(null, r.socket);
           else {

@@ -213,13 +213,10 @@ export class Outbound {
       core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
       return this.pipePlain(client, target, hooks);
     }
-    const up = await dialMtls(
-      core,
-      identity,
-      target,
-      allowLists,
-      known ? undefined : core.limits.probeTimeoutMs,
-    );
+    const up = await dialMtls(core, identity, target, allowLists, {
+      ...(known ? {} : { timeoutMs: core.limits.probeTimeoutMs }),
+      waitForSvid: mode === 'MUTUAL',
+    });
     if (!up.ok) {
       // Without an SVID yet, a mode-null/PERMISSIVE rule cannot upgrade: plain TCP, not remembered.
       if (up.reason === 'no-svid' && mode !== 'MUTUAL') {
@@ -273,7 +270,9 @@ export class Outbound {
     if (mode === 'SIMPLE') return 'tls';
     const known = this.managed.get(target);
     if (known !== null) return known ? 'mtls' : 'plain';
-    const probe = await dialMtls(this.core, identity, target, allowLists, this.core.limits.probeTimeoutMs);
+    const probe = await dialMtls(this.core, identity, target, allowLists, {
+      timeoutMs: this.core.limits.probeTimeoutMs,
+    });
     if (probe.ok) {
       probe.socket.destroy();
       this.managed.set(target, true);
