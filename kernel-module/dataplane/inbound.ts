@@ -12,6 +12,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { tlsName } from './connections.ts';
 import type { Core } from './core.ts';
+import { identityContext } from './dial.ts';
 import { findIdentity } from './match.ts';
 import { splice } from './pipe.ts';
 import { sniff } from './sniff.ts';
@@ -58,8 +59,13 @@ export class Inbound {
         first.silent ? 'no ClientHello in time' : `${mode} needs TLS, the client sent something else`,
       );
     const mutual = mode !== 'SIMPLE';
-    const context = core.contexts.identity(listener.spiffeId, mutual || riptides ? 'TLSv1.3' : 'TLSv1.2');
-    if (!context) return this.refuse(raw, 'no-svid', `${listener.spiffeId} has no SVID installed yet`);
+    const minVersion = mutual || riptides ? 'TLSv1.3' : 'TLSv1.2';
+    // A workload that just started is attested at once but gets its SVID a moment later: wait for it (bounded).
+    const context =
+      core.contexts.identity(listener.spiffeId, minVersion) ??
+      ((await identityContext(core, listener.spiffeId)) &&
+        core.contexts.identity(listener.spiffeId, minVersion));
+    if (!context) return this.refuse(raw, 'no-svid', `${listener.spiffeId} has no SVID installed`);
     const tls = new TLSSocket(raw, {
       isServer: true,
       secureContext: context,
