@@ -7,9 +7,10 @@
  */
 import { createHash } from 'node:crypto';
 import { type Agent, request } from 'node:https';
+import { sleep } from '../common/retry.ts';
 import type { Obtained, PolledSession, ProviderContext } from './session.ts';
 import { type AwsSourceSpec, CredentialError } from './types.ts';
-import { describeTransportError, parseDurationSeconds, sleep } from './util.ts';
+import { describeTransportError, parseDurationSeconds } from './util.ts';
 
 export const DEFAULT_STS_ENDPOINT = 'https://sts.amazonaws.com/';
 export const DEFAULT_AWS_AUDIENCE = 'sts.amazonaws.com';

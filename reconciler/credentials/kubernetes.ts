@@ -5,9 +5,10 @@
  * dropped connection, ERROR event) the loop re-reads and watches again, backing off while the API fails.
  */
 import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
+import { type BackoffPolicy, backoffDelay } from '../common/retry.ts';
 import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
 import { CredentialError } from './types.ts';
-import { backoffDelay, describeTransportError, withDeadline } from './util.ts';
+import { describeTransportError, withDeadline } from './util.ts';
 
 export interface KubernetesStoreOptions {
   /** A kubeconfig file; without it the in-cluster service account is used. */
@@ -15,7 +16,7 @@ export interface KubernetesStoreOptions {
   timeoutMs: number;
   /** Asked of the API server so watches are re-established now and then, as informers do. */
   watchTimeoutSeconds: number;
-  backoff: { initialMs: number; maxMs: number };
+  backoff: BackoffPolicy;
   random: () => number;
 }
 
@@ -168,12 +169,7 @@ export class KubernetesSecretStore implements SecretStore {
         );
       }
       if (failures > 0 && this.live(entry)) {
-        const ms = backoffDelay(
-          failures,
-          this.opts.backoff.initialMs,
-          this.opts.backoff.maxMs,
-          this.opts.random,
-        );
+        const ms = backoffDelay(failures, this.opts.backoff, this.opts.random);
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, ms);
           entry.wake = () => {

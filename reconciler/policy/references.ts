@@ -26,7 +26,7 @@ import {
   SELECTOR_PREFIXES,
 } from './selectors.ts';
 import { ServiceIndex } from './service-index.ts';
-import { didYouMean } from './suggest.ts';
+import { didYouMean, Suggestions } from './suggest.ts';
 
 export interface ValidateOptions {
   trustDomain: string;
@@ -73,6 +73,11 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
     else byWorkloadId.set(id, r);
   }
   const knownSpiffeIds = new Set([...byWorkloadId.keys()].map((w) => `spiffe://${td}/${w}`));
+  // "Did you mean" indexes, built once on first use: one per name set, never one per diagnostic.
+  const spiffeIdNames = once(() => new Suggestions(knownSpiffeIds));
+  const workloadIdNames = once(() => new Suggestions(byWorkloadId.keys()));
+  const sourceNames = once(() => namesByNamespace(set.sources));
+  const workloadCredentialNames = once(() => namesByNamespace(set.workloadCredentials));
 
   const sourcesByNs = new Map<string, Located<CredentialSource>>();
   for (const s of set.sources) sourcesByNs.set(`${namespaceOf(s)}/${s.value.metadata.name}`, s);
@@ -92,7 +97,7 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
         });
       } else if (parsed.id.trustDomain === td && !knownSpiffeIds.has(id)) {
         rep.at('RT048', `no WorkloadIdentity has the SPIFFE ID "${id}"`, r, [...path, i], {
-          hint: didYouMean(id, knownSpiffeIds),
+          hint: spiffeIdNames().didYouMean(id),
         });
       }
     });
@@ -108,7 +113,7 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
           hint: "check the labels against the Services' spec.labels",
         });
       }
-      matched.push(...hits);
+      for (const h of hits) matched.push(h);
     });
     return matched;
   };
@@ -117,13 +122,12 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
     const name = r.value.spec.credentialSource;
     const source = sourcesByNs.get(`${ns}/${name}`);
     if (!source) {
-      const names = set.sources.filter((s) => namespaceOf(s) === ns).map((s) => s.value.metadata.name);
       rep.at(
         'RT042',
         `CredentialSource "${name}" does not exist in namespace ${ns}`,
         r,
         ['spec', 'credentialSource'],
-        { hint: didYouMean(name, names) },
+        { hint: sourceNames().get(ns)?.didYouMean(name) },
       );
     }
     return source;
@@ -134,7 +138,7 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
     const identity = byWorkloadId.get(id);
     if (!identity) {
       rep.at('RT044', `no WorkloadIdentity has workloadID "${id}"`, r, ['spec', 'workloadID'], {
-        hint: didYouMean(id, byWorkloadId.keys()) ?? 'create the WorkloadIdentity first, or fix the ID',
+        hint: workloadIdNames().didYouMean(id) ?? 'create the WorkloadIdentity first, or fix the ID',
       });
     }
     return identity;
@@ -193,15 +197,12 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
       if (rule.credentialName !== undefined) {
         const wc = wcByNs.get(`${namespaceOf(r)}/${rule.credentialName}`);
         if (!wc) {
-          const names = set.workloadCredentials
-            .filter((w) => namespaceOf(w) === namespaceOf(r))
-            .map((w) => w.value.metadata.name);
           rep.at(
             'RT043',
             `WorkloadCredential "${rule.credentialName}" does not exist in namespace ${namespaceOf(r)}`,
             r,
             [...base, 'credentialName'],
-            { hint: didYouMean(rule.credentialName, names) },
+            { hint: workloadCredentialNames().get(namespaceOf(r))?.didYouMean(rule.credentialName) },
           );
         } else {
           const expected = rule.workloadID ?? spec.workloadID;
@@ -306,4 +307,26 @@ function identityIntercepts(identity: WorkloadIdentity, services: Located<Servic
       rule.connection?.tls?.intercept &&
       services.every((s) => rule.selectors.some((sel) => labelsMatch(sel, s.value.spec.labels))),
   );
+}
+
+function once<T>(make: () => T): () => T {
+  let value: T | undefined;
+  return () => {
+    value ??= make();
+    return value;
+  };
+}
+
+/** Names of resources per namespace, indexed for "did you mean". */
+function namesByNamespace(
+  list: ReadonlyArray<Located<{ metadata: { name: string; namespace?: string | undefined } }>>,
+): Map<string, Suggestions> {
+  const names = new Map<string, string[]>();
+  for (const r of list) {
+    const ns = namespaceOf(r);
+    const bucket = names.get(ns) ?? [];
+    bucket.push(r.value.metadata.name);
+    names.set(ns, bucket);
+  }
+  return new Map([...names].map(([ns, n]) => [ns, new Suggestions(n)]));
 }

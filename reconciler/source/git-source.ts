@@ -2,10 +2,12 @@ import * as fs from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
+import { editDistance } from '../common/edit-distance.ts';
+import { Redactor } from '../common/redact.ts';
 import { BlobCache } from './blob-cache.ts';
 import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
-import { CREDENTIAL_ENV_HINT, messageOf, Redactor, SourceError } from './errors.ts';
+import { CREDENTIAL_ENV_HINT, messageOf, SourceError } from './errors.ts';
 import { GuardedHttp } from './http.ts';
 import { type ChangedFiles, diffTrees, normalizeSubdir, type TreeEntry, TreeReader } from './tree.ts';
 
@@ -578,16 +580,4 @@ function progressThrottle(
 
 function formatBytes(n: number): string {
   return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
