@@ -35,7 +35,13 @@ export interface BoundedOptions {
 const child = join(repoRoot, 'test', 'support', 'cli-child.ts');
 const PEAK = '\n@@riptides-peak-rss-mib ';
 
+/** riptides-cli ARGS, bounded. */
 export function runCliBounded(args: string[], opts: BoundedOptions = {}): Promise<BoundedRun> {
+  return runTsBounded(child, args, opts);
+}
+
+/** Any TypeScript script, bounded; it may end by printing the peak-RSS line as cli-child.ts does. */
+export function runTsBounded(script: string, args: string[], opts: BoundedOptions = {}): Promise<BoundedRun> {
   const kb = (opts.virtualMemoryMiB ?? 3 * 1024) * 1024;
   const proc = spawn(
     'bash',
@@ -48,7 +54,7 @@ export function runCliBounded(args: string[], opts: BoundedOptions = {}): Promis
       '--disable-wasm-trap-handler',
       '--import',
       'tsx',
-      child,
+      script,
       ...args,
     ],
     {
