@@ -25,8 +25,8 @@ export interface BoundedOptions {
   /** Wall clock before the child is killed; default 30 s. */
   timeoutMs?: number;
   /**
-   * Address-space limit. Node with tsx needs about 2 GiB of address space before doing anything (with
-   * WebAssembly's guard regions turned off), so the default (3 GiB) leaves about 1 GiB of room: below the
+   * Address-space limit. Node with tsx needs under 2 GiB of address space before doing anything (with
+   * WebAssembly's reservations kept small), so the default (3 GiB) leaves over 1 GiB of room: below the
    * gigabytes the bugs this guards against took.
    */
   virtualMemoryMiB?: number;
@@ -50,8 +50,10 @@ export function runTsBounded(script: string, args: string[], opts: BoundedOption
       `ulimit -v ${kb} && exec "$@"`,
       'bash',
       process.execPath,
-      // WebAssembly (tsx's lexer) otherwise reserves 10 GiB of guard pages per instance.
+      // WebAssembly (tsx's module lexer) otherwise reserves guard pages (10 GiB) and a 4 GiB range per
+      // memory; with these the child needs under 2 GiB of address space before it does anything.
       '--disable-wasm-trap-handler',
+      '--wasm-max-mem-pages=1024',
       '--import',
       'tsx',
       script,

@@ -36,10 +36,14 @@ Flags:
   --out FILE             write the plan to FILE instead of standard output
   --trust-domain TD      the trust domain (default: riptides.config.yaml at the policy path of HEAD)
   --ca-file FILE         CA bundle for a self-hosted HTTPS git server
-  --cache-dir DIR        keeps fetched git objects and parsed files between runs (DIR/git, DIR/parsed);
-                         default: ~/.cache/riptides/plan/<repository> ($XDG_CACHE_HOME respected). Keep it between CI
+  --cache-dir DIR        keeps fetched git objects and parsed files between runs: DIR/git is a bare clone of
+                         the repository (every fetched revision of every file, so treat it like the repository),
+                         DIR/parsed the parsed policy files; both created 0700. Default:
+                         ~/.cache/riptides/plan/<repository> ($XDG_CACHE_HOME respected). Keep it between CI
                          runs and a plan re-parses only the files that changed.
-  --timeout SECONDS      per network wait (default 30)
+  --timeout SECONDS      longest network wait, and the window over which a transfer must average at least
+                         1 KiB/s (default 30); a whole fetch ends after 10 minutes in any case
+  --max-repo-size SIZE   refuse a remote repository larger than SIZE (default 512MiB)
   --max-file-size BYTES  refuse larger policy files (default 1048576)
 
 Credentials for HTTPS remotes come from the environment, never from flags: RIPTIDES_GIT_TOKEN, or
@@ -63,6 +67,7 @@ export const command: Command = {
       'ca-file': { type: 'string' },
       'cache-dir': { type: 'string' },
       timeout: { type: 'string' },
+      'max-repo-size': { type: 'string' },
     });
     const repo = requireFlag(values.repo, 'repo');
     const headRef = requireFlag(values.head, 'head');
@@ -71,6 +76,7 @@ export const command: Command = {
     if (timeout !== undefined && !(timeout > 0))
       throw new Error('--timeout must be a number of seconds greater than 0');
     const maxFileBytes = parseByteSize(values['max-file-size'], 'max-file-size');
+    const maxRepoBytes = parseByteSize(values['max-repo-size'], 'max-repo-size');
     const progress = (msg: string) => io.stderr(`${msg}\n`);
     const cacheDir = values['cache-dir']
       ? resolve(io.cwd, values['cache-dir'])
@@ -84,6 +90,7 @@ export const command: Command = {
         ...(values['ca-file'] ? { caFile: resolve(io.cwd, values['ca-file']) } : {}),
         cacheDir: join(cacheDir, 'git'),
         ...(timeout ? { timeoutMs: timeout * 1000 } : {}),
+        ...(maxRepoBytes ? { maxRepoBytes } : {}),
         onProgress: progress,
       });
       await source.fetch();
@@ -93,11 +100,8 @@ export const command: Command = {
       if (baseRef) {
         base = await source.resolveRef(baseRef);
       } else {
-        const defaultBranch = await source.defaultBranch();
-        const mergeBase = await source.mergeBase(head, await source.resolveRef(defaultBranch));
-        if (!mergeBase) throw new Error(`${headRef} shares no history with ${defaultBranch}: pass --base`);
-        base = mergeBase;
-        baseRef = `merge-base(${defaultBranch})`;
+        // Refuses (exit 2, saying how to fetch it) when a single-branch or shallow clone lacks the base.
+        ({ commit: base, ref: baseRef } = await source.defaultBase(head, headRef));
       }
       const path = values.path ?? '';
       const parseCache = ParseCache.open(
