@@ -1,18 +1,21 @@
 /**
- * Secrets from the Kubernetes API through @kubernetes/client-node: one GET, then a watch by
- * metadata.name from the Secret's resourceVersion, so an edit reaches consumers without re-creating
- * anything. One watch per Secret, shared by every binding that uses it. When the watch ends (server timeout,
- * dropped connection, ERROR event) the loop re-reads and watches again, backing off while the API fails.
+ * Secrets from the Kubernetes API through @kubernetes/client-node, as an informer does: a LIST by
+ * metadata.name, then a watch from the list's resourceVersion (the collection's, not the object's, which
+ * may be older than what the API server still keeps), so an edit reaches consumers without re-creating
+ * anything. One watch per Secret, shared by every binding that uses it. When the watch ends the loop lists
+ * and watches again; an ERROR event (410 Gone / Expired: our resourceVersion was compacted away) or a
+ * failing API makes it back off first (the one retry policy), as client-go's reflector does.
  */
 import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
+import { stripUrlUserinfo } from '../common/redact.ts';
 import { type BackoffPolicy, backoffDelay } from '../common/retry.ts';
 import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
 import { CredentialError } from './types.ts';
 import { describeTransportError, withDeadline } from './util.ts';
 
 export interface KubernetesStoreOptions {
-  /** A kubeconfig file; without it the in-cluster service account is used. */
-  kubeconfigPath?: string;
+  /** Kubeconfig files, merged as kubectl merges KUBECONFIG; none: the in-cluster service account. */
+  kubeconfigPaths: string[];
   timeoutMs: number;
   /** Asked of the API server so watches are re-established now and then, as informers do. */
   watchTimeoutSeconds: number;
@@ -44,21 +47,26 @@ export class KubernetesSecretStore implements SecretStore {
   private closed = false;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
+    const from = opts.kubeconfigPaths.length
+      ? opts.kubeconfigPaths.join(', ')
+      : 'the in-cluster service account';
     try {
-      if (opts.kubeconfigPath) this.kc.loadFromFile(opts.kubeconfigPath);
+      const [first, ...rest] = opts.kubeconfigPaths;
+      if (first) this.kc.loadFromFile(first);
       else this.kc.loadFromCluster();
+      for (const path of rest) mergeKubeconfig(this.kc, path);
     } catch (err) {
       throw new CredentialError(
-        `cannot load Kubernetes access from ${opts.kubeconfigPath ?? 'the in-cluster service account'}: ` +
-          `${(err as Error).message.split('\n')[0]}; pass a readable kubeconfig or run inside the cluster`,
+        `cannot load Kubernetes access from ${from}: ${(err as Error).message.split('\n')[0]}; ` +
+          'pass a readable kubeconfig or run inside the cluster',
       );
     }
     const server = this.kc.getCurrentCluster()?.server;
-    if (!server)
+    if (!server || server.includes('undefined'))
       throw new CredentialError(
-        `kubeconfig ${opts.kubeconfigPath ?? '(in-cluster)'} has no current cluster; set current-context`,
+        `kubeconfig ${from} has no current cluster with a server; set current-context`,
       );
-    this.where = `Kubernetes API ${server}`;
+    this.where = `Kubernetes API ${stripUrlUserinfo(server)}`;
     this.api = this.kc.makeApiClient(CoreV1Api);
   }
 
@@ -66,8 +74,8 @@ export class KubernetesSecretStore implements SecretStore {
     const what = `reading Secret ${namespace}/${name} from the ${this.where}`;
     const signal = AbortSignal.timeout(this.opts.timeoutMs);
     try {
-      const secret = await this.api.readNamespacedSecret(
-        { name, namespace },
+      const list = await this.api.listNamespacedSecret(
+        { namespace, fieldSelector: `metadata.name=${name}` },
         {
           middleware: [
             {
@@ -81,11 +89,11 @@ export class KubernetesSecretStore implements SecretStore {
           middlewareMergeStrategy: 'append',
         },
       );
-      return {
-        found: true,
-        data: decodeData(secret.data),
-        resourceVersion: secret.metadata?.resourceVersion ?? '',
-      };
+      // The list's resourceVersion: a watch from it misses nothing and is as fresh as the API server keeps.
+      const resourceVersion = list.metadata?.resourceVersion ?? '';
+      const secret = list.items.find((s) => s.metadata?.name === name);
+      if (!secret) return { found: false, resourceVersion };
+      return { found: true, data: decodeData(secret.data), resourceVersion };
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'number') {
@@ -158,7 +166,7 @@ export class KubernetesSecretStore implements SecretStore {
         const snap = await this.read(entry.namespace, entry.name);
         if (!this.live(entry)) return;
         this.deliver(entry, snap);
-        const healthy = await this.watch(entry, snap.found ? snap.resourceVersion : undefined);
+        const healthy = await this.watch(entry, snap.resourceVersion || undefined);
         failures = healthy ? 0 : failures + 1;
       } catch (err) {
         if (!this.live(entry)) return;
@@ -222,9 +230,10 @@ export class KubernetesSecretStore implements SecretStore {
           this.deliver(entry, { found: true, data: decodeData(object.data), resourceVersion: rv });
         else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
         else if (type === 'ERROR') {
-          // e.g. 410 Gone: our resourceVersion is too old; end and resync with a fresh read.
+          // 410 Gone / Expired: the resourceVersion was compacted away. The value held is still the last
+          // one seen (not an error for consumers): end, back off, list again and watch from there.
           controller?.abort();
-          ended(true);
+          ended(false);
         }
       },
       (err: unknown) => {
@@ -267,4 +276,17 @@ export class KubernetesSecretStore implements SecretStore {
     }
     this.entries.clear();
   }
+}
+
+/**
+ * Adds the clusters, users and contexts of another kubeconfig, as kubectl merges the files KUBECONFIG lists:
+ * the first file that names something wins, and the current context comes from the first file that sets one.
+ */
+function mergeKubeconfig(kc: KubeConfig, path: string): void {
+  const other = new KubeConfig();
+  other.loadFromFile(path);
+  for (const c of other.clusters) if (!kc.clusters.some((x) => x.name === c.name)) kc.addCluster(c);
+  for (const u of other.users) if (!kc.users.some((x) => x.name === u.name)) kc.addUser(u);
+  for (const c of other.contexts) if (!kc.contexts.some((x) => x.name === c.name)) kc.addContext(c);
+  if (!kc.currentContext && other.currentContext) kc.setCurrentContext(other.currentContext);
 }

@@ -54,7 +54,7 @@ describe('credential manager', () => {
     );
     expect(r.message).toBe(
       'CredentialSource anthropic-bearer: kubernetes sources need Kubernetes access or a secrets dir: pass ' +
-        '--kubeconfig, run in-cluster, or pass --secrets-dir',
+        '--kubeconfig, set KUBECONFIG, create ~/.kube/config, run in the cluster, or pass --secrets-dir',
     );
   });
 
@@ -102,9 +102,9 @@ describe('credential manager', () => {
     };
     manager.ensure(a, WORKLOAD);
     await waitFor('a', () => manager!.get('switch', WORKLOAD)?.token === 'from-a');
-    const gets = env.kube.count('get');
+    const gets = env.kube.count('list');
     manager.ensure({ ...a }, WORKLOAD);
-    expect(env.kube.count('get')).toBe(gets);
+    expect(env.kube.count('list')).toBe(gets);
     manager.ensure(
       { ...a, kubernetes: { ...a.kubernetes, secretRef: { name: 'spec-b', key: 'token' } } },
       WORKLOAD,

@@ -1,9 +1,14 @@
 /**
  * A Kubernetes API server for tests, for the calls a Secret consumer makes:
  *  - GET /api/v1/namespaces/{ns}/secrets/{name};
+ *  - GET /api/v1/namespaces/{ns}/secrets[?fieldSelector=metadata.name%3D{name}]: a SecretList whose
+ *    metadata.resourceVersion is the store's current one (what a watch should start from);
  *  - GET /api/v1/namespaces/{ns}/secrets?watch=true&fieldSelector=metadata.name%3D{name}[&resourceVersion=N]
  *    streaming JSON lines {type: ADDED|MODIFIED|DELETED, object} (without resourceVersion: the current object
  *    as a synthetic ADDED first, as the API server does; with one: every later event);
+ *  - history compaction as etcd does it: only the last `historyLimit` events are kept (and `compact()` drops
+ *    them all); a watch from a resourceVersion older than what is kept gets one ERROR event carrying a
+ *    410 Expired Status ("too old resource version") and the stream ends, as the API server does;
  *  - bearer-token auth and RBAC; 401, 403 and 404 as `kind: Status` bodies exactly as the API server sends them.
  */
 import { randomUUID } from 'node:crypto';
@@ -46,10 +51,22 @@ export class KubernetesTestServer extends TestHttpsServer {
     [];
   private readonly watchers = new Set<Watcher>();
   private rv = 1000;
+  /** Events at or below this resourceVersion are gone (compacted). */
+  private compactedRv = 1000;
   readonly issuedValues: string[] = [];
 
-  constructor(private readonly users: Record<string, KubeUser>) {
+  constructor(
+    private readonly users: Record<string, KubeUser>,
+    /** Events kept for watches, like etcd's compaction window. */
+    private readonly historyLimit = 1000,
+  ) {
     super();
+  }
+
+  /** Drops the whole event history: every watch from an older resourceVersion now gets 410 Expired. */
+  compact(): void {
+    this.compactedRv = this.rv;
+    this.history.length = 0;
   }
 
   /** Creates or replaces a Secret (ADDED / MODIFIED for watchers). Values are plain strings, stored base64. */
@@ -97,6 +114,7 @@ export class KubernetesTestServer extends TestHttpsServer {
 
   private publish(type: string, ns: string, name: string, object: unknown, rv: number): void {
     this.history.push({ rv, type, ns, name, object });
+    while (this.history.length > this.historyLimit) this.compactedRv = this.history.shift()!.rv;
     for (const w of this.watchers)
       if (w.ns === ns && w.name === name) w.res.write(`${JSON.stringify({ type, object })}\n`);
   }
@@ -122,6 +140,11 @@ export class KubernetesTestServer extends TestHttpsServer {
       return {
         key: 'watch',
         handle: () => this.watch(req, res, decodeURIComponent(list[1]!), url.searchParams),
+      };
+    if (req.method === 'GET' && list)
+      return {
+        key: 'list',
+        handle: () => this.list(req, res, decodeURIComponent(list[1]!), url.searchParams),
       };
     return {
       key: 'other',
@@ -173,6 +196,36 @@ export class KubernetesTestServer extends TestHttpsServer {
     sendJson(res, 200, s.object);
   }
 
+  private list(req: IncomingMessage, res: ServerResponse, ns: string, q: URLSearchParams) {
+    if (!this.authorize(req, res, 'list', ns)) return;
+    const selector = q.get('fieldSelector');
+    const byName = selector ? /^metadata\.name=(.+)$/.exec(selector)?.[1] : undefined;
+    if (selector && byName === undefined) {
+      sendJson(res, 400, status(400, 'BadRequest', 'this test server only lists by metadata.name'));
+      return;
+    }
+    const items = [...this.secrets.entries()]
+      .filter(([key]) => key.startsWith(`${ns}/`) && (byName === undefined || key === `${ns}/${byName}`))
+      .map(([, s]) => s.object);
+    sendJson(res, 200, {
+      kind: 'SecretList',
+      apiVersion: 'v1',
+      metadata: { resourceVersion: String(this.rv) },
+      items,
+    });
+    this.timeline.push(['list', Date.now()]);
+    const after = this.afterNextList;
+    this.afterNextList = undefined;
+    after?.();
+  }
+
+  /** Watches answered 410 Expired (a resourceVersion older than the history kept). */
+  expired = 0;
+  /** Runs once after the next LIST is answered (to change the store between a client's list and watch). */
+  afterNextList: (() => void) | undefined;
+  /** When each LIST and watch arrived (epoch ms), in order: [kind, at]. */
+  readonly timeline: Array<['list' | 'watch', number]> = [];
+
   private watch(req: IncomingMessage, res: ServerResponse, ns: string, q: URLSearchParams) {
     if (!this.authorize(req, res, 'watch', ns)) return;
     const selector = /^metadata\.name=(.+)$/.exec(q.get('fieldSelector') ?? '');
@@ -184,7 +237,14 @@ export class KubernetesTestServer extends TestHttpsServer {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     // The API server sends the headers at once, before any event.
     res.flushHeaders();
+    this.timeline.push(['watch', Date.now()]);
     const from = q.get('resourceVersion');
+    if (from && from !== '0' && Number(from) < this.compactedRv) {
+      this.expired++;
+      const gone = status(410, 'Expired', `too old resource version: ${from} (${this.compactedRv + 1})`);
+      res.end(`${JSON.stringify({ type: 'ERROR', object: gone })}\n`);
+      return;
+    }
     if (from && from !== '0') {
       for (const e of this.history)
         if (e.rv > Number(from) && e.ns === ns && e.name === name)

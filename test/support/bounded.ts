@@ -55,7 +55,8 @@ export function runTsBounded(script: string, args: string[], opts: BoundedOption
       '--disable-wasm-trap-handler',
       '--wasm-max-mem-pages=1024',
       '--import',
-      'tsx',
+      // Resolved here: the child may run in a directory outside this project.
+      import.meta.resolve('tsx'),
       script,
       ...args,
     ],
