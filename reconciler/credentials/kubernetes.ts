@@ -7,7 +7,7 @@
  * failing API makes it back off first (the one retry policy), as client-go's reflector does.
  */
 import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
-import { stripUrlUserinfo } from '../common/redact.ts';
+import { Redactor, stripUrlUserinfo } from '../common/redact.ts';
 import { type BackoffPolicy, backoffDelay } from '../common/retry.ts';
 import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
 import { CredentialError } from './types.ts';
@@ -43,6 +43,8 @@ export class KubernetesSecretStore implements SecretStore {
   readonly where: string;
   private readonly kc = new KubeConfig();
   private readonly api: CoreV1Api;
+  /** The kubeconfig's own secrets, kept out of any text the API server sends back. */
+  private readonly redactor = new Redactor();
   private readonly entries = new Map<string, Entry>();
   private closed = false;
 
@@ -67,6 +69,8 @@ export class KubernetesSecretStore implements SecretStore {
         `kubeconfig ${from} has no current cluster with a server; set current-context`,
       );
     this.where = `Kubernetes API ${stripUrlUserinfo(server)}`;
+    const user = this.kc.getCurrentUser();
+    this.redactor.add(user?.token).add(user?.password);
     this.api = this.kc.makeApiClient(CoreV1Api);
   }
 
@@ -108,8 +112,12 @@ export class KubernetesSecretStore implements SecretStore {
     }
   }
 
-  /** The API server's own Status message (safe: it names objects, never values) plus what to do. */
+  /** The API server's Status message plus what to do, through the one redactor (server text, like all). */
   private statusText(code: number, body: unknown): string {
+    return this.redactor.redact(this.describeStatus(code, body));
+  }
+
+  private describeStatus(code: number, body: unknown): string {
     let message = '';
     try {
       const parsed =

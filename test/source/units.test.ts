@@ -1,8 +1,10 @@
-import { statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { main } from '../../reconciler/cli/main.ts';
 import { BlobCache, credentialsFromEnv, userCacheDir } from '../../reconciler/source/index.ts';
 import { normalizeSubdir } from '../../reconciler/source/tree.ts';
+import { capture } from '../support/cli.ts';
 import { tempDir } from '../support/scratch.ts';
 import { sourceError } from './helpers.ts';
 
@@ -85,5 +87,34 @@ describe('userCacheDir', () => {
     expect(a).not.toBe(b);
     expect(userCacheDir('git', 'https://git.example.com/a.git', env)).toBe(a);
     expect(statSync(a).mode & 0o777).toBe(0o700);
+  });
+});
+
+describe('hints name flags that exist', () => {
+  it('every riptides-cli flag a git-source message names is a flag of plan (git commands shown are git’s own)', async () => {
+    const dir = join(import.meta.dirname, '..', '..', 'reconciler', 'source');
+    const named = new Set<string>();
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+      const text = readFileSync(join(dir, file), 'utf8');
+      // String and template literals only (comments may mention anything).
+      for (const literal of text.matchAll(/'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`/g)) {
+        // A git command quoted for the user (`git fetch --unshallow …`) names git's flags, not ours.
+        const ours = literal[0]
+          .replace(/\\?`git [^`\\]*(?:\\.[^`\\]*)*\\?`/g, '')
+          .replace(/git clone [^`]*/g, '');
+        for (const flag of ours.matchAll(/--[a-z][a-z-]+/g)) named.add(flag[0]);
+      }
+    }
+    expect([...named].sort()).toEqual([
+      '--base',
+      '--ca-file',
+      '--cache-dir',
+      '--max-repo-size',
+      '--repo',
+      '--timeout',
+    ]);
+    const help = capture();
+    await main(['plan', '--help'], help.io);
+    for (const flag of named) expect(help.stdout).toContain(flag);
   });
 });
