@@ -10,7 +10,7 @@
  * interval measured as a fraction of the short lease carries over to a 1 h lease unchanged. STS's rule is
  * not proportional (20% of the lifetime clamped to 1–5 min), so its production interval is computed from the
  * same refreshPoint() the provider uses; the short-TTL window checks that the provider follows it. Kubernetes
- * costs nothing per edit-free minute but the watch resync (GET + new watch every watchTimeoutSeconds per
+ * * costs nothing per edit-free minute but the watch resync (LIST + new watch every watchTimeoutSeconds per
  * Secret), measured with a 5 s timeout and scaled to the 300 s default.
  */
 import { setFlagsFromString } from 'node:v8';
