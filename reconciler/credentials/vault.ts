@@ -124,11 +124,6 @@ export class VaultSession implements PolledSession {
     return `Vault ${stripUrlUserinfo(this.spec.vault.address)}`;
   }
 
-  private call<T>(_what: string, work: Promise<T>): Promise<T> {
-    // The transport bounds each request by ctx.timeoutMs and aborts it then.
-    return work;
-  }
-
   private failure(what: string, err: unknown, hint: string): CredentialError {
     const status = apiStatus(err);
     if (status === undefined)
@@ -155,12 +150,11 @@ export class VaultSession implements PolledSession {
     this.client.token = '';
     let res: { auth?: { client_token?: string; lease_duration?: number } };
     try {
-      res = await this.call(
-        what,
-        this.client.jwtLogin({ mount_point: this.mount, role: this.spec.vault.role, jwt }) as Promise<
-          typeof res
-        >,
-      );
+      res = (await this.client.jwtLogin({
+        mount_point: this.mount,
+        role: this.spec.vault.role,
+        jwt,
+      })) as typeof res;
     } catch (err) {
       throw this.failure(
         what,
@@ -203,12 +197,9 @@ export class VaultSession implements PolledSession {
     const what = `reading ${this.spec.vault.path}`;
     let res: { lease_id?: string; lease_duration?: number; renewable?: boolean; data?: unknown };
     try {
-      res = await this.call(
-        what,
-        this.client.read(this.spec.vault.path, { headers: { 'X-Vault-Token': token.value } }) as Promise<
-          typeof res
-        >,
-      );
+      res = (await this.client.read(this.spec.vault.path, {
+        headers: { 'X-Vault-Token': token.value },
+      })) as typeof res;
     } catch (err) {
       await this.retire(undefined, token);
       throw this.failure(
@@ -257,14 +248,11 @@ export class VaultSession implements PolledSession {
     if (lease && token && this.renewWorthwhile(lease, token, now)) {
       const what = `renewing lease ${lease.id}`;
       try {
-        const res = (await this.call(
-          what,
-          this.client.renew({
-            lease_id: lease.id,
-            increment: lease.duration,
-            requestOptions: { headers: { 'X-Vault-Token': token.value } },
-          }) as Promise<{ lease_duration?: number; renewable?: boolean }>,
-        )) as { lease_duration?: number; renewable?: boolean };
+        const res = (await this.client.renew({
+          lease_id: lease.id,
+          increment: lease.duration,
+          requestOptions: { headers: { 'X-Vault-Token': token.value } },
+        })) as { lease_duration?: number; renewable?: boolean };
         const granted = Number(res.lease_duration ?? 0);
         lease.expiresAt = this.ctx.now() + granted * 1000;
         lease.capped = granted < lease.duration || res.renewable === false;
@@ -311,13 +299,10 @@ export class VaultSession implements PolledSession {
     let tokenGone = token === undefined || token.expiresAt <= now;
     if (lease && lease.token.expiresAt > now) {
       try {
-        await this.call(
-          `revoking lease ${lease.id}`,
-          this.client.revoke({
-            lease_id: lease.id,
-            requestOptions: { headers: { 'X-Vault-Token': lease.token.value } },
-          }),
-        );
+        await this.client.revoke({
+          lease_id: lease.id,
+          requestOptions: { headers: { 'X-Vault-Token': lease.token.value } },
+        });
       } catch (err) {
         if (apiStatus(err) !== 403) {
           this.notice(
@@ -350,14 +335,11 @@ export class VaultSession implements PolledSession {
   /** auth/token/revoke-self with `token`; true when Vault accepted it. */
   private async revokeSelf(token: TokenState): Promise<boolean> {
     try {
-      await this.call(
-        'revoking a token no longer used',
-        this.client.request({
-          path: '/auth/token/revoke-self',
-          method: 'POST',
-          headers: { 'X-Vault-Token': token.value },
-        }),
-      );
+      await this.client.request({
+        path: '/auth/token/revoke-self',
+        method: 'POST',
+        headers: { 'X-Vault-Token': token.value },
+      });
       token.expiresAt = this.ctx.now();
       return true;
     } catch {
