@@ -37,12 +37,21 @@ function builtIsFresh() {
   }
 }
 
-let main;
-if (builtIsFresh()) {
-  ({ main } = await import(built));
-} else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  ({ main } = await import('../reconciler/cli/main.ts'));
+// Loading can fail too (a broken install, a missing dependency): that is exit 2 with one line, like any
+// failure that is not a finding; runCli takes over from there.
+try {
+  let runCli;
+  if (builtIsFresh()) {
+    ({ runCli } = await import(built));
+  } else {
+    const { register } = await import('tsx/esm/api');
+    register();
+    ({ runCli } = await import('../reconciler/cli/main.ts'));
+  }
+  await runCli(process.argv.slice(2));
+} catch (err) {
+  const message = String(err?.message ?? err).split('\n')[0];
+  process.stderr.write(`riptides-cli: cannot start: ${message}\n`);
+  if (process.argv.includes('--debug')) process.stderr.write(`${err?.stack ?? ''}\n`);
+  process.exitCode = 2;
 }
-process.exitCode = await main(process.argv.slice(2));

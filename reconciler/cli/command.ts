@@ -1,4 +1,5 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { closest } from '../policy/suggest.ts';
 
 /** Where a command writes and what it may read; tests pass their own to capture every byte. */
 export interface CommandIO {
@@ -6,6 +7,13 @@ export interface CommandIO {
   stderr: (text: string) => void;
   env: NodeJS.ProcessEnv;
   cwd: string;
+  /** Whether stderr is a terminal (progress draws one line in place there), and its width in columns. */
+  stderrTTY?: { columns: number };
+  /**
+   * For long-running commands (servers): resolves when the user asks them to stop (SIGINT or SIGTERM).
+   * Called only by such commands, so every other command keeps the default Ctrl-C behaviour.
+   */
+  untilStopped?: () => Promise<void>;
 }
 
 /** Exit codes shared by every subcommand: 0 clean, 1 findings (errors, changes), 2 could not run. */
@@ -26,20 +34,37 @@ export class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
+/** `; did you mean "--repo"?`, or '' when nothing is close. */
+function suggestion(input: string, known: readonly string[]): string {
+  const match = closest(input, known);
+  return match === undefined ? '' : `; did you mean "${match}"?`;
+}
+
 /**
  * Parses argv strictly (unknown flags are errors) with node:util's parser.
- * Throws UsageError with a message that names the offending flag.
+ * Throws UsageError with a message that names the offending flag and, when one is close, the flag meant.
  */
 export function parseFlags<O extends Options>(argv: string[], options: O, allowPositionals = false) {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals });
   } catch (err) {
-    throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+    const e = err as Error & { code?: string };
+    if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      const flag = /'([^']+)'/.exec(e.message)?.[1] ?? '';
+      const name = flag.replace(/=.*$/, '');
+      throw new UsageError(
+        `unknown flag ${name}${suggestion(
+          name,
+          Object.keys(options).map((o) => `--${o}`),
+        )}`,
+      );
+    }
+    if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      const arg = /'([^']*)'/.exec(e.message)?.[1] ?? '';
+      throw new UsageError(`unexpected argument "${arg}": this command takes flags only`);
+    }
+    throw new UsageError(e.message.replace(/\. To specify a positional argument.*$/s, ''));
   }
-}
-
-export function wantsHelp(argv: string[]): boolean {
-  return argv.includes('--help') || argv.includes('-h');
 }
 
 export function requireFlag(value: string | undefined, flag: string): string {
@@ -62,9 +87,10 @@ export function oneOf<T extends string>(
 export function subcommand<T extends string>(argv: string[], allowed: readonly T[]): [T, string[]] {
   const [sub, ...rest] = argv;
   if (sub !== undefined && (allowed as readonly string[]).includes(sub)) return [sub as T, rest];
+  const choices = allowed.length > 1 ? `${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}` : allowed[0];
   throw new UsageError(
     sub === undefined
-      ? `missing subcommand: ${allowed.join(' or ')}`
-      : `unknown subcommand "${sub}": use ${allowed.join(' or ')}`,
+      ? `missing subcommand: ${choices}`
+      : `unknown subcommand "${sub}"${suggestion(sub, allowed)} (the subcommands are ${choices})`,
   );
 }

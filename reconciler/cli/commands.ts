@@ -11,4 +11,9 @@ export const commands: Record<string, () => Promise<Command>> = {
   svid: async () => (await import('./commands/svid.ts')).command,
   jwt: async () => (await import('./commands/jwt.ts')).command,
   bundle: async () => (await import('./commands/bundle.ts')).command,
+  oidc: async () => (await import('./commands/oidc.ts')).command,
+  ctl: async () => (await import('./commands/ctl.ts')).command,
+  token: async () => (await import('./commands/token.ts')).command,
+  reconciler: async () => (await import('./commands/reconciler.ts')).command,
+  agent: async () => (await import('./commands/agent.ts')).command,
 };

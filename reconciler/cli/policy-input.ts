@@ -1,5 +1,6 @@
 /** Shared by the commands that read a policy directory: flags → a rendered (validated, compiled) policy. */
 
+import { escapeText } from '../encoding/escape.ts';
 import { readRepoConfig } from '../policy/config.ts';
 import { loadPolicyDir, PolicyPathError } from '../policy/load-dir.ts';
 import { type RenderResult, renderPolicy, resolvePositions } from '../policy/render.ts';
@@ -54,12 +55,13 @@ export async function openPolicyDir(
     });
   } catch (err) {
     if (err instanceof PolicyPathError) {
-      io.stderr(`riptides-cli: ${err.message}\n`);
+      io.stderr(`riptides-cli: ${escapeText(err.message)}\n`);
       return null;
     }
     throw err;
   }
   let trustDomain = flags['trust-domain'];
+  let federatesWith: string[] | undefined;
   if (tree.config) {
     const { config, diagnostics } = readRepoConfig(tree.config.path, tree.config.text);
     if (diagnostics.length) {
@@ -67,6 +69,7 @@ export async function openPolicyDir(
       return null;
     }
     trustDomain ??= config.trustDomain;
+    federatesWith = config.federatesWith;
   }
   trustDomain ??= fallbackTrustDomain;
   if (!trustDomain) {
@@ -79,6 +82,7 @@ export async function openPolicyDir(
     tree.files,
     {
       trustDomain,
+      ...(federatesWith ? { federatesWith } : {}),
       ...(flags['allow-plaintext-secrets'] ? { allowSecrets: true } : {}),
       ...(maxFileBytes ? { maxFileBytes } : {}),
     },

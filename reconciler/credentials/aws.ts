@@ -12,7 +12,7 @@ import { retry } from '../common/retry.ts';
 import { boundedRequest, checkEndpoint } from './http.ts';
 import type { Obtained, PolledSession, ProviderContext } from './session.ts';
 import { type AwsSourceSpec, CredentialError } from './types.ts';
-import { describeTransportError, parseDurationSeconds } from './util.ts';
+import { describeTransportError, durationSeconds } from './util.ts';
 
 export const DEFAULT_STS_ENDPOINT = 'https://sts.amazonaws.com/';
 export const DEFAULT_AWS_AUDIENCE = 'sts.amazonaws.com';
@@ -97,10 +97,10 @@ export class AwsSession implements PolledSession {
     this.spiffeId = `spiffe://${ctx.trustDomain}/${workloadID}`;
     this.sessionName = roleSessionNameFor(workloadID);
     this.durationSec =
-      spec.aws.lifetime !== undefined ? parseDurationSeconds(spec.aws.lifetime, 'aws.lifetime') : undefined;
+      spec.aws.lifetime !== undefined ? durationSeconds(spec.aws.lifetime, 'aws.lifetime') : undefined;
     this.idTokenTtlSec =
       spec.aws.idTokenLifetime !== undefined
-        ? parseDurationSeconds(spec.aws.idTokenLifetime, 'aws.idTokenLifetime')
+        ? durationSeconds(spec.aws.idTokenLifetime, 'aws.idTokenLifetime')
         : DEFAULT_ID_TOKEN_LIFETIME_SEC;
     this.endpoint = checkEndpoint(opts.endpoint, 'the STS endpoint').url;
   }

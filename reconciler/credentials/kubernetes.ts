@@ -9,7 +9,12 @@
 import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
 import { Redactor, stripUrlUserinfo } from '../common/redact.ts';
 import { type BackoffPolicy, backoffDelay } from '../common/retry.ts';
-import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
+import {
+  decodeSecretDataMap,
+  type SecretSnapshot,
+  type SecretStore,
+  type SecretUpdate,
+} from './secret-ref.ts';
 import { CredentialError } from './types.ts';
 import { describeTransportError, withDeadline } from './util.ts';
 
@@ -31,12 +36,6 @@ interface Entry {
   stop?: () => void;
   /** Wakes the loop from its backoff sleep (on stop). */
   wake?: () => void;
-}
-
-function decodeData(data: Record<string, string> | undefined): Record<string, Buffer> {
-  const out: Record<string, Buffer> = {};
-  for (const [k, v] of Object.entries(data ?? {})) out[k] = Buffer.from(v, 'base64');
-  return out;
 }
 
 export class KubernetesSecretStore implements SecretStore {
@@ -97,8 +96,13 @@ export class KubernetesSecretStore implements SecretStore {
       const resourceVersion = list.metadata?.resourceVersion ?? '';
       const secret = list.items.find((s) => s.metadata?.name === name);
       if (!secret) return { found: false, resourceVersion };
-      return { found: true, data: decodeData(secret.data), resourceVersion };
+      return {
+        found: true,
+        data: decodeSecretDataMap(secret.data, { namespace, name }, this.where),
+        resourceVersion,
+      };
     } catch (err) {
+      if (err instanceof CredentialError) throw err;
       const code = (err as { code?: unknown }).code;
       if (typeof code === 'number') {
         if (code === 404) return { found: false };
@@ -234,9 +238,16 @@ export class KubernetesSecretStore implements SecretStore {
       (type: string, object: { data?: Record<string, string>; metadata?: { resourceVersion?: string } }) => {
         if (stopped) return;
         const rv = object?.metadata?.resourceVersion ?? '';
-        if (type === 'ADDED' || type === 'MODIFIED')
-          this.deliver(entry, { found: true, data: decodeData(object.data), resourceVersion: rv });
-        else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
+        if (type === 'ADDED' || type === 'MODIFIED') {
+          let data: Record<string, Buffer>;
+          try {
+            data = decodeSecretDataMap(object.data, { namespace, name }, this.where);
+          } catch (err) {
+            this.deliver(entry, err as CredentialError);
+            return;
+          }
+          this.deliver(entry, { found: true, data, resourceVersion: rv });
+        } else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
         else if (type === 'ERROR') {
           // 410 Gone / Expired: the resourceVersion was compacted away. The value held is still the last
           // one seen (not an error for consumers): end, back off, list again and watch from there.

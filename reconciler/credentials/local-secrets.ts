@@ -5,18 +5,25 @@
  * Parse errors are reported by file:line:col and error code only: parser messages quote the offending line,
  * which may hold a value.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { type FSWatcher, watch } from 'chokidar';
 import { LineCounter, parseAllDocuments } from 'yaml';
-import type { SecretSnapshot, SecretStore, SecretUpdate } from './secret-ref.ts';
+import { ephemeralFingerprintKey, keyedFingerprint } from './fingerprint.ts';
+import {
+  decodeSecretDataMap,
+  type SecretSnapshot,
+  type SecretStore,
+  type SecretUpdate,
+} from './secret-ref.ts';
 import { CredentialError } from './types.ts';
 
 interface Found {
   file: string;
   data: Record<string, Buffer>;
   resourceVersion: string;
+  /** Why the manifest cannot be served (a `data` value that is not valid base64). */
+  error?: CredentialError;
 }
 
 interface Index {
@@ -40,6 +47,7 @@ export class LocalSecretStore implements SecretStore {
   private rescanTimer: NodeJS.Timeout | undefined;
   private readonly subscribers = new Map<string, Set<(u: SecretUpdate) => void>>();
   private readonly lastDelivered = new Map<string, string>();
+  private readonly versionKey = ephemeralFingerprintKey();
 
   constructor(
     private readonly dir: string,
@@ -126,6 +134,7 @@ export class LocalSecretStore implements SecretStore {
         `Secret ${key} is defined in ${found.map((f) => f.file).join(' and ')} (${this.where}); keep one`,
       );
     const one = found[0];
+    if (one?.error) return one.error;
     if (one) return { found: true, data: one.data, resourceVersion: one.resourceVersion };
     if (index.problems.length)
       return new CredentialError(
@@ -181,17 +190,33 @@ export class LocalSecretStore implements SecretStore {
       }
       const ns =
         typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : this.defaultNamespace;
-      const data: Record<string, Buffer> = {};
-      for (const [k, v] of Object.entries((obj.data ?? {}) as Record<string, unknown>))
-        data[k] = Buffer.from(String(v), 'base64');
+      let data: Record<string, Buffer> = {};
+      let error: CredentialError | undefined;
+      try {
+        data = decodeSecretDataMap(
+          obj.data as Record<string, unknown> | undefined,
+          { namespace: ns, name: meta.name },
+          `${this.where}, ${rel}`,
+        );
+      } catch (err) {
+        error = err as CredentialError;
+      }
       // The API server merges stringData over data on write; so do we.
       for (const [k, v] of Object.entries((obj.stringData ?? {}) as Record<string, unknown>))
         data[k] = Buffer.from(String(v), 'utf8');
-      const h = createHash('sha256');
-      for (const k of Object.keys(data).sort()) h.update(k).update('\0').update(data[k]!).update('\0');
+      // A version that changes with the values, keyed like every fingerprint of a live value (it never leaves
+      // this process, but a plain digest of a Secret would be one careless log line from a guessing oracle).
+      const parts = Object.keys(data)
+        .sort()
+        .flatMap((k) => [Buffer.from(k), Buffer.from([0]), data[k]!, Buffer.from([0])]);
       const key = `${ns}/${meta.name}`;
       const list = index.secrets.get(key) ?? [];
-      list.push({ file: rel, data, resourceVersion: h.digest('hex').slice(0, 16) });
+      list.push({
+        file: rel,
+        data,
+        resourceVersion: keyedFingerprint(this.versionKey, Buffer.concat(parts)),
+        ...(error ? { error } : {}),
+      });
       index.secrets.set(key, list);
     }
   }

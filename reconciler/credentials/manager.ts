@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { Redactor } from '../common/redact.ts';
 import { backoffDelay, DEFAULT_BACKOFF } from '../common/retry.ts';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
+import { ephemeralFingerprintKey, type FingerprintKey } from './fingerprint.ts';
 import { type ProviderConfig, Providers } from './providers.ts';
 import type { Obtained, ProviderContext, Session } from './session.ts';
 import {
@@ -42,6 +43,11 @@ export interface CredentialManagerOptions extends ProviderConfig {
   now?: () => number;
   random?: () => number;
   logger?: CredentialLogger;
+  /**
+   * The key of live fingerprints (fingerprint.ts resolveFingerprintKey: the environment's, or the state
+   * directory's); default: one for this process alone.
+   */
+  fingerprintKey?: FingerprintKey;
 }
 
 const SILENT: CredentialLogger = { info() {}, warn() {} };
@@ -58,6 +64,7 @@ function contextOf(opts: CredentialManagerOptions): ProviderContext {
       initialMs: opts.backoff?.initialMs ?? DEFAULT_BACKOFF.initialMs,
       maxMs: opts.backoff?.maxMs ?? DEFAULT_BACKOFF.maxMs,
     },
+    fingerprintKey: opts.fingerprintKey ?? ephemeralFingerprintKey(),
   };
 }
 
@@ -139,7 +146,7 @@ class Binding {
     this.failures = 0;
     this.lastError = undefined;
     this.phase = 'available';
-    const fp = fingerprintOf(r.value);
+    const fp = fingerprintOf(this.ctx.fingerprintKey, r.value);
     const expiresAt =
       r.expiresAt !== undefined && Number.isFinite(r.expiresAt) ? new Date(r.expiresAt) : undefined;
     const changed = !this.current || this.current.fingerprint !== fp;
@@ -147,6 +154,7 @@ class Binding {
     this.current = makeCredential(r.value, {
       version: this.version,
       obtainedAt: changed || !this.current ? new Date(this.ctx.now()) : this.current.obtainedAt,
+      fingerprint: fp,
       ...(expiresAt ? { expiresAt } : {}),
     });
     if (changed || recovered)
@@ -358,7 +366,10 @@ export interface FetchOnceResult {
   workload: string;
   state: 'AVAILABLE' | 'ERROR';
   message?: string;
+  /** `hmac-sha256:<16 hex>` under the key in force (fingerprint.ts). */
   fingerprint?: string;
+  /** Where that key came from: fingerprints compare with the reconciler's only under its key. */
+  fingerprintKey?: FingerprintKey['origin'];
   /** ISO 8601. */
   expiresAt?: string;
 }
@@ -383,7 +394,8 @@ export async function fetchOnce(
       return {
         ...base,
         state: 'AVAILABLE',
-        fingerprint: fingerprintOf(r.value),
+        fingerprint: fingerprintOf(ctx.fingerprintKey, r.value),
+        fingerprintKey: ctx.fingerprintKey.origin,
         ...(r.expiresAt !== undefined && Number.isFinite(r.expiresAt)
           ? { expiresAt: new Date(r.expiresAt).toISOString() }
           : {}),

@@ -3,6 +3,7 @@
  * store interface both implement, and the one function that turns (Secret, key) into a bearer token or an
  * error, so that both give the same answers in the same words.
  */
+import { decodeSecretData } from '../encoding/base64.ts';
 import { CredentialError, type CredentialValue } from './types.ts';
 
 export type SecretSnapshot =
@@ -22,6 +23,30 @@ export interface SecretStore {
    */
   subscribe(namespace: string, name: string, onUpdate: (u: SecretUpdate) => void): () => void;
   close(): Promise<void>;
+}
+
+/**
+ * A Secret's `data` map decoded as the Kubernetes API server decodes it (encoding/base64.ts). A value that is
+ * not valid base64 is refused, never decoded leniently: the API server refuses such a Secret whole, so it has
+ * no bytes to serve. The message names the key and Go's offset, never the value.
+ */
+export function decodeSecretDataMap(
+  data: Record<string, unknown> | undefined,
+  secret: { namespace: string; name: string },
+  where: string,
+): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  for (const [key, value] of Object.entries(data ?? {})) {
+    const decoded = decodeSecretData(typeof value === 'string' ? value : String(value));
+    if (!decoded.ok)
+      throw new CredentialError(
+        `Secret ${secret.namespace}/${secret.name} (${where}): data.${key} is not valid base64 ` +
+          `(${decoded.message}), and the Kubernetes API server refuses such a Secret; ` +
+          'base64-encode the value, or put it under stringData',
+      );
+    out[key] = decoded.bytes;
+  }
+  return out;
 }
 
 /** The bearer token under `key`, or the error both providers report. */

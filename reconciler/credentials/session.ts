@@ -5,6 +5,7 @@
  */
 import type { BackoffPolicy } from '../common/retry.ts';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
+import type { FingerprintKey } from './fingerprint.ts';
 import type { CredentialError, CredentialLogger, CredentialValue } from './types.ts';
 
 export interface Obtained {
@@ -41,4 +42,5 @@ export interface ProviderContext {
   random: () => number;
   logger: CredentialLogger;
   backoff: BackoffPolicy;
+  fingerprintKey: FingerprintKey;
 }

@@ -4,7 +4,7 @@
  * every serialised or printed form by construction (see makeCredential).
  */
 import { inspect } from 'node:util';
-import { fingerprint } from './fingerprint.ts';
+import { type FingerprintKey, keyedFingerprint } from './fingerprint.ts';
 
 export interface KubernetesSourceSpec {
   name: string;
@@ -62,7 +62,10 @@ export interface Credential {
   readonly kind: 'bearer' | 'aws';
   /** 1 for the first value a binding obtained, +1 for every different value after it. */
   readonly version: number;
-  /** First 8 hex of SHA-256 over the value(s): what diffs, reports and agents show instead of the value. */
+  /**
+   * `hmac-sha256:<16 hex>` of the value(s) under the fingerprint key (fingerprint.ts): what status, logs and
+   * agents show instead of the value, and what tells one version from the next.
+   */
   readonly fingerprint: string;
   readonly obtainedAt: Date;
   readonly expiresAt?: Date;
@@ -72,8 +75,10 @@ export interface Credential {
   readonly aws?: AwsKeys;
 }
 
-export function fingerprintOf(value: CredentialValue): string {
-  return fingerprint(
+/** The keyed fingerprint of a credential value (for AWS keys, of the three parts together). */
+export function fingerprintOf(key: FingerprintKey, value: CredentialValue): string {
+  return keyedFingerprint(
+    key,
     value.kind === 'bearer'
       ? value.token
       : `${value.aws.accessKeyId}\n${value.aws.secretAccessKey}\n${value.aws.sessionToken}`,
@@ -86,12 +91,12 @@ export function fingerprintOf(value: CredentialValue): string {
  */
 export function makeCredential(
   value: CredentialValue,
-  meta: { version: number; obtainedAt: Date; expiresAt?: Date },
+  meta: { version: number; obtainedAt: Date; expiresAt?: Date; fingerprint: string },
 ): Credential {
   const visible = {
     kind: value.kind,
     version: meta.version,
-    fingerprint: fingerprintOf(value),
+    fingerprint: meta.fingerprint,
     obtainedAt: meta.obtainedAt,
     ...(meta.expiresAt ? { expiresAt: meta.expiresAt } : {}),
   };

@@ -1,4 +1,5 @@
 /** Small helpers the providers and the manager share: durations, deadlines, error wording. */
+import { DURATION_FORMS, parseDuration } from '../common/duration.ts';
 import {
   type AwsSourceSpec,
   CredentialError,
@@ -25,19 +26,11 @@ export function classifySource(spec: CredentialSourceSpec): ClassifiedSource {
   return { provider: 'unsupported', block: block ?? '(none)' };
 }
 
-const UNIT_SECONDS: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001 };
-
-/**
- * Go-style durations as the CRDs write them ('3600s', '15m', '1h30m'); a bare number is seconds.
- * Returns whole seconds, or throws CredentialError naming the field.
- */
-export function parseDurationSeconds(text: string, field: string): number {
-  const t = text.trim();
-  if (/^\d+$/.test(t)) return Number(t);
-  const parts = [...t.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)];
-  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== t)
-    throw new CredentialError(`${field} "${text}" is not a duration; write it like 3600s, 15m or 1h`);
-  return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * UNIT_SECONDS[p[2]!]!, 0));
+/** Seconds of a duration in the one grammar (common/duration.ts), or a CredentialError naming the field. */
+export function durationSeconds(text: string, field: string): number {
+  const seconds = parseDuration(text);
+  if (seconds === null) throw new CredentialError(`${field} "${text}" is not ${DURATION_FORMS}`);
+  return seconds;
 }
 
 /**

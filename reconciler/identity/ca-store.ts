@@ -9,8 +9,8 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { constants } from 'node:fs';
 import { access, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 import { stateError } from './errors.ts';
-import { writeFileAtomic } from './files.ts';
 import { type KeyType, privateKeyPem } from './x509.ts';
 
 export type SlotState = 'prepared' | 'active' | 'old';
@@ -46,7 +46,7 @@ export interface StoredState {
   jwtKeys: StoredSlot[];
 }
 
-const STATE_FILE = 'authority.json';
+export const STATE_FILE = 'authority.json';
 const LOCK_FILE = 'rotate.lock';
 const STALE_LOCK_MS = 30_000;
 
@@ -88,7 +88,7 @@ export async function readState(dir: string): Promise<StoredState> {
 }
 
 export async function writeState(dir: string, state: StoredState): Promise<void> {
-  await writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o644);
+  await writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o644 });
 }
 
 export async function readKey(dir: string, keyFile: string): Promise<KeyObject> {
@@ -114,7 +114,7 @@ export async function readKey(dir: string, keyFile: string): Promise<KeyObject> 
 
 export async function writeKey(dir: string, id: string, key: KeyObject): Promise<string> {
   const keyFile = join('keys', `${id}.key.pem`);
-  await writeFileAtomic(join(dir, keyFile), privateKeyPem(key), 0o600);
+  await writeFileAtomic(join(dir, keyFile), privateKeyPem(key), { mode: 0o600 });
   return keyFile;
 }
 

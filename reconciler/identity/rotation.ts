@@ -61,22 +61,45 @@ export async function rotateSlots<T extends StoredSlot>(
   return list;
 }
 
-/** When the next rotation step is due: a prepare, an activation or an expiry, whichever comes first. */
-export function nextTransition(state: StoredState): number {
-  let next = Number.POSITIVE_INFINITY;
-  const consider = (slots: StoredSlot[], rotating: boolean, limitMs = Number.POSITIVE_INFINITY) => {
+/** The next rotation step: when it is due (epoch ms, Infinity when nothing is) and what it will do. */
+export interface NextStep {
+  at: number;
+  what: string;
+}
+
+/** When the next rotation step is due, and what it is: a prepare, an activation or an expiry, whichever comes first. */
+export function nextStep(state: StoredState): NextStep {
+  let next: NextStep = { at: Number.POSITIVE_INFINITY, what: 'nothing' };
+  const earlier = (at: number, what: string) => {
+    if (at < next.at) next = { at, what };
+  };
+  const consider = (
+    kind: string,
+    slots: StoredSlot[],
+    rotating: boolean,
+    limitMs = Number.POSITIVE_INFINITY,
+  ) => {
     for (const s of slots) {
-      next = Math.min(next, Date.parse(s.notAfter));
+      earlier(
+        Date.parse(s.notAfter),
+        s.state === 'active' ? `${kind} ${s.id} expires` : `expired ${kind} ${s.id} leaves the bundle`,
+      );
       if (rotating && s.state === 'active' && Date.parse(s.notAfter) < limitMs) {
         const { prepareAt, activateAt } = scheduleOf(s);
-        const hasPrepared = slots.some((p) => p.state === 'prepared');
-        next = Math.min(next, hasPrepared ? activateAt : prepareAt);
+        const prepared = slots.find((p) => p.state === 'prepared');
+        if (prepared) earlier(activateAt, `activate the prepared ${kind} ${prepared.id}`);
+        else earlier(prepareAt, `prepare the next ${kind}`);
       }
     }
   };
   const activeRoot = state.roots.find((r) => r.state === 'active');
-  consider(state.roots, !state.roots.some((r) => r.upstream));
-  consider(state.signingCas, true, activeRoot ? Date.parse(activeRoot.notAfter) : undefined);
-  consider(state.jwtKeys, true);
+  consider('root', state.roots, !state.roots.some((r) => r.upstream));
+  consider('signing CA', state.signingCas, true, activeRoot ? Date.parse(activeRoot.notAfter) : undefined);
+  consider('JWT key', state.jwtKeys, true);
   return next;
+}
+
+/** When the next rotation step is due (epoch ms). */
+export function nextTransition(state: StoredState): number {
+  return nextStep(state).at;
 }

@@ -8,6 +8,7 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { parseSpiffeId } from './spiffe-id.ts';
 import {
   KU,
+  namesIssuer,
   OID,
   type ParsedCertificate,
   parseCertificate,
@@ -297,9 +298,7 @@ type IssuedBy = (cert: ParsedCertificate, issuer: ParsedCertificate) => boolean;
 function signatureBudget(spiffeId: string): IssuedBy {
   let left = MAX_SIGNATURE_CHECKS;
   return (cert, issuer) => {
-    if (!cert.issuer.equals(issuer.subject)) return false;
-    if (cert.authorityKeyId && issuer.subjectKeyId && !cert.authorityKeyId.equals(issuer.subjectKeyId))
-      return false;
+    if (!namesIssuer(cert, issuer)) return false;
     if (--left < 0)
       throw new X509SvidError(
         'unknown_authority',

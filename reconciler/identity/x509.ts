@@ -338,6 +338,23 @@ export function publicKeyOf(cert: ParsedCertificate): KeyObject {
   return key;
 }
 
+/** Whether `issuer` may have issued `cert`: name chaining, and key identifiers where both are present. */
+export function namesIssuer(cert: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  if (!cert.issuer.equals(issuer.subject)) return false;
+  return !(cert.authorityKeyId && issuer.subjectKeyId && !cert.authorityKeyId.equals(issuer.subjectKeyId));
+}
+
+/**
+ * Whether `issuer` signed `cert` (namesIssuer, then the signature). Unbudgeted: for certificates of our own
+ * (the bundle); peer chains go through x509-svid.ts, which caps the signature checks per verification.
+ */
+export function isIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  return (
+    namesIssuer(cert, issuer) &&
+    verifySignature(cert.signatureAlgorithm, cert.tbs, cert.signature, publicKeyOf(issuer))
+  );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Encoding
 

@@ -85,10 +85,39 @@ export function accessEdges(programs: readonly NodeProgram[]): AccessEdge[] {
   return [...edges.values()].sort((a, b) => (edgeKey(a) < edgeKey(b) ? -1 : 1));
 }
 
+/** One attribute of a changed edge: `serverTls MUTUAL → PERMISSIVE`. */
+export interface AttributeChange {
+  attribute: string;
+  /** Absent when the attribute is new on the edge. */
+  before?: unknown;
+  /** Absent when the attribute left the edge. */
+  after?: unknown;
+}
+
 export interface AccessDiff {
   added: AccessEdge[];
   removed: AccessEdge[];
-  changed: Array<{ key: string; before: AccessEdge; after: AccessEdge }>;
+  /** Edges on both sides whose attributes differ; `fields` holds only the attributes that changed. */
+  changed: Array<{ key: string; before: AccessEdge; after: AccessEdge; fields: AttributeChange[] }>;
+}
+
+/** The attributes that differ between two versions of an edge, in a stable order. */
+export function changedAttributes(
+  before: Record<string, unknown>,
+  after: Record<string, unknown>,
+): AttributeChange[] {
+  const out: AttributeChange[] = [];
+  for (const attribute of [...new Set([...Object.keys(before), ...Object.keys(after)])].sort()) {
+    const b = before[attribute];
+    const a = after[attribute];
+    if (canonicalJson(b ?? null) === canonicalJson(a ?? null)) continue;
+    out.push({
+      attribute,
+      ...(b !== undefined ? { before: b } : {}),
+      ...(a !== undefined ? { after: a } : {}),
+    });
+  }
+  return out;
 }
 
 /** The programs reduced to the identities named in `ids`. */
@@ -131,8 +160,10 @@ export function diffAccess(base: readonly NodeProgram[], head: readonly NodeProg
   for (const [key, e] of after) {
     const b = before.get(key);
     if (!b) diff.added.push(e);
-    else if (canonicalJson(b.attributes) !== canonicalJson(e.attributes))
-      diff.changed.push({ key, before: b, after: e });
+    else {
+      const fields = changedAttributes(b.attributes, e.attributes);
+      if (fields.length) diff.changed.push({ key, before: b, after: e, fields });
+    }
   }
   for (const [key, e] of before) if (!after.has(key)) diff.removed.push(e);
   return diff;

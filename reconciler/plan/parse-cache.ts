@@ -1,6 +1,7 @@
 /**
- * Parsed policy files kept on disk between runs, keyed by git blob id (content-addressed, so an entry never
- * goes stale). A pull-request job that keeps its cache directory re-parses only the blobs that changed.
+ * Parsed policy files kept on disk between runs, keyed by git blob id (content-addressed) and stamped with the
+ * build that parsed them (build-id.ts): entries written by other code, with other rules, are never read back.
+ * A pull-request job that keeps its cache directory re-parses only the blobs that changed.
  * Only clean files are kept: an entry is typed resources, no file text. Files with diagnostics (whose text
  * would be needed for positions) and files holding a Secret are re-parsed each time, so no file text and no
  * Secret value is ever written here.
@@ -8,17 +9,18 @@
  * Layout: a main file with the entries of the revisions planned when it was last compacted, and a small delta
  * file with entries added since, so a run that parsed a few files writes a few entries, not the whole cache.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 import type { FileResult } from '../policy/resources.ts';
 
-/** Bumped whenever FileResult's shape or the parse rules change, so old entries are ignored, never misread. */
-const FORMAT = 'riptides-parse-cache/1';
 /** The delta is folded into the main file once it holds this share of the main file's entries. */
 const COMPACT_RATIO = 0.2;
 
 interface CacheFile {
-  format: string;
+  /** The build that wrote the entries; a file written by any other build reads as empty. */
+  build: string;
   entries: Record<string, FileResult>;
 }
 
@@ -26,20 +28,14 @@ function storable(result: FileResult): boolean {
   return result.diagnostics.length === 0 && !result.resources.some((r) => r.kind === 'Secret');
 }
 
-function readEntries(file: string): Record<string, FileResult> {
+function readEntries(file: string, build: string): Record<string, FileResult> {
   try {
     const data = JSON.parse(readFileSync(file, 'utf8')) as CacheFile;
-    return data.format === FORMAT ? data.entries : {};
+    return data.build === build && data.entries && typeof data.entries === 'object' ? data.entries : {};
   } catch {
     // No cache yet, or an unreadable one: start empty; it is only a cache.
     return {};
   }
-}
-
-function writeAtomically(file: string, entries: Record<string, FileResult>): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ format: FORMAT, entries } satisfies CacheFile), { mode: 0o600 });
-  renameSync(tmp, file);
 }
 
 export class ParseCache {
@@ -47,18 +43,34 @@ export class ParseCache {
   private readonly added = new Map<string, FileResult>();
 
   private constructor(
+    private readonly build: string,
     private readonly mainFile: string,
     private readonly deltaFile: string,
     private readonly main: Record<string, FileResult>,
     private readonly delta: Record<string, FileResult>,
   ) {}
 
-  /** `variant` separates caches whose parse options differ (the file size cap changes results). */
-  static open(dir: string, variant: string): ParseCache {
+  /**
+   * `variant` separates caches whose parse options differ (the file size cap changes results); `build` is the
+   * running code's id (buildId()), which every entry read back must carry.
+   */
+  static open(dir: string, variant: string, build: string): ParseCache {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const mainFile = join(dir, `parse-cache-${variant}.json`);
     const deltaFile = join(dir, `parse-cache-${variant}.delta.json`);
-    return new ParseCache(mainFile, deltaFile, readEntries(mainFile), readEntries(deltaFile));
+    return new ParseCache(
+      build,
+      mainFile,
+      deltaFile,
+      readEntries(mainFile, build),
+      readEntries(deltaFile, build),
+    );
+  }
+
+  private write(file: string, entries: Record<string, FileResult>): Promise<void> {
+    return writeFileAtomic(file, JSON.stringify({ build: this.build, entries } satisfies CacheFile), {
+      mode: 0o600,
+    });
   }
 
   private lookup(key: string): FileResult | undefined {
@@ -86,12 +98,12 @@ export class ParseCache {
    * Persists what this run parsed: appended to the delta, or, once the delta has grown, compacted with the
    * main file into the entries this run used (so the cache tracks the revisions people plan, not all history).
    */
-  save(): void {
+  async save(): Promise<void> {
     if (this.added.size === 0) return;
     const delta = { ...this.delta, ...Object.fromEntries(this.added) };
     const mainSize = Object.keys(this.main).length;
     if (Object.keys(delta).length < Math.max(64, mainSize * COMPACT_RATIO)) {
-      writeAtomically(this.deltaFile, delta);
+      await this.write(this.deltaFile, delta);
       return;
     }
     const entries: Record<string, FileResult> = {};
@@ -99,8 +111,8 @@ export class ParseCache {
       const hit = this.lookup(key);
       if (hit && storable(hit)) entries[key] = hit;
     }
-    writeAtomically(this.mainFile, entries);
-    rmSync(this.deltaFile, { force: true });
+    await this.write(this.mainFile, entries);
+    await rm(this.deltaFile, { force: true });
   }
 }
 
@@ -112,21 +124,24 @@ export class ValidatedRevisions {
 
   private constructor(
     private readonly file: string,
+    private readonly build: string,
     keys: string[],
   ) {
     this.keys = keys;
   }
 
-  static open(dir: string): ValidatedRevisions {
+  /** The records made by `build` (buildId()); records of any other build are dropped. */
+  static open(dir: string, build: string): ValidatedRevisions {
     const file = join(dir, 'validated.json');
     try {
-      const data = JSON.parse(readFileSync(file, 'utf8')) as { format: string; keys: string[] };
+      const data = JSON.parse(readFileSync(file, 'utf8')) as { build: string; keys: string[] };
       return new ValidatedRevisions(
         file,
-        data.format === FORMAT && Array.isArray(data.keys) ? data.keys : [],
+        build,
+        data.build === build && Array.isArray(data.keys) ? data.keys : [],
       );
     } catch {
-      return new ValidatedRevisions(file, []);
+      return new ValidatedRevisions(file, build, []);
     }
   }
 
@@ -141,10 +156,8 @@ export class ValidatedRevisions {
     this.dirty = true;
   }
 
-  save(): void {
+  async save(): Promise<void> {
     if (!this.dirty) return;
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ format: FORMAT, keys: this.keys }), { mode: 0o600 });
-    renameSync(tmp, this.file);
+    await writeFileAtomic(this.file, JSON.stringify({ build: this.build, keys: this.keys }), { mode: 0o600 });
   }
 }

@@ -22,7 +22,20 @@ export interface Plan {
   programs: ProgramChange[];
   access: AccessDiff;
   risks: Risk[];
+  /** From the access-removed risks: which workloads lose access, and to what (sorted). */
+  accessLost: AccessLost;
   notes: string[];
+}
+
+export interface AccessLost {
+  workloads: string[];
+  destinations: string[];
+}
+
+/** "2 workload(s) lose access to 3 destination(s)", or null when nobody loses anything. */
+export function accessLostSummary(lost: AccessLost): string | null {
+  if (lost.workloads.length === 0) return null;
+  return `${lost.workloads.length} workload(s) lose access to ${lost.destinations.length} destination(s)`;
 }
 
 export function hasChanges(plan: Plan): boolean {
@@ -53,6 +66,7 @@ export function buildPlan(input: {
     programs: [],
     access: { added: [], removed: [], changed: [] },
     risks: [],
+    accessLost: { workloads: [], destinations: [] },
     notes,
   };
   if (!headValid) return empty;
@@ -63,15 +77,22 @@ export function buildPlan(input: {
   const basePrograms: NodeProgram[] = baseResult.programs ?? [];
   const headPrograms = headResult.programs!;
   const access = diffAccess(basePrograms, headPrograms);
+  const risks = findRisks(
+    { set: baseValid ? baseResult.resources : null, programs: basePrograms },
+    { set: headResult.resources, programs: headPrograms },
+    access,
+  );
+  const lost = risks.flatMap((r) => (r.lost ? [r.lost] : []));
+  const sortedSet = (values: string[]) => [...new Set(values)].sort();
   return {
     ...empty,
     resources: diffResources(baseResult.resources, headResult.resources),
     programs: diffPrograms(basePrograms, headPrograms),
     access,
-    risks: findRisks(
-      { set: baseValid ? baseResult.resources : null, programs: basePrograms },
-      { set: headResult.resources, programs: headPrograms },
-      access,
-    ),
+    risks,
+    accessLost: {
+      workloads: sortedSet(lost.map((l) => l.workload)),
+      destinations: sortedSet(lost.map((l) => l.to)),
+    },
   };
 }

@@ -1,7 +1,12 @@
-/** A plan as text (terminals), Markdown (pull-request comments) and JSON (machines). */
+/**
+ * A plan as text (terminals), Markdown (pull-request comments) and JSON (machines). Every value that comes from
+ * the repository (names, paths, field values, SPIFFE IDs, refs, messages that quote them) goes through the
+ * escaping function of the format (encoding/escape.ts); JSON carries values as they are.
+ */
+import { escapeText, htmlText, markdownCode, markdownText } from '../encoding/escape.ts';
 import { formatText as formatDiagnostics } from '../policy/report/diagnostics-report.ts';
-import type { AccessEdge } from './access.ts';
-import { hasChanges, headHasErrors, type Plan } from './plan.ts';
+import type { AccessDiff, AccessEdge, AttributeChange } from './access.ts';
+import { accessLostSummary, hasChanges, headHasErrors, type Plan } from './plan.ts';
 import type { FieldChange } from './resource-diff.ts';
 
 /** GitHub refuses issue and pull-request comments longer than this. */
@@ -10,26 +15,47 @@ export const GITHUB_COMMENT_LIMIT = 65_536;
 const short = (commit: string) => commit.slice(0, 8);
 const show = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
 
-function fieldLine(f: FieldChange): string {
-  const tag = f.secret ? ' (secret value; fingerprints shown)' : '';
+/** How a field change reads, with `value` (text or Markdown code) applied to every value from the repository. */
+function fieldLine(f: FieldChange, value: (v: string) => string): string {
+  const tag = f.secret ? ' (secret value; digests shown)' : '';
+  const v = (x: unknown) => value(show(x));
+  const path = value(f.path);
   if (f.added || f.removed) {
-    const parts = [
-      ...(f.added ?? []).map((v) => `+${show(v)}`),
-      ...(f.removed ?? []).map((v) => `-${show(v)}`),
-    ];
-    return `${f.path}: ${parts.join(' ')}`;
+    const parts = [...(f.added ?? []).map((x) => `+${v(x)}`), ...(f.removed ?? []).map((x) => `-${v(x)}`)];
+    return `${path}: ${parts.join(' ')}`;
   }
-  if (f.before === undefined) return `${f.path}: + ${show(f.after)}${tag}`;
-  if (f.after === undefined) return `${f.path}: - ${show(f.before)}${tag}`;
-  return `${f.path}: ${show(f.before)} → ${show(f.after)}${tag}`;
+  if (f.before === undefined) return `${path}: + ${v(f.after)}${tag}`;
+  if (f.after === undefined) return `${path}: - ${v(f.before)}${tag}`;
+  return `${path}: ${v(f.before)} → ${v(f.after)}${tag}`;
 }
 
-function edgeLine(e: AccessEdge): string {
-  const attrs = Object.entries(e.attributes)
-    .filter(([k]) => k !== 'sourceSpec')
-    .map(([k, v]) => `${k}=${show(v)}`)
-    .join(' ');
-  return `${e.kind === 'credential' ? 'credential' : 'reach'} ${e.from} → ${e.to}${e.external ? ' [external]' : ''}${attrs ? ` (${attrs})` : ''}`;
+/** `serverTls MUTUAL → PERMISSIVE`; for lists, what entered and what left. */
+function attributeLine(c: AttributeChange, value: (v: string) => string): string {
+  const b = c.before;
+  const a = c.after;
+  if (Array.isArray(b) && Array.isArray(a)) {
+    const [inB, inA] = [new Set(b), new Set(a)];
+    const added = a.filter((x) => !inB.has(x)).map((x) => `+${value(show(x))}`);
+    const removed = b.filter((x) => !inA.has(x)).map((x) => `-${value(show(x))}`);
+    if (added.length || removed.length) return `${c.attribute} ${[...added, ...removed].join(' ')}`;
+  }
+  const side = (x: unknown) => (x === undefined ? '(none)' : value(show(x)));
+  return `${c.attribute} ${side(b)} → ${side(a)}`;
+}
+
+function edgeLine(e: AccessEdge, value: (v: string) => string, withAttributes = true): string {
+  const attrs = withAttributes
+    ? Object.entries(e.attributes)
+        .filter(([k]) => k !== 'sourceSpec')
+        .map(([k, v]) => `${k}=${value(show(v))}`)
+        .join(' ')
+    : '';
+  return `${e.kind === 'credential' ? 'credential' : 'reach'} ${value(e.from)} → ${value(e.to)}${e.external ? ' [external]' : ''}${attrs ? ` (${attrs})` : ''}`;
+}
+
+/** A changed edge: the edge once, then only the attributes that changed. */
+function changedEdgeLine(c: AccessDiff['changed'][number], value: (v: string) => string): string {
+  return `${edgeLine(c.after, value, false)}: ${c.fields.map((f) => attributeLine(f, value)).join(', ')}`;
 }
 
 function counts(plan: Plan) {
@@ -38,8 +64,9 @@ function counts(plan: Plan) {
 }
 
 export function planText(plan: Plan): string {
+  const t = escapeText;
   const out: string[] = [
-    `plan ${plan.base.ref} (${short(plan.base.commit)}) → ${plan.head.ref} (${short(plan.head.commit)}), path ${plan.path || '.'}`,
+    `plan ${t(plan.base.ref)} (${short(plan.base.commit)}) → ${t(plan.head.ref)} (${short(plan.head.commit)}), path ${t(plan.path || '.')}`,
   ];
   if (headHasErrors(plan)) {
     out.push(
@@ -48,31 +75,33 @@ export function planText(plan: Plan): string {
     );
     return `${out.join('\n')}\n`;
   }
-  for (const n of plan.notes) out.push(`note: ${n}`);
+  for (const n of plan.notes) out.push(`note: ${t(n)}`);
   if (plan.diagnostics.length) out.push(formatDiagnostics(plan.diagnostics).trimEnd());
   if (!hasChanges(plan)) {
     out.push('no changes');
     return `${out.join('\n')}\n`;
   }
+  const lost = accessLostSummary(plan.accessLost);
+  if (lost) out.push('', `Access removed: ${lost}: ${plan.accessLost.workloads.map(t).join(', ')}`);
   if (plan.risks.length) {
     out.push('', 'Risks:');
-    for (const r of plan.risks) out.push(`  [${r.severity}] ${r.rule}: ${r.message} (${r.resource})`);
+    for (const r of plan.risks) out.push(`  [${r.severity}] ${r.rule}: ${t(r.message)} (${t(r.resource)})`);
   }
   out.push('', 'Resources:');
   for (const r of plan.resources) {
-    out.push(`► ${r.kind}/${r.namespace}/${r.name} ${r.change}`);
-    for (const f of r.fields) out.push(`    ${fieldLine(f)}`);
+    out.push(`► ${t(`${r.kind}/${r.namespace}/${r.name}`)} ${r.change}`);
+    for (const f of r.fields) out.push(`    ${fieldLine(f, t)}`);
   }
   out.push('', 'Node programs:');
   for (const p of plan.programs) {
-    out.push(`► ${p.scope} ${p.change} (${p.baseHash ?? '-'} → ${p.headHash ?? '-'})`);
+    out.push(`► ${t(p.scope)} ${p.change} (${p.baseHash ?? '-'} → ${p.headHash ?? '-'})`);
     for (const i of p.identities)
-      out.push(`    ${i.change} ${i.spiffeId}${i.parts ? `: ${i.parts.join(', ')}` : ''}`);
+      out.push(`    ${i.change} ${t(i.spiffeId)}${i.parts ? `: ${i.parts.join(', ')}` : ''}`);
   }
   out.push('', 'Effective access:');
-  for (const e of plan.access.added) out.push(`  + ${edgeLine(e)}`);
-  for (const e of plan.access.removed) out.push(`  - ${edgeLine(e)}`);
-  for (const c of plan.access.changed) out.push(`  ~ ${edgeLine(c.before)}\n    → ${edgeLine(c.after)}`);
+  for (const e of plan.access.added) out.push(`  + ${edgeLine(e, t)}`);
+  for (const e of plan.access.removed) out.push(`  - ${edgeLine(e, t)}`);
+  for (const c of plan.access.changed) out.push(`  ~ ${changedEdgeLine(c, t)}`);
   const c = counts(plan);
   out.push(
     '',
@@ -81,17 +110,15 @@ export function planText(plan: Plan): string {
   return `${out.join('\n')}\n`;
 }
 
-function escapeMd(s: string): string {
-  return s.replace(/[|<>]/g, (ch) => ({ '|': '\\|', '<': '&lt;', '>': '&gt;' })[ch]!);
-}
-
 export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
-  const head = `### Riptides plan: \`${escapeMd(plan.base.ref)}\` (${short(plan.base.commit)}) → \`${escapeMd(plan.head.ref)}\` (${short(plan.head.commit)})\n\n`;
+  const code = markdownCode;
+  const text = markdownText;
+  const head = `### Riptides plan: ${code(plan.base.ref)} (${short(plan.base.commit)}) → ${code(plan.head.ref)} (${short(plan.head.commit)})\n\n`;
   if (headHasErrors(plan)) {
     const errors = plan.diagnostics.filter((d) => d.severity === 'error');
     const lines = errors.map(
       (d) =>
-        `- \`${escapeMd(d.file)}:${d.line}:${d.column}\` **${d.code}** ${escapeMd(d.message)}${d.hint ? ` — ${escapeMd(d.hint)}` : ''}`,
+        `- ${code(`${d.file}:${d.line}:${d.column}`)} **${d.code}** ${text(d.message)}${d.hint ? ` — ${text(d.hint)}` : ''}`,
     );
     return fitToLimit(
       `${head}:x: **Head does not validate: ${errors.length} error(s). Nothing would be applied.**\n\n`,
@@ -102,14 +129,19 @@ export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
   const c = counts(plan);
   const high = plan.risks.filter((r) => r.severity === 'high').length;
   let summary = head;
-  for (const n of plan.notes) summary += `> ${escapeMd(n)}\n\n`;
+  for (const n of plan.notes) summary += `> ${text(n)}\n\n`;
   if (!hasChanges(plan)) return `${summary}No changes.\n`;
   summary += '| | added / created | changed | removed / deleted |\n| --- | ---: | ---: | ---: |\n';
   summary += `| Resources | ${c.created} | ${c.changed} | ${c.deleted} |\n`;
   const pc = (ch: string) => plan.programs.filter((p) => p.change === ch).length;
   summary += `| Node programs | ${pc('added')} | ${pc('changed')} | ${pc('removed')} |\n`;
-  summary += `| Access edges | ${plan.access.added.length} | ${plan.access.changed.length} | ${plan.access.removed.length} |\n`;
-  summary += `| Risks | ${high} high | ${plan.risks.length - high} medium | |\n\n`;
+  summary += `| Access edges | ${plan.access.added.length} | ${plan.access.changed.length} | ${plan.access.removed.length} |\n\n`;
+  // Risks have severities, not the table's added / changed / removed: a line of their own.
+  summary += plan.risks.length
+    ? `**Risks: ${high ? `:warning: ${high} high` : '0 high'}, ${plan.risks.length - high} medium**\n\n`
+    : '**Risks: none**\n\n';
+  const lost = accessLostSummary(plan.accessLost);
+  if (lost) summary += `:no_entry: **Access removed: ${lost}** (see Risks, \`access-removed\`).\n\n`;
   const sections: Section[] = [];
   if (plan.risks.length) {
     sections.push({
@@ -117,43 +149,38 @@ export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
       open: true,
       lines: plan.risks.map(
         (r) =>
-          `- ${r.severity === 'high' ? ':warning: **high**' : 'medium'} \`${r.rule}\`: ${escapeMd(r.message)} (\`${escapeMd(r.resource)}\`)`,
+          `- ${r.severity === 'high' ? ':warning: **high**' : 'medium'} \`${r.rule}\`: ${text(r.message)} (${code(r.resource)})`,
       ),
     });
   }
   if (plan.diagnostics.length) {
     sections.push({
       title: `Warnings (${plan.diagnostics.length})`,
-      lines: plan.diagnostics.map(
-        (d) => `- \`${escapeMd(d.file)}:${d.line}\` ${d.code} ${escapeMd(d.message)}`,
-      ),
+      lines: plan.diagnostics.map((d) => `- ${code(`${d.file}:${d.line}`)} ${d.code} ${text(d.message)}`),
     });
   }
   sections.push({
     title: `Resource changes (${plan.resources.length})`,
     lines: plan.resources.flatMap((r) => [
-      `- **${r.change}** \`${r.kind}/${r.namespace}/${r.name}\``,
-      ...r.fields.map((f) => `  - \`${escapeMd(fieldLine(f))}\``),
+      `- **${r.change}** ${code(`${r.kind}/${r.namespace}/${r.name}`)}`,
+      ...r.fields.map((f) => `  - ${fieldLine(f, code)}`),
     ]),
   });
   sections.push({
     title: `Node program changes (${plan.programs.length})`,
     lines: plan.programs.flatMap((p) => [
-      `- **${p.change}** \`${escapeMd(p.scope)}\``,
+      `- **${p.change}** ${code(p.scope)}`,
       ...p.identities.map(
-        (i) => `  - ${i.change} \`${i.spiffeId}\`${i.parts ? `: ${i.parts.join(', ')}` : ''}`,
+        (i) => `  - ${i.change} ${code(i.spiffeId)}${i.parts ? `: ${i.parts.join(', ')}` : ''}`,
       ),
     ]),
   });
   sections.push({
     title: `Effective access (${plan.access.added.length} added, ${plan.access.changed.length} changed, ${plan.access.removed.length} removed)`,
     lines: [
-      ...plan.access.added.map((e) => `- :heavy_plus_sign: ${escapeMd(edgeLine(e))}`),
-      ...plan.access.removed.map((e) => `- :heavy_minus_sign: ${escapeMd(edgeLine(e))}`),
-      ...plan.access.changed.map(
-        (ch) =>
-          `- :arrows_counterclockwise: ${escapeMd(edgeLine(ch.before))} → ${escapeMd(edgeLine(ch.after))}`,
-      ),
+      ...plan.access.added.map((e) => `- :heavy_plus_sign: ${edgeLine(e, code)}`),
+      ...plan.access.removed.map((e) => `- :heavy_minus_sign: ${edgeLine(e, code)}`),
+      ...plan.access.changed.map((ch) => `- :arrows_counterclockwise: ${changedEdgeLine(ch, code)}`),
     ],
   });
   return fitToLimit(summary, sections, limit);
@@ -168,7 +195,7 @@ interface Section {
 /** Renders sections as collapsible blocks, cutting lines from the end until the whole fits within `limit`. */
 function fitToLimit(prefix: string, sections: Section[], limit: number): string {
   const render = (s: Section, lines: string[], cut: number) =>
-    `<details${s.open ? ' open' : ''}><summary>${escapeMd(s.title)}</summary>\n\n${lines.join('\n')}${cut ? `\n- … ${cut} more line(s) cut to fit the comment limit` : ''}\n\n</details>\n\n`;
+    `<details${s.open ? ' open' : ''}><summary>${htmlText(s.title)}</summary>\n\n${lines.join('\n')}${cut ? `\n- … ${cut} more line(s) cut to fit the comment limit` : ''}\n\n</details>\n\n`;
   const full = sections.map((s) => render(s, s.lines, 0));
   if (prefix.length + full.join('').length <= limit) return prefix + full.join('');
   const note = `> This plan was cut to fit GitHub's ${limit}-character comment limit; run \`riptides-cli plan --format json\` for all of it.\n\n`;
@@ -202,6 +229,7 @@ export function planJson(plan: Plan): string {
       programs: plan.programs,
       access: plan.access,
       risks: plan.risks,
+      accessLost: plan.accessLost,
     },
     null,
     2,

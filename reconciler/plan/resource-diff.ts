@@ -1,15 +1,13 @@
 /**
- * Resource changes between two revisions: per `Kind/namespace/name`, created / changed / deleted, with
- * field-level changes. Values of secret-bearing fields are replaced by fingerprints before they leave here.
+ * Resource changes between two revisions: per `Kind/namespace/name`, created (with its body) / changed (field by
+ * field) / deleted. Both sides are masked by schema path (policy/secret-fields.ts) before anything is compared,
+ * so secret values become digests before any shape of change can carry them.
  */
 
-import { fingerprint } from '../credentials/fingerprint.ts';
+import { committedDigest } from '../credentials/fingerprint.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
 import type { Located } from '../policy/resources.ts';
-
-/** A secret value as plans show it. */
-const masked = (value: unknown) =>
-  `sha256:${fingerprint(typeof value === 'string' ? value : JSON.stringify(value ?? null))}`;
+import { holdsMasked, Masked, maskSecretFields, shownValue } from '../policy/secret-fields.ts';
 
 export type Change = 'created' | 'changed' | 'deleted';
 
@@ -20,7 +18,7 @@ export interface FieldChange {
   /** For lists of plain values: what entered and what left. */
   added?: unknown[];
   removed?: unknown[];
-  /** True when before/after are fingerprints of secret values. */
+  /** True when before/after are digests of secret values (`sha256:…`, `**SOPS** …`). */
   secret?: boolean;
 }
 
@@ -30,6 +28,7 @@ export interface ResourceChange {
   name: string;
   change: Change;
   file: string;
+  /** Changed: the fields that differ. Created: the body, one field per leaf (`after` only). Deleted: none. */
   fields: FieldChange[];
 }
 
@@ -42,63 +41,91 @@ function allResources(set: ResourceSet | null): Map<string, AnyLocated> {
   return out;
 }
 
-/** Secret-bearing fields: the values of a v1 Secret. */
-function isSecretPath(kind: string, path: string[]): boolean {
-  return kind === 'Secret' && (path[0] === 'data' || path[0] === 'stringData') && path.length >= 2;
-}
-
 const isPlain = (v: unknown) => v === null || typeof v !== 'object';
+const isMap = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Masked);
 
 /** `spec.selectors[0].process:name` from ['spec', 'selectors', '[0]', 'process:name']. */
 function showPath(path: string[]): string {
   return path.reduce((s, p) => (p.startsWith('[') ? s + p : s ? `${s}.${p}` : p), '') || '(root)';
 }
 
-function diffValues(kind: string, path: string[], before: unknown, after: unknown, out: FieldChange[]): void {
+function leaf(path: string[], before: unknown, after: unknown): FieldChange {
+  const change: FieldChange = { path: showPath(path) };
+  if (before !== undefined) change.before = shownValue(before);
+  if (after !== undefined) change.after = shownValue(after);
+  if (holdsMasked(before) || holdsMasked(after)) change.secret = true;
+  return change;
+}
+
+/**
+ * Appends the differences between two masked values. A side that is absent is expanded leaf by leaf (maps and
+ * lists of maps), so a map added or removed whole reads like a created body, one line per field.
+ */
+function diffValues(path: string[], before: unknown, after: unknown, out: FieldChange[]): void {
   if (before === after) return;
-  const shown = showPath(path);
-  if (isSecretPath(kind, path)) {
-    const change: FieldChange = { path: shown, secret: true };
-    if (before !== undefined) change.before = masked(before);
-    if (after !== undefined) change.after = masked(after);
-    out.push(change);
+  if (before instanceof Masked || after instanceof Masked) {
+    if (before instanceof Masked && after instanceof Masked && before.shown === after.shown) return;
+    out.push(leaf(path, before, after));
     return;
   }
   if (Array.isArray(before) && Array.isArray(after) && before.every(isPlain) && after.every(isPlain)) {
-    const added = after.filter((v) => !before.includes(v));
-    const removed = before.filter((v) => !after.includes(v));
-    if (added.length || removed.length) out.push({ path: shown, added, removed });
-    else if (before.join('\u0000') !== after.join('\u0000')) out.push({ path: shown, before, after });
+    const [inBefore, inAfter] = [new Set(before), new Set(after)]; // linear, whatever the lists' length
+    const added = after.filter((v) => !inBefore.has(v));
+    const removed = before.filter((v) => !inAfter.has(v));
+    if (added.length || removed.length) out.push({ path: showPath(path), added, removed });
+    else if (before.join('\u0000') !== after.join('\u0000'))
+      out.push({ path: showPath(path), before, after });
     return;
   }
-  if (Array.isArray(before) && Array.isArray(after)) {
-    const n = Math.max(before.length, after.length);
-    for (let i = 0; i < n; i++) diffValues(kind, [...path, `[${i}]`], before[i], after[i], out);
-    return;
-  }
-  if (
-    before &&
-    after &&
-    typeof before === 'object' &&
-    typeof after === 'object' &&
-    !Array.isArray(before) &&
-    !Array.isArray(after)
-  ) {
-    const b = before as Record<string, unknown>;
-    const a = after as Record<string, unknown>;
+  const expandable = (v: unknown) =>
+    v === undefined || isMap(v) || (Array.isArray(v) && !v.every(isPlain) && v.length > 0);
+  if (Array.isArray(before) || Array.isArray(after)) {
+    if (
+      (Array.isArray(before) || before === undefined) &&
+      (Array.isArray(after) || after === undefined) &&
+      expandable(before) &&
+      expandable(after)
+    ) {
+      const b = (before ?? []) as unknown[];
+      const a = (after ?? []) as unknown[];
+      for (let i = 0; i < Math.max(b.length, a.length); i++) diffValues([...path, `[${i}]`], b[i], a[i], out);
+      return;
+    }
+  } else if ((isMap(before) || before === undefined) && (isMap(after) || after === undefined)) {
+    const b = (before ?? {}) as Record<string, unknown>;
+    const a = (after ?? {}) as Record<string, unknown>;
+    if (
+      (before === undefined) !== (after === undefined) &&
+      !Object.keys(b).length &&
+      !Object.keys(a).length
+    ) {
+      out.push(leaf(path, before, after)); // an empty map added or removed, e.g. `sysfs: {}`
+      return;
+    }
     for (const key of [...new Set([...Object.keys(b), ...Object.keys(a)])].sort())
-      diffValues(kind, [...path, key], b[key], a[key], out);
+      diffValues([...path, key], b[key], a[key], out);
     return;
   }
-  const change: FieldChange = { path: shown };
-  if (before !== undefined) change.before = before;
-  if (after !== undefined) change.after = after;
-  out.push(change);
+  out.push(leaf(path, before, after));
 }
 
 function split(key: string): { kind: string; namespace: string; name: string } {
   const [kind, namespace, ...rest] = key.split('/');
   return { kind: kind!, namespace: namespace!, name: rest.join('/') };
+}
+
+/** The resource as compared and shown: `status` (written by the reconciler) left out, secrets masked. */
+function comparable(kind: string, value: unknown): Record<string, unknown> {
+  const { status: _status, ...rest } = value as Record<string, unknown>;
+  return maskSecretFields(kind, rest, committedDigest) as Record<string, unknown>;
+}
+
+/** A created resource's body: everything but what its `Kind/namespace/name` header already says. */
+function body(kind: string, value: unknown): Record<string, unknown> {
+  const { apiVersion: _a, kind: _k, metadata, ...rest } = comparable(kind, value);
+  const { name: _n, namespace: _ns, ...meta } = (metadata ?? {}) as Record<string, unknown>;
+  return Object.keys(meta).length ? { metadata: meta, ...rest } : rest;
 }
 
 export function diffResources(base: ResourceSet | null, head: ResourceSet): ResourceChange[] {
@@ -109,17 +136,16 @@ export function diffResources(base: ResourceSet | null, head: ResourceSet): Reso
     const b = before.get(key);
     const a = after.get(key);
     const id = split(key);
-    if (!b) out.push({ ...id, change: 'created', file: a!.file, fields: [] });
-    else if (!a) out.push({ ...id, change: 'deleted', file: b.file, fields: [] });
+    if (!b) {
+      const fields: FieldChange[] = [];
+      diffValues([], undefined, body(id.kind, a!.value), fields);
+      out.push({ ...id, change: 'created', file: a!.file, fields });
+    } else if (!a) out.push({ ...id, change: 'deleted', file: b.file, fields: [] });
     else if (b.value !== a.value) {
       // Files unchanged between the revisions share one cached parse, so identical resources are the same
       // object and cost nothing here.
       const fields: FieldChange[] = [];
-      const strip = (v: unknown) => {
-        const { status: _status, ...rest } = v as Record<string, unknown>;
-        return rest;
-      };
-      diffValues(id.kind, [], strip(b.value), strip(a.value), fields);
+      diffValues([], comparable(id.kind, b.value), comparable(id.kind, a.value), fields);
       if (fields.length) out.push({ ...id, change: 'changed', file: a.file, fields });
     }
   }

@@ -1,6 +1,8 @@
 /**
  * One revision of the policy repository, rendered: list the blobs under the policy path, read only those whose
- * parsed result is not cached yet (by blob id), and validate + compile the whole set.
+ * parsed result is not cached yet (by blob id), and validate + compile the whole set. A cached file carries no
+ * text; when a check across resources reports into one (RT045, RT048, …), its blob is read then, so that the
+ * diagnostic has the same line and column as in a cold run.
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
@@ -8,11 +10,18 @@ import type { CompileMemo } from '../policy/compile.ts';
 import { CONFIG_FILE, readRepoConfig } from '../policy/config.ts';
 import { type PendingDiagnostic, pending } from '../policy/diagnostics.ts';
 import { isPolicyFileName } from '../policy/load-dir.ts';
-import { DEFAULT_MAX_FILE_BYTES } from '../policy/parse-file.ts';
-import { type RenderInput, type RenderResult, renderPolicy, resolvePositions } from '../policy/render.ts';
+import { DEFAULT_MAX_FILE_BYTES, decodePolicyText } from '../policy/parse-file.ts';
+import {
+  finishRender,
+  needsText,
+  type RenderInput,
+  type RenderOptions,
+  type RenderResult,
+  renderPending,
+  resolvePositions,
+} from '../policy/render.ts';
 import type { FileResult } from '../policy/resources.ts';
 import { BlobTooLargeError, type PolicySource, type TreeEntry } from '../source/index.ts';
-import { packageVersion } from '../version.ts';
 
 const EMPTY = new Uint8Array(0);
 const SYMLINK = '120000';
@@ -32,6 +41,10 @@ export interface RevisionOptions {
    * diagnostics are never shown, only whether it is valid; the head's warnings must always be computed.
    */
   trustRecordedValidation?: boolean;
+  /** Identifies the code that validates (build-id.ts), so records made by other code are never trusted. */
+  build: string;
+  /** Diagnostics found while reading the files (a working tree's refused symlinks, files over the cap). */
+  extra?: readonly PendingDiagnostic[];
 }
 
 export interface RenderedRevision {
@@ -45,15 +58,16 @@ export interface RenderedRevision {
 export class RevisionConfigError extends Error {}
 
 export async function renderRevision(
-  source: PolicySource,
+  source: Pick<PolicySource, 'listFiles' | 'readBlob'>,
   commit: string,
   opts: RevisionOptions,
 ): Promise<RenderedRevision> {
   const subdir = opts.path.replace(/^\.?\/*/, '').replace(/\/+$/, '');
   const entries = await source.listFiles(commit, subdir || undefined);
   const configPath = subdir ? `${subdir}/${CONFIG_FILE}` : CONFIG_FILE;
-  const extra: PendingDiagnostic[] = [];
+  const extra: PendingDiagnostic[] = [...(opts.extra ?? [])];
   let trustDomain = opts.trustDomain;
+  let federatesWith: string[] = [];
   let blobsRead = 0;
   const config = entries.find((e) => e.path === configPath);
   const cap = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
@@ -82,6 +96,7 @@ export async function renderRevision(
       throw new RevisionConfigError(`${d!.file}:${d!.line}: ${d!.message}`);
     }
     trustDomain ??= read.config.trustDomain;
+    federatesWith = read.config.federatesWith ?? [];
   }
   if (!trustDomain) {
     throw new RevisionConfigError(
@@ -137,32 +152,45 @@ export async function renderRevision(
       }
     }
   }
-  const key = validationKey(entries, trustDomain, opts);
+  const key = validationKey(entries, trustDomain, federatesWith, opts);
   const knownValid =
     opts.trustRecordedValidation === true && extra.length === 0 && (opts.validated?.has(key) ?? false);
-  const result = renderPolicy(
-    inputs,
-    {
-      trustDomain,
-      cache: opts.cache,
-      ...(knownValid ? { knownValid } : {}),
-      ...(opts.memo ? { memo: opts.memo } : {}),
-      ...(opts.allowSecrets ? { allowSecrets: true } : {}),
-      ...(opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : {}),
-    },
-    extra,
-  );
+  const renderOptions: RenderOptions = {
+    trustDomain,
+    cache: opts.cache,
+    ...(federatesWith.length ? { federatesWith } : {}),
+    ...(knownValid ? { knownValid } : {}),
+    ...(opts.memo ? { memo: opts.memo } : {}),
+    ...(opts.allowSecrets ? { allowSecrets: true } : {}),
+    ...(opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : {}),
+  };
+  const pendingRender = renderPending(inputs, renderOptions, extra);
+  const oidOf = new Map(entries.map((e) => [e.path, e.oid] as const));
+  for (const file of needsText(pendingRender)) {
+    const oid = oidOf.get(file);
+    if (oid === undefined) continue;
+    // Only clean, decodable files are ever cached, so this decodes as it did when the file was parsed.
+    pendingRender.texts.set(file, decodePolicyText(await source.readBlob(oid, { maxBytes: cap })));
+    blobsRead++;
+  }
+  const result = finishRender(pendingRender, renderOptions);
   if (!knownValid && !result.diagnostics.some((d) => d.severity === 'error')) opts.validated?.add(key);
   return { commit, trustDomain, result, blobsRead };
 }
 
 /**
- * What a validation outcome depends on: every file's path and blob id under the policy path, the trust domain,
- * the options that change results, and the tool's version (new rules must re-check old revisions).
+ * What a validation outcome depends on: every file's path and blob id under the policy path, the trust domain
+ * and the domains it federates with, the options that change results, and the code that validated (new or
+ * changed rules must re-check old revisions).
  */
-function validationKey(entries: readonly TreeEntry[], trustDomain: string, opts: RevisionOptions): string {
+function validationKey(
+  entries: readonly TreeEntry[],
+  trustDomain: string,
+  federatesWith: readonly string[],
+  opts: RevisionOptions,
+): string {
   const h = createHash('sha256').update(
-    `${packageVersion()}\u0000${trustDomain}\u0000${opts.allowSecrets ? 1 : 0}\u0000${opts.maxFileBytes ?? 0}`,
+    `${opts.build}\u0000${trustDomain}\u0000${[...federatesWith].sort().join(',')}\u0000${opts.allowSecrets ? 1 : 0}\u0000${opts.maxFileBytes ?? 0}`,
   );
   for (const e of entries) h.update(`\u0000${e.path}\u0000${e.oid}\u0000${e.mode}`);
   return h.digest('hex');

@@ -1,7 +1,10 @@
 /** Changes that deserve a reviewer's eye, each flagged by a named rule. */
-import type { NodeProgram } from '../policy/compile.ts';
+import type { CompiledIdentity, NodeProgram } from '../policy/compile.ts';
+import type { Service } from '../policy/kinds/index.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
-import type { AccessDiff } from './access.ts';
+import type { Located } from '../policy/resources.ts';
+import { labelsMatch } from '../policy/selectors.ts';
+import type { AccessDiff, AccessEdge } from './access.ts';
 
 export type RiskSeverity = 'high' | 'medium';
 
@@ -12,10 +15,13 @@ export interface Risk {
     | 'credential-to-external'
     | 'allowed-peers-widened'
     | 'selector-broadened'
-    | 'identity-removed-while-referenced';
+    | 'identity-removed-while-referenced'
+    | 'access-removed';
   severity: RiskSeverity;
   message: string;
   resource: string;
+  /** access-removed: the workload (SPIFFE ID) that loses access, and what it loses access to. */
+  lost?: { workload: string; to: string };
 }
 
 function identities(programs: readonly NodeProgram[]) {
@@ -131,6 +137,7 @@ export function findRisks(
       });
     }
   }
+  risks.push(...accessRemoved(base, head, access, before, after));
   return risks.sort((x, y) =>
     x.severity === y.severity ? (x.resource < y.resource ? -1 : 1) : x.severity === 'high' ? -1 : 1,
   );
@@ -181,6 +188,102 @@ function broadenedSelectors(base: ResourceSet, head: ResourceSet): Risk[] {
     const b = baseBindings.get(r.key)?.propagation.injection;
     const a = r.value.spec.propagation.injection;
     if (b && a) compare(r.key, 'injection selectors', b.selectors, a.selectors);
+  }
+  return risks;
+}
+
+/** `Service/ns/name (address:port)` → `Service/ns/name`; undefined for an identity or a sysfs target. */
+function serviceOf(to: string): string | undefined {
+  return /^(Service\/\S+) \(/.exec(to)?.[1];
+}
+
+/**
+ * access-removed: a workload that stays loses an access edge (reach to a Service address or a peer, or a
+ * credential flow) and gains nothing equivalent back (the same Service at another address is a move, not a
+ * loss). High when the loss comes from elsewhere while the workload's own policy still asks for it: a Service
+ * deleted or relabelled that its egress rule or binding still selects, a peer identity deleted. Medium when
+ * the workload's own policy dropped it (an egress rule, an allow list or a binding changed or removed).
+ */
+function accessRemoved(
+  base: { set: ResourceSet | null; programs: readonly NodeProgram[] },
+  head: { set: ResourceSet; programs: readonly NodeProgram[] },
+  access: AccessDiff,
+  before: Map<string, CompiledIdentity>,
+  after: Map<string, CompiledIdentity>,
+): Risk[] {
+  const risks: Risk[] = [];
+  const baseServices = new Map((base.set?.services ?? []).map((s) => [s.key, s] as const));
+  const headServices = new Map(head.set.services.map((s) => [s.key, s] as const));
+  const headBindings = new Map(
+    [...head.set.bindings, ...head.set.workloadCredentials].map((b) => [b.key, b] as const),
+  );
+  const workloadOf = (e: AccessEdge) => (e.kind === 'credential' ? e.from.split(' → ').at(-1)! : e.from);
+  const regained = new Set(access.added.map((e) => `${e.kind} ${e.from} -> ${serviceOf(e.to) ?? e.to}`));
+  const serviceCause = (service: string, stillSelected: boolean, selectedBy: string) => {
+    const name = service.split('/').pop();
+    const what = headServices.has(service)
+      ? `Service ${name} no longer offers this address or matches`
+      : `Service ${name} is deleted`;
+    return stillSelected ? `${what} while ${selectedBy} still selects it` : undefined;
+  };
+  for (const e of access.removed) {
+    const workload = workloadOf(e);
+    if (before.has(workload) && !after.has(workload)) continue; // the workload itself goes
+    const service = serviceOf(e.to);
+    if (regained.has(`${e.kind} ${e.from} -> ${service ?? e.to}`)) continue;
+    const was = service ? baseServices.get(service) : undefined;
+    const matches = (selectors: Record<string, string>[], svc: Located<Service> | undefined) =>
+      svc !== undefined && selectors.some((sel) => labelsMatch(sel, svc.value.spec.labels ?? {}));
+    let severity: RiskSeverity = 'medium';
+    let why: string;
+    let resource = after.get(workload)?.resource ?? workload;
+    if (e.kind === 'credential') {
+      const bindingKey = String(e.attributes.binding);
+      const binding = headBindings.get(bindingKey);
+      resource = bindingKey;
+      const injection =
+        binding && 'propagation' in binding.value.spec ? binding.value.spec.propagation.injection : undefined;
+      const selectors = injection?.selectors ?? [];
+      const cause = service
+        ? serviceCause(service, matches(selectors, was), bindingKey.split('/').pop()!)
+        : undefined;
+      if (cause) {
+        severity = 'high';
+        why = cause;
+      } else why = binding ? `${bindingKey} no longer sends it there` : `${bindingKey} is deleted`;
+      risks.push({
+        rule: 'access-removed',
+        severity,
+        message: `${workload} loses credential ${String(e.attributes.source)} toward ${e.to}: ${why}`,
+        resource,
+        lost: { workload, to: `${e.to} (credential ${String(e.attributes.source)})` },
+      });
+      continue;
+    }
+    if (service) {
+      const rules = after.get(workload)?.egress ?? [];
+      const rule = rules.find((r) => matches(r.selectors, was));
+      const cause = serviceCause(service, rule !== undefined, `egress rule ${rule?.index}`);
+      if (cause) {
+        severity = 'high';
+        why = cause;
+      } else why = 'its egress rules no longer select it';
+    } else if (before.has(e.to) && !after.has(e.to)) {
+      severity = 'high';
+      why = `identity ${e.to} is deleted`;
+    } else if (e.attributes.inboundAllowed) {
+      why = `${e.to} no longer allows it inbound`;
+      resource = after.get(e.to)?.resource ?? resource;
+    } else {
+      why = 'its outbound allow list no longer names it';
+    }
+    risks.push({
+      rule: 'access-removed',
+      severity,
+      message: `${workload} loses access to ${e.to}: ${why}`,
+      resource,
+      lost: { workload, to: e.to },
+    });
   }
   return risks;
 }

@@ -4,6 +4,7 @@
  * reference carries a content hash, so that diffs and pushes compare hashes instead of whole programs.
  */
 import { canonicalJson, contentHash, orderedHash, withHash } from './canonical.ts';
+import { seconds } from './field-rules.ts';
 import {
   type CredentialSource,
   type Service,
@@ -293,7 +294,7 @@ function compileIdentity(
       outbound: sortedUnique(spec.allowedSPIFFEIDs?.outbound),
     },
     x509: {
-      ttlSeconds: spec.svid?.x509?.ttl ? Number.parseInt(spec.svid.x509.ttl, 10) : null,
+      ttlSeconds: spec.svid?.x509?.ttl ? seconds(spec.svid.x509.ttl) : null,
       dnsNames: sortedUnique(spec.svid?.x509?.dnsNames),
     },
     egress,

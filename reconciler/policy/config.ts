@@ -9,10 +9,18 @@ import { readYaml, YamlReadError } from './yaml-events.ts';
 
 export const CONFIG_FILE = 'riptides.config.yaml';
 
-const configSchema = z.strictObject({ trustDomain: z.string().optional() });
+const configSchema = z.strictObject({
+  trustDomain: z.string().optional(),
+  federatesWith: z.array(z.string()).optional(),
+});
 
 export interface RepoConfig {
   trustDomain?: string;
+  /**
+   * Trust domains this one federates with (SPIRE's `federates_with`): SPIFFE IDs of theirs may appear in
+   * allow lists. An ID in any other foreign trust domain is a warning (RT055): no peer could present it.
+   */
+  federatesWith?: string[];
 }
 
 export function readRepoConfig(
@@ -34,7 +42,7 @@ export function readRepoConfig(
   if (!parsed.success) {
     return fail(
       `configuration is invalid: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'root'}: ${i.message}`).join('; ')}`,
-      'the file holds only "trustDomain: <name>"',
+      'the file holds "trustDomain: <name>" and, optionally, "federatesWith: [<trust domain>, ...]"',
     );
   }
   if (parsed.data.trustDomain !== undefined) {
@@ -46,5 +54,16 @@ export function readRepoConfig(
       );
     }
   }
-  return { config: parsed.data.trustDomain ? { trustDomain: parsed.data.trustDomain } : {}, diagnostics: [] };
+  for (const name of parsed.data.federatesWith ?? []) {
+    const td = parseTrustDomain(name);
+    if (!td.ok || name.includes(':'))
+      return fail(
+        `federatesWith: "${name}" is not a valid trust domain name${td.ok ? '' : `: ${td.message}`}`,
+        'list bare trust domain names, e.g. partner.example.org',
+      );
+  }
+  const config: RepoConfig = {};
+  if (parsed.data.trustDomain) config.trustDomain = parsed.data.trustDomain;
+  if (parsed.data.federatesWith?.length) config.federatesWith = parsed.data.federatesWith;
+  return { config, diagnostics: [] };
 }

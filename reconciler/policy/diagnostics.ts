@@ -80,6 +80,7 @@ export const CODES = {
   RT052: { title: 'status-ignored', severity: 'warning' },
   RT053: { title: 'credential-workload-mismatch', severity: 'warning' },
   RT054: { title: 'plaintext-vault-address', severity: 'warning' },
+  RT055: { title: 'allowed-id-in-foreign-trust-domain', severity: 'warning' },
   RT060: { title: 'invalid-config', severity: 'error' },
 } as const satisfies Record<string, { title: string; severity: Severity }>;
 

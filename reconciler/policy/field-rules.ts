@@ -1,20 +1,61 @@
 /** Field formats that the schemas cannot express: role ARNs, URLs, addresses, CIDRs, lifetimes. */
 import { isIP } from 'node:net';
+import { parseDuration } from '../common/duration.ts';
 
-const ROLE_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
+/** An IAM role ARN; also carried into the JSON Schema (as `pattern`, ECMA-262 syntax like this). */
+export const ROLE_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
 
 export function checkRoleArn(arn: string): string | null {
   if (ROLE_ARN.test(arn)) return null;
   return `"${arn}" is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)`;
 }
 
-/** Seconds from a "3600s" duration (already pattern-checked by the schema). */
+/** Seconds of a duration the schema has already checked against the grammar (common/duration.ts). */
 export function seconds(duration: string): number {
-  return Number.parseInt(duration, 10);
+  return parseDuration(duration) ?? Number.NaN;
 }
 
 export const STS_MIN_SECONDS = 900;
 export const STS_MAX_SECONDS = 43_200;
+
+/**
+ * An alternation matching exactly the decimal integers min..max (no leading zeros), for JSON Schema patterns on
+ * duration strings, where a numeric range cannot be said: each run of equal-length numbers is split on its
+ * first digit into a partial low end, a full middle and a partial high end, recursively.
+ */
+export function integerRangePattern(min: number, max: number): string {
+  const sameLength = (a: string, b: string): string[] => {
+    if (a === b) return [a];
+    if (a.length === 1) return [`[${a}-${b}]`];
+    const n = a.length - 1;
+    const [ha, ta, hb, tb] = [a[0]!, a.slice(1), b[0]!, b.slice(1)];
+    const group = (alts: string[]) => (alts.length === 1 ? alts[0]! : `(?:${alts.join('|')})`);
+    if (ha === hb) return [ha + group(sameLength(ta, tb))];
+    const out: string[] = [];
+    let low = Number(ha);
+    let high = Number(hb);
+    if (ta !== '0'.repeat(n)) {
+      out.push(ha + group(sameLength(ta, '9'.repeat(n))));
+      low++;
+    }
+    if (tb !== '9'.repeat(n)) {
+      out.push(hb + group(sameLength('0'.repeat(n), tb)));
+      high--;
+    }
+    if (low <= high) out.push(`${low === high ? low : `[${low}-${high}]`}\\d{${n}}`);
+    return out;
+  };
+  const alts: string[] = [];
+  for (let len = String(min).length; len <= String(max).length; len++) {
+    const lo = Math.max(min, len === 1 ? 0 : 10 ** (len - 1));
+    const hi = Math.min(max, 10 ** len - 1);
+    if (lo <= hi) alts.push(...sameLength(String(lo), String(hi)));
+  }
+  return alts.join('|');
+}
+
+/** An STS credential lifetime as the schema writes it ("3600s"), within what STS grants. */
+export const STS_LIFETIME_PATTERN = `^0*(?:${integerRangePattern(STS_MIN_SECONDS, STS_MAX_SECONDS)})s$`;
 
 export function checkHttpUrl(value: string): { error: string | null; plaintext: boolean } {
   let url: URL;

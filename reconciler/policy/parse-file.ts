@@ -24,6 +24,14 @@ export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 const utf8Lenient = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false });
 
+/**
+ * The text of a policy file exactly as parsePolicyFile decodes it (strict UTF-8, a BOM dropped), for a caller
+ * that parsed it earlier and kept only the result; throws TypeError on bytes that are not UTF-8.
+ */
+export function decodePolicyText(bytes: Uint8Array): string {
+  return utf8.decode(bytes);
+}
+
 function failed(path: string, diagnostic: PendingDiagnostic): ParsedFile {
   return { path, text: null, documents: [], diagnostics: [diagnostic] };
 }

@@ -1,6 +1,7 @@
 /**
  * Checks across resources: names and IDs that must be unique, references that must resolve, SPIFFE IDs,
- * selectors that must select something, and policies that would contradict each other.
+ * selectors that must select something, and policies that would contradict each other. One function per
+ * rule, each reading the indexes built once in `indexResources`; `checkReferences` runs them all.
  */
 import { parseSpiffeId } from '../identity/spiffe-id.ts';
 import { checkClaims } from './claims.ts';
@@ -13,7 +14,7 @@ import type {
   WorkloadIdentity,
 } from './kinds/index.ts';
 import { Reporter } from './reporter.ts';
-import { checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
+import { checkSecret, checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import {
@@ -30,24 +31,92 @@ import { didYouMean, Suggestions } from './suggest.ts';
 
 export interface ValidateOptions {
   trustDomain: string;
+  /** Trust domains whose SPIFFE IDs may appear in allow lists (riptides.config.yaml `federatesWith`). */
+  federatesWith?: readonly string[];
   /** Plaintext Secrets in git are an error unless this is set. */
   allowSecrets?: boolean;
 }
 
-export function checkReferences(set: ResourceSet, opts: ValidateOptions): PendingDiagnostic[] {
-  const rep = new Reporter();
-  const td = opts.trustDomain;
+/** What the rules share: the resources, where diagnostics go, and the lookups built once. */
+interface Context {
+  set: ResourceSet;
+  opts: ValidateOptions;
+  rep: Reporter;
+  /** Identities by workloadID; the first one wins, later ones are RT041. Invalid IDs are left out. */
+  byWorkloadId: Map<string, Located<WorkloadIdentity>>;
+  knownSpiffeIds: Set<string>;
+  sourcesByNs: Map<string, Located<CredentialSource>>;
+  workloadCredentialsByNs: Map<string, Located<WorkloadCredential>>;
+  services: ServiceIndex;
+  // "Did you mean" indexes, built once on first use: one per name set, never one per diagnostic.
+  spiffeIdNames: () => Suggestions;
+  workloadIdNames: () => Suggestions;
+  sourceNames: () => Map<string, Suggestions>;
+  workloadCredentialNames: () => Map<string, Suggestions>;
+}
 
-  // Unique names per kind and namespace.
-  const seen = new Map<string, Located<unknown>>();
-  for (const r of [
+export function checkReferences(set: ResourceSet, opts: ValidateOptions): PendingDiagnostic[] {
+  const ctx = indexResources(set, opts, new Reporter());
+  checkUniqueNames(ctx);
+  checkUniqueWorkloadIds(ctx);
+  checkSelectorKeys(ctx);
+  checkAllowedSpiffeIds(ctx);
+  checkEgressRules(ctx);
+  checkProcessClaims(ctx);
+  checkBindings(ctx);
+  checkWorkloadCredentials(ctx);
+  for (const r of set.sources) checkSource(ctx.rep, r);
+  for (const r of set.services) checkService(ctx.rep, r);
+  for (const r of set.secrets) checkSecret(ctx.rep, r, opts.allowSecrets ?? false);
+  checkStatusBlocks(ctx);
+  return ctx.rep.out;
+}
+
+const key = (ns: string, name: string) => `${ns}/${name}`;
+
+/** The lookups every rule reads. Malformed workload IDs are reported here (RT031), once per identity. */
+function indexResources(set: ResourceSet, opts: ValidateOptions, rep: Reporter): Context {
+  const byWorkloadId = new Map<string, Located<WorkloadIdentity>>();
+  for (const r of set.identities) {
+    const id = r.value.spec.workloadID;
+    if (checkWorkloadId(rep, r, ['spec', 'workloadID'], id, opts.trustDomain) && !byWorkloadId.has(id))
+      byWorkloadId.set(id, r);
+  }
+  const sourcesByNs = new Map<string, Located<CredentialSource>>();
+  for (const s of set.sources) sourcesByNs.set(key(namespaceOf(s), s.value.metadata.name), s);
+  const workloadCredentialsByNs = new Map<string, Located<WorkloadCredential>>();
+  for (const w of set.workloadCredentials)
+    workloadCredentialsByNs.set(key(namespaceOf(w), w.value.metadata.name), w);
+  const knownSpiffeIds = new Set([...byWorkloadId.keys()].map((w) => `spiffe://${opts.trustDomain}/${w}`));
+  return {
+    set,
+    opts,
+    rep,
+    byWorkloadId,
+    knownSpiffeIds,
+    sourcesByNs,
+    workloadCredentialsByNs,
+    services: new ServiceIndex(set.services),
+    spiffeIdNames: once(() => new Suggestions(knownSpiffeIds)),
+    workloadIdNames: once(() => new Suggestions(byWorkloadId.keys())),
+    sourceNames: once(() => namesByNamespace(set.sources)),
+    workloadCredentialNames: once(() => namesByNamespace(set.workloadCredentials)),
+  };
+}
+
+const everyManagedResource = (set: ResourceSet) =>
+  [
     ...set.identities,
     ...set.services,
     ...set.sources,
     ...set.bindings,
     ...set.workloadCredentials,
-    ...set.secrets,
-  ] as Located<unknown>[]) {
+  ] as Located<{ status?: unknown }>[];
+
+/** RT040: one resource per kind, namespace and name. */
+function checkUniqueNames({ set, rep }: Context): void {
+  const seen = new Map<string, Located<unknown>>();
+  for (const r of [...everyManagedResource(set), ...set.secrets] as Located<unknown>[]) {
     const first = seen.get(r.key);
     if (first)
       rep.at('RT040', `${r.key} is defined twice (first in ${first.file})`, r, ['metadata', 'name'], {
@@ -55,14 +124,14 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
       });
     else seen.set(r.key, r);
   }
+}
 
-  // Identities by workloadID; SPIFFE IDs in this trust domain that exist.
-  const byWorkloadId = new Map<string, Located<WorkloadIdentity>>();
+/** RT041: a workload ID names one identity. */
+function checkUniqueWorkloadIds({ set, rep, byWorkloadId }: Context): void {
   for (const r of set.identities) {
     const id = r.value.spec.workloadID;
-    if (!checkWorkloadId(rep, r, ['spec', 'workloadID'], id, td)) continue;
     const first = byWorkloadId.get(id);
-    if (first)
+    if (first && first !== r)
       rep.at(
         'RT041',
         `workloadID "${id}" is already claimed by ${first.key} (${first.file})`,
@@ -70,21 +139,41 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
         ['spec', 'workloadID'],
         { hint: 'each workload ID names one identity; pick another ID' },
       );
-    else byWorkloadId.set(id, r);
   }
-  const knownSpiffeIds = new Set([...byWorkloadId.keys()].map((w) => `spiffe://${td}/${w}`));
-  // "Did you mean" indexes, built once on first use: one per name set, never one per diagnostic.
-  const spiffeIdNames = once(() => new Suggestions(knownSpiffeIds));
-  const workloadIdNames = once(() => new Suggestions(byWorkloadId.keys()));
-  const sourceNames = once(() => namesByNamespace(set.sources));
-  const workloadCredentialNames = once(() => namesByNamespace(set.workloadCredentials));
+}
 
-  const sourcesByNs = new Map<string, Located<CredentialSource>>();
-  for (const s of set.sources) sourcesByNs.set(`${namespaceOf(s)}/${s.value.metadata.name}`, s);
-  const wcByNs = new Map<string, Located<WorkloadCredential>>();
-  for (const w of set.workloadCredentials) wcByNs.set(`${namespaceOf(w)}/${w.value.metadata.name}`, w);
+/** RT036: process selector keys are known ones; RT023: their values are well-formed. */
+function checkSelectorKeys({ set, rep }: Context): void {
+  for (const r of set.identities) {
+    r.value.spec.selectors.forEach((map, i) => {
+      for (const [k, raw] of Object.entries(map)) {
+        if (!isKnownSelectorKey(k)) {
+          rep.at('RT036', `unknown selector key "${k}"`, r, ['spec', 'selectors', i, k], {
+            at: 'key',
+            hint:
+              didYouMean(k, [...SELECTOR_KEYS, ...SELECTOR_PREFIXES.map((p) => `${p}<name>`)]) ??
+              `known keys: ${SELECTOR_KEYS.join(', ')}, ${SELECTOR_PREFIXES.map((p) => `${p}*`).join(', ')}`,
+          });
+          continue;
+        }
+        for (const v of Array.isArray(raw) ? raw : [raw]) {
+          const problem = checkSelectorValue(k, v);
+          if (problem) rep.at('RT023', problem, r, ['spec', 'selectors', i, k]);
+        }
+      }
+    });
+  }
+}
 
-  const checkSpiffeIds = (r: Located<unknown>, path: NodePath, ids: string[] | undefined) => {
+/**
+ * The SPIFFE IDs in allow lists (inbound, outbound, per egress rule): RT030 malformed or not a workload;
+ * RT048 in our trust domain but no identity has it; RT055 in a trust domain that is neither ours nor one we
+ * federate with, so no peer could ever present it.
+ */
+function checkAllowedSpiffeIds(ctx: Context): void {
+  const { rep, opts, knownSpiffeIds, spiffeIdNames } = ctx;
+  const federated = new Set(opts.federatesWith ?? []);
+  const check = (r: Located<unknown>, path: NodePath, ids: string[] | undefined) => {
     ids?.forEach((id, i) => {
       const parsed = parseSpiffeId(id);
       if (!parsed.ok) {
@@ -95,205 +184,216 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
         rep.at('RT030', `"${id}" names a trust domain, not a workload`, r, [...path, i], {
           hint: 'append the workload ID path',
         });
-      } else if (parsed.id.trustDomain === td && !knownSpiffeIds.has(id)) {
-        rep.at('RT048', `no WorkloadIdentity has the SPIFFE ID "${id}"`, r, [...path, i], {
-          hint: spiffeIdNames().didYouMean(id),
-        });
+      } else if (parsed.id.trustDomain === opts.trustDomain) {
+        if (!knownSpiffeIds.has(id))
+          rep.at('RT048', `no WorkloadIdentity has the SPIFFE ID "${id}"`, r, [...path, i], {
+            hint: spiffeIdNames().didYouMean(id),
+          });
+      } else if (!federated.has(parsed.id.trustDomain)) {
+        rep.at(
+          'RT055',
+          `"${id}" is in trust domain ${parsed.id.trustDomain}, which is neither this repository's (${opts.trustDomain}) nor federated with it: no peer can present it`,
+          r,
+          [...path, i],
+          {
+            hint: `write spiffe://${opts.trustDomain}${parsed.id.path}, or list ${parsed.id.trustDomain} under federatesWith in riptides.config.yaml`,
+          },
+        );
       }
     });
   };
-
-  const serviceIndex = new ServiceIndex(set.services);
-  const checkLabelSelectors = (r: Located<unknown>, path: NodePath, selectors: Record<string, string>[]) => {
-    const matched: Located<Service>[] = [];
-    selectors.forEach((sel, i) => {
-      const hits = serviceIndex.select(sel);
-      if (hits.length === 0) {
-        rep.at('RT045', `selector ${JSON.stringify(sel)} matches no Service`, r, [...path, i], {
-          hint: "check the labels against the Services' spec.labels",
-        });
-      }
-      for (const h of hits) matched.push(h);
+  for (const r of ctx.set.identities) {
+    const spec = r.value.spec;
+    check(r, ['spec', 'allowedSPIFFEIDs', 'inbound'], spec.allowedSPIFFEIDs?.inbound);
+    check(r, ['spec', 'allowedSPIFFEIDs', 'outbound'], spec.allowedSPIFFEIDs?.outbound);
+    spec.egress?.forEach((rule, e) => {
+      check(r, ['spec', 'egress', e, 'allowedSPIFFEIDs'], rule.allowedSPIFFEIDs);
     });
-    return matched;
-  };
+  }
+}
 
-  const resolveSource = (r: Located<CredentialBinding | WorkloadCredential>, ns: string) => {
-    const name = r.value.spec.credentialSource;
-    const source = sourcesByNs.get(`${ns}/${name}`);
-    if (!source) {
-      rep.at(
-        'RT042',
-        `CredentialSource "${name}" does not exist in namespace ${ns}`,
-        r,
-        ['spec', 'credentialSource'],
-        { hint: sourceNames().get(ns)?.didYouMean(name) },
-      );
-    }
-    return source;
-  };
-  const resolveIdentity = (r: Located<CredentialBinding | WorkloadCredential>) => {
-    const id = r.value.spec.workloadID;
-    if (!checkWorkloadId(rep, r, ['spec', 'workloadID'], id, td)) return undefined;
-    const identity = byWorkloadId.get(id);
-    if (!identity) {
-      rep.at('RT044', `no WorkloadIdentity has workloadID "${id}"`, r, ['spec', 'workloadID'], {
-        hint: workloadIdNames().didYouMean(id) ?? 'create the WorkloadIdentity first, or fix the ID',
+/** The Services a list of label selectors picks; RT045 for each selector that picks none. */
+function selectServices(
+  { rep, services }: Context,
+  r: Located<unknown>,
+  path: NodePath,
+  selectors: Record<string, string>[],
+): Located<Service>[] {
+  const matched: Located<Service>[] = [];
+  selectors.forEach((sel, i) => {
+    const hits = services.select(sel);
+    if (hits.length === 0) {
+      rep.at('RT045', `selector ${JSON.stringify(sel)} matches no Service`, r, [...path, i], {
+        hint: "check the labels against the Services' spec.labels",
       });
     }
-    return identity;
-  };
+    // One at a time: spreading thousands of hits into push() can overflow the call stack.
+    for (const h of hits) matched.push(h);
+  });
+  return matched;
+}
 
-  // Per identity.
+/**
+ * Egress rules: their service selectors (RT045), MUTUAL toward an external Service (RT046), a rule's own
+ * workloadID (RT031), and the older `credentialName` (RT043 dangling, RT053 another workload's, RT049 toward
+ * TLS without intercept).
+ */
+function checkEgressRules(ctx: Context): void {
+  const { rep, opts } = ctx;
+  for (const r of ctx.set.identities) {
+    const spec = r.value.spec;
+    const intercepts = spec.connection?.tls?.intercept === true;
+    spec.egress?.forEach((rule, e) => {
+      const base = ['spec', 'egress', e];
+      const services = selectServices(ctx, r, [...base, 'selectors'], rule.selectors);
+      if (rule.connection?.tls?.mode === 'MUTUAL') {
+        for (const s of services.filter((s) => s.value.spec.external)) {
+          rep.at(
+            'RT046',
+            `egress rule ${e} asks for MUTUAL TLS to ${s.key}, an external service that holds no SPIFFE identity`,
+            r,
+            [...base, 'connection', 'tls', 'mode'],
+            { hint: 'use SIMPLE for external services' },
+          );
+        }
+      }
+      if (rule.workloadID !== undefined)
+        checkWorkloadId(rep, r, [...base, 'workloadID'], rule.workloadID, opts.trustDomain);
+      if (rule.credentialName === undefined) return;
+      const ns = namespaceOf(r);
+      const wc = ctx.workloadCredentialsByNs.get(key(ns, rule.credentialName));
+      if (!wc) {
+        rep.at(
+          'RT043',
+          `WorkloadCredential "${rule.credentialName}" does not exist in namespace ${ns}`,
+          r,
+          [...base, 'credentialName'],
+          { hint: ctx.workloadCredentialNames().get(ns)?.didYouMean(rule.credentialName) },
+        );
+        return;
+      }
+      const expected = rule.workloadID ?? spec.workloadID;
+      if (wc.value.spec.workloadID !== expected) {
+        rep.at(
+          'RT053',
+          `WorkloadCredential "${rule.credentialName}" is for workload "${wc.value.spec.workloadID}", but this rule belongs to "${expected}"`,
+          r,
+          [...base, 'credentialName'],
+        );
+      }
+      if (services.some((s) => isTlsService(s.value)) && !(intercepts || rule.connection?.tls?.intercept)) {
+        rep.at(
+          'RT049',
+          `credential "${rule.credentialName}" goes to a TLS service but the connection is not intercepted, so it cannot be injected`,
+          r,
+          [...base, 'credentialName'],
+          { hint: 'set connection.tls.intercept: true on the rule' },
+        );
+      }
+    });
+  }
+}
+
+/** RT047: two identities whose selectors claim the same process in the same scope. */
+function checkProcessClaims({ set, rep }: Context): void {
   const claims = new Map<
     string,
     Array<{ r: Located<WorkloadIdentity>; index: number; sel: NormalizedSelector }>
   >();
   for (const r of set.identities) {
-    const spec = r.value.spec;
-    spec.selectors.forEach((map, i) => {
-      for (const [key, raw] of Object.entries(map)) {
-        if (!isKnownSelectorKey(key)) {
-          rep.at('RT036', `unknown selector key "${key}"`, r, ['spec', 'selectors', i, key], {
-            at: 'key',
-            hint:
-              didYouMean(key, [...SELECTOR_KEYS, ...SELECTOR_PREFIXES.map((p) => `${p}<name>`)]) ??
-              `known keys: ${SELECTOR_KEYS.join(', ')}, ${SELECTOR_PREFIXES.map((p) => `${p}*`).join(', ')}`,
-          });
-          continue;
-        }
-        for (const v of Array.isArray(raw) ? raw : [raw]) {
-          const problem = checkSelectorValue(key, v);
-          if (problem) rep.at('RT023', problem, r, ['spec', 'selectors', i, key]);
-        }
-      }
-      const scope = scopeKey(spec);
-      const list = claims.get(scope) ?? [];
-      list.push({ r, index: i, sel: normalizeSelector(map) });
-      claims.set(scope, list);
+    const scope = scopeKey(r.value.spec);
+    const list = claims.get(scope) ?? [];
+    r.value.spec.selectors.forEach((map, index) => {
+      list.push({ r, index, sel: normalizeSelector(map) });
     });
-    checkSpiffeIds(r, ['spec', 'allowedSPIFFEIDs', 'inbound'], spec.allowedSPIFFEIDs?.inbound);
-    checkSpiffeIds(r, ['spec', 'allowedSPIFFEIDs', 'outbound'], spec.allowedSPIFFEIDs?.outbound);
-    const intercepts = spec.connection?.tls?.intercept === true;
-    spec.egress?.forEach((rule, e) => {
-      const base = ['spec', 'egress', e];
-      const services = checkLabelSelectors(r, [...base, 'selectors'], rule.selectors);
-      checkSpiffeIds(r, [...base, 'allowedSPIFFEIDs'], rule.allowedSPIFFEIDs);
-      if (rule.connection?.tls?.mode === 'MUTUAL') {
-        for (const s of services) {
-          if (s.value.spec.external) {
-            rep.at(
-              'RT046',
-              `egress rule ${e} asks for MUTUAL TLS to ${s.key}, an external service that holds no SPIFFE identity`,
-              r,
-              [...base, 'connection', 'tls', 'mode'],
-              { hint: 'use SIMPLE for external services' },
-            );
-          }
-        }
-      }
-      if (rule.workloadID !== undefined)
-        checkWorkloadId(rep, r, [...base, 'workloadID'], rule.workloadID, td);
-      if (rule.credentialName !== undefined) {
-        const wc = wcByNs.get(`${namespaceOf(r)}/${rule.credentialName}`);
-        if (!wc) {
-          rep.at(
-            'RT043',
-            `WorkloadCredential "${rule.credentialName}" does not exist in namespace ${namespaceOf(r)}`,
-            r,
-            [...base, 'credentialName'],
-            { hint: workloadCredentialNames().get(namespaceOf(r))?.didYouMean(rule.credentialName) },
-          );
-        } else {
-          const expected = rule.workloadID ?? spec.workloadID;
-          if (wc.value.spec.workloadID !== expected) {
-            rep.at(
-              'RT053',
-              `WorkloadCredential "${rule.credentialName}" is for workload "${wc.value.spec.workloadID}", but this rule belongs to "${expected}"`,
-              r,
-              [...base, 'credentialName'],
-            );
-          }
-          if (
-            services.some((s) => isTlsService(s.value)) &&
-            !(intercepts || rule.connection?.tls?.intercept)
-          ) {
-            rep.at(
-              'RT049',
-              `credential "${rule.credentialName}" goes to a TLS service but the connection is not intercepted, so it cannot be injected`,
-              r,
-              [...base, 'credentialName'],
-              { hint: 'set connection.tls.intercept: true on the rule' },
-            );
-          }
-        }
-      }
+    claims.set(scope, list);
+  }
+  for (const entries of claims.values()) checkClaims(rep, entries);
+}
+
+/** RT042: the CredentialSource a binding or WorkloadCredential names exists in its namespace. */
+function resolveSource(
+  ctx: Context,
+  r: Located<CredentialBinding | WorkloadCredential>,
+): Located<CredentialSource> | undefined {
+  const ns = namespaceOf(r);
+  const name = r.value.spec.credentialSource;
+  const source = ctx.sourcesByNs.get(key(ns, name));
+  if (!source) {
+    ctx.rep.at(
+      'RT042',
+      `CredentialSource "${name}" does not exist in namespace ${ns}`,
+      r,
+      ['spec', 'credentialSource'],
+      { hint: ctx.sourceNames().get(ns)?.didYouMean(name) },
+    );
+  }
+  return source;
+}
+
+/** RT031 / RT044: the workload a binding or WorkloadCredential names is well-formed and has an identity. */
+function resolveIdentity(
+  ctx: Context,
+  r: Located<CredentialBinding | WorkloadCredential>,
+): Located<WorkloadIdentity> | undefined {
+  const id = r.value.spec.workloadID;
+  if (!checkWorkloadId(ctx.rep, r, ['spec', 'workloadID'], id, ctx.opts.trustDomain)) return undefined;
+  const identity = ctx.byWorkloadId.get(id);
+  if (!identity) {
+    ctx.rep.at('RT044', `no WorkloadIdentity has workloadID "${id}"`, r, ['spec', 'workloadID'], {
+      hint: ctx.workloadIdNames().didYouMean(id) ?? 'create the WorkloadIdentity first, or fix the ID',
     });
   }
+  return identity;
+}
 
-  // Two identities claiming the same process in the same scope.
-  for (const entries of claims.values()) checkClaims(rep, entries);
-
-  // Bindings and the older WorkloadCredentials.
-  for (const r of set.bindings) {
-    const source = resolveSource(r, namespaceOf(r));
-    const identity = resolveIdentity(r);
+/**
+ * CredentialBindings: source and workload resolve (RT042, RT044), injection selectors pick Services (RT045),
+ * and a credential injected toward TLS needs the workload's TLS intercepted (RT049).
+ */
+function checkBindings(ctx: Context): void {
+  for (const r of ctx.set.bindings) {
+    const source = resolveSource(ctx, r);
+    const identity = resolveIdentity(ctx, r);
     const injection = r.value.spec.propagation.injection;
     if (!injection) continue;
-    const services = checkLabelSelectors(
+    const services = selectServices(
+      ctx,
       r,
       ['spec', 'propagation', 'injection', 'selectors'],
       injection.selectors,
     );
-    if (identity && source && !identityIntercepts(identity.value, services)) {
-      const tlsTargets = services.filter((s) => isTlsService(s.value));
-      if (tlsTargets.length) {
-        rep.at(
-          'RT049',
-          `${identity.key} does not intercept TLS, so this credential cannot be injected into ${tlsTargets.map((s) => s.key).join(', ')}`,
-          r,
-          ['spec', 'propagation', 'injection'],
-          { at: 'key', hint: `set spec.connection.tls.intercept: true on ${identity.key}` },
-        );
-      }
-    }
-  }
-  for (const r of set.workloadCredentials) {
-    resolveSource(r, namespaceOf(r));
-    resolveIdentity(r);
-  }
-
-  for (const r of set.sources) checkSource(rep, r);
-  for (const r of set.services) checkService(rep, r);
-  for (const r of set.secrets) {
-    const values = Object.keys(r.value.data ?? {}).length + Object.keys(r.value.stringData ?? {}).length;
-    if (values > 0 && !r.value.sops && !opts.allowSecrets) {
-      rep.at(
-        'RT050',
-        `Secret "${r.value.metadata.name}" holds ${values} plaintext value(s) committed to git`,
+    if (!identity || !source || identityIntercepts(identity.value, services)) continue;
+    const tlsTargets = services.filter((s) => isTlsService(s.value));
+    if (tlsTargets.length) {
+      ctx.rep.at(
+        'RT049',
+        `${identity.key} does not intercept TLS, so this credential cannot be injected into ${tlsTargets.map((s) => s.key).join(', ')}`,
         r,
-        [r.value.stringData ? 'stringData' : 'data'],
-        {
-          at: 'key',
-          hint: 'create the Secret in the cluster (kubectl create secret) or in --secrets-dir, or encrypt it with SOPS; --allow-plaintext-secrets accepts it',
-        },
+        ['spec', 'propagation', 'injection'],
+        { at: 'key', hint: `set spec.connection.tls.intercept: true on ${identity.key}` },
       );
     }
   }
-  for (const r of [
-    ...set.identities,
-    ...set.services,
-    ...set.sources,
-    ...set.bindings,
-    ...set.workloadCredentials,
-  ] as Located<{ status?: unknown }>[]) {
+}
+
+/** The older WorkloadCredentials: source and workload resolve (RT042, RT044). */
+function checkWorkloadCredentials(ctx: Context): void {
+  for (const r of ctx.set.workloadCredentials) {
+    resolveSource(ctx, r);
+    resolveIdentity(ctx, r);
+  }
+}
+
+/** RT052: a status block in git is ignored (the reconciler writes status). */
+function checkStatusBlocks({ set, rep }: Context): void {
+  for (const r of everyManagedResource(set)) {
     if (r.value.status !== undefined)
       rep.at('RT052', 'status is written by the reconciler; the value in git is ignored', r, ['status'], {
         at: 'key',
         hint: 'remove the status block',
       });
   }
-  return rep.out;
 }
 
 function isTlsService(s: Service): boolean {

@@ -12,6 +12,8 @@ import { createLocator, lineStarts, offsetToPosition } from './yaml-events.ts';
 
 export interface RenderOptions {
   trustDomain: string;
+  /** Trust domains whose SPIFFE IDs allow lists may name (riptides.config.yaml `federatesWith`). */
+  federatesWith?: readonly string[];
   allowSecrets?: boolean;
   maxFileBytes?: number;
   /** Per-file results keyed by content id (e.g. git blob id); reused instead of re-parsing. */
@@ -99,11 +101,24 @@ export function resolvePositions(
   return out.sort(compareDiagnostics);
 }
 
-export function renderPolicy(
+/**
+ * A render whose diagnostics still point into documents (not yet line:column), so a caller that holds some
+ * files only as cached, text-less results can fetch their text before positions are resolved (see
+ * `needsText`). Otherwise use renderPolicy.
+ */
+export interface PendingRender {
+  pending: PendingDiagnostic[];
+  /** Each file's text; null for files whose parse came from the cache (and for unreadable files). */
+  texts: Map<string, string | null>;
+  resources: ResourceSet;
+  stats: RenderResult['stats'];
+}
+
+export function renderPending(
   files: readonly RenderInput[],
   opts: RenderOptions,
   extra: readonly PendingDiagnostic[] = [],
-): RenderResult {
+): PendingRender {
   const maxFileBytes = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
   const results: FileResult[] = new Array(files.length);
   const missing: number[] = [];
@@ -124,14 +139,39 @@ export function renderPolicy(
   const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
   // A loop, not push(...list): a spread of a few hundred thousand arguments overflows the stack.
   if (!opts.knownValid) for (const d of checkReferences(resources, opts)) pendingList.push(d);
-  const texts = new Map(results.map((r) => [r.path, r.text] as const));
-  const diagnostics = resolvePositions(pendingList, texts);
-  const hasError = diagnostics.some((d) => d.severity === 'error');
   const count = Object.values(resources).reduce((n, list) => n + list.length, 0);
   return {
-    diagnostics,
+    pending: pendingList,
+    texts: new Map(results.map((r) => [r.path, r.text] as const)),
     resources,
-    programs: hasError ? null : compile(resources, opts.trustDomain, opts.memo),
     stats: { files: files.length, parsed: missing.length, resources: count },
   };
+}
+
+/** Files that have a diagnostic to place inside a document but no text to place it with (cached parses). */
+export function needsText(render: PendingRender): string[] {
+  const files = new Set<string>();
+  for (const p of render.pending)
+    if (p.line === undefined && p.doc !== undefined && render.texts.get(p.file) == null) files.add(p.file);
+  return [...files].sort();
+}
+
+/** Positions resolved from `render.texts`, then the node programs when there is no error. */
+export function finishRender(render: PendingRender, opts: RenderOptions): RenderResult {
+  const diagnostics = resolvePositions(render.pending, render.texts);
+  const hasError = diagnostics.some((d) => d.severity === 'error');
+  return {
+    diagnostics,
+    resources: render.resources,
+    programs: hasError ? null : compile(render.resources, opts.trustDomain, opts.memo),
+    stats: render.stats,
+  };
+}
+
+export function renderPolicy(
+  files: readonly RenderInput[],
+  opts: RenderOptions,
+  extra: readonly PendingDiagnostic[] = [],
+): RenderResult {
+  return finishRender(renderPending(files, opts, extra), opts);
 }

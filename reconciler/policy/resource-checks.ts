@@ -10,7 +10,14 @@ import {
   STS_MIN_SECONDS,
   seconds,
 } from './field-rules.ts';
-import { type CredentialSource, type Service, sourceType, UNSUPPORTED_SOURCE_TYPES } from './kinds/index.ts';
+import {
+  type CredentialSource,
+  isSopsEncrypted,
+  type Secret,
+  type Service,
+  sourceType,
+  UNSUPPORTED_SOURCE_TYPES,
+} from './kinds/index.ts';
 import type { Reporter } from './reporter.ts';
 import type { Located } from './resources.ts';
 
@@ -107,4 +114,36 @@ export function checkService(rep: Reporter, r: Located<Service>) {
       if (bad) rep.at('RT035', bad, r, ['spec', 'addresses', i, 'networkPrefixes', j]);
     });
   });
+}
+
+/**
+ * A Secret committed to git holds plaintext unless SOPS encrypted it: a `sops` envelope alone proves nothing
+ * (it stays when a value is edited by hand, and `unencrypted_suffix` / `encrypted_regex` leave values out), so
+ * every `data` and `stringData` value must have SOPS's encrypted form. Messages name fields, never values.
+ */
+export function checkSecret(rep: Reporter, r: Located<Secret>, allowPlaintext: boolean) {
+  if (allowPlaintext) return;
+  const plaintext: NodePath[] = [];
+  for (const field of ['data', 'stringData'] as const)
+    for (const [key, value] of Object.entries(r.value[field] ?? {}))
+      if (!r.value.sops || !isSopsEncrypted(value)) plaintext.push([field, key]);
+  const first = plaintext[0];
+  if (!first) return;
+  const fields = plaintext.map((p) => p.join('.'));
+  const shown =
+    fields.length > 3 ? `${fields.slice(0, 3).join(', ')} and ${fields.length - 3} more` : fields.join(', ');
+  rep.at(
+    'RT050',
+    r.value.sops
+      ? `Secret "${r.value.metadata.name}" has a sops envelope, but ${plaintext.length} value(s) are not SOPS-encrypted (${shown}): their plaintext is committed to git`
+      : `Secret "${r.value.metadata.name}" holds ${plaintext.length} plaintext value(s) committed to git (${shown})`,
+    r,
+    first,
+    {
+      at: 'key',
+      hint: r.value.sops
+        ? 're-encrypt the file with sops (sops --encrypt --in-place), so every value is ENC[…]; --allow-plaintext-secrets accepts it as it is'
+        : 'create the Secret in the cluster (kubectl create secret) or in --secrets-dir, or encrypt it with SOPS; --allow-plaintext-secrets accepts it',
+    },
+  );
 }

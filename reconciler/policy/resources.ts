@@ -3,7 +3,7 @@
  * whole result by its content id (git blob id) and re-read only what changed.
  */
 import { type Code, type PendingDiagnostic, pending } from './diagnostics.ts';
-import { describeType } from './field-path.ts';
+import { describeType, formatPath } from './field-path.ts';
 import {
   type CredentialBinding,
   type CredentialSource,
@@ -59,6 +59,20 @@ function guessKey(value: Record<string, unknown>, kind: string): string | undefi
   });
 }
 
+/** YAML's merge key. YAML 1.2 (this reader) does not expand it, so it arrives as a literal key. */
+const MERGE_KEY = '<<';
+
+/** Paths of every `<<` key in a document (walked only when the file's text holds "<<" at all). */
+function mergeKeyPaths(value: unknown, path: (string | number)[] = [], out: (string | number)[][] = []) {
+  if (Array.isArray(value)) for (let i = 0; i < value.length; i++) mergeKeyPaths(value[i], [...path, i], out);
+  else if (value && typeof value === 'object')
+    for (const [k, v] of Object.entries(value)) {
+      if (k === MERGE_KEY) out.push([...path, k]);
+      else mergeKeyPaths(v, [...path, k], out);
+    }
+  return out;
+}
+
 /** Reads one policy file into typed resources and the diagnostics of its own content. */
 export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE_BYTES): FileResult {
   const parsed = parsePolicyFile(file, maxFileBytes);
@@ -85,6 +99,8 @@ export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE
       pending(code, message, { ...w, ...(hint ? { hint } : {}), ...(resource ? { resource } : {}) }),
     );
 
+  // Once per file: documents are walked for merge keys only when the text holds "<<" at all.
+  const mayHoldMergeKeys = parsed.text?.includes(MERGE_KEY) ?? false;
   parsed.documents.forEach((value, doc) => {
     if (value === null || value === undefined) return;
     if (typeof value !== 'object' || Array.isArray(value)) {
@@ -139,6 +155,15 @@ export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE
       );
       return;
     }
+    if (mayHoldMergeKeys)
+      for (const path of mergeKeyPaths(obj))
+        report(
+          'RT020',
+          `YAML merge key "<<" in "${formatPath(path.slice(0, -1))}" is not supported`,
+          where(doc, path, 'key'),
+          'YAML merge keys (<<: *anchor) are not supported in policy files; write the merged fields out in full',
+          key,
+        );
     const checked = definition.schema.safeParse(obj);
     if (!checked.success) {
       result.diagnostics.push(

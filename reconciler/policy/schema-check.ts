@@ -99,11 +99,14 @@ export function issuesToDiagnostics(
     );
   for (const issue of issues) {
     const path = issue.path as (string | number)[];
+    // YAML merge keys are reported once, where they stand (resources.ts), not again as what they break.
+    if (path.includes('<<')) continue;
     const field = formatPath(path);
     switch (issue.code) {
       case 'unrecognized_keys': {
         const known = shapesAt(schema, path).flatMap((s) => Object.keys(s));
         for (const key of issue.keys) {
+          if (key === '<<') continue;
           const fullPath = [...path, key];
           const suggestion = misplacedHint(fullPath) ?? didYouMean(key, known);
           at(
@@ -146,8 +149,14 @@ export function issuesToDiagnostics(
         break;
       }
       case 'custom': {
-        const code = ((issue.params as { rt?: Code } | undefined)?.rt ?? 'RT023') as Code;
-        at(code, `"${field}": ${issue.message}`, path, path.length ? 'key' : 'value');
+        const params = issue.params as { rt?: Code; hint?: string } | undefined;
+        at(
+          params?.rt ?? 'RT023',
+          `"${field}": ${issue.message}`,
+          path,
+          path.length ? 'key' : 'value',
+          params?.hint,
+        );
         break;
       }
       case 'invalid_union': {

@@ -10,17 +10,28 @@ import git from 'isomorphic-git';
 import { networkError } from './errors.ts';
 import type { Remote } from './remote.ts';
 
-/** Brings the cache up to date with the remote; throws SourceError. `cache` is isomorphic-git's memo. */
+/** A transfer tick's figures, for a progress bar (see SourceOptions.onProgress). */
+export interface TransferProgress {
+  phase: string;
+  loaded: number;
+  /** 0 when unknown. */
+  total: number;
+}
+
+/**
+ * Brings the cache up to date with the remote; throws SourceError. `cache` is isomorphic-git's memo.
+ * `progress` gets step lines, and transfer ticks (at most one per phase and 10 % step) with their figures.
+ */
 export async function fetchRemote(
   remote: Remote,
   cache: object,
-  progress: (msg: string) => void,
+  progress: (msg: string, transfer?: TransferProgress) => void,
 ): Promise<void> {
   const { gitdir, description } = remote;
   await remote.http.begin(remote.maxRepoBytes, await packBytes(gitdir));
   const started = Date.now();
   progress(`fetching ${description}`);
-  const throttle = progressThrottle((msg) => progress(`${description}: ${msg}`));
+  const throttle = progressThrottle((msg, transfer) => progress(`${description}: ${msg}`, transfer));
   const before = await refs(gitdir);
   let result: Awaited<ReturnType<typeof git.fetch>>;
   try {
@@ -85,7 +96,7 @@ async function packBytes(gitdir: string): Promise<number> {
 
 /** One line per phase and per 10 % step: enough to show life without flooding a CI log. */
 function progressThrottle(
-  emit: (msg: string) => void,
+  emit: (msg: string, transfer: TransferProgress) => void,
 ): (phase: string, loaded: number, total: number) => void {
   let last = '';
   return (phase, loaded, total) => {
@@ -93,7 +104,11 @@ function progressThrottle(
     const key = `${phase}:${step}`;
     if (key === last) return;
     last = key;
-    emit(total > 0 ? `${phase} ${loaded}/${total} (${step * 10}%)` : `${phase} ${loaded}`);
+    emit(total > 0 ? `${phase} ${loaded}/${total} (${step * 10}%)` : `${phase} ${loaded}`, {
+      phase,
+      loaded,
+      total,
+    });
   };
 }
 

@@ -11,12 +11,14 @@ import git from 'isomorphic-git';
 import { BlobCache } from './blob-cache.ts';
 import type { SourceAuth } from './credentials.ts';
 import { BlobTooLargeError, SourceError } from './errors.ts';
-import { fetchRemote } from './fetch.ts';
+import { fetchRemote, type TransferProgress } from './fetch.ts';
 import * as history from './history.ts';
 import { ObjectSizes } from './object-size.ts';
 import { HEX_OID, type RepoContext, resolveRef } from './refs.ts';
 import { openRemote, type Remote } from './remote.ts';
 import { type ChangedFiles, diffTrees, normalizeSubdir, type TreeEntry, TreeReader } from './tree.ts';
+
+export type { TransferProgress } from './fetch.ts';
 
 export interface SourceOptions {
   /** https://… / http://… URL, or a local directory (working copy or bare repo, read through its git dir). */
@@ -35,7 +37,11 @@ export interface SourceOptions {
   deadlineMs?: number;
   /** Cap on the fetched repository (packs already cached + what the server sends); default 512 MiB. */
   maxRepoBytes?: number;
-  onProgress?: (msg: string) => void;
+  /**
+   * Steps as lines ("fetching …", "fetched …"), and transfer ticks (at most one per phase and 10 % step) with
+   * their figures in `transfer`, so a terminal can draw a bar and a CI log can skip them.
+   */
+  onProgress?: (msg: string, transfer?: TransferProgress) => void;
 }
 
 export interface PolicySource {
@@ -124,7 +130,7 @@ class GitPolicySource implements PolicySource {
     readonly gitdir: string,
     readonly description: string,
     readonly remote: Remote | undefined,
-    readonly onProgress?: (msg: string) => void,
+    readonly onProgress?: (msg: string, transfer?: TransferProgress) => void,
   ) {
     // isomorphic-git's per-repository memo (pack indexes); without it every read reloads them.
     this.#ctx = { gitdir, description, cache: {}, remote: remote !== undefined };
@@ -136,8 +142,8 @@ class GitPolicySource implements PolicySource {
     const remote = this.remote;
     if (!remote) return;
     // A webhook and a poll may ask at once: they share one transfer rather than race on the same refs.
-    this.#fetching ??= fetchRemote(remote, this.#ctx.cache, (msg) =>
-      this.onProgress?.(remote.redactor.redact(msg)),
+    this.#fetching ??= fetchRemote(remote, this.#ctx.cache, (msg, transfer) =>
+      this.onProgress?.(remote.redactor.redact(msg), transfer),
     ).finally(() => {
       this.#fetching = undefined;
     });

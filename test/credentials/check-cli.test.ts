@@ -1,5 +1,6 @@
 /** `riptides-cli credentials check` against the Vault, STS and Kubernetes test servers, from a policy directory. */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
@@ -10,16 +11,39 @@ const BEARER = 'anthropic-test-token-0f9e8d7c6b5a';
 let env: CredEnv;
 let repo: string;
 let caFile: string;
-const seen: string[] = [];
 
+/** Every form a value could leak in: as is, base64 (a Basic header, a JWT segment) and URL-encoded. */
+function forms(value: string): string[] {
+  const bytes = Buffer.from(value);
+  return [value, bytes.toString('base64'), bytes.toString('base64url'), encodeURIComponent(value)];
+}
+
+/**
+ * Runs `credentials check` and asserts, for this run alone, that no value a server issued during it (the
+ * Vault token and secret, the STS secret key and session token) nor the Kubernetes bearer token appears in
+ * anything it printed. Returns what the servers issued, so a test can tell that there was something to hide.
+ */
 async function check(...args: string[]) {
-  const out = capture();
+  return checkWith({}, ...args);
+}
+
+async function checkWith(cliEnv: NodeJS.ProcessEnv, ...args: string[]) {
+  const before = { vault: env.vault.issuedValues.length, sts: env.sts.issuedValues.length };
+  const out = capture(process.cwd(), cliEnv);
   const code = await main(
     ['credentials', 'check', '--repo', repo, '--ca-dir', join(env.dir, 'ca'), '--timeout', '3', ...args],
     out.io,
   );
-  seen.push(out.stdout, out.stderr);
-  return { code, ...out };
+  const issued = {
+    vault: env.vault.issuedValues.slice(before.vault),
+    sts: env.sts.issuedValues.slice(before.sts),
+  };
+  const printed = out.stdout + out.stderr;
+  for (const value of [BEARER, ...issued.vault, ...issued.sts].filter((v) => v.length >= 8))
+    for (const form of forms(value))
+      expect(printed, `${args.join(' ')} printed a credential`).not.toContain(form);
+  expect(printed).not.toMatch(/ASIA[A-Z0-9]{12,}/);
+  return { code, ...out, issued };
 }
 
 beforeAll(async () => {
@@ -62,7 +86,7 @@ describe('riptides-cli credentials check', () => {
       state: 'AVAILABLE',
       message: null,
     });
-    expect(json.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(json.fingerprint).toMatch(/^hmac-sha256:[0-9a-f]{16}$/);
     expect(Date.parse(json.expiresAt)).toBeGreaterThan(Date.now());
     expect(env.vault.revokedLeases()).toHaveLength(1);
     expect(env.vault.count('revoke')).toBe(1);
@@ -72,8 +96,53 @@ describe('riptides-cli credentials check', () => {
     const r = await check('--source', 'anthropic-bearer', '--kubeconfig', env.kubeconfigPath);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(
-      /^CredentialSource anthropic-bearer for support-assistant\/app\/assistant-api: AVAILABLE, fingerprint [0-9a-f]{8}, no expiry\n$/,
+      /^CredentialSource anthropic-bearer for support-assistant\/app\/assistant-api: AVAILABLE, fingerprint hmac-sha256:[0-9a-f]{16} \(key of this run only; set RIPTIDES_FINGERPRINT_KEY or pass --state-dir to compare with the reconciler's\), no expiry\n$/,
     );
+  });
+
+  it('keys fingerprints with the key from the environment, or from the state directory (created 0600)', async () => {
+    const hmac = (key: Buffer) =>
+      `hmac-sha256:${createHmac('sha256', key).update(BEARER).digest('hex').slice(0, 16)}`;
+    const key = randomBytes(32);
+    const fromEnv = await checkWith(
+      { RIPTIDES_FINGERPRINT_KEY: key.toString('hex') },
+      '--source',
+      'anthropic-bearer',
+      '--kubeconfig',
+      env.kubeconfigPath,
+      '--format',
+      'json',
+    );
+    expect(JSON.parse(fromEnv.stdout)).toMatchObject({ fingerprint: hmac(key), fingerprintKey: 'env' });
+    // A plain digest of the value is what a reader could test guesses against: it must not be shown.
+    expect(fromEnv.stdout).not.toContain(createHash('sha256').update(BEARER).digest('hex').slice(0, 8));
+
+    const stateDir = join(env.dir, 'state');
+    const run = () =>
+      check(
+        '--source',
+        'anthropic-bearer',
+        '--kubeconfig',
+        env.kubeconfigPath,
+        '--state-dir',
+        stateDir,
+        '--format',
+        'json',
+      );
+    const first = JSON.parse((await run()).stdout);
+    const keyFile = join(stateDir, 'fingerprint.key');
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(first).toMatchObject({
+      fingerprint: hmac(Buffer.from(readFileSync(keyFile, 'utf8').trim(), 'hex')),
+      fingerprintKey: 'state-dir',
+    });
+    expect(JSON.parse((await run()).stdout).fingerprint).toBe(first.fingerprint);
+
+    chmodSync(keyFile, 0o644);
+    const refused = await run();
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${keyFile} may be read by others (mode 644)`);
+    expect(refused.stderr).toContain(`hint: chmod 600 ${keyFile}`);
   });
 
   it('fetches AWS keys from STS with the workload ID token', async () => {
@@ -118,10 +187,34 @@ describe('riptides-cli credentials check', () => {
     expect(r.stderr).toContain('did you mean "vault-openai-apikeys"?');
   });
 
-  it('never prints a credential value', () => {
-    const all = seen.join('\n');
-    expect(all).not.toContain(BEARER);
-    expect(all).not.toMatch(/sk-[0-9a-f]{32}/);
-    expect(all).not.toMatch(/ASIA[A-Z0-9]{12,}/);
+  it('never prints the Vault token or secret, the AWS secret key or session token, or the bearer token', async () => {
+    // Each run checks its own output (see check()); here each kind of secret is issued for certain, in both
+    // formats, so that the check has something to find.
+    const vault = await check('--source', 'vault-openai-apikeys', '--vault-ca', caFile);
+    expect(vault.code).toBe(0);
+    expect(vault.issued.vault.some((v) => v.startsWith('hvs.'))).toBe(true);
+    expect(vault.issued.vault.some((v) => v.startsWith('sk-'))).toBe(true);
+    const aws = await check(
+      '--source',
+      'aws-cred-1',
+      '--sts-endpoint',
+      `${env.sts.url}/`,
+      '--sts-ca',
+      caFile,
+      '--format',
+      'json',
+    );
+    expect(aws.code).toBe(0);
+    expect(aws.issued.sts).toHaveLength(2);
+    const kube = await check(
+      '--source',
+      'anthropic-bearer',
+      '--kubeconfig',
+      env.kubeconfigPath,
+      '--format',
+      'json',
+    );
+    expect(kube.code).toBe(0);
+    expect(JSON.parse(kube.stdout).state).toBe('AVAILABLE');
   });
 });

@@ -191,12 +191,39 @@ describe('kubernetes provider', () => {
     expect(r.message).toContain('no answer within 1500 ms');
   });
 
+  it('refuses a Secret whose data is not base64, on read and through the watch, as the API server would', async () => {
+    const s = spec();
+    const name = s.kubernetes.secretRef.name;
+    // Node's lenient decoder would turn this into bytes and serve them as a token.
+    env.kube.serveCorruptSecret('riptides-system', name, { token: 'placeholder token: not base64!' });
+    const once = await fetchOnce(s, WORKLOAD, env.managerOptions());
+    expect(once.state).toBe('ERROR');
+    expect(once.message).toContain(
+      `Secret riptides-system/${name} (Kubernetes API ${env.kube.url}): data.token is not valid base64 (illegal base64 data at input byte 11)`,
+    );
+    expect(once.message).not.toContain('placeholder');
+
+    env.kube.putSecret('riptides-system', name, { token: 'good-token' });
+    const m = start();
+    m.ensure(s, WORKLOAD);
+    await waitForSource(m, s.name, 'AVAILABLE');
+    await waitFor('the watch', () => env.kube.watchCount === 1);
+    // Unpadded base64 is refused too (Go's StdEncoding requires padding).
+    env.kube.serveCorruptSecret('riptides-system', name, { token: 'YQ' });
+    await waitForSource(m, s.name, 'ERROR');
+    expect(bindingStatus(m, s.name, WORKLOAD)?.message).toContain(
+      'data.token is not valid base64 (illegal base64 data at input byte 0)',
+    );
+    // The last good value is kept: the API server would never have replaced it with this one.
+    expect(m.get(s.name, WORKLOAD)?.token).toBe('good-token');
+  });
+
   it('fetchOnce reads once and opens no watch', async () => {
     const s = spec();
     env.kube.putSecret('riptides-system', s.kubernetes.secretRef.name, { token: 'checked' });
     const r = await fetchOnce(s, WORKLOAD, env.managerOptions());
     expect(r).toMatchObject({ state: 'AVAILABLE', source: s.name, workload: WORKLOAD });
-    expect(r.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(r.fingerprint).toMatch(/^hmac-sha256:[0-9a-f]{16}$/);
     expect(r.expiresAt).toBeUndefined();
     expect(env.kube.count('watch')).toBe(0);
   });

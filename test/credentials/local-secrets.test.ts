@@ -48,6 +48,18 @@ describe('local secrets provider', () => {
     expect(m.get(s.name, WORKLOAD)!.token).toBe('sk-ant-from-data');
   });
 
+  it('refuses a data value that is not base64, naming file and key, instead of decoding it leniently', async () => {
+    writeFileSync(
+      join(dir, 'bad.yaml'),
+      'apiVersion: v1\nkind: Secret\nmetadata:\n  name: anthropic-api-key\ndata:\n  token: "placeholder token: not base64!"\n',
+    );
+    const r = await fetchOnce(seedSources(env).kubernetes, WORKLOAD, env.managerOptions({ secretsDir: dir }));
+    expect(r.state).toBe('ERROR');
+    expect(r.message).toBe(
+      `Secret riptides-system/anthropic-api-key (secrets dir ${dir}, bad.yaml): data.token is not valid base64 (illegal base64 data at input byte 11), and the Kubernetes API server refuses such a Secret; base64-encode the value, or put it under stringData`,
+    );
+  });
+
   it('delivers an edit of the file, and withdraws the credential when the file is deleted', async () => {
     const file = join(dir, 'key.yaml');
     writeFileSync(file, secretYaml('api-key', 'first'));

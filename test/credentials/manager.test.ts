@@ -102,14 +102,22 @@ describe('credential manager', () => {
     };
     manager.ensure(a, WORKLOAD);
     await waitFor('a', () => manager!.get('switch', WORKLOAD)?.token === 'from-a');
+    const held = manager.get('switch', WORKLOAD)!;
     const gets = env.kube.count('list');
+    // The same spec again (a reconcile that changed nothing): the session stays. The workload keeps the very
+    // credential it holds, with no gap in which it has none, and nothing is fetched again.
     manager.ensure({ ...a }, WORKLOAD);
-    expect(env.kube.count('list')).toBe(gets);
+    expect(manager.get('switch', WORKLOAD)).toBe(held);
+    expect(manager.status().bindings).toMatchObject([
+      { workloadID: WORKLOAD, state: 'OK', version: held.version },
+    ]);
     manager.ensure(
       { ...a, kubernetes: { ...a.kubernetes, secretRef: { name: 'spec-b', key: 'token' } } },
       WORKLOAD,
     );
     await waitFor('b', () => manager!.get('switch', WORKLOAD)?.token === 'from-b');
+    // The changed spec made exactly one new read: spec-b's (a LIST, which its watch then starts from).
+    expect(env.kube.count('list')).toBe(gets + 1);
   });
 
   it('keeps values out of JSON, inspect and spreads of a Credential', () => {
@@ -118,7 +126,7 @@ describe('credential manager', () => {
         kind: 'aws',
         aws: { accessKeyId: 'ASIAEXAMPLE', secretAccessKey: 'wJalrSECRET', sessionToken: 'IQoSESSION' },
       },
-      { version: 3, obtainedAt: new Date(0) },
+      { version: 3, obtainedAt: new Date(0), fingerprint: 'hmac-sha256:0123456789abcdef' },
     );
     expect(c.aws!.secretAccessKey).toBe('wJalrSECRET');
     for (const text of [JSON.stringify(c), inspect(c), JSON.stringify({ ...c }), String(Object.values(c))]) {

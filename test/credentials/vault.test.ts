@@ -41,7 +41,7 @@ describe('vault provider', () => {
     expect(cred.kind).toBe('bearer');
     expect(cred.token).toMatch(/^sk-[0-9a-f]{32}$/);
     expect(env.vault.issuedValues).toContain(cred.token);
-    expect(cred.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(cred.fingerprint).toMatch(/^hmac-sha256:[0-9a-f]{16}$/);
     expect(cred.version).toBe(1);
     // The lease lasts 3600 s and the token as long: expiry about an hour out.
     expect(cred.expiresAt!.getTime() - Date.now()).toBeGreaterThan(3500_000);
@@ -219,7 +219,7 @@ describe('vault provider', () => {
     const live = env.vault.liveLeases().length;
     const r = await fetchOnce(spec, WORKLOAD, env.managerOptions());
     expect(r).toMatchObject({ source: spec.name, workload: WORKLOAD, state: 'AVAILABLE' });
-    expect(r.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(r.fingerprint).toMatch(/^hmac-sha256:[0-9a-f]{16}$/);
     expect(Date.parse(r.expiresAt!)).toBeGreaterThan(Date.now());
     expect(env.vault.liveLeases().length).toBe(live);
     const bad = await fetchOnce(spec, 'other-team/app/intruder', env.managerOptions());

@@ -97,7 +97,7 @@ describe('riptides-cli ca / svid / jwt / bundle', () => {
     );
     expect(res.code).toBe(0);
     const token = res.stdout.trim();
-    const bundle = JSON.parse((await cli('bundle', 'show', '--dir', 'ca', '--format', 'jwks')).stdout) as {
+    const bundle = JSON.parse((await cli('bundle', 'show', '--dir', 'ca', '--format', 'spiffe')).stdout) as {
       keys: Record<string, unknown>[];
     };
     const x509 = bundle.keys.filter((k) => k.use === 'x509-svid');
@@ -153,7 +153,7 @@ describe('riptides-cli ca / svid / jwt / bundle', () => {
     );
     expect(foreign.code).toBe(2);
     expect(foreign.stderr).toMatch(
-      /outside trust domain "example.org" of this CA: request an ID under spiffe:\/\/example.org\//,
+      /--spiffe-id "spiffe:\/\/other.org\/x" is in trust domain other.org, but this CA issues for example.org; write spiffe:\/\/example.org\/<workload path>/,
     );
     const noCa = await cli(
       'jwt',
@@ -189,7 +189,7 @@ describe('riptides-cli ca / svid / jwt / bundle', () => {
       ).stderr,
     ).toMatch(/--ttl must be a duration/);
     expect((await cli('bundle', 'list', '--dir', 'ca')).stderr).toMatch(
-      /unknown subcommand "list": use show/,
+      /unknown subcommand "list" \(the subcommands are show\)/,
     );
   });
 });

@@ -191,8 +191,15 @@ describe('JWT-SVID validation (x509-svid-rules.md section E)', () => {
     await expect(check(token({ drop: ['aud'] }))).rejects.toThrow(/aud/);
     await expect(check(token({ drop: ['exp'] }))).rejects.toThrow(/exp/);
     await expect(check(token({ claims: { exp: iat - 120 } }))).rejects.toThrow(/exp/);
-    // Within the 60 s leeway.
-    await expect(check(token({ claims: { exp: iat - 30 } }))).resolves.toBeDefined();
+    // Within the 60 s leeway: accepted, and what the caller gets is the token's workload and its claims.
+    await expect(check(token({ claims: { exp: iat - 30 } }))).resolves.toMatchObject({
+      spiffeId: 'spiffe://example.org/a',
+      claims: { sub: 'spiffe://example.org/a', aud: 'vault', exp: iat - 30 },
+    });
+    // One second past the leeway: refused.
+    await expect(check(token({ claims: { exp: iat - 61 } }))).rejects.toThrow(
+      /"exp" claim timestamp check failed/,
+    );
   });
 
   it('E3 the SPIFFE bundle publishes jwt-svid keys with kid', async () => {

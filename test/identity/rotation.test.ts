@@ -250,8 +250,15 @@ describe('JWT signing key rotation', () => {
 
     const jwks = createLocalJWKSet(await authority.jwt.jwks());
     const currentDate = new Date(T0 + 20 * HOUR + 2 * MINUTE);
-    await expect(jwtVerify(oldToken, jwks, { audience: 'x', currentDate })).resolves.toBeDefined();
-    await expect(jwtVerify(newToken, jwks, { audience: 'x', currentDate })).resolves.toBeDefined();
+    // Both verify, each with its own key: the old key is still published for the tokens it signed.
+    for (const [token, kid] of [
+      [oldToken, decodeProtectedHeader(oldToken).kid],
+      [newToken, decodeProtectedHeader(newToken).kid],
+    ] as const) {
+      const verified = await jwtVerify(token, jwks, { audience: 'x', currentDate });
+      expect(verified.payload.sub).toBe('spiffe://example.org/a');
+      expect(verified.protectedHeader.kid).toBe(kid);
+    }
 
     clock.set(T0 + 24 * HOUR + MINUTE);
     await authority.rotate();

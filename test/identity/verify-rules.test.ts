@@ -1,7 +1,6 @@
 import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { oid, seq } from '../../reconciler/identity/der.ts';
-import { parseDurationSeconds } from '../../reconciler/identity/duration.ts';
 import {
   createCsr,
   encodeName,
@@ -230,20 +229,4 @@ describe('malformed peer input', () => {
       expect(rejected).toBeGreaterThan(500);
     },
   );
-});
-
-describe('command-line durations', () => {
-  it.each([
-    ['90', 90],
-    ['45s', 45],
-    ['5m', 300],
-    ['1h', 3600],
-    ['1h30m', 5400],
-    ['7d', 604800],
-  ])('%s = %i s', (text, seconds) => {
-    expect(parseDurationSeconds(text)).toBe(seconds);
-  });
-  it.each(['', '0', '0s', 'soon', '1x', '-5m', '1.5h', 'h'])('rejects "%s"', (text) => {
-    expect(parseDurationSeconds(text)).toBeNull();
-  });
 });

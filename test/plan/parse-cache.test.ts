@@ -1,40 +1,41 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ParseCache } from '../../reconciler/plan/parse-cache.ts';
+import { ParseCache, ValidatedRevisions } from '../../reconciler/plan/parse-cache.ts';
 import { readPolicyFile } from '../../reconciler/policy/resources.ts';
 import { tempDir } from '../support/scratch.ts';
 
 const enc = (s: string) => new TextEncoder().encode(s);
+const BUILD = 'test-build';
 const service = (name: string) =>
   `apiVersion: core.riptides.io/v1alpha1\nkind: Service\nmetadata:\n  name: ${name}\nspec:\n  labels:\n    app: ${name}\n`;
 
 describe('parse cache on disk', () => {
-  it('keeps clean files between runs, appends new ones to a delta, then compacts', () => {
+  it('keeps clean files between runs, appends new ones to a delta, then compacts', async () => {
     const dir = tempDir('parse-cache');
-    const first = ParseCache.open(dir, 'v');
+    const first = ParseCache.open(dir, 'v', BUILD);
     const map = first.asMap();
     for (let i = 0; i < 100; i++)
       map.set(`oid-${i}`, readPolicyFile({ path: `f${i}.yaml`, bytes: enc(service(`s${i}`)) }));
-    first.save();
+    await first.save();
     expect(readdirSync(dir)).toEqual(['parse-cache-v.json']);
 
-    const second = ParseCache.open(dir, 'v');
+    const second = ParseCache.open(dir, 'v', BUILD);
     const again = second.asMap();
     expect(again.get('oid-7')?.resources[0]?.located.key).toBe('Service/riptides-system/s7');
     again.set('oid-new', readPolicyFile({ path: 'new.yaml', bytes: enc(service('fresh')) }));
-    second.save();
+    await second.save();
     expect(readdirSync(dir).sort()).toEqual(['parse-cache-v.delta.json', 'parse-cache-v.json']);
-    expect(ParseCache.open(dir, 'v').asMap().get('oid-new')?.path).toBe('new.yaml');
+    expect(ParseCache.open(dir, 'v', BUILD).asMap().get('oid-new')?.path).toBe('new.yaml');
     // A run that parsed nothing new writes nothing.
     const before = readFileSync(join(dir, 'parse-cache-v.json'), 'utf8');
-    ParseCache.open(dir, 'v').save();
+    await ParseCache.open(dir, 'v', BUILD).save();
     expect(readFileSync(join(dir, 'parse-cache-v.json'), 'utf8')).toBe(before);
   });
 
-  it('never stores file text, files with diagnostics, or Secrets', () => {
+  it('never stores file text, files with diagnostics, or Secrets', async () => {
     const dir = tempDir('parse-cache');
-    const cache = ParseCache.open(dir, 'v');
+    const cache = ParseCache.open(dir, 'v', BUILD);
     const map = cache.asMap();
     map.set('bad', readPolicyFile({ path: 'bad.yaml', bytes: enc('kind: Nope\n') }));
     map.set(
@@ -47,7 +48,7 @@ describe('parse cache on disk', () => {
       }),
     );
     map.set('good', readPolicyFile({ path: 'g.yaml', bytes: enc(service('g')) }));
-    cache.save();
+    await cache.save();
     const written = readdirSync(dir)
       .map((f) => readFileSync(join(dir, f), 'utf8'))
       .join('\n');
@@ -58,12 +59,29 @@ describe('parse cache on disk', () => {
     expect(stored.entries.good!.text).toBeNull();
   });
 
-  it('ignores a cache written in another format', () => {
+  it('reads back nothing that another build wrote: parsed files and validation records', async () => {
     const dir = tempDir('parse-cache');
-    writeFileSync(
-      join(dir, 'parse-cache-v.json'),
-      JSON.stringify({ format: 'something-else', entries: { x: { path: 'x' } } }),
-    );
-    expect(ParseCache.open(dir, 'v').asMap().get('x')).toBeUndefined();
+    const cache = ParseCache.open(dir, 'v', 'build-a');
+    const map = cache.asMap();
+    // 100 entries go to the main file, one more to the delta: both files must follow the build.
+    for (let i = 0; i < 100; i++)
+      map.set(`oid-${i}`, readPolicyFile({ path: `f${i}.yaml`, bytes: enc(service(`s${i}`)) }));
+    await cache.save();
+    const more = ParseCache.open(dir, 'v', 'build-a');
+    more.asMap().set('oid-late', readPolicyFile({ path: 'late.yaml', bytes: enc(service('late')) }));
+    await more.save();
+    const records = ValidatedRevisions.open(dir, 'build-a');
+    records.add('revision-key');
+    await records.save();
+
+    const same = ParseCache.open(dir, 'v', 'build-a').asMap();
+    expect(same.get('oid-3')?.path).toBe('f3.yaml');
+    expect(same.get('oid-late')?.path).toBe('late.yaml');
+    expect(ValidatedRevisions.open(dir, 'build-a').has('revision-key')).toBe(true);
+
+    const other = ParseCache.open(dir, 'v', 'build-b').asMap();
+    expect(other.get('oid-3')).toBeUndefined();
+    expect(other.get('oid-late')).toBeUndefined();
+    expect(ValidatedRevisions.open(dir, 'build-b').has('revision-key')).toBe(false);
   });
 });

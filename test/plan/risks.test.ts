@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { hasChanges } from '../../reconciler/plan/plan.ts';
+import { planMarkdown, planText } from '../../reconciler/plan/report.ts';
 import { BASE, edit, H, plan } from './plan-helpers.ts';
 
 const rules = (p: ReturnType<typeof plan>) => p.risks.map((r) => `${r.severity}:${r.rule}`);
@@ -53,7 +54,8 @@ describe('plan risks, one rule at a time', () => {
       BASE,
       edit(BASE, 'credentials.yaml', '        - app: billing\n', '        - app: partner\n'),
     );
-    expect(rules(p)).toEqual(['high:credential-to-external']);
+    // The token stops going to billing: that is access removed, by the binding's own choice (medium).
+    expect(rules(p)).toEqual(['high:credential-to-external', 'medium:access-removed']);
     expect(p.risks[0]!.resource).toBe('CredentialBinding/riptides-system/client-token');
     expect(p.access.removed.map((e) => e.to)).toEqual([
       'Service/riptides-system/billing (billing.internal:9000)',
@@ -102,6 +104,88 @@ describe('plan risks, one rule at a time', () => {
     expect(p.resources).toContainEqual(
       expect.objectContaining({ kind: 'WorkloadIdentity', name: 'server', change: 'deleted' }),
     );
+  });
+
+  it('access-removed: a Service deleted while an egress rule still selects it cuts the client off (high)', () => {
+    const services = BASE['services.yaml'];
+    const withoutApi = { ...BASE, 'services.yaml': services.slice(services.indexOf('---\n') + 4) };
+    const p = plan(BASE, withoutApi);
+    const removed = p.risks.filter((r) => r.rule === 'access-removed');
+    expect(removed).toEqual([
+      {
+        rule: 'access-removed',
+        severity: 'high',
+        message:
+          'spiffe://example.com/apps/client loses access to Service/riptides-system/api (api.internal:8443): Service api is deleted while egress rule 0 still selects it',
+        resource: 'WorkloadIdentity/riptides-system/client',
+        lost: {
+          workload: 'spiffe://example.com/apps/client',
+          to: 'Service/riptides-system/api (api.internal:8443)',
+        },
+      },
+    ]);
+    expect(p.accessLost).toEqual({
+      workloads: ['spiffe://example.com/apps/client'],
+      destinations: ['Service/riptides-system/api (api.internal:8443)'],
+    });
+    expect(planText(p)).toContain(
+      'Access removed: 1 workload(s) lose access to 1 destination(s): spiffe://example.com/apps/client',
+    );
+    expect(planText(p)).toMatch(
+      /\[high\] access-removed: spiffe:\/\/example\.com\/apps\/client loses access/,
+    );
+    expect(planMarkdown(p)).toContain('**Access removed: 1 workload(s) lose access to 1 destination(s)**');
+  });
+
+  it('access-removed: a Service a binding still injects into is deleted, and an identity its peer reaches is deleted', () => {
+    const services = BASE['services.yaml'];
+    const withoutBilling = { ...BASE, 'services.yaml': services.slice(0, services.lastIndexOf('---\n')) };
+    const credential = plan(BASE, withoutBilling).risks.filter((r) => r.rule === 'access-removed');
+    expect(credential.map((r) => [r.severity, r.message])).toEqual([
+      [
+        'high',
+        'spiffe://example.com/apps/client loses credential CredentialSource/riptides-system/token toward Service/riptides-system/billing (billing.internal:9000): Service billing is deleted while client-token still selects it',
+      ],
+    ]);
+    const text = BASE['identities.yaml'];
+    const withoutServer = { ...BASE, 'identities.yaml': text.slice(text.indexOf('---\n') + 4) };
+    const peer = plan(BASE, withoutServer);
+    expect(peer.risks.filter((r) => r.rule === 'access-removed').map((r) => [r.severity, r.message])).toEqual(
+      [
+        [
+          'high',
+          'spiffe://example.com/apps/client loses access to spiffe://example.com/apps/server: identity spiffe://example.com/apps/server is deleted',
+        ],
+      ],
+    );
+    expect(peer.accessLost.workloads).toEqual(['spiffe://example.com/apps/client']);
+  });
+
+  it('access-removed: medium when the workload drops it itself; nothing for a move or for a workload that goes', () => {
+    const noEgress = edit(
+      BASE,
+      'identities.yaml',
+      '  egress:\n    - selectors:\n        - app: api\n      connection:\n        tls:\n          mode: MUTUAL\n      allowedSPIFFEIDs:\n        - spiffe://example.com/apps/server\n',
+      '',
+    );
+    const dropped = plan(BASE, noEgress).risks.filter((r) => r.rule === 'access-removed');
+    expect(dropped.map((r) => [r.severity, r.message])).toEqual([
+      [
+        'medium',
+        'spiffe://example.com/apps/client loses access to Service/riptides-system/api (api.internal:8443): its egress rules no longer select it',
+      ],
+    ]);
+    const moved = plan(BASE, edit(BASE, 'services.yaml', 'port: 8443', 'port: 9443'));
+    expect(rules(moved)).not.toContain('medium:access-removed');
+    expect(rules(moved)).not.toContain('high:access-removed');
+    expect(moved.accessLost).toEqual({ workloads: [], destinations: [] });
+    const identities = BASE['identities.yaml'];
+    const withoutClient = {
+      ...BASE,
+      'identities.yaml': identities.slice(0, identities.indexOf('---\n')),
+      'credentials.yaml': BASE['credentials.yaml'].slice(0, BASE['credentials.yaml'].indexOf('---\n')),
+    };
+    expect(plan(BASE, withoutClient).accessLost.workloads).toEqual([]);
   });
 
   it('reports an edge both ends contribute to as changed, not added, when only one end changes', () => {

@@ -8,6 +8,8 @@ const svc = `${H}kind: Service\nmetadata:\n  name: api\nspec:\n  addresses:\n   
 async function render(...docs: string[]) {
   return renderPolicy([{ path: 'p.yaml', bytes: new TextEncoder().encode(docs.join('---\n')) }], {
     trustDomain: 'example.com',
+    // Allow lists below name a peer of other.org, a trust domain this one federates with.
+    federatesWith: ['other.org'],
   });
 }
 async function codes(...docs: string[]) {
@@ -79,7 +81,7 @@ describe('WorkloadIdentity', () => {
     expect(await codes(identity(`${group}  selectors:\n    - {}\n`))).toEqual(['error:RT023']);
     expect(
       await codes(
-        identity(`${group}  selectors:\n    - process:name: a\n  svid:\n    x509:\n      ttl: 1h\n`),
+        identity(`${group}  selectors:\n    - process:name: a\n  svid:\n    x509:\n      ttl: 1.5h\n`),
       ),
     ).toEqual(['error:RT023']);
   });
@@ -206,7 +208,7 @@ describe('Secret and unmanaged kinds', () => {
     expect(await codes('apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ntype: Opaque\n')).toEqual([]);
     expect(
       await codes(
-        'apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  token: ENC[AES256_GCM,data:x]\nsops:\n  version: 3.9.0\n',
+        'apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  token: ENC[AES256_GCM,data:3q2+7w==,iv:AAAAAAAAAAAAAAAAAAAAAA==,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]\nsops:\n  version: 3.9.0\n',
       ),
     ).toEqual([]);
   });

@@ -103,9 +103,8 @@ describe('what the seeds describe', () => {
     expect(app.egress[0]!.tls.intercept).toBe(true);
   });
 
-  it('quickstart: everything on one machine, in its own trust domain', async () => {
-    const { programs, trustDomain } = await renderScenario('policies/quickstart');
-    expect(trustDomain).toBe('quickstart.riptides.local');
+  it('quickstart: everything on one machine', async () => {
+    const { programs } = await renderScenario('policies/quickstart');
     const addresses = programs!.flatMap((p) =>
       p.identities.flatMap((i) => [
         ...i.egress.flatMap((e) => e.destinations),
@@ -115,6 +114,22 @@ describe('what the seeds describe', () => {
     expect(addresses.length).toBeGreaterThan(0);
     expect(addresses.every((d) => d.address === '127.0.0.1')).toBe(true);
   });
+});
+
+it('means the same alone as in the whole tree: every folder compiles to the identities and peers it has there', async () => {
+  const whole = await renderScenario('policies');
+  const byId = new Map(whole.programs!.flatMap((p) => p.identities.map((i) => [i.spiffeId, i] as const)));
+  for (const folder of ['support-assistant', 'bearer-tokens', 'mtls', 'secretless-aws', 'quickstart']) {
+    const alone = await renderScenario(`policies/${folder}`);
+    for (const i of alone.programs!.flatMap((p) => p.identities)) {
+      const there = byId.get(i.spiffeId);
+      expect(there, `${folder}: ${i.spiffeId} in the whole tree`).toBeDefined();
+      expect(there!.allowedSpiffeIds, `${folder}: ${i.spiffeId}`).toEqual(i.allowedSpiffeIds);
+      // Every peer an allow list names is an identity of the tree: nothing points into another trust domain.
+      for (const peer of [...i.allowedSpiffeIds.inbound, ...i.allowedSpiffeIds.outbound])
+        expect(byId.has(peer), `${folder}: ${i.spiffeId} allows ${peer}`).toBe(true);
+    }
+  }
 });
 
 it('reads the trust domain from the configuration at the policy path root only', async () => {

@@ -1,25 +1,31 @@
 /**
- * A Kubernetes API server for tests, for the calls a Secret consumer makes:
+ * A Kubernetes API server for tests, for the calls a Secret consumer and a node agent make:
  *  - GET /api/v1/namespaces/{ns}/secrets/{name};
  *  - GET /api/v1/namespaces/{ns}/secrets[?fieldSelector=metadata.name%3D{name}]: a SecretList whose
  *    metadata.resourceVersion is the store's current one (what a watch should start from);
  *  - GET /api/v1/namespaces/{ns}/secrets?watch=true&fieldSelector=metadata.name%3D{name}[&resourceVersion=N]
  *    streaming JSON lines {type: ADDED|MODIFIED|DELETED, object} (without resourceVersion: the current object
  *    as a synthetic ADDED first, as the API server does; with one: every later event);
- *  - history compaction as etcd does it: only the last `historyLimit` events are kept (and `compact()` drops
- *    them all); a watch from a resourceVersion older than what is kept gets one ERROR event carrying a
- *    410 Expired Status ("too old resource version") and the stream ends, as the API server does;
+ *  - pods (pods.ts): list and watch, cluster-wide and per namespace, with field and label selectors;
+ *  - history compaction as etcd does it: only the last `historyLimit` Secret events are kept, and `compact()`
+ *    drops every event (Secrets and pods); a watch from a resourceVersion older than what is kept gets one
+ *    ERROR event carrying a 410 Expired Status ("too old resource version") and the stream ends, as the API
+ *    server does;
  *  - bearer-token auth and RBAC; 401, 403 and 404 as `kind: Status` bodies exactly as the API server sends them.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Routed, sendJson, TestHttpsServer } from './base.ts';
+import { status } from './kube-status.ts';
+import { PodStore, type TestPod } from './pods.ts';
 
 export interface KubeUser {
   /** e.g. system:serviceaccount:riptides-system:reconciler */
   name: string;
-  /** Namespaces whose Secrets this user may get/list/watch. */
+  /** Namespaces whose Secrets (and pods) this user may get/list/watch. */
   namespaces: string[];
+  /** May list and watch pods in all namespaces (a ClusterRole binding, as a node agent has). */
+  clusterPods?: boolean;
 }
 
 interface StoredSecret {
@@ -32,19 +38,6 @@ interface Watcher {
   res: ServerResponse;
 }
 
-function status(code: number, reason: string, message: string, details?: Record<string, unknown>) {
-  return {
-    kind: 'Status',
-    apiVersion: 'v1',
-    metadata: {},
-    status: 'Failure',
-    message,
-    reason,
-    ...(details ? { details } : {}),
-    code,
-  };
-}
-
 export class KubernetesTestServer extends TestHttpsServer {
   private readonly secrets = new Map<string, StoredSecret>();
   private readonly history: Array<{ rv: number; type: string; ns: string; name: string; object: unknown }> =
@@ -54,6 +47,7 @@ export class KubernetesTestServer extends TestHttpsServer {
   /** Events at or below this resourceVersion are gone (compacted). */
   private compactedRv = 1000;
   readonly issuedValues: string[] = [];
+  private readonly pods = new PodStore(() => ++this.rv);
 
   constructor(
     private readonly users: Record<string, KubeUser>,
@@ -63,15 +57,50 @@ export class KubernetesTestServer extends TestHttpsServer {
     super();
   }
 
-  /** Drops the whole event history: every watch from an older resourceVersion now gets 410 Expired. */
+  /**
+   * Drops the whole event history, as etcd compaction does (one revision space for every kind): every watch,
+   * of Secrets or pods, from an older resourceVersion now gets 410 Expired.
+   */
   compact(): void {
     this.compactedRv = this.rv;
     this.history.length = 0;
+    this.pods.compact();
+  }
+
+  /** Creates or replaces a pod (ADDED / MODIFIED for watchers). Returns the stored object. */
+  putPod(pod: TestPod): Record<string, unknown> {
+    return this.pods.put(pod);
+  }
+
+  deletePod(namespace: string, name: string): void {
+    this.pods.delete(namespace, name);
+  }
+
+  /** Open pod watch streams. */
+  get podWatchCount(): number {
+    return this.pods.watchCount;
   }
 
   /** Creates or replaces a Secret (ADDED / MODIFIED for watchers). Values are plain strings, stored base64. */
   putSecret(ns: string, name: string, values: Record<string, string>): void {
     for (const v of Object.values(values)) this.issuedValues.push(v);
+    this.store(
+      ns,
+      name,
+      Object.fromEntries(Object.entries(values).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+    );
+  }
+
+  /**
+   * Fault injection: serves `data` exactly as given, as a non-conforming server or a proxy might. The real API
+   * server refuses to store a value that is not base64, so clients must never see one; this checks that a
+   * client refuses it rather than decoding it leniently.
+   */
+  serveCorruptSecret(ns: string, name: string, data: Record<string, string>): void {
+    this.store(ns, name, data);
+  }
+
+  private store(ns: string, name: string, data: Record<string, string>): void {
     const key = `${ns}/${name}`;
     const existing = this.secrets.get(key);
     const rv = ++this.rv;
@@ -85,9 +114,7 @@ export class KubernetesTestServer extends TestHttpsServer {
       kind: 'Secret',
       apiVersion: 'v1',
       metadata: { ...meta, resourceVersion: String(rv) },
-      data: Object.fromEntries(
-        Object.entries(values).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
-      ),
+      data,
       type: 'Opaque',
     };
     this.secrets.set(key, { object });
@@ -136,7 +163,8 @@ export class KubernetesTestServer extends TestHttpsServer {
         key: 'get',
         handle: () => this.get(req, res, decodeURIComponent(one[1]!), decodeURIComponent(one[2]!)),
       };
-    if (req.method === 'GET' && list && url.searchParams.get('watch') === 'true')
+    const watching = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
+    if (req.method === 'GET' && list && watching)
       return {
         key: 'watch',
         handle: () => this.watch(req, res, decodeURIComponent(list[1]!), url.searchParams),
@@ -146,6 +174,18 @@ export class KubernetesTestServer extends TestHttpsServer {
         key: 'list',
         handle: () => this.list(req, res, decodeURIComponent(list[1]!), url.searchParams),
       };
+    const pods = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods$/.exec(url.pathname);
+    if (req.method === 'GET' && pods) {
+      const ns = pods[1] === undefined ? null : decodeURIComponent(pods[1]);
+      return {
+        key: watching ? 'pods-watch' : 'pods-list',
+        handle: () => {
+          if (!this.authorizePods(req, res, watching ? 'watch' : 'list', ns)) return;
+          if (watching) this.pods.watch(res, ns, url.searchParams);
+          else this.pods.list(res, ns, url.searchParams);
+        },
+      };
+    }
     return {
       key: 'other',
       handle: () =>
@@ -182,6 +222,29 @@ export class KubernetesTestServer extends TestHttpsServer {
       return false;
     }
     return true;
+  }
+
+  /** RBAC for pods: cluster scope needs `clusterPods`; a namespace needs it or the namespace. */
+  private authorizePods(req: IncomingMessage, res: ServerResponse, verb: string, ns: string | null): boolean {
+    const auth = req.headers.authorization ?? '';
+    const user = auth.startsWith('Bearer ') ? this.users[auth.slice(7)] : undefined;
+    if (!user) {
+      sendJson(res, 401, status(401, 'Unauthorized', 'Unauthorized'));
+      return false;
+    }
+    if (user.clusterPods || (ns !== null && user.namespaces.includes(ns))) return true;
+    const where = ns === null ? 'at the cluster scope' : `in the namespace "${ns}"`;
+    sendJson(
+      res,
+      403,
+      status(
+        403,
+        'Forbidden',
+        `pods is forbidden: User "${user.name}" cannot ${verb} resource "pods" in API group "" ${where}`,
+        { kind: 'pods' },
+      ),
+    );
+    return false;
   }
 
   private get(req: IncomingMessage, res: ServerResponse, ns: string, name: string) {

@@ -6,9 +6,9 @@ import {
   initAuthority,
   openAuthority,
 } from '../../identity/authority.ts';
-import { parseDurationSeconds } from '../../identity/duration.ts';
 import { KEY_TYPES } from '../../identity/x509.ts';
 import { type Command, EXIT_OK, oneOf, parseFlags, requireFlag, subcommand, UsageError } from '../command.ts';
+import { durationFlag } from '../identity-flags.ts';
 
 const help = `Usage:
   riptides-cli ca init --trust-domain TD --dir DIR [--key-type ec-p256|rsa-2048]
@@ -22,7 +22,8 @@ Manages the certificate authority of one SPIFFE trust domain, kept in DIR (priva
            (default lifetime 24h) and an ES256 JWT signing key.
   rotate   runs one rotation step: prepares the next signing CA and JWT key at half their life
            (at most 30 days before expiry), switches to them at five sixths (at most 7 days before),
-           and drops expired ones from the bundle. Safe to run often (e.g. from cron).
+           and drops expired ones from the bundle. Safe to run often (e.g. from cron). Prints what it
+           did ("nothing due" when nothing was) and when the next step is due.
   show     prints the roots, signing CAs and JWT keys with their state and validity.
 
 Flags:
@@ -32,7 +33,7 @@ Flags:
   --upstream-cert F    PEM certificate of an existing CA to sign under (with its chain after it)
   --upstream-key F     PEM private key of that CA
   --issuer URL         OIDC issuer for JWT-SVIDs (default ${DEFAULT_ISSUER})
-  --ca-ttl D           signing CA and JWT key lifetime (default 24h; e.g. 12h, 7d)
+  --ca-ttl D           signing CA and JWT key lifetime (default 24h; e.g. 12h, 7d, 86400s)
   --json               machine-readable output
 `;
 
@@ -46,7 +47,49 @@ function describe(status: AuthorityStatus, dir: string): string {
   for (const r of status.roots) lines.push(row(r.upstream ? 'upstream' : 'root', r.id, r));
   for (const s of status.signingCas) lines.push(row('signing CA', s.id, s));
   for (const k of status.jwtKeys) lines.push(row('JWT key', k.kid, k));
+  lines.push(nextLine(status));
   return `${lines.join('\n')}\n`;
+}
+
+function nextLine(status: AuthorityStatus): string {
+  return status.nextRotation
+    ? `next rotation step due ${status.nextRotation.at.toISOString()}: ${status.nextRotation.what}`
+    : 'no rotation step is planned';
+}
+
+type Slot = { id: string; state: string; notAfter: Date };
+
+/** What one `ca rotate` changed, from the status before and after: one line per slot created, switched or dropped. */
+function rotationSteps(before: AuthorityStatus, after: AuthorityStatus): string[] {
+  const steps: string[] = [];
+  const compare = (kind: string, a: Slot[], b: Slot[]) => {
+    const was = new Map(a.map((s) => [s.id, s]));
+    const now = new Map(b.map((s) => [s.id, s]));
+    for (const s of b) {
+      const old = was.get(s.id);
+      if (!old)
+        steps.push(
+          s.state === 'active'
+            ? `created ${kind} ${s.id}, signing now (until ${s.notAfter.toISOString()})`
+            : `prepared the next ${kind} ${s.id}, published in the bundle before it signs`,
+        );
+      else if (old.state !== s.state && s.state === 'active')
+        steps.push(`activated ${kind} ${s.id}: it signs from now on`);
+      else if (old.state !== s.state && s.state === 'old')
+        steps.push(
+          `retired ${kind} ${s.id}: it no longer signs, and stays in the bundle until ${s.notAfter.toISOString()}`,
+        );
+    }
+    for (const s of a) if (!now.has(s.id)) steps.push(`dropped expired ${kind} ${s.id} from the bundle`);
+  };
+  compare('root', before.roots, after.roots);
+  compare('signing CA', before.signingCas, after.signingCas);
+  compare(
+    'JWT key',
+    before.jwtKeys.map((k) => ({ ...k, id: k.kid })),
+    after.jwtKeys.map((k) => ({ ...k, id: k.kid })),
+  );
+  return steps;
 }
 
 async function readInput(path: string, flag: string, cwd: string): Promise<string> {
@@ -80,12 +123,8 @@ export const command: Command = {
       const dir = resolve(io.cwd, requireFlag(values.dir, 'dir'));
       if ((values['upstream-cert'] === undefined) !== (values['upstream-key'] === undefined))
         throw new UsageError('--upstream-cert and --upstream-key go together: pass both or neither');
-      let caTtlSeconds: number | undefined;
-      if (values['ca-ttl'] !== undefined) {
-        caTtlSeconds = parseDurationSeconds(values['ca-ttl']) ?? undefined;
-        if (caTtlSeconds === undefined)
-          throw new UsageError(`--ca-ttl must be a duration such as 24h or 7d (got "${values['ca-ttl']}")`);
-      }
+      const caTtlSeconds =
+        values['ca-ttl'] === undefined ? undefined : durationFlag(values['ca-ttl'], 'ca-ttl', 0);
       const authority = await initAuthority({
         trustDomain,
         dir,
@@ -109,8 +148,21 @@ export const command: Command = {
     const { values } = parseFlags(rest, { dir: { type: 'string' }, json: { type: 'boolean' } });
     const dir = resolve(io.cwd, requireFlag(values.dir, 'dir'));
     const authority = await openAuthority(dir);
-    if (sub === 'rotate') await authority.rotate();
-    out(authority.status(), dir, values.json === true);
+    if (sub === 'show') {
+      out(authority.status(), dir, values.json === true);
+      return EXIT_OK;
+    }
+    const before = authority.status();
+    await authority.rotate();
+    const after = authority.status();
+    const steps = rotationSteps(before, after);
+    if (values.json) {
+      io.stdout(`${JSON.stringify({ steps, ...after }, null, 2)}\n`);
+      return EXIT_OK;
+    }
+    io.stdout(
+      `${steps.length ? steps.map((s) => `rotated: ${s}`).join('\n') : 'rotated: nothing due'}\n${nextLine(after)}\n`,
+    );
     return EXIT_OK;
   },
 };

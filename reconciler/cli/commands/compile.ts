@@ -1,5 +1,6 @@
-import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { writeFileAtomic } from '../../common/atomic-file.ts';
+import { escapeText } from '../../encoding/escape.ts';
 import { type NodeProgram, serializePrograms } from '../../policy/compile.ts';
 import { formatText } from '../../policy/report/diagnostics-report.ts';
 import {
@@ -31,7 +32,7 @@ Flags:
 Exit status: 0 compiled, 1 validation errors (nothing compiled), 2 could not run.
 `;
 
-export function summarizePrograms(programs: readonly NodeProgram[]): string {
+function summarizePrograms(programs: readonly NodeProgram[]): string {
   const lines: string[] = [];
   for (const p of programs) {
     const rules = p.identities.reduce((n, i) => n + i.egress.length, 0);
@@ -53,7 +54,8 @@ export function summarizePrograms(programs: readonly NodeProgram[]): string {
   lines.push(
     `${programs.length} node program(s), ${programs.reduce((n, p) => n + p.identities.length, 0)} identities`,
   );
-  return `${lines.join('\n')}\n`;
+  // Scope ids, SPIFFE IDs and addresses come from the repository: each line is escaped for the terminal whole.
+  return `${lines.map(escapeText).join('\n')}\n`;
 }
 
 export const command: Command = {
@@ -78,7 +80,7 @@ export const command: Command = {
     const output =
       format === 'json' ? `${serializePrograms(result.programs)}\n` : summarizePrograms(result.programs);
     if (values.out) {
-      writeFileSync(resolve(io.cwd, values.out), output);
+      await writeFileAtomic(resolve(io.cwd, values.out), output, { dirMode: 0o777 });
       io.stderr(`wrote ${result.programs.length} node program(s) to ${values.out}\n`);
     } else {
       io.stdout(output);

@@ -4,6 +4,7 @@ import {
   formatGithub,
   formatJson,
   formatSarif,
+  formatSummary,
   formatText,
 } from '../../policy/report/diagnostics-report.ts';
 import { packageVersion } from '../../version.ts';
@@ -54,7 +55,7 @@ export const command: Command = {
         break;
       case 'github':
         io.stdout(formatGithub(result.diagnostics));
-        io.stderr(formatText([], { summary }).replace(/^valid/, errors ? 'invalid' : 'valid'));
+        io.stderr(formatSummary(result.diagnostics, { summary }));
         break;
       case 'sarif':
         io.stdout(formatSarif(result.diagnostics, packageVersion()));

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DURATION_FORMS, DURATION_PATTERN } from '../../common/duration.ts';
 
 export const API_VERSION = 'core.riptides.io/v1alpha1';
 export const DEFAULT_NAMESPACE = 'riptides-system';
@@ -26,10 +27,13 @@ export const metadata = z.strictObject({
   annotations: stringMap.optional(),
 });
 
-/** Durations are written the way the resources' API writes them: whole seconds with an "s" suffix. */
+/**
+ * Durations in the one grammar (common/duration.ts): the resources' documented "3600s" form, and "15m",
+ * "1h30m", "7d" as everywhere else in the product.
+ */
 export const duration = z
   .string()
-  .regex(/^\d+s$/, { error: 'must be a duration in whole seconds, like "3600s"' });
+  .regex(new RegExp(DURATION_PATTERN), { error: `must be ${DURATION_FORMS}` });
 
 export const tlsMode = z.enum(['MUTUAL', 'PERMISSIVE', 'SIMPLE']);
 
@@ -59,8 +63,25 @@ export const processSelector = z
 /** Set by the control plane, never by git: accepted so that exported objects load, then ignored. */
 export const status = z.unknown().optional();
 
-/** Adds an exactly-one-of check over the given keys of an object schema's value. */
-export function exactlyOne(keys: readonly string[], what: string) {
+/**
+ * A workload ID: a SPIFFE ID path without its leading "/" (segments of letters, digits, ".", "-", "_"; none
+ * empty, "." or ".."). Validation checks it in full (resource-checks.ts); the pattern carries the same rule
+ * into the JSON Schema for editors.
+ */
+export const workloadId = z.string().meta({
+  pattern: '^(?!\\.\\.?(?:/|$))(?!.*/\\.\\.?(?:/|$))[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$',
+});
+
+/**
+ * `schema` with an exactly-one-of check over `keys` (RT024 with a message naming them), stated in its JSON
+ * Schema as `oneOf` of `required` so that editors say the same.
+ */
+export function withExactlyOne<T extends z.ZodObject>(schema: T, keys: readonly string[], what: string) {
+  return schema.superRefine(exactlyOne(keys, what)).meta({ oneOf: keys.map((k) => ({ required: [k] })) });
+}
+
+/** An exactly-one-of check over the given keys of an object schema's value. */
+function exactlyOne(keys: readonly string[], what: string) {
   return (value: Record<string, unknown>, ctx: z.RefinementCtx) => {
     const present = keys.filter((k) => value[k] !== undefined);
     if (present.length !== 1) {

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { envelope, labelSelector } from './common.ts';
+import { envelope, labelSelector, workloadId } from './common.ts';
 
 export const credentialBindingSpec = z.strictObject({
-  workloadID: z.string(),
+  workloadID: workloadId,
   credentialSource: z.string().min(1),
   propagation: z
     .strictObject({

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { duration, envelope, exactlyOne } from './common.ts';
+import { ROLE_ARN, STS_LIFETIME_PATTERN } from '../field-rules.ts';
+import { duration, envelope, withExactlyOne } from './common.ts';
 
 const kubernetes = z.strictObject({
   secretRef: z.strictObject({ name: z.string().min(1), key: z.string().min(1) }),
@@ -25,12 +26,14 @@ const claims = z.union([z.record(z.string(), z.unknown()), z.array(z.never()).ma
   error: 'must be a map of claim names to values',
 });
 
+// The ARN and lifetime rules are checked in validation (RT033, RT032: resource-checks.ts); their patterns carry
+// the same rules into the JSON Schema for editors.
 const aws = z.strictObject({
-  roleArn: z.string(),
+  roleArn: z.string().meta({ pattern: ROLE_ARN.source }),
   audience: audiences.optional(),
-  lifetime: duration.nullable().optional(),
+  lifetime: duration.meta({ pattern: STS_LIFETIME_PATTERN }).nullable().optional(),
   idTokenClaims: claims.nullable().optional(),
-  idTokenLifetime: duration.nullable().optional(),
+  idTokenLifetime: duration.meta({ pattern: '^0*[1-9]\\d*s$' }).nullable().optional(),
 });
 
 const gcp = z.strictObject({
@@ -51,8 +54,8 @@ export const UNSUPPORTED_SOURCE_TYPES = ['gcp', 'azure', 'oauth2', 'oci', 'rfc75
 export const SOURCE_TYPES = [...SUPPORTED_SOURCE_TYPES, ...UNSUPPORTED_SOURCE_TYPES] as const;
 export type SourceType = (typeof SOURCE_TYPES)[number];
 
-export const credentialSourceSpec = z
-  .strictObject({
+export const credentialSourceSpec = withExactlyOne(
+  z.strictObject({
     kubernetes: kubernetes.optional(),
     vault: vault.optional(),
     aws: aws.optional(),
@@ -62,8 +65,10 @@ export const credentialSourceSpec = z
     oci: opaqueProvider.optional(),
     rfc7523: opaqueProvider.optional(),
     rfc8693: opaqueProvider.optional(),
-  })
-  .superRefine(exactlyOne(SOURCE_TYPES, 'a CredentialSource'));
+  }),
+  SOURCE_TYPES,
+  'a CredentialSource',
+);
 
 export const credentialSourceSchema = envelope('CredentialSource', credentialSourceSpec);
 export type CredentialSource = z.output<typeof credentialSourceSchema>;

@@ -12,6 +12,7 @@ export type { CredentialBinding } from './credential-binding.ts';
 export type { CredentialSource, CredentialSourceSpec, SourceType } from './credential-source.ts';
 export { SUPPORTED_SOURCE_TYPES, sourceType, UNSUPPORTED_SOURCE_TYPES } from './credential-source.ts';
 export type { Secret } from './secret.ts';
+export { isSopsEncrypted } from './secret.ts';
 export type { Service, ServiceAddress } from './service.ts';
 export type { WorkloadCredential } from './workload-credential.ts';
 export type { EgressRule, WorkloadIdentity, WorkloadIdentitySpec } from './workload-identity.ts';

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { envelope } from './common.ts';
+import { envelope, workloadId } from './common.ts';
 
 /** The older form of a binding, referenced from `egress[].credentialName`. */
 export const workloadCredentialSpec = z.strictObject({
-  workloadID: z.string(),
+  workloadID: workloadId,
   credentialSource: z.string().min(1),
 });
 

@@ -1,20 +1,30 @@
 import { z } from 'zod';
-import { connection, duration, envelope, exactlyOne, labelSelector, processSelector } from './common.ts';
+import {
+  connection,
+  duration,
+  envelope,
+  labelSelector,
+  processSelector,
+  withExactlyOne,
+  workloadId,
+} from './common.ts';
 
 const scopeTarget = z.strictObject({ id: z.string().min(1, { error: 'must not be empty' }) });
 
 /** Which nodes serve the identity: a daemon group, one daemon, or (older manifests) one agent. */
-const scope = z
-  .strictObject({
+const scope = withExactlyOne(
+  z.strictObject({
     daemonGroup: scopeTarget.optional(),
     daemon: scopeTarget.optional(),
     agent: scopeTarget.optional(),
-  })
-  .superRefine(exactlyOne(['daemonGroup', 'daemon', 'agent'], 'scope'));
+  }),
+  ['daemonGroup', 'daemon', 'agent'],
+  'scope',
+);
 
 const egressRule = z.strictObject({
   selectors: z.array(labelSelector).min(1, { error: 'an egress rule needs at least one service selector' }),
-  workloadID: z.string().optional(),
+  workloadID: workloadId.optional(),
   credentialName: z.string().optional(),
   connection: connection.optional(),
   allowedSPIFFEIDs: z.array(z.string()).optional(),
@@ -27,7 +37,7 @@ const dnsName = z
   });
 
 export const workloadIdentitySpec = z.strictObject({
-  workloadID: z.string(),
+  workloadID: workloadId,
   scope,
   selectors: z.array(processSelector).min(1, { error: 'an identity needs at least one selector' }),
   connection: connection.optional(),

@@ -1,5 +1,17 @@
-/** Diagnostics as people and machines read them: compiler-style text, JSON, GitHub annotations, SARIF 2.1.0. */
+/**
+ * Diagnostics as people and machines read them: compiler-style text, JSON, GitHub annotations, SARIF 2.1.0.
+ * File names, messages, hints and resource names hold what the repository says, so each goes through the
+ * escaping function of its format (encoding/escape.ts); JSON carries them as they are.
+ */
+import {
+  annotationData,
+  annotationProperty,
+  escapeText,
+  sarifText,
+  sarifUri,
+} from '../../encoding/escape.ts';
 import { CODES, type Code, countBySeverity, type Diagnostic } from '../diagnostics.ts';
+import { RULE_HELP } from './rule-help.ts';
 
 export const DIAGNOSTIC_FORMATS = ['text', 'json', 'github', 'sarif'] as const;
 export type DiagnosticFormat = (typeof DIAGNOSTIC_FORMATS)[number];
@@ -9,20 +21,21 @@ export interface ReportContext {
   summary?: string;
 }
 
+/** The closing line: `valid: 0 error(s), 2 warning(s) in 12 files, 31 resources`. */
+export function formatSummary(diagnostics: readonly Diagnostic[], ctx: ReportContext = {}): string {
+  const { errors, warnings } = countBySeverity(diagnostics);
+  return `${errors ? 'invalid' : 'valid'}: ${errors} error(s), ${warnings} warning(s)${ctx.summary ? ` in ${ctx.summary}` : ''}\n`;
+}
+
 export function formatText(diagnostics: readonly Diagnostic[], ctx: ReportContext = {}): string {
   const lines: string[] = [];
   for (const d of diagnostics) {
     lines.push(
-      `${d.file}:${d.line}:${d.column}: ${d.severity} ${d.code}: ${d.message}${d.resource ? ` [${d.resource}]` : ''}`,
+      `${escapeText(d.file)}:${d.line}:${d.column}: ${d.severity} ${d.code}: ${escapeText(d.message)}${d.resource ? ` [${escapeText(d.resource)}]` : ''}`,
     );
-    if (d.hint) lines.push(`  hint: ${d.hint}`);
+    if (d.hint) lines.push(`  hint: ${escapeText(d.hint)}`);
   }
-  const { errors, warnings } = countBySeverity(diagnostics);
-  const verdict = errors ? 'invalid' : 'valid';
-  lines.push(
-    `${verdict}: ${errors} error(s), ${warnings} warning(s)${ctx.summary ? ` in ${ctx.summary}` : ''}`,
-  );
-  return `${lines.join('\n')}\n`;
+  return `${lines.map((l) => `${l}\n`).join('')}${formatSummary(diagnostics, ctx)}`;
 }
 
 export function formatJson(diagnostics: readonly Diagnostic[], extra: Record<string, unknown> = {}): string {
@@ -45,20 +58,15 @@ export function formatJson(diagnostics: readonly Diagnostic[], extra: Record<str
   )}\n`;
 }
 
-/** GitHub Actions workflow commands; data and properties are escaped as the runner expects. */
-function escapeData(s: string): string {
-  return s.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
-}
-function escapeProperty(s: string): string {
-  return escapeData(s).replace(/:/g, '%3A').replace(/,/g, '%2C');
-}
-
+/** GitHub Actions workflow commands, one per diagnostic; properties and data escaped as the runner reads them. */
 export function formatGithub(diagnostics: readonly Diagnostic[]): string {
   return diagnostics
     .map((d) => {
       const level = d.severity === 'error' ? 'error' : 'warning';
-      const props = `file=${escapeProperty(d.file)},line=${d.line},col=${d.column},title=${escapeProperty(`${d.code} ${CODES[d.code as Code]?.title ?? ''}`.trim())}`;
-      return `::${level} ${props}::${escapeData(d.hint ? `${d.message}\n${d.hint}` : d.message)}\n`;
+      const title = `${d.code} ${CODES[d.code as Code]?.title ?? ''}`.trim();
+      const props = `file=${annotationProperty(d.file)},line=${d.line},col=${d.column},title=${annotationProperty(title)}`;
+      const data = d.hint ? annotationData(d.message, d.hint) : annotationData(d.message);
+      return `::${level} ${props}::${data}\n`;
     })
     .join('');
 }
@@ -77,10 +85,12 @@ export function formatSarif(diagnostics: readonly Diagnostic[], toolVersion: str
             version: toolVersion,
             rules: used.map((code) => {
               const meta = CODES[code as Code];
+              const help = RULE_HELP[code as Code];
               return {
                 id: code,
                 name: meta?.title ?? code,
                 shortDescription: { text: meta?.title.replace(/-/g, ' ') ?? code },
+                ...(help ? { help: { text: help.help }, helpUri: help.helpUri } : {}),
                 defaultConfiguration: { level: meta?.severity === 'warning' ? 'warning' : 'error' },
               };
             }),
@@ -90,15 +100,15 @@ export function formatSarif(diagnostics: readonly Diagnostic[], toolVersion: str
           ruleId: d.code,
           ruleIndex: ruleIndex.get(d.code),
           level: d.severity === 'error' ? 'error' : 'warning',
-          message: { text: d.hint ? `${d.message} (${d.hint})` : d.message },
+          message: { text: sarifText(d.hint ? `${d.message} (${d.hint})` : d.message) },
           locations: [
             {
               physicalLocation: {
-                artifactLocation: { uri: d.file, uriBaseId: '%SRCROOT%' },
+                artifactLocation: { uri: sarifUri(d.file), uriBaseId: '%SRCROOT%' },
                 region: { startLine: d.line, startColumn: d.column },
               },
               ...(d.resource
-                ? { logicalLocations: [{ fullyQualifiedName: d.resource, kind: 'resource' }] }
+                ? { logicalLocations: [{ fullyQualifiedName: sarifText(d.resource), kind: 'resource' }] }
                 : {}),
             },
           ],

@@ -1,6 +1,7 @@
 /** A validated CredentialSource resource → the plain spec the credential providers take. */
-import type { CredentialSourceSpec } from '../credentials/types.ts';
+
 import type { CredentialSource } from '../policy/kinds/index.ts';
+import type { CredentialSourceSpec } from './types.ts';
 
 const list = (v: string | string[] | undefined) => (v === undefined ? undefined : Array.isArray(v) ? v : [v]);
 

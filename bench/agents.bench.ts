@@ -1,0 +1,150 @@
+/**
+ * Agents benchmark (`npm run bench -- agents`): one agent server (its own process) and 200 simulated agents
+ * (two processes, each agent with its own join, SVID and mTLS connection), in 4 daemon groups of 50.
+ *
+ *   - time from a program change (render + publish) to all 200 ACKed, p50 / p95 over 20 changes, against a
+ *     bare gRPC round trip of all 200 agents over warm connections in the same run;
+ *   - bytes sent for a one-identity change: per agent of the affected group, and to every other agent;
+ *   - reconciler memory per connected idle agent (RSS and heap after GC, before vs after they connect);
+ *   - CSR signing throughput through the server (200 agents × 25 CSRs), against bare signing in-process.
+ *
+ * Targets (issue 10): all ACKed < 1 s at p50; < 4 KB per affected agent and 0 bytes to others;
+ * < 200 KB reconciler memory per idle agent.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { workloadOf } from '../test/support/fleet-policy.ts';
+import { fmt, median } from './lib/measure.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const GROUPS = ['bench/g0', 'bench/g1', 'bench/g2', 'bench/g3'];
+const PER_GROUP = 50;
+const IDENTITIES_PER_GROUP = 25;
+const CHANGES = 20;
+const SIM_PROCESSES = 2;
+const CSRS_PER_AGENT = 25;
+
+function child(script: string, execArgv: string[] = []): ChildProcess {
+  return fork(join(here, 'lib', script), [], {
+    execArgv: ['--import', 'tsx', ...execArgv],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+}
+
+let nextId = 1;
+function ask<T>(p: ChildProcess, m: Record<string, unknown>): Promise<T> {
+  const id = nextId++;
+  return new Promise((resolve) => {
+    const on = (r: { id?: number } & Record<string, unknown>) => {
+      if (r.id === id || (r.id === undefined && !('ready' in r))) {
+        p.off('message', on);
+        resolve(r as T);
+      }
+    };
+    p.on('message', on);
+    p.send({ ...m, id });
+  });
+}
+
+function first<T>(p: ChildProcess): Promise<T> {
+  return new Promise((resolve) => p.once('message', (m) => resolve(m as T)));
+}
+
+const percentile = (values: number[], p: number) => {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+
+const server = child('agents-server.ts', ['--expose-gc']);
+const { addr, baseline } = await first<{ addr: string; baseline: { rss: number; heapUsed: number } }>(server);
+/** Round r changes one identity in every group; `extra` changes one more identity on top. */
+const spec = (round: number, extra: Record<string, string> = {}) => ({
+  groups: Object.fromEntries(GROUPS.map((g) => [g, IDENTITIES_PER_GROUP])),
+  tweak: {
+    ...Object.fromEntries(
+      GROUPS.map((_, g) => [
+        workloadOf(g, round % IDENTITIES_PER_GROUP),
+        `spiffe://fleet.example.org/round/${round}`,
+      ]),
+    ),
+    ...extra,
+  },
+});
+await ask(server, { cmd: 'publish', spec: spec(0) });
+const before = await ask<{ rss: number; heapUsed: number }>(server, { cmd: 'memory' });
+
+const { tokens } = await ask<{ tokens: Record<string, string[]> }>(server, {
+  cmd: 'tokens',
+  groups: GROUPS,
+  perGroup: PER_GROUP,
+});
+const all = GROUPS.flatMap((g) => tokens[g]!);
+const sims = Array.from({ length: SIM_PROCESSES }, () => child('agents-sim.ts'));
+await Promise.all(sims.map((s) => first(s)));
+const joinStart = performance.now();
+await Promise.all(
+  sims.map((s, i) => ask(s, { cmd: 'join', addr, tokens: all.filter((_, k) => k % SIM_PROCESSES === i) })),
+);
+const joinMs = performance.now() - joinStart;
+const agentCount = all.length;
+
+// Idle memory: every agent connected and holding its program, nothing in flight.
+await new Promise((r) => setTimeout(r, 1000));
+const after = await ask<{ rss: number; heapUsed: number; agents: number }>(server, { cmd: 'memory' });
+
+// Program changes that touch every group: all 200 agents must ACK.
+const times: number[] = [];
+for (let round = 1; round <= CHANGES; round++) {
+  const r = await ask<{ ms: number; acked: number }>(server, { cmd: 'publish', spec: spec(round) });
+  if (r.acked !== agentCount) throw new Error(`round ${round}: ${r.acked} of ${agentCount} agents updated`);
+  times.push(r.ms);
+}
+const unary = await Promise.all(sims.map((s) => ask<{ ms: number }>(s, { cmd: 'unary' })));
+const unaryMs = Math.max(...unary.map((u) => u.ms));
+
+// A one-identity change to one group.
+const one = await ask<{ ms: number; acked: number; bytes: { group: string; bytes: number }[] }>(server, {
+  cmd: 'publish',
+  spec: spec(CHANGES, { [workloadOf(0, IDENTITIES_PER_GROUP - 1)]: 'spiffe://fleet.example.org/one-more' }),
+});
+const affected = one.bytes.filter((b) => b.group === GROUPS[0]).map((b) => b.bytes);
+const others = one.bytes.filter((b) => b.group !== GROUPS[0]).map((b) => b.bytes);
+
+// CSR signing through the server.
+const csr = await Promise.all(
+  sims.map((s) =>
+    ask<{ ms: number; signed: number; refused: number }>(s, { cmd: 'csr', perAgent: CSRS_PER_AGENT }),
+  ),
+);
+const csrMs = Math.max(...csr.map((c) => c.ms));
+const signed = csr.reduce((n, c) => n + c.signed, 0);
+const refusedCsr = csr.reduce((n, c) => n + c.refused, 0);
+const bare = await ask<{ perSecond: number }>(server, { cmd: 'sign-baseline', n: 2000 });
+
+for (const s of sims) s.send({ cmd: 'stop' });
+server.send({ cmd: 'stop' });
+
+const kb = (b: number) => fmt(b / 1024, 1);
+const rssPer = (after.rss - before.rss) / agentCount;
+const heapPer = (after.heapUsed - before.heapUsed) / agentCount;
+console.log(
+  `${agentCount} simulated agents in ${GROUPS.length} daemon groups, ${SIM_PROCESSES} processes; joined in ${fmt(joinMs)} ms`,
+);
+console.log(
+  `program change → all ${agentCount} ACKed: p50 ${fmt(median(times))} ms, p95 ${fmt(percentile(times, 95))} ms over ${CHANGES} changes ` +
+    `(baseline: one bare gRPC round trip to all ${agentCount} agents ${fmt(unaryMs)} ms; ratio p50/baseline ${fmt(median(times) / unaryMs, 1)}×; target p50 < 1000 ms)`,
+);
+console.log(
+  `one-identity change to ${GROUPS[0]}: ${affected.length} agents updated in ${fmt(one.ms)} ms, ` +
+    `${fmt(Math.min(...affected))}–${fmt(Math.max(...affected))} bytes each (target < 4096); ` +
+    `other ${others.length} agents: ${others.reduce((a, b) => a + b, 0)} bytes in total (target 0)`,
+);
+console.log(
+  `reconciler memory per connected idle agent: ${kb(rssPer)} KB RSS, ${kb(heapPer)} KB heap ` +
+    `(process before agents: ${fmt(before.rss / 2 ** 20)} MB RSS, after: ${fmt(after.rss / 2 ** 20)} MB; start-up ${fmt(baseline.rss / 2 ** 20)} MB; target < 200 KB)`,
+);
+console.log(
+  `CSR signing through the server: ${fmt(signed / (csrMs / 1000))} SVIDs/s (${signed} signed, ${refusedCsr} refused, ${agentCount} agents × ${CSRS_PER_AGENT}) ` +
+    `vs bare signing in the server process ${fmt(bare.perSecond)} /s (ratio ${fmt(signed / (csrMs / 1000) / bare.perSecond, 2)})`,
+);

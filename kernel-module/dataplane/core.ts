@@ -1,0 +1,76 @@
+/**
+ * What the data plane's parts share: inputs, TLS contexts, the intercept minter, metrics, the connections
+ * table, limits and the log. One object, made by DataPlane, handed to the outbound, inbound and HTTP parts.
+ */
+import type { LookupFunction } from 'node:net';
+import type { Attributor } from './attribution.ts';
+import type { ConnectionTable } from './connections.ts';
+import type { DataPlaneInputs } from './inputs.ts';
+import type { DataPlaneMetrics } from './metrics.ts';
+import type { InterceptMinter } from './mint.ts';
+import type { TlsContexts } from './tls-contexts.ts';
+
+/** Time, memory and work budgets for anything a peer or an application controls. */
+export interface Limits {
+  /** A TLS handshake (either side) must finish within this. */
+  handshakeTimeoutMs: number;
+  /** How long to wait for a client's first bytes before deciding it speaks a server-first protocol. */
+  sniffTimeoutMs: number;
+  /** Connecting to an upstream or a peer data plane. */
+  connectTimeoutMs: number;
+  /** A managed-peer probe (mTLS handshake toward a destination of a mode-null rule). */
+  probeTimeoutMs: number;
+  /** How long a positive / negative managed-peer probe result is reused. */
+  managedTtlMs: number;
+  unmanagedTtlMs: number;
+  /** An intercepted HTTP request's head must be complete within this (slowloris). */
+  headersTimeoutMs: number;
+  /** Idle intercepted HTTP connection, or an upstream response that stops coming. */
+  idleTimeoutMs: number;
+  /** Request head size cap (bytes). */
+  maxHeaderBytes: number;
+  /** A request body buffered to compute its SigV4 payload hash (bytes); larger → 413. */
+  maxSignedBodyBytes: number;
+  /** How often live connections are re-checked against policy and peer certificate expiry. */
+  revalidateIntervalMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  handshakeTimeoutMs: 10_000,
+  sniffTimeoutMs: 300,
+  connectTimeoutMs: 10_000,
+  probeTimeoutMs: 2_000,
+  managedTtlMs: 600_000,
+  unmanagedTtlMs: 30_000,
+  headersTimeoutMs: 15_000,
+  idleTimeoutMs: 120_000,
+  maxHeaderBytes: 16_384,
+  maxSignedBodyBytes: 8 * 1024 * 1024,
+  revalidateIntervalMs: 1_000,
+};
+
+export interface LogEvent {
+  level: 'info' | 'warn';
+  /** A stable event name: `handshake-failed`, `connection-revoked`, `request-refused`, `passthrough`, … */
+  event: string;
+  [field: string]: unknown;
+}
+
+export interface Core {
+  inputs: DataPlaneInputs;
+  contexts: TlsContexts;
+  minter: InterceptMinter;
+  metrics: DataPlaneMetrics;
+  table: ConnectionTable;
+  attributor: Attributor;
+  limits: Limits;
+  lookup: LookupFunction | undefined;
+  log: (event: LogEvent) => void;
+  /** Listener addresses of this data plane (`ip:port`), for loop detection. */
+  ownAddresses: Set<string>;
+  /** Live connections subject to revalidation; the checker returns a reason to close, or null. */
+  guarded: Map<
+    object,
+    { check: () => string | null; close: (reason: string) => void; direction: 'inbound' | 'outbound' }
+  >;
+}

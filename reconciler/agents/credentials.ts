@@ -1,0 +1,106 @@
+/**
+ * Credential values toward agents. For every credential reference in the desired programs the credential
+ * manager keeps one (source, workload) pair fresh, once however many agents need it (DESIGN.md §6); a
+ * change of value becomes a CredentialUpdate for the agents whose program holds a reference to it, and for
+ * no one else. Values stay in memory and on the mTLS stream: this module never logs or stores them.
+ */
+import type { CredentialValue } from '../../agent/protocol/messages.ts';
+import type { CredentialManager } from '../credentials/manager.ts';
+import { type Credential, type CredentialSourceSpec, credentialValueOf } from '../credentials/types.ts';
+import type { DesiredPrograms } from './programs.ts';
+
+const pairKey = (source: string, workload: string) => `${source}\u0000${workload}`;
+
+/** The value of one reference, as sent (`null`: known to be gone; undefined: not obtained yet). */
+export type RefValue = CredentialValue | null | undefined;
+
+export class CredentialFanout {
+  /** (source name, workload ID) → the reference hashes it feeds. */
+  private readonly refsOfPair = new Map<string, Set<string>>();
+  /** reference hash → (source name, workload ID). */
+  private readonly pairOfRef = new Map<string, { source: string; workload: string }>();
+  private readonly onUpdate: (source: string, workload: string, cred: Credential | undefined) => void;
+
+  constructor(
+    private readonly manager: CredentialManager | null,
+    /** Called with the reference hashes whose value changed or went away. */
+    private readonly changed: (refHashes: ReadonlySet<string>) => void,
+  ) {
+    this.onUpdate = (source, workload) => {
+      const refs = this.refsOfPair.get(pairKey(source, workload));
+      if (refs?.size) this.changed(refs);
+    };
+    manager?.on('update', this.onUpdate);
+  }
+
+  /**
+   * Follows the desired state: starts keeping new pairs fresh, releases pairs no reference needs any more.
+   * `sources` maps a CredentialSource's resource key (Kind/namespace/name) to its provider spec.
+   */
+  update(desired: DesiredPrograms, sources: ReadonlyMap<string, CredentialSourceSpec>): void {
+    const next = new Map<string, Set<string>>();
+    const pairs = new Map<string, { source: string; workload: string }>();
+    const specs = new Map<string, CredentialSourceSpec>();
+    for (const sp of desired.scopes.values()) {
+      for (const identity of sp.identities) {
+        for (const h of identity.credentialRefHashes) {
+          const ref = sp.credentialRefs.get(h);
+          const spec = ref?.source ? sources.get(ref.source.resource) : undefined;
+          if (!spec) continue;
+          const key = pairKey(spec.name, identity.workloadId);
+          const set = next.get(key) ?? new Set<string>();
+          next.set(key, set);
+          set.add(h);
+          if (!pairs.has(h)) pairs.set(h, { source: spec.name, workload: identity.workloadId });
+          specs.set(key, spec);
+        }
+      }
+    }
+    if (this.manager) {
+      for (const [key, spec] of specs) this.manager.ensure(spec, key.split('\u0000')[1]!);
+      for (const key of this.refsOfPair.keys())
+        if (!next.has(key)) {
+          const [source, workload] = key.split('\u0000') as [string, string];
+          void this.manager.release(source, workload);
+        }
+    }
+    this.refsOfPair.clear();
+    for (const [k, v] of next) this.refsOfPair.set(k, v);
+    this.pairOfRef.clear();
+    for (const [k, v] of pairs) this.pairOfRef.set(k, v);
+  }
+
+  /** The current value behind a reference, in wire form. */
+  value(refHash: string): RefValue {
+    const pair = this.pairOfRef.get(refHash);
+    if (!pair || !this.manager) return undefined;
+    const cred = this.manager.get(pair.source, pair.workload);
+    if (!cred) {
+      const status = this.manager
+        .status()
+        .bindings.find((b) => b.source === pair.source && b.workloadID === pair.workload);
+      return status && status.phase !== 'pending' ? null : undefined;
+    }
+    const v = credentialValueOf(cred);
+    return {
+      refHash,
+      version: cred.version,
+      fingerprint: cred.fingerprint,
+      expiresAtUnix: cred.expiresAt ? Math.floor(cred.expiresAt.getTime() / 1000) : 0,
+      ...(v.kind === 'bearer'
+        ? { bearer: { token: v.token }, value: 'bearer' as const }
+        : {
+            aws: {
+              accessKeyId: v.aws.accessKeyId,
+              secretAccessKey: v.aws.secretAccessKey,
+              sessionToken: v.aws.sessionToken,
+            },
+            value: 'aws' as const,
+          }),
+    };
+  }
+
+  close(): void {
+    this.manager?.off('update', this.onUpdate);
+  }
+}

@@ -1,0 +1,477 @@
+/**
+ * The reconciler's agent server: a library the `reconciler` command (and the reconcile loop after it) drives.
+ *
+ *   const server = await AgentServer.start({ host, port, stateDir, authority, credentials });
+ *   server.publish(desiredStateOf(render));   // compile output → programs pushed to every agent in scope
+ *   server.agents();                          // what each agent ACKed, NACKed and reported
+ *   server.on('ack' | 'nack' | 'report' | 'refused' | …, listener);
+ *   await server.close();
+ *
+ * gRPC (agent/protocol/riptides_agent.proto) over TLS with the trust domain's authority: GetTrustBundle and
+ * Join need no client certificate; Sync needs an agent SVID whose daemon is in the registry. Every request
+ * is checked against the caller's scope, derived only from the registry (never from what the agent says):
+ * its daemon group and its own daemon ID.
+ */
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { ErrorDetail, Out, ProgramUpdate, ServerMessage } from '../../agent/protocol/messages.ts';
+import { diffProgram, type HeldSummary, type Program } from '../../agent/protocol/program.ts';
+import { certificatesDer } from '../../agent/protocol/version.ts';
+import { agentServiceDefinition, CHANNEL_OPTIONS, DAEMON_PATH_PREFIX } from '../../agent/protocol/wire.ts';
+import type { CredentialManager } from '../credentials/manager.ts';
+import type { CredentialSourceSpec } from '../credentials/types.ts';
+import { type Authority, DEFAULT_X509_SVID_TTL_SECONDS } from '../identity/authority.ts';
+import { parseCertificate } from '../identity/x509.ts';
+import { verifyX509Svid } from '../identity/x509-svid.ts';
+import type { NodeProgram } from '../policy/compile.ts';
+import { CredentialFanout } from './credentials.ts';
+import { handleJoin, type JoinCall } from './join.ts';
+import { DesiredPrograms, scopesOfDaemon } from './programs.ts';
+import { KeyedTokenBuckets } from './rate-limit.ts';
+import { type DaemonRecord, DaemonRegistry } from './registry.ts';
+import { ServingIdentity } from './serving-identity.ts';
+import { AgentSession, type AgentStatus, type SessionContext, type SyncCall } from './session.ts';
+import { JoinTokenStore } from './tokens.ts';
+
+export type { AgentStatus } from './session.ts';
+
+/** What the agents should run: the compiler's programs and the specs of the credential sources they use. */
+export interface DesiredState {
+  /** The policy revision these programs come from (a commit id, or a label), for status. */
+  revision?: string;
+  programs: readonly NodeProgram[];
+  /** CredentialSource resource key (`CredentialSource/<ns>/<name>`) → provider spec. */
+  credentialSources?: ReadonlyMap<string, CredentialSourceSpec>;
+}
+
+/** Structured log sink: fields are metadata (IDs, versions, reasons), never credential values or keys. */
+export interface AgentServerLogger {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface AgentServerOptions {
+  /** Listen address; port 0 lets the OS choose (see `port`). */
+  host: string;
+  port: number;
+  /** Holds `tokens/` and `daemons/`. */
+  stateDir: string;
+  authority: Authority;
+  /** Keeps credentials fresh; without it agents get references but no values. */
+  credentials?: CredentialManager | null;
+  logger?: AgentServerLogger;
+  /** Agent SVID lifetime; default 1 h (SPIRE's default SVID TTL). */
+  agentSvidTtlSeconds?: number;
+  /** Per agent; default 500 (SPIRE's per-caller signing limit). */
+  csrPerSecond?: number;
+  /** Per source address: sustained rate and burst; default 1/s (SPIRE's node attestation limit), burst 10. */
+  joinsPerSecond?: number;
+  joinBurst?: number;
+  /** Bytes queued toward one agent before it is cut off as too slow; default 8 MiB. */
+  sendQueueBytes?: number;
+  /** How long a new Sync stream may wait before its Hello; default 10 s. */
+  helloTimeoutMs?: number;
+  /** Overall deadline of one Join call; default 30 s. */
+  joinDeadlineMs?: number;
+}
+
+export interface AgentServerCounters {
+  joins: number;
+  joinsRefused: Record<string, number>;
+  syncRefused: Record<string, number>;
+  /** Messages refused on established streams, by error code. */
+  messagesRefused: Record<string, number>;
+  /** Messages that did not decode as the protocol's protobuf. */
+  malformed: number;
+  acks: number;
+  nacks: number;
+  svidsIssued: number;
+}
+
+export interface PublishSummary {
+  revision: string | null;
+  /** Scope → program hash (the compiler's). */
+  scopes: Record<string, string>;
+  /** Connected agents whose ACKed version differs from their new desired version. */
+  agentsToUpdate: number;
+}
+
+const SILENT: AgentServerLogger = { info() {}, warn() {} };
+
+const bump = (m: Record<string, number>, k: string) => {
+  m[k] = (m[k] ?? 0) + 1;
+};
+
+export class AgentServer extends EventEmitter {
+  private readonly grpcServer: grpc.Server;
+  private readonly sessions = new Map<string, AgentSession>();
+  private readonly statuses = new Map<string, AgentStatus>();
+  private readonly diffMemo = new Map<string, Out<ProgramUpdate>>();
+  private readonly fanout: CredentialFanout;
+  private readonly joinBuckets: KeyedTokenBuckets;
+  private readonly logger: AgentServerLogger;
+  private desired: DesiredPrograms | null = null;
+  private revision: string | null = null;
+  private boundPort = 0;
+  readonly counters: AgentServerCounters = {
+    joins: 0,
+    joinsRefused: {},
+    syncRefused: {},
+    messagesRefused: {},
+    malformed: 0,
+    acks: 0,
+    nacks: 0,
+    svidsIssued: 0,
+  };
+
+  private constructor(
+    private readonly opts: AgentServerOptions,
+    private readonly identity: ServingIdentity,
+    private readonly registry: DaemonRegistry,
+    private readonly tokens: JoinTokenStore,
+  ) {
+    super();
+    this.logger = opts.logger ?? SILENT;
+    this.joinBuckets = new KeyedTokenBuckets(opts.joinsPerSecond ?? 1, opts.joinBurst ?? 10);
+    this.fanout = new CredentialFanout(opts.credentials ?? null, (refs) => {
+      for (const s of this.sessions.values()) s.sendCredentials(refs);
+    });
+    identity.on('bundle', () => {
+      this.logger.info('trust bundle changed', { version: identity.bundle.version });
+      for (const s of this.sessions.values()) s.sendBundle();
+    });
+    identity.on('error', (err: Error) =>
+      this.logger.warn('could not renew the reconciler SVID', { error: err.message }),
+    );
+    this.grpcServer = new grpc.Server({ ...CHANNEL_OPTIONS, 'grpc.max_concurrent_streams': 16 });
+    const sync = agentServiceDefinition.Sync!;
+    const decode = sync.requestDeserialize;
+    const service: grpc.ServiceDefinition = {
+      ...agentServiceDefinition,
+      Sync: {
+        ...sync,
+        requestDeserialize: (b: Buffer) => {
+          try {
+            return decode(b);
+          } catch (err) {
+            this.counters.malformed++;
+            throw new Error(`malformed message refused: ${(err as Error).message}`);
+          }
+        },
+      },
+    };
+    this.grpcServer.addService(service, {
+      GetTrustBundle: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
+        cb(null, this.bundleMessage().bundle),
+      Join: (call: JoinCall) => this.join(call),
+      Sync: (call: SyncCall) => this.sync(call),
+    });
+  }
+
+  /** Opens the state directory, gets the reconciler's SVID, and listens. */
+  static async start(opts: AgentServerOptions): Promise<AgentServer> {
+    const identity = await ServingIdentity.start(opts.authority);
+    const registry = await DaemonRegistry.open(join(opts.stateDir, 'daemons'));
+    const tokens = new JoinTokenStore(join(opts.stateDir, 'tokens'));
+    await tokens.init();
+    const server = new AgentServer(opts, identity, registry, tokens);
+    const creds = grpc.experimental.createCertificateProviderServerCredentials(identity, identity, false);
+    const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+    server.boundPort = await new Promise<number>((resolve, reject) =>
+      server.grpcServer.bindAsync(`${host}:${opts.port}`, creds, (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
+    );
+    // The certificate provider hands grpc-js its first identity on the next tick.
+    await new Promise((r) => setImmediate(r));
+    return server;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get trustDomain(): string {
+    return this.opts.authority.trustDomain;
+  }
+
+  get reconcilerSpiffeId(): string {
+    return this.identity.spiffeId;
+  }
+
+  /** The trust bundle agents verify the reconciler with (PEM), and its version. */
+  bundle(): { pem: string; version: string } {
+    return { pem: this.identity.bundle.pem, version: this.identity.bundle.version };
+  }
+
+  /**
+   * Makes `desired` the state every agent converges to. Each connected agent gets an update only if its own
+   * program (its scopes merged) changed; credential sources start or stop being kept fresh accordingly.
+   * Throws if a program is for another trust domain (nothing changes then).
+   */
+  publish(desired: DesiredState): PublishSummary {
+    for (const p of desired.programs)
+      if (p.trustDomain !== this.trustDomain)
+        throw new Error(
+          `program for scope ${p.scope.kind}:${p.scope.id} is for trust domain ${p.trustDomain}, this reconciler's CA is for ${this.trustDomain}`,
+        );
+    this.desired = new DesiredPrograms(this.trustDomain, desired.programs, this.desired);
+    this.revision = desired.revision ?? null;
+    this.diffMemo.clear();
+    this.fanout.update(this.desired, desired.credentialSources ?? new Map());
+    let agentsToUpdate = 0;
+    for (const s of this.sessions.values()) {
+      if (this.desired.programFor(s.scopes).version !== s.status.ackedVersion) agentsToUpdate++;
+      s.sync();
+    }
+    return {
+      revision: this.revision,
+      scopes: Object.fromEntries([...this.desired.scopes.values()].map((sp) => [sp.scope, sp.hash])),
+      agentsToUpdate,
+    };
+  }
+
+  /** Every registered daemon, connected or not, with what it last ACKed, NACKed and reported. */
+  agents(): AgentStatus[] {
+    for (const d of this.registry.all()) this.statusOf(d);
+    return [...this.statuses.values()].map((s) => ({ ...s, counters: { ...s.counters } }));
+  }
+
+  /** The desired program of one daemon (null before the first publish or for an unknown daemon). */
+  desiredProgramOf(daemonId: string): Program | null {
+    const d = this.registry.get(daemonId);
+    if (!d || !this.desired) return null;
+    return this.desired.programFor(scopesOfDaemon(d.daemonId, d.daemonGroup));
+  }
+
+  /** Stops listening and ends every stream (agents keep enforcing what they hold). */
+  async close(): Promise<void> {
+    for (const s of [...this.sessions.values()]) s.end('UNAVAILABLE', 'the reconciler is shutting down');
+    this.identity.stop();
+    this.fanout.close();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.grpcServer.forceShutdown();
+        resolve();
+      }, 2000);
+      force.unref();
+      this.grpcServer.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+
+  private bundleMessage(): Out<ServerMessage> & { bundle: Out<ServerMessage>['bundle'] } {
+    const b = this.identity.bundle;
+    return { bundle: { trustDomain: this.trustDomain, version: b.version, x509Authorities: b.der } };
+  }
+
+  private statusOf(d: DaemonRecord): AgentStatus {
+    let s = this.statuses.get(d.daemonId);
+    if (!s) {
+      s = {
+        daemonId: d.daemonId,
+        spiffeId: d.spiffeId,
+        daemonGroup: d.daemonGroup,
+        scopes: scopesOfDaemon(d.daemonId, d.daemonGroup),
+        connected: false,
+        peer: null,
+        connectedAt: null,
+        lastContact: null,
+        ackedVersion: '',
+        desiredVersion: '',
+        nack: null,
+        report: null,
+        counters: { messagesSent: 0, bytesSent: 0, refused: 0, svidsIssued: 0 },
+      };
+      this.statuses.set(d.daemonId, s);
+    }
+    return s;
+  }
+
+  private join(call: JoinCall): void {
+    handleJoin(call, {
+      trustDomain: this.trustDomain,
+      tokens: this.tokens,
+      deadlineMs: this.opts.joinDeadlineMs ?? 30_000,
+      agentSvidTtlSeconds: this.opts.agentSvidTtlSeconds ?? DEFAULT_X509_SVID_TTL_SECONDS,
+      reconcilerSpiffeId: this.identity.spiffeId,
+      bundleDer: () => this.identity.bundle.der,
+      bundleVersion: () => this.identity.bundle.version,
+      admit: (addr) => this.joinBuckets.take(addr),
+      sign: async (csrPem, spiffeId, ttlSeconds) => {
+        const svid = await this.opts.authority.signX509Svid({
+          csrPem,
+          ttlSeconds,
+          authorize: (id) => (id === spiffeId ? true : `this join token is for ${spiffeId}`),
+        });
+        return { chainDer: certificatesDer(svid.chainPem) };
+      },
+      register: (record) => this.registry.add(record),
+      onRefused: (code, message, peer) => {
+        bump(this.counters.joinsRefused, code);
+        this.logger.warn('join refused', { code, reason: message, peer });
+        this.emit('refused', { daemonId: null, kind: 'join', error: { code, message, hint: '' } });
+      },
+      onJoined: (record, peer) => {
+        this.counters.joins++;
+        this.logger.info('agent joined', {
+          daemonId: record.daemonId,
+          daemonGroup: record.daemonGroup,
+          tokenId: record.tokenId,
+          peer,
+        });
+        this.emit('joined', record);
+      },
+    });
+  }
+
+  /** Who is on the other end of a Sync stream: a registered daemon with a valid agent SVID, or a reason. */
+  private authenticate(
+    call: SyncCall,
+  ): DaemonRecord | { code: grpc.status; reason: string; message: string } {
+    const cert = call.getAuthContext().sslPeerCertificate;
+    if (!cert?.raw)
+      return {
+        code: grpc.status.UNAUTHENTICATED,
+        reason: 'NO_SVID',
+        message: 'Sync needs mutual TLS with an agent SVID from this trust domain: join first',
+      };
+    let spiffeId: string;
+    try {
+      spiffeId = verifyX509Svid(
+        [parseCertificate(cert.raw)],
+        new Map([[this.trustDomain, this.identity.bundle.authorities]]),
+      ).spiffeId;
+    } catch (err) {
+      return { code: grpc.status.UNAUTHENTICATED, reason: 'BAD_SVID', message: (err as Error).message };
+    }
+    const prefix = `spiffe://${this.trustDomain}/${DAEMON_PATH_PREFIX}`;
+    if (!spiffeId.startsWith(prefix))
+      return {
+        code: grpc.status.PERMISSION_DENIED,
+        reason: 'NOT_AN_AGENT',
+        message: `${spiffeId} is not an agent SVID (spiffe://${this.trustDomain}/${DAEMON_PATH_PREFIX}<id>)`,
+      };
+    const d = this.registry.get(spiffeId.slice(prefix.length));
+    if (!d)
+      return {
+        code: grpc.status.PERMISSION_DENIED,
+        reason: 'NOT_REGISTERED',
+        message: `daemon ${spiffeId} is not registered with this reconciler: join again with a new token`,
+      };
+    return d;
+  }
+
+  private sync(call: SyncCall): void {
+    const who = this.authenticate(call);
+    if (!('daemonId' in who)) {
+      bump(this.counters.syncRefused, who.reason);
+      this.logger.warn('sync refused', { code: who.reason, reason: who.message, peer: call.getPeer() });
+      this.emit('refused', {
+        daemonId: null,
+        kind: 'sync',
+        error: { code: who.reason, message: who.message, hint: '' },
+      });
+      call.emit('error', { code: who.code, details: who.message });
+      return;
+    }
+    // Response headers now: the agent sees its stream accepted even when nothing needs sending.
+    call.sendMetadata(new grpc.Metadata());
+    const status = this.statusOf(who);
+    this.sessions.get(who.daemonId)?.end('ABORTED', 'replaced by a newer stream from the same daemon');
+    const session = new AgentSession(this.sessionContext(), call, who, status.scopes, status);
+    this.sessions.set(who.daemonId, session);
+    status.connected = true;
+    status.peer = call.getPeer();
+    status.connectedAt = new Date().toISOString();
+    status.lastContact = status.connectedAt;
+    this.logger.info('agent connected', {
+      daemonId: who.daemonId,
+      daemonGroup: who.daemonGroup,
+      peer: status.peer,
+    });
+    this.emit('connected', status);
+  }
+
+  private sessionContextCache: SessionContext | null = null;
+
+  private sessionContext(): SessionContext {
+    if (this.sessionContextCache) return this.sessionContextCache;
+    const refused = (status: AgentStatus, kind: string, error: ErrorDetail) => {
+      bump(this.counters.messagesRefused, error.code);
+      this.logger.warn('agent message refused', {
+        daemonId: status.daemonId,
+        kind,
+        code: error.code,
+        reason: error.message,
+      });
+      this.emit('refused', { daemonId: status.daemonId, kind, error });
+    };
+    this.sessionContextCache = {
+      trustDomain: this.trustDomain,
+      programFor: (scopes) => this.desired?.programFor(scopes) ?? null,
+      diff: (from: HeldSummary, trusted: boolean, to: Program) => {
+        if (!trusted) return diffProgram(from, to);
+        const key = `${from.version}>${to.version}`;
+        const d = this.diffMemo.get(key) ?? diffProgram(from, to);
+        this.diffMemo.set(key, d);
+        return d;
+      },
+      svidEntitlement: (daemon, scopes, spiffeId) => {
+        if (spiffeId === daemon.spiffeId)
+          return { ttlSeconds: this.opts.agentSvidTtlSeconds ?? DEFAULT_X509_SVID_TTL_SECONDS, dnsNames: [] };
+        if (!this.desired) return "no policy has been published yet: only the agent's own SVID can be issued";
+        const compiled = this.desired.compiledIdentity(scopes, spiffeId);
+        if (!compiled)
+          return `${spiffeId} is not in the program of daemon ${daemon.daemonId}${daemon.daemonGroup ? ` (daemon group ${daemon.daemonGroup})` : ''}: an agent gets SVIDs only for identities in its scope`;
+        return {
+          ttlSeconds: compiled.x509.ttlSeconds ?? DEFAULT_X509_SVID_TTL_SECONDS,
+          dnsNames: compiled.x509.dnsNames,
+        };
+      },
+      sign: (req) => this.opts.authority.signX509Svid(req),
+      credentialValue: (h) => this.fanout.value(h),
+      bundleMessage: () => this.bundleMessage(),
+      bundleVersion: () => this.identity.bundle.version,
+      csrPerSecond: this.opts.csrPerSecond ?? 500,
+      sendQueueBytes: this.opts.sendQueueBytes ?? 8 * 1024 * 1024,
+      helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
+      onRefused: refused,
+      onAck: (status, version, latencyMs) => {
+        this.counters.acks++;
+        this.logger.info('program acknowledged', { daemonId: status.daemonId, version });
+        this.emit('ack', status, version, latencyMs);
+      },
+      onNack: (status, version, kept, error) => {
+        this.counters.nacks++;
+        this.logger.warn('program refused by agent', {
+          daemonId: status.daemonId,
+          version,
+          kept,
+          code: error.code,
+          reason: error.message,
+        });
+        this.emit('nack', status, version, kept, error);
+      },
+      onReport: (status) => this.emit('report', status),
+      onSvid: (status, spiffeId, serial) => {
+        this.counters.svidsIssued++;
+        this.emit('svid', status, spiffeId, serial);
+      },
+      onClosed: (session, reason) => {
+        if (this.sessions.get(session.daemon.daemonId) === session) {
+          this.sessions.delete(session.daemon.daemonId);
+          session.status.connected = false;
+        }
+        this.logger.info('agent disconnected', { daemonId: session.daemon.daemonId, reason });
+        this.emit('disconnected', session.status, reason);
+      },
+    };
+    return this.sessionContextCache;
+  }
+}

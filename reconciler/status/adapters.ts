@@ -1,0 +1,178 @@
+/**
+ * From what the other parts know to status entries: the resources of a revision (policy/), and the credential
+ * manager's states (credentials/). Small on purpose: the pass calls them and the StatusBook merges.
+ */
+import type { CredentialStatus } from '../credentials/types.ts';
+import { reconcileError } from '../errors/reconcile-error.ts';
+import { sourceType } from '../policy/kinds/index.ts';
+import type { ResourceSet } from '../policy/resource-set.ts';
+import { namespaceOf, scopeKey } from '../policy/resource-set.ts';
+import type { StatusBook } from './book.ts';
+import { markFailed, markReady, markReconciling } from './conditions.ts';
+import type { CredentialBindingStatus, CredentialSourceStatus, ResourceStatus } from './model.ts';
+import { resourceKeyOf } from './model.ts';
+
+/**
+ * The status skeleton of every resource of `set` at `revision` (what git says; runtime fields empty or
+ * pending). Secrets are not listed: they are references, not managed resources.
+ */
+export function statusesFromResources(
+  set: ResourceSet,
+  opts: { trustDomain: string; revision: string | null },
+): ResourceStatus[] {
+  const base = (r: {
+    file: string;
+    value: { metadata: { name: string; namespace?: string | undefined } };
+  }) => ({
+    namespace: namespaceOf(r as never),
+    name: r.value.metadata.name,
+    file: r.file,
+    observedRevision: opts.revision,
+    conditions: [],
+  });
+  const usesOfSource = new Map<string, number>();
+  for (const b of [...set.bindings, ...set.workloadCredentials])
+    usesOfSource.set(
+      b.value.spec.credentialSource,
+      (usesOfSource.get(b.value.spec.credentialSource) ?? 0) + 1,
+    );
+  const out: ResourceStatus[] = [];
+  for (const r of set.identities)
+    out.push({
+      kind: 'WorkloadIdentity',
+      ...base(r),
+      workloadID: r.value.spec.workloadID,
+      spiffeId: `spiffe://${opts.trustDomain}/${r.value.spec.workloadID}`,
+      scope: scopeKey(r.value.spec),
+      scheduledNodes: 0,
+      attestedProcesses: 0,
+      svidExpiry: null,
+    });
+  for (const r of set.services)
+    out.push({
+      kind: 'Service',
+      ...base(r),
+      addresses: (r.value.spec.addresses ?? []).map((a) => (a.port ? `${a.address}:${a.port}` : a.address)),
+      external: r.value.spec.external === true,
+      labels: { ...r.value.spec.labels },
+      tags: [...(r.value.spec.tags ?? [])],
+    });
+  for (const r of set.sources)
+    out.push({
+      kind: 'CredentialSource',
+      ...base(r),
+      type: sourceType(r.value.spec),
+      state: 'PENDING',
+      message: null,
+      bindings: usesOfSource.get(r.value.metadata.name) ?? 0,
+    });
+  const binding = (
+    kind: 'CredentialBinding' | 'WorkloadCredential',
+    r: (typeof set.bindings)[number] | (typeof set.workloadCredentials)[number],
+    propagation: string,
+  ): CredentialBindingStatus => ({
+    kind,
+    ...base(r),
+    workloadID: r.value.spec.workloadID,
+    credentialSource: r.value.spec.credentialSource,
+    propagation,
+    state: 'PENDING',
+    message: null,
+    fingerprint: null,
+    version: null,
+    expiresAt: null,
+  });
+  for (const r of set.bindings) {
+    const p = r.value.spec.propagation;
+    const how = [p.injection ? 'injection' : null, p.sysfs !== undefined ? 'sysfs' : null]
+      .filter(Boolean)
+      .join('+');
+    out.push(binding('CredentialBinding', r, how));
+  }
+  for (const r of set.workloadCredentials) out.push(binding('WorkloadCredential', r, 'egress'));
+  return out;
+}
+
+/**
+ * Copies the credential manager's states into the CredentialSource and CredentialBinding (and
+ * WorkloadCredential) statuses, sets their conditions, and records an event on each change of state.
+ */
+export function applyCredentialStatus(
+  book: StatusBook,
+  status: CredentialStatus,
+  revision: string | null,
+): void {
+  const now = book.now();
+  const sources = new Map(status.sources.map((s) => [s.name, s]));
+  const bindings = new Map(status.bindings.map((b) => [`${b.source}\u0000${b.workloadID}`, b]));
+  for (const r of book.resources()) {
+    const key = resourceKeyOf(r);
+    if (r.kind === 'CredentialSource') {
+      const s = sources.get(r.name);
+      if (!s) continue;
+      const before = r.state;
+      book.updateResource(key, (x) => {
+        const src = x as CredentialSourceStatus;
+        src.state = s.state;
+        src.message = s.message ?? null;
+        src.conditions = conditionsFor(
+          src.conditions,
+          s.state,
+          s.message,
+          revision,
+          now,
+          'CredentialAvailable',
+        );
+      });
+      if (before !== s.state)
+        book.events.record(
+          key,
+          s.state === 'ERROR' ? 'Warning' : 'Normal',
+          `Credential${title(s.state)}`,
+          s.message ?? s.state,
+          revision,
+        );
+    } else if (r.kind === 'CredentialBinding' || r.kind === 'WorkloadCredential') {
+      const b = bindings.get(`${r.credentialSource}\u0000${r.workloadID}`);
+      if (!b) continue;
+      const before = r.state;
+      book.updateResource(key, (x) => {
+        const cb = x as CredentialBindingStatus;
+        cb.state = b.state;
+        cb.message = b.message ?? null;
+        cb.fingerprint = b.fingerprint ?? null;
+        cb.version = b.version ?? null;
+        cb.expiresAt = b.expiresAt ?? null;
+        cb.conditions = conditionsFor(cb.conditions, b.state, b.message, revision, now, 'CredentialBound');
+      });
+      if (before !== b.state)
+        book.events.record(
+          key,
+          b.state === 'FAILED' ? 'Warning' : 'Normal',
+          `Binding${title(b.state)}`,
+          b.message ?? b.state,
+          revision,
+        );
+    }
+  }
+}
+
+function title(state: string): string {
+  return state.charAt(0) + state.slice(1).toLowerCase();
+}
+
+function conditionsFor(
+  conditions: CredentialSourceStatus['conditions'],
+  state: string,
+  message: string | undefined,
+  revision: string | null,
+  now: Date,
+  readyReason: string,
+) {
+  if (state === 'AVAILABLE' || state === 'OK')
+    return markReady(conditions, revision, message ?? state, now, readyReason);
+  if (state === 'PENDING')
+    return markReconciling(conditions, revision, message ?? 'waiting for the first fetch', now);
+  // The manager keeps retrying with backoff: transient, unless the source itself is unusable.
+  return markFailed(conditions, revision, reconcileError('CredentialUnavailable', message ?? state), now);
+}

@@ -1,0 +1,183 @@
+/**
+ * The live status of the reconciler, in memory: what the pass, the credential manager and the agent server
+ * update, what the API serves and the store persists (`snapshot()`). One StatusBook per reconciler.
+ */
+import type { Diagnostic } from '../policy/diagnostics.ts';
+import { EventLog, type EventLogOptions } from './events.ts';
+import {
+  type DaemonStatus,
+  daemonKey,
+  type ResourceKind,
+  type ResourceStatus,
+  resourceKeyOf,
+  type SourceDiagnostic,
+  type SourceStatusView,
+  type StatusSnapshot,
+  sourceKey,
+} from './model.ts';
+
+/** At most this many diagnostics are kept in the source status (errors first). */
+export const MAX_SOURCE_DIAGNOSTICS = 100;
+
+export interface StatusBookOptions {
+  now?: () => Date;
+  events?: EventLogOptions;
+}
+
+/** Fields that the pass does not know from git and that survive a new revision (runtime state). */
+const RUNTIME_FIELDS = [
+  'conditions',
+  'scheduledNodes',
+  'attestedProcesses',
+  'svidExpiry',
+  'state',
+  'message',
+  'fingerprint',
+  'version',
+  'expiresAt',
+] as const;
+
+function byName<T extends { namespace?: string; name: string }>(a: T, b: T): number {
+  const an = `${a.namespace ?? ''}/${a.name}`;
+  const bn = `${b.namespace ?? ''}/${b.name}`;
+  return an < bn ? -1 : an > bn ? 1 : 0;
+}
+
+export class StatusBook {
+  readonly events: EventLog;
+  readonly #now: () => Date;
+  #source: SourceStatusView | null = null;
+  readonly #resources = new Map<string, ResourceStatus>();
+  readonly #daemons = new Map<string, DaemonStatus>();
+
+  constructor(opts: StatusBookOptions = {}, snapshot?: StatusSnapshot | null) {
+    this.#now = opts.now ?? (() => new Date());
+    this.events = new EventLog({ now: this.#now, ...opts.events }, snapshot?.events ?? {});
+    if (snapshot) {
+      this.#source = snapshot.source;
+      for (const r of snapshot.resources) this.#resources.set(resourceKeyOf(r), r);
+      for (const d of snapshot.daemons) this.#daemons.set(d.name, d);
+    }
+  }
+
+  now(): Date {
+    return this.#now();
+  }
+
+  source(): SourceStatusView | null {
+    return this.#source;
+  }
+
+  setSource(source: SourceStatusView): void {
+    this.#source = source;
+  }
+
+  /** Applies `mutate` to the source status (created from `init` when there is none yet). */
+  updateSource(init: () => SourceStatusView, mutate: (s: SourceStatusView) => void): SourceStatusView {
+    this.#source ??= init();
+    mutate(this.#source);
+    return this.#source;
+  }
+
+  /**
+   * Sets the source's diagnostics (those of a revision that does not validate; empty once one does), keeping
+   * errors first and at most MAX_SOURCE_DIAGNOSTICS.
+   */
+  setSourceDiagnostics(diagnostics: readonly Diagnostic[]): void {
+    if (!this.#source) return;
+    const ordered = [
+      ...diagnostics.filter((d) => d.severity === 'error'),
+      ...diagnostics.filter((d) => d.severity !== 'error'),
+    ];
+    this.#source.diagnostics = ordered.slice(0, MAX_SOURCE_DIAGNOSTICS).map(
+      (d): SourceDiagnostic => ({
+        code: d.code,
+        severity: d.severity,
+        message: d.message,
+        file: d.file,
+        line: d.line,
+        column: d.column,
+      }),
+    );
+    this.#source.omittedDiagnostics = Math.max(0, ordered.length - MAX_SOURCE_DIAGNOSTICS);
+  }
+
+  resource(kind: ResourceKind, namespace: string, name: string): ResourceStatus | undefined {
+    return this.#resources.get(`${kind}/${namespace}/${name}`);
+  }
+
+  /** Every resource (of `kind`), sorted by namespace and name. */
+  resources(kind?: ResourceKind): ResourceStatus[] {
+    const all = [...this.#resources.values()];
+    return (kind ? all.filter((r) => r.kind === kind) : all).sort(byName);
+  }
+
+  /**
+   * Makes `list` the set of resources (those of a newly applied revision): resources that stay keep their
+   * runtime fields (conditions, states, counts) unless `list` sets them; resources gone from git are dropped
+   * with their events.
+   */
+  syncResources(list: readonly ResourceStatus[]): void {
+    const next = new Map<string, ResourceStatus>();
+    for (const r of list) {
+      const key = resourceKeyOf(r);
+      const prev = this.#resources.get(key);
+      const merged = { ...r } as Record<string, unknown>;
+      if (prev && prev.kind === r.kind) {
+        const fresh = r as unknown as Record<string, unknown>;
+        const old = prev as unknown as Record<string, unknown>;
+        for (const f of RUNTIME_FIELDS) {
+          const emptyConditions =
+            f === 'conditions' && Array.isArray(fresh[f]) && (fresh[f] as unknown[]).length === 0;
+          if (f in old && (fresh[f] === undefined || emptyConditions)) merged[f] = old[f];
+        }
+      }
+      next.set(key, merged as unknown as ResourceStatus);
+    }
+    this.#resources.clear();
+    for (const [k, v] of next) this.#resources.set(k, v);
+    this.#retainEvents();
+  }
+
+  /** Applies `mutate` to one resource's status; false when there is no such resource. */
+  updateResource(key: string, mutate: (r: ResourceStatus) => void): boolean {
+    const r = this.#resources.get(key);
+    if (!r) return false;
+    mutate(r);
+    return true;
+  }
+
+  daemon(name: string): DaemonStatus | undefined {
+    return this.#daemons.get(name);
+  }
+
+  daemons(): DaemonStatus[] {
+    return [...this.#daemons.values()].sort(byName);
+  }
+
+  upsertDaemon(d: DaemonStatus): void {
+    this.#daemons.set(d.name, d);
+  }
+
+  removeDaemon(name: string): void {
+    this.#daemons.delete(name);
+    this.#retainEvents();
+  }
+
+  snapshot(): StatusSnapshot {
+    return structuredClone({
+      format: 1,
+      generatedAt: this.#now().toISOString(),
+      source: this.#source,
+      resources: this.resources(),
+      daemons: this.daemons(),
+      events: this.events.toJSON(),
+    });
+  }
+
+  #retainEvents(): void {
+    const keep = new Set<string>([...this.#resources.keys(), ...[...this.#daemons.keys()].map(daemonKey)]);
+    if (this.#source) keep.add(sourceKey(this.#source.name));
+    this.events.retain(keep);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Conditions in the style of Flux (kstatus): `Ready`, `Reconciling`, `Stalled`, each with a status, a CamelCase
+ * reason, a message, the time it last changed status, and the revision it refers to.
+ *
+ * The helpers keep the set consistent as Flux's controllers do:
+ *  - in progress: Reconciling=True, Ready=Unknown, no Stalled;
+ *  - done: Ready=True, no Reconciling, no Stalled;
+ *  - transient failure: Ready=False (reason = the error code), Reconciling=True with reason
+ *    `ProgressingWithRetry`, no Stalled;
+ *  - terminal failure: Stalled=True and Ready=False (reason = the error code), no Reconciling.
+ * `lastTransitionTime` changes only when a condition's status changes (apimachinery's SetStatusCondition).
+ */
+import type { ReconcileError } from '../errors/reconcile-error.ts';
+
+export type ConditionType = 'Ready' | 'Reconciling' | 'Stalled';
+export type ConditionStatus = 'True' | 'False' | 'Unknown';
+
+export interface Condition {
+  type: ConditionType;
+  status: ConditionStatus;
+  reason: string;
+  message: string;
+  /** ISO 8601: when `status` last changed. */
+  lastTransitionTime: string;
+  /** The commit the condition refers to (null before the first fetch). */
+  observedRevision: string | null;
+}
+
+/** Condition order in output: Ready first, as `kubectl describe` and `flux get` show it. */
+const ORDER: Record<ConditionType, number> = { Ready: 0, Reconciling: 1, Stalled: 2 };
+
+/** `conditions` with `next` set (added or replaced), its transition time kept when the status is unchanged. */
+export function setCondition(
+  conditions: readonly Condition[],
+  next: Omit<Condition, 'lastTransitionTime'>,
+  now: Date,
+): Condition[] {
+  const prev = conditions.find((c) => c.type === next.type);
+  const lastTransitionTime =
+    prev && prev.status === next.status ? prev.lastTransitionTime : now.toISOString();
+  return [...conditions.filter((c) => c.type !== next.type), { ...next, lastTransitionTime }].sort(
+    (a, b) => ORDER[a.type] - ORDER[b.type],
+  );
+}
+
+export function removeCondition(conditions: readonly Condition[], type: ConditionType): Condition[] {
+  return conditions.filter((c) => c.type !== type);
+}
+
+export function findCondition(conditions: readonly Condition[], type: ConditionType): Condition | undefined {
+  return conditions.find((c) => c.type === type);
+}
+
+/** Work on `revision` has started. */
+export function markReconciling(
+  conditions: readonly Condition[],
+  revision: string | null,
+  message: string,
+  now: Date,
+): Condition[] {
+  let out = removeCondition(conditions, 'Stalled');
+  out = setCondition(
+    out,
+    { type: 'Reconciling', status: 'True', reason: 'Progressing', message, observedRevision: revision },
+    now,
+  );
+  return setCondition(
+    out,
+    { type: 'Ready', status: 'Unknown', reason: 'Progressing', message, observedRevision: revision },
+    now,
+  );
+}
+
+/** `revision` is in force. */
+export function markReady(
+  conditions: readonly Condition[],
+  revision: string | null,
+  message: string,
+  now: Date,
+  reason = 'Succeeded',
+): Condition[] {
+  const out = removeCondition(removeCondition(conditions, 'Reconciling'), 'Stalled');
+  return setCondition(
+    out,
+    { type: 'Ready', status: 'True', reason, message, observedRevision: revision },
+    now,
+  );
+}
+
+/** Work on `revision` failed with `error`: Stalled when terminal, retrying otherwise. */
+export function markFailed(
+  conditions: readonly Condition[],
+  revision: string | null,
+  error: ReconcileError,
+  now: Date,
+): Condition[] {
+  const message = `${error.reason} (${error.hint})`;
+  let out: Condition[];
+  if (error.terminal) {
+    out = removeCondition(conditions, 'Reconciling');
+    out = setCondition(
+      out,
+      { type: 'Stalled', status: 'True', reason: error.code, message, observedRevision: revision },
+      now,
+    );
+  } else {
+    out = removeCondition(conditions, 'Stalled');
+    out = setCondition(
+      out,
+      {
+        type: 'Reconciling',
+        status: 'True',
+        reason: 'ProgressingWithRetry',
+        message,
+        observedRevision: revision,
+      },
+      now,
+    );
+  }
+  return setCondition(
+    out,
+    { type: 'Ready', status: 'False', reason: error.code, message, observedRevision: revision },
+    now,
+  );
+}
+
+/** `True`, `False` or `Unknown` of the Ready condition, for READY columns. */
+export function readyStatus(conditions: readonly Condition[]): ConditionStatus {
+  return findCondition(conditions, 'Ready')?.status ?? 'Unknown';
+}

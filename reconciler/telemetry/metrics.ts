@@ -1,0 +1,158 @@
+/**
+ * Every Prometheus metric of the reconciler, in one registry (prom-client), served at `/metrics`. Names follow
+ * Prometheus conventions (`_seconds`, `_total`, `_info`); label values are bounded sets (results, reasons,
+ * states, providers), never a resource name, so cardinality stays fixed whatever the repository holds.
+ *
+ * | metric | type | labels |
+ * | --- | --- | --- |
+ * | `riptides_reconcile_duration_seconds` | histogram | `result` (success, failed, stalled) |
+ * | `riptides_applied_revision_info` | gauge (1) | `revision` (the one in force; the previous series is removed) |
+ * | `riptides_applied_revision_timestamp_seconds` | gauge | |
+ * | `riptides_triggers_total` / `riptides_triggers_coalesced_total` | counters | `source` / — |
+ * | `riptides_webhook_requests_total` | counter | `provider`, `result` (accepted, ignored, duplicate, rejected) |
+ * | `riptides_webhook_rejections_total` | counter | `provider`, `reason` (missing-signature, bad-signature, too-large, deadline, …) |
+ * | `riptides_agents_connected` | gauge | |
+ * | `riptides_program_pushes_total` / `riptides_program_nacks_total` | counters | — |
+ * | `riptides_credential_sources` / `riptides_credential_bindings` | gauges | `state` (AVAILABLE, …; OK, FAILED, …) |
+ * | `riptides_drift_items` | gauge | `kind` (missing, extra, changed, stale, unreachable, out-of-band) |
+ * | `riptides_drift_reports_total` | counter | `result` (clean, drift, error) |
+ * | `riptides_api_requests_total` | counter | `route`, `code` |
+ * | `process_*`, `nodejs_*` | prom-client's default metrics | |
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { CredentialStatus } from '../credentials/types.ts';
+import { DRIFT_KINDS, type DriftKind } from '../drift/report.ts';
+import type { WebhookOutcome } from '../loop/webhook.ts';
+
+const SOURCE_STATES = ['AVAILABLE', 'PENDING', 'ERROR'] as const;
+const BINDING_STATES = ['OK', 'PENDING', 'FAILED'] as const;
+
+export class ReconcilerMetrics {
+  readonly registry = new Registry();
+  readonly reconcileDuration = new Histogram({
+    name: 'riptides_reconcile_duration_seconds',
+    help: 'Duration of reconcile passes, by result.',
+    labelNames: ['result'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly appliedRevision = new Gauge({
+    name: 'riptides_applied_revision_info',
+    help: 'The policy revision in force (value 1).',
+    labelNames: ['revision'] as const,
+    registers: [this.registry],
+  });
+  readonly appliedTimestamp = new Gauge({
+    name: 'riptides_applied_revision_timestamp_seconds',
+    help: 'When the revision in force was applied, Unix seconds.',
+    registers: [this.registry],
+  });
+  readonly triggers = new Counter({
+    name: 'riptides_triggers_total',
+    help: 'Requests for a reconcile pass, by source (webhook, poll, watch, api, …).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly triggersCoalesced = new Counter({
+    name: 'riptides_triggers_coalesced_total',
+    help: 'Triggers absorbed into a pass already running or pending.',
+    registers: [this.registry],
+  });
+  readonly webhookRequests = new Counter({
+    name: 'riptides_webhook_requests_total',
+    help: 'Webhook deliveries, by provider and result.',
+    labelNames: ['provider', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly webhookRejections = new Counter({
+    name: 'riptides_webhook_rejections_total',
+    help: 'Webhook deliveries refused, by provider and reason.',
+    labelNames: ['provider', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly agentsConnected = new Gauge({
+    name: 'riptides_agents_connected',
+    help: 'Agents with an open stream.',
+    registers: [this.registry],
+  });
+  readonly programPushes = new Counter({
+    name: 'riptides_program_pushes_total',
+    help: 'Node programs pushed to agents.',
+    registers: [this.registry],
+  });
+  readonly programNacks = new Counter({
+    name: 'riptides_program_nacks_total',
+    help: 'Node programs refused by an agent (NACK).',
+    registers: [this.registry],
+  });
+  readonly credentialSources = new Gauge({
+    name: 'riptides_credential_sources',
+    help: 'CredentialSources by state.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly credentialBindings = new Gauge({
+    name: 'riptides_credential_bindings',
+    help: 'Credential bindings (source, workload) by state.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly driftItems = new Gauge({
+    name: 'riptides_drift_items',
+    help: 'Items of the last drift report, by kind.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly driftReports = new Counter({
+    name: 'riptides_drift_reports_total',
+    help: 'Drift reports made, by result (clean, drift, error).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly apiRequests = new Counter({
+    name: 'riptides_api_requests_total',
+    help: 'Requests to the reconciler API, by route and status code.',
+    labelNames: ['route', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    for (const s of SOURCE_STATES) this.credentialSources.set({ state: s }, 0);
+    for (const s of BINDING_STATES) this.credentialBindings.set({ state: s }, 0);
+    for (const k of DRIFT_KINDS) this.driftItems.set({ kind: k }, 0);
+    this.agentsConnected.set(0);
+  }
+
+  /** Counts one webhook delivery (and its rejection reason). */
+  countWebhook(outcome: WebhookOutcome): void {
+    const provider = outcome.provider ?? 'unknown';
+    this.webhookRequests.inc({ provider, result: outcome.result });
+    if (outcome.result === 'rejected') this.webhookRejections.inc({ provider, reason: outcome.reason });
+  }
+
+  /** Sets the revision in force; the previous revision's series disappears. */
+  setAppliedRevision(revision: string, appliedAt: Date): void {
+    this.appliedRevision.reset();
+    this.appliedRevision.set({ revision }, 1);
+    this.appliedTimestamp.set(appliedAt.getTime() / 1000);
+  }
+
+  /** Sets the credential gauges from the credential manager's status. */
+  setCredentialStates(status: CredentialStatus): void {
+    for (const s of SOURCE_STATES)
+      this.credentialSources.set({ state: s }, status.sources.filter((x) => x.state === s).length);
+    for (const s of BINDING_STATES)
+      this.credentialBindings.set({ state: s }, status.bindings.filter((x) => x.state === s).length);
+  }
+
+  /** Sets the drift gauges from a report's counts. */
+  setDrift(counts: Partial<Record<DriftKind, number>>): void {
+    for (const k of DRIFT_KINDS) this.driftItems.set({ kind: k }, counts[k] ?? 0);
+  }
+
+  /** The exposition text and its content type, for `/metrics`. */
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * `riptides-cli token create` and `riptides-cli reconciler` as users run them: the token alone on stdout,
+ * its refusals; a reconciler process that compiles at start, serves agents (speaking the real protocol),
+ * reloads on SIGHUP (a broken policy changes nothing), serves credentials from --secrets-dir only to the
+ * agents whose program binds them, and never logs a credential value.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../reconciler/cli/main.ts';
+import { initAuthority } from '../../reconciler/identity/authority.ts';
+import { capture } from '../support/cli.ts';
+import { eventually, startCli } from '../support/cli-process.ts';
+import {
+  FLEET_TD,
+  type FleetSpec,
+  workloadOf,
+  writeFleetPolicy,
+  writeSecret,
+} from '../support/fleet-policy.ts';
+import { SimAgent } from '../support/sim-agent.ts';
+
+const A = 'riptides/daemongroup/cli/a';
+const B = 'riptides/daemongroup/cli/b';
+const SECRET = 'tok-3f1c9a7e5b2d4c6a8e0f1b3d5c7a9e2f';
+
+describe('token create', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'riptides-token-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('needs the reconciler state first, and says so', async () => {
+    const c = capture(dir);
+    expect(await main(['token', 'create', '--state-dir', join(dir, 'none')], c.io)).toBe(2);
+    expect(c.stdout).toBe('');
+    expect(c.stderr).toContain('no reconciler state in');
+  });
+
+  it('prints the token alone on stdout, notes on stderr, and stores only a hash of its secret', async () => {
+    const state = join(dir, 'state');
+    await initAuthority({ trustDomain: FLEET_TD, dir: join(state, 'ca') });
+    const c = capture(dir);
+    expect(
+      await main(['token', 'create', '--state-dir', state, '--daemon-group', A, '--ttl', '15m'], c.io),
+    ).toBe(0);
+    expect(c.stdout).toMatch(/^rjt1\.[0-9a-f]{8}\.[A-Za-z0-9_-]{32}\.[0-9a-f]{64}\n$/);
+    expect(c.stderr).toContain(`in daemon group ${A}`);
+    expect(c.stderr).toMatch(/single use, expires \d{4}-/);
+    const [, id, secret] = c.stdout.trim().split('.');
+    const stored = readFileSync(join(state, 'tokens', `${id}.json`), 'utf8');
+    expect(stored).not.toContain(secret!);
+    expect(JSON.parse(stored)).toMatchObject({ daemonGroup: A });
+  });
+
+  it('refuses conflicting or malformed flags', async () => {
+    const state = join(dir, 'state');
+    for (const args of [
+      ['--daemon-group', A, '--daemon-id', 'n1'],
+      ['--daemon-id', 'a//b'],
+      ['--ttl', 'soon'],
+      ['--daemon-group', 'bad group'],
+    ]) {
+      const c = capture(dir);
+      expect(await main(['token', 'create', '--state-dir', state, ...args], c.io)).toBe(2);
+      expect(c.stdout).toBe('');
+    }
+  });
+});
+
+describe('reconciler process', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'riptides-reconciler-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('serves agents, reloads on SIGHUP, and serves credentials only in scope, never logging them', async () => {
+    const repo = join(dir, 'repo');
+    const secrets = join(dir, 'secrets');
+    const state = join(dir, 'state');
+    const spec: FleetSpec = { groups: { [A]: 2, [B]: 1 }, credentials: { [workloadOf(0, 0)]: 'api-token' } };
+    writeFleetPolicy(repo, spec);
+    writeSecret(secrets, 'api-token', SECRET);
+    const reconciler = startCli([
+      'reconciler',
+      '--repo',
+      repo,
+      '--listen',
+      '127.0.0.1:0',
+      '--state-dir',
+      state,
+      '--secrets-dir',
+      secrets,
+    ]);
+    const serving = await reconciler.waitForLog((l) => l.msg === 'serving agents', 30_000, 'serving agents');
+    const addr = String(serving.listen);
+    expect(JSON.parse(readFileSync(join(state, 'reconciler.json'), 'utf8'))).toMatchObject({ listen: addr });
+    await reconciler.waitForLog((l) => l.msg === 'published', 10_000, 'first publish');
+
+    const token = async (group: string) => {
+      const c = capture(dir);
+      expect(await main(['token', 'create', '--state-dir', state, '--daemon-group', group], c.io)).toBe(0);
+      return c.stdout.trim();
+    };
+    const a = (await SimAgent.join(addr, await token(A), join(dir, 'a'))).start();
+    const b = (await SimAgent.join(addr, await token(B), join(dir, 'b'))).start();
+    try {
+      await a.until(
+        () => a.program !== null && a.credentials.size === 1,
+        20_000,
+        'A: program and credential',
+      );
+      await b.until(() => b.program !== null, 20_000, 'B: program');
+      const [value] = [...a.credentials.values()];
+      expect(value?.bearer?.token).toBe(SECRET);
+      expect(b.credentials.size).toBe(0);
+
+      // A broken policy on SIGHUP: reported, nothing applied.
+      const before = a.program!.version;
+      writeFleetPolicy(repo, { ...spec, selectors: { [workloadOf(0, 1)]: { 'process:nmae': 'x' } } });
+      reconciler.child.kill('SIGHUP');
+      await reconciler.waitForLog(
+        (l) => String(l.msg).startsWith('policy does not validate'),
+        20_000,
+        'refusal',
+      );
+      expect(reconciler.output()).toContain('RT036');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(a.program!.version).toBe(before);
+      expect(a.updates).toHaveLength(1);
+
+      // A good change on SIGHUP: only the changed identity goes out, only to group A.
+      writeFleetPolicy(repo, { ...spec, tweak: { [workloadOf(0, 1)]: 'spiffe://fleet.example.org/sighup' } });
+      reconciler.child.kill('SIGHUP');
+      await a.until(() => a.program!.version !== before, 20_000, 'the update after SIGHUP');
+      expect(a.updates.at(-1)!.identities.map((i) => i.workloadId)).toEqual([workloadOf(0, 1)]);
+      expect(b.updates).toHaveLength(1);
+
+      // The secret changes: the new value reaches A.
+      writeSecret(secrets, 'api-token', `${SECRET}-2`);
+      await a.until(
+        () => [...a.credentials.values()][0]?.bearer?.token === `${SECRET}-2`,
+        20_000,
+        'new value',
+      );
+    } finally {
+      a.stop();
+      b.stop();
+    }
+    expect(await reconciler.stop('SIGTERM')).toBe(0);
+    const out = reconciler.output();
+    expect(out).toContain('credential obtained');
+    expect(out).not.toContain(SECRET);
+    // Nor anywhere on the reconciler's disk.
+    const files = readdirSync(state, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    expect(files.length).toBeGreaterThan(3);
+    for (const f of files) expect(readFileSync(join(f.parentPath, f.name), 'utf8')).not.toContain(SECRET);
+    await eventually(() => reconciler.child.exitCode !== null, 5000, 'exit');
+  });
+});

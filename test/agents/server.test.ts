@@ -1,0 +1,398 @@
+/**
+ * The reconciler's agent server with agents that speak the real protocol over loopback mTLS (the real join,
+ * the real Sync client, the real update logic; no control interface): joining and its refusals, scope,
+ * incremental pushes, ACK/NACK, hostile streams, rate limits, slow readers, resync after a restart.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generateKeyAndCsr } from '../../agent/csr.ts';
+import { JoinError, joinReconciler } from '../../agent/join.ts';
+import { decodeServerMessage } from '../../agent/protocol/wire.ts';
+import { AgentStateDir } from '../../agent/state.ts';
+import type { AgentStatus } from '../../reconciler/agents/server.ts';
+import { type Fleet, grpcFrame, rawSync, startFleet } from '../support/agent-fleet.ts';
+import { spiffeOf, workloadOf } from '../support/fleet-policy.ts';
+import { SimAgent } from '../support/sim-agent.ts';
+
+const A = 'riptides/daemongroup/test/a';
+const B = 'riptides/daemongroup/test/b';
+const BASE = { groups: { [A]: 3, [B]: 2 } };
+
+async function poll(cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('agent server', () => {
+  let fleet: Fleet;
+  let scratch: string;
+  const agents: SimAgent[] = [];
+  const status = (a: SimAgent): AgentStatus => fleet.server.agents().find((s) => s.daemonId === a.daemonId)!;
+  const join_ = async (opts: { daemonGroup?: string; daemonId?: string }) => {
+    const a = await SimAgent.join(fleet.addr, await fleet.token(opts), mkdtempSync(join(scratch, 'agent-')));
+    agents.push(a);
+    return a.start();
+  };
+
+  beforeAll(async () => {
+    fleet = await startFleet();
+    scratch = mkdtempSync(join(tmpdir(), 'riptides-agents-'));
+    fleet.publish(BASE);
+  });
+  afterEach(() => {
+    for (const a of agents.splice(0)) a.stop();
+  });
+  afterAll(async () => {
+    await fleet.close();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  describe('joining', () => {
+    it('joins with a token, gets its agent SVID, and the token is then gone', async () => {
+      const dir = mkdtempSync(join(scratch, 'j-'));
+      const token = await fleet.token({ daemonGroup: A, daemonId: 'node-1' });
+      const a = await SimAgent.join(fleet.addr, token, dir);
+      expect(a.daemonId).toBe('node-1');
+      const loaded = await a.state.load();
+      expect(loaded?.identity.spiffeId).toBe('spiffe://fleet.example.org/riptides/daemon/node-1');
+      expect(loaded?.identity.daemonGroup).toBe(A);
+      await expect(SimAgent.join(fleet.addr, token, mkdtempSync(join(scratch, 'j-')))).rejects.toThrow(
+        /already used .*single-use/,
+      );
+    });
+
+    it('refuses an expired, a forged, an unknown and a malformed token, each with its reason', async () => {
+      const dir = () => mkdtempSync(join(scratch, 'j-'));
+      const expired = await fleet.token({ daemonGroup: A, ttlSeconds: 1 });
+      await new Promise((r) => setTimeout(r, 1100));
+      await expect(SimAgent.join(fleet.addr, expired, dir())).rejects.toThrow(/expired at/);
+      const good = await fleet.token({ daemonGroup: A });
+      const [v, id, secret, pin] = good.split('.');
+      const forged = [v, id, `${secret!.slice(0, -2)}xx`, pin].join('.');
+      await expect(SimAgent.join(fleet.addr, forged, dir())).rejects.toThrow(/secret part is wrong/);
+      const unknown = [v, 'deadbeef', secret, pin].join('.');
+      await expect(SimAgent.join(fleet.addr, unknown, dir())).rejects.toThrow(/not known to this reconciler/);
+      await expect(SimAgent.join(fleet.addr, 'rjt1.nonsense', dir())).rejects.toThrow(/malformed/);
+      // The genuine token still works after all that.
+      await expect(SimAgent.join(fleet.addr, good, dir())).resolves.toBeInstanceOf(SimAgent);
+      expect(fleet.server.counters.joinsRefused).toMatchObject({ EXPIRED: 1, FORGED: 1, UNKNOWN: 1 });
+    });
+
+    it('never sends the token to a server whose bundle does not hold the pinned CA', async () => {
+      const good = await fleet.token({ daemonGroup: A });
+      const wrongPin = `${good.slice(0, -64)}${'0'.repeat(64)}`;
+      const refusedBefore = Object.values(fleet.server.counters.joinsRefused).reduce((a, b) => a + b, 0);
+      const err = await SimAgent.join(fleet.addr, wrongPin, mkdtempSync(join(scratch, 'j-'))).catch((e) => e);
+      expect(err).toBeInstanceOf(JoinError);
+      expect((err as JoinError).code).toBe('PIN_MISMATCH');
+      // The server saw no join attempt at all: the token never left the agent.
+      expect(Object.values(fleet.server.counters.joinsRefused).reduce((a, b) => a + b, 0)).toBe(
+        refusedBefore,
+      );
+    });
+
+    it('joins with a bundle file instead of the pin, and refuses a server the file does not vouch for', async () => {
+      const good = await fleet.token({ daemonGroup: A });
+      const unpinned = `${good.slice(0, -64)}${'0'.repeat(64)}`;
+      const state = new AgentStateDir(mkdtempSync(join(scratch, 'j-')));
+      const identity = await joinReconciler({
+        server: fleet.addr,
+        token: unpinned,
+        state,
+        bundlePem: fleet.server.bundle().pem,
+      });
+      expect(identity.daemonGroup).toBe(A);
+      const other = await startFleet();
+      try {
+        const err = await joinReconciler({
+          server: fleet.addr,
+          token: await fleet.token({ daemonGroup: A }),
+          state: new AgentStateDir(mkdtempSync(join(scratch, 'j-'))),
+          bundlePem: other.server.bundle().pem,
+        }).catch((e) => e);
+        expect(err).toBeInstanceOf(JoinError);
+        expect((err as Error).message).toMatch(/join refused by .*(certificate|verify)/i);
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('refuses a join whose expected daemon group the token does not grant', async () => {
+      const token = await fleet.token({ daemonGroup: A });
+      await expect(SimAgent.join(fleet.addr, token, mkdtempSync(join(scratch, 'j-')), B)).rejects.toThrow(
+        /grants daemon group riptides\/daemongroup\/test\/a, not riptides\/daemongroup\/test\/b/,
+      );
+    });
+  });
+
+  describe('programs', () => {
+    it('gives each agent the program of its scope only', async () => {
+      const a = await join_({ daemonGroup: A });
+      const b = await join_({ daemonGroup: B });
+      await a.until(() => a.program !== null, 10_000, 'program A');
+      await b.until(() => b.program !== null, 10_000, 'program B');
+      expect([...a.program!.identities.keys()]).toEqual([0, 1, 2].map((j) => spiffeOf(workloadOf(0, j))));
+      expect([...b.program!.identities.keys()]).toEqual([0, 1].map((j) => spiffeOf(workloadOf(1, j))));
+      await poll(() => status(a).ackedVersion === a.program!.version, 5000, 'ACK recorded');
+    });
+
+    it('sends one identity to the changed group and nothing to the other', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      const b = await join_({ daemonGroup: B });
+      await a.until(() => a.program !== null);
+      await b.until(() => b.program !== null);
+      await poll(
+        () => status(a).ackedVersion === a.program!.version && status(b).ackedVersion === b.program!.version,
+      );
+      const [bytesA, bytesB, updatesB] = [
+        status(a).counters.bytesSent,
+        status(b).counters.bytesSent,
+        b.updates.length,
+      ];
+      const summary = fleet.publish({
+        ...BASE,
+        tweak: { [workloadOf(0, 1)]: 'spiffe://fleet.example.org/extra' },
+      });
+      expect(summary.agentsToUpdate).toBe(1);
+      await a.until(() => a.updates.length === 2, 10_000, 'the delta');
+      const delta = a.updates[1]!;
+      expect(delta.full).toBe(false);
+      expect(delta.identities.map((i) => i.spiffeId)).toEqual([spiffeOf(workloadOf(0, 1))]);
+      expect(delta.rules).toEqual([]);
+      expect(delta.removedIdentities).toEqual([]);
+      await poll(() => status(a).ackedVersion === a.program!.version, 5000, 'ACK of the delta');
+      const sentA = status(a).counters.bytesSent - bytesA;
+      expect(sentA).toBeGreaterThan(0);
+      expect(sentA).toBeLessThan(4096);
+      expect(status(b).counters.bytesSent).toBe(bytesB);
+      expect(b.updates).toHaveLength(updatesB);
+    });
+
+    it('keeps the previous program after a NACK, reports it, and delivers the next version', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      const kept = a.program!.version;
+      await poll(() => status(a).ackedVersion === kept);
+      a.refuseWith = { code: 'CONTROL_REFUSED', message: 'the kernel side refused the table', hint: '' };
+      fleet.publish({ ...BASE, tweak: { [workloadOf(0, 0)]: 'spiffe://fleet.example.org/n1' } });
+      await a.until(() => a.nacks.length === 1, 10_000, 'NACK');
+      await poll(() => status(a).nack !== null, 5000, 'NACK recorded');
+      expect(status(a).ackedVersion).toBe(kept);
+      expect(status(a).nack).toMatchObject({ kept, error: { code: 'CONTROL_REFUSED' } });
+      expect(a.program!.version).toBe(kept);
+      // The NACKed version is not pushed again; a new version is.
+      a.refuseWith = null;
+      await new Promise((r) => setTimeout(r, 200));
+      expect(a.updates).toHaveLength(2);
+      fleet.publish({ ...BASE, tweak: { [workloadOf(0, 0)]: 'spiffe://fleet.example.org/n2' } });
+      await a.until(() => a.program!.version !== kept, 10_000, 'the next version');
+      await poll(() => status(a).ackedVersion === a.program!.version && status(a).nack === null);
+    });
+
+    it('resyncs after a reconciler restart with only what changed meanwhile', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      await poll(() => status(a).ackedVersion === a.program!.version);
+      const before = a.program!.version;
+      await fleet.restart();
+      await a.until(() => !a.connected, 10_000, 'disconnect');
+      // While the reconciler was away the agent kept its program.
+      expect(a.program!.version).toBe(before);
+      fleet.publish({ ...BASE, tweak: { [workloadOf(0, 2)]: 'spiffe://fleet.example.org/after-restart' } });
+      await a.until(() => a.program!.version !== before, 15_000, 'resync');
+      const last = a.updates.at(-1)!;
+      expect(last.full).toBe(false);
+      expect(last.identities.map((i) => i.spiffeId)).toEqual([spiffeOf(workloadOf(0, 2))]);
+    });
+  });
+
+  describe('SVIDs and scope', () => {
+    it("signs CSRs for identities in the agent's program and refuses any other", async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      const mine = spiffeOf(workloadOf(0, 0));
+      const theirs = spiffeOf(workloadOf(1, 0));
+      const ask = async (requestId: string, spiffeId: string, csrFor = spiffeId) => {
+        const { csrDer } = await generateKeyAndCsr(csrFor);
+        a.client.send({ svidRequest: { requestId, spiffeId, csrDer } });
+      };
+      await ask('mine', mine);
+      await ask('theirs', theirs);
+      await ask('smuggled', mine, theirs);
+      await a.until(() => a.svids.length === 1 && a.refusals.length === 2, 10_000, 'answers');
+      expect(a.svids[0]).toMatchObject({ requestId: 'mine', spiffeId: mine });
+      const byId = Object.fromEntries(a.refusals.map((r) => [r.requestId, r.error]));
+      expect(byId.theirs).toMatchObject({ code: 'OUT_OF_SCOPE' });
+      expect(byId.theirs?.message).toContain('not in the program of daemon');
+      expect(byId.smuggled).toMatchObject({ code: 'CSR_REFUSED' });
+      expect(byId.smuggled?.message).toContain(`the CSR carries ${theirs}`);
+    });
+
+    it("never gives an agent another group's program, whatever it claims in its Hello", async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      a.stop();
+      const theirs = spiffeOf(workloadOf(1, 0));
+      const raw = rawSync(fleet.addr, a.channel);
+      raw.send({
+        hello: {
+          protocolVersion: 1,
+          programVersion: 'ffffffffffffffff',
+          identityVersions: { [theirs]: 'stale' },
+          ruleHashes: [],
+        },
+      });
+      await poll(
+        () => raw.received().some((m) => decodeServerMessage(m).kind === 'program'),
+        10_000,
+        'update',
+      );
+      const update = raw
+        .received()
+        .map(decodeServerMessage)
+        .find((m) => m.kind === 'program')!.program!;
+      expect(update.identities.every((i) => i.spiffeId.includes('/g0/'))).toBe(true);
+      expect(JSON.stringify(update)).not.toContain('/g1/');
+      raw.close();
+    });
+
+    it('rate-limits CSRs per agent', async () => {
+      await fleet.restart({ csrPerSecond: 5 });
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      const { csrDer } = await generateKeyAndCsr(spiffeOf(workloadOf(0, 0)));
+      for (let i = 0; i < 20; i++)
+        a.client.send({ svidRequest: { requestId: `r${i}`, spiffeId: spiffeOf(workloadOf(0, 0)), csrDer } });
+      await a.until(() => a.svids.length + a.refusals.length === 20, 15_000, '20 answers');
+      const limited = a.refusals.filter((r) => r.error?.code === 'RATE_LIMITED');
+      expect(a.svids.length).toBeGreaterThanOrEqual(5);
+      expect(a.svids.length).toBeLessThan(10);
+      expect(limited.length).toBe(20 - a.svids.length);
+      await fleet.restart();
+      fleet.publish(BASE);
+    });
+  });
+
+  describe('hostile streams', () => {
+    it('refuses malformed and out-of-protocol messages with a reason, counts them, and changes nothing', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      await poll(() => status(a).ackedVersion === a.program!.version);
+      const acked = status(a).ackedVersion;
+      a.stop();
+      const counted = () => ({ ...fleet.server.counters.messagesRefused });
+      const before = counted();
+
+      // A stale ACK, a report naming an identity outside the program, an oversized CSR.
+      const raw = rawSync(fleet.addr, a.channel);
+      raw.send({
+        hello: {
+          protocolVersion: 1,
+          programVersion: a.program!.version,
+          identityVersions: Object.fromEntries(
+            [...a.program!.identities.values()].map((i) => [i.spiffeId, i.hash]),
+          ),
+          ruleHashes: [...a.program!.rules.keys()],
+        },
+      });
+      raw.send({ ack: { responseNonce: 'not-in-flight', versionInfo: 'x' } });
+      raw.send({ report: { programVersion: 'x', identities: [{ spiffeId: spiffeOf(workloadOf(1, 0)) }] } });
+      raw.send({
+        svidRequest: {
+          requestId: 'big',
+          spiffeId: spiffeOf(workloadOf(0, 0)),
+          csrDer: Buffer.alloc(20_000, 1),
+        },
+      });
+      await poll(() => raw.received().filter((m) => decodeServerMessage(m).kind === 'refusal').length === 3);
+      const refusals = raw
+        .received()
+        .map(decodeServerMessage)
+        .filter((m) => m.kind === 'refusal');
+      expect(refusals.map((r) => r.refusal?.error?.code)).toEqual([
+        'STALE_NONCE',
+        'UNKNOWN_IDENTITY',
+        'INVALID',
+      ]);
+      expect(status(a).report?.identities.some((i) => i.spiffeId.includes('/g1/')) ?? false).toBe(false);
+
+      // Bytes that are not the protocol end the stream with a reason.
+      raw.sendBytes(grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])));
+      const ended = await raw.status;
+      expect(ended.code).not.toBe(0);
+      expect(fleet.server.counters.malformed).toBeGreaterThanOrEqual(1);
+      raw.close();
+
+      // A wrong protocol version is refused before anything is sent.
+      const old = rawSync(fleet.addr, a.channel);
+      old.send({ hello: { protocolVersion: 2 } });
+      const s = await old.status;
+      expect(s.code).toBe(9); // FAILED_PRECONDITION
+      expect(s.message).toContain('protocol version 2 is not supported');
+      old.close();
+
+      const after = counted();
+      expect((after.STALE_NONCE ?? 0) - (before.STALE_NONCE ?? 0)).toBe(1);
+      expect((after.UNKNOWN_IDENTITY ?? 0) - (before.UNKNOWN_IDENTITY ?? 0)).toBe(1);
+      expect((after.PROTOCOL_VERSION ?? 0) - (before.PROTOCOL_VERSION ?? 0)).toBe(1);
+      expect(status(a).ackedVersion).toBe(acked);
+    });
+
+    it('refuses a Sync stream without an agent SVID', async () => {
+      const raw = rawSync(fleet.addr, { bundlePem: fleet.server.bundle().pem });
+      raw.send({ hello: { protocolVersion: 1 } });
+      const s = await raw.status;
+      expect(s.code).toBe(16); // UNAUTHENTICATED
+      expect(s.message).toContain('join first');
+      raw.close();
+    });
+
+    it('cuts off an agent that stops reading, without holding up the others', async () => {
+      await fleet.restart({ sendQueueBytes: 128 * 1024 });
+      fleet.publish(BASE);
+      const slow = await join_({ daemonGroup: A });
+      const other = await join_({ daemonGroup: A });
+      await slow.until(() => slow.program !== null);
+      await other.until(() => other.program !== null);
+      slow.stop();
+      const raw = rawSync(fleet.addr, slow.channel);
+      raw.send({ hello: { protocolVersion: 1 } });
+      raw.stream.pause();
+      const bad = {
+        svidRequest: {
+          requestId: 'x',
+          spiffeId: spiffeOf(workloadOf(1, 0)).padEnd(1800, 'x'),
+          csrDer: Buffer.alloc(4000, 1),
+        },
+      };
+      let cut = false;
+      void raw.status.then(() => {
+        cut = true;
+      });
+      for (let i = 0; i < 400 && !cut; i++) {
+        for (let k = 0; k < 20; k++) raw.send(bad);
+        await new Promise((r) => setTimeout(r, 10));
+        if (!status(slow).connected && i > 0) break;
+      }
+      await poll(() => !status(slow).connected, 10_000, 'the slow agent to be cut off');
+      const version = other.program!.version;
+      fleet.publish({ ...BASE, tweak: { [workloadOf(0, 0)]: 'spiffe://fleet.example.org/while-slow' } });
+      await other.until(() => other.program!.version !== version, 10_000, "the other agent's update");
+      raw.close();
+      await fleet.restart();
+      fleet.publish(BASE);
+    });
+  });
+});

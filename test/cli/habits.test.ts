@@ -1,0 +1,71 @@
+/** What people type from habit: --version, and a near miss of a command, subcommand or flag. */
+import { describe, expect, it } from 'vitest';
+import { buildId } from '../../reconciler/build-id.ts';
+import { main } from '../../reconciler/cli/main.ts';
+import { packageVersion } from '../../reconciler/version.ts';
+import { capture } from '../support/cli.ts';
+
+async function cli(...argv: string[]) {
+  const out = capture();
+  const code = await main(argv, out.io);
+  return { code, stdout: out.stdout, stderr: out.stderr };
+}
+
+describe('riptides-cli habits', () => {
+  it('--version prints the version and the build, and so does <command> --version', async () => {
+    const expected = `riptides-cli ${packageVersion()} (build ${buildId().slice(0, 12)}, node ${process.version})\n`;
+    for (const argv of [['--version'], ['version'], ['plan', '--version']]) {
+      const r = await cli(...argv);
+      expect(r, argv.join(' ')).toEqual({ code: 0, stdout: expected, stderr: '' });
+    }
+  });
+
+  it('suggests the command meant, and exits 2', async () => {
+    expect(await cli('valdate', '--repo', '.')).toEqual({
+      code: 2,
+      stdout: '',
+      stderr:
+        'riptides-cli: unknown command "valdate"; did you mean "validate"?\nRun `riptides-cli --help` for the commands.\n',
+    });
+    expect((await cli('credential', 'check')).stderr).toContain('did you mean "credentials"?');
+    const none = await cli('frobnicate');
+    expect(none.code).toBe(2);
+    expect(none.stderr).toBe(
+      'riptides-cli: unknown command "frobnicate"\nRun `riptides-cli --help` for the commands.\n',
+    );
+  });
+
+  it('suggests the flag meant, in every command, and exits 2', async () => {
+    const r = await cli('validate', '--rep', '.');
+    expect(r).toEqual({
+      code: 2,
+      stdout: '',
+      stderr:
+        'riptides-cli validate: unknown flag --rep; did you mean "--repo"?\nRun `riptides-cli validate --help` for usage.\n',
+    });
+    expect((await cli('plan', '--repo', '.', '--haed', 'main')).stderr).toContain(
+      'unknown flag --haed; did you mean "--head"?',
+    );
+    expect((await cli('svid', 'mint', '--spife-id', 'x')).stderr).toContain(
+      'unknown flag --spife-id; did you mean "--spiffe-id"?',
+    );
+    expect((await cli('validate', '--repo=.', '--formt=json')).stderr).toContain(
+      'unknown flag --formt; did you mean "--format"?',
+    );
+  });
+
+  it('suggests the subcommand meant', async () => {
+    expect((await cli('ca', 'rotat', '--dir', 'x')).stderr).toBe(
+      'riptides-cli ca: unknown subcommand "rotat"; did you mean "rotate"? (the subcommands are init, rotate or show)\nRun `riptides-cli ca --help` for usage.\n',
+    );
+  });
+
+  it('lists every command and the flags every command takes', async () => {
+    const r = await cli('--help');
+    expect(r.code).toBe(0);
+    for (const name of ['validate', 'plan', 'credentials', 'ca', 'svid', 'jwt', 'bundle', 'oidc'])
+      expect(r.stdout).toMatch(new RegExp(`^  ${name} +\\S`, 'm'));
+    expect(r.stdout).toContain('--debug');
+    expect(r.stdout).toContain('--version');
+  });
+});

@@ -1,0 +1,267 @@
+/**
+ * Hostile traffic against the data plane: garbage instead of a ClientHello, slowloris (TLS handshake and HTTP
+ * head), a peer with an expired SVID, request smuggling and pipelining on an intercepted connection. Each is
+ * refused and counted, and the data plane keeps serving others meanwhile.
+ */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import { createServer as createNetServer, type Server as NetServer, connect as netConnect } from 'node:net';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
+import type { KeyPair } from '../../kernel-module/dataplane/inputs.ts';
+import {
+  authority,
+  baseInputs,
+  bearerBinding,
+  destination,
+  egress,
+  id,
+  identity,
+  loopbackLookup,
+  scratch,
+  svid,
+  table,
+  until,
+  upstreamTls,
+} from './support.ts';
+
+const CLIENT = id('edge/client');
+const SERVER = id('edge/server');
+const HOST = 'api.example.test';
+const DAY = 86_400_000;
+
+describe('hostile traffic is refused, counted, and others are still served', () => {
+  const tmp = scratch();
+  let dp: DataPlane;
+  let echo: NetServer;
+  let upstream: Server;
+  let upstreamPort = 0;
+  let inbound = 0;
+  let proxyPort = 0;
+  let caFile = '';
+  const seen: IncomingHttpHeaders[] = [];
+  let good: KeyPair;
+  let expired: KeyPair;
+  let bundle = '';
+
+  beforeAll(async () => {
+    // The workload behind the inbound listener: echoes what it gets.
+    echo = createNetServer((s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const tls = upstreamTls([HOST]);
+    upstream = createHttpsServer({ cert: tls.cert, key: tls.key }, (req, res) => {
+      seen.push(req.headers);
+      req.resume();
+      req.on('end', () => res.end('ok\n'));
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    upstreamPort = (upstream.address() as { port: number }).port;
+
+    // One CA whose clock starts two days back: the SVID it signs then has long expired.
+    let now = Date.now() - 2 * DAY;
+    const ca = await authority(join(tmp.dir, 'ca'), undefined, () => new Date(now));
+    expired = await svid(ca, CLIENT, 3600);
+    now = Date.now();
+    good = await svid(ca, CLIENT, 3600);
+    bundle = ca.bundlePem();
+
+    const inputs = await baseInputs(new Map([['openssl', CLIENT]]), ca, [SERVER]);
+    const api = destination(HOST, null);
+    inputs.setRules(
+      table([
+        identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] }),
+        identity(CLIENT, {
+          egress: [egress([api], { mode: 'SIMPLE', intercept: true })],
+          credentials: [bearerBinding('cred', 'api-token', [api])],
+        }),
+      ]),
+    );
+    inputs.loadCredential('cred', { kind: 'bearer', token: 'secret-token' });
+    caFile = join(tmp.dir, 'ca-certificates.crt');
+    writeFileSync(caFile, inputs.interceptCa()!.cert);
+    dp = new DataPlane({
+      inputs,
+      proxyListen: { host: '127.0.0.1', port: 0 },
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: (echo.address() as { port: number }).port },
+        },
+      ],
+      upstreamCa: tls.ca,
+      lookup: loopbackLookup,
+      limits: { handshakeTimeoutMs: 1_500, headersTimeoutMs: 1_500 },
+    });
+    const a = await dp.start();
+    inbound = a.inbound[0]!.port;
+    proxyPort = a.proxy!.port;
+  }, 60_000);
+
+  afterAll(async () => {
+    await dp?.stop();
+    await new Promise((r) => echo?.close(r));
+    await new Promise((r) => upstream?.close(r));
+    tmp.cleanup();
+  });
+
+  const metric = async (name: string, labels: Record<string, string>) => {
+    const m = await dp.metrics.registry.getSingleMetric(name)!.get();
+    return m.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))?.value ?? 0;
+  };
+
+  /** A well-behaved mTLS client with a valid SVID: its bytes come back through the echo workload. */
+  const healthyMtls = (pair: KeyPair = good) =>
+    new Promise<string>((resolve, reject) => {
+      const s = tlsConnect({
+        host: '127.0.0.1',
+        port: inbound,
+        cert: pair.cert,
+        key: pair.key,
+        ca: bundle,
+        ALPNProtocols: ['riptides'],
+        checkServerIdentity: () => undefined,
+      });
+      let got = '';
+      s.on('secureConnect', () => s.write('ping'));
+      s.on('data', (d) => {
+        got += d;
+        if (got === 'ping') {
+          s.end();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+      s.on('close', () => resolve(got));
+      s.setTimeout(10_000, () => s.destroy(new Error('healthy client timed out')));
+    });
+
+  it('a healthy mTLS peer is served (the baseline)', async () => {
+    expect(await healthyMtls()).toBe('ping');
+  });
+
+  it('garbage instead of a ClientHello is refused and counted', async () => {
+    const before = await metric('riptides_dataplane_handshakes_failed_total', {
+      direction: 'inbound',
+      reason: 'protocol',
+    });
+    const closed = await new Promise<string>((resolve) => {
+      const s = netConnect(inbound, '127.0.0.1', () =>
+        s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff garbage'),
+      );
+      let got = '';
+      s.on('data', (d) => {
+        got += d;
+      });
+      s.on('error', () => {});
+      s.on('close', () => resolve(got));
+    });
+    expect(closed).toBe('');
+    expect(
+      await metric('riptides_dataplane_handshakes_failed_total', {
+        direction: 'inbound',
+        reason: 'protocol',
+      }),
+    ).toBe(before + 1);
+    expect(await healthyMtls()).toBe('ping');
+  });
+
+  it('a slowloris handshake is cut at the deadline while others are served', async () => {
+    const before = await metric('riptides_dataplane_handshakes_failed_total', {
+      direction: 'inbound',
+      reason: 'timeout',
+    });
+    const slow = netConnect(inbound, '127.0.0.1');
+    slow.on('error', () => {});
+    slow.write(Buffer.from([0x16, 0x03, 0x01])); // the first bytes of a TLS record, then nothing
+    const closed = new Promise<void>((r) => slow.once('close', () => r()));
+    expect(await healthyMtls()).toBe('ping');
+    await closed;
+    expect(
+      await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'timeout' }),
+    ).toBe(before + 1);
+  });
+
+  it('a peer presenting an expired SVID is refused and counted', async () => {
+    const before = await metric('riptides_dataplane_handshakes_failed_total', {
+      direction: 'inbound',
+      reason: 'expired',
+    });
+    expect(await healthyMtls(expired).catch(() => '')).toBe('');
+    expect(
+      await metric('riptides_dataplane_handshakes_failed_total', { direction: 'inbound', reason: 'expired' }),
+    ).toBe(before + 1);
+    expect(await healthyMtls()).toBe('ping');
+  });
+
+  /** openssl s_client through the proxy (CONNECT), TLS to the intercepting data plane; `input` as the app's bytes. */
+  const sClient = (input: string | null) =>
+    new Promise<{ out: string; code: number | null }>((resolve) => {
+      const child = spawn('openssl', [
+        's_client',
+        '-quiet',
+        '-proxy',
+        `127.0.0.1:${proxyPort}`,
+        '-connect',
+        `${HOST}:${upstreamPort}`,
+        '-servername',
+        HOST,
+        '-CAfile',
+        caFile,
+        '-verify_return_error',
+      ]);
+      let out = '';
+      child.stdout.on('data', (d) => {
+        out += d;
+      });
+      child.stderr.on('data', () => {});
+      if (input !== null) child.stdin.write(input);
+      child.once('exit', (code) => resolve({ out, code }));
+      setTimeout(() => child.kill(), 15_000).unref();
+    });
+
+  it('request smuggling (Content-Length with Transfer-Encoding) is refused before it reaches the upstream', async () => {
+    seen.length = 0;
+    const before = await metric('riptides_dataplane_requests_refused_total', { reason: 'bad-request' });
+    const { out } = await sClient(
+      `POST /upload HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`,
+    );
+    expect(out).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(seen).toHaveLength(0);
+    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'bad-request' })).toBe(
+      before + 1,
+    );
+  });
+
+  it('pipelined requests: the first is served, the second refused cleanly and the connection closed', async () => {
+    seen.length = 0;
+    const req = (path: string) => `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+    const { out } = await sClient(req('/one') + req('/two'));
+    const statuses = [...out.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]);
+    expect(statuses).toEqual(['200', '400']);
+    expect(out).toMatch(/x-riptides-reason: pipelined requests are not supported/i);
+    expect(seen.map((h) => h.authorization)).toEqual(['Bearer secret-token']);
+  });
+
+  it('a slowloris request head on an intercepted connection is cut at the deadline while others are served', async () => {
+    const before = await metric('riptides_dataplane_requests_refused_total', { reason: 'headers-timeout' });
+    const slow = sClient(`GET /slow HTTP/1.1\r\nHost: ${HOST}\r\n`); // never finishes its head
+    await until(
+      async () =>
+        (await metric('riptides_dataplane_connections_total', { direction: 'outbound', mode: 'intercept' })) >
+        0,
+    );
+    seen.length = 0;
+    const ok = await sClient(`GET /fine HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
+    expect(ok.out).toMatch(/^HTTP\/1\.1 200/);
+    await slow;
+    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'headers-timeout' })).toBe(
+      before + 1,
+    );
+    expect(seen.map((h) => h.authorization)).toEqual(['Bearer secret-token']);
+  });
+});

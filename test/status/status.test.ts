@@ -1,0 +1,313 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { reconcileError } from '../../reconciler/errors/reconcile-error.ts';
+import { StatusBook } from '../../reconciler/status/book.ts';
+import { findCondition, markFailed, markReady, markReconciling } from '../../reconciler/status/conditions.ts';
+import { EventLog } from '../../reconciler/status/events.ts';
+import {
+  formatDescribe,
+  formatDescribeSource,
+  formatGet,
+  formatSource,
+  resolveKind,
+  select,
+} from '../../reconciler/status/format.ts';
+import type { CredentialBindingStatus, CredentialSourceStatus } from '../../reconciler/status/model.ts';
+import { APPLIED, FETCHED, HOSTILE_MESSAGE, seededBook } from '../support/status-fixture.ts';
+
+const T0 = new Date('2026-03-01T12:00:00Z');
+const later = (s: number) => new Date(T0.getTime() + s * 1000);
+
+describe('conditions (Flux kstatus rules)', () => {
+  it('in progress, ready, transient failure and terminal failure keep a consistent set', () => {
+    let c = markReconciling([], 'r1', 'fetching', T0);
+    expect(c.map((x) => [x.type, x.status])).toEqual([
+      ['Ready', 'Unknown'],
+      ['Reconciling', 'True'],
+    ]);
+    c = markReady(c, 'r1', 'applied r1', later(1));
+    expect(c.map((x) => [x.type, x.status, x.reason])).toEqual([['Ready', 'True', 'Succeeded']]);
+
+    const down = reconcileError('SourceUnreachable', 'git.example.com: ECONNREFUSED');
+    c = markFailed(c, 'r1', down, later(2));
+    expect(c.map((x) => [x.type, x.status, x.reason])).toEqual([
+      ['Ready', 'False', 'SourceUnreachable'],
+      ['Reconciling', 'True', 'ProgressingWithRetry'],
+    ]);
+
+    const invalid = reconcileError('ValidationFailed', 'commit r2 does not validate');
+    c = markFailed(c, 'r2', invalid, later(3));
+    expect(c.map((x) => [x.type, x.status, x.reason, x.observedRevision])).toEqual([
+      ['Ready', 'False', 'ValidationFailed', 'r2'],
+      ['Stalled', 'True', 'ValidationFailed', 'r2'],
+    ]);
+    expect(findCondition(c, 'Stalled')!.message).toContain(invalid.hint);
+  });
+
+  it('lastTransitionTime moves only when the status changes', () => {
+    let c = markReady([], 'r1', 'a', T0);
+    c = markReady(c, 'r2', 'b', later(60));
+    expect(findCondition(c, 'Ready')!.lastTransitionTime).toBe(T0.toISOString());
+    expect(findCondition(c, 'Ready')!.observedRevision).toBe('r2');
+    c = markFailed(c, 'r3', reconcileError('ValidationFailed', 'x'), later(120));
+    expect(findCondition(c, 'Ready')!.lastTransitionTime).toBe(later(120).toISOString());
+  });
+});
+
+describe('recent events', () => {
+  it('a repeated event bumps its count; the ring and the number of resources are bounded', () => {
+    let now = T0;
+    const log = new EventLog({ perResource: 3, maxResources: 2, now: () => now });
+    for (let i = 0; i < 5; i++) {
+      now = later(i);
+      log.record('CredentialBinding/ns/b', 'Warning', 'BindingFailed', 'Vault down', 'r1');
+    }
+    expect(log.of('CredentialBinding/ns/b')).toEqual([
+      expect.objectContaining({
+        count: 5,
+        firstTimestamp: T0.toISOString(),
+        lastTimestamp: later(4).toISOString(),
+      }),
+    ]);
+    for (let i = 0; i < 10; i++) log.record('CredentialBinding/ns/b', 'Normal', `R${i}`, 'm', 'r1');
+    expect(log.of('CredentialBinding/ns/b').map((e) => e.reason)).toEqual(['R7', 'R8', 'R9']);
+    log.record('A/ns/a', 'Normal', 'x', 'm', null);
+    log.record('B/ns/b', 'Normal', 'x', 'm', null);
+    expect(log.of('CredentialBinding/ns/b')).toEqual([]); // least recently written dropped
+    expect(Object.keys(log.toJSON())).toEqual(['A/ns/a', 'B/ns/b']);
+  });
+});
+
+describe('StatusBook', () => {
+  it('a new revision keeps the runtime state of resources that stay and drops those removed', () => {
+    const book = seededBook(T0);
+    const before = book.resource(
+      'CredentialBinding',
+      'riptides-system',
+      'support-assistant-claude-binding',
+    ) as CredentialBindingStatus;
+    expect(before).toMatchObject({ state: 'OK', fingerprint: 'hmac:1a2b3c4d', version: 2 });
+    const kept = book
+      .resources()
+      .filter((r) => r.name !== 'anthropic-bearer')
+      .map((r) => ({ ...r, observedRevision: 'r-next', conditions: [] }));
+    // The skeleton of a new revision has no runtime fields.
+    for (const r of kept)
+      if (r.kind === 'CredentialBinding') Object.assign(r, { state: undefined, fingerprint: undefined });
+    book.syncResources(kept as never);
+    const after = book.resource(
+      'CredentialBinding',
+      'riptides-system',
+      'support-assistant-claude-binding',
+    ) as CredentialBindingStatus;
+    expect(after).toMatchObject({ state: 'OK', fingerprint: 'hmac:1a2b3c4d', observedRevision: 'r-next' });
+    expect(after.conditions.length).toBeGreaterThan(0);
+    expect(book.resource('CredentialSource', 'riptides-system', 'anthropic-bearer')).toBeUndefined();
+    expect(book.events.of('CredentialSource/riptides-system/anthropic-bearer')).toEqual([]);
+  });
+
+  it('a snapshot survives JSON and rebuilds the same book', () => {
+    const book = seededBook(T0);
+    const snap = JSON.parse(JSON.stringify(book.snapshot()));
+    expect(new StatusBook({ now: () => T0 }, snap).snapshot()).toEqual(book.snapshot());
+  });
+});
+
+describe('status from the sample policies and the credential manager', () => {
+  it('lists every resource of every kind in policies/', () => {
+    const book = seededBook(T0);
+    // Count kinds from the YAML text itself, independently of the policy loader.
+    const counts: Record<string, number> = {};
+    const walk = (dir: string) => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.name.endsWith('.yaml') && e.name !== 'riptides.config.yaml')
+          for (const m of readFileSync(p, 'utf8').matchAll(/^kind: (\w+)$/gm))
+            counts[m[1]!] = (counts[m[1]!] ?? 0) + 1;
+      }
+    };
+    walk('policies');
+    for (const kind of [
+      'WorkloadIdentity',
+      'Service',
+      'CredentialSource',
+      'CredentialBinding',
+      'WorkloadCredential',
+    ] as const) {
+      expect(book.resources(kind).length, kind).toBe(counts[kind]);
+      expect(counts[kind]).toBeGreaterThan(0);
+    }
+  });
+
+  it('credential states become STATE and conditions, with an event when a state changes', () => {
+    const book = seededBook(T0);
+    const ok = book.resource(
+      'CredentialSource',
+      'riptides-system',
+      'anthropic-bearer',
+    ) as CredentialSourceStatus;
+    const bad = book.resource(
+      'CredentialSource',
+      'riptides-system',
+      'vault-openai-apikeys',
+    ) as CredentialSourceStatus;
+    expect(ok.state).toBe('AVAILABLE');
+    expect(findCondition(ok.conditions, 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'CredentialAvailable',
+    });
+    expect(bad.state).toBe('ERROR');
+    expect(findCondition(bad.conditions, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'CredentialUnavailable',
+    });
+    expect(book.events.of('CredentialSource/riptides-system/vault-openai-apikeys')).toEqual([
+      expect.objectContaining({ type: 'Warning', reason: 'CredentialError', message: HOSTILE_MESSAGE }),
+    ]);
+    const failed = book.resource(
+      'CredentialBinding',
+      'riptides-system',
+      'support-assistant-openai-binding',
+    ) as CredentialBindingStatus;
+    expect(failed.state).toBe('FAILED');
+    expect(failed.propagation).toBe('injection+sysfs');
+  });
+});
+
+describe('ctl output formats', () => {
+  const book = seededBook(T0);
+  const snap = book.snapshot();
+
+  it('resolves the real CLI short names, plurals and the API group', () => {
+    expect(
+      [
+        'wid',
+        'svc',
+        'credsrc',
+        'cb',
+        'daemons',
+        'workloadidentity.core.riptides.io',
+        'CredentialSources',
+        'source',
+      ].map(resolveKind),
+    ).toEqual([
+      'WorkloadIdentity',
+      'Service',
+      'CredentialSource',
+      'CredentialBinding',
+      'Daemon',
+      'WorkloadIdentity',
+      'CredentialSource',
+      'Source',
+    ]);
+    expect(resolveKind('widget')).toBeNull();
+  });
+
+  it('credsrc shows the seeds STATE words, escaped', () => {
+    const out = formatGet('CredentialSource', select(snap, 'CredentialSource'), 'table', T0);
+    const lines = out.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^NAME\s+TYPE\s+STATE\s+MESSAGE$/);
+    expect(lines.find((l) => l.startsWith('anthropic-bearer'))).toMatch(
+      /^anthropic-bearer\s+kubernetes\s+AVAILABLE\s+-$/,
+    );
+    expect(lines.find((l) => l.startsWith('vault-openai-apikeys'))).toMatch(
+      /^vault-openai-apikeys\s+vault\s+ERROR\s+vault said: \\x1b\[31mdenied\\x1b\[0m\\n::error::forged$/,
+    );
+    expect(out).not.toMatch(/\u001b/);
+    expect(out.split('\n').some((l) => l.startsWith('::'))).toBe(false);
+  });
+
+  it('cb, wid, daemons: columns, relative times, -o wide', () => {
+    const cb = formatGet(
+      'CredentialBinding',
+      select(snap, 'CredentialBinding', { name: 'support-assistant-claude-binding' }),
+      'table',
+      T0,
+    );
+    expect(cb).toBe(
+      'NAME                               WORKLOAD ID                           SOURCE             STATE   EXPIRES\n' +
+        'support-assistant-claude-binding   support-assistant/app/assistant-api   anthropic-bearer   OK      in 60m\n',
+    );
+    const wid = formatGet(
+      'WorkloadIdentity',
+      select(snap, 'WorkloadIdentity', { name: 'support-assistant' }),
+      'wide',
+      T0,
+    );
+    expect(wid.split('\n')[0]).toMatch(
+      /^NAME\s+WORKLOAD ID\s+SCOPE\s+NODES\s+PROCESSES\s+SVID EXPIRY\s+READY\s+SPIFFE ID\s+REVISION\s+MESSAGE$/,
+    );
+    expect(wid.split('\n')[1]).toMatch(
+      /\s3\s+5\s+in 42m\s+True\s+spiffe:\/\/example\.com\/support-assistant\/app\/assistant-api\s+a1a1a1a1a1a1\s/,
+    );
+    const daemons = formatGet('Daemon', select(snap, 'Daemon'), 'table', T0).split('\n');
+    expect(daemons[1]).toMatch(/^node-a\s+riptides\/daemon\/node-a\s+\S+\s+ok\s+c0ffeec0ffeec0ff\s+3s ago$/);
+    expect(daemons[2]).toMatch(/^node-b\s+.*\s+unreachable\s+beefbeefbeefbeef\s+5m ago$/);
+  });
+
+  it('-o name and -o json', () => {
+    expect(formatGet('Service', select(snap, 'Service', { name: 'openai-svc' }), 'name', T0)).toBe(
+      'service.core.riptides.io/openai-svc\n',
+    );
+    const one = JSON.parse(
+      formatGet(
+        'CredentialBinding',
+        select(snap, 'CredentialBinding', { name: 'support-assistant-claude-binding' }),
+        'json',
+        T0,
+      ),
+    );
+    expect(one).toMatchObject({
+      kind: 'CredentialBinding',
+      apiVersion: 'core.riptides.io/v1alpha1',
+      state: 'OK',
+      fingerprint: 'hmac:1a2b3c4d',
+    });
+    const list = JSON.parse(formatGet('Daemon', select(snap, 'Daemon'), 'json', T0));
+    expect(list.kind).toBe('DaemonList');
+    expect(list.items.map((d: { name: string }) => d.name)).toEqual(['node-a', 'node-b']);
+  });
+
+  it('source: fetched and applied revisions, Ready, and the diagnostics of the commit that does not validate', () => {
+    const out = formatSource(snap.source, 'table', T0);
+    const [header, row] = out.split('\n');
+    expect(header).toMatch(/^NAME\s+BRANCH\s+FETCHED\s+APPLIED\s+READY\s+MESSAGE$/);
+    expect(row).toMatch(
+      /^policy\s+main\s+f2f2f2f2f2f2 \(30s ago\)\s+a1a1a1a1a1a1 \(10m ago\)\s+False\s+commit f2f2f2f2f2f2 does not validate/,
+    );
+    expect(out).toContain('Diagnostics of f2f2f2f2f2f2 (not applied; a1a1a1a1a1a1 stays in force):\n');
+    expect(out).toContain(
+      '  policies/mtls/30-workload-identities.yaml:13:3: error RT020: unknown field "spec.conection"\n',
+    );
+    const json = JSON.parse(formatSource(snap.source, 'json', T0));
+    expect(json).toMatchObject({ lastFetchedRevision: FETCHED, lastAppliedRevision: APPLIED });
+  });
+
+  it('describe shows fields, conditions and recent events', () => {
+    const row = select(snap, 'CredentialSource', { name: 'vault-openai-apikeys' })[0]!;
+    const out = formatDescribe(
+      'CredentialSource',
+      row,
+      snap.events['CredentialSource/riptides-system/vault-openai-apikeys']!,
+      T0,
+    );
+    expect(out).toMatch(
+      /^Name: {2,}vault-openai-apikeys\nKind: {2,}CredentialSource\nNamespace: {2,}riptides-system\n/,
+    );
+    expect(out).toMatch(
+      /\nConditions:\n {2}Type\s+Status\s+Reason\s+Last Transition\s+Revision\s+Message\n {2}Ready\s+False\s+CredentialUnavailable\s+2m ago\s+a1a1a1a1a1a1\s/,
+    );
+    expect(out).toMatch(
+      /\nEvents:\n {2}Type\s+Reason\s+Age\s+Revision\s+Message\n {2}Warning\s+CredentialError\s+2m ago\s/,
+    );
+    expect(out).not.toMatch(/\u001b/);
+    const daemon = formatDescribe('Daemon', select(snap, 'Daemon', { name: 'node-b' })[0]!, [], T0);
+    expect(daemon).toContain('Events:  <none>\n');
+    expect(daemon).toMatch(/Health: +unreachable \(no stream since 5m\)/);
+    const src = formatDescribeSource(snap.source!, snap.events['Source/policy']!, T0);
+    expect(src).toMatch(/Stalled\s+True\s+ValidationFailed/);
+    expect(src).toContain('Diagnostics:\n  policies/mtls/30-workload-identities.yaml:13:3: error RT020');
+  });
+});

@@ -1,0 +1,183 @@
+import { spawn } from 'node:child_process';
+import { appendFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { makeCredential } from '../../reconciler/credentials/types.ts';
+import { Journal } from '../../reconciler/store/journal.ts';
+import { StateDirLockedError } from '../../reconciler/store/lock.ts';
+import { SecretInStoreError } from '../../reconciler/store/secret-guard.ts';
+import { StateStore } from '../../reconciler/store/state-store.ts';
+import { tempDir } from '../support/scratch.ts';
+
+describe('journal', () => {
+  it('keeps puts and deletes across reopen, and compacts into a snapshot without losing any', async () => {
+    const dir = tempDir('journal');
+    const j = await Journal.open<{ n: number }>(dir, 'serials', { compactSlack: 10 });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => j.put(`k${i}`, { n: i })));
+    for (let i = 0; i < 100; i += 2) await j.delete(`k${i}`);
+    await j.put('k1', { n: 1001 });
+    await j.close();
+    // Compaction ran (the log would hold 151 records otherwise) and left one generation behind.
+    const files = readdirSync(dir).sort();
+    expect(files.filter((f) => f.endsWith('.log'))).toHaveLength(1);
+    expect(files).toContain('serials.snap');
+    const again = await Journal.open<{ n: number }>(dir, 'serials');
+    expect(again.size).toBe(50);
+    expect(again.get('k1')).toEqual({ n: 1001 });
+    expect(again.get('k2')).toBeUndefined();
+    expect(again.get('k99')).toEqual({ n: 99 });
+    await again.close();
+  });
+
+  it('drops a torn last record (power cut mid-append) and keeps later appends readable', async () => {
+    const dir = tempDir('journal-torn');
+    const j = await Journal.open<{ n: number }>(dir, 'leases');
+    await j.put('a', { n: 1 });
+    await j.put('b', { n: 2 });
+    await j.close();
+    const log = join(dir, 'leases.0.log');
+    const whole = readFileSync(log, 'utf8');
+    appendFileSync(log, whole.split('\n')[1]!.slice(0, 20)); // half of a record, no newline
+    const reopened = await Journal.open<{ n: number }>(dir, 'leases');
+    expect([...reopened.entries()]).toEqual([
+      ['a', { n: 1 }],
+      ['b', { n: 2 }],
+    ]);
+    expect(readFileSync(log, 'utf8')).toBe(whole); // truncated back to the last whole record
+    await reopened.put('c', { n: 3 });
+    await reopened.close();
+    const third = await Journal.open<{ n: number }>(dir, 'leases');
+    expect(third.get('c')).toEqual({ n: 3 });
+    await third.close();
+  });
+
+  it('a record whose checksum does not match ends the replay there', async () => {
+    const dir = tempDir('journal-crc');
+    const j = await Journal.open<{ n: number }>(dir, 'drift');
+    await j.put('a', { n: 1 });
+    await j.put('b', { n: 2 });
+    await j.close();
+    const log = join(dir, 'drift.0.log');
+    writeFileSync(log, readFileSync(log, 'utf8').replace('"n":2', '"n":3'));
+    const reopened = await Journal.open<{ n: number }>(dir, 'drift');
+    expect(reopened.get('a')).toEqual({ n: 1 });
+    expect(reopened.get('b')).toBeUndefined();
+    await reopened.close();
+  });
+});
+
+describe('state store', () => {
+  it('creates the store 0700 with files 0600, and reopens to what was written', async () => {
+    const stateDir = tempDir('store');
+    const store = await StateStore.open({ stateDir });
+    await store.applied.set({
+      revision: 'a'.repeat(40),
+      appliedAt: '2026-03-01T00:00:00.000Z',
+      programVersions: { 'daemonGroup:g': 'v1' },
+    });
+    await store.leases.put('openai/creds/role/abc', {
+      source: 'vault-openai-apikeys',
+      workloadID: 'support-assistant/app/assistant-api',
+      obtainedAt: '2026-03-01T00:00:00.000Z',
+      expiresAt: '2026-03-01T01:00:00.000Z',
+      renewable: true,
+      fingerprint: 'hmac:00112233',
+    });
+    await store.close();
+    expect(statSync(join(stateDir, 'store')).mode & 0o777).toBe(0o700);
+    for (const f of readdirSync(join(stateDir, 'store')))
+      expect(statSync(join(stateDir, 'store', f)).mode & 0o777, f).toBe(0o600);
+    const again = await StateStore.open({ stateDir });
+    expect(again.applied.get()?.programVersions).toEqual({ 'daemonGroup:g': 'v1' });
+    expect(again.leases.get('openai/creds/role/abc')?.renewable).toBe(true);
+    await again.close();
+  });
+
+  it('never stores a credential value: a field named like one is refused, a Credential object leaves only metadata', async () => {
+    const store = await StateStore.open({ stateDir: tempDir('store-secret') });
+    try {
+      await expect(
+        store.leases.put('x', {
+          source: 's',
+          workloadID: 'w',
+          obtainedAt: '',
+          expiresAt: '',
+          renewable: false,
+          token: 'hvs.SECRET',
+        } as never),
+      ).rejects.toThrow(SecretInStoreError);
+      await expect(
+        store.status.set({
+          format: 1,
+          generatedAt: '',
+          source: null,
+          daemons: [],
+          events: {},
+          resources: [{ aws: { secretAccessKey: 'AKIA/secret' } }],
+        } as never),
+      ).rejects.toThrow(/secretAccessKey looks like a credential value/);
+      const cred = makeCredential(
+        { kind: 'bearer', token: 'sk-live-abcdef123456' },
+        { version: 1, obtainedAt: new Date(0), fingerprint: 'hmac-sha256:0123456789abcdef' },
+      );
+      await store.drift.put('r1', {
+        at: '',
+        revision: null,
+        drifted: false,
+        counts: {},
+        files: [],
+        cred,
+      } as never);
+    } finally {
+      await store.close();
+    }
+    const bytes = readdirSync(join(store.dir))
+      .map((f) => readFileSync(join(store.dir, f), 'utf8'))
+      .join('');
+    expect(bytes).not.toContain('sk-live-abcdef123456');
+    expect(bytes).not.toContain('hvs.SECRET');
+    expect(bytes).toContain(`"fingerprint"`);
+  });
+
+  it('one reconciler per state directory: a live holder is refused, a dead one taken over', async () => {
+    const stateDir = tempDir('store-lock');
+    const first = await StateStore.open({ stateDir });
+    await expect(StateStore.open({ stateDir })).rejects.toThrow(StateDirLockedError);
+    await first.close();
+
+    // A lock left by a process that no longer exists.
+    const gone = spawn(process.execPath, ['-e', '0']);
+    const deadPid = gone.pid!;
+    await new Promise((r) => gone.on('exit', r));
+    writeFileSync(join(stateDir, 'store', 'LOCK'), JSON.stringify({ pid: deadPid, start: '1' }));
+    const second = await StateStore.open({ stateDir });
+    await second.close();
+
+    // A lock held by another live process.
+    const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
+    try {
+      const start = readFileSync(`/proc/${live.pid}/stat`, 'utf8');
+      const startTime = start.slice(start.lastIndexOf(')') + 2).split(' ')[19];
+      writeFileSync(join(stateDir, 'store', 'LOCK'), JSON.stringify({ pid: live.pid, start: startTime }));
+      await expect(StateStore.open({ stateDir })).rejects.toThrow(new RegExp(`pid ${live.pid}`));
+    } finally {
+      live.kill('SIGKILL');
+    }
+  });
+
+  it('prunes serials that expired', async () => {
+    const store = await StateStore.open({ stateDir: tempDir('store-prune') });
+    const serial = (notAfter: string) => ({
+      spiffeId: 'spiffe://td/a',
+      daemonId: 'n',
+      notBefore: '2026-01-01T00:00:00Z',
+      notAfter,
+      publicKeyHash: 'h',
+    });
+    await store.serials.put('01', serial('2026-01-01T01:00:00Z'));
+    await store.serials.put('02', serial('2026-01-02T01:00:00Z'));
+    expect(await store.pruneSerials(new Date('2026-01-01T12:00:00Z'))).toBe(1);
+    expect([...store.serials.entries()].map(([k]) => k)).toEqual(['02']);
+    await store.close();
+  });
+});

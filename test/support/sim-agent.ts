@@ -1,0 +1,155 @@
+/**
+ * A simulated agent for tests and the agents benchmark: the real join and the real Sync client, holding
+ * programs with the real applyUpdate, but no control interface or attestation. It records what it receives.
+ */
+import type { ChannelIdentity } from '../../agent/connection.ts';
+import { joinReconciler } from '../../agent/join.ts';
+import type {
+  CredentialValue,
+  ErrorDetail,
+  Out,
+  ProgramAck,
+  ProgramUpdate,
+  Refusal,
+  SvidResponse,
+} from '../../agent/protocol/messages.ts';
+import { applyUpdate, type Program } from '../../agent/protocol/program.ts';
+import { AgentStateDir } from '../../agent/state.ts';
+import { SyncClient } from '../../agent/sync-client.ts';
+
+export class SimAgent {
+  program: Program | null = null;
+  readonly updates: ProgramUpdate[] = [];
+  readonly refusals: Refusal[] = [];
+  readonly svids: SvidResponse[] = [];
+  readonly credentials = new Map<string, CredentialValue>();
+  readonly nacks: ErrorDetail[] = [];
+  connected = false;
+  client!: SyncClient;
+  /** Set to refuse the next updates with this error. */
+  refuseWith: ErrorDetail | null = null;
+  private waiters: Array<() => void> = [];
+
+  constructor(
+    readonly server: string,
+    readonly state: AgentStateDir,
+    readonly channel: ChannelIdentity,
+    readonly trustDomain: string,
+    readonly daemonId: string,
+  ) {}
+
+  static async join(
+    server: string,
+    token: string,
+    dir: string,
+    expectedDaemonGroup?: string,
+  ): Promise<SimAgent> {
+    const state = new AgentStateDir(dir);
+    await joinReconciler({ server, token, state, ...(expectedDaemonGroup ? { expectedDaemonGroup } : {}) });
+    return SimAgent.open(server, dir);
+  }
+
+  static async open(server: string, dir: string): Promise<SimAgent> {
+    const state = new AgentStateDir(dir);
+    const loaded = (await state.load())!;
+    return new SimAgent(
+      server,
+      state,
+      {
+        bundlePem: loaded.bundlePem,
+        reconcilerSpiffeId: loaded.identity.reconcilerSpiffeId,
+        keyPem: loaded.svid.keyPem,
+        chainPem: loaded.svid.chainPem,
+      },
+      loaded.identity.trustDomain,
+      loaded.identity.daemonId,
+    );
+  }
+
+  start(): this {
+    this.client = new SyncClient({
+      server: this.server,
+      identity: () => this.channel,
+      backoff: { initialMs: 100, maxMs: 1000 },
+      handler: {
+        hello: () => ({
+          protocolVersion: 1,
+          agentVersion: 'sim',
+          programVersion: this.program?.version ?? '',
+          identityVersions: Object.fromEntries(
+            [...(this.program?.identities.values() ?? [])].map((i) => [i.spiffeId, i.hash]),
+          ),
+          ruleHashes: [...(this.program?.rules.keys() ?? [])],
+          credentialRefHashes: [...(this.program?.credentialRefs.keys() ?? [])],
+        }),
+        program: async (u): Promise<Out<ProgramAck>> => {
+          this.updates.push(u);
+          const kept = this.program?.version ?? '';
+          if (this.refuseWith) {
+            this.nacks.push(this.refuseWith);
+            this.notify();
+            return { versionInfo: kept, errorDetail: this.refuseWith };
+          }
+          const r = applyUpdate(this.program, u, this.trustDomain);
+          if (!r.ok) {
+            this.nacks.push(r.error);
+            this.notify();
+            return { versionInfo: kept, errorDetail: r.error };
+          }
+          this.program = r.program;
+          this.notify();
+          return { versionInfo: r.program.version };
+        },
+        svid: (s) => {
+          this.svids.push(s);
+          this.notify();
+        },
+        credentials: (c) => {
+          for (const v of c.values) this.credentials.set(v.refHash, v);
+          for (const h of c.withdrawn) this.credentials.delete(h);
+          this.notify();
+        },
+        bundle: () => {},
+        refusal: (r) => {
+          this.refusals.push(r);
+          this.notify();
+        },
+        connected: () => {
+          this.connected = true;
+          this.notify();
+        },
+        disconnected: () => {
+          this.connected = false;
+          this.notify();
+        },
+      },
+    });
+    this.client.start();
+    return this;
+  }
+
+  private notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves once `cond` holds (checked after every event), or rejects after `ms`. */
+  until(cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+    if (cond()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+      const check = () => {
+        if (cond()) {
+          clearTimeout(timer);
+          resolve();
+        } else this.waiters.push(check);
+      };
+      this.waiters.push(check);
+    });
+  }
+
+  stop(): void {
+    this.client?.stop();
+  }
+}
