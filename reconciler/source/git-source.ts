@@ -9,34 +9,18 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { BlobCache } from './blob-cache.ts';
-import type { SourceAuth } from './credentials.ts';
 import { BlobTooLargeError, SourceError } from './errors.ts';
 import { fetchRemote, type TransferProgress } from './fetch.ts';
 import * as history from './history.ts';
 import { ObjectSizes } from './object-size.ts';
 import { HEX_OID, type RepoContext, resolveRef } from './refs.ts';
-import { openRemote, type Remote } from './remote.ts';
+import { openRemote, type Remote, type RemoteOptions } from './remote.ts';
 import { type ChangedFiles, diffTrees, normalizeSubdir, type TreeEntry, TreeReader } from './tree.ts';
 
 export type { TransferProgress } from './fetch.ts';
 
-export interface SourceOptions {
-  /** https://… / http://… URL, or a local directory (working copy or bare repo, read through its git dir). */
-  repo: string;
-  /** Where a remote is fetched to (bare, no checkout, mode 0700); default a per-user cache dir (see userCacheDir). */
-  cacheDir?: string;
-  /** From credentialsFromEnv(); never from argv, never logged, redacted from every error and progress line. */
-  auth?: SourceAuth;
-  /** PEM CA bundle for a self-hosted HTTPS server; replaces the default roots, as git's http.sslCAInfo does. */
-  caFile?: string;
-  /** Longest network wait (connect and headers, each body chunk), and the window of the minimum rate; default 30 s. */
-  timeoutMs?: number;
-  /** A transfer slower than this over any timeoutMs window is cut off; default 1024 bytes/s. */
-  minBytesPerSecond?: number;
-  /** Longest a whole fetch may take; default 10 min. */
-  deadlineMs?: number;
-  /** Cap on the fetched repository (packs already cached + what the server sends); default 512 MiB. */
-  maxRepoBytes?: number;
+/** Where and how to open the repository (see RemoteOptions for a remote's bounds and credentials). */
+export interface SourceOptions extends RemoteOptions {
   /**
    * Steps as lines ("fetching …", "fetched …"), and transfer ticks (at most one per phase and 10 % step) with
    * their figures in `transfer`, so a terminal can draw a bar and a CI log can skip them.

@@ -14,13 +14,21 @@ import { CREDENTIAL_ENV_HINT, messageOf, SourceError } from './errors.ts';
 import { GuardedHttp } from './http.ts';
 
 export interface RemoteOptions {
+  /** https://… / http://… URL, or a local directory (working copy or bare repo, read through its git dir). */
   repo: string;
+  /** Where a remote is fetched to (bare, no checkout, mode 0700); default a per-user cache dir (see userCacheDir). */
   cacheDir?: string;
+  /** From credentialsFromEnv(); never from argv, never logged, redacted from every error and progress line. */
   auth?: SourceAuth;
+  /** PEM CA bundle for a self-hosted HTTPS server; replaces the default roots, as git's http.sslCAInfo does. */
   caFile?: string;
+  /** Longest network wait (connect and headers, each body chunk), and the window of the minimum rate; default 30 s. */
   timeoutMs?: number;
+  /** A transfer slower than this over any timeoutMs window is cut off; default 1024 bytes/s. */
   minBytesPerSecond?: number;
+  /** Longest a whole fetch may take; default 10 min. */
   deadlineMs?: number;
+  /** Cap on the fetched repository (packs already cached + what the server sends); default 512 MiB. */
   maxRepoBytes?: number;
 }
 
