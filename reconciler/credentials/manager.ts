@@ -10,6 +10,8 @@
  * error message carries one (messages are also scrubbed of the values held, in case a server echoed one).
  */
 import { EventEmitter } from 'node:events';
+import { Redactor } from '../common/redact.ts';
+import { backoffDelay, DEFAULT_BACKOFF } from '../common/retry.ts';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
 import { ephemeralFingerprintKey, type FingerprintKey } from './fingerprint.ts';
 import { type ProviderConfig, Providers } from './providers.ts';
@@ -28,7 +30,7 @@ import {
   makeCredential,
   type SourceStatus,
 } from './types.ts';
-import { backoffDelay, describeTransportError } from './util.ts';
+import { describeTransportError } from './util.ts';
 
 export interface CredentialManagerOptions extends ProviderConfig {
   minter: JwtMinter;
@@ -58,21 +60,23 @@ function contextOf(opts: CredentialManagerOptions): ProviderContext {
     now: opts.now ?? Date.now,
     random: opts.random ?? Math.random,
     logger: opts.logger ?? SILENT,
-    backoff: { initialMs: opts.backoff?.initialMs ?? 1000, maxMs: opts.backoff?.maxMs ?? 300_000 },
+    backoff: {
+      initialMs: opts.backoff?.initialMs ?? DEFAULT_BACKOFF.initialMs,
+      maxMs: opts.backoff?.maxMs ?? DEFAULT_BACKOFF.maxMs,
+    },
     fingerprintKey: opts.fingerprintKey ?? ephemeralFingerprintKey(),
   };
 }
 
 /** Replaces any held value that appears in a message (a server may echo what it was sent). */
 function scrub(message: string, values: Array<CredentialValue | undefined>): string {
-  let out = message;
+  const redactor = new Redactor();
   for (const v of values) {
     if (!v) continue;
-    const parts =
-      v.kind === 'bearer' ? [v.token] : [v.aws.secretAccessKey, v.aws.sessionToken, v.aws.accessKeyId];
-    for (const p of parts) if (p.length >= 6) out = out.split(p).join('***');
+    if (v.kind === 'bearer') redactor.add(v.token);
+    else redactor.add(v.aws.secretAccessKey).add(v.aws.sessionToken).add(v.aws.accessKeyId);
   }
-  return out;
+  return redactor.redact(message);
 }
 
 type UpdateListener = (sourceName: string, workloadID: string, credential: Credential | undefined) => void;
@@ -185,12 +189,7 @@ class Binding {
     });
     const s = this.session;
     if (s instanceof CredentialError || s.kind !== 'polled') return; // watched sources retry inside their store
-    let delay = backoffDelay(
-      this.failures,
-      this.ctx.backoff.initialMs,
-      this.ctx.backoff.maxMs,
-      this.ctx.random,
-    );
+    let delay = backoffDelay(this.failures, this.ctx.backoff, this.ctx.random);
     // Keep trying often enough to replace the value before it runs out.
     const left = held?.expiresAt ? held.expiresAt.getTime() - this.ctx.now() : Number.POSITIVE_INFINITY;
     delay = Math.min(delay, Math.max(this.ctx.backoff.initialMs, left / 2));

@@ -24,6 +24,7 @@ import {
 const SOURCE_CODES: Record<SourceErrorCode, ErrorCode> = {
   unreachable: 'SourceUnreachable',
   auth: 'SourceAuthFailed',
+  redirect: 'SourceRedirectRefused',
   'unknown-ref': 'SourceRefNotFound',
   'force-push': 'SourceHistoryRewritten',
   'too-large': 'SourceTooLarge',

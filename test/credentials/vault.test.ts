@@ -89,7 +89,11 @@ describe('vault provider', () => {
   });
 
   it('logs in again before the Vault token expires (its expiry would revoke the lease)', async () => {
-    env.vaultRoles['short-token'] = { boundAudiences: ['example-audience'], tokenTtl: 2 };
+    env.vaultRoles['short-token'] = {
+      boundAudiences: ['example-audience'],
+      tokenTtl: 2,
+      tokenPolicies: ['riptides-credentials'],
+    };
     env.vaultSecrets['long/lease'] = {
       leaseDuration: 600,
       maxTtl: 600,
