@@ -79,6 +79,9 @@ function scrub(message: string, values: Array<CredentialValue | undefined>): str
   return redactor.redact(message);
 }
 
+/** The longest delay setTimeout holds (2^31 − 1 ms, about 24.8 days); a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 type UpdateListener = (sourceName: string, workloadID: string, credential: Credential | undefined) => void;
 
 class Binding {
@@ -196,11 +199,25 @@ class Binding {
     this.schedule(this.ctx.now() + delay);
   }
 
+  /**
+   * Arms the next refresh for `at` (epoch ms). The wait is held between the retry policy's first step (a
+   * provider whose answer says "now", such as a lease of 0 or fewer seconds or an expiry already past, must
+   * not make a loop of logins) and what setTimeout can hold: a longer delay would fire at once, so a far
+   * refresh (a Vault KV secret's 768-hour TTL) re-arms when the timer ends early, and one at +Infinity never
+   * comes. A time that is not a number counts as "now".
+   */
   private schedule(at: number | undefined): void {
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     if (at === undefined || this.closed) return;
-    this.refreshTimer = setTimeout(() => this.run(), Math.max(0, at - this.ctx.now()));
+    const wait = at - this.ctx.now();
+    const delay = Number.isNaN(wait)
+      ? this.ctx.backoff.initialMs
+      : Math.max(this.ctx.backoff.initialMs, wait);
+    this.refreshTimer = setTimeout(
+      () => (delay > MAX_TIMER_MS ? this.schedule(at) : this.run()),
+      Math.min(delay, MAX_TIMER_MS),
+    );
     this.refreshTimer.unref();
   }
 
@@ -213,8 +230,8 @@ class Binding {
     this.clearExpiry();
     const exp = this.current?.expiresAt?.getTime();
     if (exp === undefined) return;
-    // setTimeout holds 32-bit delays; far expiries re-arm when reached.
-    const delay = Math.min(Math.max(0, exp - this.ctx.now()), 2 ** 31 - 1);
+    // Far expiries re-arm when the timer ends (see MAX_TIMER_MS).
+    const delay = Math.min(Math.max(0, exp - this.ctx.now()), MAX_TIMER_MS);
     this.expiryTimer = setTimeout(() => {
       if (this.closed || !this.current) return;
       if (this.valid()) {

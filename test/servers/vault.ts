@@ -3,7 +3,8 @@
  *  - POST /v1/auth/<mount>/login {role, jwt}: the JWT auth method; the token is verified against the
  *    issuer's OIDC discovery document + JWKS (fetched over HTTPS), bound_audiences, bound_subject, and exp/nbf
  *    with vault-plugin-auth-jwt's leeways (expiration 150 s, not-before 150 s, clock skew 60 s);
- *  - GET /v1/<path>: a dynamic secret with a lease tied to the calling token (revoked with it);
+ *  - GET /v1/<path>: a dynamic secret with a lease tied to the calling token (revoked with it), or a KV
+ *    version 1 secret (no lease; lease_duration its advisory TTL);
  *  - PUT /v1/sys/leases/renew {lease_id, increment}: extends up to the max TTL and no further;
  *  - PUT /v1/sys/leases/revoke {lease_id};
  *  - POST /v1/auth/token/revoke-self: the token and every lease it created are revoked;
@@ -61,6 +62,11 @@ export interface VaultJwtMount {
 export interface VaultSecretEngine {
   /** Seconds; 0 for a static secret without a lease. */
   leaseDuration: number;
+  /**
+   * KV version 1: no lease (lease_id ""), and lease_duration is only the advisory TTL (the secret's `ttl`
+   * field, else the mount's default of 768h), as the kv-v1 API documents it.
+   */
+  kvV1?: boolean;
   /** Seconds from issue; renewals never extend past it. */
   maxTtl: number;
   renewable: boolean;
@@ -291,7 +297,7 @@ export class VaultTestServer extends TestHttpsServer {
     const data = engine.generate();
     for (const v of Object.values(data)) if (typeof v === 'string') this.issuedValues.push(v);
     let leaseId = '';
-    if (engine.leaseDuration > 0) {
+    if (engine.leaseDuration > 0 && !engine.kvV1) {
       leaseId = `${path}/${randomBytes(12).toString('base64url')}`;
       const now = this.now();
       this.leases.set(leaseId, {
