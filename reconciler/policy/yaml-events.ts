@@ -31,12 +31,51 @@ export class YamlReadError extends Error {
 const ALIAS_EXPANSION_ALLOWANCE = 10_000;
 const MAX_DEPTH = 64;
 
+/** What to say of text YAML read as a tag or an alias: the usual cause is a value that needs quotes. */
+const QUOTE_IT = 'quote the value if it is meant as text';
+
+/**
+ * js-yaml's reasons that quote the source, in words that do not: a tag or alias name is whatever follows
+ * "!" or "*", and in a Secret that is the value itself (`password: !Xk9…` reads as a tag, `token: *Qm…` as
+ * an alias). The position still says where; the value never reaches a diagnostic, a log or a report.
+ */
+const SOURCE_QUOTING_REASONS: ReadonlyArray<[RegExp, string]> = [
+  [
+    /^unknown (scalar|sequence|mapping) tag /,
+    `unknown YAML tag: a value that starts with "!" is read as a tag; ${QUOTE_IT}`,
+  ],
+  [
+    /^cannot resolve a node with .* explicit tag$/,
+    'the value does not fit its explicit YAML tag (a "!!type" before it)',
+  ],
+  [
+    /^unidentified alias /,
+    `unknown YAML alias: a value that starts with "*" is read as an alias; ${QUOTE_IT}`,
+  ],
+  [/^recursive alias /, 'a YAML alias refers to the node that contains it'],
+  [
+    /^tag name cannot contain such characters/,
+    `invalid YAML tag: a value that starts with "!" is read as a tag; ${QUOTE_IT}`,
+  ],
+  [
+    /^undeclared tag handle /,
+    `undeclared YAML tag handle: a value that starts with "!" is read as a tag; ${QUOTE_IT}`,
+  ],
+  [/^there is a previously declared suffix for .* tag handle$/, 'a %TAG directive declares a handle twice'],
+];
+
+/** A parser reason as it may be shown: never a fragment of the source (see SOURCE_QUOTING_REASONS). */
+export function yamlReason(reason: string): string {
+  for (const [pattern, said] of SOURCE_QUOTING_REASONS) if (pattern.test(reason)) return said;
+  return reason;
+}
+
 function parseToEvents(source: string): Event[] {
   try {
     return parseEvents(source, { maxDepth: MAX_DEPTH });
   } catch (err) {
     if (err instanceof YAMLException) {
-      const reason = err.reason ?? err.message;
+      const reason = yamlReason(err.reason ?? 'YAML syntax error');
       const kind = /depth/i.test(reason) ? 'too-deep' : 'syntax';
       return throwRead(reason, err.mark?.position ?? 0, kind);
     }
@@ -117,7 +156,7 @@ export function readYaml(source: string, filename: string): ParsedYaml {
     return { documents: constructFromEvents(events, { source, filename }) };
   } catch (err) {
     if (err instanceof YAMLException)
-      return throwRead(err.reason ?? err.message, err.mark?.position ?? 0, 'syntax');
+      return throwRead(yamlReason(err.reason ?? 'YAML syntax error'), err.mark?.position ?? 0, 'syntax');
     throw err;
   }
 }
