@@ -63,7 +63,8 @@ function vaultTransport(agent: Agent, deadlineMs: number) {
         try {
           parsed = text ? JSON.parse(text) : undefined;
         } catch {
-          parsed = { errors: [text.slice(0, 300)] };
+          // Whole (the body is capped): it is scrubbed of tokens before it is cut for display, never after.
+          parsed = { errors: [text] };
         }
         return { statusCode: res.status, body: parsed, request: { path: url.pathname } };
       },

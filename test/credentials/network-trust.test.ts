@@ -111,7 +111,7 @@ describe('Vault: redirects, quoted tokens, revocation on every path', () => {
   });
 
   it('keeps the Vault token and the JWT out of a 403 that quotes them', async () => {
-    env.vault.quoteTokenInErrors = true;
+    env.vault.quoteTokenInErrors = 'json';
     env.vaultRoles['no-read'] = { boundAudiences: ['example-audience'], tokenTtl: 3600, tokenPolicies: [] };
     const r = await fetchOnce(vaultSource({ role: 'no-read' }), WORKLOAD, env.managerOptions());
     expect(r.state).toBe('ERROR');
@@ -119,6 +119,18 @@ describe('Vault: redirects, quoted tokens, revocation on every path', () => {
       'reading openai/creds/riptides-role failed: HTTP 403 (permission denied: token *** may not read openai/creds/riptides-role)',
     );
     for (const value of env.vault.issuedValues) expect(r.message).not.toContain(value);
+  });
+
+  it('keeps the Vault token out of an HTML page that quotes it where the message is cut (at 300 characters)', async () => {
+    env.vault.quoteTokenInErrors = 'html';
+    env.vaultRoles['no-read'] = { boundAudiences: ['example-audience'], tokenTtl: 3600, tokenPolicies: [] };
+    const r = await fetchOnce(vaultSource({ role: 'no-read' }), WORKLOAD, env.managerOptions());
+    expect(r.state).toBe('ERROR');
+    expect(r.message).toMatch(
+      /reading openai\/creds\/riptides-role failed: HTTP 403 \(<html>.*\.\.\.token \*\*\* may not /,
+    );
+    const token = env.vault.issuedValues.find((v) => v.startsWith('hvs.'))!;
+    expect(r.message).not.toContain(token.slice(0, 8));
   });
 
   it('revokes the lease it just obtained when the secret lacks the field (1 issued, 1 revoked)', async () => {

@@ -130,9 +130,11 @@ export class VaultTestServer extends TestHttpsServer {
   readonly issuedValues: string[] = [];
   /**
    * When set, 403 answers quote the token that was refused, as some proxies and plugins in front of Vault
-   * do: clients must not print it.
+   * do: clients must not print it. `json`: in Vault's `{"errors":[…]}`; `html`: in a gateway's HTML page,
+   * the token starting 285 characters in (where a client that cuts server text at 300 before scrubbing it
+   * would print its first 15).
    */
-  quoteTokenInErrors = false;
+  quoteTokenInErrors: false | 'json' | 'html' = false;
   /** Added to the server's clock: moves it ahead of (or behind) its clients. */
   skewMs = 0;
   private readonly clock: () => number;
@@ -269,10 +271,14 @@ export class VaultTestServer extends TestHttpsServer {
       const caps = capabilities(rules, path);
       if (caps.has(capability) && !caps.has('deny')) return token;
     }
-    const quoted = this.quoteTokenInErrors
-      ? `: token ${String(req.headers['x-vault-token'])} may not ${capability} ${path}`
-      : '';
-    sendJson(res, 403, { errors: [`permission denied${quoted}`] });
+    const said = `token ${String(req.headers['x-vault-token'])} may not ${capability} ${path}`;
+    if (this.quoteTokenInErrors === 'html') {
+      const page = '<html><head><title>403 Forbidden</title></head><body><h1>Forbidden</h1><p>';
+      res.writeHead(403, { 'content-type': 'text/html' });
+      res.end(`${page.padEnd(285 - 'token '.length, '.')}${said}</p></body></html>`);
+      return undefined;
+    }
+    sendJson(res, 403, { errors: [`permission denied${this.quoteTokenInErrors ? `: ${said}` : ''}`] });
     return undefined;
   }
 
