@@ -4,7 +4,8 @@
  * the CLI process). The tests assert the outcomes under `ulimit -v` and a timeout; this prints the figures.
  *
  *   git:         a server trickling one byte every 0.5 s (plan --timeout 2); an endless pack
- *                (plan --max-repo-size 256MiB); a 200 MiB blob of one byte in a local repository;
+ *                (plan --max-repo-size 256MiB); a 200 MiB blob of one byte in a local repository, and
+ *                fetched from a server;
  *   credentials: Vault and STS answering an endless body (--timeout 3) or trickling one (--timeout 2);
  *   X.509:       verifying a leaf presented with ten self-issued CAs that share a key, vs a good chain.
  */
@@ -179,6 +180,17 @@ await measure('plan, local repository, a 200 MiB blob (0.2 MB in git)', () => [
   'plan',
   '--repo',
   local,
+  '--head',
+  'huge',
+  '--base',
+  'main',
+  ...fresh(),
+]);
+await git(local, 'push', '--quiet', url, 'huge');
+await measure('plan, remote, a 200 MiB blob (0.2 MB on the wire)', () => [
+  'plan',
+  '--repo',
+  url,
   '--head',
   'huge',
   '--base',

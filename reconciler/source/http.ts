@@ -12,6 +12,8 @@
  *    http.lowSpeedLimit/lowSpeedTime): a server trickling one byte every half second is cut off;
  *  - bytes received count against the repository cap, and a pack is spooled to a private file in the
  *    cache as it arrives, so receiving it holds one chunk in memory, not the whole pack;
+ *  - before isomorphic-git indexes a pack (inflating every object whole), what it would inflate is checked
+ *    (./pack-check.ts): no object over a quarter of the cap, all of them together under four times it;
  *  - no compressed encodings are asked for, so nothing is inflated here.
  *
  * isomorphic-git wraps or swallows errors thrown from a body iterator, so the first guard failure is also
@@ -25,6 +27,7 @@ import { join } from 'node:path';
 import type { GitHttpRequest, GitHttpResponse, HttpClient } from 'isomorphic-git/http/node';
 import { displayUrl } from '../common/redact.ts';
 import { SourceError } from './errors.ts';
+import { checkPack, type PackLimits } from './pack-check.ts';
 
 export interface GuardOptions {
   /** Longest wait for the connection and headers, then for each body chunk; also the minimum-rate window. */
@@ -44,6 +47,13 @@ export interface GuardOptions {
 /** A response body other than a pack (the ref advertisement) is kept in memory: at most this much. */
 export const MAX_IN_MEMORY_RESPONSE = 64 * 1024 * 1024;
 const MAX_REDIRECTS = 5;
+/**
+ * What a pack may make isomorphic-git inflate, against the repository cap: one object (which it holds whole,
+ * several times over while indexing) a quarter of the cap, all objects together four times the cap.
+ */
+function packLimits(cap: number): PackLimits {
+  return { maxObjectBytes: Math.floor(cap / 4), maxTotalBytes: cap * 4 };
+}
 const SPOOL_PREFIX = 'riptides-spool-';
 const SPOOL_READ_CHUNK = 1024 * 1024;
 
@@ -211,6 +221,29 @@ export class GuardedHttp implements HttpClient {
       throw err;
     }
     await out.close();
+    const check = await checkPack(readSpool(path, size, true), packLimits(this.#cap)).catch(
+      async (err: unknown) => {
+        await rm(path, { force: true });
+        throw err;
+      },
+    );
+    if (!check.ok) {
+      await rm(path, { force: true });
+      const limits = packLimits(this.#cap);
+      throw this.#fail(
+        new SourceError(
+          'too-large',
+          check.reason === 'object-too-large'
+            ? `${this.opts.description}: the pack holds an object of ${check.bytes} bytes once inflated (${size} bytes received), over the cap of ${limits.maxObjectBytes} bytes per object (a quarter of the repository cap); nothing was indexed`
+            : check.reason === 'total-too-large'
+              ? `${this.opts.description}: the pack inflates to more than ${limits.maxTotalBytes} bytes (${size} bytes received; four times the repository cap); nothing was indexed`
+              : `${this.opts.description}: the pack is corrupt: an object inflates to more or less than the ${check.bytes} bytes its header states; nothing was indexed`,
+          check.reason === 'size-mismatch'
+            ? 'check the git server; a pack git wrote never does this'
+            : 'a policy repository holds no such files: check what was committed; if it is expected, raise the cap with --max-repo-size (plan) or maxRepoBytes',
+        ),
+      );
+    }
     return readSpool(path, size);
   }
 
@@ -295,8 +328,8 @@ function flatHeaders(res: IncomingMessage): Record<string, string> {
   return out;
 }
 
-/** The spooled pack as chunks, read from disk; the file is removed once read or abandoned. */
-async function* readSpool(path: string, size: number): AsyncIterableIterator<Uint8Array> {
+/** The spooled pack as chunks, read from disk; unless `keep`, the file is removed once read or abandoned. */
+async function* readSpool(path: string, size: number, keep = false): AsyncIterableIterator<Uint8Array> {
   const file = await open(path, 'r');
   try {
     for (let position = 0; position < size; ) {
@@ -308,6 +341,6 @@ async function* readSpool(path: string, size: number): AsyncIterableIterator<Uin
     }
   } finally {
     await file.close();
-    await rm(path, { force: true });
+    if (!keep) await rm(path, { force: true });
   }
 }
