@@ -25,6 +25,8 @@ import { BlobTooLargeError, type PolicySource, type TreeEntry } from '../source/
 
 const EMPTY = new Uint8Array(0);
 const SYMLINK = '120000';
+/** Longest symlink target read (Linux's PATH_MAX): a link's blob is its target path. */
+const MAX_LINK_TARGET = 4096;
 
 export interface RevisionOptions {
   path: string;
@@ -108,7 +110,22 @@ export async function renderRevision(
     if (!isPolicyFileName(posix.basename(e.path))) continue;
     if (e.mode === SYMLINK) {
       // A symlink blob holds its target; policy must live in the repository itself, and a link out never does.
-      const target = new TextDecoder().decode(await source.readBlob(e.oid, { maxBytes: 4096 }));
+      let target: string;
+      try {
+        target = new TextDecoder().decode(await source.readBlob(e.oid, { maxBytes: MAX_LINK_TARGET }));
+      } catch (err) {
+        if (!(err instanceof BlobTooLargeError)) throw err;
+        // No file system resolves a target this long (PATH_MAX): report the link, as any other refused one.
+        extra.push(
+          pending('RT005', `symlink target is ${err.size} bytes, longer than any path; it was not followed`, {
+            file: e.path,
+            line: 1,
+            column: 1,
+            hint: 'commit the file itself instead of a link to it',
+          }),
+        );
+        continue;
+      }
       blobsRead++;
       const resolved = posix.normalize(posix.join(posix.dirname(e.path), target));
       if (target.startsWith('/') || resolved.startsWith('..')) {

@@ -179,3 +179,39 @@ describe('every file is read through the guarded reader, riptides.config.yaml to
     expect(run.stdout).toContain('1 file(s), 1 resource(s)');
   });
 });
+
+describe('a committed symlink whose target is longer than any path', () => {
+  it('plan reports it at its file (RT005) instead of stopping on a blob id', async () => {
+    const dir = tempDir('long-link');
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+      }).trim();
+    git('init', '--quiet', '-b', 'main');
+    writeFileSync(join(dir, 'riptides.config.yaml'), `trustDomain: ${TD}\n`);
+    git('add', '--all');
+    git('commit', '--quiet', '-m', 'base');
+    // git keeps a link's target as its blob; no checkout could create this one, a pushed tree can hold it.
+    const target = execFileSync('git', ['hash-object', '-w', '--stdin'], {
+      cwd: dir,
+      input: 'a'.repeat(5000),
+    })
+      .toString()
+      .trim();
+    const tree = execFileSync('git', ['mktree'], {
+      cwd: dir,
+      input: `${git('ls-tree', 'HEAD')}\n120000 blob ${target}\tlong-link.yaml\n`,
+    })
+      .toString()
+      .trim();
+    git('branch', 'feature', git('commit-tree', tree, '-p', 'main', '-m', 'link'));
+    const run = await runCliBounded(['plan', '--repo', dir, '--base', 'main', '--head', 'feature'], {
+      env: { XDG_CACHE_HOME: join(dir, '.xdg') },
+    });
+    expect(run.status).toBe(2);
+    expect(run.stdout).toContain(
+      'long-link.yaml:1:1: error RT005: symlink target is 5000 bytes, longer than any path; it was not followed',
+    );
+  });
+});
