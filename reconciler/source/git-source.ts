@@ -126,8 +126,12 @@ class GitPolicySource implements PolicySource {
     const remote = this.remote;
     if (!remote) return;
     // A webhook and a poll may ask at once: they share one transfer rather than race on the same refs.
+    // Both the line and the transfer's phase are server text (a phase is what the server's progress line says).
     this.#fetching ??= fetchRemote(remote, this.#ctx.cache, (msg, transfer) =>
-      this.onProgress?.(remote.redactor.redact(msg), transfer),
+      this.onProgress?.(
+        remote.redactor.redact(msg),
+        transfer && { ...transfer, phase: remote.redactor.redact(transfer.phase) },
+      ),
     ).finally(() => {
       this.#fetching = undefined;
     });

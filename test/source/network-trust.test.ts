@@ -3,7 +3,7 @@
  * case runs against a loopback server; the CLI cases that could hang or eat memory if the guard broke run
  * in a child under `ulimit -v` and a timeout (support/bounded.ts).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -148,6 +148,52 @@ describe('the git source and plan against hostile servers', () => {
     expect(err.code).toBe('redirect');
     expect(err.message).toContain(`to ${otherTls.url}/policy.git/info/refs, another origin; not followed`);
     expect(otherTls.requests.length).toBe(before);
+  });
+
+  it('keeps the token out of a progress line that quotes it, on a terminal too (the phase drawn by the bar)', async () => {
+    const pkt = (b: Buffer) => Buffer.concat([Buffer.from((b.length + 4).toString(16).padStart(4, '0')), b]);
+    const header = Buffer.alloc(12);
+    header.write('PACK', 0, 'latin1');
+    header.writeUInt32BE(2, 4);
+    const emptyPack = Buffer.concat([header, createHash('sha1').update(header).digest()]);
+    const quoting = await startGitServer({
+      root,
+      intercept: (req, res) => {
+        if (req.method !== 'POST') return false;
+        req.resume();
+        res.writeHead(200, { 'Content-Type': 'application/x-git-upload-pack-result' });
+        res.end(
+          Buffer.concat([
+            pkt(Buffer.from('NAK\n')),
+            pkt(Buffer.from(`\x02Compressing objects for ${TOKEN}: 50% (1/2)\n`)),
+            pkt(Buffer.concat([Buffer.from([1]), emptyPack])),
+            Buffer.from('0000'),
+          ]),
+        );
+        return true;
+      },
+    });
+    try {
+      const seen: unknown[] = [];
+      const src = await openSource({
+        repo: `${quoting.url}/policy.git`,
+        cacheDir: cacheDir(),
+        auth,
+        onProgress: (msg, transfer) => seen.push(msg, transfer),
+      });
+      await src.fetch();
+      expect(seen).toContainEqual({ phase: 'Compressing objects for ***', loaded: 1, total: 2 });
+      const out = capture(tmp.dir, { RIPTIDES_GIT_TOKEN: TOKEN, XDG_CACHE_HOME: join(tmp.dir, 'xdg') });
+      out.io.stderrTTY = { columns: 200 };
+      await main(
+        ['plan', '--repo', `${quoting.url}/policy.git`, '--head', 'main', '--cache-dir', cacheDir()],
+        out.io,
+      );
+      expect(out.stderr).toContain('Compressing objects for *** [##########----------] 50%');
+      expect(`${out.stdout}${out.stderr}`).not.toContain(TOKEN);
+    } finally {
+      await quoting.close();
+    }
   });
 
   it('follows a redirect within the same origin', async () => {
