@@ -76,7 +76,9 @@ Exit status (as argocd app diff and flux diff): 0 no changes, 1 changes, 2 error
 does not validate).
 `;
 
-const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo);
+// A URL, or scp-like SSH syntax (git@host:org/repo.git), which openSource refuses with a hint rather than
+// looking for a directory of that name.
+const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\\]+@[^/\\]+:/.test(repo);
 
 export const command: Command = {
   name: 'plan',
