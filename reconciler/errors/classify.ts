@@ -30,6 +30,7 @@ const SOURCE_CODES: Record<SourceErrorCode, ErrorCode> = {
   'too-large': 'SourceTooLarge',
   'not-a-repo': 'SourceNotARepository',
   'bad-path': 'SourcePathInvalid',
+  'bad-object': 'SourceObjectInvalid',
 };
 
 /** errno codes of a peer that is down, slow or unresolvable: worth a retry. */

@@ -14,7 +14,8 @@ export type SourceErrorCode =
   | 'force-push'
   | 'too-large'
   | 'not-a-repo'
-  | 'bad-path';
+  | 'bad-path'
+  | 'bad-object';
 
 export class SourceError extends Error {
   override readonly name = 'SourceError';
@@ -42,6 +43,26 @@ export class BlobTooLargeError extends SourceError {
     );
   }
 }
+
+/**
+ * Why isomorphic-git could not read an object of a revision as git wrote it, or undefined when `err` is
+ * something else: a tree entry of a mode it does not read (git's legacy 100664, or one git never wrote), an
+ * entry whose object is of another type (a "file" that is a tree), an object that does not parse. A pushed
+ * tree can hold any of these, so they are a fault of the revision, not of this program.
+ */
+export function objectFault(err: unknown): string | undefined {
+  const e = err as {
+    code?: string;
+    data?: { message?: unknown; oid?: string; actual?: string; expected?: string };
+  } | null;
+  if (e?.code === 'InternalError' && typeof e.data?.message === 'string') return e.data.message;
+  if (e?.code === 'ObjectTypeError' && e.data)
+    return `object ${e.data.oid} is a ${e.data.actual} where a ${e.data.expected} belongs`;
+  return undefined;
+}
+
+export const OBJECT_FAULT_HINT =
+  'git fsck names the object; write the revision with git itself (a tree made by hand or by another tool can hold what git does not read); nothing from it was applied';
 
 export const CREDENTIAL_ENV_HINT =
   'set RIPTIDES_GIT_TOKEN, or RIPTIDES_GIT_USERNAME and RIPTIDES_GIT_PASSWORD, or RIPTIDES_GIT_CREDENTIALS_FILE (git-credentials format)';

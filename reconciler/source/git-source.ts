@@ -9,7 +9,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { BlobCache } from './blob-cache.ts';
-import { BlobTooLargeError, SourceError } from './errors.ts';
+import { BlobTooLargeError, OBJECT_FAULT_HINT, objectFault, SourceError } from './errors.ts';
 import { fetchRemote, type TransferProgress } from './fetch.ts';
 import * as history from './history.ts';
 import { ObjectSizes } from './object-size.ts';
@@ -175,22 +175,41 @@ class GitPolicySource implements PolicySource {
 
   async listFiles(commit: string, subdir?: string): Promise<TreeEntry[]> {
     const sub = this.#subdir(subdir);
-    const root = await this.#rootTree(commit);
-    const tree = await this.#trees.subtree(root, sub);
-    if (tree === null) throw await this.#badPath(root, sub, commit);
-    return this.#trees.list(tree, sub);
+    try {
+      const root = await this.#rootTree(commit);
+      const tree = await this.#trees.subtree(root, sub);
+      if (tree === null) throw await this.#badPath(root, sub, commit);
+      return await this.#trees.list(tree, sub);
+    } catch (err) {
+      throw this.#objectError(err, `revision ${commit.slice(0, 12)}`);
+    }
   }
 
   async changedFiles(base: string, head: string, subdir?: string): Promise<ChangedFiles> {
     const sub = this.#subdir(subdir);
-    const [baseRoot, headRoot] = [await this.#rootTree(base), await this.#rootTree(head)];
-    const [baseTree, headTree] = [
-      await this.#trees.subtree(baseRoot, sub),
-      await this.#trees.subtree(headRoot, sub),
-    ];
-    // A subdir that exists on one side only is all-added or all-deleted; on neither side it is a typo.
-    if (baseTree === null && headTree === null) throw await this.#badPath(headRoot, sub, head);
-    return diffTrees(this.#trees, baseTree, headTree, sub);
+    try {
+      const [baseRoot, headRoot] = [await this.#rootTree(base), await this.#rootTree(head)];
+      const [baseTree, headTree] = [
+        await this.#trees.subtree(baseRoot, sub),
+        await this.#trees.subtree(headRoot, sub),
+      ];
+      // A subdir that exists on one side only is all-added or all-deleted; on neither side it is a typo.
+      if (baseTree === null && headTree === null) throw await this.#badPath(headRoot, sub, head);
+      return await diffTrees(this.#trees, baseTree, headTree, sub);
+    } catch (err) {
+      throw this.#objectError(err, `revisions ${base.slice(0, 12)}..${head.slice(0, 12)}`);
+    }
+  }
+
+  /** `err` as a SourceError('bad-object') when it is a malformed object of the revision, else as it is. */
+  #objectError(err: unknown, what: string): unknown {
+    const fault = objectFault(err);
+    if (fault === undefined) return err;
+    return new SourceError(
+      'bad-object',
+      `${this.description}: ${what}: a git object cannot be read: ${fault}`,
+      OBJECT_FAULT_HINT,
+    );
   }
 
   #subdir(subdir: string | undefined): string {
@@ -222,7 +241,12 @@ class GitPolicySource implements PolicySource {
       if (size !== undefined && size > opts.maxBytes) throw new BlobTooLargeError(oid, size, opts.maxBytes);
     }
     this.#blobsRead++;
-    const { blob } = await git.readBlob({ fs, gitdir: this.gitdir, oid, cache: this.#ctx.cache });
+    let blob: Uint8Array;
+    try {
+      ({ blob } = await git.readBlob({ fs, gitdir: this.gitdir, oid, cache: this.#ctx.cache }));
+    } catch (err) {
+      throw this.#objectError(err, `a file listed in the revision (object ${oid})`);
+    }
     // A header this reader could not parse: the object is read, and still never passed on over the cap.
     if (opts.maxBytes !== undefined && blob.byteLength > opts.maxBytes)
       throw new BlobTooLargeError(oid, blob.byteLength, opts.maxBytes);

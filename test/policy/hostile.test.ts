@@ -215,3 +215,60 @@ describe('a committed symlink whose target is longer than any path', () => {
     );
   });
 });
+
+describe('a revision whose trees hold what git does not write', () => {
+  /** A repository whose branch `odd` adds `entries` (mode, name, object id) to main's root tree, written raw. */
+  function oddRepo(entries: (ids: { tree: string; blob: string }) => Array<[string, string, string]>) {
+    const dir = tempDir('odd-tree');
+    const run = (args: string[], input?: Buffer) =>
+      execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: dir, input })
+        .toString()
+        .trim();
+    run(['init', '--quiet', '-b', 'main']);
+    writeFileSync(join(dir, 'riptides.config.yaml'), `trustDomain: ${TD}\n`);
+    run(['add', '--all']);
+    run(['commit', '--quiet', '-m', 'base']);
+    const ids = {
+      tree: run(['rev-parse', 'main^{tree}']),
+      blob: run(['rev-parse', 'main:riptides.config.yaml']),
+    };
+    const all: Array<[string, string, string]> = [
+      ['100644', 'riptides.config.yaml', ids.blob],
+      ...entries(ids),
+    ];
+    all.sort((a, b) => (a[1] < b[1] ? -1 : 1));
+    const raw = Buffer.concat(
+      all.map(([mode, name, oid]) =>
+        Buffer.concat([Buffer.from(`${mode} ${name}\0`), Buffer.from(oid, 'hex')]),
+      ),
+    );
+    // git mktree checks types and modes; a pushed tree need not have been made by it.
+    const tree = run(['hash-object', '-t', 'tree', '--literally', '-w', '--stdin'], raw);
+    run(['branch', 'odd', run(['commit-tree', tree, '-p', 'main', '-m', 'odd'])]);
+    return dir;
+  }
+
+  const plan = (dir: string) =>
+    runCliBounded(['plan', '--repo', dir, '--base', 'main', '--head', 'odd'], {
+      env: { XDG_CACHE_HOME: join(dir, '.xdg') },
+    });
+
+  it('names the fault of an entry mode isomorphic-git does not read (git once wrote 100664), not "internal error"', async () => {
+    const dir = oddRepo(({ blob }) => [['100664', 'old-mode.yaml', blob]]);
+    const run = await plan(dir);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(
+      /riptides-cli plan: .*: revision [0-9a-f]{12}: a git object cannot be read: Unexpected GitTree entry mode: 100664\n {2}hint: git fsck names the object/,
+    );
+    expect(run.stderr).not.toContain('internal error');
+  });
+
+  it('names a file whose object is a tree', async () => {
+    const dir = oddRepo(({ tree }) => [['100644', 'not-a-file.yaml', tree]]);
+    const run = await plan(dir);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(
+      /a file listed in the revision \(object ([0-9a-f]{40})\): a git object cannot be read: object \1 is a tree where a blob belongs/,
+    );
+  });
+});
