@@ -1,7 +1,7 @@
 /**
  * Reconnect and retry delays: exponential backoff with full jitter, never below half the initial delay —
- * the same shape as the reconciler's retry policy (reconciler/credentials/util.ts backoffDelay), which agent/
- * may not import (layers point one way). A fleet that lost its reconciler at once comes back spread out.
+ * the same shape as the reconciler's one retry policy (reconciler/common/retry.ts backoffDelay), which agent/
+ * may not import (layers point one way), so this copy exists only for layering. A fleet that lost its reconciler at once comes back spread out.
  */
 export interface BackoffOptions {
   initialMs: number;

@@ -10,7 +10,7 @@
  * interval measured as a fraction of the short lease carries over to a 1 h lease unchanged. STS's rule is
  * not proportional (20% of the lifetime clamped to 1–5 min), so its production interval is computed from the
  * same refreshPoint() the provider uses; the short-TTL window checks that the provider follows it. Kubernetes
- * costs nothing per edit-free minute but the watch resync (GET + new watch every watchTimeoutSeconds per
+ * * costs nothing per edit-free minute but the watch resync (LIST + new watch every watchTimeoutSeconds per
  * Secret), measured with a 5 s timeout and scaled to the 300 s default.
  */
 import { setFlagsFromString } from 'node:v8';
@@ -104,7 +104,7 @@ async function run(phase: 'startup' | 'steady'): Promise<void> {
     console.log(`time until all AVAILABLE: ${(elapsed / 1000).toFixed(2)} s`);
     console.log(
       `requests to reach it: vault ${env.vault.total} (login ${env.vault.count('login')}, read ${env.vault.count('read')}), ` +
-        `sts ${env.sts.total}, kubernetes ${env.kube.total} (get ${env.kube.count('get')}, watch ${env.kube.count('watch')}), ` +
+        `sts ${env.sts.total}, kubernetes ${env.kube.total} (list ${env.kube.count('list')}, watch ${env.kube.count('watch')}), ` +
         `JWKS fetches ${env.issuer.total}`,
     );
     // The test servers share this heap; what closing the manager frees is the manager's own share.
@@ -154,7 +154,7 @@ async function run(phase: 'startup' | 'steady'): Promise<void> {
         `(refresh every ${prodStsInterval.toFixed(0)} s by the rule): ${((STS_N / prodStsInterval) * 60).toFixed(1)} req/min`,
     );
     console.log(
-      `  kubernetes: ${perMin(kubeCalls).toFixed(0)} req/min (get ${perMin(env.kube.count('get')).toFixed(0)}, watch ` +
+      `  kubernetes: ${perMin(kubeCalls).toFixed(0)} req/min (list ${perMin(env.kube.count('list')).toFixed(0)}, watch ` +
         `${perMin(env.kube.count('watch')).toFixed(0)}) for ${SECRETS} Secrets → at a ${PROD_WATCH_SEC} s watch timeout: ` +
         `${((perMin(kubeCalls) * SHORT_WATCH_SEC) / PROD_WATCH_SEC).toFixed(1)} req/min; edits cost one watch event each`,
     );

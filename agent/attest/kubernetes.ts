@@ -14,8 +14,11 @@ import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { CoreV1Api, KubeConfig, ListWatch, Observable, type V1Pod, Watch } from '@kubernetes/client-node';
+import { type BackoffOptions, backoffDelay } from '../backoff.ts';
 
 export const IN_CLUSTER_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+/** Restarting the pod watch after a failure: 0.5 s doubling to 30 s, jittered (the agent's one policy). */
+const POD_WATCH_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
 
 export interface KubeOptions {
   /** A kubeconfig file (`--kubeconfig`). */
@@ -207,7 +210,7 @@ export class KubernetesPodSource
         : `the Kubernetes API could not be reached: ${(err as Error)?.message ?? String(err)}`;
     this.emit('warning', this.#lastError);
     this.#failures++;
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(this.#failures - 1, 6)) * (0.8 + Math.random() * 0.4);
+    const delay = backoffDelay(this.#failures, POD_WATCH_BACKOFF);
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => void this.#restart(), delay);
     this.#retryTimer.unref();

@@ -41,6 +41,8 @@ export function parseByteSize(value: string | undefined, flag: string): number |
 export async function openPolicyDir(
   flags: PolicyDirFlags,
   io: CommandIO,
+  /** Used when neither --trust-domain nor riptides.config.yaml names one (e.g. the CA's own). */
+  fallbackTrustDomain?: string,
 ): Promise<{ result: RenderResult; summary: string; trustDomain: string } | null> {
   if (!flags.repo) throw new UsageError('missing required flag --repo');
   const maxFileBytes = parseByteSize(flags['max-file-size'], 'max-file-size');
@@ -69,6 +71,7 @@ export async function openPolicyDir(
     trustDomain ??= config.trustDomain;
     federatesWith = config.federatesWith;
   }
+  trustDomain ??= fallbackTrustDomain;
   if (!trustDomain) {
     io.stderr(
       `riptides-cli: no trust domain: pass --trust-domain, or write "trustDomain: <name>" into riptides.config.yaml at the root of the policy path\n`,

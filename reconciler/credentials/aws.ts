@@ -6,16 +6,21 @@
  * tokenex's rule.
  */
 import { createHash } from 'node:crypto';
-import { type Agent, request } from 'node:https';
+import type { Agent } from 'node:https';
+import { displayUrl, Redactor } from '../common/redact.ts';
+import { retry } from '../common/retry.ts';
+import { boundedRequest, checkEndpoint } from './http.ts';
 import type { Obtained, PolledSession, ProviderContext } from './session.ts';
 import { type AwsSourceSpec, CredentialError } from './types.ts';
-import { describeTransportError, durationSeconds, sleep } from './util.ts';
+import { describeTransportError, durationSeconds } from './util.ts';
 
 export const DEFAULT_STS_ENDPOINT = 'https://sts.amazonaws.com/';
 export const DEFAULT_AWS_AUDIENCE = 'sts.amazonaws.com';
 const DEFAULT_ID_TOKEN_LIFETIME_SEC = 300;
 /** IDPCommunicationError means STS could not reach our issuer; botocore's advice is to retry a few times. */
 const IDP_RETRIES = 3;
+/** An STS answer is 2–3 KB (the session token is the largest part). */
+export const MAX_STS_ANSWER_BYTES = 256 * 1024;
 
 export interface AwsProviderOptions {
   endpoint: string;
@@ -64,12 +69,24 @@ interface HttpAnswer {
   body: string;
 }
 
+/** A refused STS answer, kept apart so the retry policy can tell IDPCommunicationError from the rest. */
+class StsRefusal extends CredentialError {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
 export class AwsSession implements PolledSession {
   readonly kind = 'polled';
   private readonly spiffeId: string;
   private readonly sessionName: string;
   private readonly durationSec: number | undefined;
   private readonly idTokenTtlSec: number;
+  private readonly endpoint: URL;
+  private readonly redactor = new Redactor();
 
   constructor(
     private readonly spec: AwsSourceSpec,
@@ -85,76 +102,69 @@ export class AwsSession implements PolledSession {
       spec.aws.idTokenLifetime !== undefined
         ? durationSeconds(spec.aws.idTokenLifetime, 'aws.idTokenLifetime')
         : DEFAULT_ID_TOKEN_LIFETIME_SEC;
+    this.endpoint = checkEndpoint(opts.endpoint, 'the STS endpoint').url;
   }
 
-  private post(form: URLSearchParams): Promise<HttpAnswer> {
-    const body = form.toString();
-    return new Promise((resolve, reject) => {
-      const req = request(
-        this.opts.endpoint,
-        {
-          method: 'POST',
-          agent: this.opts.httpsAgent,
-          headers: {
-            'content-type': 'application/x-www-form-urlencoded; charset=utf-8',
-            'content-length': Buffer.byteLength(body),
-            accept: 'text/xml',
-          },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () =>
-            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
-          );
-          res.on('error', reject);
-        },
-      );
-      // One deadline for connect, headers and body alike.
-      const timer = setTimeout(
-        () => req.destroy(new CredentialError(`no answer within ${this.ctx.timeoutMs} ms`)),
-        this.ctx.timeoutMs,
-      );
-      req.on('close', () => clearTimeout(timer));
-      req.on('error', reject);
-      req.end(body);
+  private async post(form: URLSearchParams): Promise<HttpAnswer> {
+    const res = await boundedRequest({
+      url: this.endpoint,
+      method: 'POST',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded; charset=utf-8',
+        accept: 'text/xml',
+      },
+      body: form.toString(),
+      agent: this.opts.httpsAgent,
+      deadlineMs: this.ctx.timeoutMs,
+      maxBodyBytes: MAX_STS_ANSWER_BYTES,
+      what: 'AWS STS',
+      carries: "the workload's ID token",
     });
+    return { status: res.status, body: res.body.toString('utf8') };
   }
 
   async obtain(): Promise<Obtained> {
-    const what = `AWS STS ${this.opts.endpoint}: AssumeRoleWithWebIdentity for role ${this.spec.aws.roleArn} as ${this.spiffeId}`;
-    for (let attempt = 1; ; attempt++) {
-      const jwt = await this.ctx.minter.mint({
-        spiffeId: this.spiffeId,
-        audience: this.spec.aws.audience?.length ? this.spec.aws.audience : [DEFAULT_AWS_AUDIENCE],
-        ttlSeconds: this.idTokenTtlSec,
-        ...(this.spec.aws.idTokenClaims ? { claims: this.spec.aws.idTokenClaims } : {}),
-      });
-      const form = new URLSearchParams({
-        Action: 'AssumeRoleWithWebIdentity',
-        Version: '2011-06-15',
-        RoleArn: this.spec.aws.roleArn,
-        RoleSessionName: this.sessionName,
-        WebIdentityToken: jwt,
-      });
-      if (this.durationSec !== undefined) form.set('DurationSeconds', String(this.durationSec));
-      let answer: HttpAnswer;
-      try {
-        answer = await this.post(form);
-      } catch (err) {
-        throw new CredentialError(`${what} failed: ${describeTransportError(err)}`);
-      }
-      if (answer.status === 200) return this.parse(answer.body, what);
-      const code = xmlText(answer.body, 'Code') ?? `HTTP ${answer.status}`;
-      const message = (xmlText(answer.body, 'Message') ?? '').slice(0, 300);
-      if (code === 'IDPCommunicationError' && attempt < IDP_RETRIES) {
-        await sleep(this.ctx.backoff.initialMs * attempt);
-        continue;
-      }
-      throw new CredentialError(
-        `${what} failed: ${code} (HTTP ${answer.status})${message ? `: ${message}` : ''}; ${this.hint(code)}`,
-      );
+    const what = `AWS STS ${displayUrl(this.endpoint)}: AssumeRoleWithWebIdentity for role ${this.spec.aws.roleArn} as ${this.spiffeId}`;
+    return retry(() => this.attempt(what), {
+      attempts: IDP_RETRIES,
+      policy: this.ctx.backoff,
+      random: this.ctx.random,
+      retryable: (err) => err instanceof StsRefusal && err.code === 'IDPCommunicationError',
+    });
+  }
+
+  private async attempt(what: string): Promise<Obtained> {
+    const jwt = await this.ctx.minter.mint({
+      spiffeId: this.spiffeId,
+      audience: this.spec.aws.audience?.length ? this.spec.aws.audience : [DEFAULT_AWS_AUDIENCE],
+      ttlSeconds: this.idTokenTtlSec,
+      ...(this.spec.aws.idTokenClaims ? { claims: this.spec.aws.idTokenClaims } : {}),
+    });
+    this.redactor.add(jwt);
+    const form = new URLSearchParams({
+      Action: 'AssumeRoleWithWebIdentity',
+      Version: '2011-06-15',
+      RoleArn: this.spec.aws.roleArn,
+      RoleSessionName: this.sessionName,
+      WebIdentityToken: jwt,
+    });
+    if (this.durationSec !== undefined) form.set('DurationSeconds', String(this.durationSec));
+    let answer: HttpAnswer;
+    try {
+      answer = await this.post(form);
+    } catch (err) {
+      throw new CredentialError(this.redactor.redact(`${what} failed: ${describeTransportError(err)}`));
     }
+    if (answer.status === 200) return this.parse(answer.body, what);
+    const code = (xmlText(answer.body, 'Code') ?? `HTTP ${answer.status}`).slice(0, 100);
+    // STS text may quote the token it was sent: scrubbed before it is shown anywhere.
+    const message = this.redactor.redact(xmlText(answer.body, 'Message') ?? '').slice(0, 300);
+    throw new StsRefusal(
+      this.redactor.redact(
+        `${what} failed: ${code} (HTTP ${answer.status})${message ? `: ${message}` : ''}; ${this.hint(code)}`,
+      ),
+      code,
+    );
   }
 
   refresh(): Promise<Obtained> {

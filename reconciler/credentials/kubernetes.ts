@@ -1,10 +1,14 @@
 /**
- * Secrets from the Kubernetes API through @kubernetes/client-node: one GET, then a watch by
- * metadata.name from the Secret's resourceVersion, so an edit reaches consumers without re-creating
- * anything. One watch per Secret, shared by every binding that uses it. When the watch ends (server timeout,
- * dropped connection, ERROR event) the loop re-reads and watches again, backing off while the API fails.
+ * Secrets from the Kubernetes API through @kubernetes/client-node, as an informer does: a LIST by
+ * metadata.name, then a watch from the list's resourceVersion (the collection's, not the object's, which
+ * may be older than what the API server still keeps), so an edit reaches consumers without re-creating
+ * anything. One watch per Secret, shared by every binding that uses it. When the watch ends the loop lists
+ * and watches again; an ERROR event (410 Gone / Expired: our resourceVersion was compacted away) or a
+ * failing API makes it back off first (the one retry policy), as client-go's reflector does.
  */
 import { CoreV1Api, KubeConfig, Observable, Watch } from '@kubernetes/client-node';
+import { Redactor, stripUrlUserinfo } from '../common/redact.ts';
+import { type BackoffPolicy, backoffDelay } from '../common/retry.ts';
 import {
   decodeSecretDataMap,
   type SecretSnapshot,
@@ -12,15 +16,15 @@ import {
   type SecretUpdate,
 } from './secret-ref.ts';
 import { CredentialError } from './types.ts';
-import { backoffDelay, describeTransportError, withDeadline } from './util.ts';
+import { describeTransportError, withDeadline } from './util.ts';
 
 export interface KubernetesStoreOptions {
-  /** A kubeconfig file; without it the in-cluster service account is used. */
-  kubeconfigPath?: string;
+  /** Kubeconfig files, merged as kubectl merges KUBECONFIG; none: the in-cluster service account. */
+  kubeconfigPaths: string[];
   timeoutMs: number;
   /** Asked of the API server so watches are re-established now and then, as informers do. */
   watchTimeoutSeconds: number;
-  backoff: { initialMs: number; maxMs: number };
+  backoff: BackoffPolicy;
   random: () => number;
 }
 
@@ -38,25 +42,34 @@ export class KubernetesSecretStore implements SecretStore {
   readonly where: string;
   private readonly kc = new KubeConfig();
   private readonly api: CoreV1Api;
+  /** The kubeconfig's own secrets, kept out of any text the API server sends back. */
+  private readonly redactor = new Redactor();
   private readonly entries = new Map<string, Entry>();
   private closed = false;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
+    const from = opts.kubeconfigPaths.length
+      ? opts.kubeconfigPaths.join(', ')
+      : 'the in-cluster service account';
     try {
-      if (opts.kubeconfigPath) this.kc.loadFromFile(opts.kubeconfigPath);
+      const [first, ...rest] = opts.kubeconfigPaths;
+      if (first) this.kc.loadFromFile(first);
       else this.kc.loadFromCluster();
+      for (const path of rest) mergeKubeconfig(this.kc, path);
     } catch (err) {
       throw new CredentialError(
-        `cannot load Kubernetes access from ${opts.kubeconfigPath ?? 'the in-cluster service account'}: ` +
-          `${(err as Error).message.split('\n')[0]}; pass a readable kubeconfig or run inside the cluster`,
+        `cannot load Kubernetes access from ${from}: ${(err as Error).message.split('\n')[0]}; ` +
+          'pass a readable kubeconfig or run inside the cluster',
       );
     }
     const server = this.kc.getCurrentCluster()?.server;
-    if (!server)
+    if (!server || server.includes('undefined'))
       throw new CredentialError(
-        `kubeconfig ${opts.kubeconfigPath ?? '(in-cluster)'} has no current cluster; set current-context`,
+        `kubeconfig ${from} has no current cluster with a server; set current-context`,
       );
-    this.where = `Kubernetes API ${server}`;
+    this.where = `Kubernetes API ${stripUrlUserinfo(server)}`;
+    const user = this.kc.getCurrentUser();
+    this.redactor.add(user?.token).add(user?.password);
     this.api = this.kc.makeApiClient(CoreV1Api);
   }
 
@@ -64,8 +77,8 @@ export class KubernetesSecretStore implements SecretStore {
     const what = `reading Secret ${namespace}/${name} from the ${this.where}`;
     const signal = AbortSignal.timeout(this.opts.timeoutMs);
     try {
-      const secret = await this.api.readNamespacedSecret(
-        { name, namespace },
+      const list = await this.api.listNamespacedSecret(
+        { namespace, fieldSelector: `metadata.name=${name}` },
         {
           middleware: [
             {
@@ -79,10 +92,14 @@ export class KubernetesSecretStore implements SecretStore {
           middlewareMergeStrategy: 'append',
         },
       );
+      // The list's resourceVersion: a watch from it misses nothing and is as fresh as the API server keeps.
+      const resourceVersion = list.metadata?.resourceVersion ?? '';
+      const secret = list.items.find((s) => s.metadata?.name === name);
+      if (!secret) return { found: false, resourceVersion };
       return {
         found: true,
         data: decodeSecretDataMap(secret.data, { namespace, name }, this.where),
-        resourceVersion: secret.metadata?.resourceVersion ?? '',
+        resourceVersion,
       };
     } catch (err) {
       if (err instanceof CredentialError) throw err;
@@ -99,8 +116,12 @@ export class KubernetesSecretStore implements SecretStore {
     }
   }
 
-  /** The API server's own Status message (safe: it names objects, never values) plus what to do. */
+  /** The API server's Status message plus what to do, through the one redactor (server text, like all). */
   private statusText(code: number, body: unknown): string {
+    return this.redactor.redact(this.describeStatus(code, body));
+  }
+
+  private describeStatus(code: number, body: unknown): string {
     let message = '';
     try {
       const parsed =
@@ -157,7 +178,7 @@ export class KubernetesSecretStore implements SecretStore {
         const snap = await this.read(entry.namespace, entry.name);
         if (!this.live(entry)) return;
         this.deliver(entry, snap);
-        const healthy = await this.watch(entry, snap.found ? snap.resourceVersion : undefined);
+        const healthy = await this.watch(entry, snap.resourceVersion || undefined);
         failures = healthy ? 0 : failures + 1;
       } catch (err) {
         if (!this.live(entry)) return;
@@ -168,12 +189,7 @@ export class KubernetesSecretStore implements SecretStore {
         );
       }
       if (failures > 0 && this.live(entry)) {
-        const ms = backoffDelay(
-          failures,
-          this.opts.backoff.initialMs,
-          this.opts.backoff.maxMs,
-          this.opts.random,
-        );
+        const ms = backoffDelay(failures, this.opts.backoff, this.opts.random);
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, ms);
           entry.wake = () => {
@@ -233,9 +249,10 @@ export class KubernetesSecretStore implements SecretStore {
           this.deliver(entry, { found: true, data, resourceVersion: rv });
         } else if (type === 'DELETED') this.deliver(entry, { found: false, resourceVersion: rv });
         else if (type === 'ERROR') {
-          // e.g. 410 Gone: our resourceVersion is too old; end and resync with a fresh read.
+          // 410 Gone / Expired: the resourceVersion was compacted away. The value held is still the last
+          // one seen (not an error for consumers): end, back off, list again and watch from there.
           controller?.abort();
-          ended(true);
+          ended(false);
         }
       },
       (err: unknown) => {
@@ -278,4 +295,17 @@ export class KubernetesSecretStore implements SecretStore {
     }
     this.entries.clear();
   }
+}
+
+/**
+ * Adds the clusters, users and contexts of another kubeconfig, as kubectl merges the files KUBECONFIG lists:
+ * the first file that names something wins, and the current context comes from the first file that sets one.
+ */
+function mergeKubeconfig(kc: KubeConfig, path: string): void {
+  const other = new KubeConfig();
+  other.loadFromFile(path);
+  for (const c of other.clusters) if (!kc.clusters.some((x) => x.name === c.name)) kc.addCluster(c);
+  for (const u of other.users) if (!kc.users.some((x) => x.name === u.name)) kc.addUser(u);
+  for (const c of other.contexts) if (!kc.contexts.some((x) => x.name === c.name)) kc.addContext(c);
+  if (!kc.currentContext && other.currentContext) kc.setCurrentContext(other.currentContext);
 }

@@ -10,6 +10,8 @@
  * error message carries one (messages are also scrubbed of the values held, in case a server echoed one).
  */
 import { EventEmitter } from 'node:events';
+import { Redactor } from '../common/redact.ts';
+import { backoffDelay, DEFAULT_BACKOFF } from '../common/retry.ts';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
 import { ephemeralFingerprintKey, type FingerprintKey } from './fingerprint.ts';
 import { type ProviderConfig, Providers } from './providers.ts';
@@ -28,7 +30,7 @@ import {
   makeCredential,
   type SourceStatus,
 } from './types.ts';
-import { backoffDelay, describeTransportError } from './util.ts';
+import { describeTransportError } from './util.ts';
 
 export interface CredentialManagerOptions extends ProviderConfig {
   minter: JwtMinter;
@@ -58,22 +60,27 @@ function contextOf(opts: CredentialManagerOptions): ProviderContext {
     now: opts.now ?? Date.now,
     random: opts.random ?? Math.random,
     logger: opts.logger ?? SILENT,
-    backoff: { initialMs: opts.backoff?.initialMs ?? 1000, maxMs: opts.backoff?.maxMs ?? 300_000 },
+    backoff: {
+      initialMs: opts.backoff?.initialMs ?? DEFAULT_BACKOFF.initialMs,
+      maxMs: opts.backoff?.maxMs ?? DEFAULT_BACKOFF.maxMs,
+    },
     fingerprintKey: opts.fingerprintKey ?? ephemeralFingerprintKey(),
   };
 }
 
 /** Replaces any held value that appears in a message (a server may echo what it was sent). */
 function scrub(message: string, values: Array<CredentialValue | undefined>): string {
-  let out = message;
+  const redactor = new Redactor();
   for (const v of values) {
     if (!v) continue;
-    const parts =
-      v.kind === 'bearer' ? [v.token] : [v.aws.secretAccessKey, v.aws.sessionToken, v.aws.accessKeyId];
-    for (const p of parts) if (p.length >= 6) out = out.split(p).join('***');
+    if (v.kind === 'bearer') redactor.add(v.token);
+    else redactor.add(v.aws.secretAccessKey).add(v.aws.sessionToken).add(v.aws.accessKeyId);
   }
-  return out;
+  return redactor.redact(message);
 }
+
+/** The longest delay setTimeout holds (2^31 − 1 ms, about 24.8 days); a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 type UpdateListener = (sourceName: string, workloadID: string, credential: Credential | undefined) => void;
 
@@ -185,23 +192,32 @@ class Binding {
     });
     const s = this.session;
     if (s instanceof CredentialError || s.kind !== 'polled') return; // watched sources retry inside their store
-    let delay = backoffDelay(
-      this.failures,
-      this.ctx.backoff.initialMs,
-      this.ctx.backoff.maxMs,
-      this.ctx.random,
-    );
+    let delay = backoffDelay(this.failures, this.ctx.backoff, this.ctx.random);
     // Keep trying often enough to replace the value before it runs out.
     const left = held?.expiresAt ? held.expiresAt.getTime() - this.ctx.now() : Number.POSITIVE_INFINITY;
     delay = Math.min(delay, Math.max(this.ctx.backoff.initialMs, left / 2));
     this.schedule(this.ctx.now() + delay);
   }
 
+  /**
+   * Arms the next refresh for `at` (epoch ms). The wait is held between the retry policy's first step (a
+   * provider whose answer says "now", such as a lease of 0 or fewer seconds or an expiry already past, must
+   * not make a loop of logins) and what setTimeout can hold: a longer delay would fire at once, so a far
+   * refresh (a Vault KV secret's 768-hour TTL) re-arms when the timer ends early, and one at +Infinity never
+   * comes. A time that is not a number counts as "now".
+   */
   private schedule(at: number | undefined): void {
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
     if (at === undefined || this.closed) return;
-    this.refreshTimer = setTimeout(() => this.run(), Math.max(0, at - this.ctx.now()));
+    const wait = at - this.ctx.now();
+    const delay = Number.isNaN(wait)
+      ? this.ctx.backoff.initialMs
+      : Math.max(this.ctx.backoff.initialMs, wait);
+    this.refreshTimer = setTimeout(
+      () => (delay > MAX_TIMER_MS ? this.schedule(at) : this.run()),
+      Math.min(delay, MAX_TIMER_MS),
+    );
     this.refreshTimer.unref();
   }
 
@@ -214,8 +230,8 @@ class Binding {
     this.clearExpiry();
     const exp = this.current?.expiresAt?.getTime();
     if (exp === undefined) return;
-    // setTimeout holds 32-bit delays; far expiries re-arm when reached.
-    const delay = Math.min(Math.max(0, exp - this.ctx.now()), 2 ** 31 - 1);
+    // Far expiries re-arm when the timer ends (see MAX_TIMER_MS).
+    const delay = Math.min(Math.max(0, exp - this.ctx.now()), MAX_TIMER_MS);
     this.expiryTimer = setTimeout(() => {
       if (this.closed || !this.current) return;
       if (this.valid()) {

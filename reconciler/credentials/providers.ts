@@ -16,8 +16,16 @@ import { VaultSession } from './vault.ts';
 export const DEFAULT_NAMESPACE = 'riptides-system';
 
 export interface ProviderConfig {
-  /** Kubernetes access for `kubernetes` sources; ignored when secretsDir is set. */
-  kubernetes?: { kubeconfigPath?: string; inCluster?: boolean; watchTimeoutSeconds?: number };
+  /**
+   * Kubernetes access for `kubernetes` sources; ignored when secretsDir is set. `kubeconfigPaths` are merged
+   * as kubectl merges KUBECONFIG (the first file that sets a value wins); `kubeconfigPath` is one file.
+   */
+  kubernetes?: {
+    kubeconfigPath?: string;
+    kubeconfigPaths?: string[];
+    inCluster?: boolean;
+    watchTimeoutSeconds?: number;
+  };
   /** Resolve `kubernetes` sources from Secret manifests in this directory instead of the API. */
   secretsDir?: string;
   /** Namespace of secretRef when the source does not name one; default riptides-system. */
@@ -30,6 +38,8 @@ export class Providers {
   private store: SecretStore | CredentialError | undefined;
   private readonly vaultAgent: Agent;
   private readonly stsAgent: Agent;
+  /** Notices already logged (a role that may not revoke leases is said once, not per lease). */
+  private readonly notices = new Set<string>();
 
   constructor(
     private readonly config: ProviderConfig,
@@ -51,6 +61,7 @@ export class Providers {
           return new VaultSession(c.spec, workloadID, this.ctx, {
             httpsAgent: this.vaultAgent,
             pollIntervalMs: this.config.vault?.pollIntervalMs ?? 15 * 60_000,
+            notices: this.notices,
           });
         case 'aws': {
           const opts: AwsProviderOptions = {
@@ -78,9 +89,15 @@ export class Providers {
       try {
         if (cfg.secretsDir)
           this.store = new LocalSecretStore(cfg.secretsDir, cfg.namespace ?? DEFAULT_NAMESPACE);
-        else if (cfg.kubernetes?.kubeconfigPath || cfg.kubernetes?.inCluster)
+        else if (
+          cfg.kubernetes?.kubeconfigPath ||
+          cfg.kubernetes?.kubeconfigPaths?.length ||
+          cfg.kubernetes?.inCluster
+        )
           this.store = new KubernetesSecretStore({
-            kubeconfigPath: cfg.kubernetes.kubeconfigPath,
+            kubeconfigPaths:
+              cfg.kubernetes.kubeconfigPaths ??
+              (cfg.kubernetes.kubeconfigPath ? [cfg.kubernetes.kubeconfigPath] : []),
             timeoutMs: this.ctx.timeoutMs,
             watchTimeoutSeconds: cfg.kubernetes.watchTimeoutSeconds ?? 300,
             backoff: this.ctx.backoff,
@@ -88,8 +105,8 @@ export class Providers {
           });
         else
           this.store = new CredentialError(
-            'kubernetes sources need Kubernetes access or a secrets dir: pass --kubeconfig, run in-cluster, ' +
-              'or pass --secrets-dir',
+            'kubernetes sources need Kubernetes access or a secrets dir: pass --kubeconfig, set KUBECONFIG, ' +
+              'create ~/.kube/config, run in the cluster, or pass --secrets-dir',
           );
       } catch (err) {
         if (!(err instanceof CredentialError)) throw err;

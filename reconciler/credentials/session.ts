@@ -3,6 +3,7 @@
  * (Vault, STS) is driven by the manager's timers; a watched session (Secrets) pushes every change itself.
  * Both offer a single `obtain()`, the code path `credentials check` uses.
  */
+import type { BackoffPolicy } from '../common/retry.ts';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
 import type { FingerprintKey } from './fingerprint.ts';
 import type { CredentialError, CredentialLogger, CredentialValue } from './types.ts';
@@ -40,6 +41,6 @@ export interface ProviderContext {
   now: () => number;
   random: () => number;
   logger: CredentialLogger;
-  backoff: { initialMs: number; maxMs: number };
+  backoff: BackoffPolicy;
   fingerprintKey: FingerprintKey;
 }

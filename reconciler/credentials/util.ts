@@ -1,4 +1,4 @@
-/** Small helpers the providers and the manager share: durations, deadlines, backoff, error wording. */
+/** Small helpers the providers and the manager share: durations, deadlines, error wording. */
 import { DURATION_FORMS, parseDuration } from '../common/duration.ts';
 import {
   type AwsSourceSpec,
@@ -55,17 +55,6 @@ export function withDeadline<T>(
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
-/** Exponential backoff with full jitter: attempt 1 waits up to initialMs, doubling, capped at maxMs. */
-export function backoffDelay(
-  attempt: number,
-  initialMs: number,
-  maxMs: number,
-  random: () => number,
-): number {
-  const ceiling = Math.min(maxMs, initialMs * 2 ** Math.max(0, attempt - 1));
-  return Math.max(initialMs / 2, ceiling * random());
-}
-
 /**
  * A transport failure in words an operator can act on, built from the error's code and message only: never
  * from request configs or bodies, which hold tokens.
@@ -99,8 +88,4 @@ export function describeTransportError(err: unknown): string {
   if (/socket hang up/i.test(msg)) return 'connection closed by the server before it answered';
   // Library messages (axios, node-fetch) name the URL and the OS reason; keep the first line, bounded.
   return msg.split('\n')[0]!.slice(0, 200);
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -5,16 +5,70 @@
  * TTL) or the token would die first (a token's expiry revokes its leases), the session logs in and reads
  * again, then revokes the lease it replaced. Static secrets (no lease) are re-read after their TTL + 5 s, or
  * every pollIntervalMs (tokenex's 15 min) when they carry none.
+ *
+ * Every request goes through ./http.ts (one deadline per request, answers capped, redirects only within
+ * the configured origin). Whatever is obtained and no longer needed is given back on every path: a lease
+ * whose secret lacks the field, a lease replaced, the session's lease and token on release. A lease is
+ * revoked at sys/leases/revoke; when the role's policy does not grant that (Vault's default policy does
+ * not), the token that holds it revokes itself (auth/token/revoke-self, which the default policy grants),
+ * taking its leases with it; when that is refused too, the lease is left to expire, said once per role.
  */
 import type { Agent } from 'node:https';
 import vault from 'node-vault';
+import { displayUrl, Redactor, stripUrlUserinfo } from '../common/redact.ts';
+import { boundedRequest } from './http.ts';
 import type { Obtained, PolledSession, ProviderContext } from './session.ts';
 import { CredentialError, type CredentialValue, type VaultSourceSpec } from './types.ts';
-import { describeTransportError, withDeadline } from './util.ts';
+import { describeTransportError } from './util.ts';
 
 export interface VaultProviderOptions {
   httpsAgent: Agent;
   pollIntervalMs: number;
+  /** Keys of notices already logged, shared by the sessions of one provider set ("log it once"). */
+  notices: Set<string>;
+}
+
+/** A Vault answer is a few KB; a secret's data rarely more. */
+export const MAX_VAULT_ANSWER_BYTES = 1024 * 1024;
+
+/**
+ * node-vault's injectable transport (`config['request-promise']`): its requests, made by bounded HTTP.
+ * The shape node-vault expects back: { statusCode, body (parsed JSON), request: { path } }.
+ */
+function vaultTransport(agent: Agent, deadlineMs: number) {
+  return {
+    defaults:
+      () =>
+      async (options: { method: string; uri: string; headers?: Record<string, string>; json?: unknown }) => {
+        const url = new URL(options.uri);
+        const body =
+          options.json && typeof options.json === 'object' ? JSON.stringify(options.json) : undefined;
+        const res = await boundedRequest({
+          url,
+          method: options.method,
+          headers: {
+            ...options.headers,
+            accept: 'application/json',
+            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          },
+          ...(body !== undefined ? { body } : {}),
+          agent,
+          deadlineMs,
+          maxBodyBytes: MAX_VAULT_ANSWER_BYTES,
+          what: 'Vault',
+          carries: /\/auth\/.+\/login$/.test(url.pathname) ? "the workload's JWT-SVID" : 'the Vault token',
+        });
+        const text = res.body.toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = text ? JSON.parse(text) : undefined;
+        } catch {
+          // Whole (the body is capped): it is scrubbed of tokens before it is cut for display, never after.
+          parsed = { errors: [text] };
+        }
+        return { statusCode: res.status, body: parsed, request: { path: url.pathname } };
+      },
+  };
 }
 
 interface TokenState {
@@ -44,6 +98,8 @@ export class VaultSession implements PolledSession {
   private readonly client: vault.client;
   private readonly mount: string;
   private readonly spiffeId: string;
+  /** Every JWT sent and token received by this session: server text is scrubbed of them. */
+  private readonly redactor = new Redactor();
   private lease: LeaseState | undefined;
   private token: TokenState | undefined;
   private value: CredentialValue | undefined;
@@ -61,24 +117,26 @@ export class VaultSession implements PolledSession {
       endpoint: spec.vault.address,
       // node-vault's debug channel prints request bodies (the JWT, and secrets on writes): keep it silent.
       debug: () => {},
-      requestOptions: { httpsAgent: opts.httpsAgent, timeout: ctx.timeoutMs },
+      'request-promise': vaultTransport(opts.httpsAgent, ctx.timeoutMs),
     });
   }
 
   private get where(): string {
-    return `Vault ${this.spec.vault.address}`;
-  }
-
-  private call<T>(what: string, work: Promise<T>): Promise<T> {
-    return withDeadline(work, this.ctx.timeoutMs + 500, `${this.where}: ${what}`);
+    return `Vault ${stripUrlUserinfo(this.spec.vault.address)}`;
   }
 
   private failure(what: string, err: unknown, hint: string): CredentialError {
     const status = apiStatus(err);
     if (status === undefined)
-      return new CredentialError(`${this.where}: ${what} failed: ${describeTransportError(err)}`);
+      return new CredentialError(
+        this.redactor.redact(`${this.where}: ${what} failed: ${describeTransportError(err)}`),
+      );
     const errors = (err as VaultApiError).response?.body?.errors;
-    const said = Array.isArray(errors) && errors.length ? errors.map(String).join('; ').slice(0, 300) : '';
+    // Server text may quote what it was sent (the token, the JWT): scrubbed before it is shown anywhere.
+    const said =
+      Array.isArray(errors) && errors.length
+        ? this.redactor.redact(errors.map(String).join('; ')).slice(0, 300)
+        : '';
     // 5xx (sealed, standby, overloaded) is about Vault itself, not about our role or path.
     const advice = status >= 500 ? 'Vault is not serving requests; retrying with backoff' : hint;
     return new CredentialError(
@@ -88,16 +146,16 @@ export class VaultSession implements PolledSession {
 
   private async login(): Promise<TokenState> {
     const jwt = await this.ctx.minter.mint({ spiffeId: this.spiffeId, audience: this.spec.vault.audience });
+    this.redactor.add(jwt);
     const what = `login at auth/${this.mount}/login as role "${this.spec.vault.role}" for ${this.spiffeId}`;
     this.client.token = '';
     let res: { auth?: { client_token?: string; lease_duration?: number } };
     try {
-      res = await this.call(
-        what,
-        this.client.jwtLogin({ mount_point: this.mount, role: this.spec.vault.role, jwt }) as Promise<
-          typeof res
-        >,
-      );
+      res = (await this.client.jwtLogin({
+        mount_point: this.mount,
+        role: this.spec.vault.role,
+        jwt,
+      })) as typeof res;
     } catch (err) {
       throw this.failure(
         what,
@@ -105,9 +163,13 @@ export class VaultSession implements PolledSession {
         `check that the JWT auth method is mounted at "${this.mount}", role "${this.spec.vault.role}" exists, its ` +
           `bound_audiences include ${JSON.stringify(this.spec.vault.audience)} and its bound_subject is ${this.spiffeId}`,
       );
+    } finally {
+      // node-vault keeps the last token as its default: every request here names its token explicitly.
+      this.client.token = '';
     }
     const token = res.auth?.client_token;
     if (!token) throw new CredentialError(`${this.where}: ${what} answered without auth.client_token`);
+    this.redactor.add(token);
     const ttl = Number(res.auth?.lease_duration ?? 0);
     // A TTL of 0 means a token that never expires (root-like); treat it as lasting until replaced.
     return { value: token, expiresAt: ttl > 0 ? this.ctx.now() + ttl * 1000 : Number.POSITIVE_INFINITY };
@@ -127,6 +189,7 @@ export class VaultSession implements PolledSession {
           `(fields: ${fields.join(', ') || 'none'}); fix type.token.source`,
       );
     }
+    this.redactor.add(v);
     return { kind: 'bearer', token: v };
   }
 
@@ -135,13 +198,11 @@ export class VaultSession implements PolledSession {
     const what = `reading ${this.spec.vault.path}`;
     let res: { lease_id?: string; lease_duration?: number; renewable?: boolean; data?: unknown };
     try {
-      res = await this.call(
-        what,
-        this.client.read(this.spec.vault.path, { headers: { 'X-Vault-Token': token.value } }) as Promise<
-          typeof res
-        >,
-      );
+      res = (await this.client.read(this.spec.vault.path, {
+        headers: { 'X-Vault-Token': token.value },
+      })) as typeof res;
     } catch (err) {
+      await this.retire(undefined, token);
       throw this.failure(
         what,
         err,
@@ -150,27 +211,34 @@ export class VaultSession implements PolledSession {
           : `check that the policies of role "${this.spec.vault.role}" allow reading it`,
       );
     }
-    const value = this.pick(res.data);
-    const previous = this.lease;
     const now = this.ctx.now();
     const duration = Number(res.lease_duration ?? 0);
+    const lease: LeaseState | undefined = res.lease_id
+      ? {
+          id: res.lease_id,
+          duration,
+          expiresAt: now + duration * 1000,
+          renewable: res.renewable === true,
+          capped: false,
+          token,
+        }
+      : undefined;
+    let value: CredentialValue;
+    try {
+      value = this.pick(res.data);
+    } catch (err) {
+      // The secret is of no use: give back the lease and the token just obtained for it.
+      await this.retire(lease, token);
+      throw err;
+    }
+    const previous = { lease: this.lease, token: this.token };
     this.token = token;
     this.value = value;
-    if (res.lease_id) {
-      this.lease = {
-        id: res.lease_id,
-        duration,
-        expiresAt: now + duration * 1000,
-        renewable: res.renewable === true,
-        capped: false,
-        token,
-      };
-      this.staticRefreshAt = undefined;
-    } else {
-      this.lease = undefined;
-      this.staticRefreshAt = now + (duration > 0 ? duration * 1000 + 5000 : this.opts.pollIntervalMs);
-    }
-    if (previous) await this.revoke(previous);
+    this.lease = lease;
+    this.staticRefreshAt = lease
+      ? undefined
+      : now + (duration > 0 ? duration * 1000 + 5000 : this.opts.pollIntervalMs);
+    await this.retire(previous.lease, previous.token);
     return this.plan();
   }
 
@@ -181,14 +249,11 @@ export class VaultSession implements PolledSession {
     if (lease && token && this.renewWorthwhile(lease, token, now)) {
       const what = `renewing lease ${lease.id}`;
       try {
-        const res = (await this.call(
-          what,
-          this.client.renew({
-            lease_id: lease.id,
-            increment: lease.duration,
-            requestOptions: { headers: { 'X-Vault-Token': token.value } },
-          }) as Promise<{ lease_duration?: number; renewable?: boolean }>,
-        )) as { lease_duration?: number; renewable?: boolean };
+        const res = (await this.client.renew({
+          lease_id: lease.id,
+          increment: lease.duration,
+          requestOptions: { headers: { 'X-Vault-Token': token.value } },
+        })) as { lease_duration?: number; renewable?: boolean };
         const granted = Number(res.lease_duration ?? 0);
         lease.expiresAt = this.ctx.now() + granted * 1000;
         lease.capped = granted < lease.duration || res.renewable === false;
@@ -197,8 +262,10 @@ export class VaultSession implements PolledSession {
         const status = apiStatus(err);
         // 400 (lease not found / not renewable) and 403 (token gone) are answers, not outages: start over.
         if (status !== 400 && status !== 403) throw this.failure(what, err, 'Vault will be retried');
+        // A token Vault no longer honours revoked its leases with it: nothing left to give back.
+        if (status === 403) token.expiresAt = now;
         this.ctx.logger.info('vault lease can no longer be renewed; logging in again', {
-          address: this.spec.vault.address,
+          address: displayUrl(this.spec.vault.address),
           path: this.spec.vault.path,
           status,
         });
@@ -223,34 +290,82 @@ export class VaultSession implements PolledSession {
     return { value, expiresAt, refreshAt };
   }
 
-  private async revoke(lease: LeaseState): Promise<void> {
-    if (lease.token.expiresAt <= this.ctx.now()) return; // its token's expiry already revoked it
-    try {
-      await this.call(
-        `revoking lease ${lease.id}`,
-        this.client.revoke({
+  /**
+   * Gives back a lease and the token that is no longer used: the lease at sys/leases/revoke; if the role may
+   * not (403), the token revokes itself, which revokes its leases; then the token, when it was not already
+   * revoked that way. Failures are logged (the lease runs out on its own), once per role and reason.
+   */
+  private async retire(lease: LeaseState | undefined, token: TokenState | undefined): Promise<void> {
+    const now = this.ctx.now();
+    let tokenGone = token === undefined || token.expiresAt <= now;
+    if (lease && lease.token.expiresAt > now) {
+      try {
+        await this.client.revoke({
           lease_id: lease.id,
           requestOptions: { headers: { 'X-Vault-Token': lease.token.value } },
-        }),
-      );
-    } catch (err) {
-      // The lease runs out on its own; say so and go on.
-      this.ctx.logger.warn(
-        'could not revoke a Vault lease that is no longer needed; it will expire on its own',
-        {
-          address: this.spec.vault.address,
-          lease: lease.id,
-          reason: this.failure('revoke', err, 'none').message,
-        },
-      );
+        });
+      } catch (err) {
+        if (apiStatus(err) !== 403) {
+          this.notice(
+            'revoke-failed',
+            'could not revoke a Vault lease that is no longer needed; it will expire on its own',
+            {
+              lease: lease.id,
+              reason: this.failure('revoke', err, 'none').message,
+            },
+          );
+        } else if (await this.revokeSelf(lease.token)) {
+          if (lease.token === token) tokenGone = true;
+          this.notice(
+            'revoke-forbidden',
+            `the policies of role "${this.spec.vault.role}" do not allow sys/leases/revoke (update); leases are given back by revoking their token instead`,
+            { lease: lease.id },
+          );
+        } else {
+          this.notice(
+            'revoke-forbidden-expire',
+            `the policies of role "${this.spec.vault.role}" allow neither sys/leases/revoke nor auth/token/revoke-self (update); leases no longer needed are left to expire`,
+            { lease: lease.id, expiresAt: new Date(lease.expiresAt).toISOString() },
+          );
+        }
+      }
     }
+    if (!tokenGone && token) await this.revokeSelf(token);
+  }
+
+  /** auth/token/revoke-self with `token`; true when Vault accepted it. */
+  private async revokeSelf(token: TokenState): Promise<boolean> {
+    try {
+      await this.client.request({
+        path: '/auth/token/revoke-self',
+        method: 'POST',
+        headers: { 'X-Vault-Token': token.value },
+      });
+      token.expiresAt = this.ctx.now();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Logs a notice once per role and kind, however many leases it concerns. */
+  private notice(kind: string, message: string, fields: Record<string, unknown>): void {
+    const key = `${this.spec.vault.address}\u0000${this.mount}\u0000${this.spec.vault.role}\u0000${kind}`;
+    if (this.opts.notices.has(key)) return;
+    this.opts.notices.add(key);
+    this.ctx.logger.warn(message, {
+      address: displayUrl(this.spec.vault.address),
+      role: this.spec.vault.role,
+      ...fields,
+    });
   }
 
   async release(): Promise<void> {
     const lease = this.lease;
+    const token = this.token;
     this.lease = undefined;
     this.token = undefined;
     this.value = undefined;
-    if (lease) await this.revoke(lease);
+    await this.retire(lease, token);
   }
 }

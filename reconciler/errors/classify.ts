@@ -24,11 +24,13 @@ import {
 const SOURCE_CODES: Record<SourceErrorCode, ErrorCode> = {
   unreachable: 'SourceUnreachable',
   auth: 'SourceAuthFailed',
+  redirect: 'SourceRedirectRefused',
   'unknown-ref': 'SourceRefNotFound',
   'force-push': 'SourceHistoryRewritten',
   'too-large': 'SourceTooLarge',
   'not-a-repo': 'SourceNotARepository',
   'bad-path': 'SourcePathInvalid',
+  'bad-object': 'SourceObjectInvalid',
 };
 
 /** errno codes of a peer that is down, slow or unresolvable: worth a retry. */

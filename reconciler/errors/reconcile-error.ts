@@ -56,6 +56,11 @@ export const ERROR_CODES = {
     terminal: true,
     hint: 'point --path at a directory that exists at the tracked revision',
   },
+  SourceObjectInvalid: {
+    step: 'source',
+    terminal: true,
+    hint: 'the revision holds a git object that cannot be read (git fsck names it); push a revision written by git itself; the last good revision stays in force',
+  },
   // render (load, validate, compile)
   ValidationFailed: {
     step: 'render',

@@ -181,6 +181,18 @@ async function parseUpstream(certPem: string, keyPem: string, nowMs: number) {
       `upstream certificate cannot sign CAs: ${(err as Error).message.replace(/^x509svid: /, '')}`,
     );
   }
+  // The authority puts its own signing CA (and under it every SVID) below the upstream CA: each CA on the
+  // upstream chain must allow the CAs that will sit below it, or every SVID fails path validation later.
+  [cert, ...certs.slice(1)].forEach((ca, above) => {
+    const pathLen = ca.basicConstraints?.pathLen;
+    const below = above + 1; // the signing CA, plus the upstream CAs between it and this one
+    if (pathLen !== null && pathLen !== undefined && pathLen < below)
+      throw new AuthorityError(
+        `upstream ${above === 0 ? 'certificate' : `chain certificate ${above} (serial ${ca.serial})`} has pathLenConstraint ${pathLen}: ` +
+          `it allows ${pathLen} CA certificate(s) below it, but the authority needs ${below} (its own signing CA${below > 1 ? ' and the upstream CAs under it' : ''}), ` +
+          'so every SVID would fail path validation; import an upstream CA with a larger pathLenConstraint, or none',
+      );
+  });
   if (cert.notAfter.getTime() <= nowMs + DAY_MS)
     throw new AuthorityError(
       `upstream certificate expires ${cert.notAfter.toISOString()}: import one valid for more than a day`,

@@ -59,8 +59,9 @@ export function oid(dotted: string): Buffer {
   const cached = oidCache.get(dotted);
   if (cached) return cached;
   const parts = dotted.split('.').map(Number);
-  const bytes: number[] = [40 * parts[0]! + parts[1]!];
-  for (const part of parts.slice(2)) {
+  const bytes: number[] = [];
+  // The first two arcs share one subidentifier, which is base-128 like the rest (2.999 takes two bytes).
+  for (const part of [40 * parts[0]! + parts[1]!, ...parts.slice(2)]) {
     const chunk: number[] = [part & 0x7f];
     for (let n = Math.floor(part / 128); n > 0; n = Math.floor(n / 128)) chunk.unshift((n & 0x7f) | 0x80);
     bytes.push(...chunk);
@@ -101,6 +102,11 @@ export interface Node {
 
 export class DerError extends Error {}
 
+/**
+ * Reads one TLV at `offset`, strictly as DER (X.690 §10, as Go's cryptobyte does): single-byte tags only,
+ * definite lengths only, and every length in its shortest form (a long form only for lengths ≥ 128, with no
+ * leading zero byte).
+ */
 export function readNode(buf: Buffer, offset = 0): Node {
   if (offset + 2 > buf.length) throw new DerError('truncated DER: header runs past the end');
   const tag = buf[offset]!;
@@ -111,6 +117,7 @@ export function readNode(buf: Buffer, offset = 0): Node {
     const count = length & 0x7f;
     if (count === 0 || count > 4) throw new DerError('invalid DER: indefinite or oversized length');
     if (offset + 2 + count > buf.length) throw new DerError('truncated DER: length runs past the end');
+    if (buf[offset + 2] === 0) throw new DerError('invalid DER: non-minimal length (leading zero byte)');
     length = 0;
     for (let i = 0; i < count; i++) length = length * 256 + buf[offset + 2 + i]!;
     if (length < 0x80) throw new DerError('invalid DER: non-minimal length');
@@ -144,50 +151,111 @@ export function expectTag(node: Node | undefined, tag: number, what: string): No
   return node;
 }
 
+/** The children of `node`, which must number between `min` and `max`. */
+export function childrenCount(node: Node, min: number, max: number, what: string): Node[] {
+  const list = children(node);
+  if (list.length < min || list.length > max)
+    throw new DerError(
+      `invalid DER: ${what} has ${list.length} elements, expected ${min === max ? min : `${min} to ${max}`}`,
+    );
+  return list;
+}
+
+/**
+ * OBJECT IDENTIFIER in dotted form. Refused: an empty value, an arc in non-minimal form (a leading 0x80
+ * byte), a last arc cut off (its final byte still has the continuation bit), arcs beyond 2^53.
+ */
 export function readOid(node: Node): string {
   expectTag(node, TAG.OID, 'OBJECT IDENTIFIER');
   const bytes = node.content;
   if (bytes.length === 0) throw new DerError('invalid DER: empty OBJECT IDENTIFIER');
-  const first = bytes[0]!;
-  const parts: number[] = first < 80 ? [Math.floor(first / 40), first % 40] : [2, first - 80];
+  if (bytes[bytes.length - 1]! & 0x80) throw new DerError('invalid DER: truncated OBJECT IDENTIFIER arc');
+  const arcs: number[] = [];
   let value = 0;
-  for (let i = 1; i < bytes.length; i++) {
-    value = value * 128 + (bytes[i]! & 0x7f);
-    if (!(bytes[i]! & 0x80)) {
-      parts.push(value);
+  let start = true;
+  for (const byte of bytes) {
+    if (start && byte === 0x80) throw new DerError('invalid DER: non-minimal OBJECT IDENTIFIER arc');
+    value = value * 128 + (byte & 0x7f);
+    if (value > Number.MAX_SAFE_INTEGER) throw new DerError('invalid DER: OBJECT IDENTIFIER arc too large');
+    start = !(byte & 0x80);
+    if (start) {
+      arcs.push(value);
       value = 0;
     }
   }
-  return parts.join('.');
+  const first = arcs[0]!;
+  const head = first < 80 ? [Math.floor(first / 40), first % 40] : [2, first - 80];
+  return [...head, ...arcs.slice(1)].join('.');
 }
 
+/** BOOLEAN as DER requires: one byte, 0x00 (FALSE) or 0xFF (TRUE). */
 export function readBoolean(node: Node): boolean {
   expectTag(node, TAG.BOOLEAN, 'BOOLEAN');
-  return node.content.length === 1 && node.content[0] !== 0;
+  if (node.content.length !== 1 || (node.content[0] !== 0x00 && node.content[0] !== 0xff))
+    throw new DerError('invalid DER: BOOLEAN must be one byte, 0x00 or 0xFF');
+  return node.content[0] === 0xff;
+}
+
+/** Whether INTEGER content octets are minimal (X.690 §8.3.2: no redundant leading 0x00 or 0xFF). */
+function minimalInteger(content: Buffer): boolean {
+  if (content.length === 0) return false;
+  if (content.length === 1) return true;
+  const [a, b] = [content[0]!, content[1]!];
+  return !((a === 0x00 && b < 0x80) || (a === 0xff && b >= 0x80));
+}
+
+/** A minimally encoded INTEGER's content octets; `nonNegative` refuses negative values. */
+export function readIntegerBytes(node: Node, what: string, nonNegative = true): Buffer {
+  expectTag(node, TAG.INTEGER, what);
+  if (!minimalInteger(node.content)) throw new DerError(`invalid DER: ${what} is not a minimal INTEGER`);
+  if (nonNegative && node.content[0]! & 0x80) throw new DerError(`invalid DER: ${what} is negative`);
+  return node.content;
 }
 
 export function readSmallInteger(node: Node): number {
-  expectTag(node, TAG.INTEGER, 'INTEGER');
-  if (node.content.length === 0 || node.content.length > 6) throw new DerError('INTEGER empty or too large');
-  return node.content.readIntBE(0, node.content.length);
+  const content = readIntegerBytes(node, 'INTEGER', false);
+  if (content.length > 6) throw new DerError('INTEGER too large');
+  return content.readIntBE(0, content.length);
 }
 
-/** BIT STRING content without the unused-bits byte. */
+/** BIT STRING content without the unused-bits byte; the unused bits (at most 7) must be zero, as DER requires. */
 export function readBitString(node: Node): { bytes: Buffer; unusedBits: number } {
   expectTag(node, TAG.BIT_STRING, 'BIT STRING');
   if (node.content.length === 0) throw new DerError('invalid DER: empty BIT STRING');
-  return { bytes: node.content.subarray(1), unusedBits: node.content[0]! };
+  const unusedBits = node.content[0]!;
+  const bytes = node.content.subarray(1);
+  if (unusedBits > 7 || (bytes.length === 0 && unusedBits !== 0))
+    throw new DerError('invalid DER: BIT STRING unused-bits count out of range');
+  if (unusedBits && bytes[bytes.length - 1]! & ((1 << unusedBits) - 1))
+    throw new DerError('invalid DER: BIT STRING padding bits are not zero');
+  return { bytes, unusedBits };
 }
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/**
+ * UTCTime (YYMMDDHHMMSSZ, years 1950–2049) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280 §4.1.2.5 fixes
+ * them for DER: seconds present, no fraction, Zulu only; every field in range (no 30 February, no hour 24).
+ */
 export function readTime(node: Node): Date {
-  const s = node.content.toString('ascii');
-  const utc = node.tag === TAG.UTC_TIME ? s.match(/^(\d{2})(\d{10})Z$/) : null;
-  const generalized = node.tag === TAG.GENERALIZED_TIME ? s.match(/^(\d{4})(\d{10})Z$/) : null;
+  const s = node.content.toString('latin1');
+  const utc = node.tag === TAG.UTC_TIME ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : null;
+  const generalized =
+    node.tag === TAG.GENERALIZED_TIME ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s) : null;
   const match = utc ?? generalized;
-  if (!match) throw new DerError(`invalid certificate time "${s}"`);
-  let year = Number(match[1]);
-  if (utc) year += year >= 50 ? 1900 : 2000;
-  const r = match[2]!;
-  const at = (i: number): number => Number(r.slice(i, i + 2));
-  return new Date(Date.UTC(year, at(0) - 1, at(2), at(4), at(6), at(8)));
+  if (!match) throw new DerError(`invalid certificate time "${s.replace(/[^\x20-\x7e]/g, '?')}"`);
+  const [year0, month, day, hour, minute, second] = match.slice(1).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const year = utc ? year0 + (year0 >= 50 ? 1900 : 2000) : year0;
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1];
+  if (days === undefined || day < 1 || day > days || hour > 23 || minute > 59 || second > 59)
+    throw new DerError(`invalid certificate time "${s}": a field is out of range`);
+  return new Date(Date.UTC(year, month - 1, day, hour, minute, second));
 }

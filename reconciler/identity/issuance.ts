@@ -30,9 +30,17 @@ import {
 export interface SignX509SvidRequest {
   csrPem: string;
   ttlSeconds?: number;
+  /**
+   * The DNS SANs the identity's x509 settings grant (WorkloadIdentity `spec.svid.x509.dnsNames`): all of them
+   * go into the certificate. A DNS name in the CSR that is not among them is refused, never copied: the
+   * authority decides the names, the requester does not.
+   */
   dnsNames?: string[];
-  /** The caller's entitlement: true to allow, false or a refusal reason to refuse. */
-  authorize?: (spiffeId: string) => boolean | string;
+  /**
+   * The caller's entitlement, asked about every SAN the certificate would carry: the SPIFFE ID and the DNS
+   * names. true to allow, false or a refusal reason to refuse.
+   */
+  authorize?: (spiffeId: string, sans: { dnsNames: readonly string[] }) => boolean | string;
 }
 
 export interface SignedX509Svid {
@@ -92,21 +100,47 @@ export function checkSvidRequest(req: SignX509SvidRequest, trustDomain: string):
     throw new AuthorityError(
       `CSR SPIFFE ID "${spiffeId}" names the trust domain itself: a workload ID needs a path`,
     );
-  if (req.authorize) {
-    const verdict = req.authorize(spiffeId);
-    if (verdict !== true)
-      throw new AuthorityError(
-        `not entitled to "${spiffeId}": ${typeof verdict === 'string' && verdict ? verdict : 'the caller is not authorised for this ID'}`,
-      );
-  }
   const dnsNames = req.dnsNames ?? [];
   for (const name of dnsNames)
     if (name.length > 253 || !DNS_NAME_RE.test(name))
       throw new AuthorityError(
         `DNS SAN "${name}" is not a valid DNS name (letters, digits, hyphens, dots; optional leading *.)`,
       );
+  if (csr.otherSans.length)
+    throw new AuthorityError(
+      `CSR asks for subjectAltName types an X509-SVID never carries (${[...new Set(csr.otherSans)].map(sanTypeName).join(', ')}): ` +
+        'request only the SPIFFE ID; DNS names come from the identity',
+    );
+  const granted = new Set(dnsNames.map((n) => n.toLowerCase()));
+  for (const name of csr.dnsNames)
+    if (!granted.has(name.toLowerCase()))
+      throw new AuthorityError(
+        `CSR asks for DNS SAN "${name}", which the identity's x509 settings do not grant ` +
+          `(granted: ${dnsNames.length ? dnsNames.join(', ') : 'none'}): add it to spec.svid.x509.dnsNames or leave it out of the CSR`,
+      );
+  if (req.authorize) {
+    const verdict = req.authorize(spiffeId, { dnsNames });
+    if (verdict !== true)
+      throw new AuthorityError(
+        `not entitled to "${spiffeId}"${dnsNames.length ? ` with DNS names ${dnsNames.join(', ')}` : ''}: ${typeof verdict === 'string' && verdict ? verdict : 'the caller is not authorised for this ID'}`,
+      );
+  }
   const ttl = positiveSeconds(req.ttlSeconds, DEFAULT_X509_SVID_TTL_SECONDS, 'X509-SVID TTL');
   return { csr, spiffeId, dnsNames, ttl };
+}
+
+const SAN_TYPES: Record<number, string> = {
+  0: 'otherName',
+  1: 'email',
+  3: 'x400Address',
+  4: 'directoryName',
+  5: 'ediPartyName',
+  7: 'IP address',
+  8: 'registeredID',
+};
+
+function sanTypeName(tag: number): string {
+  return SAN_TYPES[tag] ?? `[${tag}]`;
 }
 
 function checkCsrKey(key: KeyObject): void {

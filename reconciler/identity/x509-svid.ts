@@ -7,13 +7,15 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { parseSpiffeId } from './spiffe-id.ts';
 import {
-  isIssuedBy,
   KU,
+  namesIssuer,
   OID,
   type ParsedCertificate,
   parseCertificate,
   pemBlocks,
+  publicKeyOf,
   spkiOf,
+  verifySignature,
   X509Error,
 } from './x509.ts';
 
@@ -221,6 +223,14 @@ export interface VerifiedX509Svid {
 const MAX_INTERMEDIATES = 8;
 
 /**
+ * Signature checks one verification may spend on building paths: Go's crypto/x509 (maxChainSignatureChecks).
+ * A peer that presents many CA certificates sharing one subject and key would otherwise make the
+ * depth-first search try every ordering of them (hours for ten); with the budget it is refused in
+ * milliseconds, and no legitimate chain comes close to it.
+ */
+export const MAX_SIGNATURE_CHECKS = 100;
+
+/**
  * Verifies a presented chain (leaf first) as an X509-SVID: leaf rules, then RFC 5280 path validation to a
  * CA in the bundle of the leaf's trust domain, with every certificate on the path valid at `now`.
  */
@@ -242,7 +252,7 @@ export function verifyX509Svid(
       'no_bundle',
       `no X.509 bundle found for trust domain "${trustDomain}": add that trust domain's bundle to the verifier`,
     );
-  const tail = buildPath(leaf, intermediates, roots, new Set());
+  const tail = buildPath(leaf, intermediates, roots, new Set(), signatureBudget(spiffeId));
   if (!tail)
     throw new X509SvidError(
       'unknown_authority',
@@ -282,20 +292,38 @@ export function verifyX509Svid(
   return { spiffeId, trustDomain, path };
 }
 
-/** Depth-first search from `cert` to a bundle CA through the presented intermediates. */
+/** `issuedBy(cert, issuer)`: name chaining, key identifiers, then a signature check, which spends the budget. */
+type IssuedBy = (cert: ParsedCertificate, issuer: ParsedCertificate) => boolean;
+
+function signatureBudget(spiffeId: string): IssuedBy {
+  let left = MAX_SIGNATURE_CHECKS;
+  return (cert, issuer) => {
+    if (!namesIssuer(cert, issuer)) return false;
+    if (--left < 0)
+      throw new X509SvidError(
+        'unknown_authority',
+        `could not verify leaf certificate for "${spiffeId}": gave up building a path after ${MAX_SIGNATURE_CHECKS} ` +
+          'signature checks (the peer presented too many candidate CA certificates)',
+      );
+    return verifySignature(cert.signatureAlgorithm, cert.tbs, cert.signature, publicKeyOf(issuer));
+  };
+}
+
+/** Depth-first search from `cert` to a bundle CA through the presented intermediates, within the budget. */
 function buildPath(
   cert: ParsedCertificate,
   intermediates: readonly ParsedCertificate[],
   roots: readonly ParsedCertificate[],
   used: Set<ParsedCertificate>,
+  issuedBy: IssuedBy,
 ): ParsedCertificate[] | null {
-  const anchor = roots.find((root) => isIssuedBy(cert, root));
+  const anchor = roots.find((root) => issuedBy(cert, root));
   if (anchor) return [anchor];
   if (used.size >= MAX_INTERMEDIATES) return null;
   for (const candidate of intermediates) {
-    if (used.has(candidate) || !isIssuedBy(cert, candidate)) continue;
+    if (used.has(candidate) || !issuedBy(cert, candidate)) continue;
     used.add(candidate);
-    const rest = buildPath(candidate, intermediates, roots, used);
+    const rest = buildPath(candidate, intermediates, roots, used, issuedBy);
     if (rest) return [candidate, ...rest];
     used.delete(candidate);
   }

@@ -15,6 +15,7 @@ import {
   bitString,
   bool,
   children,
+  childrenCount,
   DerError,
   expectTag,
   explicit,
@@ -24,6 +25,7 @@ import {
   oid,
   readBitString,
   readBoolean,
+  readIntegerBytes,
   readOid,
   readOne,
   readSmallInteger,
@@ -142,15 +144,28 @@ function readBits(node: Node): Set<number> {
   return bits;
 }
 
-function readGeneralNames(node: Node): { uris: string[]; dnsNames: string[] } {
+/** IA5String content of a GeneralName: ASCII only, as RFC 5280 requires and Go checks. */
+function ia5(node: Node, what: string): string {
+  for (const byte of node.content)
+    if (byte > 0x7e || byte < 0x20) throw new X509Error(`${what} holds a byte that is not printable ASCII`);
+  return node.content.toString('latin1');
+}
+
+function readGeneralNames(node: Node): { uris: string[]; dnsNames: string[]; others: number[] } {
   expectTag(node, TAG.SEQUENCE, 'GeneralNames');
   const uris: string[] = [];
   const dnsNames: string[] = [];
-  for (const name of children(node)) {
-    if (name.tag === 0x86) uris.push(name.content.toString('latin1'));
-    else if (name.tag === 0x82) dnsNames.push(name.content.toString('latin1'));
+  const others: number[] = [];
+  const names = children(node);
+  if (names.length === 0) throw new X509Error('subjectAltName is empty');
+  for (const name of names) {
+    if (name.tag === 0x86) uris.push(ia5(name, 'a URI SAN'));
+    else if (name.tag === 0x82) dnsNames.push(ia5(name, 'a DNS SAN'));
+    else if ((name.tag & 0xc0) !== 0x80)
+      throw new X509Error('subjectAltName holds a name that is not context-tagged');
+    else others.push(name.tag & 0x1f);
   }
-  return { uris, dnsNames };
+  return { uris, dnsNames, others };
 }
 
 export function parseCertificate(der: Buffer): ParsedCertificate {
@@ -169,29 +184,41 @@ export function parseCertificate(der: Buffer): ParsedCertificate {
   }
 }
 
+/**
+ * RFC 5280 §4.1, read strictly as DER the way Go's crypto/x509 does: exact element counts, a minimal
+ * non-negative serial, the inner signature algorithm equal to the outer one, a validity of two well-formed
+ * times, extensions only in a v3 certificate and never twice, and nothing after the last field.
+ */
 function parseCertificateUnchecked(der: Buffer): ParsedCertificate {
   const cert = expectTag(readOne(der), TAG.SEQUENCE, 'Certificate');
-  const [tbsNode, algNode, sigNode] = children(cert);
+  const [tbsNode, algNode, sigNode] = childrenCount(cert, 3, 3, 'Certificate');
   const tbsParts = children(expectTag(tbsNode, TAG.SEQUENCE, 'TBSCertificate'));
   let i = 0;
-  if (tbsParts[0]?.tag === 0xa0) i++;
+  let version = 0;
+  if (tbsParts[0]?.tag === 0xa0) {
+    version = readSmallInteger(childrenCount(tbsParts[i++]!, 1, 1, 'version')[0]!);
+    if (version < 0 || version > 2) throw new X509Error(`unknown certificate version ${version + 1}`);
+  }
   const serialNode = expectTag(tbsParts[i++], TAG.INTEGER, 'serialNumber');
-  i++; // the inner signature AlgorithmIdentifier; the outer one is what is verified
+  const serial = readIntegerBytes(serialNode, 'serialNumber');
+  const innerAlg = expectTag(tbsParts[i++], TAG.SEQUENCE, 'signature');
+  const outerAlg = expectTag(algNode, TAG.SEQUENCE, 'signatureAlgorithm');
+  if (!innerAlg.raw.equals(outerAlg.raw))
+    throw new X509Error("inner and outer signature algorithm identifiers don't match");
   const issuer = expectTag(tbsParts[i++], TAG.SEQUENCE, 'issuer');
-  const validity = children(expectTag(tbsParts[i++], TAG.SEQUENCE, 'validity'));
+  const validity = childrenCount(expectTag(tbsParts[i++], TAG.SEQUENCE, 'validity'), 2, 2, 'validity');
   const subject = expectTag(tbsParts[i++], TAG.SEQUENCE, 'subject');
   const spki = expectTag(tbsParts[i++], TAG.SEQUENCE, 'subjectPublicKeyInfo');
-  if (!validity[0] || !validity[1]) throw new X509Error('certificate validity is incomplete');
   const parsed: ParsedCertificate = {
     der,
     tbs: tbsNode!.raw,
-    serial: serialNode.content.toString('hex'),
-    signatureAlgorithm: readOid(children(expectTag(algNode, TAG.SEQUENCE, 'signatureAlgorithm'))[0]!),
+    serial: serial.toString('hex'),
+    signatureAlgorithm: readOid(childrenCount(outerAlg, 1, 2, 'signatureAlgorithm')[0]!),
     signature: readBitString(expectTag(sigNode, TAG.BIT_STRING, 'signature')).bytes,
     issuer: issuer.raw,
     subject: subject.raw,
-    notBefore: readTime(validity[0]),
-    notAfter: readTime(validity[1]),
+    notBefore: readTime(validity[0]!),
+    notAfter: readTime(validity[1]!),
     spki: spki.raw,
     basicConstraints: null,
     keyUsage: null,
@@ -203,21 +230,45 @@ function parseCertificateUnchecked(der: Buffer): ParsedCertificate {
     authorityKeyId: null,
     unknownCritical: [],
   };
-  const extWrapper = tbsParts.slice(i).find((n) => n.tag === 0xa3);
+  // Optional issuerUniqueID [1], subjectUniqueID [2], extensions [3], in that order, and nothing else.
+  let extWrapper: Node | undefined;
+  let lastTag = 0;
+  for (const node of tbsParts.slice(i)) {
+    const n = node.tag & 0x1f;
+    if ((node.tag & 0xc0) !== 0x80 || n < 1 || n > 3 || n <= lastTag)
+      throw new X509Error('unexpected field after subjectPublicKeyInfo');
+    lastTag = n;
+    if (n === 3) extWrapper = node;
+  }
   if (!extWrapper) return parsed;
-  const extList = children(expectTag(children(extWrapper)[0], TAG.SEQUENCE, 'Extensions'));
+  if (version !== 2) throw new X509Error('extensions in a certificate that is not version 3');
+  const extList = children(
+    expectTag(childrenCount(extWrapper, 1, 1, 'extensions')[0], TAG.SEQUENCE, 'Extensions'),
+  );
+  if (extList.length === 0) throw new X509Error('empty extensions');
+  const seen = new Set<string>();
   for (const ext of extList) {
-    const parts = children(expectTag(ext, TAG.SEQUENCE, 'Extension'));
+    const parts = childrenCount(expectTag(ext, TAG.SEQUENCE, 'Extension'), 2, 3, 'Extension');
     const id = readOid(parts[0]!);
+    if (seen.has(id)) throw new X509Error(`certificate contains duplicate extension ${id}`);
+    seen.add(id);
     const critical = parts.length === 3 ? readBoolean(parts[1]!) : false;
     const value = readOne(expectTag(parts[parts.length - 1], TAG.OCTET_STRING, 'extnValue').content);
     if (critical && !KNOWN_EXTENSIONS.has(id)) parsed.unknownCritical.push(id);
     switch (id) {
       case OID.basicConstraints: {
-        const items = children(expectTag(value, TAG.SEQUENCE, 'BasicConstraints'));
+        const items = childrenCount(
+          expectTag(value, TAG.SEQUENCE, 'BasicConstraints'),
+          0,
+          2,
+          'BasicConstraints',
+        );
         let k = 0;
         const ca = items[k]?.tag === TAG.BOOLEAN ? readBoolean(items[k++]!) : false;
-        const pathLen = items[k]?.tag === TAG.INTEGER ? readSmallInteger(items[k]!) : null;
+        const pathLen = items[k]?.tag === TAG.INTEGER ? readSmallInteger(items[k++]!) : null;
+        if (k !== items.length) throw new X509Error('BasicConstraints holds an unexpected element');
+        if (pathLen !== null && pathLen < 0)
+          throw new X509Error('BasicConstraints pathLenConstraint is negative');
         parsed.basicConstraints = { ca, pathLen };
         break;
       }
@@ -287,12 +338,21 @@ export function publicKeyOf(cert: ParsedCertificate): KeyObject {
   return key;
 }
 
-/** Whether `issuer` signed `cert` (name chaining, key identifiers where both are present, signature). */
-export function isIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate): boolean {
+/** Whether `issuer` may have issued `cert`: name chaining, and key identifiers where both are present. */
+export function namesIssuer(cert: ParsedCertificate, issuer: ParsedCertificate): boolean {
   if (!cert.issuer.equals(issuer.subject)) return false;
-  if (cert.authorityKeyId && issuer.subjectKeyId && !cert.authorityKeyId.equals(issuer.subjectKeyId))
-    return false;
-  return verifySignature(cert.signatureAlgorithm, cert.tbs, cert.signature, publicKeyOf(issuer));
+  return !(cert.authorityKeyId && issuer.subjectKeyId && !cert.authorityKeyId.equals(issuer.subjectKeyId));
+}
+
+/**
+ * Whether `issuer` signed `cert` (namesIssuer, then the signature). Unbudgeted: for certificates of our own
+ * (the bundle); peer chains go through x509-svid.ts, which caps the signature checks per verification.
+ */
+export function isIssuedBy(cert: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  return (
+    namesIssuer(cert, issuer) &&
+    verifySignature(cert.signatureAlgorithm, cert.tbs, cert.signature, publicKeyOf(issuer))
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -420,17 +480,28 @@ export interface ParsedCsr {
   publicKey: KeyObject;
   uris: string[];
   dnsNames: string[];
+  /** Context tags of the other SAN types requested (1 email, 7 IP address, …). */
+  otherSans: number[];
   signatureValid: boolean;
 }
 
-/** Parses a PKCS#10 request and checks its self-signature. Structural errors throw X509Error. */
+/** Parses a PKCS#10 request (RFC 2986) strictly as DER and checks its self-signature. Structural errors throw X509Error. */
 export function parseCsr(der: Buffer): ParsedCsr {
   try {
-    const parts = children(expectTag(readOne(der), TAG.SEQUENCE, 'CertificationRequest'));
+    const parts = childrenCount(
+      expectTag(readOne(der), TAG.SEQUENCE, 'CertificationRequest'),
+      3,
+      3,
+      'CertificationRequest',
+    );
     const info = expectTag(parts[0], TAG.SEQUENCE, 'CertificationRequestInfo');
-    const algorithm = readOid(children(expectTag(parts[1], TAG.SEQUENCE, 'signatureAlgorithm'))[0]!);
+    const algorithm = readOid(
+      childrenCount(expectTag(parts[1], TAG.SEQUENCE, 'signatureAlgorithm'), 1, 2, 'signatureAlgorithm')[0]!,
+    );
     const signature = readBitString(expectTag(parts[2], TAG.BIT_STRING, 'signature')).bytes;
-    const infoParts = children(info);
+    const infoParts = childrenCount(info, 3, 4, 'CertificationRequestInfo');
+    if (readSmallInteger(infoParts[0]!) !== 0) throw new X509Error('unknown CSR version');
+    expectTag(infoParts[1], TAG.SEQUENCE, 'subject');
     const spki = expectTag(infoParts[2], TAG.SEQUENCE, 'subjectPKInfo').raw;
     let publicKey: KeyObject;
     try {
@@ -438,26 +509,54 @@ export function parseCsr(der: Buffer): ParsedCsr {
     } catch {
       throw new X509Error('the public key in the CSR cannot be read');
     }
-    const names = { uris: [] as string[], dnsNames: [] as string[] };
-    const attributes = infoParts[3]?.tag === 0xa0 ? children(infoParts[3]) : [];
-    for (const attribute of attributes) {
-      const [type, values] = children(attribute);
+    const names = { uris: [] as string[], dnsNames: [] as string[], others: [] as number[] };
+    if (infoParts[3] && infoParts[3].tag !== 0xa0) throw new X509Error('CSR attributes are not [0]-tagged');
+    let sawSan = false;
+    for (const attribute of infoParts[3] ? children(infoParts[3]) : []) {
+      const [type, values] = childrenCount(
+        expectTag(attribute, TAG.SEQUENCE, 'Attribute'),
+        2,
+        2,
+        'Attribute',
+      );
       if (readOid(type!) !== OID.extensionRequest) continue;
-      for (const ext of children(children(values!)[0]!)) {
-        const extParts = children(ext);
-        if (readOid(extParts[0]!) !== OID.subjectAltName) continue;
-        const value = readOne(extParts[extParts.length - 1]!.content);
+      const requested = childrenCount(
+        expectTag(values, TAG.SET, 'extensionRequest values'),
+        1,
+        1,
+        'extensionRequest',
+      );
+      const seen = new Set<string>();
+      for (const ext of children(expectTag(requested[0], TAG.SEQUENCE, 'Extensions'))) {
+        const extParts = childrenCount(expectTag(ext, TAG.SEQUENCE, 'Extension'), 2, 3, 'Extension');
+        const id = readOid(extParts[0]!);
+        if (seen.has(id)) throw new X509Error(`the CSR requests extension ${id} twice`);
+        seen.add(id);
+        if (extParts.length === 3) readBoolean(extParts[1]!);
+        if (id !== OID.subjectAltName) continue;
+        if (sawSan) throw new X509Error('the CSR requests subjectAltName twice');
+        sawSan = true;
+        const value = readOne(
+          expectTag(extParts[extParts.length - 1], TAG.OCTET_STRING, 'extnValue').content,
+        );
         Object.assign(names, readGeneralNames(value));
       }
     }
     return {
       spki,
       publicKey,
-      ...names,
+      uris: names.uris,
+      dnsNames: names.dnsNames,
+      otherSans: names.others,
       signatureValid: verifySignature(algorithm, info.raw, signature, publicKey),
     };
   } catch (err) {
-    if (err instanceof DerError || err instanceof TypeError || err instanceof RangeError)
+    if (
+      err instanceof DerError ||
+      err instanceof X509Error ||
+      err instanceof TypeError ||
+      err instanceof RangeError
+    )
       throw new X509Error(`the CSR is not a valid PKCS#10 request: ${err.message}`);
     throw err;
   }

@@ -21,10 +21,12 @@ import {
   resolvePositions,
 } from '../policy/render.ts';
 import type { FileResult } from '../policy/resources.ts';
-import type { PolicySource, TreeEntry } from '../source/index.ts';
+import { BlobTooLargeError, type PolicySource, type TreeEntry } from '../source/index.ts';
 
 const EMPTY = new Uint8Array(0);
 const SYMLINK = '120000';
+/** Longest symlink target read (Linux's PATH_MAX): a link's blob is its target path. */
+const MAX_LINK_TARGET = 4096;
 
 export interface RevisionOptions {
   path: string;
@@ -70,12 +72,25 @@ export async function renderRevision(
   let federatesWith: string[] = [];
   let blobsRead = 0;
   const config = entries.find((e) => e.path === configPath);
+  const cap = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
   if (config) {
-    const bytes = await source.readBlob(config.oid);
+    // The same rules as on disk: a regular file (a symlink's "content" is its target), within the cap,
+    // its size known from the object header before anything is inflated.
+    if (config.mode === SYMLINK)
+      throw new RevisionConfigError(
+        `${configPath} is a symlink at ${commit.slice(0, 8)}; it was not followed`,
+      );
+    let bytes: Uint8Array;
+    try {
+      bytes = await source.readBlob(config.oid, { maxBytes: cap });
+    } catch (err) {
+      if (err instanceof BlobTooLargeError)
+        throw new RevisionConfigError(
+          `${configPath}: file is ${err.size} bytes, over the ${cap}-byte cap; nothing in it was read`,
+        );
+      throw err;
+    }
     blobsRead++;
-    const cap = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
-    if (bytes.byteLength > cap)
-      throw new RevisionConfigError(`${configPath} is ${bytes.byteLength} bytes, over the ${cap}-byte cap`);
     const text = new TextDecoder().decode(bytes);
     const read = readRepoConfig(configPath, text);
     if (read.diagnostics.length) {
@@ -95,7 +110,22 @@ export async function renderRevision(
     if (!isPolicyFileName(posix.basename(e.path))) continue;
     if (e.mode === SYMLINK) {
       // A symlink blob holds its target; policy must live in the repository itself, and a link out never does.
-      const target = new TextDecoder().decode(await source.readBlob(e.oid));
+      let target: string;
+      try {
+        target = new TextDecoder().decode(await source.readBlob(e.oid, { maxBytes: MAX_LINK_TARGET }));
+      } catch (err) {
+        if (!(err instanceof BlobTooLargeError)) throw err;
+        // No file system resolves a target this long (PATH_MAX): report the link, as any other refused one.
+        extra.push(
+          pending('RT005', `symlink target is ${err.size} bytes, longer than any path; it was not followed`, {
+            file: e.path,
+            line: 1,
+            column: 1,
+            hint: 'commit the file itself instead of a link to it',
+          }),
+        );
+        continue;
+      }
       blobsRead++;
       const resolved = posix.normalize(posix.join(posix.dirname(e.path), target));
       if (target.startsWith('/') || resolved.startsWith('..')) {
@@ -123,8 +153,20 @@ export async function renderRevision(
     if (cached && cached.path === e.path) {
       inputs.push({ path: e.path, id: e.oid, bytes: EMPTY });
     } else {
-      inputs.push({ path: e.path, id: e.oid, bytes: await source.readBlob(e.oid) });
-      blobsRead++;
+      try {
+        inputs.push({ path: e.path, id: e.oid, bytes: await source.readBlob(e.oid, { maxBytes: cap }) });
+        blobsRead++;
+      } catch (err) {
+        if (!(err instanceof BlobTooLargeError)) throw err;
+        extra.push(
+          pending('RT001', `file is ${err.size} bytes, over the ${cap}-byte cap; nothing in it was read`, {
+            file: e.path,
+            line: 1,
+            column: 1,
+            hint: 'split it into smaller files, or raise the cap with --max-file-size if it is really policy',
+          }),
+        );
+      }
     }
   }
   const key = validationKey(entries, trustDomain, federatesWith, opts);
@@ -145,7 +187,7 @@ export async function renderRevision(
     const oid = oidOf.get(file);
     if (oid === undefined) continue;
     // Only clean, decodable files are ever cached, so this decodes as it did when the file was parsed.
-    pendingRender.texts.set(file, decodePolicyText(await source.readBlob(oid)));
+    pendingRender.texts.set(file, decodePolicyText(await source.readBlob(oid, { maxBytes: cap })));
     blobsRead++;
   }
   const result = finishRender(pendingRender, renderOptions);

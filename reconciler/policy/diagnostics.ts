@@ -50,6 +50,7 @@ export const CODES = {
   RT005: { title: 'symlink-outside-repository', severity: 'error' },
   RT006: { title: 'document-not-mapping', severity: 'error' },
   RT007: { title: 'unreadable-file', severity: 'error' },
+  RT008: { title: 'too-many-diagnostics', severity: 'error' },
   RT010: { title: 'unknown-kind', severity: 'error' },
   RT011: { title: 'missing-kind', severity: 'error' },
   RT020: { title: 'unknown-field', severity: 'error' },

@@ -27,7 +27,7 @@ import {
   SELECTOR_PREFIXES,
 } from './selectors.ts';
 import { ServiceIndex } from './service-index.ts';
-import { didYouMean } from './suggest.ts';
+import { didYouMean, Suggestions } from './suggest.ts';
 
 export interface ValidateOptions {
   trustDomain: string;
@@ -48,6 +48,11 @@ interface Context {
   sourcesByNs: Map<string, Located<CredentialSource>>;
   workloadCredentialsByNs: Map<string, Located<WorkloadCredential>>;
   services: ServiceIndex;
+  // "Did you mean" indexes, built once on first use: one per name set, never one per diagnostic.
+  spiffeIdNames: () => Suggestions;
+  workloadIdNames: () => Suggestions;
+  sourceNames: () => Map<string, Suggestions>;
+  workloadCredentialNames: () => Map<string, Suggestions>;
 }
 
 export function checkReferences(set: ResourceSet, opts: ValidateOptions): PendingDiagnostic[] {
@@ -82,15 +87,20 @@ function indexResources(set: ResourceSet, opts: ValidateOptions, rep: Reporter):
   const workloadCredentialsByNs = new Map<string, Located<WorkloadCredential>>();
   for (const w of set.workloadCredentials)
     workloadCredentialsByNs.set(key(namespaceOf(w), w.value.metadata.name), w);
+  const knownSpiffeIds = new Set([...byWorkloadId.keys()].map((w) => `spiffe://${opts.trustDomain}/${w}`));
   return {
     set,
     opts,
     rep,
     byWorkloadId,
-    knownSpiffeIds: new Set([...byWorkloadId.keys()].map((w) => `spiffe://${opts.trustDomain}/${w}`)),
+    knownSpiffeIds,
     sourcesByNs,
     workloadCredentialsByNs,
     services: new ServiceIndex(set.services),
+    spiffeIdNames: once(() => new Suggestions(knownSpiffeIds)),
+    workloadIdNames: once(() => new Suggestions(byWorkloadId.keys())),
+    sourceNames: once(() => namesByNamespace(set.sources)),
+    workloadCredentialNames: once(() => namesByNamespace(set.workloadCredentials)),
   };
 }
 
@@ -161,7 +171,7 @@ function checkSelectorKeys({ set, rep }: Context): void {
  * federate with, so no peer could ever present it.
  */
 function checkAllowedSpiffeIds(ctx: Context): void {
-  const { rep, opts, knownSpiffeIds } = ctx;
+  const { rep, opts, knownSpiffeIds, spiffeIdNames } = ctx;
   const federated = new Set(opts.federatesWith ?? []);
   const check = (r: Located<unknown>, path: NodePath, ids: string[] | undefined) => {
     ids?.forEach((id, i) => {
@@ -177,7 +187,7 @@ function checkAllowedSpiffeIds(ctx: Context): void {
       } else if (parsed.id.trustDomain === opts.trustDomain) {
         if (!knownSpiffeIds.has(id))
           rep.at('RT048', `no WorkloadIdentity has the SPIFFE ID "${id}"`, r, [...path, i], {
-            hint: didYouMean(id, knownSpiffeIds),
+            hint: spiffeIdNames().didYouMean(id),
           });
       } else if (!federated.has(parsed.id.trustDomain)) {
         rep.at(
@@ -217,7 +227,8 @@ function selectServices(
         hint: "check the labels against the Services' spec.labels",
       });
     }
-    matched.push(...hits);
+    // One at a time: spreading thousands of hits into push() can overflow the call stack.
+    for (const h of hits) matched.push(h);
   });
   return matched;
 }
@@ -252,15 +263,12 @@ function checkEgressRules(ctx: Context): void {
       const ns = namespaceOf(r);
       const wc = ctx.workloadCredentialsByNs.get(key(ns, rule.credentialName));
       if (!wc) {
-        const names = ctx.set.workloadCredentials
-          .filter((w) => namespaceOf(w) === ns)
-          .map((w) => w.value.metadata.name);
         rep.at(
           'RT043',
           `WorkloadCredential "${rule.credentialName}" does not exist in namespace ${ns}`,
           r,
           [...base, 'credentialName'],
-          { hint: didYouMean(rule.credentialName, names) },
+          { hint: ctx.workloadCredentialNames().get(ns)?.didYouMean(rule.credentialName) },
         );
         return;
       }
@@ -312,13 +320,12 @@ function resolveSource(
   const name = r.value.spec.credentialSource;
   const source = ctx.sourcesByNs.get(key(ns, name));
   if (!source) {
-    const names = ctx.set.sources.filter((s) => namespaceOf(s) === ns).map((s) => s.value.metadata.name);
     ctx.rep.at(
       'RT042',
       `CredentialSource "${name}" does not exist in namespace ${ns}`,
       r,
       ['spec', 'credentialSource'],
-      { hint: didYouMean(name, names) },
+      { hint: ctx.sourceNames().get(ns)?.didYouMean(name) },
     );
   }
   return source;
@@ -334,7 +341,7 @@ function resolveIdentity(
   const identity = ctx.byWorkloadId.get(id);
   if (!identity) {
     ctx.rep.at('RT044', `no WorkloadIdentity has workloadID "${id}"`, r, ['spec', 'workloadID'], {
-      hint: didYouMean(id, ctx.byWorkloadId.keys()) ?? 'create the WorkloadIdentity first, or fix the ID',
+      hint: ctx.workloadIdNames().didYouMean(id) ?? 'create the WorkloadIdentity first, or fix the ID',
     });
   }
   return identity;
@@ -400,4 +407,26 @@ function identityIntercepts(identity: WorkloadIdentity, services: Located<Servic
       rule.connection?.tls?.intercept &&
       services.every((s) => rule.selectors.some((sel) => labelsMatch(sel, s.value.spec.labels))),
   );
+}
+
+function once<T>(make: () => T): () => T {
+  let value: T | undefined;
+  return () => {
+    value ??= make();
+    return value;
+  };
+}
+
+/** Names of resources per namespace, indexed for "did you mean". */
+function namesByNamespace(
+  list: ReadonlyArray<Located<{ metadata: { name: string; namespace?: string | undefined } }>>,
+): Map<string, Suggestions> {
+  const names = new Map<string, string[]>();
+  for (const r of list) {
+    const ns = namespaceOf(r);
+    const bucket = names.get(ns) ?? [];
+    bucket.push(r.value.metadata.name);
+    names.set(ns, bucket);
+  }
+  return new Map([...names].map(([ns, n]) => [ns, new Suggestions(n)]));
 }

@@ -40,38 +40,63 @@ export interface RenderResult {
   stats: { files: number; parsed: number; resources: number };
 }
 
-/** Resolves document paths to line:column, parsing positions only in files that have diagnostics. */
+/**
+ * At most this many diagnostics are shown per file; the rest are counted in one RT008 diagnostic. A file of
+ * 80,000 broken documents says so in a screenful, and resolving positions stays bounded by the cap.
+ */
+export const MAX_DIAGNOSTICS_PER_FILE = 100;
+
+/**
+ * Resolves document paths to line:column, parsing and indexing each file once and only when one of its
+ * diagnostics needs a position. Per file, at most `maxPerFile` diagnostics are kept (errors first, then in
+ * the order they were found); the others become one RT008 diagnostic at 1:1 saying how many were left out
+ * (an error when any of them was one, so the verdict never changes). Sorted by file, line, column, code.
+ */
 export function resolvePositions(
   pendingList: readonly PendingDiagnostic[],
   texts: ReadonlyMap<string, string | null>,
+  maxPerFile = MAX_DIAGNOSTICS_PER_FILE,
 ): Diagnostic[] {
-  const locators = new Map<string, { locate: ReturnType<typeof createLocator>; starts: number[] }>();
-  const out: Diagnostic[] = [];
+  const byFile = new Map<string, PendingDiagnostic[]>();
   for (const p of pendingList) {
-    let line = p.line ?? 1;
-    let column = p.column ?? 1;
-    if (p.line === undefined && p.doc !== undefined) {
-      const text = texts.get(p.file);
-      if (text) {
-        let loc = locators.get(p.file);
-        if (!loc) {
-          loc = { locate: createLocator(text), starts: lineStarts(text) };
-          locators.set(p.file, loc);
-        }
-        ({ line, column } = offsetToPosition(loc.starts, loc.locate(p.doc, p.path ?? [], p.at)));
-      }
+    const list = byFile.get(p.file);
+    if (list) list.push(p);
+    else byFile.set(p.file, [p]);
+  }
+  const out: Diagnostic[] = [];
+  for (const [file, all] of byFile) {
+    let kept = all;
+    if (all.length > maxPerFile) {
+      const errors = all.filter((p) => p.severity === 'error');
+      kept = [...errors, ...all.filter((p) => p.severity !== 'error')].slice(0, maxPerFile);
+      const leftErrors = errors.length - kept.filter((p) => p.severity === 'error').length;
+      const left = all.length - kept.length;
+      out.push({
+        code: 'RT008',
+        severity: leftErrors > 0 ? 'error' : 'warning',
+        message: `${left} more diagnostic(s) in this file were left out (${leftErrors} error(s), ${left - leftErrors} warning(s)); only the first ${maxPerFile} are shown`,
+        hint: 'fix the ones shown and run again',
+        file,
+        line: 1,
+        column: 1,
+      });
     }
-    const d: Diagnostic = {
-      code: p.code,
-      severity: p.severity,
-      message: p.message,
-      file: p.file,
-      line,
-      column,
-    };
-    if (p.hint) d.hint = p.hint;
-    if (p.resource) d.resource = p.resource;
-    out.push(d);
+    const text = texts.get(file);
+    let locate: ReturnType<typeof createLocator> | undefined;
+    let starts: number[] | undefined;
+    for (const p of kept) {
+      let line = p.line ?? 1;
+      let column = p.column ?? 1;
+      if (p.line === undefined && p.doc !== undefined && text) {
+        locate ??= createLocator(text);
+        starts ??= lineStarts(text);
+        ({ line, column } = offsetToPosition(starts, locate(p.doc, p.path ?? [], p.at)));
+      }
+      const d: Diagnostic = { code: p.code, severity: p.severity, message: p.message, file, line, column };
+      if (p.hint) d.hint = p.hint;
+      if (p.resource) d.resource = p.resource;
+      out.push(d);
+    }
   }
   return out.sort(compareDiagnostics);
 }
@@ -112,7 +137,8 @@ export function renderPending(
   });
   const resources = groupResources(results.flatMap((r) => r.resources));
   const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
-  if (!opts.knownValid) pendingList.push(...checkReferences(resources, opts));
+  // A loop, not push(...list): a spread of a few hundred thousand arguments overflows the stack.
+  if (!opts.knownValid) for (const d of checkReferences(resources, opts)) pendingList.push(d);
   const count = Object.values(resources).reduce((n, list) => n + list.length, 0);
   return {
     pending: pendingList,

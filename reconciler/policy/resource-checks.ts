@@ -20,6 +20,7 @@ import {
 } from './kinds/index.ts';
 import type { Reporter } from './reporter.ts';
 import type { Located } from './resources.ts';
+import { LAST_APPLIED_ANNOTATION } from './secret-fields.ts';
 
 export function checkWorkloadId(
   rep: Reporter,
@@ -117,6 +118,32 @@ export function checkService(rep: Reporter, r: Located<Service>) {
 }
 
 /**
+ * The `data`/`stringData` fields whose values kubectl's last-applied-configuration annotation (JSON: the
+ * whole object as applied) holds other than as SOPS ciphertext. Empty when there is no such annotation, when
+ * SOPS encrypted the annotation itself, or when it is not JSON (kubectl writes JSON; anything else is not a
+ * copy of the Secret).
+ */
+function lastAppliedPlaintext(secret: Secret): string[] {
+  const copy = secret.metadata.annotations?.[LAST_APPLIED_ANNOTATION];
+  if (typeof copy !== 'string' || isSopsEncrypted(copy)) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(copy);
+  } catch {
+    return [];
+  }
+  if (!parsed || typeof parsed !== 'object') return [];
+  const out: string[] = [];
+  for (const field of ['data', 'stringData'] as const) {
+    const values = (parsed as Record<string, unknown>)[field];
+    if (!values || typeof values !== 'object') continue;
+    for (const [key, value] of Object.entries(values))
+      if (!isSopsEncrypted(value)) out.push(`${field}.${key}`);
+  }
+  return out;
+}
+
+/**
  * A Secret committed to git holds plaintext unless SOPS encrypted it: a `sops` envelope alone proves nothing
  * (it stays when a value is edited by hand, and `unencrypted_suffix` / `encrypted_regex` leave values out), so
  * every `data` and `stringData` value must have SOPS's encrypted form. Messages name fields, never values.
@@ -127,6 +154,23 @@ export function checkSecret(rep: Reporter, r: Located<Secret>, allowPlaintext: b
   for (const field of ['data', 'stringData'] as const)
     for (const [key, value] of Object.entries(r.value[field] ?? {}))
       if (!r.value.sops || !isSopsEncrypted(value)) plaintext.push([field, key]);
+  const copied = lastAppliedPlaintext(r.value);
+  if (copied.length) {
+    const shownCopy =
+      copied.length > 3
+        ? `${copied.slice(0, 3).join(', ')} and ${copied.length - 3} more`
+        : copied.join(', ');
+    rep.at(
+      'RT050',
+      `Secret "${r.value.metadata.name}" carries a ${LAST_APPLIED_ANNOTATION} annotation, a copy of the Secret that kubectl apply wrote, with ${copied.length} value(s) not SOPS-encrypted (${shownCopy}): their plaintext is committed to git`,
+      r,
+      ['metadata', 'annotations', LAST_APPLIED_ANNOTATION],
+      {
+        at: 'key',
+        hint: 'delete the annotation (a Secret exported with kubectl get keeps it; sops --encrypted-regex "^(data|stringData)$" leaves it in clear), or encrypt the file whole with sops; --allow-plaintext-secrets accepts it',
+      },
+    );
+  }
   const first = plaintext[0];
   if (!first) return;
   const fields = plaintext.map((p) => p.join('.'));

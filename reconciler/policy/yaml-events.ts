@@ -31,12 +31,51 @@ export class YamlReadError extends Error {
 const ALIAS_EXPANSION_ALLOWANCE = 10_000;
 const MAX_DEPTH = 64;
 
+/** What to say of text YAML read as a tag or an alias: the usual cause is a value that needs quotes. */
+const QUOTE_IT = 'quote the value if it is meant as text';
+
+/**
+ * js-yaml's reasons that quote the source, in words that do not: a tag or alias name is whatever follows
+ * "!" or "*", and in a Secret that is the value itself (`password: !Xk9…` reads as a tag, `token: *Qm…` as
+ * an alias). The position still says where; the value never reaches a diagnostic, a log or a report.
+ */
+const SOURCE_QUOTING_REASONS: ReadonlyArray<[RegExp, string]> = [
+  [
+    /^unknown (scalar|sequence|mapping) tag /,
+    `unknown YAML tag: a value that starts with "!" is read as a tag; ${QUOTE_IT}`,
+  ],
+  [
+    /^cannot resolve a node with .* explicit tag$/,
+    'the value does not fit its explicit YAML tag (a "!!type" before it)',
+  ],
+  [
+    /^unidentified alias /,
+    `unknown YAML alias: a value that starts with "*" is read as an alias; ${QUOTE_IT}`,
+  ],
+  [/^recursive alias /, 'a YAML alias refers to the node that contains it'],
+  [
+    /^tag name cannot contain such characters/,
+    `invalid YAML tag: a value that starts with "!" is read as a tag; ${QUOTE_IT}`,
+  ],
+  [
+    /^undeclared tag handle /,
+    `undeclared YAML tag handle: a value that starts with "!" is read as a tag; ${QUOTE_IT}`,
+  ],
+  [/^there is a previously declared suffix for .* tag handle$/, 'a %TAG directive declares a handle twice'],
+];
+
+/** A parser reason as it may be shown: never a fragment of the source (see SOURCE_QUOTING_REASONS). */
+export function yamlReason(reason: string): string {
+  for (const [pattern, said] of SOURCE_QUOTING_REASONS) if (pattern.test(reason)) return said;
+  return reason;
+}
+
 function parseToEvents(source: string): Event[] {
   try {
     return parseEvents(source, { maxDepth: MAX_DEPTH });
   } catch (err) {
     if (err instanceof YAMLException) {
-      const reason = err.reason ?? err.message;
+      const reason = yamlReason(err.reason ?? 'YAML syntax error');
       const kind = /depth/i.test(reason) ? 'too-deep' : 'syntax';
       return throwRead(reason, err.mark?.position ?? 0, kind);
     }
@@ -117,7 +156,7 @@ export function readYaml(source: string, filename: string): ParsedYaml {
     return { documents: constructFromEvents(events, { source, filename }) };
   } catch (err) {
     if (err instanceof YAMLException)
-      return throwRead(err.reason ?? err.message, err.mark?.position ?? 0, 'syntax');
+      return throwRead(yamlReason(err.reason ?? 'YAML syntax error'), err.mark?.position ?? 0, 'syntax');
     throw err;
   }
 }
@@ -155,23 +194,48 @@ function nodeOffset(e: Event): number {
   }
 }
 
-/** Index just past the node that starts at events[i]. */
-function skipNode(events: Event[], i: number): number {
-  const e = events[i]!;
-  if (e.type !== EVENT_ID.MAPPING && e.type !== EVENT_ID.SEQUENCE) return i + 1;
-  let depth = 0;
-  for (let j = i; j < events.length; j++) {
-    const t = events[j]!.type;
-    if (t === EVENT_ID.MAPPING || t === EVENT_ID.SEQUENCE) depth++;
-    else if (t === EVENT_ID.POP && --depth === 0) return j + 1;
+/**
+ * The events of one file with, computed in one pass, where each document starts and where each collection
+ * ends: locating a node is then a walk down its path that skips whole siblings in O(1), whatever the number
+ * of documents before it (a file of 80,000 documents is indexed once, not once per diagnostic).
+ */
+interface IndexedEvents {
+  events: Event[];
+  /** Event index of each DOCUMENT event, in order. */
+  documents: number[];
+  /** For a DOCUMENT, MAPPING or SEQUENCE event at i: the index just past its POP. */
+  end: Int32Array;
+}
+
+function indexEvents(events: Event[]): IndexedEvents {
+  const documents: number[] = [];
+  const end = new Int32Array(events.length);
+  const open: number[] = [];
+  for (let i = 0; i < events.length; i++) {
+    const t = events[i]!.type;
+    if (t === EVENT_ID.DOCUMENT) documents.push(i);
+    if (t === EVENT_ID.DOCUMENT || t === EVENT_ID.MAPPING || t === EVENT_ID.SEQUENCE) open.push(i);
+    else if (t === EVENT_ID.POP) {
+      const opener = open.pop();
+      if (opener !== undefined) end[opener] = i + 1;
+    }
   }
-  return events.length;
+  // Unclosed openers (cannot happen for a stream that parsed) end with the stream.
+  for (const i of open) end[i] = events.length;
+  return { events, documents, end };
+}
+
+/** Index just past the node that starts at events[i]. */
+function skipNode(ix: IndexedEvents, i: number): number {
+  const t = ix.events[i]!.type;
+  return t === EVENT_ID.MAPPING || t === EVENT_ID.SEQUENCE ? ix.end[i]! : i + 1;
 }
 
 /**
  * Returns a function giving the source offset of the node at `path` in document `doc` (or of the deepest node
- * on the way that exists); with at='key' and a path ending in a mapping key, the key itself. The file's events
- * are parsed once per locator.
+ * on the way that exists); with at='key' and a path ending in a mapping key, the key itself. The file is
+ * parsed and indexed once per locator; each lookup then costs the length of its path times the siblings it
+ * passes, never the size of the file.
  */
 export function createLocator(source: string): (doc: number, path: NodePath, at?: 'key' | 'value') => number {
   let events: Event[] = [];
@@ -180,17 +244,21 @@ export function createLocator(source: string): (doc: number, path: NodePath, at?
   } catch {
     // A file that fails to parse carries absolute positions already.
   }
-  return (doc, path, at = 'value') => locateIn(events, doc, path, at, source);
+  const ix = indexEvents(events);
+  return (doc, path, at = 'value') => locateIn(ix, doc, path, at, source);
 }
 
-function locateIn(events: Event[], doc: number, path: NodePath, at: 'key' | 'value', source: string): number {
-  let i = 0;
-  let seen = -1;
-  for (; i < events.length; i++) {
-    if (events[i]!.type === EVENT_ID.DOCUMENT && ++seen === doc) break;
-  }
-  if (i >= events.length) return 0;
-  let node = i + 1;
+function locateIn(
+  ix: IndexedEvents,
+  doc: number,
+  path: NodePath,
+  at: 'key' | 'value',
+  source: string,
+): number {
+  const { events } = ix;
+  const start = ix.documents[doc];
+  if (start === undefined) return 0;
+  let node = start + 1;
   if (node >= events.length || events[node]!.type === EVENT_ID.POP) return 0;
   for (let p = 0; p < path.length; p++) {
     const seg = path[p]!;
@@ -200,18 +268,18 @@ function locateIn(events: Event[], doc: number, path: NodePath, at: 'key' | 'val
     if (e.type === EVENT_ID.MAPPING) {
       for (let j = node + 1; j < events.length && events[j]!.type !== EVENT_ID.POP; ) {
         const keyEvent = events[j]!;
-        const valueIndex = skipNode(events, j);
+        const valueIndex = skipNode(ix, j);
         if (keyEvent.type === EVENT_ID.SCALAR && getScalarValue(source, keyEvent) === String(seg)) {
           keyIndex = j;
           next = valueIndex;
           break;
         }
-        j = skipNode(events, valueIndex);
+        j = skipNode(ix, valueIndex);
       }
     } else if (e.type === EVENT_ID.SEQUENCE && typeof seg === 'number') {
       let j = node + 1;
       for (let k = 0; k < seg && j < events.length && events[j]!.type !== EVENT_ID.POP; k++)
-        j = skipNode(events, j);
+        j = skipNode(ix, j);
       if (j < events.length && events[j]!.type !== EVENT_ID.POP) next = j;
     }
     if (next === -1) return nodeOffset(events[node]!);

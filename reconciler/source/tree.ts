@@ -91,11 +91,11 @@ export async function diffTrees(
   const walk = async (a: string | null, b: string | null, at: string): Promise<void> => {
     if (a === b) return;
     if (a === null) {
-      out.added.push(...(await reader.list(b!, at)));
+      for (const e of await reader.list(b!, at)) out.added.push(e);
       return;
     }
     if (b === null) {
-      out.deleted.push(...(await reader.list(a, at)));
+      for (const e of await reader.list(a, at)) out.deleted.push(e);
       return;
     }
     const [left, right] = [await reader.entries(a), await reader.entries(b)];

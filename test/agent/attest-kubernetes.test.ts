@@ -189,7 +189,7 @@ describe('attestation through the Kubernetes API', () => {
       containers: [{ name: 'c', id: containerId }],
     });
     kube.putPod({ namespace: ns, name: 'filler', nodeName: NODE, containers: [{ name: 'c' }] });
-    kube.compactHistory();
+    kube.compact();
     await kube.up();
     await waitFor('after relist', () => a.snapshot().processes.get(p.pid)?.spiffeId === `${TD}/two`, 20_000);
     expect(kube.count('pods-list')).toBeGreaterThan(listsBefore);

@@ -213,6 +213,9 @@ describe('attestation of real processes', () => {
     expect(pidsOf(a, `${TD}/old`)).toEqual([old.pid]);
     const oldStart = a.snapshot().processes.get(old.pid)!.startTime;
     await old.stop();
+    // Start times count clock ticks (10 ms): let one pass, or a pid forced back at once can start in the very
+    // tick the old process did (a real reuse waits for the pid space to wrap, far longer than a tick).
+    await new Promise((resolve) => setTimeout(resolve, 25));
     // Make the kernel hand out the same pid again (ns_last_pid); other processes may race for it: retry.
     let reused: ReturnType<typeof start> | null = null;
     for (let i = 0; i < 200 && !reused; i++) {

@@ -4,7 +4,7 @@
  * reloads on SIGHUP (a broken policy changes nothing), serves credentials from --secrets-dir only to the
  * agents whose program binds them, and never logs a credential value.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,6 +76,33 @@ describe('reconciler process', () => {
     dir = mkdtempSync(join(tmpdir(), 'riptides-reconciler-'));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('holds the credential provider flags to the rules of credentials check, before touching its state', async () => {
+    const repo = join(dir, 'flags-repo');
+    writeFleetPolicy(repo, { groups: { [A]: 1 } });
+    const state = join(dir, 'flags-state');
+    const start = async (args: string[], env: Record<string, string> = {}) => {
+      const c = capture(dir, { HOME: join(dir, 'no-home'), ...env });
+      const code = await main(
+        ['reconciler', '--repo', repo, '--listen', '127.0.0.1:0', '--state-dir', state, ...args],
+        c.io,
+      );
+      return { code, stderr: c.stderr };
+    };
+    const plain = await start(['--sts-endpoint', 'http://sts.example.com/']);
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toContain(
+      '--sts-endpoint http://sts.example.com/ is plain http to a host that is not loopback: refused',
+    );
+    const missing = await start(['--kubeconfig', 'no-such-kubeconfig']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`--kubeconfig ${join(dir, 'no-such-kubeconfig')}: no such file`);
+    // kubectl's order: KUBECONFIG is read when no --kubeconfig is given.
+    const listed = await start([], { KUBECONFIG: join(dir, 'gone-a') });
+    expect(listed.code).toBe(2);
+    expect(listed.stderr).toContain(`KUBECONFIG names no file that exists (${join(dir, 'gone-a')})`);
+    expect(existsSync(state)).toBe(false);
+  });
 
   it('serves agents, reloads on SIGHUP, and serves credentials only in scope, never logging them', async () => {
     const repo = join(dir, 'repo');

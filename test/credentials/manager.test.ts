@@ -54,7 +54,7 @@ describe('credential manager', () => {
     );
     expect(r.message).toBe(
       'CredentialSource anthropic-bearer: kubernetes sources need Kubernetes access or a secrets dir: pass ' +
-        '--kubeconfig, run in-cluster, or pass --secrets-dir',
+        '--kubeconfig, set KUBECONFIG, create ~/.kube/config, run in the cluster, or pass --secrets-dir',
     );
   });
 
@@ -103,7 +103,7 @@ describe('credential manager', () => {
     manager.ensure(a, WORKLOAD);
     await waitFor('a', () => manager!.get('switch', WORKLOAD)?.token === 'from-a');
     const held = manager.get('switch', WORKLOAD)!;
-    const gets = env.kube.count('get');
+    const gets = env.kube.count('list');
     // The same spec again (a reconcile that changed nothing): the session stays. The workload keeps the very
     // credential it holds, with no gap in which it has none, and nothing is fetched again.
     manager.ensure({ ...a }, WORKLOAD);
@@ -116,8 +116,8 @@ describe('credential manager', () => {
       WORKLOAD,
     );
     await waitFor('b', () => manager!.get('switch', WORKLOAD)?.token === 'from-b');
-    // The changed spec made exactly one new read: spec-b's.
-    expect(env.kube.count('get')).toBe(gets + 1);
+    // The changed spec made exactly one new read: spec-b's (a LIST, which its watch then starts from).
+    expect(env.kube.count('list')).toBe(gets + 1);
   });
 
   it('keeps values out of JSON, inspect and spreads of a Credential', () => {

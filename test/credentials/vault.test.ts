@@ -78,6 +78,35 @@ describe('vault provider', () => {
     expect(bindingStatus(m, spec.name, WORKLOAD)?.state).toBe('OK');
   });
 
+  it('reads a KV version 1 secret once for its 768-hour TTL, however far past what a timer holds', async () => {
+    // KV v1 answers without a lease, its lease_duration the mount's default TTL: a re-read 32 days out is
+    // past setTimeout's 24.8-day limit, which must not turn into a re-read every millisecond.
+    env.vaultSecrets['kv/static'] = {
+      leaseDuration: 768 * 3600,
+      kvV1: true,
+      maxTtl: 768 * 3600,
+      renewable: false,
+      generate: dynamicKey(),
+    };
+    env.vaultSecrets['renew/alongside'] = {
+      leaseDuration: 2,
+      maxTtl: 600,
+      renewable: true,
+      generate: dynamicKey(),
+    };
+    const m = start();
+    const kv = source('kv/static');
+    m.ensure(kv, WORKLOAD);
+    await waitForSource(m, kv.name, 'AVAILABLE');
+    // Another source's two renewals mark the passing of a few seconds of refresh scheduling.
+    const other = source('renew/alongside');
+    m.ensure(other, WORKLOAD);
+    await waitFor('two renewals of the other lease', () => env.vault.count('renew') >= 2, 8000);
+    expect(env.vault.count('login')).toBe(2);
+    expect(env.vault.count('read')).toBe(2);
+    expect(m.get(kv.name, WORKLOAD)!.version).toBe(1);
+  });
+
   it('does not try to renew a lease that is not renewable, and fetches anew before it ends', async () => {
     env.vaultSecrets.fixed = { leaseDuration: 2, maxTtl: 2, renewable: false, generate: dynamicKey() };
     const m = start();
@@ -89,7 +118,11 @@ describe('vault provider', () => {
   });
 
   it('logs in again before the Vault token expires (its expiry would revoke the lease)', async () => {
-    env.vaultRoles['short-token'] = { boundAudiences: ['example-audience'], tokenTtl: 2 };
+    env.vaultRoles['short-token'] = {
+      boundAudiences: ['example-audience'],
+      tokenTtl: 2,
+      tokenPolicies: ['riptides-credentials'],
+    };
     env.vaultSecrets['long/lease'] = {
       leaseDuration: 600,
       maxTtl: 600,

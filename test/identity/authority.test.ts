@@ -1,5 +1,5 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -8,6 +8,7 @@ import {
   initAuthority,
   openAuthority,
 } from '../../reconciler/identity/authority.ts';
+import { oid, seq, tlv } from '../../reconciler/identity/der.ts';
 import {
   createCsr,
   encodeName,
@@ -172,6 +173,56 @@ describe('CSR checks', () => {
     );
   });
 
+  it('checks every SAN against the entitlement: DNS names only as the identity grants them', async () => {
+    const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+    const withDns = toPem(
+      'CERTIFICATE REQUEST',
+      createCsr(key, 'spiffe://example.org/web', ['web.example.org', 'admin.example.org']),
+    );
+    // The CSR alone never grants a DNS name.
+    await expect(authority.signX509Svid({ csrPem: withDns })).rejects.toThrow(
+      'CSR asks for DNS SAN "web.example.org", which the identity\'s x509 settings do not grant (granted: none)',
+    );
+    await expect(authority.signX509Svid({ csrPem: withDns, dnsNames: ['web.example.org'] })).rejects.toThrow(
+      /CSR asks for DNS SAN "admin.example.org".*\(granted: web.example.org\)/,
+    );
+    // The hook sees the DNS names too, and can refuse them.
+    const seen: Array<readonly string[]> = [];
+    const authorize = (_id: string, sans: { dnsNames: readonly string[] }) => {
+      seen.push(sans.dnsNames);
+      return !sans.dnsNames.includes('admin.example.org') || 'admin.example.org belongs to another team';
+    };
+    const granted = ['web.example.org', 'admin.example.org'];
+    await expect(authority.signX509Svid({ csrPem: withDns, dnsNames: granted, authorize })).rejects.toThrow(
+      'not entitled to "spiffe://example.org/web" with DNS names web.example.org, admin.example.org: admin.example.org belongs to another team',
+    );
+    expect(seen).toEqual([granted]);
+    const svid = await authority.signX509Svid({ csrPem: withDns, dnsNames: granted });
+    expect(parseCertificatesPem(svid.certPem)[0]!.dnsNames).toEqual(granted);
+  });
+
+  it('refuses a CSR asking for SAN types an SVID never carries (IP address, email)', async () => {
+    const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+    const s = signerFor(key);
+    const sanValue = seq(
+      tlv(0x86, Buffer.from('spiffe://example.org/web')),
+      tlv(0x87, Buffer.from([127, 0, 0, 1])),
+      tlv(0x81, Buffer.from('ops@example.org')),
+    );
+    const attribute = seq(
+      oid(OID.extensionRequest),
+      tlv(0x31, seq(extension(OID.subjectAltName, false, sanValue))),
+    );
+    const info = seq(tlv(0x02, Buffer.from([0])), seq(), spkiOf(key), tlv(0xa0, attribute));
+    const csrPem = toPem(
+      'CERTIFICATE REQUEST',
+      seq(info, s.algorithm, tlv(0x03, Buffer.concat([Buffer.from([0]), sign(s.hash, info, key)]))),
+    );
+    await expect(authority.signX509Svid({ csrPem })).rejects.toThrow(
+      'CSR asks for subjectAltName types an X509-SVID never carries (IP address, email)',
+    );
+  });
+
   it('never issues beyond the signing CA notAfter', async () => {
     const { csrPem } = await generateKeyAndCsr('spiffe://example.org/web');
     const svid = await authority.signX509Svid({ csrPem, ttlSeconds: 10 * 24 * 3600 });
@@ -254,6 +305,43 @@ describe('opening, upstream CAs and errors', () => {
           .toString(),
       }),
     ).rejects.toThrow(/upstream key does not match the upstream certificate/);
+  });
+
+  it('refuses an upstream CA whose pathLenConstraint is 0, saying why, and writes no CA', async () => {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const signer = signerFor(privateKey);
+    const name = encodeName([['CN', 'Corp Issuing CA']]);
+    const tbs = encodeTbs(
+      {
+        serial: randomBytes(16),
+        issuer: name,
+        subject: name,
+        notBefore: new Date(Date.now() - HOUR),
+        notAfter: new Date(Date.now() + 400 * 24 * HOUR),
+        spki: spkiOf(privateKey),
+        extensions: [
+          extension(
+            OID.basicConstraints,
+            true,
+            Buffer.from([0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0x00]),
+          ),
+          extension(OID.keyUsage, true, keyUsageValue([KU.keyCertSign, KU.cRLSign])),
+        ],
+      },
+      signer,
+    );
+    const dir = join(tmp.dir, 'upstream-pathlen0');
+    await expect(
+      initAuthority({
+        trustDomain: 'example.org',
+        dir,
+        upstreamCertPem: toPem('CERTIFICATE', signTbs(tbs, signer)),
+        upstreamKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      }),
+    ).rejects.toThrow(
+      'upstream certificate has pathLenConstraint 0: it allows 0 CA certificate(s) below it, but the authority needs 1 (its own signing CA), so every SVID would fail path validation',
+    );
+    expect(existsSync(join(dir, 'authority.json'))).toBe(false);
   });
 
   it('chains to an upstream CA whose key identifier is not 20 bytes (as some PKIs make them)', async () => {

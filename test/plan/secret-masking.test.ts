@@ -226,3 +226,47 @@ describe('no secret value reaches any output (property)', () => {
     );
   });
 });
+
+describe('a Secret value that YAML reads as a tag or an alias', () => {
+  // Unquoted, `!…` is a YAML tag and `*…` an alias: the parser fails on the value itself, and its message
+  // must not carry it into any format.
+  const TAG = /^(unknown|invalid) YAML tag: a value that starts with "!" is read as a tag; quote the value/;
+  const ALIAS = /^unknown YAML alias: a value that starts with "\*" is read as an alias; quote the value/;
+  const cases: Array<[string, RegExp]> = [
+    ['!Qx7hunter2Secret', TAG],
+    ['!!Qx7hunter2Secret', TAG],
+    ['!<Qx7hunter2Secret>', TAG],
+    ['!Qx7hunter2Secret%zz', TAG],
+    ['*Qx7hunter2Secret', ALIAS],
+    ['!Qx7hunter2Secret{2}', /^tag suffix cannot contain flow indicator characters$/],
+  ];
+  for (const [value, said] of cases)
+    it(`${value}: the diagnostic says where and why, never the value`, () => {
+      const head = render(
+        {
+          ...BASE,
+          'secret.yaml': `apiVersion: v1\nkind: Secret\nmetadata:\n  name: api-key\nstringData:\n  password: ${value}\n`,
+        },
+        false,
+      );
+      const plan = buildPlan({
+        base: { ref: 'main', commit: 'a'.repeat(40) },
+        head: { ref: 'feature', commit: 'b'.repeat(40) },
+        path: '',
+        baseResult: render(BASE, false),
+        headResult: head,
+      });
+      const outputs = [
+        ...planOutputs(plan),
+        formatText(head.diagnostics),
+        formatJson(head.diagnostics),
+        formatGithub(head.diagnostics),
+        formatSarif(head.diagnostics, '0.0.0'),
+      ];
+      for (const out of outputs) expect(out).not.toContain('Qx7hunter2');
+      expect(head.diagnostics).toHaveLength(1);
+      const [d] = head.diagnostics;
+      expect(d).toMatchObject({ code: 'RT003', file: 'secret.yaml', line: 6, severity: 'error' });
+      expect(d!.message).toMatch(said);
+    });
+});

@@ -65,6 +65,59 @@ describe('a sops envelope counts only with encrypted values', () => {
   });
 });
 
+describe("kubectl's last-applied-configuration annotation is a copy of the Secret, values included", () => {
+  const envelope = 'sops:\n  lastmodified: "2024-01-01T00:00:00Z"\n  version: 3.9.0\n';
+  const withCopy = (copy: object, body: string) =>
+    `apiVersion: v1\nkind: Secret\nmetadata:\n  name: api-key\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: '${JSON.stringify(copy)}'\n${body}`;
+  const applied = (values: object) => ({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: 'api-key' },
+    ...values,
+  });
+
+  it('refuses a SOPS Secret whose annotation still holds the values in clear (sops --encrypted-regex leaves it)', () => {
+    const d = validate(
+      withCopy(
+        applied({ stringData: { token: 'Qx7-plain-token' }, data: { key: 'UXg3LXBsYWluLWtleQ==' } }),
+        `stringData:\n  token: ${ENC('c2VjcmV0')}\ndata:\n  key: ${ENC('c2VjcmV0')}\n${envelope}`,
+      ),
+    );
+    expect(d).toEqual([
+      {
+        code: 'RT050',
+        line: 6,
+        column: 5,
+        message:
+          'Secret "api-key" carries a kubectl.kubernetes.io/last-applied-configuration annotation, a copy of the Secret that kubectl apply wrote, with 2 value(s) not SOPS-encrypted (data.key, stringData.token): their plaintext is committed to git',
+        hint: 'delete the annotation (a Secret exported with kubectl get keeps it; sops --encrypted-regex "^(data|stringData)$" leaves it in clear), or encrypt the file whole with sops; --allow-plaintext-secrets accepts it',
+      },
+    ]);
+    expect(JSON.stringify(d)).not.toMatch(/Qx7-plain|UXg3LXBsYWlu/);
+  });
+
+  it('refuses a copy left behind when the values themselves were removed', () => {
+    expect(
+      validate(withCopy(applied({ stringData: { token: 'Qx7-plain-token' } }), 'type: Opaque\n')),
+    ).toMatchObject([{ code: 'RT050', line: 6 }]);
+  });
+
+  it('accepts a copy whose values SOPS encrypted, one without values, and --allow-plaintext-secrets', () => {
+    expect(
+      validate(
+        withCopy(
+          applied({ stringData: { token: ENC('c2VjcmV0') } }),
+          `stringData:\n  token: ${ENC('c2VjcmV0')}\n${envelope}`,
+        ),
+      ),
+    ).toEqual([]);
+    expect(validate(withCopy(applied({ type: 'Opaque' }), 'type: Opaque\n'))).toEqual([]);
+    expect(
+      validate(withCopy(applied({ stringData: { token: 'Qx7-plain-token' } }), 'type: Opaque\n'), true),
+    ).toEqual([]);
+  });
+});
+
 describe('YAML merge keys', () => {
   it('are reported once where they stand, with a hint that says they are not supported', () => {
     const d = validate(

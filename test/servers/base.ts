@@ -6,15 +6,29 @@
  *  - unavailable: every request gets the server's own 503 body (Vault sealed, API server unavailable, …);
  *  - slow:        every response is delayed by `delayMs`;
  *  - hang:        requests are read and never answered;
- *  - die:         a response starts (status line, part of the body) and the socket is then destroyed.
+ *  - die:         a response starts (status line, part of the body) and the socket is then destroyed;
+ *  - endless:     a 200 whose body never ends, sent as fast as the client reads;
+ *  - trickle:     a 200 whose body is one byte every half second, forever;
+ *  - redirect:    every request gets a 307 to `redirectTo` + its path (what a hostile or misconfigured
+ *                 proxy in front of the server can do).
  */
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { testTls } from '../support/test-tls.ts';
 
-export type FailureMode = 'none' | 'down' | 'refuse' | 'unavailable' | 'slow' | 'hang' | 'die';
+export type FailureMode =
+  | 'none'
+  | 'down'
+  | 'refuse'
+  | 'unavailable'
+  | 'slow'
+  | 'hang'
+  | 'die'
+  | 'endless'
+  | 'trickle'
+  | 'redirect';
 
 export interface Routed {
   /** Counter key for this request, e.g. "login" or "renew". */
@@ -25,12 +39,15 @@ export interface Routed {
 export abstract class TestHttpsServer {
   mode: FailureMode = 'none';
   delayMs = 0;
+  /** Origin that `redirect` mode points at, e.g. http://127.0.0.1:PORT. */
+  redirectTo = '';
   readonly counters = new Map<string, number>();
-  private server: Server;
+  private server: Server | ReturnType<typeof createHttpServer>;
   private readonly sockets = new Set<Socket>();
   private listenPort = 0;
 
-  constructor() {
+  /** `plain`: serve plain http instead (a local emulator, as people run one for STS). */
+  constructor(private readonly transport: { plain?: boolean } = {}) {
     const tls = testTls();
     this.server = this.makeServer(tls.cert, tls.key);
   }
@@ -40,7 +57,7 @@ export abstract class TestHttpsServer {
   }
 
   get url(): string {
-    return `https://127.0.0.1:${this.listenPort}`;
+    return `${this.transport.plain ? 'http' : 'https'}://127.0.0.1:${this.listenPort}`;
   }
 
   get caPem(): string {
@@ -103,11 +120,12 @@ export abstract class TestHttpsServer {
   /** Maps a request to its route; `body` is the whole request body. */
   protected abstract route(req: IncomingMessage, res: ServerResponse, body: Buffer): Routed;
 
-  private makeServer(cert: string, key: string): Server {
-    const server = createServer({ cert, key }, (req, res) => {
+  private makeServer(cert: string, key: string): Server | ReturnType<typeof createHttpServer> {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       void this.dispatch(req, res);
-    });
-    server.on('secureConnection', (socket) => {
+    };
+    const server = this.transport.plain ? createHttpServer(handler) : createServer({ cert, key }, handler);
+    server.on(this.transport.plain ? 'connection' : 'secureConnection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));
     });
@@ -147,6 +165,27 @@ export abstract class TestHttpsServer {
       case 'slow':
         await new Promise((r) => setTimeout(r, this.delayMs));
         break;
+      case 'redirect':
+        res.writeHead(307, { location: `${this.redirectTo}${req.url ?? '/'}` });
+        res.end();
+        return;
+      case 'endless': {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = () => {
+          while (!res.destroyed && res.write(chunk));
+        };
+        res.on('drain', pump);
+        res.write('{"data":"');
+        pump();
+        return;
+      }
+      case 'trickle': {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const timer = setInterval(() => res.write(' '), 500);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
       case 'none':
         break;
     }

@@ -1,10 +1,16 @@
 /**
  * A Kubernetes API server for tests, for the calls a Secret consumer and a node agent make:
  *  - GET /api/v1/namespaces/{ns}/secrets/{name};
+ *  - GET /api/v1/namespaces/{ns}/secrets[?fieldSelector=metadata.name%3D{name}]: a SecretList whose
+ *    metadata.resourceVersion is the store's current one (what a watch should start from);
  *  - GET /api/v1/namespaces/{ns}/secrets?watch=true&fieldSelector=metadata.name%3D{name}[&resourceVersion=N]
  *    streaming JSON lines {type: ADDED|MODIFIED|DELETED, object} (without resourceVersion: the current object
  *    as a synthetic ADDED first, as the API server does; with one: every later event);
  *  - pods (pods.ts): list and watch, cluster-wide and per namespace, with field and label selectors;
+ *  - history compaction as etcd does it: only the last `historyLimit` Secret events are kept, and `compact()`
+ *    drops every event (Secrets and pods); a watch from a resourceVersion older than what is kept gets one
+ *    ERROR event carrying a 410 Expired Status ("too old resource version") and the stream ends, as the API
+ *    server does;
  *  - bearer-token auth and RBAC; 401, 403 and 404 as `kind: Status` bodies exactly as the API server sends them.
  */
 import { randomUUID } from 'node:crypto';
@@ -38,11 +44,27 @@ export class KubernetesTestServer extends TestHttpsServer {
     [];
   private readonly watchers = new Set<Watcher>();
   private rv = 1000;
+  /** Events at or below this resourceVersion are gone (compacted). */
+  private compactedRv = 1000;
   readonly issuedValues: string[] = [];
   private readonly pods = new PodStore(() => ++this.rv);
 
-  constructor(private readonly users: Record<string, KubeUser>) {
+  constructor(
+    private readonly users: Record<string, KubeUser>,
+    /** Events kept for watches, like etcd's compaction window. */
+    private readonly historyLimit = 1000,
+  ) {
     super();
+  }
+
+  /**
+   * Drops the whole event history, as etcd compaction does (one revision space for every kind): every watch,
+   * of Secrets or pods, from an older resourceVersion now gets 410 Expired.
+   */
+  compact(): void {
+    this.compactedRv = this.rv;
+    this.history.length = 0;
+    this.pods.compact();
   }
 
   /** Creates or replaces a pod (ADDED / MODIFIED for watchers). Returns the stored object. */
@@ -52,11 +74,6 @@ export class KubernetesTestServer extends TestHttpsServer {
 
   deletePod(namespace: string, name: string): void {
     this.pods.delete(namespace, name);
-  }
-
-  /** Forgets the event history, as etcd compaction does: a watch from an older resourceVersion gets 410 Gone. */
-  compactHistory(): void {
-    this.pods.compact();
   }
 
   /** Open pod watch streams. */
@@ -124,6 +141,7 @@ export class KubernetesTestServer extends TestHttpsServer {
 
   private publish(type: string, ns: string, name: string, object: unknown, rv: number): void {
     this.history.push({ rv, type, ns, name, object });
+    while (this.history.length > this.historyLimit) this.compactedRv = this.history.shift()!.rv;
     for (const w of this.watchers)
       if (w.ns === ns && w.name === name) w.res.write(`${JSON.stringify({ type, object })}\n`);
   }
@@ -145,15 +163,20 @@ export class KubernetesTestServer extends TestHttpsServer {
         key: 'get',
         handle: () => this.get(req, res, decodeURIComponent(one[1]!), decodeURIComponent(one[2]!)),
       };
-    if (req.method === 'GET' && list && url.searchParams.get('watch') === 'true')
+    const watching = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
+    if (req.method === 'GET' && list && watching)
       return {
         key: 'watch',
         handle: () => this.watch(req, res, decodeURIComponent(list[1]!), url.searchParams),
       };
+    if (req.method === 'GET' && list)
+      return {
+        key: 'list',
+        handle: () => this.list(req, res, decodeURIComponent(list[1]!), url.searchParams),
+      };
     const pods = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods$/.exec(url.pathname);
     if (req.method === 'GET' && pods) {
       const ns = pods[1] === undefined ? null : decodeURIComponent(pods[1]);
-      const watching = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
       return {
         key: watching ? 'pods-watch' : 'pods-list',
         handle: () => {
@@ -236,6 +259,36 @@ export class KubernetesTestServer extends TestHttpsServer {
     sendJson(res, 200, s.object);
   }
 
+  private list(req: IncomingMessage, res: ServerResponse, ns: string, q: URLSearchParams) {
+    if (!this.authorize(req, res, 'list', ns)) return;
+    const selector = q.get('fieldSelector');
+    const byName = selector ? /^metadata\.name=(.+)$/.exec(selector)?.[1] : undefined;
+    if (selector && byName === undefined) {
+      sendJson(res, 400, status(400, 'BadRequest', 'this test server only lists by metadata.name'));
+      return;
+    }
+    const items = [...this.secrets.entries()]
+      .filter(([key]) => key.startsWith(`${ns}/`) && (byName === undefined || key === `${ns}/${byName}`))
+      .map(([, s]) => s.object);
+    sendJson(res, 200, {
+      kind: 'SecretList',
+      apiVersion: 'v1',
+      metadata: { resourceVersion: String(this.rv) },
+      items,
+    });
+    this.timeline.push(['list', Date.now()]);
+    const after = this.afterNextList;
+    this.afterNextList = undefined;
+    after?.();
+  }
+
+  /** Watches answered 410 Expired (a resourceVersion older than the history kept). */
+  expired = 0;
+  /** Runs once after the next LIST is answered (to change the store between a client's list and watch). */
+  afterNextList: (() => void) | undefined;
+  /** When each LIST and watch arrived (epoch ms), in order: [kind, at]. */
+  readonly timeline: Array<['list' | 'watch', number]> = [];
+
   private watch(req: IncomingMessage, res: ServerResponse, ns: string, q: URLSearchParams) {
     if (!this.authorize(req, res, 'watch', ns)) return;
     const selector = /^metadata\.name=(.+)$/.exec(q.get('fieldSelector') ?? '');
@@ -247,7 +300,14 @@ export class KubernetesTestServer extends TestHttpsServer {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     // The API server sends the headers at once, before any event.
     res.flushHeaders();
+    this.timeline.push(['watch', Date.now()]);
     const from = q.get('resourceVersion');
+    if (from && from !== '0' && Number(from) < this.compactedRv) {
+      this.expired++;
+      const gone = status(410, 'Expired', `too old resource version: ${from} (${this.compactedRv + 1})`);
+      res.end(`${JSON.stringify({ type: 'ERROR', object: gone })}\n`);
+      return;
+    }
     if (from && from !== '0') {
       for (const e of this.history)
         if (e.rv > Number(from) && e.ns === ns && e.name === name)

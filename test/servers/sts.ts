@@ -32,6 +32,8 @@ export interface StsServerOptions {
   providers: StsProvider[];
   roles: Record<string, StsRole>;
   now?: () => number;
+  /** Serve plain http, as a local STS emulator does. */
+  plain?: boolean;
 }
 
 const NS = 'https://sts.amazonaws.com/doc/2011-06-15/';
@@ -60,7 +62,7 @@ export class StsTestServer extends TestHttpsServer {
   }
 
   constructor(private readonly opts: StsServerOptions) {
-    super();
+    super({ plain: opts.plain === true });
     this.clock = opts.now ?? Date.now;
   }
 

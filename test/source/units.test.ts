@@ -1,9 +1,10 @@
-import { statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Redactor } from '../../reconciler/source/errors.ts';
+import { main } from '../../reconciler/cli/main.ts';
 import { BlobCache, credentialsFromEnv, userCacheDir } from '../../reconciler/source/index.ts';
 import { normalizeSubdir } from '../../reconciler/source/tree.ts';
+import { capture } from '../support/cli.ts';
 import { tempDir } from '../support/scratch.ts';
 import { sourceError } from './helpers.ts';
 
@@ -76,15 +77,6 @@ describe('normalizeSubdir', () => {
   });
 });
 
-describe('Redactor', () => {
-  it('removes a secret in plain, URL-encoded and base64 form', () => {
-    const r = new Redactor();
-    r.add('s3cr/t+value');
-    const text = `a s3cr/t+value b ${encodeURIComponent('s3cr/t+value')} c ${Buffer.from('s3cr/t+value').toString('base64')}`;
-    expect(r.redact(text)).toBe('a *** b *** c ***');
-  });
-});
-
 describe('userCacheDir', () => {
   it("lives under the user's own cache directory, 0700, one per repository", () => {
     const home = tempDir('xdg');
@@ -95,5 +87,34 @@ describe('userCacheDir', () => {
     expect(a).not.toBe(b);
     expect(userCacheDir('git', 'https://git.example.com/a.git', env)).toBe(a);
     expect(statSync(a).mode & 0o777).toBe(0o700);
+  });
+});
+
+describe('hints name flags that exist', () => {
+  it('every riptides-cli flag a git-source message names is a flag of plan (git commands shown are git’s own)', async () => {
+    const dir = join(import.meta.dirname, '..', '..', 'reconciler', 'source');
+    const named = new Set<string>();
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+      const text = readFileSync(join(dir, file), 'utf8');
+      // String and template literals only (comments may mention anything).
+      for (const literal of text.matchAll(/'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`/g)) {
+        // A git command quoted for the user (`git fetch --unshallow …`) names git's flags, not ours.
+        const ours = literal[0]
+          .replace(/\\?`git [^`\\]*(?:\\.[^`\\]*)*\\?`/g, '')
+          .replace(/git clone [^`]*/g, '');
+        for (const flag of ours.matchAll(/--[a-z][a-z-]+/g)) named.add(flag[0]);
+      }
+    }
+    expect([...named].sort()).toEqual([
+      '--base',
+      '--ca-file',
+      '--cache-dir',
+      '--max-repo-size',
+      '--repo',
+      '--timeout',
+    ]);
+    const help = capture();
+    await main(['plan', '--help'], help.io);
+    for (const flag of named) expect(help.stdout).toContain(flag);
   });
 });

@@ -19,7 +19,12 @@ import { createOidcDiscoveryHandler } from '../../reconciler/identity/oidc-disco
 import { KubernetesTestServer } from '../servers/kubernetes.ts';
 import { OidcIssuerServer } from '../servers/oidc-issuer.ts';
 import { StsTestServer } from '../servers/sts.ts';
-import { type VaultJwtRole, type VaultSecretEngine, VaultTestServer } from '../servers/vault.ts';
+import {
+  type VaultJwtRole,
+  type VaultPolicyRule,
+  type VaultSecretEngine,
+  VaultTestServer,
+} from '../servers/vault.ts';
 import { testTls } from './test-tls.ts';
 
 export const TRUST_DOMAIN = 'example.org';
@@ -60,9 +65,24 @@ export async function startCredEnv(): Promise<CredEnv> {
   });
   issuer.handler = createOidcDiscoveryHandler(authority.jwt);
 
+  // The policy the README documents for the role: read the secret, revoke its leases (renewing them and
+  // revoking the token itself come with Vault's default policy).
+  const vaultPolicies: Record<string, VaultPolicyRule[]> = {
+    'riptides-credentials': [
+      { path: '*', capabilities: ['read'] },
+      { path: 'sys/leases/revoke', capabilities: ['update'] },
+    ],
+    'read-only': [{ path: '*', capabilities: ['read'] }],
+  };
+  const policies = ['riptides-credentials'];
   const vaultRoles: Record<string, VaultJwtRole> = {
-    'openai-apikeys': { boundAudiences: ['example-audience'], boundSubject: SPIFFE_ID, tokenTtl: 3600 },
-    'any-workload': { boundAudiences: ['example-audience'], tokenTtl: 3600 },
+    'openai-apikeys': {
+      boundAudiences: ['example-audience'],
+      boundSubject: SPIFFE_ID,
+      tokenTtl: 3600,
+      tokenPolicies: policies,
+    },
+    'any-workload': { boundAudiences: ['example-audience'], tokenTtl: 3600, tokenPolicies: policies },
   };
   const vaultSecrets: Record<string, VaultSecretEngine> = {
     'openai/creds/riptides-role': {
@@ -78,6 +98,7 @@ export async function startCredEnv(): Promise<CredEnv> {
       jwt_production: { oidcDiscoveryUrl: issuer.issuer, oidcDiscoveryCa: ca, roles: vaultRoles },
     },
     secrets: vaultSecrets,
+    policies: vaultPolicies,
   }).start();
   const sts = await new StsTestServer({
     providers: [{ issuer: issuer.issuer, ca, clientIds: ['sts.amazonaws.com'] }],

@@ -22,6 +22,11 @@ export interface GitServerOptions {
    * as GitHub and GitLab accept a token as the password. */
   auth?: { username?: string; password: string };
   tls?: { key: Buffer; cert: Buffer };
+  /**
+   * Called first for every request: returns true when it answered the request itself (a redirect, a
+   * trickle, an endless pack…), false to let git answer.
+   */
+  intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /** serve: answer as git; hang: accept and never answer; stall: send response headers and a few bytes of the
@@ -33,6 +38,8 @@ export interface GitServer {
   readonly url: string;
   /** Requests seen, in order, as "METHOD /path?query". */
   readonly requests: string[];
+  /** The Authorization header of each request, in order (undefined when absent). */
+  readonly authorizations: Array<string | undefined>;
   setMode(mode: GitServerMode): void;
   close(): Promise<void>;
 }
@@ -40,8 +47,11 @@ export interface GitServer {
 export async function startGitServer(opts: GitServerOptions): Promise<GitServer> {
   let mode: GitServerMode = 'serve';
   const requests: string[] = [];
+  const authorizations: Array<string | undefined> = [];
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     requests.push(`${req.method} ${req.url}`);
+    authorizations.push(req.headers.authorization);
+    if (opts.intercept?.(req, res)) return;
     // In hang and stall modes the socket stays open until close().
     if (mode === 'hang') return;
     if (mode === 'stall') {
@@ -65,6 +75,7 @@ export async function startGitServer(opts: GitServerOptions): Promise<GitServer>
   return {
     url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     requests,
+    authorizations,
     setMode(m) {
       mode = m;
     },

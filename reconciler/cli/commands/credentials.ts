@@ -25,7 +25,7 @@ import {
 import {
   CREDENTIAL_PROVIDER_FLAGS,
   CREDENTIAL_PROVIDER_HELP,
-  credentialManagerOptions,
+  credentialProviderOptions,
 } from '../credential-flags.ts';
 import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
 
@@ -39,7 +39,8 @@ A Vault lease obtained by the check is revoked afterwards. Use it to debug a sou
 
 Flags:
   --repo DIR, --path SUBDIR   the policy repository holding the CredentialSource (--trust-domain,
-                              --max-file-size and --allow-plaintext-secrets as for validate)
+                              --max-file-size and --allow-plaintext-secrets as for validate; without
+                              --trust-domain or riptides.config.yaml, the trust domain of the CA in --ca-dir)
   --source NAME               the CredentialSource's metadata.name
   --namespace NS              its namespace (default riptides-system)
   --workload WORKLOAD_ID      the workload to fetch for (default: the first binding of the source)
@@ -77,10 +78,25 @@ export const command: Command = {
     const caDir = resolve(io.cwd, requireFlag(values['ca-dir'], 'ca-dir'));
     const format = oneOf(values.format, ['text', 'json'] as const, 'format', 'text');
     const namespace = values.namespace ?? 'riptides-system';
+    // Every provider flag is checked before anything is opened or fetched.
+    const providers = credentialProviderOptions(values, io, (warning) =>
+      io.stderr(`riptides-cli credentials: warning: ${escapeText(warning)}\n`),
+    );
+    let authority: Awaited<ReturnType<typeof openAuthority>>;
+    try {
+      authority = await openAuthority(caDir);
+    } catch (err) {
+      io.stderr(
+        `riptides-cli credentials: cannot open the CA in ${escapeText(caDir)}: ${escapeText((err as Error).message)}\n`,
+      );
+      return EXIT_USAGE;
+    }
 
     const opened = await openPolicyDir(
       { ...values, repo: values.repo ? resolve(io.cwd, values.repo) : undefined },
       io,
+      // The CA knows its trust domain: a repository without riptides.config.yaml is checked in it.
+      authority.trustDomain,
     );
     if (!opened) return EXIT_USAGE;
     const { result, trustDomain } = opened;
@@ -107,15 +123,6 @@ export const command: Command = {
       }
       workload = bound.value.spec.workloadID;
     }
-    let authority: Awaited<ReturnType<typeof openAuthority>>;
-    try {
-      authority = await openAuthority(caDir);
-    } catch (err) {
-      io.stderr(
-        `riptides-cli credentials: cannot open the CA in ${escapeText(caDir)}: ${escapeText((err as Error).message)}\n`,
-      );
-      return EXIT_USAGE;
-    }
     if (authority.trustDomain !== trustDomain) {
       io.stderr(
         `riptides-cli credentials: ${escapeText(`the CA in ${caDir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}`)}\n`,
@@ -134,7 +141,9 @@ export const command: Command = {
       return EXIT_USAGE;
     }
     const checked = await fetchOnce(toProviderSpec(source.value), workload, {
-      ...credentialManagerOptions(values, io, authority.jwt, trustDomain),
+      ...providers,
+      minter: authority.jwt,
+      trustDomain,
       fingerprintKey,
     });
     if (format === 'json') {

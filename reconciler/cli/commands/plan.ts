@@ -52,12 +52,16 @@ Flags:
   --out FILE             write the plan to FILE instead of standard output (atomically)
   --trust-domain TD      the trust domain (default: riptides.config.yaml at the policy path of HEAD)
   --ca-file FILE         CA bundle for a self-hosted HTTPS git server
-  --cache-dir DIR        keeps fetched git objects and parsed files between runs (DIR/git, DIR/parsed);
-                         default: ~/.cache/riptides/plan/<repository> ($XDG_CACHE_HOME respected). Keep it between CI
+  --cache-dir DIR        keeps fetched git objects and parsed files between runs: DIR/git is a bare clone of
+                         the repository (every fetched revision of every file, so treat it like the repository),
+                         DIR/parsed the parsed policy files; both created 0700. Default:
+                         ~/.cache/riptides/plan/<repository> ($XDG_CACHE_HOME respected). Keep it between CI
                          runs and a plan re-parses only the files that changed. Entries are keyed by content and
                          by this build of riptides-cli. The cache is trusted input: keep it per branch, and never
                          share one that a fork's pull request can write.
-  --timeout SECONDS      per network wait (default 30)
+  --timeout SECONDS      longest network wait, and the window over which a transfer must average at least
+                         1 KiB/s (default 30); a whole fetch ends after 10 minutes in any case
+  --max-repo-size SIZE   refuse a remote repository larger than SIZE (default 512MiB)
   --max-file-size BYTES  refuse larger policy files (default 1048576)
 
 Planning a local working copy with --head when its files under --path differ from that commit warns that
@@ -72,7 +76,9 @@ Exit status (as argocd app diff and flux diff): 0 no changes, 1 changes, 2 error
 does not validate).
 `;
 
-const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo);
+// A URL, or scp-like SSH syntax (git@host:org/repo.git), which openSource refuses with a hint rather than
+// looking for a directory of that name.
+const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\\]+@[^/\\]+:/.test(repo);
 
 export const command: Command = {
   name: 'plan',
@@ -89,6 +95,7 @@ export const command: Command = {
       'ca-file': { type: 'string' },
       'cache-dir': { type: 'string' },
       timeout: { type: 'string' },
+      'max-repo-size': { type: 'string' },
     });
     if (!values.repo) throw new UsageError('missing required flag --repo');
     const repo = values.repo;
@@ -103,6 +110,7 @@ export const command: Command = {
     if (timeout !== undefined && !(timeout > 0))
       throw new UsageError(`--timeout must be a number of seconds greater than 0 (got "${values.timeout}")`);
     const maxFileBytes = parseByteSize(values['max-file-size'], 'max-file-size');
+    const maxRepoBytes = parseByteSize(values['max-repo-size'], 'max-repo-size');
     const progress = new Progress(io);
     const localDir = remote ? undefined : resolve(io.cwd, repo);
     const cacheDir = values['cache-dir']
@@ -118,6 +126,7 @@ export const command: Command = {
         ...(values['ca-file'] ? { caFile: resolve(io.cwd, values['ca-file']) } : {}),
         cacheDir: join(cacheDir, 'git'),
         ...(timeout ? { timeoutMs: timeout * 1000 } : {}),
+        ...(maxRepoBytes ? { maxRepoBytes } : {}),
         onProgress: (msg, transfer) =>
           transfer ? progress.transfer(transfer.phase, transfer.loaded, transfer.total) : progress.step(msg),
       });
@@ -145,12 +154,8 @@ export const command: Command = {
       if (baseRef) {
         base = await source.resolveRef(baseRef);
       } else {
-        const defaultBranch = await source.defaultBranch();
-        const mergeBase = await source.mergeBase(head, await source.resolveRef(defaultBranch));
-        if (!mergeBase)
-          throw new UsageError(`${headRef} shares no history with ${defaultBranch}: pass --base`);
-        base = mergeBase;
-        baseRef = `merge-base(${defaultBranch})`;
+        // Refuses (exit 2, saying how to fetch it) when a single-branch or shallow clone lacks the base.
+        ({ commit: base, ref: baseRef } = await source.defaultBase(head, headRef));
       }
       const subdir = path.replace(/^\.?\/*/, '').replace(/\/+$/, '');
       const uncommitted =

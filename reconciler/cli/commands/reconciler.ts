@@ -21,7 +21,7 @@ import {
 import {
   CREDENTIAL_PROVIDER_FLAGS,
   CREDENTIAL_PROVIDER_HELP,
-  credentialManagerOptions,
+  credentialProviderOptions,
 } from '../credential-flags.ts';
 import { durationFlag } from '../identity-flags.ts';
 import { commandLogger, type Logger } from '../logger.ts';
@@ -93,13 +93,17 @@ export const command: Command = {
     const stateDir = stateDirOf(values['state-dir'], io, 'reconciler');
     const log = commandLogger(io, 'reconciler');
     const policyFlags = { ...values, repo: values.repo ? resolve(io.cwd, values.repo) : undefined };
+    // Provider flags that cannot work stop the start before the state directory is touched.
+    const providers = credentialProviderOptions(values, io, (warning) => log.warn(warning));
 
     const first = await render(policyFlags, io);
     if (!first) return EXIT_USAGE;
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     const authority = await openOrInitCa(join(stateDir, 'ca'), first.trustDomain, log);
     const credentials = new CredentialManager({
-      ...credentialManagerOptions(values, io, authority.jwt, first.trustDomain),
+      ...providers,
+      minter: authority.jwt,
+      trustDomain: first.trustDomain,
       fingerprintKey: resolveFingerprintKey({ env: io.env, stateDir }),
       logger: log,
     });

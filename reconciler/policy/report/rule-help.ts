@@ -40,6 +40,10 @@ export const RULE_HELP: Record<Code, { help: string; helpUri: string }> = {
     help: 'The file could not be read, or nests deeper than any policy does. Check permissions and indentation.',
     helpUri: 'https://cwe.mitre.org/data/definitions/674.html',
   },
+  RT008: {
+    help: 'The file has more diagnostics than are shown for one file (100); this one counts the rest, and is an error when any of them is. Fix the ones shown and run again.',
+    helpUri: 'https://cwe.mitre.org/data/definitions/400.html',
+  },
   RT010: {
     help: 'The kind or apiVersion is not one this product reconciles. Check the spelling; control-plane kinds (Daemon, JoinToken, …) are ignored with a warning.',
     helpUri: K8S_OBJECTS,

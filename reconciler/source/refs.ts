@@ -1,0 +1,106 @@
+/**
+ * Refs and suggestions: a branch, tag (annotated too, peeled to its commit) or full or abbreviated commit id
+ * to a commit oid; an unknown name gets the nearest branch and tag names as its hint.
+ */
+import * as fs from 'node:fs';
+import git from 'isomorphic-git';
+import { editDistance } from '../common/edit-distance.ts';
+import { SourceError } from './errors.ts';
+
+/** The repository a source reads: its git dir, how it is shown, and isomorphic-git's per-repository memo. */
+export interface RepoContext {
+  gitdir: string;
+  description: string;
+  cache: object;
+  /** A remote's cache (fetched), as opposed to a local repository. */
+  remote: boolean;
+}
+
+export const HEX_OID = /^[0-9a-f]{40}$/;
+const SHORT_OID = /^[0-9a-f]{4,39}$/;
+
+export async function resolveRef(ctx: RepoContext, ref: string): Promise<string> {
+  const name = ref.trim();
+  if (!name || /\.\.|[\x00-\x20~^:?*[\\]|^\/|\/$|\.lock$|@\{/.test(name)) {
+    throw new SourceError(
+      'unknown-ref',
+      `${ctx.description}: ${JSON.stringify(ref)} is not a valid ref name`,
+      'give a branch, a tag, or a commit id (full or abbreviated)',
+    );
+  }
+  if (HEX_OID.test(name)) return peelToCommit(ctx, name, ref);
+  const viaRef = await git
+    .resolveRef({ fs, gitdir: ctx.gitdir, ref: name })
+    .catch((err: { code?: string }) => {
+      if (err.code === 'NotFoundError') return undefined;
+      throw err;
+    });
+  if (viaRef) return peelToCommit(ctx, viaRef, ref);
+  if (SHORT_OID.test(name)) {
+    const full = await git.expandOid({ fs, gitdir: ctx.gitdir, oid: name, cache: ctx.cache }).catch((err) => {
+      if ((err as { code?: string }).code === 'AmbiguousError') {
+        throw new SourceError(
+          'unknown-ref',
+          `${ctx.description}: abbreviated commit id ${name} is ambiguous`,
+          'give more hex digits of the commit id',
+        );
+      }
+      return undefined;
+    });
+    if (full) return peelToCommit(ctx, full, ref);
+  }
+  throw new SourceError(
+    'unknown-ref',
+    `${ctx.description}: unknown ref ${JSON.stringify(ref)}`,
+    await nearNames(ctx, name),
+  );
+}
+
+/** A tag (annotated tags may nest) is followed to the commit it names; trees and blobs are refused. */
+async function peelToCommit(ctx: RepoContext, oid: string, asked: string): Promise<string> {
+  let current = oid;
+  for (let depth = 0; depth < 10; depth++) {
+    let obj: Awaited<ReturnType<typeof git.readObject>>;
+    try {
+      obj = await git.readObject({ fs, gitdir: ctx.gitdir, oid: current, cache: ctx.cache });
+    } catch {
+      throw new SourceError(
+        'unknown-ref',
+        `${ctx.description}: commit ${current} is not in the repository`,
+        ctx.remote ? 'fetch first, or check the commit id' : 'check the commit id',
+      );
+    }
+    if (obj.type === 'commit') return current;
+    if (obj.type !== 'tag') break;
+    current = (obj.object as { object: string }).object;
+  }
+  throw new SourceError(
+    'unknown-ref',
+    `${ctx.description}: ${JSON.stringify(asked)} does not name a commit`,
+    'give a branch, a tag of a commit, or a commit id',
+  );
+}
+
+/** The hint for an unknown ref: the closest branch and tag names, or what there is. */
+async function nearNames(ctx: RepoContext, name: string): Promise<string> {
+  const [branches, tags] = await Promise.all([
+    git.listBranches({ fs, gitdir: ctx.gitdir }),
+    git.listTags({ fs, gitdir: ctx.gitdir }),
+  ]);
+  const all = [...branches.map((b) => ({ kind: 'branch', b })), ...tags.map((b) => ({ kind: 'tag', b }))];
+  if (all.length === 0) {
+    return ctx.remote
+      ? 'the repository has no branches yet; fetch first, or push a branch to it'
+      : 'the repository has no branches or tags yet';
+  }
+  const lower = name.toLowerCase();
+  const limit = Math.max(2, Math.floor(name.length / 3));
+  const near = all
+    .map((n) => ({ ...n, d: editDistance(lower, n.b.toLowerCase(), limit) }))
+    .filter((n) => n.d <= limit || n.b.toLowerCase().includes(lower))
+    .sort((x, y) => x.d - y.d || x.b.localeCompare(y.b))
+    .slice(0, 5);
+  if (near.length) return `did you mean ${near.map((n) => `${n.kind} ${n.b}`).join(', ')}?`;
+  const some = (list: string[]) => list.slice(0, 8).join(', ') + (list.length > 8 ? ', …' : '');
+  return `branches: ${some(branches) || '(none)'}; tags: ${some(tags) || '(none)'}`;
+}

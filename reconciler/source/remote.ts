@@ -1,0 +1,149 @@
+/**
+ * A remote repository: its URL checked (no credentials in it, http(s) only, no credentials over plain http
+ * to another host), the credentials and the redactor that hides them, the guarded HTTP client, and the
+ * bare cache it is fetched into (created 0700: it holds the repository's objects).
+ */
+import * as fs from 'node:fs';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import git from 'isomorphic-git';
+import { displayUrl, Redactor } from '../common/redact.ts';
+import { userCacheDir } from './cache-dir.ts';
+import { authorizationHeader, type SourceAuth } from './credentials.ts';
+import { CREDENTIAL_ENV_HINT, messageOf, SourceError } from './errors.ts';
+import { GuardedHttp } from './http.ts';
+
+export interface RemoteOptions {
+  /** https://… / http://… URL, or a local directory (working copy or bare repo, read through its git dir). */
+  repo: string;
+  /** Where a remote is fetched to (bare, no checkout, mode 0700); default a per-user cache dir (see userCacheDir). */
+  cacheDir?: string;
+  /** From credentialsFromEnv(); never from argv, never logged, redacted from every error and progress line. */
+  auth?: SourceAuth;
+  /** PEM CA bundle for a self-hosted HTTPS server; replaces the default roots, as git's http.sslCAInfo does. */
+  caFile?: string;
+  /** Longest network wait (connect and headers, each body chunk), and the window of the minimum rate; default 30 s. */
+  timeoutMs?: number;
+  /** A transfer slower than this over any timeoutMs window is cut off; default 1024 bytes/s. */
+  minBytesPerSecond?: number;
+  /** Longest a whole fetch may take; default 10 min. */
+  deadlineMs?: number;
+  /** Cap on the fetched repository (packs already cached + what the server sends); default 512 MiB. */
+  maxRepoBytes?: number;
+}
+
+export interface Remote {
+  /** The URL as shown: no credentials, no trailing slash. */
+  description: string;
+  gitdir: string;
+  http: GuardedHttp;
+  authorization: string | undefined;
+  maxRepoBytes: number;
+  redactor: Redactor;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** git's http.lowSpeedLimit as commonly set: 1 KiB/s over each timeout window. */
+export const DEFAULT_MIN_BYTES_PER_SECOND = 1024;
+export const DEFAULT_DEADLINE_MS = 10 * 60_000;
+export const DEFAULT_MAX_REPO_BYTES = 512 * 1024 * 1024;
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** Checks the URL and credentials, prepares the cache; no network yet. */
+export async function openRemote(opts: RemoteOptions): Promise<Remote> {
+  const redactor = new Redactor();
+  redactor.add(opts.auth?.token);
+  redactor.add(opts.auth?.password);
+  const authorization = authorizationHeader(opts.auth);
+  redactor.add(authorization?.slice('Basic '.length));
+
+  let url: URL;
+  try {
+    url = new URL(opts.repo);
+  } catch {
+    throw new SourceError('not-a-repo', `not a valid URL: ${displayUrl(opts.repo)}`, 'pass an http(s) URL');
+  }
+  if (url.username || url.password) {
+    // A token is often given as the user name (https://<TOKEN>:x-oauth-basic@host/…): show neither part.
+    throw new SourceError(
+      'auth',
+      `${displayUrl(url)}: credentials in the repository URL are refused (they would end up in shell history, process lists and CI logs); nothing from them was used or shown`,
+      `remove them from the URL and ${CREDENTIAL_ENV_HINT}`,
+    );
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new SourceError(
+      'not-a-repo',
+      `${displayUrl(url)}: unsupported protocol ${url.protocol}`,
+      'use an http(s) URL or a local directory',
+    );
+  }
+  const description = displayUrl(url).replace(/\/+$/, '');
+  if (authorization && url.protocol === 'http:' && !LOOPBACK.has(url.hostname)) {
+    throw new SourceError(
+      'auth',
+      `${description}: refusing to send credentials over plain http to a non-loopback host`,
+      'use the https:// URL of the repository',
+    );
+  }
+  let ca: Buffer | undefined;
+  if (opts.caFile) {
+    try {
+      ca = await readFile(opts.caFile);
+    } catch (err) {
+      throw new SourceError(
+        'unreachable',
+        `cannot read the CA bundle ${opts.caFile}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`,
+        'pass the PEM file of the CA that signed the git server certificate (--ca-file)',
+      );
+    }
+  }
+  const gitdir = resolve(opts.cacheDir ?? userCacheDir('git', description));
+  await privateDir(gitdir);
+  await git.init({ fs, dir: gitdir, bare: true, defaultBranch: 'main' });
+  const existingUrl = await git.getConfig({ fs, gitdir, path: 'remote.origin.url' });
+  if (existingUrl && existingUrl !== description) {
+    throw new SourceError(
+      'not-a-repo',
+      `cache directory ${gitdir} holds a clone of ${displayUrl(String(existingUrl))}, not ${description}`,
+      'use a separate cacheDir per repository, or remove that directory',
+    );
+  }
+  await git.setConfig({ fs, gitdir, path: 'remote.origin.url', value: description });
+  // Mirror the remote's branches onto local branch names, so that a fetched cache resolves refs exactly as a
+  // local bare repository does; `+` lets a force-pushed branch move (checkFastForward reports it).
+  await git.setConfig({ fs, gitdir, path: 'remote.origin.fetch', value: '+refs/heads/*:refs/heads/*' });
+  return {
+    description,
+    gitdir,
+    http: new GuardedHttp({
+      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      minBytesPerSecond: opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND,
+      deadlineMs: opts.deadlineMs ?? DEFAULT_DEADLINE_MS,
+      ...(ca ? { ca } : {}),
+      description,
+      spoolDir: gitdir,
+    }),
+    authorization,
+    maxRepoBytes: opts.maxRepoBytes ?? DEFAULT_MAX_REPO_BYTES,
+    redactor,
+  };
+}
+
+/**
+ * The cache holds the repository's objects (every file of every fetched revision) and packs being received:
+ * it is created 0700, and an existing one is tightened to 0700, like the parse cache.
+ */
+async function privateDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await chmod(dir, 0o700);
+  } catch (err) {
+    throw new SourceError(
+      'not-a-repo',
+      `cannot use ${dir} as the git cache: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`,
+      'pass a --cache-dir of your own (it is made private to you: mode 0700)',
+    );
+  }
+}

@@ -1,0 +1,135 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { editDistance } from '../../reconciler/common/edit-distance.ts';
+import { displayUrl, Redactor, stripUrlUserinfo } from '../../reconciler/common/redact.ts';
+import { backoffDelay, retry } from '../../reconciler/common/retry.ts';
+
+/** The textbook full-matrix Levenshtein distance, to check the banded one against. */
+function reference(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i]![j] = Math.min(
+        d[i - 1]![j]! + 1,
+        d[i]![j - 1]! + 1,
+        d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+  return d[a.length]![b.length]!;
+}
+
+describe('editDistance', () => {
+  it('gives the Levenshtein distance', () => {
+    expect(editDistance('kitten', 'sitting')).toBe(3);
+    expect(editDistance('', 'abc')).toBe(3);
+    expect(editDistance('conection', 'connection')).toBe(1);
+  });
+
+  it('matches the full-matrix distance, and with a limit answers min(distance, limit + 1)', () => {
+    const word = fc.string({ unit: fc.constantFrom('a', 'b', 'c', 'd'), maxLength: 14 });
+    fc.assert(
+      fc.property(word, word, fc.integer({ min: 0, max: 6 }), (a, b, limit) => {
+        const exact = reference(a, b);
+        expect(editDistance(a, b)).toBe(exact);
+        expect(editDistance(a, b, limit)).toBe(Math.min(exact, limit + 1));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('Redactor (the one used by the git source and every credential provider)', () => {
+  it('removes a secret in plain, URL-encoded, base64 and base64url form', () => {
+    const secret = 's3cr/t+value?~~';
+    const r = new Redactor().add(secret);
+    const forms = [
+      secret,
+      encodeURIComponent(secret),
+      Buffer.from(secret).toString('base64'),
+      Buffer.from(secret).toString('base64url'),
+    ];
+    expect(r.redact(`a ${forms.join(' b ')} c`)).toBe('a *** b *** b *** b *** c');
+  });
+
+  it('removes a Vault token quoted in server text', () => {
+    const token = 'hvs.CAESIJ1yq2Lq4Vf8mQz0pXwR';
+    const r = new Redactor().add(token);
+    expect(r.redact(`permission denied: token "${token}" lacks the policy`)).toBe(
+      'permission denied: token "***" lacks the policy',
+    );
+  });
+
+  it('hides both parts of URL userinfo, wherever a URL appears in text', () => {
+    const text =
+      'fetching https://ghp_TOKEN123:x-oauth-basic@github.com/org/repo.git and http://user@h:8/x then https://ok.example/';
+    expect(new Redactor().redact(text)).toBe(
+      'fetching https://github.com/org/repo.git and http://h:8/x then https://ok.example/',
+    );
+    expect(stripUrlUserinfo('https://:pw@host/')).toBe('https://host/');
+  });
+
+  it('shows a URL without userinfo, query or fragment', () => {
+    expect(displayUrl('https://tok:x@git.example.com/a.git?token=abc#frag')).toBe(
+      'https://git.example.com/a.git',
+    );
+    expect(displayUrl('not a url https://u:p@x/y?q')).toBe('not a url https://x/y');
+  });
+
+  it('ignores values too short to be credentials', () => {
+    expect(new Redactor().add('ab').add(undefined).redact('ab cd')).toBe('ab cd');
+  });
+});
+
+describe('the retry policy', () => {
+  it('waits a jittered, doubling, capped delay', () => {
+    const policy = { initialMs: 1000, maxMs: 8000 };
+    expect(backoffDelay(1, policy, () => 0.999)).toBeCloseTo(999, 0);
+    expect(backoffDelay(3, policy, () => 0.5)).toBe(2000);
+    expect(backoffDelay(10, policy, () => 0.999)).toBeCloseTo(7992, 0);
+    // Never less than half the first delay: a retry loop does not spin.
+    expect(backoffDelay(4, policy, () => 0)).toBe(500);
+  });
+
+  it('retries retryable failures up to the attempt count, with the backoff in between', async () => {
+    const waits: number[] = [];
+    let calls = 0;
+    const err = await retry(
+      async () => {
+        calls++;
+        throw new Error(`fail ${calls}`);
+      },
+      {
+        attempts: 3,
+        policy: { initialMs: 100, maxMs: 1000 },
+        retryable: () => true,
+        random: () => 0.5,
+        sleep: async (ms) => {
+          waits.push(ms);
+        },
+      },
+    ).catch((e: Error) => e);
+    expect((err as Error).message).toBe('fail 3');
+    expect(waits).toEqual([50, 100]);
+  });
+
+  it('gives up at once on a failure that is not retryable, and returns the first success', async () => {
+    let calls = 0;
+    const opts = { attempts: 5, policy: { initialMs: 1, maxMs: 1 }, sleep: async () => {} };
+    await expect(
+      retry(
+        async () => {
+          calls++;
+          throw new Error('no');
+        },
+        { ...opts, retryable: () => false },
+      ),
+    ).rejects.toThrow('no');
+    expect(calls).toBe(1);
+    expect(
+      await retry(async (attempt) => (attempt < 2 ? Promise.reject(new Error('x')) : 'ok'), {
+        ...opts,
+        retryable: () => true,
+      }),
+    ).toBe('ok');
+  });
+});
