@@ -33,7 +33,9 @@ const host = at[1] ?? at[2];
 const port = Number(at[3]);
 const expected = values['expect-bearer-env'] ? process.env[values['expect-bearer-env']] : undefined;
 if (values['expect-bearer-env'] && !expected) {
-  console.error(`$${values['expect-bearer-env']} is empty: set it to the token the client's requests must carry`);
+  console.error(
+    `$${values['expect-bearer-env']} is empty: set it to the token the client's requests must carry`,
+  );
   process.exit(2);
 }
 const name = values.name ?? (values.cert ? 'echo' : 'orders-api');
