@@ -28,7 +28,14 @@ const SYMLINK = '120000';
 
 export interface RevisionOptions {
   path: string;
+  /** The trust domain whatever the revision's riptides.config.yaml says (--trust-domain). */
   trustDomain?: string;
+  /**
+   * The trust domain when neither `trustDomain` nor the revision's own riptides.config.yaml gives one (a plan's
+   * base without the file takes the head's). Never overrides the revision's file: a change of trust domain is
+   * a change, and each side must compile in its own.
+   */
+  fallbackTrustDomain?: string;
   allowSecrets?: boolean;
   maxFileBytes?: number;
   cache: Map<string, FileResult>;
@@ -98,6 +105,7 @@ export async function renderRevision(
     trustDomain ??= read.config.trustDomain;
     federatesWith = read.config.federatesWith ?? [];
   }
+  trustDomain ??= opts.fallbackTrustDomain;
   if (!trustDomain) {
     throw new RevisionConfigError(
       `no trust domain at ${commit.slice(0, 8)}: pass --trust-domain or commit "trustDomain: <name>" in ${configPath}`,

@@ -50,7 +50,8 @@ Flags:
   --base REF             what it merges into (default: the merge base of HEAD with the default branch)
   --format FORMAT        text (default), markdown (for a pull-request comment) or json
   --out FILE             write the plan to FILE instead of standard output (atomically)
-  --trust-domain TD      the trust domain (default: riptides.config.yaml at the policy path of HEAD)
+  --trust-domain TD      the trust domain of both sides (default: each revision's riptides.config.yaml at the
+                         policy path, so a change of trust domain shows; a base without one takes head's)
   --ca-file FILE         CA bundle for a self-hosted HTTPS git server
   --cache-dir DIR        keeps fetched git objects and parsed files between runs: DIR/git is a bare clone of
                          the repository (every fetched revision of every file, so treat it like the repository),
@@ -197,7 +198,8 @@ export const command: Command = {
       const baseRendered = await renderRevision(source, base, {
         ...common,
         trustRecordedValidation: true,
-        ...(headRendered.trustDomain ? { trustDomain: headRendered.trustDomain } : {}),
+        ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
+        ...(headRendered.trustDomain ? { fallbackTrustDomain: headRendered.trustDomain } : {}),
       });
       const plan = buildPlan({
         base: { ref: baseRef, commit: base },
@@ -205,6 +207,7 @@ export const command: Command = {
         path,
         baseResult: baseRendered.result,
         headResult: headRendered.result,
+        trustDomains: { base: baseRendered.trustDomain, head: headRendered.trustDomain },
       });
       if (values.local)
         plan.notes.unshift(

@@ -1,0 +1,107 @@
+/**
+ * Pull requests as people make them, planned from a local clone made with the git CLI: each branch starts
+ * from main, changes one thing a reviewer must see (or nothing that matters), and the plan must say so.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../reconciler/cli/main.ts';
+import { capture } from '../support/cli.ts';
+import { git } from '../support/git-fixtures.ts';
+import { scratch } from '../support/scratch.ts';
+import { BASE } from './plan-helpers.ts';
+
+let tmp: ReturnType<typeof scratch>;
+let repo: string;
+
+/** Writes (string) or deletes (null) files under the repository, relative to its root. */
+function write(files: Record<string, string | null>): void {
+  for (const [path, content] of Object.entries(files)) {
+    const full = join(repo, path);
+    if (content === null) rmSync(full, { recursive: true, force: true });
+    else {
+      mkdirSync(dirname(full), { recursive: true });
+      writeFileSync(full, content);
+    }
+  }
+}
+
+/** Branch `name` from main with `files` changed in one commit; back on main afterwards. */
+async function branch(name: string, files: Record<string, string | null>): Promise<void> {
+  await git(repo, 'checkout', '--quiet', '-b', name, 'main');
+  write(files);
+  await git(repo, 'add', '--all');
+  await git(repo, 'commit', '--quiet', '--allow-empty', '-m', name);
+  await git(repo, 'checkout', '--quiet', 'main');
+}
+
+const inPolicy = (files: Record<string, string>) =>
+  Object.fromEntries(Object.entries(files).map(([k, v]) => [`policy/${k}`, v]));
+
+async function plan(args: string[], cwd = repo) {
+  const out = capture(cwd, {});
+  const code = await main(
+    ['plan', '--cache-dir', join(tmp.dir, 'cache', String(Math.random())), ...args],
+    out.io,
+  );
+  return { code, ...out };
+}
+
+beforeAll(async () => {
+  tmp = scratch('pr-shapes');
+  repo = join(tmp.dir, 'repo');
+  mkdirSync(repo);
+  await git(repo, 'init', '--quiet', '-b', 'main');
+  write({ 'policy/riptides.config.yaml': 'trustDomain: example.com\n', ...inPolicy(BASE) });
+  await git(repo, 'add', '--all');
+  await git(repo, 'commit', '--quiet', '-m', 'base');
+});
+
+afterAll(() => tmp?.cleanup());
+
+describe('a change of trust domain', () => {
+  it('is planned as every identity replaced, each side compiled in its own trust domain', async () => {
+    await branch('new-trust-domain', { 'policy/riptides.config.yaml': 'trustDomain: example.org\n' });
+    const r = await plan([
+      '--repo',
+      repo,
+      '--path',
+      'policy',
+      '--head',
+      'new-trust-domain',
+      '--format',
+      'json',
+    ]);
+    expect(r.code, r.stderr).toBe(1);
+    const json = JSON.parse(r.stdout);
+    expect(json.changes).toBe(true);
+    expect(json.notes).toContain(
+      'the trust domain changes from example.com to example.org: every SPIFFE ID changes, so every workload gets a new identity and every peer that pins an old one refuses it',
+    );
+    const identities = json.programs.flatMap(
+      (p: { identities: Array<{ change: string; spiffeId: string }> }) => p.identities,
+    );
+    expect(identities).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ change: 'removed', spiffeId: 'spiffe://example.com/apps/server' }),
+        expect.objectContaining({ change: 'added', spiffeId: 'spiffe://example.org/apps/server' }),
+      ]),
+    );
+    expect(json.risks.map((x: { rule: string }) => x.rule)).toContain('identity-removed-while-referenced');
+  });
+
+  it('is still planned in the one trust domain --trust-domain names, on both sides', async () => {
+    const r = await plan([
+      '--repo',
+      repo,
+      '--path',
+      'policy',
+      '--head',
+      'new-trust-domain',
+      '--trust-domain',
+      'example.net',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('no changes');
+  });
+});
