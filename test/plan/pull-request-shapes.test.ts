@@ -9,7 +9,7 @@ import { main } from '../../reconciler/cli/main.ts';
 import { capture } from '../support/cli.ts';
 import { git } from '../support/git-fixtures.ts';
 import { scratch } from '../support/scratch.ts';
-import { BASE } from './plan-helpers.ts';
+import { BASE, edit } from './plan-helpers.ts';
 
 let tmp: ReturnType<typeof scratch>;
 let repo: string;
@@ -103,5 +103,25 @@ describe('a change of trust domain', () => {
     ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('no changes');
+  });
+});
+
+describe('a linked worktree (git worktree add)', () => {
+  it('plans its own HEAD, not the main worktree’s, attached or detached', async () => {
+    await branch('in-worktree', inPolicy(edit(BASE, 'services.yaml', 'port: 9000', 'port: 9001')));
+    const tree = join(tmp.dir, 'linked');
+    await git(repo, 'worktree', 'add', '--quiet', tree, 'in-worktree');
+    const commit = await git(tree, 'rev-parse', 'HEAD');
+    for (const head of ['HEAD', '@']) {
+      const r = await plan(['--repo', '.', '--path', 'policy', '--head', head, '--format', 'json'], tree);
+      expect(r.code, r.stderr).toBe(1);
+      const json = JSON.parse(r.stdout);
+      expect(json.head.commit).toBe(commit);
+      expect(json.base.ref).toBe('merge-base(main)');
+      expect(json.resources.map((c: { name: string }) => c.name)).toEqual(['billing']);
+    }
+    await git(tree, 'checkout', '--quiet', '--detach');
+    const detached = await plan(['--repo', tree, '--path', 'policy', '--head', 'HEAD', '--format', 'json']);
+    expect(JSON.parse(detached.stdout).head.commit).toBe(commit);
   });
 });
