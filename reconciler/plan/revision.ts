@@ -21,7 +21,7 @@ import {
   resolvePositions,
 } from '../policy/render.ts';
 import type { FileResult } from '../policy/resources.ts';
-import { BlobTooLargeError, type PolicySource, type TreeEntry } from '../source/index.ts';
+import { BlobTooLargeError, type PolicySource, SourceError, type TreeEntry } from '../source/index.ts';
 
 const EMPTY = new Uint8Array(0);
 const SYMLINK = '120000';
@@ -52,10 +52,17 @@ export interface RevisionOptions {
   build: string;
   /** Diagnostics found while reading the files (a working tree's refused symlinks, files over the cap). */
   extra?: readonly PendingDiagnostic[];
+  /**
+   * A policy path missing at this revision is an empty policy rather than an error. For a plan's base only: the
+   * pull request that adds the policy path creates everything in it.
+   */
+  missingPathIsEmpty?: boolean;
 }
 
 export interface RenderedRevision {
   commit: string;
+  /** False when the policy path does not exist at this revision (only with `missingPathIsEmpty`). */
+  pathExists: boolean;
   trustDomain: string | undefined;
   result: RenderResult;
   /** Blobs read from git for this revision (cached ones are not). */
@@ -70,7 +77,12 @@ export async function renderRevision(
   opts: RevisionOptions,
 ): Promise<RenderedRevision> {
   const subdir = opts.path.replace(/^\.?\/*/, '').replace(/\/+$/, '');
-  const entries = await source.listFiles(commit, subdir || undefined);
+  let pathExists = true;
+  const entries = await source.listFiles(commit, subdir || undefined).catch((err: unknown) => {
+    if (!(opts.missingPathIsEmpty && subdir && err instanceof SourceError && err.code === 'bad-path')) throw err;
+    pathExists = false;
+    return [] as TreeEntry[];
+  });
   const configPath = subdir ? `${subdir}/${CONFIG_FILE}` : CONFIG_FILE;
   const extra: PendingDiagnostic[] = [...(opts.extra ?? [])];
   let trustDomain = opts.trustDomain;
@@ -183,7 +195,7 @@ export async function renderRevision(
   }
   const result = finishRender(pendingRender, renderOptions);
   if (!knownValid && !result.diagnostics.some((d) => d.severity === 'error')) opts.validated?.add(key);
-  return { commit, trustDomain, result, blobsRead };
+  return { commit, pathExists, trustDomain, result, blobsRead };
 }
 
 /**

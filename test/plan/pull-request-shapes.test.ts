@@ -125,3 +125,28 @@ describe('a linked worktree (git worktree add)', () => {
     expect(JSON.parse(detached.stdout).head.commit).toBe(commit);
   });
 });
+
+describe('the pull request that adds the policy path', () => {
+  it('plans everything in it as created, against a base without the path', async () => {
+    const fresh = join(tmp.dir, 'fresh');
+    mkdirSync(fresh);
+    await git(fresh, 'init', '--quiet', '-b', 'main');
+    writeFileSync(join(fresh, 'README.md'), 'policy comes next\n');
+    await git(fresh, 'add', '--all');
+    await git(fresh, 'commit', '--quiet', '-m', 'readme');
+    await git(fresh, 'checkout', '--quiet', '-b', 'adopt');
+    mkdirSync(join(fresh, 'policy'));
+    writeFileSync(join(fresh, 'policy', 'riptides.config.yaml'), 'trustDomain: example.com\n');
+    for (const [name, text] of Object.entries(BASE)) writeFileSync(join(fresh, 'policy', name), text);
+    await git(fresh, 'add', '--all');
+    await git(fresh, 'commit', '--quiet', '-m', 'adopt riptides');
+    const r = await plan(['--repo', fresh, '--path', 'policy', '--head', 'adopt'], fresh);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(
+      /^note: policy does not exist at base merge-base\(main\) \([0-9a-f]{8}\): everything under it is new$/m,
+    );
+    expect(r.stdout).toContain('► Service/riptides-system/api created');
+    expect(r.stdout).toContain('► WorkloadIdentity/riptides-system/server created');
+    expect(r.stdout).toMatch(/^7 created, 0 changed, 0 deleted; 1 node program\(s\) change;/m);
+  });
+});

@@ -198,6 +198,7 @@ export const command: Command = {
       const baseRendered = await renderRevision(source, base, {
         ...common,
         trustRecordedValidation: true,
+        missingPathIsEmpty: true,
         ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
         ...(headRendered.trustDomain ? { fallbackTrustDomain: headRendered.trustDomain } : {}),
       });
@@ -209,6 +210,10 @@ export const command: Command = {
         headResult: headRendered.result,
         trustDomains: { base: baseRendered.trustDomain, head: headRendered.trustDomain },
       });
+      if (!baseRendered.pathExists)
+        plan.notes.unshift(
+          `${subdir} does not exist at base ${baseRef} (${base.slice(0, 8)}): everything under it is new`,
+        );
       if (values.local)
         plan.notes.unshift(
           uncommitted.length
