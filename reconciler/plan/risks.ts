@@ -68,7 +68,9 @@ export function findRisks(
     }
   }
 
-  for (const { key, before: b, after: a } of access.changed) {
+  // An edge whose destination moved (the Service at another address, or renamed or in another namespace at
+  // the same address) is compared as a changed edge: a downgrade must not hide behind a move.
+  for (const { key, before: b, after: a } of [...access.changed, ...movedEdges(access)]) {
     if (b.kind !== 'reach') continue;
     if (b.attributes.tls === 'MUTUAL' && a.attributes.tls !== 'MUTUAL') {
       risks.push({
@@ -91,8 +93,15 @@ export function findRisks(
     }
   }
 
+  // An address that already received this credential from this workload is not a new destination.
+  const hadCredential = new Set(
+    access.removed.flatMap((e) =>
+      e.kind === 'credential' && addressOf(e.to) ? [`${e.from} ${addressOf(e.to)}`] : [],
+    ),
+  );
   for (const e of access.added) {
     if (e.kind !== 'credential' || e.to.startsWith('sysfs ')) continue;
+    if (hadCredential.has(`${e.from} ${addressOf(e.to)}`)) continue;
     const binding = String(e.attributes.binding);
     risks.push(
       e.external
@@ -197,10 +206,37 @@ function serviceOf(to: string): string | undefined {
   return /^(Service\/\S+) \(/.exec(to)?.[1];
 }
 
+/** `Service/ns/name (address:port)` → `address:port`; undefined for an identity or a sysfs target. */
+function addressOf(to: string): string | undefined {
+  return /^Service\/\S+ \((.*)\)$/.exec(to)?.[1];
+}
+
+/**
+ * Removed and added edges of one source toward the same destination under another key: the same Service at
+ * another address, or the same address under another Service name or namespace. Each removed edge is paired
+ * with at most one added edge, preferring the same Service.
+ */
+function movedEdges(access: AccessDiff): AccessDiff['changed'] {
+  const pairs: AccessDiff['changed'] = [];
+  const taken = new Set<AccessEdge>();
+  for (const b of access.removed) {
+    const service = serviceOf(b.to);
+    if (!service) continue;
+    const candidates = access.added.filter((a) => a.kind === b.kind && a.from === b.from && !taken.has(a));
+    const a =
+      candidates.find((c) => serviceOf(c.to) === service) ??
+      candidates.find((c) => addressOf(c.to) === addressOf(b.to));
+    if (!a) continue;
+    taken.add(a);
+    pairs.push({ key: `${b.kind} ${b.from} -> ${b.to}`, before: b, after: a, fields: [] });
+  }
+  return pairs;
+}
+
 /**
  * access-removed: a workload that stays loses an access edge (reach to a Service address or a peer, or a
- * credential flow) and gains nothing equivalent back (the same Service at another address is a move, not a
- * loss). High when the loss comes from elsewhere while the workload's own policy still asks for it: a Service
+ * credential flow) and gains nothing equivalent back (the same Service at another address, or the same address
+ * under a renamed Service or in another namespace, is a move, not a loss). High when the loss comes from elsewhere while the workload's own policy still asks for it: a Service
  * deleted or relabelled that its egress rule or binding still selects, a peer identity deleted. Medium when
  * the workload's own policy dropped it (an egress rule, an allow list or a binding changed or removed).
  */
@@ -218,7 +254,13 @@ function accessRemoved(
     [...head.set.bindings, ...head.set.workloadCredentials].map((b) => [b.key, b] as const),
   );
   const workloadOf = (e: AccessEdge) => (e.kind === 'credential' ? e.from.split(' → ').at(-1)! : e.from);
-  const regained = new Set(access.added.map((e) => `${e.kind} ${e.from} -> ${serviceOf(e.to) ?? e.to}`));
+  // A destination still reached under another key (moved, renamed, another namespace) is not lost.
+  const regained = new Set(
+    access.added.flatMap((e) => [
+      `${e.kind} ${e.from} -> ${serviceOf(e.to) ?? e.to}`,
+      ...(addressOf(e.to) ? [`${e.kind} ${e.from} -> ${addressOf(e.to)}`] : []),
+    ]),
+  );
   const serviceCause = (service: string, stillSelected: boolean, selectedBy: string) => {
     const name = service.split('/').pop();
     const what = headServices.has(service)
@@ -231,6 +273,7 @@ function accessRemoved(
     if (before.has(workload) && !after.has(workload)) continue; // the workload itself goes
     const service = serviceOf(e.to);
     if (regained.has(`${e.kind} ${e.from} -> ${service ?? e.to}`)) continue;
+    if (service && regained.has(`${e.kind} ${e.from} -> ${addressOf(e.to)}`)) continue;
     const was = service ? baseServices.get(service) : undefined;
     const matches = (selectors: Record<string, string>[], svc: Located<Service> | undefined) =>
       svc !== undefined && selectors.some((sel) => labelsMatch(sel, svc.value.spec.labels ?? {}));

@@ -188,6 +188,46 @@ describe('plan risks, one rule at a time', () => {
     expect(plan(BASE, withoutClient).accessLost.workloads).toEqual([]);
   });
 
+  it('a Service renamed or moved to another namespace at the same address: no access lost, no credential news', () => {
+    for (const [from, to] of [
+      ['  name: api\n', '  name: api-v2\n'],
+      ['  name: api\n', '  name: api\n  namespace: edge\n'],
+      ['  name: billing\n', '  name: billing-v2\n'],
+    ] as const) {
+      const p = plan(BASE, edit(BASE, 'services.yaml', from, to));
+      expect(p.access.removed.length, from).toBe(1);
+      expect(p.risks, `${from} → ${to}`).toEqual([]);
+      expect(p.accessLost).toEqual({ workloads: [], destinations: [] });
+    }
+  });
+
+  it('tls-downgrade: an egress rule leaves MUTUAL while its Service moves or is renamed', () => {
+    const downgrade = (files: typeof BASE) =>
+      edit(files, 'identities.yaml', '          mode: MUTUAL', '          mode: PERMISSIVE');
+    for (const [from, to] of [
+      ['port: 8443', 'port: 9443'],
+      ['address: api.internal', 'address: api.internal.example.com'],
+      ['  name: api\n', '  name: api-v2\n'],
+      ['  name: api\n', '  name: api\n  namespace: edge\n'],
+    ] as const) {
+      const p = plan(BASE, downgrade(edit(BASE, 'services.yaml', from, to)));
+      expect(rules(p), `${from} → ${to}`).toEqual(['high:tls-downgrade']);
+      expect(p.risks[0]!.message).toMatch(
+        /^spiffe:\/\/example\.com\/apps\/client → Service\/\S+ \(\S+\) is no longer MUTUAL TLS \(now PERMISSIVE\)$/,
+      );
+    }
+  });
+
+  it('allowed-peers-widened: an egress rule stops pinning its peer while its Service moves', () => {
+    const head = edit(
+      edit(BASE, 'services.yaml', 'port: 8443', 'port: 9443'),
+      'identities.yaml',
+      '      allowedSPIFFEIDs:\n        - spiffe://example.com/apps/server\n',
+      '',
+    );
+    expect(rules(plan(BASE, head))).toEqual(['high:allowed-peers-widened']);
+  });
+
   it('reports an edge both ends contribute to as changed, not added, when only one end changes', () => {
     const head = edit(
       BASE,
