@@ -3,7 +3,7 @@ import type { CompiledIdentity, NodeProgram } from '../policy/compile.ts';
 import type { Service } from '../policy/kinds/index.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
 import type { Located } from '../policy/resources.ts';
-import { labelsMatch } from '../policy/selectors.ts';
+import { isAtLeastAsBroad, labelsMatch, normalizeSelector } from '../policy/selectors.ts';
 import type { AccessDiff, AccessEdge } from './access.ts';
 
 export type RiskSeverity = 'high' | 'medium';
@@ -152,51 +152,67 @@ export function findRisks(
   );
 }
 
+type SelectorMap = Record<string, string | number | Array<string | number>>;
+
+/** Process selectors: the relation RT047 uses (a list of values is ORed, `process:cmdline` is a prefix). */
+const processCovers = (old: SelectorMap, sel: SelectorMap) =>
+  isAtLeastAsBroad(normalizeSelector(old), normalizeSelector(sel));
+
+/**
+ * Service label selectors: `sel` still requires every label `old` did. Another value selects other Services,
+ * whose reach and credential flows the access diff already shows edge by edge (credential-new-destination,
+ * credential-to-external); what only a selector can say is that it asks for less.
+ */
+const labelsCover = (old: Record<string, string>, sel: Record<string, string>) =>
+  Object.keys(old).every((k) => k in sel);
+
+/**
+ * selector-broadened: a selector of head matches what no selector of base matched (selectors are ORed, so
+ * each head selector must be covered by some base selector). Process selectors: a key dropped, a value added
+ * to a list, a shorter `process:cmdline` prefix, another value (another process gets the identity), one more
+ * selector. Service label selectors: a label dropped, one more selector. Reordering is not broadening.
+ */
 function broadenedSelectors(base: ResourceSet, head: ResourceSet): Risk[] {
   const risks: Risk[] = [];
-  const compare = (
+  const compare = <S extends Record<string, unknown>>(
     resource: string,
     what: string,
-    before: Record<string, unknown>[],
-    after: Record<string, unknown>[],
+    before: S[],
+    after: S[],
+    covers: (old: S, sel: S) => boolean,
   ) => {
+    if (!before.length) return;
     after.forEach((sel, i) => {
+      if (before.some((old) => covers(old, sel))) return;
       const old = before[i];
-      if (!old) {
-        if (before.length)
-          risks.push({
-            rule: 'selector-broadened',
-            severity: 'medium',
-            message: `${what}: selector ${i} added (selectors are ORed, so more matches)`,
-            resource,
-          });
-        return;
-      }
-      const lost = Object.keys(old).filter((k) => !(k in sel));
-      if (lost.length)
-        risks.push({
-          rule: 'selector-broadened',
-          severity: 'medium',
-          message: `${what}: selector ${i} no longer requires ${lost.join(', ')}`,
-          resource,
-        });
+      const lost = old ? Object.keys(old).filter((k) => !(k in sel)) : [];
+      const message = !old
+        ? `${what}: selector ${i} added (selectors are ORed, so more matches)`
+        : lost.length
+          ? `${what}: selector ${i} no longer requires ${lost.join(', ')}`
+          : `${what}: selector ${i} now matches what no selector matched before (${Object.keys(sel)
+              .filter((k) => JSON.stringify(sel[k]) !== JSON.stringify(old[k]))
+              .map((k) => `${k}: ${JSON.stringify(old[k])} → ${JSON.stringify(sel[k])}`)
+              .join(', ')})`;
+      risks.push({ rule: 'selector-broadened', severity: 'medium', message, resource });
     });
   };
   const baseIds = new Map(base.identities.map((r) => [r.key, r.value.spec]));
   for (const r of head.identities) {
     const b = baseIds.get(r.key);
     if (!b) continue;
-    compare(r.key, 'process selectors', b.selectors, r.value.spec.selectors);
+    compare(r.key, 'process selectors', b.selectors, r.value.spec.selectors, processCovers);
     r.value.spec.egress?.forEach((rule, i) => {
       const old = b.egress?.[i];
-      if (old) compare(r.key, `egress rule ${i} service selectors`, old.selectors, rule.selectors);
+      if (old)
+        compare(r.key, `egress rule ${i} service selectors`, old.selectors, rule.selectors, labelsCover);
     });
   }
   const baseBindings = new Map(base.bindings.map((r) => [r.key, r.value.spec]));
   for (const r of head.bindings) {
     const b = baseBindings.get(r.key)?.propagation.injection;
     const a = r.value.spec.propagation.injection;
-    if (b && a) compare(r.key, 'injection selectors', b.selectors, a.selectors);
+    if (b && a) compare(r.key, 'injection selectors', b.selectors, a.selectors, labelsCover);
   }
   return risks;
 }

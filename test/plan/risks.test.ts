@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hasChanges } from '../../reconciler/plan/plan.ts';
 import { planMarkdown, planText } from '../../reconciler/plan/report.ts';
-import { BASE, edit, H, plan } from './plan-helpers.ts';
+import { BASE, edit, type Files, H, plan } from './plan-helpers.ts';
 
 const rules = (p: ReturnType<typeof plan>) => p.risks.map((r) => `${r.severity}:${r.rule}`);
 
@@ -94,6 +94,50 @@ describe('plan risks, one rule at a time', () => {
       '    - process:name: client\n      k8s:pod:namespace: apps\n    - process:name: curl\n',
     );
     expect(rules(plan(BASE, more))).toEqual(['medium:selector-broadened']);
+  });
+
+  it('selector-broadened: a value added to a list, a shorter command-line prefix, another process', () => {
+    const client = '    - process:name: client\n      k8s:pod:namespace: apps\n';
+    for (const [to, change] of [
+      [
+        '    - process:name: [client, bash]\n      k8s:pod:namespace: apps\n',
+        'process:name: "client" → ["client","bash"]',
+      ],
+      ['    - process:name: bash\n      k8s:pod:namespace: apps\n', 'process:name: "client" → "bash"'],
+    ] as const) {
+      const p = plan(BASE, edit(BASE, 'identities.yaml', client, to));
+      expect(rules(p), to).toEqual(['medium:selector-broadened']);
+      expect(p.risks[0]!.message).toBe(
+        `process selectors: selector 0 now matches what no selector matched before (${change})`,
+      );
+    }
+    const withCmdline = edit(
+      BASE,
+      'identities.yaml',
+      client,
+      `${client}      process:cmdline: "client --serve"\n`,
+    );
+    const shorter = edit(withCmdline, 'identities.yaml', '"client --serve"', '"c"');
+    expect(rules(plan(withCmdline, shorter))).toEqual(['medium:selector-broadened']);
+    // Narrowing, and reordering ORed selectors, is not broadening.
+    expect(rules(plan(shorter, withCmdline))).toEqual([]);
+    const two = edit(BASE, 'identities.yaml', client, `${client}    - process:name: curl\n`);
+    const swapped = edit(BASE, 'identities.yaml', client, `    - process:name: curl\n${client}`);
+    expect(rules(plan(two, swapped))).toEqual([]);
+  });
+
+  it('selector-broadened: a binding injects into Services matched by fewer labels', () => {
+    const strict = edit(
+      BASE,
+      'credentials.yaml',
+      '        - app: billing\n',
+      '        - app: billing\n          env: prod\n',
+    );
+    const p = plan(strict, BASE);
+    expect(rules(p)).toContain('medium:selector-broadened');
+    expect(p.risks.find((r) => r.rule === 'selector-broadened')!.message).toBe(
+      'injection selectors: selector 0 no longer requires env',
+    );
   });
 
   it('identity-removed-while-referenced: the server goes while the client still pins it', () => {
@@ -202,7 +246,7 @@ describe('plan risks, one rule at a time', () => {
   });
 
   it('tls-downgrade: an egress rule leaves MUTUAL while its Service moves or is renamed', () => {
-    const downgrade = (files: typeof BASE) =>
+    const downgrade = (files: Files) =>
       edit(files, 'identities.yaml', '          mode: MUTUAL', '          mode: PERMISSIVE');
     for (const [from, to] of [
       ['port: 8443', 'port: 9443'],
