@@ -27,6 +27,7 @@ import {
   parseFlags,
   UsageError,
 } from '../command.ts';
+import { timeoutFlag } from '../identity-flags.ts';
 import { POLICY_DIR_FLAGS, parseByteSize } from '../policy-input.ts';
 import { Progress } from '../progress.ts';
 
@@ -60,8 +61,9 @@ Flags:
                          runs and a plan re-parses only the files that changed. Entries are keyed by content and
                          by this build of riptides-cli. The cache is trusted input: keep it per branch, and never
                          share one that a fork's pull request can write.
-  --timeout SECONDS      longest network wait, and the window over which a transfer must average at least
-                         1 KiB/s (default 30); a whole fetch ends after 10 minutes in any case
+  --timeout DURATION     longest network wait, and the window over which a transfer must average at least
+                         1 KiB/s (default 30s; seconds or a duration such as 45s, 2m; at most 1h); a whole
+                         fetch ends after 10 minutes in any case
   --max-repo-size SIZE   refuse a remote repository larger than SIZE (default 512MiB)
   --max-file-size BYTES  refuse larger policy files (default 1048576)
 
@@ -105,9 +107,7 @@ export const command: Command = {
       throw new UsageError('--local plans the files on disk: --repo must be a local working copy, not a URL');
     if (!values.local && !values.head) throw new UsageError('missing required flag --head (or --local)');
     const format = oneOf(values.format, ['text', 'markdown', 'json'] as const, 'format', 'text');
-    const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
-    if (timeout !== undefined && !(timeout > 0))
-      throw new UsageError(`--timeout must be a number of seconds greater than 0 (got "${values.timeout}")`);
+    const timeout = values.timeout === undefined ? undefined : timeoutFlag(values.timeout, 'timeout', 30);
     const maxFileBytes = parseByteSize(values['max-file-size'], 'max-file-size');
     const maxRepoBytes = parseByteSize(values['max-repo-size'], 'max-repo-size');
     const progress = new Progress(io);
