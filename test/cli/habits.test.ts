@@ -35,6 +35,17 @@ describe('riptides-cli habits', () => {
     );
   });
 
+  it('suggests --version or --help for a near miss before any command', async () => {
+    expect(await cli('--verison')).toEqual({
+      code: 2,
+      stdout: '',
+      stderr:
+        'riptides-cli: unknown flag --verison; did you mean "--version"?\nRun `riptides-cli --help` for the commands.\n',
+    });
+    expect((await cli('--hlep')).stderr).toContain('unknown flag --hlep; did you mean "--help"?');
+    expect((await cli('--repo', '.')).stderr).toContain('unknown flag --repo (flags go after the command)');
+  });
+
   it('suggests the flag meant, in every command, and exits 2', async () => {
     const r = await cli('validate', '--rep', '.');
     expect(r).toEqual({
