@@ -9,7 +9,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { BlobCache } from './blob-cache.ts';
-import { BlobTooLargeError, SourceError } from './errors.ts';
+import { BlobTooLargeError, isScpLikeRemote, SourceError, sshUnsupported } from './errors.ts';
 import { fetchRemote, type TransferProgress } from './fetch.ts';
 import * as history from './history.ts';
 import { ObjectSizes } from './object-size.ts';
@@ -62,13 +62,7 @@ export async function openSource(opts: SourceOptions): Promise<PolicySource> {
     const remote = await openRemote(opts);
     return new GitPolicySource(remote.gitdir, remote.description, remote, opts.onProgress);
   }
-  if (/^[^/\\]+@[^/\\]+:/.test(opts.repo)) {
-    throw new SourceError(
-      'not-a-repo',
-      'SSH remotes are not supported',
-      'use the https:// URL of the repository with a token in RIPTIDES_GIT_TOKEN, or a local clone',
-    );
-  }
+  if (isScpLikeRemote(opts.repo)) throw sshUnsupported(opts.repo.replace(/^[^@]*@/, ''));
   const dir = resolve(opts.repo);
   const { gitdir, worktreeGitdir } = await findGitDir(dir);
   return new GitPolicySource(gitdir, dir, undefined, undefined, worktreeGitdir);

@@ -16,7 +16,13 @@ import {
 import { CompileMemo } from '../../policy/compile.ts';
 import { PolicyPathError } from '../../policy/load-dir.ts';
 import { DEFAULT_MAX_FILE_BYTES } from '../../policy/parse-file.ts';
-import { credentialsFromEnv, openSource, SourceError, userCacheDir } from '../../source/index.ts';
+import {
+  credentialsFromEnv,
+  isScpLikeRemote,
+  openSource,
+  SourceError,
+  userCacheDir,
+} from '../../source/index.ts';
 import {
   type Command,
   type CommandIO,
@@ -111,7 +117,8 @@ export const command: Command = {
     const maxFileBytes = parseByteSize(values['max-file-size'], 'max-file-size');
     const maxRepoBytes = parseByteSize(values['max-repo-size'], 'max-repo-size');
     const progress = new Progress(io);
-    const localDir = remote ? undefined : resolve(io.cwd, repo);
+    // git@host:org/repo.git is a remote (refused by openSource with what to use instead), not a directory.
+    const localDir = remote || isScpLikeRemote(repo) ? undefined : resolve(io.cwd, repo);
     const cacheDir = values['cache-dir']
       ? resolve(io.cwd, values['cache-dir'])
       : userCacheDir('plan', localDir ?? repo, io.env);
