@@ -16,7 +16,13 @@ import {
 import { CompileMemo } from '../../policy/compile.ts';
 import { PolicyPathError } from '../../policy/load-dir.ts';
 import { DEFAULT_MAX_FILE_BYTES } from '../../policy/parse-file.ts';
-import { credentialsFromEnv, openSource, SourceError, userCacheDir } from '../../source/index.ts';
+import {
+  credentialsFromEnv,
+  isScpLikeRemote,
+  openSource,
+  SourceError,
+  userCacheDir,
+} from '../../source/index.ts';
 import {
   type Command,
   type CommandIO,
@@ -27,6 +33,7 @@ import {
   parseFlags,
   UsageError,
 } from '../command.ts';
+import { timeoutFlag } from '../identity-flags.ts';
 import { POLICY_DIR_FLAGS, parseByteSize } from '../policy-input.ts';
 import { Progress } from '../progress.ts';
 
@@ -50,7 +57,8 @@ Flags:
   --base REF             what it merges into (default: the merge base of HEAD with the default branch)
   --format FORMAT        text (default), markdown (for a pull-request comment) or json
   --out FILE             write the plan to FILE instead of standard output (atomically)
-  --trust-domain TD      the trust domain (default: riptides.config.yaml at the policy path of HEAD)
+  --trust-domain TD      the trust domain of both sides (default: each revision's riptides.config.yaml at the
+                         policy path, so a change of trust domain shows; a base without one takes head's)
   --ca-file FILE         CA bundle for a self-hosted HTTPS git server
   --cache-dir DIR        keeps fetched git objects and parsed files between runs: DIR/git is a bare clone of
                          the repository (every fetched revision of every file, so treat it like the repository),
@@ -59,8 +67,9 @@ Flags:
                          runs and a plan re-parses only the files that changed. Entries are keyed by content and
                          by this build of riptides-cli. The cache is trusted input: keep it per branch, and never
                          share one that a fork's pull request can write.
-  --timeout SECONDS      longest network wait, and the window over which a transfer must average at least
-                         1 KiB/s (default 30); a whole fetch ends after 10 minutes in any case
+  --timeout DURATION     longest network wait, and the window over which a transfer must average at least
+                         1 KiB/s (default 30s; seconds or a duration such as 45s, 2m; at most 1h); a whole
+                         fetch ends after 10 minutes in any case
   --max-repo-size SIZE   refuse a remote repository larger than SIZE (default 512MiB)
   --max-file-size BYTES  refuse larger policy files (default 1048576)
 
@@ -78,7 +87,7 @@ does not validate).
 
 // A URL, or scp-like SSH syntax (git@host:org/repo.git), which openSource refuses with a hint rather than
 // looking for a directory of that name.
-const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\\]+@[^/\\]+:/.test(repo);
+const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || isScpLikeRemote(repo);
 
 export const command: Command = {
   name: 'plan',
@@ -106,12 +115,11 @@ export const command: Command = {
       throw new UsageError('--local plans the files on disk: --repo must be a local working copy, not a URL');
     if (!values.local && !values.head) throw new UsageError('missing required flag --head (or --local)');
     const format = oneOf(values.format, ['text', 'markdown', 'json'] as const, 'format', 'text');
-    const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
-    if (timeout !== undefined && !(timeout > 0))
-      throw new UsageError(`--timeout must be a number of seconds greater than 0 (got "${values.timeout}")`);
+    const timeout = values.timeout === undefined ? undefined : timeoutFlag(values.timeout, 'timeout', 30);
     const maxFileBytes = parseByteSize(values['max-file-size'], 'max-file-size');
     const maxRepoBytes = parseByteSize(values['max-repo-size'], 'max-repo-size');
     const progress = new Progress(io);
+    // git@host:org/repo.git is a remote (refused by openSource with what to use instead), not a directory.
     const localDir = remote ? undefined : resolve(io.cwd, repo);
     const cacheDir = values['cache-dir']
       ? resolve(io.cwd, values['cache-dir'])
@@ -199,7 +207,9 @@ export const command: Command = {
       const baseRendered = await renderRevision(source, base, {
         ...common,
         trustRecordedValidation: true,
-        ...(headRendered.trustDomain ? { trustDomain: headRendered.trustDomain } : {}),
+        missingPathIsEmpty: true,
+        ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
+        ...(headRendered.trustDomain ? { fallbackTrustDomain: headRendered.trustDomain } : {}),
       });
       const plan = buildPlan({
         base: { ref: baseRef, commit: base },
@@ -207,7 +217,12 @@ export const command: Command = {
         path,
         baseResult: baseRendered.result,
         headResult: headRendered.result,
+        trustDomains: { base: baseRendered.trustDomain, head: headRendered.trustDomain },
       });
+      if (!baseRendered.pathExists)
+        plan.notes.unshift(
+          `${subdir} does not exist at base ${baseRef} (${base.slice(0, 8)}): everything under it is new`,
+        );
       if (values.local)
         plan.notes.unshift(
           uncommitted.length
