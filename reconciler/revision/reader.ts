@@ -33,6 +33,8 @@ export interface RevisionReaderOptions {
 export interface RenderCall {
   /** Overrides the reader's trust domain for this render (plan renders the base with the head's). */
   trustDomain?: string;
+  /** The trust domain when neither the reader's nor `riptides.config.yaml` names one. */
+  fallbackTrustDomain?: string;
   /** Diagnostics found while reading the files (a working tree's refused files). */
   extra?: readonly PendingDiagnostic[];
   /** Skip cross-resource checks when this exact revision is recorded as clean (a plan's base only). */
@@ -83,6 +85,7 @@ export class RevisionReader {
       build: this.build,
       ...(this.onDisk ? { validated: this.onDisk.validated } : {}),
       ...(trustDomain ? { trustDomain } : {}),
+      ...(call.fallbackTrustDomain ? { fallbackTrustDomain: call.fallbackTrustDomain } : {}),
       ...(this.opts.allowSecrets ? { allowSecrets: true } : {}),
       ...(this.opts.maxFileBytes ? { maxFileBytes: this.opts.maxFileBytes } : {}),
       ...(call.extra?.length ? { extra: call.extra } : {}),
