@@ -62,6 +62,7 @@ import { StateStore } from '../store/state-store.ts';
 import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { ReconcilerMetrics } from '../telemetry/metrics.ts';
 import { editorFor, type PolicyEditor } from '../working-copy/editor.ts';
+import { StoreLeaseLedger } from './lease-ledger.ts';
 import { inSync, syncDaemons, syncIdentities } from './live-status.ts';
 import {
   type AppliedRevision,
@@ -286,6 +287,7 @@ export class Reconciler extends EventEmitter {
         ...(opts.maxFileBytes ? { maxFileBytes: opts.maxFileBytes } : {}),
       });
       const authority = await openOrInitCa(opts, repository, reader, logger);
+      const leases = await StoreLeaseLedger.open(store, logger);
       const credentials =
         opts.credentials === null
           ? null
@@ -297,6 +299,7 @@ export class Reconciler extends EventEmitter {
                 opts.credentials?.fingerprintKey ??
                 resolveFingerprintKey({ env: opts.env ?? process.env, stateDir: opts.stateDir }),
               logger: fieldsLogger(logger.child({ part: 'credentials' })),
+              leases,
             });
       if (credentials) undo.push(() => credentials.close());
       const agentServer = await AgentServer.start({

@@ -136,7 +136,7 @@ describe('the Reconciler runtime', () => {
     // The same bad commit polled again is not rendered again, and still stalls.
     const again = await pass();
     expect(again.result).toBe('stalled');
-    expect(again.steps.render).toBeUndefined();
+    expect(again.timings.render).toBeUndefined();
   });
 
   it('the next good commit is applied and clears the diagnostics', async () => {
@@ -144,6 +144,11 @@ describe('the Reconciler runtime', () => {
     const report = await pass();
     expect(report).toMatchObject({ result: 'applied', appliedRevision: head });
     expect(reconciler.status().source!.diagnostics).toEqual([]);
+    // Nothing new on the branch: nothing is rendered or pushed.
+    const idle = await pass();
+    expect(idle).toMatchObject({ result: 'unchanged', appliedRevision: head });
+    expect(idle.timings.render).toBeUndefined();
+    expect(idle.steps.push).toBeUndefined();
   });
 
   it('heal sends whole programs again, even to agents that hold the desired version', async () => {
