@@ -28,7 +28,15 @@ export interface CliProcess {
 /** Every process a test started, so that the whole test run can check nothing leaked a value. */
 export const allOutput: string[] = [];
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
+/**
+ * Starts riptides-cli. It is killed when the current test finishes, or, with `keep` (processes a file's
+ * beforeAll starts for several tests), when the caller stops it.
+ */
+export function startCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  opts: { keep?: boolean } = {},
+): CliProcess {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
@@ -86,9 +94,10 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProces
       return code;
     },
   };
-  onTestFinished(async () => {
-    await proc.stop('SIGKILL');
-  });
+  if (!opts.keep)
+    onTestFinished(async () => {
+      await proc.stop('SIGKILL');
+    });
   return proc;
 }
 

@@ -34,7 +34,7 @@ export interface RevisionOptions {
   trustDomain?: string;
   /**
    * The trust domain when neither `trustDomain` nor the revision's own riptides.config.yaml gives one (a plan's
-   * base without the file takes the head's). Never overrides the revision's file: a change of trust domain is
+   * base without the file takes the head's; a reconciler's CA). Never overrides the revision's file: a change of trust domain is
    * a change, and each side must compile in its own.
    */
   fallbackTrustDomain?: string;
@@ -81,7 +81,8 @@ export async function renderRevision(
   const subdir = opts.path.replace(/^\.?\/*/, '').replace(/\/+$/, '');
   let pathExists = true;
   const entries = await source.listFiles(commit, subdir || undefined).catch((err: unknown) => {
-    if (!(opts.missingPathIsEmpty && subdir && err instanceof SourceError && err.code === 'bad-path')) throw err;
+    if (!(opts.missingPathIsEmpty && subdir && err instanceof SourceError && err.code === 'bad-path'))
+      throw err;
     pathExists = false;
     return [] as TreeEntry[];
   });
