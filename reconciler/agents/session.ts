@@ -402,6 +402,34 @@ export class AgentSession {
     this.send({ program: { ...update, nonce } });
   }
 
+  /**
+   * A drift heal: forgets a NACKed version and sends the whole desired program again (a full update, so
+   * whatever the agent holds is replaced); false when the stream cannot take it yet.
+   */
+  resync(): boolean {
+    if (this.closed || !this.helloSeen) return false;
+    this.nackedVersion = null;
+    if (!this.inFlight) {
+      this.setHeld(NOTHING_HELD, null, false);
+      this.sync();
+    }
+    return true;
+  }
+
+  /** A drift heal: sends again the values of these references (the agent lacks them or holds stale ones). */
+  resendCredentials(refHashes: Iterable<string>): void {
+    const refs = new Set(refHashes);
+    for (const h of refs) this.credHeld.delete(h);
+    this.sendCredentials(refs);
+  }
+
+  /** A drift heal: asks the agent to put its control interface back as it wrote it (ControlRepair). */
+  repair(requestId: string): boolean {
+    if (this.closed || !this.helloSeen) return false;
+    this.send({ repair: { requestId } });
+    return true;
+  }
+
   sendBundle(): void {
     const v = this.ctx.bundleVersion();
     if (this.bundleSent === v) return;
