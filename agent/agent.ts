@@ -17,12 +17,12 @@
 
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { svidDirOf } from '../kernel-module/control/index.ts';
 import type { PodSource } from './attest/index.ts';
 import { rotationTime } from './backoff.ts';
 import type { ChannelIdentity } from './connection.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import { joinReconciler } from './join.ts';
-import { svidDirOf } from '../kernel-module/control/index.ts';
 import { NodeSide, type SvidFact, storeValue } from './node.ts';
 import type {
   ControlRepair,

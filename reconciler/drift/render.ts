@@ -35,8 +35,7 @@ function healLines(report: DriftReport): string[] {
     ? `${items} item(s) on ${h.after.nodesDrifted} node(s) remain (below).`
     : 'no drift remains.';
   const lines = [`**Healed**: sent ${sent}; ${after}`, ''];
-  for (const a of h.actions)
-    if (a.note) lines.push(`- ${markdownText(a.node)}: ${markdownText(a.note)}`);
+  for (const a of h.actions) if (a.note) lines.push(`- ${markdownText(a.node)}: ${markdownText(a.note)}`);
   if (h.actions.some((a) => a.note)) lines.push('');
   return lines;
 }

@@ -155,7 +155,8 @@ export class DriftRunner {
           ...(hook.secret ? { secret: hook.secret } : {}),
           ...(hook.ca ? { ca: hook.ca } : {}),
         });
-        if (!webhook.ok) this.log.warn('drift report not delivered to the webhook', { reason: webhook.reason });
+        if (!webhook.ok)
+          this.log.warn('drift report not delivered to the webhook', { reason: webhook.reason });
       }
       this.log.info('drift report', {
         id,
@@ -222,7 +223,8 @@ export class DriftRunner {
       if (want.repair && r.repairedId !== repairId) return false;
       if (want.program) {
         const desired = this.opts.source.desiredProgramOf(a.daemonId);
-        const nacked = a.nack && desired && a.nack.version === desired.version && Date.parse(a.nack.at) >= sinceMs;
+        const nacked =
+          a.nack && desired && a.nack.version === desired.version && Date.parse(a.nack.at) >= sinceMs;
         if (desired && r.programVersion !== desired.version && !nacked) return false;
       }
       return true;

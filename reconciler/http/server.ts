@@ -29,6 +29,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
+import type { DriftReport } from '../drift/report.ts';
 import { classify } from '../errors/classify.ts';
 import { resolveKind } from '../status/format.ts';
 import {
@@ -40,7 +41,6 @@ import {
 } from '../status/model.ts';
 import type { ReconcilerMetrics } from '../telemetry/metrics.ts';
 import type { PolicyEditor } from '../working-copy/editor.ts';
-import type { DriftReport } from '../drift/report.ts';
 import { ensureApiCredential, removeEndpoint, writeEndpoint } from './api-credentials.ts';
 import { allowed, authenticate, type Principal } from './auth.ts';
 
@@ -299,10 +299,17 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
             hint: 'run drift against riptides-cli up or riptides-cli reconciler',
           });
         const body = parseJson(await readBody(req, maxBody));
-        if (body.heal !== undefined && typeof body.heal !== 'boolean') throw badRequest('heal must be a boolean');
+        if (body.heal !== undefined && typeof body.heal !== 'boolean')
+          throw badRequest('heal must be a boolean');
         const run = await opts.drift({ heal: body.heal === true });
         opts.logger?.info(
-          { principal: principal.id, route, heal: body.heal === true, id: run.id, drifted: run.report.drifted },
+          {
+            principal: principal.id,
+            route,
+            heal: body.heal === true,
+            id: run.id,
+            drifted: run.report.drifted,
+          },
           'drift report',
         );
         return done(200, { id: run.id, files: run.files, report: run.report });

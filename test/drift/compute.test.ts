@@ -44,7 +44,12 @@ function ref(hash: string, name: string): CredentialRef {
     hash,
     via: 'CredentialBinding',
     resource: `CredentialBinding/riptides-system/${name}`,
-    source: { resource: 'CredentialSource/riptides-system/s', type: 'kubernetes', supported: true, specHash: 'x' },
+    source: {
+      resource: 'CredentialSource/riptides-system/s',
+      type: 'kubernetes',
+      supported: true,
+      specHash: 'x',
+    },
     injection: null,
     sysfs: null,
   };
@@ -57,13 +62,23 @@ function program(identities: Identity[], refs: CredentialRef[] = []): Program {
 const API = identity('app/api', 'aaaa', ['r1']);
 const DB = identity('app/db', 'bbbb');
 const DESIRED = program([API, DB], [ref('r1', 'api-token')]);
-const CURRENT: DesiredCredential = { version: 3, fingerprint: 'hmac-sha256:1111222233334444', expiresAt: null };
+const CURRENT: DesiredCredential = {
+  version: 3,
+  fingerprint: 'hmac-sha256:1111222233334444',
+  expiresAt: null,
+};
 
 function report(over: Partial<StateReport> = {}): StateReport {
   return {
     programVersion: DESIRED.version,
     identities: [
-      { spiffeId: API.spiffeId, svidSerial: '0a', svidNotAfterUnix: unix(1800), processCount: 1, hash: 'aaaa' },
+      {
+        spiffeId: API.spiffeId,
+        svidSerial: '0a',
+        svidNotAfterUnix: unix(1800),
+        processCount: 1,
+        hash: 'aaaa',
+      },
       { spiffeId: DB.spiffeId, svidSerial: '', svidNotAfterUnix: 0, processCount: 0, hash: 'bbbb' },
     ],
     credentials: [{ refHash: 'r1', version: 3, fingerprint: CURRENT.fingerprint, expiresAtUnix: 0 }],
@@ -97,12 +112,19 @@ const brief = (xs: DriftItem[]) => xs.map((i) => `${i.kind} ${i.what} ${i.subjec
 describe('drift of one node', () => {
   it('finds nothing when the node runs what git says', () => {
     const n = nodeDrift(agent(), DESIRED, () => CURRENT, opts);
-    expect(n).toMatchObject({ reachable: true, liveVersion: DESIRED.version, desiredVersion: DESIRED.version });
+    expect(n).toMatchObject({
+      reachable: true,
+      liveVersion: DESIRED.version,
+      desiredVersion: DESIRED.version,
+    });
     expect(n.items).toEqual([]);
   });
 
   it('names the missing, extra and changed identities of another program, and the NACK keeping it', () => {
-    const live = program([identity('app/api', 'old'), identity('app/legacy', 'cccc')], [ref('r1', 'api-token')]);
+    const live = program(
+      [identity('app/api', 'old'), identity('app/legacy', 'cccc')],
+      [ref('r1', 'api-token')],
+    );
     const a = agent({
       nack: {
         version: DESIRED.version,
@@ -113,7 +135,13 @@ describe('drift of one node', () => {
       report: report({
         programVersion: live.version,
         identities: [
-          { spiffeId: API.spiffeId, svidSerial: '0a', svidNotAfterUnix: unix(1800), processCount: 1, hash: 'old' },
+          {
+            spiffeId: API.spiffeId,
+            svidSerial: '0a',
+            svidNotAfterUnix: unix(1800),
+            processCount: 1,
+            hash: 'old',
+          },
           {
             spiffeId: `spiffe://${TD}/app/legacy`,
             svidSerial: '',
@@ -146,10 +174,24 @@ describe('drift of one node', () => {
     const a = agent({
       report: report({
         identities: [
-          { spiffeId: API.spiffeId, svidSerial: '0a', svidNotAfterUnix: unix(120), processCount: 1, hash: 'aaaa' },
-          { spiffeId: DB.spiffeId, svidSerial: '0b', svidNotAfterUnix: unix(-30), processCount: 1, hash: 'bbbb' },
+          {
+            spiffeId: API.spiffeId,
+            svidSerial: '0a',
+            svidNotAfterUnix: unix(120),
+            processCount: 1,
+            hash: 'aaaa',
+          },
+          {
+            spiffeId: DB.spiffeId,
+            svidSerial: '0b',
+            svidNotAfterUnix: unix(-30),
+            processCount: 1,
+            hash: 'bbbb',
+          },
         ],
-        credentials: [{ refHash: 'r1', version: 3, fingerprint: CURRENT.fingerprint, expiresAtUnix: unix(60) }],
+        credentials: [
+          { refHash: 'r1', version: 3, fingerprint: CURRENT.fingerprint, expiresAtUnix: unix(60) },
+        ],
       }),
     });
     const found = items(a);
@@ -162,7 +204,9 @@ describe('drift of one node', () => {
     expect(found[0]!.detail).toBe('SVID expires in 2m and was not renewed');
     expect(found[1]!.detail).toBe('SVID expired 30s ago and was not renewed');
     // Outside the threshold: nothing; the threshold is the caller's.
-    expect(nodeDrift(a, DESIRED, () => CURRENT, { ...opts, staleThresholdSeconds: 10 }).items).toHaveLength(1);
+    expect(nodeDrift(a, DESIRED, () => CURRENT, { ...opts, staleThresholdSeconds: 10 }).items).toHaveLength(
+      1,
+    );
   });
 
   it('reports attested processes without an SVID as a missing SVID', () => {
@@ -187,7 +231,12 @@ describe('drift of one node', () => {
   it('compares credentials by keyed fingerprint: missing, older version, extra reference', () => {
     const missing = items(agent({ report: report({ credentials: [] }) }));
     expect(missing).toEqual([
-      expect.objectContaining({ kind: 'missing', what: 'credential', ref: 'r1', desired: CURRENT.fingerprint }),
+      expect.objectContaining({
+        kind: 'missing',
+        what: 'credential',
+        ref: 'r1',
+        desired: CURRENT.fingerprint,
+      }),
     ]);
     const older = items(
       agent({

@@ -7,13 +7,7 @@ import { type DriftReport, driftExitCode } from '../../drift/report.ts';
 import { escapeText } from '../../encoding/escape.ts';
 import { ApiClient, ApiClientError, locateApi } from '../../http/client.ts';
 import { defaultStateDir } from '../../store/state-dir.ts';
-import {
-  type Command,
-  EXIT_USAGE,
-  oneOf,
-  parseFlags,
-  UsageError,
-} from '../command.ts';
+import { type Command, EXIT_USAGE, oneOf, parseFlags, UsageError } from '../command.ts';
 
 const help = `Usage: riptides-cli drift [--state-dir DIR | --server URL --credential-file FILE] [--heal]
                            [--format markdown|json] [--out FILE] [--webhook URL [--webhook-secret-file FILE]]
