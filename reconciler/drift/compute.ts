@@ -193,8 +193,7 @@ export function nodeDrift(
         });
   }
   if (
-    report.control &&
-    report.control.enforcedVersion &&
+    report.control?.enforcedVersion &&
     report.programVersion &&
     report.control.enforcedVersion !== report.programVersion
   )
