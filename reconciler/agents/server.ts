@@ -256,10 +256,10 @@ export class AgentServer extends EventEmitter {
   }
 
   /**
-   * A drift heal for one connected daemon: `program` sends the whole desired program again (a NACK is
-   * forgotten), `credentials` sends those references' values again, `repair` asks the agent to rewrite its
-   * control interface (ControlRepair with this request ID). Returns what was sent, or null when the daemon
-   * has no open stream (an unreachable node cannot be healed from here).
+   * A drift heal for one connected daemon: `program` or `credentials` sends the whole desired program and
+   * every credential value again (a NACK is forgotten), `repair` asks the agent to rewrite its control
+   * interface (ControlRepair with this request ID). Returns what was sent, or null when the daemon has no
+   * open stream (an unreachable node cannot be healed from here).
    */
   heal(
     daemonId: string,
@@ -268,11 +268,8 @@ export class AgentServer extends EventEmitter {
     const s = this.sessions.get(daemonId);
     if (!s || s.isClosed) return null;
     const sent: string[] = [];
-    if (what.program && s.resync()) sent.push('program');
-    if (what.credentials?.length) {
-      s.resendCredentials(what.credentials);
-      sent.push('credentials');
-    }
+    if ((what.program || what.credentials?.length) && s.resync())
+      sent.push(...(what.program ? ['program'] : []), ...(what.credentials?.length ? ['credentials'] : []));
     if (what.repair && s.repair(what.repair)) sent.push('repair');
     this.logger.info('drift heal', { daemonId, sent });
     return sent;

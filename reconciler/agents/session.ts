@@ -403,24 +403,18 @@ export class AgentSession {
   }
 
   /**
-   * A drift heal: forgets a NACKed version and sends the whole desired program again (a full update, so
-   * whatever the agent holds is replaced); false when the stream cannot take it yet.
+   * Sends the whole desired program again, then every credential value, even when the agent holds that
+   * version: the node rewrites what it enforces (drift healing). False when the stream cannot take it yet.
    */
   resync(): boolean {
     if (this.closed || !this.helloSeen) return false;
     this.nackedVersion = null;
+    this.credHeld.clear();
     if (!this.inFlight) {
       this.setHeld(NOTHING_HELD, null, false);
       this.sync();
     }
     return true;
-  }
-
-  /** A drift heal: sends again the values of these references (the agent lacks them or holds stale ones). */
-  resendCredentials(refHashes: Iterable<string>): void {
-    const refs = new Set(refHashes);
-    for (const h of refs) this.credHeld.delete(h);
-    this.sendCredentials(refs);
   }
 
   /** A drift heal: asks the agent to put its control interface back as it wrote it (ControlRepair). */
