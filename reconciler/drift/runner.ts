@@ -118,6 +118,11 @@ export class DriftRunner {
     return this.opts.now?.() ?? new Date();
   }
 
+  /** Resolves when no report is in progress. */
+  async idle(): Promise<void> {
+    await this.running;
+  }
+
   /** The drift now, without writing or sending anything. */
   compute(): DriftReport {
     return buildDriftReport(computeDrift(this.opts.source, { ...this.thresholds, now: this.now() }), {
