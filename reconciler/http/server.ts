@@ -16,6 +16,7 @@
  * | `POST /api/v1/apply` | admin | `{manifests, filename?}` → validated and committed into the policy working copy |
  * | `POST /api/v1/delete` | admin | `{manifests?, targets?, ignoreNotFound?}` → likewise |
  * | `POST /api/v1/drift` | admin | `{heal?}` → one drift report now (drift/runner.ts): `{id, files, report}`; 409 when drift is not served |
+ * | `GET <issuer path>/.well-known/openid-configuration`, `<issuer path>/keys` | anyone | OIDC discovery and JWKS (public documents relying parties such as AWS STS and Vault fetch), when `oidc` is given |
  *
  * Budget: headers within 10 s, a whole request within 30 s (Node's `headersTimeout` / `requestTimeout`), request
  * bodies capped at 1 MiB (the policy file cap), at most 256 connections.
@@ -69,6 +70,11 @@ export interface ApiServerOptions {
   editor?: PolicyEditor;
   /** Makes one drift report (drift/runner.ts DriftRunner.run); absent: `POST /api/v1/drift` answers 409. */
   drift?: (opts: { heal: boolean }) => Promise<{ id: string; files: string[]; report: DriftReport }>;
+  /**
+   * The OIDC discovery handler (identity/oidc-discovery.ts): answers its two public paths under the issuer's
+   * path and resolves false for anything else.
+   */
+  oidc?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
   logger?: Logger;
   maxBodyBytes?: number;
 }
@@ -188,7 +194,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
   let shuttingDown = false;
 
-  const handler = (req: IncomingMessage, res: ServerResponse) => {
+  const apiHandler = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://api.invalid');
     const path = url.pathname;
     let route = 'other';
@@ -322,6 +328,28 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       });
     })().catch(fail);
   };
+
+  const oidc = opts.oidc;
+  // The OIDC documents are public (relying parties fetch them anonymously); every other path is the API's.
+  const handler = oidc
+    ? (req: IncomingMessage, res: ServerResponse) => {
+        const path = (req.url ?? '/').split('?')[0]!;
+        const get = req.method === 'GET' || req.method === 'HEAD';
+        if (!get || path.startsWith('/api/') || path.startsWith('/hooks/') || path === '/metrics')
+          return apiHandler(req, res);
+        oidc(req, res).then(
+          (served) => {
+            if (!served) return apiHandler(req, res);
+            opts.metrics.apiRequests.inc({ route: 'oidc', code: String(res.statusCode) });
+          },
+          (err: unknown) => {
+            opts.logger?.error({ err }, 'OIDC discovery request failed');
+            if (!res.headersSent) send(res, 503, 'keys unavailable, retry\n', { 'retry-after': '1' });
+            else res.destroy();
+          },
+        );
+      }
+    : apiHandler;
 
   const server: Server = opts.tls
     ? createHttpsServer(

@@ -1,21 +1,18 @@
-import { join, resolve } from 'node:path';
-import { buildId } from '../../build-id.ts';
+import { resolve } from 'node:path';
 import { writeFileAtomic } from '../../common/atomic-file.ts';
 import { escapeText } from '../../encoding/escape.ts';
-import { ParseCache, ValidatedRevisions } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../plan/report.ts';
-import { RevisionConfigError, renderRevision } from '../../plan/revision.ts';
+import { PolicyPathError } from '../../policy/load-dir.ts';
+import { planCacheDirs, RevisionReader } from '../../revision/reader.ts';
+import { RevisionConfigError } from '../../revision/render.ts';
 import {
   checkedOut,
   isWorkingCopy,
   readWorktree,
   uncommittedChanges,
   type Worktree,
-} from '../../plan/worktree.ts';
-import { CompileMemo } from '../../policy/compile.ts';
-import { PolicyPathError } from '../../policy/load-dir.ts';
-import { DEFAULT_MAX_FILE_BYTES } from '../../policy/parse-file.ts';
+} from '../../revision/worktree.ts';
 import { credentialsFromEnv, openSource, SourceError, userCacheDir } from '../../source/index.ts';
 import {
   type Command,
@@ -115,14 +112,14 @@ export const command: Command = {
       ? resolve(io.cwd, values['cache-dir'])
       : userCacheDir('plan', localDir ?? repo, io.env);
     const path = values.path ?? '';
-    const build = buildId();
+    const dirs = planCacheDirs(cacheDir);
     try {
       const auth = remote ? credentialsFromEnv(repo, io.env) : undefined;
       const source = await openSource({
         repo: localDir ?? repo,
         ...(auth ? { auth } : {}),
         ...(values['ca-file'] ? { caFile: resolve(io.cwd, values['ca-file']) } : {}),
-        cacheDir: join(cacheDir, 'git'),
+        cacheDir: dirs.git,
         ...(timeout ? { timeoutMs: timeout * 1000 } : {}),
         ...(maxRepoBytes ? { maxRepoBytes } : {}),
         onProgress: (msg, transfer) =>
@@ -166,36 +163,23 @@ export const command: Command = {
           `warning: the working tree has uncommitted changes under ${escapeText(subdir || '.')} that this plan of ${escapeText(headRef)} (${head.slice(0, 8)}) does not include: ${escapeText(listed(uncommitted))}; pass --local to plan the working tree\n`,
         );
       }
-      const parseCache = ParseCache.open(
-        join(cacheDir, 'parsed'),
-        String(maxFileBytes ?? DEFAULT_MAX_FILE_BYTES),
-        build,
-      );
-      const cache = parseCache.asMap();
-      const memo = new CompileMemo();
-      const validated = ValidatedRevisions.open(join(cacheDir, 'parsed'), build);
-      const common = {
+      // One reader for both revisions: the base re-parses and recompiles only what differs from the head.
+      const reader = RevisionReader.onDisk(dirs.parsed, {
         path,
-        cache,
-        memo,
-        validated,
-        build,
         ...(values['allow-plaintext-secrets'] ? { allowSecrets: true } : {}),
         ...(maxFileBytes ? { maxFileBytes } : {}),
-      };
+      });
       const headLabel = values.local ? 'working tree' : headRef;
       progress.step(
         `rendering head ${headLabel} (${head.slice(0, 8)}${values.local ? ' + uncommitted' : ''})`,
       );
       const local = values.local ? worktree : undefined;
-      const headRendered = await renderRevision(local ?? source, head, {
-        ...common,
+      const headRendered = await reader.render(local ?? source, head, {
         ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
         ...(local ? { extra: local.diagnostics } : {}),
       });
       progress.step(`rendering base ${baseRef} (${base.slice(0, 8)})`);
-      const baseRendered = await renderRevision(source, base, {
-        ...common,
+      const baseRendered = await reader.render(source, base, {
         trustRecordedValidation: true,
         ...(headRendered.trustDomain ? { trustDomain: headRendered.trustDomain } : {}),
       });
@@ -212,8 +196,7 @@ export const command: Command = {
             ? `head is the working tree: ${head.slice(0, 8)} plus uncommitted changes to ${listed(uncommitted)}`
             : `head is the working tree, the same as ${head.slice(0, 8)} under ${subdir || '.'}`,
         );
-      await parseCache.save();
-      await validated.save();
+      await reader.save();
       const output =
         format === 'json' ? planJson(plan) : format === 'markdown' ? planMarkdown(plan) : planText(plan);
       if (values.out) await writeFileAtomic(resolve(io.cwd, values.out), output, { dirMode: 0o777 });

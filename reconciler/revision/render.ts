@@ -28,7 +28,10 @@ const SYMLINK = '120000';
 
 export interface RevisionOptions {
   path: string;
+  /** Overrides the trust domain of `riptides.config.yaml`. */
   trustDomain?: string;
+  /** The trust domain when neither `trustDomain` nor `riptides.config.yaml` names one (a reconciler's CA). */
+  fallbackTrustDomain?: string;
   allowSecrets?: boolean;
   maxFileBytes?: number;
   cache: Map<string, FileResult>;
@@ -98,6 +101,7 @@ export async function renderRevision(
     trustDomain ??= read.config.trustDomain;
     federatesWith = read.config.federatesWith ?? [];
   }
+  trustDomain ??= opts.fallbackTrustDomain;
   if (!trustDomain) {
     throw new RevisionConfigError(
       `no trust domain at ${commit.slice(0, 8)}: pass --trust-domain or commit "trustDomain: <name>" in ${configPath}`,
