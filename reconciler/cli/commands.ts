@@ -17,4 +17,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   token: async () => (await import('./commands/token.ts')).command,
   reconciler: async () => (await import('./commands/reconciler.ts')).command,
   agent: async () => (await import('./commands/agent.ts')).command,
+  up: async () => (await import('./commands/up.ts')).command,
 };
