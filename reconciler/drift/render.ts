@@ -101,6 +101,6 @@ export function renderMarkdown(report: DriftReport, maxChars = MAX_MARKDOWN_CHAR
     out += section;
   }
   const clean = report.nodes.length - drifted.length;
-  if (clean > 0) out += `\n${clean} node(s) without drift.\n`;
+  if (clean > 0) out += `${sections.length ? '\n' : ''}${clean} node(s) without drift.\n`;
   return out;
 }
