@@ -11,6 +11,13 @@ import type { DesiredPrograms } from './programs.ts';
 
 export const pairKey = (source: string, workload: string) => `${source}\u0000${workload}`;
 
+/** A credential's version, keyed fingerprint and expiry: never its value. */
+export interface CredentialFacts {
+  version: number;
+  fingerprint: string;
+  expiresAt: Date | null;
+}
+
 /** The value of one reference, as sent (`null`: known to be gone; undefined: not obtained yet). */
 export type RefValue = CredentialValue | null | undefined;
 
@@ -90,6 +97,20 @@ export class CredentialFanout {
       for (const h of p.refs)
         if (!this.pairOfRef.has(h)) this.pairOfRef.set(h, { source: p.spec.name, workload: p.workload });
     }
+  }
+
+  /**
+   * What is known of the value behind a reference, without the value (for drift reports): its version, keyed
+   * fingerprint and expiry; null when it is known to be gone, undefined when not obtained yet or not ours.
+   */
+  facts(refHash: string): CredentialFacts | null | undefined {
+    const pair = this.pairOfRef.get(refHash);
+    if (!pair || !this.manager) return undefined;
+    const cred = this.manager.get(pair.source, pair.workload);
+    if (cred)
+      return { version: cred.version, fingerprint: cred.fingerprint, expiresAt: cred.expiresAt ?? null };
+    const v = this.value(refHash);
+    return v === null ? null : undefined;
   }
 
   /** The current value behind a reference, in wire form. */

@@ -26,7 +26,12 @@ import { type Authority, DEFAULT_X509_SVID_TTL_SECONDS } from '../identity/autho
 import { parseCertificate } from '../identity/x509.ts';
 import { verifyX509Svid } from '../identity/x509-svid.ts';
 import type { NodeProgram } from '../policy/compile.ts';
-import { CredentialFanout, type CredentialPair, credentialPairsOf } from './credentials.ts';
+import {
+  type CredentialFacts,
+  CredentialFanout,
+  type CredentialPair,
+  credentialPairsOf,
+} from './credentials.ts';
 import { handleJoin, type JoinCall } from './join.ts';
 import { DesiredPrograms, scopesOfDaemon } from './programs.ts';
 import { KeyedTokenBuckets } from './rate-limit.ts';
@@ -235,6 +240,11 @@ export class AgentServer extends EventEmitter {
     return this.boundPort;
   }
 
+  /** The revision of the last `publish` (null before any, or when it named none). */
+  get publishedRevision(): string | null {
+    return this.revision;
+  }
+
   get trustDomain(): string {
     return this.opts.authority.trustDomain;
   }
@@ -345,6 +355,31 @@ export class AgentServer extends EventEmitter {
     const d = this.registry.get(daemonId);
     if (!d || !this.desired) return null;
     return this.desired.programFor(scopesOfDaemon(d.daemonId, d.daemonGroup));
+  }
+
+  /** Version, keyed fingerprint and expiry of a credential reference's current value (never the value). */
+  credentialFacts(refHash: string): CredentialFacts | null | undefined {
+    return this.fanout.facts(refHash);
+  }
+
+  /**
+   * A drift heal for one connected daemon: `program` or `credentials` sends the whole desired program and
+   * every credential value again (a NACK is forgotten), `repair` asks the agent to rewrite its control
+   * interface (ControlRepair with this request ID). Returns what was sent, or null when the daemon has no
+   * open stream (an unreachable node cannot be healed from here).
+   */
+  heal(
+    daemonId: string,
+    what: { program?: boolean; credentials?: readonly string[]; repair?: string },
+  ): string[] | null {
+    const s = this.sessions.get(daemonId);
+    if (!s || s.isClosed) return null;
+    const sent: string[] = [];
+    if ((what.program || what.credentials?.length) && s.resync())
+      sent.push(...(what.program ? ['program'] : []), ...(what.credentials?.length ? ['credentials'] : []));
+    if (what.repair && s.repair(what.repair)) sent.push('repair');
+    this.logger.info('drift heal', { daemonId, sent });
+    return sent;
   }
 
   /** Stops listening and ends every stream (agents keep enforcing what they hold). */

@@ -428,6 +428,13 @@ export class AgentSession {
     return true;
   }
 
+  /** A drift heal: asks the agent to put its control interface back as it wrote it (ControlRepair). */
+  repair(requestId: string): boolean {
+    if (this.closed || !this.helloSeen) return false;
+    this.send({ repair: { requestId } });
+    return true;
+  }
+
   sendBundle(): void {
     const v = this.ctx.bundleVersion();
     if (this.bundleSent === v) return;

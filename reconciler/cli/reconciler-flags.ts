@@ -15,6 +15,7 @@ import {
   CREDENTIAL_PROVIDER_HELP,
   credentialProviderOptions,
 } from './credential-flags.ts';
+import { DRIFT_FLAGS, DRIFT_HELP, driftSettingsFromFlags } from './drift-flags.ts';
 import { durationFlag } from './identity-flags.ts';
 import { POLICY_DIR_FLAGS, parseByteSize } from './policy-input.ts';
 import { parseHostPort } from './state-dir.ts';
@@ -22,6 +23,7 @@ import { parseHostPort } from './state-dir.ts';
 export const RECONCILER_FLAGS = {
   ...POLICY_DIR_FLAGS,
   ...CREDENTIAL_PROVIDER_FLAGS,
+  ...DRIFT_FLAGS,
   branch: { type: 'string' },
   'state-dir': { type: 'string' },
   'agent-svid-ttl': { type: 'string' },
@@ -61,6 +63,8 @@ export const RECONCILER_HELP = `  --repo DIR|URL              the policy reposit
   --max-repo-size SIZE        refuse a remote repository larger than SIZE (default 512MiB)
   --log-level LEVEL           ${LOG_LEVELS.filter((l) => l !== 'silent').join(', ')} (default info)
 ${CREDENTIAL_PROVIDER_HELP}
+
+${DRIFT_HELP}
 
 Git credentials for an https repository come from the environment, as for plan: RIPTIDES_GIT_TOKEN, or
 RIPTIDES_GIT_USERNAME and RIPTIDES_GIT_PASSWORD, or RIPTIDES_GIT_CREDENTIALS_FILE.`;
@@ -179,6 +183,7 @@ export function reconcilerOptionsFromFlags(
       ...(values['oidc-issuer'] ? { oidcIssuer: values['oidc-issuer'] } : {}),
       applyTimeoutMs: durationOrOff(values['apply-timeout'], 'apply-timeout', 10_000) || 10_000,
       credentials,
+      drift: driftSettingsFromFlags(values, io),
       env: io.env,
     },
   };

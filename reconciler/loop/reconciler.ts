@@ -39,6 +39,7 @@ import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from '../common/ret
 import { resolveFingerprintKey } from '../credentials/fingerprint.ts';
 import { CredentialManager, type CredentialManagerOptions } from '../credentials/manager.ts';
 import type { CredentialSourceSpec } from '../credentials/types.ts';
+import { type DriftSettings, type RunningDrift, startDrift } from '../drift/service.ts';
 import { classify } from '../errors/classify.ts';
 import {
   formatError,
@@ -128,6 +129,8 @@ export interface ReconcilerOptions {
   retry?: BackoffPolicy;
   logger?: Logger;
   metrics?: ReconcilerMetrics;
+  /** Drift reports: schedule, heal, history, thresholds, webhook (drift/service.ts); default on request only. */
+  drift?: DriftSettings;
   /** Environment for the fingerprint key (RIPTIDES_FINGERPRINT_KEY); default process.env. */
   env?: NodeJS.ProcessEnv;
 }
@@ -185,6 +188,8 @@ export class Reconciler extends EventEmitter {
   readonly credentials: CredentialManager | null;
   readonly agentServer: AgentServer;
   api: ApiServer | null = null;
+  /** Drift reports over this reconciler's agents (POST /api/v1/drift, --drift-schedule). */
+  readonly drift: RunningDrift;
 
   readonly #opts: ReconcilerOptions;
   readonly #reader: RevisionReader;
@@ -250,6 +255,16 @@ export class Reconciler extends EventEmitter {
       onError: (err) => this.logger.error({ err }, 'reconcile pass failed unexpectedly'),
     });
     this.#initSource();
+    this.drift = startDrift(
+      {
+        stateDir: opts.stateDir,
+        source: parts.agentServer,
+        store: parts.store,
+        metrics: parts.metrics,
+        logger: fieldsLogger(parts.logger.child({ part: 'drift' })),
+      },
+      opts.drift,
+    );
   }
 
   /**
@@ -427,6 +442,7 @@ export class Reconciler extends EventEmitter {
       await this.#trigger.stop();
     });
     await step('api', () => this.api?.close(graceMs));
+    await step('drift', () => this.drift.stop());
     await step('agents', () => this.agentServer.close());
     await step('credentials', () => this.credentials?.close());
     await step('status', async () => {
@@ -472,6 +488,7 @@ export class Reconciler extends EventEmitter {
         metrics: this.metrics,
         ...(opts.webhookSecret ? { webhook: (req, res, p) => this.#onWebhook(req, res, p) } : {}),
         editor,
+        drift: (o) => this.drift.runner.run(o),
         oidc: createOidcDiscoveryHandler(this.authority.jwt),
         logger: this.logger.child({ part: 'api' }),
       });
