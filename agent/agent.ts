@@ -17,6 +17,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { svidDirOf } from '../kernel-module/control/index.ts';
 import type { PodSource } from './attest/index.ts';
 import { rotationTime } from './backoff.ts';
 import type { ChannelIdentity } from './connection.ts';
@@ -24,6 +25,7 @@ import { generateKeyAndCsr } from './csr.ts';
 import { joinReconciler } from './join.ts';
 import { NodeSide, type SvidFact, storeValue } from './node.ts';
 import type {
+  ControlRepair,
   CredentialState,
   CredentialUpdate,
   DataPlaneState,
@@ -96,6 +98,8 @@ export class Agent extends EventEmitter {
   private bundleVer = '';
   private readonly heldCredentials = new Map<string, CredentialState>();
   private lastNack: { version: string; error: ErrorDetail } | null = null;
+  private repairedId = '';
+  private repairing: Promise<unknown> = Promise.resolve();
   private sync!: SyncClient;
   private svids!: SvidManager;
   private reportTimer: NodeJS.Timeout | undefined;
@@ -252,6 +256,7 @@ export class Agent extends EventEmitter {
         credentials: (c) => this.onCredentials(c),
         bundle: (b) => this.onBundle(b),
         refusal: (r) => this.onRefusal(r),
+        repair: (r) => this.onRepair(r),
         connected: () => {
           this.log.info('connected to the reconciler', { server: this.identity.server });
           this.emit('connected');
@@ -435,6 +440,57 @@ export class Agent extends EventEmitter {
   }
 
   // ---------------------------------------------------------------------------------------------------------
+  // Repairs (a drift report's heal)
+
+  private onRepair(r: ControlRepair): void {
+    const requestId = String(r.requestId).slice(0, 128);
+    this.repairing = this.repairing
+      .then(() => this.repairControl())
+      .catch((err: unknown) =>
+        this.log.warn('control interface repair failed', { error: (err as Error).message }),
+      )
+      .finally(() => {
+        this.repairedId = requestId;
+        this.scheduleReport(0);
+      });
+  }
+
+  /**
+   * Puts the control interface back as this agent wrote it: every file it owns written again from what it
+   * holds, the rule table enforced again (a new generation, so a table edited by hand is replaced), and new
+   * SVIDs (new keys) for identities whose files were edited, changed mode or went missing. Files it did not
+   * write outside the identity and credential directories are left and stay in the drift report.
+   */
+  async repairControl(): Promise<{ rewrote: string[]; reissued: string[]; pruned: string[] }> {
+    const { before, pruned } = await this.serialized(() =>
+      this.node.repair({
+        config: { trustDomain: this.identity.trustDomain, daemonId: this.identity.daemonId },
+        bundlePem: this.bundlePem,
+        program: this.program,
+        svids: this.svids.installed.keys(),
+        processes: this.node.attestor.processRecords(),
+      }),
+    );
+    if (this.program) {
+      const p = this.program;
+      const r = await this.serialized(() => this.node.enforce(p, this.svidFacts()));
+      if (!r.ok) this.log.warn('repair: the kernel side refused the rule table', { reason: r.reason });
+    }
+    const touched = [...before.changed, ...before.removed, ...before.modes];
+    const sids = new Set(
+      touched.filter((p) => p.startsWith('identities/')).map((p) => p.split('/').slice(0, 2).join('/')),
+    );
+    const edited = [...this.svids.installed.keys()].filter((id) => sids.has(svidDirOf(id)));
+    const reissued = edited.length ? await this.svids.reissue(edited) : [];
+    this.log.info('control interface repaired', {
+      rewrote: touched.length,
+      reissued: reissued.length,
+      pruned: pruned.length,
+    });
+    return { rewrote: touched, reissued, pruned };
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
   // Credentials and the trust bundle
 
   private onCredentials(c: CredentialUpdate): void {
@@ -580,6 +636,7 @@ export class Agent extends EventEmitter {
           svidSerial: s?.serial ?? '',
           svidNotAfterUnix: s ? Math.floor(s.notAfter.getTime() / 1000) : 0,
           processCount: this.processCount.get(id) ?? 0,
+          hash: p?.identities.get(id)?.hash ?? '',
         };
       }),
       credentials: [...this.heldCredentials.values()],
@@ -591,6 +648,7 @@ export class Agent extends EventEmitter {
       rejectedVersion: this.lastNack?.version ?? '',
       rejectedError: this.lastNack?.error ?? null,
       dataPlane: this.dataPlaneState ? await this.dataPlaneState() : null,
+      repairedId: this.repairedId,
     };
   }
 

@@ -127,6 +127,14 @@ export function storeValue(v: CredentialValue): StoreValue | null {
   return null;
 }
 
+/** Paths of the control interface that differ from what the writer wrote, by how. */
+export interface DriftPaths {
+  changed: string[];
+  added: string[];
+  removed: string[];
+  modes: string[];
+}
+
 export type EnforceResult = { ok: true; generation: number } | { ok: false; reason: string };
 
 export interface NodeOptions {
@@ -220,6 +228,50 @@ export class NodeSide {
   /** Drops SVID directories and sysfs credentials no identity of the program uses any more. */
   prune(keep: { spiffeIds: Iterable<string>; sysfsDirs: Iterable<string> }): Promise<string[]> {
     return this.writer.prune(keep);
+  }
+
+  /**
+   * Writes again every file of the control interface the writer owns, from what the agent holds: config, the
+   * trust bundle and `ca-certificates.crt`, the intercept CA (a new one when its files were edited: a CA
+   * swapped in by hand is never kept), `sysfs` credential files from the values in memory, the process table;
+   * identity and credential directories the program does not use are removed. The rule table and SVIDs are
+   * the caller's (enforce, and new SVIDs for edited ones). Returns the drift found before, as paths.
+   */
+  async repair(input: {
+    config: { trustDomain: string; daemonId: string };
+    bundlePem: string;
+    program: Program | null;
+    svids: Iterable<string>;
+    processes: ProcessRecord[];
+  }): Promise<{ before: DriftPaths; pruned: string[] }> {
+    const drift = await this.reader.drift().catch(() => null);
+    const before: DriftPaths = {
+      changed: drift?.changed ?? [],
+      added: drift?.added ?? [],
+      removed: drift?.removed ?? [],
+      modes: drift?.modes.map((m) => m.path) ?? [],
+    };
+    await this.writer.ensureInterceptCa();
+    const sysfs: Array<{ dir: string; value: StoreValue }> = [];
+    for (const ref of this.credentialRefsOf(input.program)) {
+      const loaded = ref.sysfs ? this.credentials.get(ref.hash) : undefined;
+      if (ref.sysfs && loaded) sysfs.push({ dir: ref.sysfs.dir, value: loaded.value() });
+    }
+    const pruned = await this.writer.batch(async (w) => {
+      await w.writeConfig(input.config);
+      await w.writeTrustBundle(input.bundlePem);
+      for (const { dir, value } of sysfs) await w.writeSysfsCredential(dir, value);
+      await w.writeProcesses(input.processes);
+      return w.prune({
+        spiffeIds: input.svids,
+        sysfsDirs: this.credentialRefsOf(input.program).flatMap((r) => (r.sysfs ? [r.sysfs.dir] : [])),
+      });
+    });
+    return { before, pruned };
+  }
+
+  private credentialRefsOf(program: Program | null): CredentialRef[] {
+    return [...(program?.credentialRefs.values() ?? [])];
   }
 
   /** The control interface's health as reported upstream. */

@@ -46,6 +46,8 @@ export class SvidManager {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private working: Promise<void> = Promise.resolve();
+  /** Called after every install and every failure (reissue waits on them). */
+  private readonly settled = new Set<() => void>();
 
   constructor(private readonly opts: SvidManagerOptions) {}
 
@@ -111,6 +113,45 @@ export class SvidManager {
     this.timer.unref();
   }
 
+  /**
+   * Issues new SVIDs now for identities whose files were edited by hand (a key that others may have read or
+   * replaced is not trusted again): each gets a new key and CSR, as at rotation. Resolves with the identities
+   * that got a new SVID once each is installed or refused, or after `timeoutMs`; identities without an
+   * attested process are skipped (their SVID is removed anyway).
+   */
+  reissue(spiffeIds: Iterable<string>, timeoutMs = 10_000): Promise<string[]> {
+    const targets = [...new Set(spiffeIds)].filter((id) => this.wanted.has(id));
+    if (targets.length === 0 || this.stopped) return Promise.resolve([]);
+    const before = new Map(targets.map((id) => [id, this.installed.get(id)?.serial]));
+    for (const id of targets) {
+      const s = this.installed.get(id);
+      if (s) s.renewAt = new Date(0);
+      this.failures.delete(id);
+    }
+    const renewed = () => targets.filter((id) => this.installed.get(id)?.serial !== before.get(id));
+    // Settled: a new SVID is installed, or the request failed (a failure is recorded afresh).
+    const done = () =>
+      targets.every((id) => this.installed.get(id)?.serial !== before.get(id) || this.failures.has(id));
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        this.settled.delete(check);
+        resolve(renewed());
+      };
+      const check = () => {
+        if (done()) finish();
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      timer.unref();
+      this.settled.add(check);
+      this.kick();
+    });
+  }
+
+  private notifySettled(): void {
+    for (const f of [...this.settled]) f();
+  }
+
   /** An SvidResponse for one of our requests; anything else is ignored. */
   onResponse(r: SvidResponse): void {
     const p = this.pending.get(r.requestId);
@@ -137,6 +178,7 @@ export class SvidManager {
       } catch (err) {
         this.failed(p.spiffeId, (err as Error).message);
       }
+      this.notifySettled();
       this.schedule();
     });
   }
@@ -147,6 +189,7 @@ export class SvidManager {
     if (!p) return;
     this.pending.delete(requestId);
     this.failed(p.spiffeId, reason);
+    this.notifySettled();
     this.schedule();
   }
 

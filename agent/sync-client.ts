@@ -9,6 +9,7 @@ import { type BackoffOptions, backoffDelay, DEFAULT_RECONNECT_BACKOFF } from './
 import { type AgentServiceStub, type ChannelIdentity, verifiedClient } from './connection.ts';
 import type {
   AgentMessage,
+  ControlRepair,
   CredentialUpdate,
   Hello,
   Out,
@@ -29,6 +30,8 @@ export interface SyncHandler {
   credentials(update: CredentialUpdate): void;
   bundle(bundle: TrustBundle): void;
   refusal(refusal: Refusal): void;
+  /** Put the control interface back as the agent wrote it (a drift heal). */
+  repair(request: ControlRepair): void;
   connected(): void;
   disconnected(reason: string): void;
 }
@@ -175,6 +178,9 @@ export class SyncClient {
         return;
       case 'refusal':
         h.refusal(m.refusal!);
+        return;
+      case 'repair':
+        h.repair(m.repair!);
         return;
     }
   }

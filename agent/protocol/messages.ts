@@ -89,6 +89,8 @@ export interface IdentityState {
   svidSerial: string;
   svidNotAfterUnix: number;
   processCount: number;
+  /** The identity's hash in the program held ('' from agents that predate the field). */
+  hash: string;
 }
 
 export interface ProcessState {
@@ -134,6 +136,8 @@ export interface StateReport {
   rejectedVersion: string;
   rejectedError: ErrorDetail | null;
   dataPlane: DataPlaneState | null;
+  /** The request ID of the last ControlRepair finished ('' when none). */
+  repairedId: string;
 }
 
 export interface SvidRequest {
@@ -258,11 +262,17 @@ export interface Refusal {
   error: ErrorDetail | null;
 }
 
+/** Put the control interface back as the agent wrote it (a drift heal). */
+export interface ControlRepair {
+  requestId: string;
+}
+
 export interface ServerMessage {
   program?: ProgramUpdate | null;
   svid?: SvidResponse | null;
   credentials?: CredentialUpdate | null;
   bundle?: TrustBundle | null;
   refusal?: Refusal | null;
-  kind?: 'program' | 'svid' | 'credentials' | 'bundle' | 'refusal';
+  repair?: ControlRepair | null;
+  kind?: 'program' | 'svid' | 'credentials' | 'bundle' | 'refusal' | 'repair';
 }

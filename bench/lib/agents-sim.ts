@@ -13,6 +13,7 @@ type Command =
   | { cmd: 'join'; addr: string; tokens: string[] }
   | { cmd: 'unary'; id: number }
   | { cmd: 'csr'; perAgent: number; id: number }
+  | { cmd: 'report'; id: number; driftEvery: number; staleEvery: number }
   | { cmd: 'stop' };
 
 const send = (m: unknown) => process.send!(m);
@@ -75,6 +76,37 @@ process.on('message', async (m: Command) => {
       signed: agents.reduce((n, a) => n + a.svids.length, 0),
       refused: agents.reduce((n, a) => n + a.refusals.length, 0),
     });
+  } else if (m.cmd === 'report') {
+    // Each agent reports its node as a real agent would: the program's identities with SVIDs and processes;
+    // every driftEvery-th agent with two hand edits, every staleEvery-th with an SVID expiring within minutes.
+    const now = Math.floor(Date.now() / 1000);
+    let sent = 0;
+    agents.forEach((a, i) => {
+      const p = a.program!;
+      const ids = [...p.identities.values()];
+      const ok = a.report({
+        programVersion: p.version,
+        identities: ids.map((id, k) => ({
+          spiffeId: id.spiffeId,
+          hash: id.hash,
+          svidSerial: `${i.toString(16)}${k.toString(16).padStart(4, '0')}`,
+          svidNotAfterUnix: now + (k === 0 && i % m.staleEvery === 0 ? 60 : 3000),
+          processCount: 1,
+        })),
+        credentials: [],
+        processes: ids.map((id, k) => ({ pid: 1000 + k, spiffeId: id.spiffeId, conflicts: [] })),
+        control: {
+          health: 'OK',
+          enforcedVersion: p.version,
+          enforcedGeneration: 7,
+          error: '',
+          drift: i % m.driftEvery === 0 ? ['changed rules', 'changed certs/ca-certificates.crt'] : [],
+        },
+        atUnixMs: Date.now(),
+      });
+      if (ok) sent++;
+    });
+    send({ id: m.id, sent });
   } else if (m.cmd === 'stop') {
     for (const a of agents) a.stop();
     rmSync(dir, { recursive: true, force: true });

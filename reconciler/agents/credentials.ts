@@ -9,10 +9,52 @@ import type { CredentialManager } from '../credentials/manager.ts';
 import { type Credential, type CredentialSourceSpec, credentialValueOf } from '../credentials/types.ts';
 import type { DesiredPrograms } from './programs.ts';
 
-const pairKey = (source: string, workload: string) => `${source}\u0000${workload}`;
+export const pairKey = (source: string, workload: string) => `${source}\u0000${workload}`;
+
+/** A credential's version, keyed fingerprint and expiry: never its value. */
+export interface CredentialFacts {
+  version: number;
+  fingerprint: string;
+  expiresAt: Date | null;
+}
 
 /** The value of one reference, as sent (`null`: known to be gone; undefined: not obtained yet). */
 export type RefValue = CredentialValue | null | undefined;
+
+/** One (source, workload) pair the desired programs need, with the reference hashes it feeds. */
+export interface CredentialPair {
+  spec: CredentialSourceSpec;
+  workload: string;
+  refs: Set<string>;
+}
+
+/**
+ * The (source, workload) pairs the desired programs reference, keyed `source\u0000workload`: what the credential
+ * manager keeps fresh, once per pair however many agents hold a reference to it (DESIGN.md §6).
+ */
+export function credentialPairsOf(
+  desired: DesiredPrograms,
+  sources: ReadonlyMap<string, CredentialSourceSpec>,
+): Map<string, CredentialPair> {
+  const pairs = new Map<string, CredentialPair>();
+  for (const sp of desired.scopes.values()) {
+    for (const identity of sp.identities) {
+      for (const h of identity.credentialRefHashes) {
+        const ref = sp.credentialRefs.get(h);
+        const spec = ref?.source ? sources.get(ref.source.resource) : undefined;
+        if (!spec) continue;
+        const key = pairKey(spec.name, identity.workloadId);
+        let pair = pairs.get(key);
+        if (!pair) {
+          pair = { spec, workload: identity.workloadId, refs: new Set() };
+          pairs.set(key, pair);
+        }
+        pair.refs.add(h);
+      }
+    }
+  }
+  return pairs;
+}
 
 export class CredentialFanout {
   /** (source name, workload ID) → the reference hashes it feeds. */
@@ -34,40 +76,41 @@ export class CredentialFanout {
   }
 
   /**
-   * Follows the desired state: starts keeping new pairs fresh, releases pairs no reference needs any more.
-   * `sources` maps a CredentialSource's resource key (Kind/namespace/name) to its provider spec.
+   * Follows the desired state: maps reference hashes to their (source, workload) pairs; with `manage`, also
+   * starts keeping new pairs fresh and releases pairs no reference needs any more (otherwise the caller does,
+   * with credentialPairsOf and the manager).
    */
-  update(desired: DesiredPrograms, sources: ReadonlyMap<string, CredentialSourceSpec>): void {
-    const next = new Map<string, Set<string>>();
-    const pairs = new Map<string, { source: string; workload: string }>();
-    const specs = new Map<string, CredentialSourceSpec>();
-    for (const sp of desired.scopes.values()) {
-      for (const identity of sp.identities) {
-        for (const h of identity.credentialRefHashes) {
-          const ref = sp.credentialRefs.get(h);
-          const spec = ref?.source ? sources.get(ref.source.resource) : undefined;
-          if (!spec) continue;
-          const key = pairKey(spec.name, identity.workloadId);
-          const set = next.get(key) ?? new Set<string>();
-          next.set(key, set);
-          set.add(h);
-          if (!pairs.has(h)) pairs.set(h, { source: spec.name, workload: identity.workloadId });
-          specs.set(key, spec);
-        }
-      }
-    }
-    if (this.manager) {
-      for (const [key, spec] of specs) this.manager.ensure(spec, key.split('\u0000')[1]!);
+  update(desired: DesiredPrograms, sources: ReadonlyMap<string, CredentialSourceSpec>, manage = true): void {
+    const pairs = credentialPairsOf(desired, sources);
+    if (this.manager && manage) {
+      for (const p of pairs.values()) this.manager.ensure(p.spec, p.workload);
       for (const key of this.refsOfPair.keys())
-        if (!next.has(key)) {
+        if (!pairs.has(key)) {
           const [source, workload] = key.split('\u0000') as [string, string];
           void this.manager.release(source, workload);
         }
     }
     this.refsOfPair.clear();
-    for (const [k, v] of next) this.refsOfPair.set(k, v);
     this.pairOfRef.clear();
-    for (const [k, v] of pairs) this.pairOfRef.set(k, v);
+    for (const [k, p] of pairs) {
+      this.refsOfPair.set(k, p.refs);
+      for (const h of p.refs)
+        if (!this.pairOfRef.has(h)) this.pairOfRef.set(h, { source: p.spec.name, workload: p.workload });
+    }
+  }
+
+  /**
+   * What is known of the value behind a reference, without the value (for drift reports): its version, keyed
+   * fingerprint and expiry; null when it is known to be gone, undefined when not obtained yet or not ours.
+   */
+  facts(refHash: string): CredentialFacts | null | undefined {
+    const pair = this.pairOfRef.get(refHash);
+    if (!pair || !this.manager) return undefined;
+    const cred = this.manager.get(pair.source, pair.workload);
+    if (cred)
+      return { version: cred.version, fingerprint: cred.fingerprint, expiresAt: cred.expiresAt ?? null };
+    const v = this.value(refHash);
+    return v === null ? null : undefined;
   }
 
   /** The current value behind a reference, in wire form. */

@@ -12,6 +12,7 @@
  * is checked against the caller's scope, derived only from the registry (never from what the agent says):
  * its daemon group and its own daemon ID.
  */
+import { createHash, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -25,7 +26,12 @@ import { type Authority, DEFAULT_X509_SVID_TTL_SECONDS } from '../identity/autho
 import { parseCertificate } from '../identity/x509.ts';
 import { verifyX509Svid } from '../identity/x509-svid.ts';
 import type { NodeProgram } from '../policy/compile.ts';
-import { CredentialFanout } from './credentials.ts';
+import {
+  type CredentialFacts,
+  CredentialFanout,
+  type CredentialPair,
+  credentialPairsOf,
+} from './credentials.ts';
 import { handleJoin, type JoinCall } from './join.ts';
 import { DesiredPrograms, scopesOfDaemon } from './programs.ts';
 import { KeyedTokenBuckets } from './rate-limit.ts';
@@ -74,6 +80,48 @@ export interface AgentServerOptions {
   helloTimeoutMs?: number;
   /** Overall deadline of one Join call; default 30 s. */
   joinDeadlineMs?: number;
+  /**
+   * With a credential manager: whether publish() starts and releases the (source, workload) pairs itself
+   * (default true). The reconcile loop passes false and does it as its credentials step.
+   */
+  manageCredentials?: boolean;
+  /**
+   * Called for every X.509-SVID signed (agent SVIDs at join, workload SVIDs from CSRs) and awaited before the
+   * certificate is sent: a write-ahead record (the store's serials). A rejection refuses the request, so no
+   * SVID ever leaves unrecorded.
+   */
+  recordIssued?: (svid: IssuedSvid) => Promise<void>;
+}
+
+/** One X.509-SVID issued by the server. */
+export interface IssuedSvid {
+  /** Hex, as the certificate carries it. */
+  serial: string;
+  spiffeId: string;
+  /** The daemon it was issued to (for an agent SVID, the joining daemon). */
+  daemonId: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** SHA-256 (hex) of the certificate's SubjectPublicKeyInfo. */
+  publicKeyHash: string;
+}
+
+/** What publishing a desired state would do, computed without changing anything (see AgentServer.plan). */
+export interface PublishPlan {
+  readonly desired: DesiredState;
+  readonly programs: DesiredPrograms;
+  /** Scopes whose program hash differs from the one in force (or that appear or disappear). */
+  readonly scopesChanged: string[];
+  /** Every registered daemon: the version it holds (ACKed or announced) and the one it would be given. */
+  readonly agents: Array<{
+    daemonId: string;
+    daemonGroup: string | null;
+    connected: boolean;
+    from: string;
+    to: string;
+  }>;
+  /** The (source, workload) pairs the programs reference. */
+  readonly credentialPairs: Map<string, CredentialPair>;
 }
 
 export interface AgentServerCounters {
@@ -192,6 +240,11 @@ export class AgentServer extends EventEmitter {
     return this.boundPort;
   }
 
+  /** The revision of the last `publish` (null before any, or when it named none). */
+  get publishedRevision(): string | null {
+    return this.revision;
+  }
+
   get trustDomain(): string {
     return this.opts.authority.trustDomain;
   }
@@ -206,20 +259,61 @@ export class AgentServer extends EventEmitter {
   }
 
   /**
-   * Makes `desired` the state every agent converges to. Each connected agent gets an update only if its own
-   * program (its scopes merged) changed; credential sources start or stop being kept fresh accordingly.
-   * Throws if a program is for another trust domain (nothing changes then).
+   * What publishing `desired` would do: the programs per scope (conversions reused from the state in force),
+   * the scopes that change, each registered daemon's current and next version, the credential pairs. Changes
+   * nothing. Throws if a program is for another trust domain.
    */
-  publish(desired: DesiredState): PublishSummary {
+  plan(desired: DesiredState): PublishPlan {
     for (const p of desired.programs)
       if (p.trustDomain !== this.trustDomain)
         throw new Error(
           `program for scope ${p.scope.kind}:${p.scope.id} is for trust domain ${p.trustDomain}, this reconciler's CA is for ${this.trustDomain}`,
         );
-    this.desired = new DesiredPrograms(this.trustDomain, desired.programs, this.desired);
+    const programs = new DesiredPrograms(this.trustDomain, desired.programs, this.desired);
+    const before = this.desired?.scopes;
+    const scopesChanged = [...programs.scopes.values()]
+      .filter((sp) => before?.get(sp.scope)?.hash !== sp.hash)
+      .map((sp) => sp.scope);
+    for (const s of before?.keys() ?? []) if (!programs.scopes.has(s)) scopesChanged.push(s);
+    const agents = this.registry.all().map((d) => {
+      const status = this.statusOf(d);
+      return {
+        daemonId: d.daemonId,
+        daemonGroup: d.daemonGroup,
+        connected: status.connected,
+        from: status.ackedVersion,
+        to: programs.programFor(status.scopes).version,
+      };
+    });
+    return {
+      desired,
+      programs,
+      scopesChanged: scopesChanged.sort(),
+      agents,
+      credentialPairs: credentialPairsOf(programs, desired.credentialSources ?? new Map()),
+    };
+  }
+
+  /**
+   * Makes `desired` (or a plan of it) the state every agent converges to. Each connected agent gets an update
+   * only if its own program (its scopes merged) changed; credential sources start or stop being kept fresh
+   * accordingly (unless `manageCredentials` is false). Throws if a program is for another trust domain
+   * (nothing changes then).
+   */
+  publish(desiredOrPlan: DesiredState | PublishPlan): PublishSummary {
+    const plan =
+      'programs' in desiredOrPlan && desiredOrPlan.programs instanceof DesiredPrograms
+        ? (desiredOrPlan as PublishPlan)
+        : this.plan(desiredOrPlan as DesiredState);
+    const desired = plan.desired;
+    this.desired = plan.programs;
     this.revision = desired.revision ?? null;
     this.diffMemo.clear();
-    this.fanout.update(this.desired, desired.credentialSources ?? new Map());
+    this.fanout.update(
+      this.desired,
+      desired.credentialSources ?? new Map(),
+      this.opts.manageCredentials !== false,
+    );
     let agentsToUpdate = 0;
     for (const s of this.sessions.values()) {
       if (this.desired.programFor(s.scopes).version !== s.status.ackedVersion) agentsToUpdate++;
@@ -230,6 +324,24 @@ export class AgentServer extends EventEmitter {
       scopes: Object.fromEntries([...this.desired.scopes.values()].map((sp) => [sp.scope, sp.hash])),
       agentsToUpdate,
     };
+  }
+
+  /**
+   * Sends the whole desired program, then every credential value, again to these daemons (default: every
+   * connected one), even when they hold the desired version, so that each node rewrites what it enforces
+   * (drift healing). Returns the daemons it went to.
+   */
+  resync(daemonIds?: Iterable<string>): string[] {
+    const wanted = daemonIds ? new Set(daemonIds) : null;
+    const sent: string[] = [];
+    for (const [id, session] of this.sessions)
+      if ((!wanted || wanted.has(id)) && session.resync()) sent.push(id);
+    return sent.sort();
+  }
+
+  /** The desired programs in force (null before the first publish) and the revision they come from. */
+  desiredPrograms(): { programs: DesiredPrograms; revision: string | null } | null {
+    return this.desired ? { programs: this.desired, revision: this.revision } : null;
   }
 
   /** Every registered daemon, connected or not, with what it last ACKed, NACKed and reported. */
@@ -243,6 +355,31 @@ export class AgentServer extends EventEmitter {
     const d = this.registry.get(daemonId);
     if (!d || !this.desired) return null;
     return this.desired.programFor(scopesOfDaemon(d.daemonId, d.daemonGroup));
+  }
+
+  /** Version, keyed fingerprint and expiry of a credential reference's current value (never the value). */
+  credentialFacts(refHash: string): CredentialFacts | null | undefined {
+    return this.fanout.facts(refHash);
+  }
+
+  /**
+   * A drift heal for one connected daemon: `program` or `credentials` sends the whole desired program and
+   * every credential value again (a NACK is forgotten), `repair` asks the agent to rewrite its control
+   * interface (ControlRepair with this request ID). Returns what was sent, or null when the daemon has no
+   * open stream (an unreachable node cannot be healed from here).
+   */
+  heal(
+    daemonId: string,
+    what: { program?: boolean; credentials?: readonly string[]; repair?: string },
+  ): string[] | null {
+    const s = this.sessions.get(daemonId);
+    if (!s || s.isClosed) return null;
+    const sent: string[] = [];
+    if ((what.program || what.credentials?.length) && s.resync())
+      sent.push(...(what.program ? ['program'] : []), ...(what.credentials?.length ? ['credentials'] : []));
+    if (what.repair && s.repair(what.repair)) sent.push('repair');
+    this.logger.info('drift heal', { daemonId, sent });
+    return sent;
   }
 
   /** Stops listening and ends every stream (agents keep enforcing what they hold). */
@@ -309,6 +446,11 @@ export class AgentServer extends EventEmitter {
           ttlSeconds,
           authorize: (id) => (id === spiffeId ? true : `this join token is for ${spiffeId}`),
         });
+        // The token assigns spiffe://<td>/riptides/daemon/<id>: the daemon is the ID's last part.
+        await this.recordIssued(
+          svid,
+          spiffeId.slice(`spiffe://${this.trustDomain}/${DAEMON_PATH_PREFIX}`.length),
+        );
         return { chainDer: certificatesDer(svid.chainPem) };
       },
       register: (record) => this.registry.add(record),
@@ -398,6 +540,26 @@ export class AgentServer extends EventEmitter {
     this.emit('connected', status);
   }
 
+  /** The write-ahead record of an issued SVID (recordIssued), before it is sent anywhere. */
+  private async recordIssued(
+    svid: { certPem: string; serial: string; spiffeId: string; notAfter: Date },
+    daemonId: string,
+  ): Promise<void> {
+    const record = this.opts.recordIssued;
+    if (!record) return;
+    const cert = new X509Certificate(svid.certPem);
+    await record({
+      serial: svid.serial,
+      spiffeId: svid.spiffeId,
+      daemonId,
+      notBefore: new Date(cert.validFrom),
+      notAfter: svid.notAfter,
+      publicKeyHash: createHash('sha256')
+        .update(cert.publicKey.export({ type: 'spki', format: 'der' }))
+        .digest('hex'),
+    });
+  }
+
   private sessionContextCache: SessionContext | null = null;
 
   private sessionContext(): SessionContext {
@@ -434,7 +596,11 @@ export class AgentServer extends EventEmitter {
           dnsNames: compiled.x509.dnsNames,
         };
       },
-      sign: (req) => this.opts.authority.signX509Svid(req),
+      sign: async (req, daemon) => {
+        const svid = await this.opts.authority.signX509Svid(req);
+        await this.recordIssued(svid, daemon.daemonId);
+        return svid;
+      },
       credentialValue: (h) => this.fanout.value(h),
       bundleMessage: () => this.bundleMessage(),
       bundleVersion: () => this.identity.bundle.version,

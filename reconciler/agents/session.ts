@@ -69,12 +69,16 @@ export interface SessionContext {
     scopes: readonly string[],
     spiffeId: string,
   ): { ttlSeconds: number; dnsNames: string[] } | string;
-  sign(req: {
-    csrPem: string;
-    ttlSeconds: number;
-    dnsNames: string[];
-    authorize: (id: string) => boolean | string;
-  }): Promise<{
+  /** Signs for `daemon`; resolves only once the issuance is recorded (nothing leaves unrecorded). */
+  sign(
+    req: {
+      csrPem: string;
+      ttlSeconds: number;
+      dnsNames: string[];
+      authorize: (id: string) => boolean | string;
+    },
+    daemon: DaemonRecord,
+  ): Promise<{
     chainPem: string;
     serial: string;
     notAfter: Date;
@@ -107,6 +111,8 @@ export class AgentSession {
   private heldProgram: Program | null = null;
   private inFlight: { nonce: string; program: Program; full: boolean; sentAt: number } | null = null;
   private nackedVersion: string | null = null;
+  /** The next update is the whole program, whatever the agent holds (heal). */
+  private forceFull = false;
   private helloSeen = false;
   private closed = false;
   private pendingBytes = 0;
@@ -351,14 +357,17 @@ export class AgentSession {
     }
     this.pendingSvids++;
     this.ctx
-      .sign({
-        csrPem: toPem('CERTIFICATE REQUEST', req.csrDer),
-        ttlSeconds: entitlement.ttlSeconds,
-        dnsNames: entitlement.dnsNames,
-        // The ID inside the CSR is what gets signed: it must be the one asked for, and entitled.
-        authorize: (csrId) =>
-          csrId === req.spiffeId ? true : `the CSR carries ${csrId}, the request names ${req.spiffeId}`,
-      })
+      .sign(
+        {
+          csrPem: toPem('CERTIFICATE REQUEST', req.csrDer),
+          ttlSeconds: entitlement.ttlSeconds,
+          dnsNames: entitlement.dnsNames,
+          // The ID inside the CSR is what gets signed: it must be the one asked for, and entitled.
+          authorize: (csrId) =>
+            csrId === req.spiffeId ? true : `the CSR carries ${csrId}, the request names ${req.spiffeId}`,
+        },
+        this.daemon,
+      )
       .then(
         (svid) => {
           if (this.closed) return;
@@ -390,16 +399,40 @@ export class AgentSession {
     const desired = this.ctx.programFor(this.scopes);
     this.status.desiredVersion = desired?.version ?? '';
     if (!desired) return; // nothing published yet: the agent keeps what it has
-    if (desired.version === this.held.version) {
+    const full = this.forceFull;
+    if (desired.version === this.held.version && !full) {
       this.heldProgram ??= desired;
       this.sendCredentials(null);
       return;
     }
-    if (desired.version === this.nackedVersion) return;
-    const update = this.ctx.diff(this.held, this.heldTrusted, desired);
+    if (desired.version === this.nackedVersion && !full) return;
+    this.forceFull = false;
+    const update = full
+      ? this.ctx.diff(NOTHING_HELD, false, desired)
+      : this.ctx.diff(this.held, this.heldTrusted, desired);
     const nonce = randomBytes(8).toString('hex');
     this.inFlight = { nonce, program: desired, full: update.full === true, sentAt: performance.now() };
     this.send({ program: { ...update, nonce } });
+  }
+
+  /**
+   * Sends the whole desired program again, then every credential value, even when the agent holds that
+   * version: the node rewrites what it enforces (drift healing). False when the stream cannot take it yet.
+   */
+  resync(): boolean {
+    if (this.closed || !this.helloSeen) return false;
+    this.forceFull = true;
+    this.nackedVersion = null;
+    this.credHeld.clear();
+    this.sync(); // with an update in flight, after its ACK
+    return true;
+  }
+
+  /** A drift heal: asks the agent to put its control interface back as it wrote it (ControlRepair). */
+  repair(requestId: string): boolean {
+    if (this.closed || !this.helloSeen) return false;
+    this.send({ repair: { requestId } });
+    return true;
   }
 
   sendBundle(): void {

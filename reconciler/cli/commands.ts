@@ -13,7 +13,9 @@ export const commands: Record<string, () => Promise<Command>> = {
   bundle: async () => (await import('./commands/bundle.ts')).command,
   oidc: async () => (await import('./commands/oidc.ts')).command,
   ctl: async () => (await import('./commands/ctl.ts')).command,
+  drift: async () => (await import('./commands/drift.ts')).command,
   token: async () => (await import('./commands/token.ts')).command,
   reconciler: async () => (await import('./commands/reconciler.ts')).command,
   agent: async () => (await import('./commands/agent.ts')).command,
+  up: async () => (await import('./commands/up.ts')).command,
 };

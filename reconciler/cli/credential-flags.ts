@@ -11,6 +11,7 @@ import type { CredentialManagerOptions } from '../credentials/manager.ts';
 import type { ProviderConfig } from '../credentials/providers.ts';
 import { CredentialError } from '../credentials/types.ts';
 import { type CommandIO, UsageError } from './command.ts';
+import { timeoutFlag } from './identity-flags.ts';
 
 export const CREDENTIAL_PROVIDER_FLAGS = {
   kubeconfig: { type: 'string' },
@@ -27,7 +28,8 @@ export const CREDENTIAL_PROVIDER_HELP = `  --kubeconfig FILE           Kubernete
   --sts-endpoint URL          the STS endpoint (default: https://sts.amazonaws.com); plain http only for a
                               loopback address (a local emulator), with a warning
   --vault-ca FILE, --sts-ca FILE   CA bundles for self-hosted or test endpoints
-  --timeout SECONDS           per network call (default 10)`;
+  --timeout DURATION          bounds each Vault and STS exchange as a whole (default 10s; seconds or a
+                              duration such as 30s, 1m; at most 1h)`;
 
 export interface CredentialProviderFlags {
   kubeconfig?: string | undefined;
@@ -52,8 +54,7 @@ export function credentialProviderOptions(
 ): CredentialProviderOptions {
   if (values.kubeconfig && values['secrets-dir'])
     throw new UsageError('pass --kubeconfig or --secrets-dir, not both');
-  const timeout = values.timeout === undefined ? 10 : Number(values.timeout);
-  if (!(timeout > 0)) throw new UsageError('--timeout must be a number of seconds greater than 0');
+  const timeout = timeoutFlag(values.timeout, 'timeout', 10);
   if (values['sts-endpoint']) {
     try {
       const { warning } = checkEndpoint(values['sts-endpoint'], '--sts-endpoint');

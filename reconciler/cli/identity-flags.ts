@@ -1,4 +1,7 @@
-/** Flags the identity commands share (`svid mint`, `jwt mint`, `ca init`): durations and SPIFFE IDs, checked up front. */
+/**
+ * Flags the commands share, checked up front: durations (`--ttl`, `--ca-ttl`, `--agent-svid-ttl`), network
+ * timeouts (`--timeout` of plan, credentials, reconciler, ctl) and SPIFFE IDs (`svid mint`, `jwt mint`).
+ */
 import { DURATION_FORMS, formatDuration, parseDuration } from '../common/duration.ts';
 import { parseSpiffeId } from '../identity/spiffe-id.ts';
 import { UsageError } from './command.ts';
@@ -9,6 +12,24 @@ export function durationFlag(value: string | undefined, flag: string, fallback: 
   const seconds = parseDuration(value);
   if (seconds === null || seconds === 0)
     throw new UsageError(`--${flag} must be ${DURATION_FORMS}, and more than zero (got "${value}")`);
+  return seconds;
+}
+
+/** The longest `--timeout` accepted: past it, a wait is no longer a bound anyone meant. */
+export const MAX_TIMEOUT_SECONDS = 3600;
+
+/**
+ * Seconds of `--<flag>` for a network timeout: the one duration grammar (`30s`, `2m`), or a whole number of
+ * seconds as these flags have always taken (`--timeout 30`), from 1 s to 1 h; `fallback` when absent.
+ * Fractions, exponents, hex and `Infinity` are refused with a UsageError that says what is accepted.
+ */
+export function timeoutFlag(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const seconds = /^\d+$/.test(value) ? Number(value) : parseDuration(value);
+  if (seconds === null || seconds < 1 || seconds > MAX_TIMEOUT_SECONDS)
+    throw new UsageError(
+      `--${flag} must be whole seconds ("30") or a duration with units h, m, s ("45s", "2m", "1m30s"), from 1s to 1h (got "${value}")`,
+    );
   return seconds;
 }
 

@@ -1,9 +1,10 @@
 /**
- * Structured logs of the long-running commands (`reconciler`, `agent`): one JSON object per line on
- * standard error, through pino. Callers log metadata only (IDs, versions, fingerprints, reasons); the
- * redaction list is a second line of defence for field names that could hold a secret.
+ * Structured logs of the long-running commands in the `(message, fields)` form the agent runtime takes: the
+ * project's one logger (telemetry/logger.ts: pino JSON lines, ISO time, level labels, the redaction list)
+ * writing to standard error. Callers log metadata only (IDs, versions, fingerprints, reasons); the redaction
+ * list is a second line of defence for field names that could hold a secret.
  */
-import { pino } from 'pino';
+import { createLogger } from '../telemetry/logger.ts';
 import type { CommandIO } from './command.ts';
 
 export interface Logger {
@@ -12,30 +13,14 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
-const REDACT = [
-  'token',
-  '*.token',
-  'secretAccessKey',
-  '*.secretAccessKey',
-  'sessionToken',
-  '*.sessionToken',
-  'keyPem',
-  '*.keyPem',
-  'value',
-  '*.value',
-];
-
-export function commandLogger(io: CommandIO, component: string, level = 'info'): Logger {
-  const log = pino(
-    {
-      base: { component },
-      level,
-      redact: { paths: REDACT, censor: '***' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    { write: (line: string) => io.stderr(line) },
-  );
+export function commandLogger(io: CommandIO, component: string, level: 'info' | 'debug' = 'info'): Logger {
+  const log = createLogger({
+    level,
+    base: { component },
+    // The agent handles credential values as `value` in its messages' shapes: censored by name too.
+    extraRedacted: ['value'],
+    destination: { write: (line: string) => io.stderr(line) },
+  });
   return {
     info: (message, fields) => log.info(fields ?? {}, message),
     warn: (message, fields) => log.warn(fields ?? {}, message),

@@ -111,8 +111,12 @@ export async function main(argv: string[], io: CommandIO = processIO()): Promise
     }
     const load = commands[name];
     if (!load) {
-      const near = name.startsWith('-') ? undefined : closest(name, Object.keys(commands));
-      const flag = name.startsWith('-') ? ` flag ${name} (flags go after the command)` : ` command "${name}"`;
+      const isFlag = name.startsWith('-');
+      // Before a command, only the global flags (--version, --help) are meant.
+      const near = isFlag ? closest(name, ['--version', '--help']) : closest(name, Object.keys(commands));
+      const flag = isFlag
+        ? ` flag ${name}${near ? '' : ' (flags go after the command)'}`
+        : ` command "${name}"`;
       io.stderr(`riptides-cli: unknown${flag}${near ? `; did you mean "${near}"?` : ''}\n${USAGE_HINT}\n`);
       return EXIT_USAGE;
     }

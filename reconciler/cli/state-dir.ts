@@ -1,4 +1,7 @@
-/** Where the long-running roles keep their state when --state-dir is not given. */
+/**
+ * Where the agent keeps its state when --state-dir is not given. (The reconciler, `up`, `ctl`, `drift` and
+ * `token` share store/state-dir.ts defaultStateDir.)
+ */
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { CommandIO } from './command.ts';
@@ -7,7 +10,7 @@ import type { CommandIO } from './command.ts';
  * `--state-dir DIR`, else `$XDG_STATE_HOME/riptides/<role>` (XDG's default `~/.local/state`): per user,
  * never a shared temp dir (keys and tokens live there).
  */
-export function stateDirOf(flag: string | undefined, io: CommandIO, role: 'reconciler' | 'agent'): string {
+export function stateDirOf(flag: string | undefined, io: CommandIO, role: 'agent'): string {
   if (flag) return resolve(io.cwd, flag);
   const base = io.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
   return join(base, 'riptides', role);

@@ -73,7 +73,8 @@ interface HttpAnswer {
 class StsRefusal extends CredentialError {
   constructor(
     message: string,
-    readonly code: string,
+    /** STS's own error code (`IDPCommunicationError`, `AccessDenied`, …). */
+    readonly stsCode: string,
   ) {
     super(message);
   }
@@ -129,7 +130,7 @@ export class AwsSession implements PolledSession {
       attempts: IDP_RETRIES,
       policy: this.ctx.backoff,
       random: this.ctx.random,
-      retryable: (err) => err instanceof StsRefusal && err.code === 'IDPCommunicationError',
+      retryable: (err) => err instanceof StsRefusal && err.stsCode === 'IDPCommunicationError',
     });
   }
 

@@ -58,11 +58,14 @@ export function checkEndpoint(text: string, what: string): { url: URL; warning?:
   try {
     url = new URL(text);
   } catch {
-    throw new CredentialError(`${what} "${displayUrl(text)}" is not a URL; give https://host[:port]/`);
+    throw new CredentialError(`${what} "${displayUrl(text)}" is not a URL; give https://host[:port]/`, {
+      code: 'misconfigured',
+    });
   }
   if (url.username || url.password)
     throw new CredentialError(
       `${what} ${displayUrl(url)} carries credentials in the URL; they are refused and were not used`,
+      { code: 'misconfigured' },
     );
   if (url.protocol === 'https:') return { url };
   if (url.protocol === 'http:' && isLoopback(url))
@@ -73,8 +76,11 @@ export function checkEndpoint(text: string, what: string): { url: URL; warning?:
   if (url.protocol === 'http:')
     throw new CredentialError(
       `${what} ${displayUrl(url)} is plain http to a host that is not loopback: refused, because the workload's ID token and the credentials it returns would cross the network unencrypted; use https (plain http is accepted only for 127.0.0.1, ::1 or localhost)`,
+      { code: 'misconfigured' },
     );
-  throw new CredentialError(`${what} ${displayUrl(url)}: unsupported protocol ${url.protocol}; use https`);
+  throw new CredentialError(`${what} ${displayUrl(url)}: unsupported protocol ${url.protocol}; use https`, {
+    code: 'misconfigured',
+  });
 }
 
 /** One request (following same-origin redirects) within the deadline and the body cap. */

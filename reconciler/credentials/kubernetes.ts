@@ -60,12 +60,14 @@ export class KubernetesSecretStore implements SecretStore {
       throw new CredentialError(
         `cannot load Kubernetes access from ${from}: ${(err as Error).message.split('\n')[0]}; ` +
           'pass a readable kubeconfig or run inside the cluster',
+        { code: 'misconfigured' },
       );
     }
     const server = this.kc.getCurrentCluster()?.server;
     if (!server || server.includes('undefined'))
       throw new CredentialError(
         `kubeconfig ${from} has no current cluster with a server; set current-context`,
+        { code: 'misconfigured' },
       );
     this.where = `Kubernetes API ${stripUrlUserinfo(server)}`;
     const user = this.kc.getCurrentUser();

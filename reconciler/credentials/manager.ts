@@ -15,7 +15,7 @@ import { backoffDelay, DEFAULT_BACKOFF } from '../common/retry.ts';
 import type { JwtMinter } from '../identity/jwt-svid.ts';
 import { ephemeralFingerprintKey, type FingerprintKey } from './fingerprint.ts';
 import { type ProviderConfig, Providers } from './providers.ts';
-import type { Obtained, ProviderContext, Session } from './session.ts';
+import { type LeaseLedger, NO_LEDGER, type Obtained, type ProviderContext, type Session } from './session.ts';
 import {
   type BindingPhase,
   type BindingStatus,
@@ -48,6 +48,8 @@ export interface CredentialManagerOptions extends ProviderConfig {
    * directory's); default: one for this process alone.
    */
   fingerprintKey?: FingerprintKey;
+  /** Records lease metadata (Vault) so that a later run can revoke what this one could not; default none. */
+  leases?: LeaseLedger;
 }
 
 const SILENT: CredentialLogger = { info() {}, warn() {} };
@@ -65,6 +67,7 @@ function contextOf(opts: CredentialManagerOptions): ProviderContext {
       maxMs: opts.backoff?.maxMs ?? DEFAULT_BACKOFF.maxMs,
     },
     fingerprintKey: opts.fingerprintKey ?? ephemeralFingerprintKey(),
+    leases: opts.leases ?? NO_LEDGER,
   };
 }
 

@@ -74,11 +74,12 @@ export class Providers {
           return new CredentialError(
             `CredentialSource ${spec.name}: provider "${c.block}" is not yet supported ` +
               '(supported: kubernetes, vault, aws)',
+            { code: 'misconfigured' },
           );
       }
     } catch (err) {
       if (err instanceof CredentialError)
-        return new CredentialError(`CredentialSource ${spec.name}: ${err.message}`);
+        return new CredentialError(`CredentialSource ${spec.name}: ${err.message}`, { code: err.code });
       throw err;
     }
   }
@@ -107,6 +108,7 @@ export class Providers {
           this.store = new CredentialError(
             'kubernetes sources need Kubernetes access or a secrets dir: pass --kubeconfig, set KUBECONFIG, ' +
               'create ~/.kube/config, run in the cluster, or pass --secrets-dir',
+            { code: 'misconfigured' },
           );
       } catch (err) {
         if (!(err instanceof CredentialError)) throw err;
@@ -120,7 +122,12 @@ export class Providers {
   private secretSession(spec: KubernetesSourceSpec, _workloadID: string): WatchedSession {
     const k = spec.kubernetes;
     if (k.type !== 'BearerToken')
-      throw new CredentialError(`kubernetes.type "${k.type}" is not supported; the only type is BearerToken`);
+      throw new CredentialError(
+        `kubernetes.type "${k.type}" is not supported; the only type is BearerToken`,
+        {
+          code: 'misconfigured',
+        },
+      );
     const store = this.secretStore();
     const ref = { namespace: k.namespace ?? this.config.namespace ?? DEFAULT_NAMESPACE, ...k.secretRef };
     const toObtained = (u: SecretUpdate): Obtained | CredentialError => {

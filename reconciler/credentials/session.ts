@@ -34,6 +34,44 @@ export interface WatchedSession {
 
 export type Session = PolledSession | WatchedSession;
 
+/** A lease's metadata (never its value), as the ledger keeps it. */
+export interface LeaseMetadata {
+  /** Vault's lease id. */
+  id: string;
+  /** CredentialSource name and workload ID of the pair that holds it. */
+  source: string;
+  workloadID: string;
+  /** Epoch ms. */
+  obtainedAt: number;
+  /** Epoch ms: the lease's expiry, or its token's when that comes first. */
+  expiresAt: number;
+  renewable: boolean;
+  /** Keyed fingerprint of the value it produced. */
+  fingerprint: string;
+}
+
+/**
+ * Where leases are recorded so that they outlive the process that obtained them: a reconciler killed with
+ * SIGKILL cannot give its leases back, so the next one revokes them (`orphans`) when it logs in for the same
+ * pair. Calls never throw; the ledger persists in the background.
+ */
+export interface LeaseLedger {
+  held(lease: LeaseMetadata): void;
+  renewed(id: string, expiresAt: number): void;
+  /** Given back, or known to be gone. */
+  gone(id: string): void;
+  /** Leases an earlier run recorded for this pair and did not give back (each handed out once). */
+  orphans(source: string, workloadID: string): string[];
+}
+
+/** A ledger that keeps nothing (`credentials check`, tests). */
+export const NO_LEDGER: LeaseLedger = {
+  held() {},
+  renewed() {},
+  gone() {},
+  orphans: () => [],
+};
+
 export interface ProviderContext {
   minter: JwtMinter;
   trustDomain: string;
@@ -43,4 +81,5 @@ export interface ProviderContext {
   logger: CredentialLogger;
   backoff: BackoffPolicy;
   fingerprintKey: FingerprintKey;
+  leases: LeaseLedger;
 }

@@ -118,16 +118,30 @@ export function credentialValueOf(c: Credential): CredentialValue {
 }
 
 /** Why a credential could not be obtained. Messages never carry a credential value. */
+/**
+ * Why a credential could not be obtained, as a stable code (errors/classify.ts maps it to the reconciler's
+ * error catalogue): `unavailable` (the backend failed or refused: retried with backoff), `withdrawn` (the
+ * backend says the value is gone: a Secret or key deleted), `misconfigured` (the source or the reconciler's
+ * flags cannot work as given: an unsupported provider, a malformed duration or endpoint, no Kubernetes access;
+ * retrying the same input cannot help).
+ */
+export type CredentialErrorCode = 'unavailable' | 'withdrawn' | 'misconfigured';
+
 export class CredentialError extends Error {
+  readonly code: CredentialErrorCode;
+
   constructor(
     message: string,
     readonly opts: {
       /** The source answered authoritatively that the value is gone (Secret or key deleted): stop serving it. */
       withdraw?: boolean;
+      /** Default: `withdrawn` with `withdraw`, else `unavailable`. */
+      code?: CredentialErrorCode;
     } = {},
   ) {
     super(message);
     this.name = 'CredentialError';
+    this.code = opts.code ?? (opts.withdraw ? 'withdrawn' : 'unavailable');
   }
 }
 

@@ -29,7 +29,8 @@ export function classifySource(spec: CredentialSourceSpec): ClassifiedSource {
 /** Seconds of a duration in the one grammar (common/duration.ts), or a CredentialError naming the field. */
 export function durationSeconds(text: string, field: string): number {
   const seconds = parseDuration(text);
-  if (seconds === null) throw new CredentialError(`${field} "${text}" is not ${DURATION_FORMS}`);
+  if (seconds === null)
+    throw new CredentialError(`${field} "${text}" is not ${DURATION_FORMS}`, { code: 'misconfigured' });
   return seconds;
 }
 

@@ -18,7 +18,7 @@ import vault from 'node-vault';
 import { displayUrl, Redactor, stripUrlUserinfo } from '../common/redact.ts';
 import { boundedRequest } from './http.ts';
 import type { Obtained, PolledSession, ProviderContext } from './session.ts';
-import { CredentialError, type CredentialValue, type VaultSourceSpec } from './types.ts';
+import { CredentialError, type CredentialValue, fingerprintOf, type VaultSourceSpec } from './types.ts';
 import { describeTransportError } from './util.ts';
 
 export interface VaultProviderOptions {
@@ -107,7 +107,7 @@ export class VaultSession implements PolledSession {
 
   constructor(
     private readonly spec: VaultSourceSpec,
-    workloadID: string,
+    private readonly workloadID: string,
     private readonly ctx: ProviderContext,
     private readonly opts: VaultProviderOptions,
   ) {
@@ -238,8 +238,45 @@ export class VaultSession implements PolledSession {
     this.staticRefreshAt = lease
       ? undefined
       : now + (duration > 0 ? duration * 1000 + 5000 : this.opts.pollIntervalMs);
+    if (lease)
+      this.ctx.leases.held({
+        id: lease.id,
+        source: this.spec.name,
+        workloadID: this.workloadID,
+        obtainedAt: now,
+        expiresAt: Math.min(lease.expiresAt, token.expiresAt),
+        renewable: lease.renewable,
+        fingerprint: fingerprintOf(this.ctx.fingerprintKey, value),
+      });
     await this.retire(previous.lease, previous.token);
+    await this.revokeOrphans(token);
     return this.plan();
+  }
+
+  /**
+   * Leases an earlier run obtained for this pair and could not give back (it was killed): revoked with the
+   * token just obtained, at sys/leases/revoke. Without that capability they are left to expire, said once.
+   */
+  private async revokeOrphans(token: TokenState): Promise<void> {
+    for (const id of this.ctx.leases.orphans(this.spec.name, this.workloadID)) {
+      try {
+        await this.client.revoke({
+          lease_id: id,
+          requestOptions: { headers: { 'X-Vault-Token': token.value } },
+        });
+        this.ctx.logger.info('revoked a Vault lease left by an earlier run', {
+          address: displayUrl(this.spec.vault.address),
+          lease: id,
+        });
+      } catch (err) {
+        this.notice(
+          'orphan-revoke-failed',
+          'could not revoke a Vault lease left by an earlier run; it will expire on its own',
+          { lease: id, reason: this.failure('revoke', err, 'none').message },
+        );
+      }
+      this.ctx.leases.gone(id);
+    }
   }
 
   async refresh(): Promise<Obtained> {
@@ -257,6 +294,7 @@ export class VaultSession implements PolledSession {
         const granted = Number(res.lease_duration ?? 0);
         lease.expiresAt = this.ctx.now() + granted * 1000;
         lease.capped = granted < lease.duration || res.renewable === false;
+        this.ctx.leases.renewed(lease.id, Math.min(lease.expiresAt, token.expiresAt));
         return this.plan();
       } catch (err) {
         const status = apiStatus(err);
@@ -298,14 +336,18 @@ export class VaultSession implements PolledSession {
   private async retire(lease: LeaseState | undefined, token: TokenState | undefined): Promise<void> {
     const now = this.ctx.now();
     let tokenGone = token === undefined || token.expiresAt <= now;
+    // A lease whose token is gone went with it.
+    if (lease && lease.token.expiresAt <= now) this.ctx.leases.gone(lease.id);
     if (lease && lease.token.expiresAt > now) {
       try {
         await this.client.revoke({
           lease_id: lease.id,
           requestOptions: { headers: { 'X-Vault-Token': lease.token.value } },
         });
+        this.ctx.leases.gone(lease.id);
       } catch (err) {
         if (apiStatus(err) !== 403) {
+          // Still live, perhaps: the record stays, so a later run may revoke it.
           this.notice(
             'revoke-failed',
             'could not revoke a Vault lease that is no longer needed; it will expire on its own',
@@ -315,6 +357,7 @@ export class VaultSession implements PolledSession {
             },
           );
         } else if (await this.revokeSelf(lease.token)) {
+          this.ctx.leases.gone(lease.id);
           if (lease.token === token) tokenGone = true;
           this.notice(
             'revoke-forbidden',
@@ -322,6 +365,8 @@ export class VaultSession implements PolledSession {
             { lease: lease.id },
           );
         } else {
+          // Nothing this role may do will revoke it, now or later: it runs out at its expiry.
+          this.ctx.leases.gone(lease.id);
           this.notice(
             'revoke-forbidden-expire',
             `the policies of role "${this.spec.vault.role}" allow neither sys/leases/revoke nor auth/token/revoke-self (update); leases no longer needed are left to expire`,

@@ -24,6 +24,22 @@ function headline(report: DriftReport): string {
   return `**Drift detected**: ${items} item(s) on ${nodesDrifted} of ${nodes} node(s), against revision ${report.revision ? markdownCode(short(report.revision)) : '(none applied yet)'}.`;
 }
 
+function healLines(report: DriftReport): string[] {
+  const h = report.heal;
+  if (!h) return [];
+  const sentTo = new Map<string, number>();
+  for (const a of h.actions) for (const what of a.sent) sentTo.set(what, (sentTo.get(what) ?? 0) + 1);
+  const sent = [...sentTo].map(([what, n]) => `${what} to ${n} node(s)`).join(', ') || 'nothing';
+  const items = DRIFT_KINDS.reduce((n, k) => n + h.after.counts[k], 0);
+  const after = h.after.drifted
+    ? `${items} item(s) on ${h.after.nodesDrifted} node(s) remain (below).`
+    : 'no drift remains.';
+  const lines = [`**Healed**: sent ${sent}; ${after}`, ''];
+  for (const a of h.actions) if (a.note) lines.push(`- ${markdownText(a.node)}: ${markdownText(a.note)}`);
+  if (h.actions.some((a) => a.note)) lines.push('');
+  return lines;
+}
+
 function nodeSection(n: NodeDrift): string {
   const where = n.group ? ` (group ${markdownCode(n.group)})` : '';
   const state = n.reachable
@@ -58,7 +74,8 @@ export function renderMarkdown(report: DriftReport, maxChars = MAX_MARKDOWN_CHAR
     '',
     headline(report),
     '',
-    `Generated ${markdownCode(report.generatedAt)}; SVIDs and credentials expiring within ${report.staleThresholdSeconds} s count as stale.`,
+    ...healLines(report),
+    `Generated ${markdownCode(report.generatedAt)}; SVIDs and credentials expiring within ${report.staleThresholdSeconds} s count as stale${report.unreachableAfterSeconds !== undefined ? `, agents silent for over ${report.unreachableAfterSeconds} s as unreachable` : ''}.`,
     '',
     `| ${DRIFT_KINDS.join(' | ')} |`,
     `| ${DRIFT_KINDS.map(() => '---').join(' | ')} |`,
@@ -68,15 +85,22 @@ export function renderMarkdown(report: DriftReport, maxChars = MAX_MARKDOWN_CHAR
   ].join('\n');
   let out = head;
   const drifted = report.nodes.filter((n) => n.items.length > 0);
-  for (let i = 0; i < drifted.length; i++) {
-    const section = `${nodeSection(drifted[i]!)}\n`;
+  const remaining = report.heal?.remaining.filter((n) => n.items.length > 0) ?? [];
+  const sections = [
+    ...drifted.map((n) => `${nodeSection(n)}\n`),
+    ...(remaining.length ? ['### After the heal\n\n'] : []),
+    ...remaining.map((n) => `${nodeSection(n).replace(/^### /, '#### ')}\n`),
+  ];
+  for (let i = 0; i < sections.length; i++) {
+    const section = sections[i]!;
     if (out.length + section.length > maxChars) {
-      out += `\n_${drifted.length - i} more node(s) with drift are left out to keep this short; the JSON report lists every item._\n`;
+      const left = sections.slice(i).filter((x) => x.startsWith('#') && !x.startsWith('### After')).length;
+      out += `\n_${left} more node(s) with drift are left out to keep this short; the JSON report lists every item._\n`;
       return out;
     }
     out += section;
   }
   const clean = report.nodes.length - drifted.length;
-  if (clean > 0) out += `\n${clean} node(s) without drift.\n`;
+  if (clean > 0) out += `${sections.length ? '\n' : ''}${clean} node(s) without drift.\n`;
   return out;
 }

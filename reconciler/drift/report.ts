@@ -1,7 +1,6 @@
 /**
  * The drift report: what git says (the last good revision) against what each node runs, per node. This file is
- * the report's shape and its summary; computing the items (desired node programs against the live state the
- * agents report) is the drift step of the loop, wired once the agent protocol's live-state types exist.
+ * the report's shape and its summary; compute.ts finds the items, runner.ts makes, heals, keeps and sends reports.
  *
  * Kinds of drift, as the issue names them:
  * | kind | meaning |
@@ -32,6 +31,8 @@ export interface DriftItem {
   live?: string | null;
   /** ISO 8601, for `stale`. */
   expiresAt?: string;
+  /** The credential reference hash of a `credential` item (what a heal resends); never a value. */
+  ref?: string;
 }
 
 export interface NodeDrift {
@@ -54,7 +55,9 @@ export interface DriftReport {
   revision: string | null;
   /** SVIDs and credentials expiring within this many seconds are `stale`. */
   staleThresholdSeconds: number;
-  /** True when any node has any item. */
+  /** Agents silent for longer are `unreachable`. */
+  unreachableAfterSeconds?: number;
+  /** True when any node has any item (before a heal, when there was one). */
   drifted: boolean;
   summary: {
     nodes: number;
@@ -63,28 +66,61 @@ export interface DriftReport {
   };
   /** Nodes with drift first (most items first), then the rest by name. */
   nodes: NodeDrift[];
+  /** Present when the report healed: what was sent to which node, and the drift found afterwards. */
+  heal?: HealSummary;
+}
+
+export interface HealSummary {
+  /** ISO 8601 of the heal requests. */
+  at: string;
+  /** Per node: what was sent (`program`, `credentials`, `repair`), or why nothing could be. */
+  actions: Array<{ node: string; sent: string[]; note?: string }>;
+  /** The drift found once the healed nodes reported again (or the wait ended). */
+  after: { drifted: boolean; nodesDrifted: number; counts: Record<DriftKind, number> };
+  /** The nodes drift still shows after the heal, with their items. */
+  remaining: NodeDrift[];
+}
+
+/** Counts per kind and the number of drifted nodes. */
+export function summarise(nodes: readonly NodeDrift[]): {
+  nodesDrifted: number;
+  counts: Record<DriftKind, number>;
+} {
+  const counts = Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<DriftKind, number>;
+  for (const n of nodes) for (const i of n.items) counts[i.kind]++;
+  return { nodesDrifted: nodes.filter((n) => n.items.length > 0).length, counts };
 }
 
 /** The report of `nodes` (their items already computed), with its summary and verdict. */
 export function buildDriftReport(
   nodes: readonly NodeDrift[],
-  meta: { revision: string | null; staleThresholdSeconds: number; now: Date },
+  meta: {
+    revision: string | null;
+    staleThresholdSeconds: number;
+    unreachableAfterSeconds?: number;
+    now: Date;
+  },
 ): DriftReport {
-  const counts = Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<DriftKind, number>;
-  for (const n of nodes) for (const i of n.items) counts[i.kind]++;
-  const ordered = [...nodes].sort(
-    (a, b) => b.items.length - a.items.length || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0),
-  );
-  const nodesDrifted = nodes.filter((n) => n.items.length > 0).length;
+  const { counts, nodesDrifted } = summarise(nodes);
   return {
     format: 1,
     generatedAt: meta.now.toISOString(),
     revision: meta.revision,
     staleThresholdSeconds: meta.staleThresholdSeconds,
+    ...(meta.unreachableAfterSeconds !== undefined
+      ? { unreachableAfterSeconds: meta.unreachableAfterSeconds }
+      : {}),
     drifted: nodesDrifted > 0,
     summary: { nodes: nodes.length, nodesDrifted, counts },
-    nodes: ordered,
+    nodes: orderNodes(nodes),
   };
+}
+
+/** Nodes with drift first (most items first), then by name. */
+export function orderNodes(nodes: readonly NodeDrift[]): NodeDrift[] {
+  return [...nodes].sort(
+    (a, b) => b.items.length - a.items.length || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0),
+  );
 }
 
 /** `riptides-cli drift` exit status: 0 no drift, 1 drift (2, could not run, is the caller's). */

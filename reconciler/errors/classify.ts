@@ -1,14 +1,11 @@
 /**
- * Maps the errors the reconciler's parts throw today onto the one shape (`ReconcileError`), without those
- * parts having to change: `SourceError` by its code, `AuthorityError` and `CredentialError` by their flags and
- * message forms, policy diagnostics into `ValidationFailed` with file:line details, Node's system errors
- * (errno codes) into network, timeout and disk failures. Anything else is `Internal` and transient.
- *
- * The mapping of AuthorityError and CredentialError partly reads message prefixes: those modules have no code
- * of their own yet. Once they carry a `code` (see errors/README.md), this reads it instead.
+ * Maps the errors the reconciler's parts throw onto the one shape (`ReconcileError`): `SourceError`,
+ * `AuthorityError` and `CredentialError` by their stable codes, policy diagnostics into `ValidationFailed` with
+ * file:line details, Node's system errors (errno codes) into network, timeout and disk failures. Anything else
+ * is `Internal` and transient.
  */
 import { CredentialError } from '../credentials/types.ts';
-import { AuthorityError } from '../identity/errors.ts';
+import { AuthorityError, type AuthorityErrorCode } from '../identity/errors.ts';
 import type { Diagnostic } from '../policy/diagnostics.ts';
 import { PolicyPathError } from '../policy/load-dir.ts';
 import { SourceError, type SourceErrorCode } from '../source/errors.ts';
@@ -56,9 +53,11 @@ const TIMEOUT_ERRNOS = new Set([
 const PERMISSION_ERRNOS = new Set(['EACCES', 'EPERM', 'EROFS']);
 const SPACE_ERRNOS = new Set(['ENOSPC', 'EDQUOT']);
 
-/** A credential source that is misconfigured rather than failing: the same input fails the same way. */
-const CREDENTIAL_CONFIG =
-  /\bnot (?:yet )?supported\b|\bis not a duration\b|\bneed Kubernetes access or a secrets dir\b/;
+const AUTHORITY_CODES: Record<AuthorityErrorCode, ErrorCode> = {
+  unavailable: 'AuthorityUnavailable',
+  refused: 'IdentityRequestRefused',
+  config: 'AuthorityConfigInvalid',
+};
 
 function messageOf(err: unknown): string {
   if (err instanceof Error) return err.message || err.name;
@@ -71,16 +70,10 @@ export function classify(err: unknown): ReconcileError {
   if (err instanceof SourceError)
     return reconcileError(SOURCE_CODES[err.code], err.message, { hint: err.hint });
   if (err instanceof PolicyPathError) return reconcileError('SourcePathInvalid', err.message);
-  if (err instanceof AuthorityError) {
-    const m = err.message;
-    if (m.startsWith('CA directory ')) return reconcileError('AuthorityUnavailable', m);
-    if (/^(?:CSR\b|not entitled to\b|DNS SAN\b|X509-SVID TTL\b)/.test(m))
-      return reconcileError('IdentityRequestRefused', m);
-    return reconcileError('AuthorityConfigInvalid', m);
-  }
+  if (err instanceof AuthorityError) return reconcileError(AUTHORITY_CODES[err.code], err.message);
   if (err instanceof CredentialError) {
-    if (err.opts.withdraw) return reconcileError('CredentialWithdrawn', err.message);
-    if (CREDENTIAL_CONFIG.test(err.message))
+    if (err.code === 'withdrawn') return reconcileError('CredentialWithdrawn', err.message);
+    if (err.code === 'misconfigured')
       return reconcileError('CredentialUnavailable', err.message, {
         terminal: true,
         hint: 'fix the CredentialSource (or the reconciler flags it needs) and push a new commit',

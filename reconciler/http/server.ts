@@ -15,6 +15,8 @@
  * | `GET /api/v1/kinds/<Kind>/<name>[?namespace=]` | admin | `{item, events}`; 404, or 409 when the name is in several namespaces |
  * | `POST /api/v1/apply` | admin | `{manifests, filename?}` → validated and committed into the policy working copy |
  * | `POST /api/v1/delete` | admin | `{manifests?, targets?, ignoreNotFound?}` → likewise |
+ * | `POST /api/v1/drift` | admin | `{heal?}` → one drift report now (drift/runner.ts): `{id, files, report}`; 409 when drift is not served |
+ * | `GET <issuer path>/.well-known/openid-configuration`, `<issuer path>/keys` | anyone | OIDC discovery and JWKS (public documents relying parties such as AWS STS and Vault fetch), when `oidc` is given |
  *
  * Budget: headers within 10 s, a whole request within 30 s (Node's `headersTimeout` / `requestTimeout`), request
  * bodies capped at 1 MiB (the policy file cap), at most 256 connections.
@@ -28,6 +30,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
+import type { DriftReport } from '../drift/report.ts';
 import { classify } from '../errors/classify.ts';
 import { resolveKind } from '../status/format.ts';
 import {
@@ -65,6 +68,13 @@ export interface ApiServerOptions {
   /** The handler of `/hooks/<provider>` (createWebhookHandler); absent: 404. */
   webhook?: (req: IncomingMessage, res: ServerResponse, provider: string) => void;
   editor?: PolicyEditor;
+  /** Makes one drift report (drift/runner.ts DriftRunner.run); absent: `POST /api/v1/drift` answers 409. */
+  drift?: (opts: { heal: boolean }) => Promise<{ id: string; files: string[]; report: DriftReport }>;
+  /**
+   * The OIDC discovery handler (identity/oidc-discovery.ts): answers its two public paths under the issuer's
+   * path and resolves false for anything else.
+   */
+  oidc?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
   logger?: Logger;
   maxBodyBytes?: number;
 }
@@ -184,7 +194,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
   let shuttingDown = false;
 
-  const handler = (req: IncomingMessage, res: ServerResponse) => {
+  const apiHandler = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://api.invalid');
     const path = url.pathname;
     let route = 'other';
@@ -287,6 +297,29 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         );
         return done(result.ok ? 200 : result.status, result);
       }
+      if (req.method === 'POST' && path === '/api/v1/drift') {
+        if (!opts.drift)
+          throw new HttpError(409, {
+            code: 'DriftNotServed',
+            reason: 'this reconciler serves no node agents, so there is no live state to compare',
+            hint: 'run drift against riptides-cli up or riptides-cli reconciler',
+          });
+        const body = parseJson(await readBody(req, maxBody));
+        if (body.heal !== undefined && typeof body.heal !== 'boolean')
+          throw badRequest('heal must be a boolean');
+        const run = await opts.drift({ heal: body.heal === true });
+        opts.logger?.info(
+          {
+            principal: principal.id,
+            route,
+            heal: body.heal === true,
+            id: run.id,
+            drifted: run.report.drifted,
+          },
+          'drift report',
+        );
+        return done(200, { id: run.id, files: run.files, report: run.report });
+      }
       const known = req.method === 'GET' || req.method === 'POST';
       throw new HttpError(known ? 404 : 405, {
         code: known ? 'NotFound' : 'MethodNotAllowed',
@@ -295,6 +328,28 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       });
     })().catch(fail);
   };
+
+  const oidc = opts.oidc;
+  // The OIDC documents are public (relying parties fetch them anonymously); every other path is the API's.
+  const handler = oidc
+    ? (req: IncomingMessage, res: ServerResponse) => {
+        const path = (req.url ?? '/').split('?')[0]!;
+        const get = req.method === 'GET' || req.method === 'HEAD';
+        if (!get || path.startsWith('/api/') || path.startsWith('/hooks/') || path === '/metrics')
+          return apiHandler(req, res);
+        oidc(req, res).then(
+          (served) => {
+            if (!served) return apiHandler(req, res);
+            opts.metrics.apiRequests.inc({ route: 'oidc', code: String(res.statusCode) });
+          },
+          (err: unknown) => {
+            opts.logger?.error({ err }, 'OIDC discovery request failed');
+            if (!res.headersSent) send(res, 503, 'keys unavailable, retry\n', { 'retry-after': '1' });
+            else res.destroy();
+          },
+        );
+      }
+    : apiHandler;
 
   const server: Server = opts.tls
     ? createHttpsServer(

@@ -5,7 +5,7 @@
 import type { KeyObject } from 'node:crypto';
 import { type LiveCa, randomSerial } from './ca-certs.ts';
 import { oid, seq } from './der.ts';
-import { AuthorityError } from './errors.ts';
+import { AuthorityError, refused } from './errors.ts';
 import { BACKDATE_MS, DEFAULT_X509_SVID_TTL_SECONDS, positiveSeconds } from './settings.ts';
 import { parseSpiffeId } from './spiffe-id.ts';
 import {
@@ -25,6 +25,7 @@ import {
   signTbs,
   subjectAltNameValue,
   toPem,
+  X509Error,
 } from './x509.ts';
 
 export interface SignX509SvidRequest {
@@ -76,56 +77,64 @@ const LEAF_EXT_KEY_USAGE = extension(OID.extKeyUsage, false, seq(oid(OID.serverA
 export function checkSvidRequest(req: SignX509SvidRequest, trustDomain: string): CheckedSvidRequest {
   const block = pemBlocks(req.csrPem).find((b) => /CERTIFICATE REQUEST$/.test(b.type));
   if (!block)
-    throw new AuthorityError(
-      'CSR: no "CERTIFICATE REQUEST" PEM block found: pass a PEM encoded PKCS#10 request',
-    );
-  const csr = parseCsr(block.der);
+    throw refused('CSR: no "CERTIFICATE REQUEST" PEM block found: pass a PEM encoded PKCS#10 request');
+  let csr: ReturnType<typeof parseCsr>;
+  try {
+    csr = parseCsr(block.der);
+  } catch (err) {
+    // A malformed request is refused as given, like every other rule it breaks.
+    throw err instanceof X509Error ? refused(err.message) : err;
+  }
   if (!csr.signatureValid)
-    throw new AuthorityError(
+    throw refused(
       'CSR signature does not verify with the public key it carries: the request was altered or signed with another key; generate a new CSR',
     );
   checkCsrKey(csr.publicKey);
   if (csr.uris.length !== 1)
-    throw new AuthorityError(
+    throw refused(
       `CSR must carry exactly one URI SAN (the SPIFFE ID), found ${csr.uris.length}: put the ID in the request's subjectAltName`,
     );
   const spiffeId = csr.uris[0]!;
   const parsed = parseSpiffeId(spiffeId);
-  if (!parsed.ok) throw new AuthorityError(`CSR SPIFFE ID "${spiffeId}" ${parsed.message}`);
+  if (!parsed.ok) throw refused(`CSR SPIFFE ID "${spiffeId}" ${parsed.message}`);
   if (parsed.id.trustDomain !== trustDomain)
-    throw new AuthorityError(
+    throw refused(
       `CSR SPIFFE ID "${spiffeId}" is outside trust domain "${trustDomain}" of this CA: request an ID under spiffe://${trustDomain}/`,
     );
   if (parsed.id.path === '')
-    throw new AuthorityError(
-      `CSR SPIFFE ID "${spiffeId}" names the trust domain itself: a workload ID needs a path`,
-    );
+    throw refused(`CSR SPIFFE ID "${spiffeId}" names the trust domain itself: a workload ID needs a path`);
   const dnsNames = req.dnsNames ?? [];
   for (const name of dnsNames)
     if (name.length > 253 || !DNS_NAME_RE.test(name))
-      throw new AuthorityError(
+      throw refused(
         `DNS SAN "${name}" is not a valid DNS name (letters, digits, hyphens, dots; optional leading *.)`,
       );
   if (csr.otherSans.length)
-    throw new AuthorityError(
+    throw refused(
       `CSR asks for subjectAltName types an X509-SVID never carries (${[...new Set(csr.otherSans)].map(sanTypeName).join(', ')}): ` +
         'request only the SPIFFE ID; DNS names come from the identity',
     );
   const granted = new Set(dnsNames.map((n) => n.toLowerCase()));
   for (const name of csr.dnsNames)
     if (!granted.has(name.toLowerCase()))
-      throw new AuthorityError(
+      throw refused(
         `CSR asks for DNS SAN "${name}", which the identity's x509 settings do not grant ` +
           `(granted: ${dnsNames.length ? dnsNames.join(', ') : 'none'}): add it to spec.svid.x509.dnsNames or leave it out of the CSR`,
       );
   if (req.authorize) {
     const verdict = req.authorize(spiffeId, { dnsNames });
     if (verdict !== true)
-      throw new AuthorityError(
+      throw refused(
         `not entitled to "${spiffeId}"${dnsNames.length ? ` with DNS names ${dnsNames.join(', ')}` : ''}: ${typeof verdict === 'string' && verdict ? verdict : 'the caller is not authorised for this ID'}`,
       );
   }
-  const ttl = positiveSeconds(req.ttlSeconds, DEFAULT_X509_SVID_TTL_SECONDS, 'X509-SVID TTL');
+  let ttl: number;
+  try {
+    ttl = positiveSeconds(req.ttlSeconds, DEFAULT_X509_SVID_TTL_SECONDS, 'X509-SVID TTL');
+  } catch (err) {
+    // A TTL is part of the request: refused as given, not a setting of the authority.
+    throw err instanceof AuthorityError ? refused(err.message) : err;
+  }
   return { csr, spiffeId, dnsNames, ttl };
 }
 
@@ -147,10 +156,10 @@ function checkCsrKey(key: KeyObject): void {
   if (key.asymmetricKeyType === 'ec') {
     const curve = key.asymmetricKeyDetails?.namedCurve;
     if (curve === 'prime256v1' || curve === 'secp384r1') return;
-    throw new AuthorityError(`CSR key uses EC curve ${curve ?? 'unknown'}: generate a P-256 or P-384 key`);
+    throw refused(`CSR key uses EC curve ${curve ?? 'unknown'}: generate a P-256 or P-384 key`);
   }
   if (key.asymmetricKeyType === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048) return;
-  throw new AuthorityError(
+  throw refused(
     `CSR key type ${key.asymmetricKeyType ?? 'unknown'} is not accepted: use EC P-256 or RSA ≥ 2048 bits`,
   );
 }

@@ -52,9 +52,16 @@ export function buildPlan(input: {
   path: string;
   baseResult: RenderResult;
   headResult: RenderResult;
+  /** The trust domain each side compiled in (each from its own riptides.config.yaml, or --trust-domain). */
+  trustDomains?: { base: string | undefined; head: string | undefined };
 }): Plan {
   const { baseResult, headResult } = input;
   const notes: string[] = [];
+  const td = input.trustDomains;
+  if (td?.base && td.head && td.base !== td.head)
+    notes.push(
+      `the trust domain changes from ${td.base} to ${td.head}: every SPIFFE ID changes, so every workload gets a new identity and every peer that pins an old one refuses it`,
+    );
   const baseValid = baseResult.programs !== null;
   const headValid = headResult.programs !== null;
   const empty: Plan = {

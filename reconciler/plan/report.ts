@@ -9,8 +9,14 @@ import type { AccessDiff, AccessEdge, AttributeChange } from './access.ts';
 import { accessLostSummary, hasChanges, headHasErrors, type Plan } from './plan.ts';
 import type { FieldChange } from './resource-diff.ts';
 
-/** GitHub refuses issue and pull-request comments longer than this. */
+/** GitHub refuses issue and pull-request comments longer than this (422 "Body is too long"). */
 export const GITHUB_COMMENT_LIMIT = 65_536;
+
+/**
+ * Room a plan leaves under the limit for what a CI job puts around it: the README's examples add the
+ * `<!-- riptides-plan -->` marker line, others a heading or a link to the run.
+ */
+export const COMMENT_HEADROOM = 1_024;
 
 const short = (commit: string) => commit.slice(0, 8);
 const show = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
@@ -110,6 +116,10 @@ export function planText(plan: Plan): string {
   return `${out.join('\n')}\n`;
 }
 
+/**
+ * The plan as a pull-request comment: at most `limit` characters (UTF-16 code units, never fewer than
+ * GitHub's count) less COMMENT_HEADROOM, cut and saying so when it would be longer.
+ */
 export function planMarkdown(plan: Plan, limit = GITHUB_COMMENT_LIMIT): string {
   const code = markdownCode;
   const text = markdownText;
@@ -192,26 +202,27 @@ interface Section {
   open?: boolean;
 }
 
-/** Renders sections as collapsible blocks, cutting lines from the end until the whole fits within `limit`. */
+/**
+ * Renders sections as collapsible blocks, cutting lines from the end of the later sections until the whole,
+ * with COMMENT_HEADROOM to spare, fits within `limit`. Every section keeps its title and says how many of its
+ * lines were cut, so a reader sees what is missing even when none of them fit.
+ */
 function fitToLimit(prefix: string, sections: Section[], limit: number): string {
   const render = (s: Section, lines: string[], cut: number) =>
     `<details${s.open ? ' open' : ''}><summary>${htmlText(s.title)}</summary>\n\n${lines.join('\n')}${cut ? `\n- … ${cut} more line(s) cut to fit the comment limit` : ''}\n\n</details>\n\n`;
+  const max = limit - COMMENT_HEADROOM;
   const full = sections.map((s) => render(s, s.lines, 0));
-  if (prefix.length + full.join('').length <= limit) return prefix + full.join('');
+  if (prefix.length + full.join('').length <= max) return prefix + full.join('');
   const note = `> This plan was cut to fit GitHub's ${limit}-character comment limit; run \`riptides-cli plan --format json\` for all of it.\n\n`;
-  let budget = limit - prefix.length - note.length;
-  const parts: string[] = [];
-  for (const s of sections) {
-    const overhead = render(s, [], 1).length + 20;
+  // Each section's frame, with the longest cut note it can have, is paid for before any line.
+  const frames = sections.map((s) => render(s, [], s.lines.length).length);
+  let budget = max - prefix.length - note.length - frames.reduce((a, b) => a + b, 0);
+  const parts = sections.map((s) => {
     let kept = 0;
-    let used = overhead;
-    while (kept < s.lines.length && used + s.lines[kept]!.length + 1 <= budget)
-      used += s.lines[kept++]!.length + 1;
-    if (budget < overhead) break;
-    const block = render(s, s.lines.slice(0, kept), s.lines.length - kept);
-    parts.push(block);
-    budget -= block.length;
-  }
+    while (kept < s.lines.length && s.lines[kept]!.length + 1 <= budget)
+      budget -= s.lines[kept++]!.length + 1;
+    return render(s, s.lines.slice(0, kept), s.lines.length - kept);
+  });
   return prefix + note + parts.join('');
 }
 

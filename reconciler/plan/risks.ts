@@ -3,7 +3,7 @@ import type { CompiledIdentity, NodeProgram } from '../policy/compile.ts';
 import type { Service } from '../policy/kinds/index.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
 import type { Located } from '../policy/resources.ts';
-import { labelsMatch } from '../policy/selectors.ts';
+import { isAtLeastAsBroad, labelsMatch, normalizeSelector } from '../policy/selectors.ts';
 import type { AccessDiff, AccessEdge } from './access.ts';
 
 export type RiskSeverity = 'high' | 'medium';
@@ -68,7 +68,9 @@ export function findRisks(
     }
   }
 
-  for (const { key, before: b, after: a } of access.changed) {
+  // An edge whose destination moved (the Service at another address, or renamed or in another namespace at
+  // the same address) is compared as a changed edge: a downgrade must not hide behind a move.
+  for (const { key, before: b, after: a } of [...access.changed, ...movedEdges(access)]) {
     if (b.kind !== 'reach') continue;
     if (b.attributes.tls === 'MUTUAL' && a.attributes.tls !== 'MUTUAL') {
       risks.push({
@@ -91,8 +93,15 @@ export function findRisks(
     }
   }
 
+  // An address that already received this credential from this workload is not a new destination.
+  const hadCredential = new Set(
+    access.removed.flatMap((e) =>
+      e.kind === 'credential' && addressOf(e.to) ? [`${e.from} ${addressOf(e.to)}`] : [],
+    ),
+  );
   for (const e of access.added) {
     if (e.kind !== 'credential' || e.to.startsWith('sysfs ')) continue;
+    if (hadCredential.has(`${e.from} ${addressOf(e.to)}`)) continue;
     const binding = String(e.attributes.binding);
     risks.push(
       e.external
@@ -143,51 +152,67 @@ export function findRisks(
   );
 }
 
+type SelectorMap = Record<string, string | number | Array<string | number>>;
+
+/** Process selectors: the relation RT047 uses (a list of values is ORed, `process:cmdline` is a prefix). */
+const processCovers = (old: SelectorMap, sel: SelectorMap) =>
+  isAtLeastAsBroad(normalizeSelector(old), normalizeSelector(sel));
+
+/**
+ * Service label selectors: `sel` still requires every label `old` did. Another value selects other Services,
+ * whose reach and credential flows the access diff already shows edge by edge (credential-new-destination,
+ * credential-to-external); what only a selector can say is that it asks for less.
+ */
+const labelsCover = (old: Record<string, string>, sel: Record<string, string>) =>
+  Object.keys(old).every((k) => k in sel);
+
+/**
+ * selector-broadened: a selector of head matches what no selector of base matched (selectors are ORed, so
+ * each head selector must be covered by some base selector). Process selectors: a key dropped, a value added
+ * to a list, a shorter `process:cmdline` prefix, another value (another process gets the identity), one more
+ * selector. Service label selectors: a label dropped, one more selector. Reordering is not broadening.
+ */
 function broadenedSelectors(base: ResourceSet, head: ResourceSet): Risk[] {
   const risks: Risk[] = [];
-  const compare = (
+  const compare = <S extends Record<string, unknown>>(
     resource: string,
     what: string,
-    before: Record<string, unknown>[],
-    after: Record<string, unknown>[],
+    before: S[],
+    after: S[],
+    covers: (old: S, sel: S) => boolean,
   ) => {
+    if (!before.length) return;
     after.forEach((sel, i) => {
+      if (before.some((old) => covers(old, sel))) return;
       const old = before[i];
-      if (!old) {
-        if (before.length)
-          risks.push({
-            rule: 'selector-broadened',
-            severity: 'medium',
-            message: `${what}: selector ${i} added (selectors are ORed, so more matches)`,
-            resource,
-          });
-        return;
-      }
-      const lost = Object.keys(old).filter((k) => !(k in sel));
-      if (lost.length)
-        risks.push({
-          rule: 'selector-broadened',
-          severity: 'medium',
-          message: `${what}: selector ${i} no longer requires ${lost.join(', ')}`,
-          resource,
-        });
+      const lost = old ? Object.keys(old).filter((k) => !(k in sel)) : [];
+      const message = !old
+        ? `${what}: selector ${i} added (selectors are ORed, so more matches)`
+        : lost.length
+          ? `${what}: selector ${i} no longer requires ${lost.join(', ')}`
+          : `${what}: selector ${i} now matches what no selector matched before (${Object.keys(sel)
+              .filter((k) => JSON.stringify(sel[k]) !== JSON.stringify(old[k]))
+              .map((k) => `${k}: ${JSON.stringify(old[k])} → ${JSON.stringify(sel[k])}`)
+              .join(', ')})`;
+      risks.push({ rule: 'selector-broadened', severity: 'medium', message, resource });
     });
   };
   const baseIds = new Map(base.identities.map((r) => [r.key, r.value.spec]));
   for (const r of head.identities) {
     const b = baseIds.get(r.key);
     if (!b) continue;
-    compare(r.key, 'process selectors', b.selectors, r.value.spec.selectors);
+    compare(r.key, 'process selectors', b.selectors, r.value.spec.selectors, processCovers);
     r.value.spec.egress?.forEach((rule, i) => {
       const old = b.egress?.[i];
-      if (old) compare(r.key, `egress rule ${i} service selectors`, old.selectors, rule.selectors);
+      if (old)
+        compare(r.key, `egress rule ${i} service selectors`, old.selectors, rule.selectors, labelsCover);
     });
   }
   const baseBindings = new Map(base.bindings.map((r) => [r.key, r.value.spec]));
   for (const r of head.bindings) {
     const b = baseBindings.get(r.key)?.propagation.injection;
     const a = r.value.spec.propagation.injection;
-    if (b && a) compare(r.key, 'injection selectors', b.selectors, a.selectors);
+    if (b && a) compare(r.key, 'injection selectors', b.selectors, a.selectors, labelsCover);
   }
   return risks;
 }
@@ -197,10 +222,37 @@ function serviceOf(to: string): string | undefined {
   return /^(Service\/\S+) \(/.exec(to)?.[1];
 }
 
+/** `Service/ns/name (address:port)` → `address:port`; undefined for an identity or a sysfs target. */
+function addressOf(to: string): string | undefined {
+  return /^Service\/\S+ \((.*)\)$/.exec(to)?.[1];
+}
+
+/**
+ * Removed and added edges of one source toward the same destination under another key: the same Service at
+ * another address, or the same address under another Service name or namespace. Each removed edge is paired
+ * with at most one added edge, preferring the same Service.
+ */
+function movedEdges(access: AccessDiff): AccessDiff['changed'] {
+  const pairs: AccessDiff['changed'] = [];
+  const taken = new Set<AccessEdge>();
+  for (const b of access.removed) {
+    const service = serviceOf(b.to);
+    if (!service) continue;
+    const candidates = access.added.filter((a) => a.kind === b.kind && a.from === b.from && !taken.has(a));
+    const a =
+      candidates.find((c) => serviceOf(c.to) === service) ??
+      candidates.find((c) => addressOf(c.to) === addressOf(b.to));
+    if (!a) continue;
+    taken.add(a);
+    pairs.push({ key: `${b.kind} ${b.from} -> ${b.to}`, before: b, after: a, fields: [] });
+  }
+  return pairs;
+}
+
 /**
  * access-removed: a workload that stays loses an access edge (reach to a Service address or a peer, or a
- * credential flow) and gains nothing equivalent back (the same Service at another address is a move, not a
- * loss). High when the loss comes from elsewhere while the workload's own policy still asks for it: a Service
+ * credential flow) and gains nothing equivalent back (the same Service at another address, or the same address
+ * under a renamed Service or in another namespace, is a move, not a loss). High when the loss comes from elsewhere while the workload's own policy still asks for it: a Service
  * deleted or relabelled that its egress rule or binding still selects, a peer identity deleted. Medium when
  * the workload's own policy dropped it (an egress rule, an allow list or a binding changed or removed).
  */
@@ -218,7 +270,13 @@ function accessRemoved(
     [...head.set.bindings, ...head.set.workloadCredentials].map((b) => [b.key, b] as const),
   );
   const workloadOf = (e: AccessEdge) => (e.kind === 'credential' ? e.from.split(' → ').at(-1)! : e.from);
-  const regained = new Set(access.added.map((e) => `${e.kind} ${e.from} -> ${serviceOf(e.to) ?? e.to}`));
+  // A destination still reached under another key (moved, renamed, another namespace) is not lost.
+  const regained = new Set(
+    access.added.flatMap((e) => [
+      `${e.kind} ${e.from} -> ${serviceOf(e.to) ?? e.to}`,
+      ...(addressOf(e.to) ? [`${e.kind} ${e.from} -> ${addressOf(e.to)}`] : []),
+    ]),
+  );
   const serviceCause = (service: string, stillSelected: boolean, selectedBy: string) => {
     const name = service.split('/').pop();
     const what = headServices.has(service)
@@ -231,6 +289,7 @@ function accessRemoved(
     if (before.has(workload) && !after.has(workload)) continue; // the workload itself goes
     const service = serviceOf(e.to);
     if (regained.has(`${e.kind} ${e.from} -> ${service ?? e.to}`)) continue;
+    if (service && regained.has(`${e.kind} ${e.from} -> ${addressOf(e.to)}`)) continue;
     const was = service ? baseServices.get(service) : undefined;
     const matches = (selectors: Record<string, string>[], svc: Located<Service> | undefined) =>
       svc !== undefined && selectors.some((sel) => labelsMatch(sel, svc.value.spec.labels ?? {}));

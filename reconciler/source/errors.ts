@@ -67,6 +67,20 @@ export const OBJECT_FAULT_HINT =
 export const CREDENTIAL_ENV_HINT =
   'set RIPTIDES_GIT_TOKEN, or RIPTIDES_GIT_USERNAME and RIPTIDES_GIT_PASSWORD, or RIPTIDES_GIT_CREDENTIALS_FILE (git-credentials format)';
 
+/** git's scp-like SSH syntax, `git@github.com:org/repo.git`: a remote, never a directory name. */
+export function isScpLikeRemote(repo: string): boolean {
+  return /^[^/\\]+@[^/\\]+:/.test(repo);
+}
+
+/** An SSH remote (scp-like or ssh://): refused, saying what to use instead. */
+export function sshUnsupported(shown: string): SourceError {
+  return new SourceError(
+    'not-a-repo',
+    `${shown}: SSH remotes are not supported`,
+    'use the https:// URL of the repository with a token in RIPTIDES_GIT_TOKEN, or a local clone',
+  );
+}
+
 /** The message of anything thrown, for wrapping into a SourceError. */
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

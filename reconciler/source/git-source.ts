@@ -9,7 +9,14 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { BlobCache } from './blob-cache.ts';
-import { BlobTooLargeError, OBJECT_FAULT_HINT, objectFault, SourceError } from './errors.ts';
+import {
+  BlobTooLargeError,
+  isScpLikeRemote,
+  OBJECT_FAULT_HINT,
+  objectFault,
+  SourceError,
+  sshUnsupported,
+} from './errors.ts';
 import { fetchRemote, type TransferProgress } from './fetch.ts';
 import * as history from './history.ts';
 import { ObjectSizes } from './object-size.ts';
@@ -62,18 +69,14 @@ export async function openSource(opts: SourceOptions): Promise<PolicySource> {
     const remote = await openRemote(opts);
     return new GitPolicySource(remote.gitdir, remote.description, remote, opts.onProgress);
   }
-  if (/^[^/\\]+@[^/\\]+:/.test(opts.repo)) {
-    throw new SourceError(
-      'not-a-repo',
-      'SSH remotes are not supported',
-      'use the https:// URL of the repository with a token in RIPTIDES_GIT_TOKEN, or a local clone',
-    );
-  }
+  if (isScpLikeRemote(opts.repo)) throw sshUnsupported(opts.repo.replace(/^[^@]*@/, ''));
   const dir = resolve(opts.repo);
-  return new GitPolicySource(await findGitDir(dir), dir, undefined);
+  const { gitdir, worktreeGitdir } = await findGitDir(dir);
+  return new GitPolicySource(gitdir, dir, undefined, undefined, worktreeGitdir);
 }
 
-async function findGitDir(dir: string): Promise<string> {
+/** The repository's git directory, and for a linked worktree also its private one (where its HEAD is). */
+async function findGitDir(dir: string): Promise<{ gitdir: string; worktreeGitdir?: string }> {
   const notARepo = (why: string) =>
     new SourceError(
       'not-a-repo',
@@ -84,21 +87,23 @@ async function findGitDir(dir: string): Promise<string> {
   if (!dirStat?.isDirectory()) throw notARepo('no such directory');
   const dotGit = join(dir, '.git');
   const dotGitStat = await stat(dotGit).catch(() => undefined);
-  if (dotGitStat?.isDirectory()) return dotGit;
+  if (dotGitStat?.isDirectory()) return { gitdir: dotGit };
   if (dotGitStat?.isFile()) {
     // A linked worktree: `.git` names its private git dir, whose `commondir` holds the objects and refs.
     const pointer = /^gitdir:\s*(.+)$/m.exec(await readFile(dotGit, 'utf8'))?.[1]?.trim();
     if (!pointer) throw notARepo('.git is a file without a gitdir: line');
     const privateDir = resolve(dir, pointer);
     const common = await readFile(join(privateDir, 'commondir'), 'utf8').catch(() => undefined);
-    return common ? resolve(privateDir, common.trim()) : privateDir;
+    return common
+      ? { gitdir: resolve(privateDir, common.trim()), worktreeGitdir: privateDir }
+      : { gitdir: privateDir };
   }
   const isBare = (
     await Promise.all(['HEAD', 'objects', 'refs'].map((f) => stat(join(dir, f)).catch(() => null)))
   )
     .map((s) => s !== null)
     .every(Boolean);
-  if (isBare) return dir;
+  if (isBare) return { gitdir: dir };
   throw notARepo('not a git repository (no .git, and not a bare repository)');
 }
 
@@ -115,9 +120,16 @@ class GitPolicySource implements PolicySource {
     readonly description: string,
     readonly remote: Remote | undefined,
     readonly onProgress?: (msg: string, transfer?: TransferProgress) => void,
+    worktreeGitdir?: string,
   ) {
     // isomorphic-git's per-repository memo (pack indexes); without it every read reloads them.
-    this.#ctx = { gitdir, description, cache: {}, remote: remote !== undefined };
+    this.#ctx = {
+      gitdir,
+      description,
+      cache: {},
+      remote: remote !== undefined,
+      ...(worktreeGitdir ? { worktreeGitdir } : {}),
+    };
     this.#trees = new TreeReader((oid) => git.readTree({ fs, gitdir, oid, cache: this.#ctx.cache }));
     this.#sizes = new ObjectSizes(gitdir);
   }

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import git from 'isomorphic-git';
 import { SourceError } from './errors.ts';
-import { HEX_OID, type RepoContext, resolveRef } from './refs.ts';
+import { HEX_OID, type RepoContext, readHead, resolveRef } from './refs.ts';
 
 export async function defaultBranch(ctx: RepoContext): Promise<string> {
   const found = (await defaultBranchCandidates(ctx)).find((c) => c.exists);
@@ -35,7 +35,9 @@ interface Candidate {
  */
 async function defaultBranchCandidates(ctx: RepoContext): Promise<Candidate[]> {
   const { gitdir } = ctx;
-  const head = (await git.currentBranch({ fs, gitdir })) ?? undefined;
+  // This checkout's branch: a linked worktree's own HEAD, which isomorphic-git would not read.
+  const checkedOut = await readHead(ctx);
+  const head = checkedOut?.startsWith('refs/heads/') ? checkedOut.slice('refs/heads/'.length) : undefined;
   const branches = new Set(await git.listBranches({ fs, gitdir }));
   const tracking = new Set(
     (await git.listBranches({ fs, gitdir, remote: 'origin' }))

@@ -3,6 +3,8 @@
  * to a commit oid; an unknown name gets the nearest branch and tag names as its hint.
  */
 import * as fs from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import git from 'isomorphic-git';
 import { editDistance } from '../common/edit-distance.ts';
 import { SourceError } from './errors.ts';
@@ -14,13 +16,30 @@ export interface RepoContext {
   cache: object;
   /** A remote's cache (fetched), as opposed to a local repository. */
   remote: boolean;
+  /**
+   * A linked worktree's private git directory (`git worktree add`): its own HEAD lives there, while `gitdir`
+   * is the repository's common directory (objects, branches) whose HEAD is the main worktree's.
+   */
+  worktreeGitdir?: string;
+}
+
+/**
+ * What HEAD names in this checkout: `refs/heads/…` (symbolic), a commit id (detached), or undefined when the
+ * repository has no HEAD. A linked worktree's own HEAD, not the main worktree's.
+ */
+export async function readHead(ctx: RepoContext): Promise<string | undefined> {
+  const text = await readFile(join(ctx.worktreeGitdir ?? ctx.gitdir, 'HEAD'), 'utf8').catch(() => undefined);
+  const head = text?.trim();
+  if (!head) return undefined;
+  return /^ref:\s*(refs\/\S+)$/.exec(head)?.[1] ?? (HEX_OID.test(head) ? head : undefined);
 }
 
 export const HEX_OID = /^[0-9a-f]{40}$/;
 const SHORT_OID = /^[0-9a-f]{4,39}$/;
 
 export async function resolveRef(ctx: RepoContext, ref: string): Promise<string> {
-  const name = ref.trim();
+  // `@` alone is git's name for HEAD.
+  const name = ref.trim() === '@' ? 'HEAD' : ref.trim();
   if (!name || /\.\.|[\x00-\x20~^:?*[\\]|^\/|\/$|\.lock$|@\{/.test(name)) {
     throw new SourceError(
       'unknown-ref',
@@ -29,6 +48,11 @@ export async function resolveRef(ctx: RepoContext, ref: string): Promise<string>
     );
   }
   if (HEX_OID.test(name)) return peelToCommit(ctx, name, ref);
+  if (ctx.worktreeGitdir && name === 'HEAD') {
+    // isomorphic-git knows no worktrees: it would read the common directory's HEAD, the main worktree's.
+    const head = await readHead(ctx);
+    if (head) return HEX_OID.test(head) ? peelToCommit(ctx, head, ref) : resolveRef(ctx, head);
+  }
   const viaRef = await git
     .resolveRef({ fs, gitdir: ctx.gitdir, ref: name })
     .catch((err: { code?: string }) => {

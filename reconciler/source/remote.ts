@@ -10,7 +10,7 @@ import git from 'isomorphic-git';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
-import { CREDENTIAL_ENV_HINT, messageOf, SourceError } from './errors.ts';
+import { CREDENTIAL_ENV_HINT, messageOf, SourceError, sshUnsupported } from './errors.ts';
 import { GuardedHttp } from './http.ts';
 
 export interface RemoteOptions {
@@ -64,6 +64,9 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   } catch {
     throw new SourceError('not-a-repo', `not a valid URL: ${displayUrl(opts.repo)}`, 'pass an http(s) URL');
   }
+  // Before the credentials check: the `git@` of an SSH URL is a user name, and SSH is the problem.
+  if (['ssh:', 'git+ssh:', 'ssh+git:'].includes(url.protocol))
+    throw sshUnsupported(`${url.host}${url.pathname}`);
   if (url.username || url.password) {
     // A token is often given as the user name (https://<TOKEN>:x-oauth-basic@host/…): show neither part.
     throw new SourceError(

@@ -30,6 +30,7 @@ export const REDACTED_FIELDS = [
   '"x-vault-token"',
   'stringData',
   'data',
+  'keyPem',
 ];
 
 /** The paths handed to pino's redaction: each field at the top level and under one or two levels of nesting. */
@@ -46,6 +47,8 @@ export interface LoggerSettings {
   redactText?: (text: string) => string;
   /** Fixed fields on every line (e.g. `{ component: 'reconciler' }`). */
   base?: Record<string, unknown>;
+  /** Field names censored in addition to REDACTED_FIELDS (a component's own, e.g. the agent's `value`). */
+  extraRedacted?: readonly string[];
 }
 
 export function createLogger(settings: LoggerSettings = {}): Logger {
@@ -56,7 +59,10 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
     base: { pid: process.pid, ...settings.base },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
-    redact: { paths: redactPaths(), censor: '[redacted]' },
+    redact: {
+      paths: redactPaths([...REDACTED_FIELDS, ...(settings.extraRedacted ?? [])]),
+      censor: '[redacted]',
+    },
     ...(redactText
       ? {
           hooks: {

@@ -138,6 +138,7 @@ const serverMessages: ServerMessage[] = [
       error: { code: 'OUT_OF_SCOPE', message: 'not in the program', hint: 'ask for your own' },
     },
   },
+  { kind: 'repair', repair: { requestId: 'heal-1' } },
 ];
 
 const agentMessages: AgentMessage[] = [
@@ -172,6 +173,7 @@ const agentMessages: AgentMessage[] = [
           svidSerial: '0a',
           svidNotAfterUnix: 1_900_000_000,
           processCount: 2,
+          hash: 'aaaaaaaaaaaaaaaa',
         },
       ],
       credentials: [{ refHash: 'cccccccccccccccc', version: 2, fingerprint: '1234abcd', expiresAtUnix: 0 }],
@@ -207,6 +209,7 @@ const agentMessages: AgentMessage[] = [
         requestsRefused: { 'credential-unavailable': 1 },
         connectionsRevoked: 1,
       },
+      repairedId: 'heal-1',
     },
   },
   {

@@ -4,6 +4,7 @@ import { buildId } from '../../reconciler/build-id.ts';
 import { main } from '../../reconciler/cli/main.ts';
 import { packageVersion } from '../../reconciler/version.ts';
 import { capture } from '../support/cli.ts';
+import { tempDir } from '../support/scratch.ts';
 
 async function cli(...argv: string[]) {
   const out = capture();
@@ -33,6 +34,33 @@ describe('riptides-cli habits', () => {
     expect(none.stderr).toBe(
       'riptides-cli: unknown command "frobnicate"\nRun `riptides-cli --help` for the commands.\n',
     );
+  });
+
+  it('suggests --version or --help for a near miss before any command', async () => {
+    expect(await cli('--verison')).toEqual({
+      code: 2,
+      stdout: '',
+      stderr:
+        'riptides-cli: unknown flag --verison; did you mean "--version"?\nRun `riptides-cli --help` for the commands.\n',
+    });
+    expect((await cli('--hlep')).stderr).toContain('unknown flag --hlep; did you mean "--help"?');
+    expect((await cli('--repo', '.')).stderr).toContain('unknown flag --repo (flags go after the command)');
+  });
+
+  it('says SSH remotes are not supported, in whichever form git takes them', async () => {
+    const env = { XDG_CACHE_HOME: tempDir('ssh-remotes') };
+    for (const repo of [
+      'git@github.com:acme/policy.git',
+      'ssh://git@github.com/acme/policy.git',
+      'git+ssh://git@github.com/acme/policy.git',
+    ]) {
+      const out = capture(process.cwd(), env);
+      const code = await main(['plan', '--repo', repo, '--head', 'main'], out.io);
+      expect(code, repo).toBe(2);
+      expect(out.stderr, repo).toMatch(
+        /^riptides-cli plan: github\.com[:/]acme\/policy\.git: SSH remotes are not supported\n {2}hint: use the https:\/\/ URL of the repository with a token in RIPTIDES_GIT_TOKEN, or a local clone\n$/,
+      );
+    }
   });
 
   it('suggests the flag meant, in every command, and exits 2', async () => {

@@ -2,6 +2,7 @@
  * One duration grammar everywhere: the same string means the same number of seconds, or is refused with the
  * same account of what is accepted, on the command line, in policy, and in the credential providers.
  */
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
 import { DURATION_FORMS, formatDuration, parseDuration } from '../../reconciler/common/duration.ts';
@@ -84,6 +85,35 @@ describe('the duration grammar', () => {
       expect(r.stderr, bad).toContain(
         `--ca-ttl must be ${DURATION_FORMS}, and more than zero (got "${bad}")`,
       );
+    }
+  });
+
+  it('is what --timeout takes too, in every command that has one, as well as whole seconds', async () => {
+    const dir = tempDir('timeouts');
+    const run = async (argv: string[]) => {
+      const out = capture(dir, { XDG_CACHE_HOME: join(dir, 'xdg'), XDG_STATE_HOME: join(dir, 'state') });
+      const code = await main(argv, out.io);
+      return { code, ...out };
+    };
+    const commands = {
+      plan: ['plan', '--repo', join(dir, 'no-such-repo'), '--head', 'main'],
+      credentials: ['credentials', 'check', '--repo', dir, '--source', 's', '--ca-dir', join(dir, 'no-ca')],
+      ctl: ['ctl', 'get', 'wid', '--state-dir', join(dir, 'no-state')],
+    };
+    const refusal = (value: string) =>
+      `--timeout must be whole seconds ("30") or a duration with units h, m, s ("45s", "2m", "1m30s"), from 1s to 1h (got "${value}")`;
+    for (const [name, argv] of Object.entries(commands)) {
+      // Accepted: the command goes on to what it was given (a repository, a CA, a reconciler that is not there).
+      for (const value of ['30s', '2m', '1m30s', '30', '1h']) {
+        const r = await run([...argv, '--timeout', value]);
+        expect(r.code, `${name} --timeout ${value}`).toBe(2);
+        expect(r.stderr, `${name} --timeout ${value}`).not.toContain('--timeout');
+      }
+      for (const value of ['0', '0s', '1.5', '1e9', 'Infinity', '0x10', '2h', '30 s']) {
+        const r = await run([...argv, '--timeout', value]);
+        expect(r.code, `${name} --timeout ${value}`).toBe(2);
+        expect(r.stderr, `${name} --timeout ${value}`).toContain(refusal(value));
+      }
     }
   });
 });

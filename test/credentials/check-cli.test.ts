@@ -181,6 +181,25 @@ describe('riptides-cli credentials check', () => {
     expect(r.stdout).toMatch(/ERROR/);
   });
 
+  it('exits 2, not 1, when a Kubernetes source has no Kubernetes access to be checked with', async () => {
+    const home = join(env.dir, 'home-without-kube');
+    mkdirSync(home, { recursive: true });
+    const r = await checkWith({ HOME: home }, '--source', 'anthropic-bearer');
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(
+      'riptides-cli credentials: CredentialSource anthropic-bearer reads a Kubernetes Secret, and there is no Kubernetes access to read it with\n  hint: pass --kubeconfig FILE, set KUBECONFIG, create ~/.kube/config, run in the cluster, or pass --secrets-dir DIR\n',
+    );
+    // With access, the same source is checked: a finding about the credential, not about the command.
+    const found = await checkWith(
+      { HOME: home, KUBECONFIG: env.kubeconfigPath },
+      '--source',
+      'missing-secret',
+    );
+    expect(found.code).toBe(1);
+    expect(found.stdout).toMatch(/missing-secret .*: ERROR: .*not-there/);
+  });
+
   it('exits 2 for an unknown source, naming the close match', async () => {
     const r = await check('--source', 'vault-openai-apikey');
     expect(r.code).toBe(2);

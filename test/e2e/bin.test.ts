@@ -16,6 +16,26 @@ describe('riptides-cli, as installed', () => {
     expect(r.stderr).toBe('');
   });
 
+  it('tells a newcomer at a terminal what to try after `npm start`, and each suggestion runs', async () => {
+    const { main } = await import('../../reconciler/cli/main.ts');
+    const { capture } = await import('../support/cli.ts');
+    const out = capture(repoRoot, {});
+    out.io.stderrTTY = { columns: 100 };
+    expect(await main(['compile', '--repo', '.', '--path', 'policies'], out.io)).toBe(0);
+    const next = out.stderr.split('\n').filter((l) => l.startsWith('  riptides-cli '));
+    expect(next.map((l) => l.split(/\s+/)[2])).toEqual(['plan', 'validate', 'reconciler']);
+    for (const line of next) expect(line).toContain(' --repo . --path policies ');
+    // The validate suggestion, run as printed (its flags up to the description), finds the tree valid.
+    const validate = next[1]!
+      .trim()
+      .split(/\s{2,}/)[0]!
+      .split(' ')
+      .slice(1);
+    const v = capture(repoRoot, {});
+    expect(await main(validate, v.io), v.stderr).toBe(0);
+    // Not in a log or a pipe: stderr stays quiet there, as the test above checks through the real binary.
+  });
+
   it('lists its commands and exits 2 without one', () => {
     const r = run();
     expect(r.status).toBe(2);

@@ -53,6 +53,8 @@ for (let i = 1; i < args.length; i++) {
   else fail('fake gh: unexpected argument ' + a);
 }
 const save = () => writeFileSync(process.env.FAKE_GITHUB_STATE, JSON.stringify(state, null, 2));
+// GitHub refuses a comment body over 65,536 characters: HTTP 422, "Body is too long (maximum is 65536 characters)".
+if (body !== undefined && [...body].length > 65536) fail('gh: Validation Failed (HTTP 422): body is too long (maximum is 65536 characters)');
 const out = (value) => {
   const text = JSON.stringify(value);
   process.stdout.write(jq ? execFileSync('jq', ['-r', jq], { input: text }) : text + '\\n');
@@ -348,6 +350,40 @@ describe('the README GitHub Actions example', () => {
     expect(comments()[1]!.body).toBe(
       `${MARKER}\n### Riptides plan could not run (exit 2)\n\nSee the job log: https://github.com/acme/policy/actions/runs/4242\n`,
     );
+  });
+});
+
+describe('the README GitHub Actions example, on a plan too long for one comment', () => {
+  it("posts it cut, marker included, within GitHub's limit", async () => {
+    const many = Array.from(
+      { length: 1200 },
+      (_, i) =>
+        `apiVersion: core.riptides.io/v1alpha1\nkind: Service\nmetadata:\n  name: bulk-${i}\nspec:\n  addresses:\n    - address: bulk-${i}.internal.example.com\n      port: 8443\n  labels:\n    app: bulk-${i}\n`,
+    ).join('---\n');
+    await author.git('checkout', '--quiet', '-b', 'bulk', commits.base!);
+    const bulk = await author.write({ 'policies/bulk.yaml': many }).commit('1,200 services');
+    await author.push('bulk');
+    writeFileSync(
+      join(tmp.dir, 'github-state.json'),
+      JSON.stringify({ repo: 'acme/policy', pr: 8, nextId: 500, comments: [] }),
+    );
+    const ws = await checkout('gh-bulk', bulk);
+    const r = runGithubJob(ws, {
+      'github.base_ref': 'main',
+      'github.head_ref': 'bulk',
+      'github.sha': bulk,
+      'github.token': 'ghs_TESTONLYtoken',
+      'github.repository': 'acme/policy',
+      'github.event.number': '8',
+      'github.server_url': 'https://github.com',
+      'github.run_id': '4243',
+    });
+    expect(r.failed, r.log).toBe(false);
+    const { comments } = JSON.parse(readFileSync(join(tmp.dir, 'github-state.json'), 'utf8'));
+    expect(comments).toHaveLength(1);
+    expect(comments[0].body.startsWith(`${MARKER}\n### Riptides plan:`)).toBe(true);
+    expect(comments[0].body).toContain("cut to fit GitHub's 65536-character comment limit");
+    expect([...comments[0].body].length).toBeLessThanOrEqual(65_536);
   });
 });
 

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commands } from '../../reconciler/cli/commands.ts';
 import { main } from '../../reconciler/cli/main.ts';
+import { ReportsDir } from '../../reconciler/drift/history.ts';
+import { DriftRunner } from '../../reconciler/drift/runner.ts';
 import { type ApiServer, startApiServer } from '../../reconciler/http/server.ts';
 import { ReconcilerMetrics } from '../../reconciler/telemetry/metrics.ts';
 import { capture } from '../support/cli.ts';
@@ -73,6 +75,18 @@ beforeAll(async () => {
     metrics: new ReconcilerMetrics({ defaultMetrics: false }),
     status: () => book.snapshot(),
     ready: () => ({ ready: true }),
+    // A reconciler with no agents yet: drift reports nothing and prints the report.
+    drift: (o) =>
+      new DriftRunner({
+        source: {
+          publishedRevision: null,
+          agents: () => [],
+          desiredProgramOf: () => null,
+          credentialFacts: () => undefined,
+          heal: () => null,
+        },
+        reports: new ReportsDir(d('reports')),
+      }).run(o),
   });
 
   const id = 'spiffe://example.com/apps/app';
@@ -122,6 +136,21 @@ beforeAll(async () => {
       ],
     ],
     agent: [['agent', 'augment', String(process.pid)]],
+    drift: [['drift', '--state-dir', d('state')]],
+    // Its addresses are its first write to stdout, after the reconciler and the local agent started.
+    up: [
+      [
+        'up',
+        '--state-dir',
+        d('up-{mode}'),
+        '--api-listen',
+        '127.0.0.1:0',
+        '--agent-listen',
+        '127.0.0.1:0',
+        '--control-root',
+        d('up-{mode}', 'control'),
+      ],
+    ],
   };
 });
 

@@ -1,6 +1,8 @@
 import { connect, createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { checkEndpoint } from '../../reconciler/credentials/http.ts';
 import { CredentialError } from '../../reconciler/credentials/types.ts';
+import { durationSeconds } from '../../reconciler/credentials/util.ts';
 import { attempt, classify, validationFailure } from '../../reconciler/errors/classify.ts';
 import {
   ERROR_CODES,
@@ -8,7 +10,7 @@ import {
   MAX_DETAILS,
   reconcileError,
 } from '../../reconciler/errors/reconcile-error.ts';
-import { openAuthority } from '../../reconciler/identity/authority.ts';
+import { initAuthority, openAuthority } from '../../reconciler/identity/authority.ts';
 import { checkSvidRequest } from '../../reconciler/identity/issuance.ts';
 import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
@@ -131,8 +133,39 @@ describe('classify: the errors the reconciler throws today', () => {
       terminal: false,
     });
     expect(
-      classify(new CredentialError('CredentialSource x: provider "gcp" is not yet supported (supported: …)')),
+      classify(
+        new CredentialError('CredentialSource x: provider "gcp" is not yet supported (supported: …)', {
+          code: 'misconfigured',
+        }),
+      ),
     ).toMatchObject({ code: 'CredentialUnavailable', terminal: true });
+  });
+
+  it('credential and authority errors carry their code from where they are thrown', async () => {
+    const thrownBy = async (f: () => unknown) => {
+      try {
+        await f();
+      } catch (err) {
+        return err;
+      }
+      throw new Error('did not throw');
+    };
+    // Misconfiguration found by the providers themselves: terminal, whatever the message says.
+    for (const err of [
+      await thrownBy(() => checkEndpoint('ftp://sts.example.com/', '--sts-endpoint')),
+      await thrownBy(() => durationSeconds('1.5h', 'spec.aws.lifetime')),
+    ]) {
+      expect(err).toBeInstanceOf(CredentialError);
+      expect(classify(err)).toMatchObject({ code: 'CredentialUnavailable', terminal: true });
+    }
+    expect(
+      classify(await thrownBy(() => initAuthority({ trustDomain: 'Not A Domain', dir: tempDir('cls-td') }))),
+    ).toMatchObject({ code: 'AuthorityConfigInvalid', terminal: true });
+    // A CSR whose DER does not parse is a refused request, not a broken authority.
+    const garbage = `-----BEGIN CERTIFICATE REQUEST-----\n${Buffer.from('0\x03\x02\x01\x00').toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    expect(
+      classify(await thrownBy(() => checkSvidRequest({ csrPem: garbage } as never, 'example.org'))),
+    ).toMatchObject({ code: 'IdentityRequestRefused' });
   });
 
   it('system errors: a refused connection is a transient NetworkError; permissions stall; a full disk retries', async () => {

@@ -190,14 +190,6 @@ describe('plan over a real git server', () => {
     expect(r.stderr).toContain('no-such-branch');
   });
 
-  it('says SSH remotes are not supported when given one in scp syntax, instead of looking for a directory', async () => {
-    const r = await plan(['--repo', 'git@github.com:acme/policy.git', '--head', 'main']);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toBe(
-      'riptides-cli plan: SSH remotes are not supported\n  hint: use the https:// URL of the repository with a token in RIPTIDES_GIT_TOKEN, or a local clone\n',
-    );
-  });
-
   it('sees a force-pushed branch as it is now', async () => {
     const cacheDir = join(tmp.dir, 'cache-force');
     const run = async () => {

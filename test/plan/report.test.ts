@@ -120,3 +120,54 @@ describe('SOPS-encrypted Secrets', () => {
     }
   });
 });
+
+describe('a plan too long for one pull-request comment', () => {
+  /** A plan deleting `n` Services with names of varied lengths: many sizes of cut. */
+  const bulk = (n: number, pad: number) => {
+    const p = plan(BASE, BASE);
+    p.resources = Array.from({ length: n }, (_, i) => ({
+      kind: 'Service',
+      namespace: 'riptides-system',
+      name: `svc-${'x'.repeat(pad + (i % 13))}-${i}`,
+      change: 'deleted' as const,
+      file: 'services.yaml',
+      fields: [],
+    }));
+    p.access.removed = Array.from({ length: n }, (_, i) => ({
+      kind: 'reach' as const,
+      from: 'spiffe://example.com/apps/client',
+      to: `Service/riptides-system/svc-${i} (svc-${i}.internal:443)`,
+      attributes: { tls: 'MUTUAL' },
+    }));
+    return p;
+  };
+
+  it('leaves room for the marker line the CI examples put before it, at every size', () => {
+    const marker = '<!-- riptides-plan -->\n';
+    for (let n = 400; n < 1300; n += 23) {
+      for (const pad of [0, 5, 19]) {
+        const md = planMarkdown(bulk(n, pad));
+        expect(marker.length + md.length, `${n} resources, names +${pad}`).toBeLessThanOrEqual(65_536);
+      }
+    }
+  });
+
+  it('keeps every section, saying how many of its lines were cut', () => {
+    const md = planMarkdown(bulk(6000, 40));
+    expect(md).toContain("> This plan was cut to fit GitHub's 65536-character comment limit");
+    for (const title of [
+      'Resource changes (6000)',
+      'Node program changes (0)',
+      'Effective access (0 added, 0 changed, 6000 removed)',
+    ])
+      expect(md).toContain(`<summary>${title}</summary>`);
+    const cut = [...md.matchAll(/^- … (\d+) more line\(s\) cut to fit the comment limit$/gm)].map((m) =>
+      Number(m[1]),
+    );
+    expect(cut).toHaveLength(2);
+    const shown = md
+      .split('\n')
+      .filter((l) => l.startsWith('- **deleted**') || l.startsWith('- :heavy_minus_sign:')).length;
+    expect(shown + cut[0]! + cut[1]!).toBe(12_000);
+  });
+});

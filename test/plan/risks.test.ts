@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hasChanges } from '../../reconciler/plan/plan.ts';
 import { planMarkdown, planText } from '../../reconciler/plan/report.ts';
-import { BASE, edit, H, plan } from './plan-helpers.ts';
+import { BASE, edit, type Files, H, plan } from './plan-helpers.ts';
 
 const rules = (p: ReturnType<typeof plan>) => p.risks.map((r) => `${r.severity}:${r.rule}`);
 
@@ -96,6 +96,50 @@ describe('plan risks, one rule at a time', () => {
     expect(rules(plan(BASE, more))).toEqual(['medium:selector-broadened']);
   });
 
+  it('selector-broadened: a value added to a list, a shorter command-line prefix, another process', () => {
+    const client = '    - process:name: client\n      k8s:pod:namespace: apps\n';
+    for (const [to, change] of [
+      [
+        '    - process:name: [client, bash]\n      k8s:pod:namespace: apps\n',
+        'process:name: "client" → ["client","bash"]',
+      ],
+      ['    - process:name: bash\n      k8s:pod:namespace: apps\n', 'process:name: "client" → "bash"'],
+    ] as const) {
+      const p = plan(BASE, edit(BASE, 'identities.yaml', client, to));
+      expect(rules(p), to).toEqual(['medium:selector-broadened']);
+      expect(p.risks[0]!.message).toBe(
+        `process selectors: selector 0 now matches what no selector matched before (${change})`,
+      );
+    }
+    const withCmdline = edit(
+      BASE,
+      'identities.yaml',
+      client,
+      `${client}      process:cmdline: "client --serve"\n`,
+    );
+    const shorter = edit(withCmdline, 'identities.yaml', '"client --serve"', '"c"');
+    expect(rules(plan(withCmdline, shorter))).toEqual(['medium:selector-broadened']);
+    // Narrowing, and reordering ORed selectors, is not broadening.
+    expect(rules(plan(shorter, withCmdline))).toEqual([]);
+    const two = edit(BASE, 'identities.yaml', client, `${client}    - process:name: curl\n`);
+    const swapped = edit(BASE, 'identities.yaml', client, `    - process:name: curl\n${client}`);
+    expect(rules(plan(two, swapped))).toEqual([]);
+  });
+
+  it('selector-broadened: a binding injects into Services matched by fewer labels', () => {
+    const strict = edit(
+      BASE,
+      'credentials.yaml',
+      '        - app: billing\n',
+      '        - app: billing\n          env: prod\n',
+    );
+    const p = plan(strict, BASE);
+    expect(rules(p)).toContain('medium:selector-broadened');
+    expect(p.risks.find((r) => r.rule === 'selector-broadened')!.message).toBe(
+      'injection selectors: selector 0 no longer requires env',
+    );
+  });
+
   it('identity-removed-while-referenced: the server goes while the client still pins it', () => {
     const text = BASE['identities.yaml'];
     const withoutServer = { ...BASE, 'identities.yaml': text.slice(text.indexOf('---\n') + 4) };
@@ -186,6 +230,46 @@ describe('plan risks, one rule at a time', () => {
       'credentials.yaml': BASE['credentials.yaml'].slice(0, BASE['credentials.yaml'].indexOf('---\n')),
     };
     expect(plan(BASE, withoutClient).accessLost.workloads).toEqual([]);
+  });
+
+  it('a Service renamed or moved to another namespace at the same address: no access lost, no credential news', () => {
+    for (const [from, to] of [
+      ['  name: api\n', '  name: api-v2\n'],
+      ['  name: api\n', '  name: api\n  namespace: edge\n'],
+      ['  name: billing\n', '  name: billing-v2\n'],
+    ] as const) {
+      const p = plan(BASE, edit(BASE, 'services.yaml', from, to));
+      expect(p.access.removed.length, from).toBe(1);
+      expect(p.risks, `${from} → ${to}`).toEqual([]);
+      expect(p.accessLost).toEqual({ workloads: [], destinations: [] });
+    }
+  });
+
+  it('tls-downgrade: an egress rule leaves MUTUAL while its Service moves or is renamed', () => {
+    const downgrade = (files: Files) =>
+      edit(files, 'identities.yaml', '          mode: MUTUAL', '          mode: PERMISSIVE');
+    for (const [from, to] of [
+      ['port: 8443', 'port: 9443'],
+      ['address: api.internal', 'address: api.internal.example.com'],
+      ['  name: api\n', '  name: api-v2\n'],
+      ['  name: api\n', '  name: api\n  namespace: edge\n'],
+    ] as const) {
+      const p = plan(BASE, downgrade(edit(BASE, 'services.yaml', from, to)));
+      expect(rules(p), `${from} → ${to}`).toEqual(['high:tls-downgrade']);
+      expect(p.risks[0]!.message).toMatch(
+        /^spiffe:\/\/example\.com\/apps\/client → Service\/\S+ \(\S+\) is no longer MUTUAL TLS \(now PERMISSIVE\)$/,
+      );
+    }
+  });
+
+  it('allowed-peers-widened: an egress rule stops pinning its peer while its Service moves', () => {
+    const head = edit(
+      edit(BASE, 'services.yaml', 'port: 8443', 'port: 9443'),
+      'identities.yaml',
+      '      allowedSPIFFEIDs:\n        - spiffe://example.com/apps/server\n',
+      '',
+    );
+    expect(rules(plan(BASE, head))).toEqual(['high:allowed-peers-widened']);
   });
 
   it('reports an edge both ends contribute to as changed, not added, when only one end changes', () => {

@@ -5,12 +5,14 @@
 import type { ChannelIdentity } from '../../agent/connection.ts';
 import { joinReconciler } from '../../agent/join.ts';
 import type {
+  ControlRepair,
   CredentialValue,
   ErrorDetail,
   Out,
   ProgramAck,
   ProgramUpdate,
   Refusal,
+  StateReport,
   SvidResponse,
 } from '../../agent/protocol/messages.ts';
 import { applyUpdate, type Program } from '../../agent/protocol/program.ts';
@@ -24,6 +26,7 @@ export class SimAgent {
   readonly svids: SvidResponse[] = [];
   readonly credentials = new Map<string, CredentialValue>();
   readonly nacks: ErrorDetail[] = [];
+  readonly repairs: ControlRepair[] = [];
   connected = false;
   client!: SyncClient;
   /** Set to refuse the next updates with this error. */
@@ -114,6 +117,10 @@ export class SimAgent {
           this.refusals.push(r);
           this.notify();
         },
+        repair: (r) => {
+          this.repairs.push(r);
+          this.notify();
+        },
         connected: () => {
           this.connected = true;
           this.notify();
@@ -147,6 +154,11 @@ export class SimAgent {
       };
       this.waiters.push(check);
     });
+  }
+
+  /** Sends a state report (what a real agent would say of its node); false when not connected. */
+  report(r: Out<StateReport>): boolean {
+    return this.client.send({ report: r });
   }
 
   stop(): void {

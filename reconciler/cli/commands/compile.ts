@@ -58,6 +58,22 @@ function summarizePrograms(programs: readonly NodeProgram[]): string {
   return `${lines.map(escapeText).join('\n')}\n`;
 }
 
+/** Commands that build on a compiled repository, with its --repo and --path, shell-quoted. */
+function nextSteps(repo: string, path: string | undefined): string {
+  const q = (v: string) => (/^[\w./@:+-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
+  const at = `--repo ${q(repo)}${path ? ` --path ${q(path)}` : ''}`;
+  return [
+    '',
+    'Next:',
+    `  riptides-cli plan ${at} --local     edit a policy file, then see what the change would do`,
+    `  riptides-cli validate ${at} --format sarif     the same checks, for code scanning`,
+    `  riptides-cli reconciler ${at} --listen 127.0.0.1:9443     serve node agents (README: "reconciler, token, agent")`,
+    '',
+  ]
+    .map(escapeText)
+    .join('\n');
+}
+
 export const command: Command = {
   name: 'compile',
   summary: 'validate and compile policy into per-scope node programs',
@@ -84,6 +100,8 @@ export const command: Command = {
       io.stderr(`wrote ${result.programs.length} node program(s) to ${values.out}\n`);
     } else {
       io.stdout(output);
+      // Someone at a terminal reading a summary (`npm start` on a fresh clone): what to try next.
+      if (format === 'summary' && io.stderrTTY) io.stderr(nextSteps(values.repo ?? '.', values.path));
     }
     return EXIT_OK;
   },

@@ -129,6 +129,19 @@ export const command: Command = {
       );
       return EXIT_USAGE;
     }
+    // Nothing to check with is a check that could not run (exit 2), not a credential found unavailable (1).
+    const k8s = providers.kubernetes;
+    if (
+      source.value.spec.kubernetes &&
+      !providers.secretsDir &&
+      !k8s?.kubeconfigPaths?.length &&
+      !k8s?.inCluster
+    ) {
+      io.stderr(
+        `riptides-cli credentials: CredentialSource ${escapeText(sourceName)} reads a Kubernetes Secret, and there is no Kubernetes access to read it with\n  hint: pass --kubeconfig FILE, set KUBECONFIG, create ~/.kube/config, run in the cluster, or pass --secrets-dir DIR\n`,
+      );
+      return EXIT_USAGE;
+    }
     let fingerprintKey: FingerprintKey;
     try {
       fingerprintKey = resolveFingerprintKey({

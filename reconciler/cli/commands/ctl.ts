@@ -30,6 +30,7 @@ import {
   subcommand,
   UsageError,
 } from '../command.ts';
+import { timeoutFlag } from '../identity-flags.ts';
 
 const help = `Usage:
   riptides-cli ctl get source [-o wide|json|name]
@@ -59,7 +60,7 @@ Finding the reconciler:
                              else ~/.local/state/riptides): the API address and admin credential are in DIR/api/
   --server URL               its API, with --credential-file FILE (a copy of DIR/api/admin.token, mode 0600)
                              or --cert FILE --key FILE (an admin X.509-SVID); --ca-file FILE for https
-  --timeout SECONDS          deadline of each request (default 10)
+  --timeout DURATION         deadline of each request (default 10s; seconds or a duration, at most 1h)
 
 Exit status: 0 done; 1 not found, or the edit was refused (reasons on stderr); 2 could not run.
 `;
@@ -85,13 +86,7 @@ type Values = ReturnType<typeof parseFlags<typeof FLAGS>>['values'];
 
 async function client(values: Values, io: CommandIO): Promise<ApiClient> {
   const at = (p: string | undefined) => (p === undefined ? undefined : resolve(io.cwd, p));
-  let timeoutMs = 10_000;
-  if (values.timeout !== undefined) {
-    const s = Number(values.timeout);
-    if (!(s > 0 && s <= 3600))
-      throw new UsageError(`--timeout must be seconds between 1 and 3600 (got "${values.timeout}")`);
-    timeoutMs = s * 1000;
-  }
+  const timeoutMs = timeoutFlag(values.timeout, 'timeout', 10) * 1000;
   const target = await locateApi({
     stateDir: resolve(io.cwd, values['state-dir'] ?? defaultStateDir(io.env)),
     server: values.server,

@@ -1,22 +1,25 @@
-import { join, resolve } from 'node:path';
-import { buildId } from '../../build-id.ts';
+import { resolve } from 'node:path';
 import { writeFileAtomic } from '../../common/atomic-file.ts';
 import { escapeText } from '../../encoding/escape.ts';
-import { ParseCache, ValidatedRevisions } from '../../plan/parse-cache.ts';
 import { buildPlan, hasChanges, headHasErrors } from '../../plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../plan/report.ts';
-import { RevisionConfigError, renderRevision } from '../../plan/revision.ts';
+import { PolicyPathError } from '../../policy/load-dir.ts';
+import { planCacheDirs, RevisionReader } from '../../revision/reader.ts';
+import { RevisionConfigError } from '../../revision/render.ts';
 import {
   checkedOut,
   isWorkingCopy,
   readWorktree,
   uncommittedChanges,
   type Worktree,
-} from '../../plan/worktree.ts';
-import { CompileMemo } from '../../policy/compile.ts';
-import { PolicyPathError } from '../../policy/load-dir.ts';
-import { DEFAULT_MAX_FILE_BYTES } from '../../policy/parse-file.ts';
-import { credentialsFromEnv, openSource, SourceError, userCacheDir } from '../../source/index.ts';
+} from '../../revision/worktree.ts';
+import {
+  credentialsFromEnv,
+  isScpLikeRemote,
+  openSource,
+  SourceError,
+  userCacheDir,
+} from '../../source/index.ts';
 import {
   type Command,
   type CommandIO,
@@ -27,6 +30,7 @@ import {
   parseFlags,
   UsageError,
 } from '../command.ts';
+import { timeoutFlag } from '../identity-flags.ts';
 import { POLICY_DIR_FLAGS, parseByteSize } from '../policy-input.ts';
 import { Progress } from '../progress.ts';
 
@@ -50,7 +54,8 @@ Flags:
   --base REF             what it merges into (default: the merge base of HEAD with the default branch)
   --format FORMAT        text (default), markdown (for a pull-request comment) or json
   --out FILE             write the plan to FILE instead of standard output (atomically)
-  --trust-domain TD      the trust domain (default: riptides.config.yaml at the policy path of HEAD)
+  --trust-domain TD      the trust domain of both sides (default: each revision's riptides.config.yaml at the
+                         policy path, so a change of trust domain shows; a base without one takes head's)
   --ca-file FILE         CA bundle for a self-hosted HTTPS git server
   --cache-dir DIR        keeps fetched git objects and parsed files between runs: DIR/git is a bare clone of
                          the repository (every fetched revision of every file, so treat it like the repository),
@@ -59,8 +64,9 @@ Flags:
                          runs and a plan re-parses only the files that changed. Entries are keyed by content and
                          by this build of riptides-cli. The cache is trusted input: keep it per branch, and never
                          share one that a fork's pull request can write.
-  --timeout SECONDS      longest network wait, and the window over which a transfer must average at least
-                         1 KiB/s (default 30); a whole fetch ends after 10 minutes in any case
+  --timeout DURATION     longest network wait, and the window over which a transfer must average at least
+                         1 KiB/s (default 30s; seconds or a duration such as 45s, 2m; at most 1h); a whole
+                         fetch ends after 10 minutes in any case
   --max-repo-size SIZE   refuse a remote repository larger than SIZE (default 512MiB)
   --max-file-size BYTES  refuse larger policy files (default 1048576)
 
@@ -78,7 +84,7 @@ does not validate).
 
 // A URL, or scp-like SSH syntax (git@host:org/repo.git), which openSource refuses with a hint rather than
 // looking for a directory of that name.
-const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || /^[^/\\]+@[^/\\]+:/.test(repo);
+const isUrl = (repo: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(repo) || isScpLikeRemote(repo);
 
 export const command: Command = {
   name: 'plan',
@@ -106,25 +112,24 @@ export const command: Command = {
       throw new UsageError('--local plans the files on disk: --repo must be a local working copy, not a URL');
     if (!values.local && !values.head) throw new UsageError('missing required flag --head (or --local)');
     const format = oneOf(values.format, ['text', 'markdown', 'json'] as const, 'format', 'text');
-    const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
-    if (timeout !== undefined && !(timeout > 0))
-      throw new UsageError(`--timeout must be a number of seconds greater than 0 (got "${values.timeout}")`);
+    const timeout = values.timeout === undefined ? undefined : timeoutFlag(values.timeout, 'timeout', 30);
     const maxFileBytes = parseByteSize(values['max-file-size'], 'max-file-size');
     const maxRepoBytes = parseByteSize(values['max-repo-size'], 'max-repo-size');
     const progress = new Progress(io);
+    // git@host:org/repo.git is a remote (refused by openSource with what to use instead), not a directory.
     const localDir = remote ? undefined : resolve(io.cwd, repo);
     const cacheDir = values['cache-dir']
       ? resolve(io.cwd, values['cache-dir'])
       : userCacheDir('plan', localDir ?? repo, io.env);
     const path = values.path ?? '';
-    const build = buildId();
+    const dirs = planCacheDirs(cacheDir);
     try {
       const auth = remote ? credentialsFromEnv(repo, io.env) : undefined;
       const source = await openSource({
         repo: localDir ?? repo,
         ...(auth ? { auth } : {}),
         ...(values['ca-file'] ? { caFile: resolve(io.cwd, values['ca-file']) } : {}),
-        cacheDir: join(cacheDir, 'git'),
+        cacheDir: dirs.git,
         ...(timeout ? { timeoutMs: timeout * 1000 } : {}),
         ...(maxRepoBytes ? { maxRepoBytes } : {}),
         onProgress: (msg, transfer) =>
@@ -168,38 +173,27 @@ export const command: Command = {
           `warning: the working tree has uncommitted changes under ${escapeText(subdir || '.')} that this plan of ${escapeText(headRef)} (${head.slice(0, 8)}) does not include: ${escapeText(listed(uncommitted))}; pass --local to plan the working tree\n`,
         );
       }
-      const parseCache = ParseCache.open(
-        join(cacheDir, 'parsed'),
-        String(maxFileBytes ?? DEFAULT_MAX_FILE_BYTES),
-        build,
-      );
-      const cache = parseCache.asMap();
-      const memo = new CompileMemo();
-      const validated = ValidatedRevisions.open(join(cacheDir, 'parsed'), build);
-      const common = {
+      // One reader for both revisions: the base re-parses and recompiles only what differs from the head.
+      const reader = RevisionReader.onDisk(dirs.parsed, {
         path,
-        cache,
-        memo,
-        validated,
-        build,
         ...(values['allow-plaintext-secrets'] ? { allowSecrets: true } : {}),
         ...(maxFileBytes ? { maxFileBytes } : {}),
-      };
+      });
       const headLabel = values.local ? 'working tree' : headRef;
       progress.step(
         `rendering head ${headLabel} (${head.slice(0, 8)}${values.local ? ' + uncommitted' : ''})`,
       );
       const local = values.local ? worktree : undefined;
-      const headRendered = await renderRevision(local ?? source, head, {
-        ...common,
+      const headRendered = await reader.render(local ?? source, head, {
         ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
         ...(local ? { extra: local.diagnostics } : {}),
       });
       progress.step(`rendering base ${baseRef} (${base.slice(0, 8)})`);
-      const baseRendered = await renderRevision(source, base, {
-        ...common,
+      const baseRendered = await reader.render(source, base, {
         trustRecordedValidation: true,
-        ...(headRendered.trustDomain ? { trustDomain: headRendered.trustDomain } : {}),
+        missingPathIsEmpty: true,
+        ...(values['trust-domain'] ? { trustDomain: values['trust-domain'] } : {}),
+        ...(headRendered.trustDomain ? { fallbackTrustDomain: headRendered.trustDomain } : {}),
       });
       const plan = buildPlan({
         base: { ref: baseRef, commit: base },
@@ -207,15 +201,19 @@ export const command: Command = {
         path,
         baseResult: baseRendered.result,
         headResult: headRendered.result,
+        trustDomains: { base: baseRendered.trustDomain, head: headRendered.trustDomain },
       });
+      if (!baseRendered.pathExists)
+        plan.notes.unshift(
+          `${subdir} does not exist at base ${baseRef} (${base.slice(0, 8)}): everything under it is new`,
+        );
       if (values.local)
         plan.notes.unshift(
           uncommitted.length
             ? `head is the working tree: ${head.slice(0, 8)} plus uncommitted changes to ${listed(uncommitted)}`
             : `head is the working tree, the same as ${head.slice(0, 8)} under ${subdir || '.'}`,
         );
-      await parseCache.save();
-      await validated.save();
+      await reader.save();
       const output =
         format === 'json' ? planJson(plan) : format === 'markdown' ? planMarkdown(plan) : planText(plan);
       if (values.out) await writeFileAtomic(resolve(io.cwd, values.out), output, { dirMode: 0o777 });

@@ -1,172 +1,79 @@
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { desiredStateOf } from '../../agents/desired.ts';
-import { AgentServer } from '../../agents/server.ts';
-import { bundlePin } from '../../agents/serving-identity.ts';
-import { writeFileAtomic } from '../../common/atomic-file.ts';
-import { resolveFingerprintKey } from '../../credentials/fingerprint.ts';
-import { CredentialManager } from '../../credentials/manager.ts';
-import { type Authority, initAuthority, openAuthority } from '../../identity/authority.ts';
-import { formatText } from '../../policy/report/diagnostics-report.ts';
-import {
-  type Command,
-  type CommandIO,
-  EXIT_OK,
-  EXIT_USAGE,
-  parseFlags,
-  requireFlag,
-  UsageError,
-} from '../command.ts';
-import {
-  CREDENTIAL_PROVIDER_FLAGS,
-  CREDENTIAL_PROVIDER_HELP,
-  credentialProviderOptions,
-} from '../credential-flags.ts';
-import { durationFlag } from '../identity-flags.ts';
-import { commandLogger, type Logger } from '../logger.ts';
-import { openPolicyDir, POLICY_DIR_FLAGS } from '../policy-input.ts';
-import { parseHostPort, stateDirOf } from '../state-dir.ts';
+import { Reconciler, ReconcilerStartError } from '../../loop/reconciler.ts';
+import { onTermination } from '../../shutdown.ts';
+import { createLogger } from '../../telemetry/logger.ts';
+import { ReconcilerMetrics } from '../../telemetry/metrics.ts';
+import { type Command, EXIT_OK, parseFlags, requireFlag, UsageError } from '../command.ts';
+import { RECONCILER_FLAGS, RECONCILER_HELP, reconcilerOptionsFromFlags } from '../reconciler-flags.ts';
+import { parseHostPort } from '../state-dir.ts';
 
-const help = `Usage: riptides-cli reconciler --repo DIR [--path SUBDIR] --listen HOST:PORT [--state-dir DIR]
-                                [credential provider flags] [--agent-svid-ttl 1h]
+const help = `Usage: riptides-cli reconciler --repo DIR|URL [--path SUBDIR] --listen HOST:PORT [--state-dir DIR]
+                                [--webhook-secret-file FILE] [--poll-interval 60s] [--api-listen HOST:PORT]
+                                [--oidc-issuer URL] [credential provider flags] [...]
 
-Serves node agents: compiles the policy repository at start and again on SIGHUP, pushes each agent the
-program of its scopes (its daemon group and its own daemon ID) over mutual TLS, signs the CSRs of the
-identities in its program, and sends it the credentials its program binds. A repository that does not
-validate is reported (file, line) and changes nothing: agents keep the last good program. SIGTERM or
-SIGINT stops it; agents keep enforcing what they hold until it is back.
+The reconcile loop: follows the policy repository's tracked branch and makes every node enforce it. Each pass
+fetches the branch, validates and compiles the new commit (only the files that changed are parsed again),
+rotates the CA when due, keeps each credential the programs bind fresh, pushes each agent the change to its
+own program over mutual TLS, and waits (bounded) for the agents' ACKs; status is served to \`ctl\`. A commit
+that does not validate applies nothing: \`ctl get source\` shows its diagnostics with file and line, and the
+last good revision stays in force. Passes start on a push webhook, on a poll (60 s + up to 10% jitter), on a
+new commit of a local repository's branch (watched), on SIGHUP, and on start; bursts coalesce into one pass.
 
-The state directory holds the trust domain's CA (created on first start, trust domain from the policy),
-join tokens (\`riptides-cli token create\`), the registered daemons, and reconciler.json (address, pid,
-trust domain, the bundle pin). Logs are JSON lines on standard error; they never carry a credential value.
+The state directory holds the store (applied revision, issued serials, status; never a credential value),
+the trust domain's CA (created on first start), join tokens (\`riptides-cli token create\`), the registered
+daemons, the API's credentials and address (api/), a remote's clone (git/) and reconciler.json (where agents
+connect, the bundle pin). One reconciler per state directory. Logs are JSON lines on standard error; they
+never carry a credential value. SIGTERM or SIGINT stops it gracefully (exit 0; 2 if that takes over 20 s);
+agents keep enforcing what they hold until it is back.
 
 Flags:
-  --repo DIR, --path SUBDIR   the policy repository (a directory) and the policy path inside it
-                              (--trust-domain, --max-file-size, --allow-plaintext-secrets as for validate)
-  --listen HOST:PORT          where agents connect (port 0: any free port, printed in the log)
-  --state-dir DIR             default $XDG_STATE_HOME/riptides/reconciler
-  --agent-svid-ttl DURATION   lifetime of agent SVIDs (default 1h; agents renew at half of it)
-${CREDENTIAL_PROVIDER_HELP}
+  --listen HOST:PORT          where agents connect (port 0: any free port, logged and in reconciler.json)
+${RECONCILER_HELP}
 
-Exit status: 0 stopped by a signal, 2 could not start.
+Exit status: 0 stopped by a signal, 2 could not start (or could not stop in time).
 `;
-
-async function openOrInitCa(dir: string, trustDomain: string, log: Logger): Promise<Authority> {
-  if (existsSync(join(dir, 'authority.json'))) {
-    const authority = await openAuthority(dir);
-    if (authority.trustDomain !== trustDomain)
-      throw new UsageError(
-        `the CA in ${dir} is for trust domain ${authority.trustDomain}, the policy for ${trustDomain}: use another --state-dir`,
-      );
-    return authority;
-  }
-  const authority = await initAuthority({ trustDomain, dir });
-  log.info('created the trust domain CA', { trustDomain, dir });
-  return authority;
-}
-
-/** Renders the policy; null (diagnostics printed) when it does not compile. */
-async function render(values: Parameters<typeof openPolicyDir>[0], io: CommandIO) {
-  const opened = await openPolicyDir(values, io);
-  if (!opened) return null;
-  const { result, summary } = opened;
-  if (result.diagnostics.length) io.stderr(formatText(result.diagnostics, { summary }));
-  return { desired: desiredStateOf(result), trustDomain: opened.trustDomain, summary };
-}
 
 export const command: Command = {
   name: 'reconciler',
-  summary: 'serve node agents: compile the policy, push programs, sign CSRs, serve credentials',
+  summary: 'the reconcile loop: follow the policy repository, push programs to agents, serve status',
   help,
   async run(argv, io) {
-    const { values } = parseFlags(argv, {
-      ...POLICY_DIR_FLAGS,
-      ...CREDENTIAL_PROVIDER_FLAGS,
-      listen: { type: 'string' },
-      'state-dir': { type: 'string' },
-      'agent-svid-ttl': { type: 'string' },
-    });
+    const { values } = parseFlags(argv, { ...RECONCILER_FLAGS, listen: { type: 'string' } });
     const listen = parseHostPort(requireFlag(values.listen, 'listen'));
     if (!listen) throw new UsageError(`--listen must be HOST:PORT (got "${values.listen}")`);
-    const agentTtl = durationFlag(values['agent-svid-ttl'], 'agent-svid-ttl', 3600);
-    const stateDir = stateDirOf(values['state-dir'], io, 'reconciler');
-    const log = commandLogger(io, 'reconciler');
-    const policyFlags = { ...values, repo: values.repo ? resolve(io.cwd, values.repo) : undefined };
-    // Provider flags that cannot work stop the start before the state directory is touched.
-    const providers = credentialProviderOptions(values, io, (warning) => log.warn(warning));
-
-    const first = await render(policyFlags, io);
-    if (!first) return EXIT_USAGE;
-    await mkdir(stateDir, { recursive: true, mode: 0o700 });
-    const authority = await openOrInitCa(join(stateDir, 'ca'), first.trustDomain, log);
-    const credentials = new CredentialManager({
-      ...providers,
-      minter: authority.jwt,
-      trustDomain: first.trustDomain,
-      fingerprintKey: resolveFingerprintKey({ env: io.env, stateDir }),
-      logger: log,
+    // Every flag is checked (and every file it names read) before the state directory is touched.
+    const parsed = reconcilerOptionsFromFlags(values, io);
+    const logger = createLogger({
+      level: parsed.logLevel,
+      base: { component: 'reconciler' },
+      destination: { write: (line: string) => io.stderr(line) },
     });
-    const server = await AgentServer.start({
-      host: listen.host,
-      port: listen.port,
-      stateDir,
-      authority,
-      credentials,
-      logger: log,
-      agentSvidTtlSeconds: agentTtl,
-    });
-    const address = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${server.port}`;
-    const pin = bundlePin(authority.x509Authorities());
-    await writeFileAtomic(
-      join(stateDir, 'reconciler.json'),
-      `${JSON.stringify({ listen: address, pid: process.pid, trustDomain: authority.trustDomain, bundlePin: pin, startedAt: new Date().toISOString() }, null, 2)}\n`,
-      { mode: 0o644 },
-    );
-    log.info('serving agents', {
-      listen: address,
-      trustDomain: authority.trustDomain,
-      bundlePin: pin,
-      stateDir,
-    });
-
-    const publish = (r: NonNullable<Awaited<ReturnType<typeof render>>>, why: string) => {
-      if (!r.desired) {
-        log.warn('policy does not validate: nothing applied, agents keep the last good program', { why });
-        return;
-      }
-      if (r.trustDomain !== authority.trustDomain) {
-        log.warn('policy trust domain differs from the CA: nothing applied', {
-          policy: r.trustDomain,
-          ca: authority.trustDomain,
-        });
-        return;
-      }
-      const s = server.publish(r.desired);
-      log.info('published', { why, policy: r.summary, scopes: s.scopes, agentsToUpdate: s.agentsToUpdate });
-    };
-    publish(first, 'start');
-
-    let reloading = Promise.resolve();
-    const onHup = () => {
-      reloading = reloading.then(async () => {
-        const r = await render(policyFlags, io).catch((err: unknown) => {
-          log.warn('could not read the policy: nothing applied', { error: (err as Error).message });
-          return null;
-        });
-        if (r) publish(r, 'SIGHUP');
+    for (const w of parsed.warnings) logger.warn(w);
+    let reconciler: Reconciler;
+    try {
+      reconciler = await Reconciler.start({
+        ...parsed.options,
+        agents: { ...parsed.options.agents, host: listen.host, port: listen.port },
+        logger,
+        metrics: new ReconcilerMetrics(),
       });
-    };
+    } catch (err) {
+      if (err instanceof ReconcilerStartError) throw new UsageError(err.message);
+      throw err;
+    }
+    const onHup = () => reconciler.trigger('signal', 'SIGHUP');
     process.on('SIGHUP', onHup);
-    const signal = await new Promise<string>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
+    const code = await new Promise<number>((resolve) => {
+      const remove = onTermination([{ name: 'reconciler', run: () => reconciler.stop() }], {
+        logger,
+        exit: (c) => {
+          remove();
+          resolve(c);
+          // A stop that overran its deadline may leave handles open: the process ends anyway.
+          if (c !== EXIT_OK) setTimeout(() => process.exit(c), 500).unref();
+        },
+      });
     });
     process.off('SIGHUP', onHup);
-    log.info('stopping', { signal });
-    await reloading;
-    await server.close();
-    await credentials.close();
-    return EXIT_OK;
+    return code;
   },
 };

@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { bundlePin } from '../../agents/serving-identity.ts';
 import { JoinTokenStore } from '../../agents/tokens.ts';
 import { openAuthority } from '../../identity/authority.ts';
 import { SPIFFE_ID_ERROR_MESSAGES, validatePath } from '../../identity/spiffe-id.ts';
+import { defaultStateDir } from '../../store/state-dir.ts';
 import { type Command, EXIT_OK, EXIT_USAGE, parseFlags, subcommand, UsageError } from '../command.ts';
 import { durationFlag } from '../identity-flags.ts';
-import { stateDirOf } from '../state-dir.ts';
 
 const help = `Usage: riptides-cli token create [--daemon-group GROUP | --daemon-id ID] [--ttl 1h] [--state-dir DIR]
 
@@ -22,7 +22,8 @@ Flags:
                         spiffe://<trust domain>/riptides/daemon/ID and identities scoped to
                         daemon riptides/daemon/ID are its own
   --ttl DURATION        how long the token can be used (default 1h; e.g. 15m, 24h)
-  --state-dir DIR       the reconciler's state directory (default $XDG_STATE_HOME/riptides/reconciler)
+  --state-dir DIR       the reconciler's state directory (default, as the reconciler's: $RIPTIDES_STATE_DIR,
+                        else $XDG_STATE_HOME/riptides, else ~/.local/state/riptides)
 
 Exit status: 0 token printed, 2 could not create one (for instance no reconciler state in DIR yet).
 `;
@@ -57,7 +58,7 @@ export const command: Command = {
         );
     }
     const ttlSeconds = durationFlag(values.ttl, 'ttl', 3600);
-    const stateDir = stateDirOf(values['state-dir'], io, 'reconciler');
+    const stateDir = resolve(io.cwd, values['state-dir'] ?? defaultStateDir(io.env));
     const caDir = join(stateDir, 'ca');
     if (!existsSync(join(caDir, 'authority.json'))) {
       io.stderr(

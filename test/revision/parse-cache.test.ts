@@ -1,8 +1,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ParseCache, ValidatedRevisions } from '../../reconciler/plan/parse-cache.ts';
 import { readPolicyFile } from '../../reconciler/policy/resources.ts';
+import { ParseCache, ValidatedRevisions } from '../../reconciler/revision/parse-cache.ts';
 import { tempDir } from '../support/scratch.ts';
 
 const enc = (s: string) => new TextEncoder().encode(s);

@@ -161,3 +161,31 @@ export class ValidatedRevisions {
     await writeFileAtomic(this.file, JSON.stringify({ build: this.build, keys: this.keys }), { mode: 0o600 });
   }
 }
+
+/**
+ * Parsed files in memory for a long-running process (the reconcile loop), keyed by blob id. Two generations:
+ * a render starts a new one, and an entry the render reads moves into it, so entries that neither of the last
+ * two renders used are dropped: memory follows the repository as it is, not its whole history. Between passes
+ * every unchanged file is a hit, so a one-file commit parses one file.
+ */
+export class MemoryParseCache extends Map<string, FileResult> {
+  #previous = new Map<string, FileResult>();
+
+  /** Called at the start of each render. */
+  nextGeneration(): void {
+    this.#previous = new Map(this);
+    super.clear();
+  }
+
+  override get(key: string): FileResult | undefined {
+    const hit = super.get(key);
+    if (hit) return hit;
+    const old = this.#previous.get(key);
+    if (old) super.set(key, old);
+    return old;
+  }
+
+  override has(key: string): boolean {
+    return super.has(key) || this.#previous.has(key);
+  }
+}

@@ -21,7 +21,7 @@ import {
   resolvePositions,
 } from '../policy/render.ts';
 import type { FileResult } from '../policy/resources.ts';
-import { BlobTooLargeError, type PolicySource, type TreeEntry } from '../source/index.ts';
+import { BlobTooLargeError, type PolicySource, SourceError, type TreeEntry } from '../source/index.ts';
 
 const EMPTY = new Uint8Array(0);
 const SYMLINK = '120000';
@@ -30,7 +30,14 @@ const MAX_LINK_TARGET = 4096;
 
 export interface RevisionOptions {
   path: string;
+  /** The trust domain whatever the revision's riptides.config.yaml says (--trust-domain). */
   trustDomain?: string;
+  /**
+   * The trust domain when neither `trustDomain` nor the revision's own riptides.config.yaml gives one (a plan's
+   * base without the file takes the head's; a reconciler's CA). Never overrides the revision's file: a change of trust domain is
+   * a change, and each side must compile in its own.
+   */
+  fallbackTrustDomain?: string;
   allowSecrets?: boolean;
   maxFileBytes?: number;
   cache: Map<string, FileResult>;
@@ -47,10 +54,17 @@ export interface RevisionOptions {
   build: string;
   /** Diagnostics found while reading the files (a working tree's refused symlinks, files over the cap). */
   extra?: readonly PendingDiagnostic[];
+  /**
+   * A policy path missing at this revision is an empty policy rather than an error. For a plan's base only: the
+   * pull request that adds the policy path creates everything in it.
+   */
+  missingPathIsEmpty?: boolean;
 }
 
 export interface RenderedRevision {
   commit: string;
+  /** False when the policy path does not exist at this revision (only with `missingPathIsEmpty`). */
+  pathExists: boolean;
   trustDomain: string | undefined;
   result: RenderResult;
   /** Blobs read from git for this revision (cached ones are not). */
@@ -65,7 +79,13 @@ export async function renderRevision(
   opts: RevisionOptions,
 ): Promise<RenderedRevision> {
   const subdir = opts.path.replace(/^\.?\/*/, '').replace(/\/+$/, '');
-  const entries = await source.listFiles(commit, subdir || undefined);
+  let pathExists = true;
+  const entries = await source.listFiles(commit, subdir || undefined).catch((err: unknown) => {
+    if (!(opts.missingPathIsEmpty && subdir && err instanceof SourceError && err.code === 'bad-path'))
+      throw err;
+    pathExists = false;
+    return [] as TreeEntry[];
+  });
   const configPath = subdir ? `${subdir}/${CONFIG_FILE}` : CONFIG_FILE;
   const extra: PendingDiagnostic[] = [...(opts.extra ?? [])];
   let trustDomain = opts.trustDomain;
@@ -100,6 +120,7 @@ export async function renderRevision(
     trustDomain ??= read.config.trustDomain;
     federatesWith = read.config.federatesWith ?? [];
   }
+  trustDomain ??= opts.fallbackTrustDomain;
   if (!trustDomain) {
     throw new RevisionConfigError(
       `no trust domain at ${commit.slice(0, 8)}: pass --trust-domain or commit "trustDomain: <name>" in ${configPath}`,
@@ -192,7 +213,7 @@ export async function renderRevision(
   }
   const result = finishRender(pendingRender, renderOptions);
   if (!knownValid && !result.diagnostics.some((d) => d.severity === 'error')) opts.validated?.add(key);
-  return { commit, trustDomain, result, blobsRead };
+  return { commit, pathExists, trustDomain, result, blobsRead };
 }
 
 /**
