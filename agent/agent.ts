@@ -80,9 +80,14 @@ export interface AgentOptions {
 }
 
 export class AgentError extends Error {
+  /**
+   * `code` is stable (`NOT_JOINED`, `LISTEN_FAILED`, …); `address` is, for `LISTEN_FAILED`, the address that
+   * could not be bound, so that a command can name the flag that asked for it.
+   */
   constructor(
     readonly code: string,
     message: string,
+    readonly address: { host: string; port: number } | null = null,
   ) {
     super(message);
     this.name = 'AgentError';

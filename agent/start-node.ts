@@ -259,6 +259,7 @@ function listenFailed(err: unknown, what: string): AgentError {
   return new AgentError(
     'LISTEN_FAILED',
     `${what} cannot listen on ${e.address ?? '?'}:${e.port ?? '?'}: ${why}`,
+    e.address !== undefined && e.port !== undefined ? { host: e.address, port: e.port } : null,
   );
 }
 

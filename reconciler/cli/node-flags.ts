@@ -132,3 +132,29 @@ export async function nodeOptionsFromFlags(
     metricsListen: values['metrics-listen'] ? address(values['metrics-listen'], '--metrics-listen') : null,
   };
 }
+
+/**
+ * The flag (`--proxy-listen`, `--transparent`, `--inbound`, `--outbound`, `--metrics-listen`) that asked for a
+ * listener on `at`, so that an address in use is reported with what to change; null when none did (port 0,
+ * which the OS chooses, never collides). Matched by port, then by host where several share the port.
+ */
+export function flagListeningAt(values: NodeFlagValues, at: { host: string; port: number }): string | null {
+  const asked: Array<[string, string | undefined]> = [
+    ['--proxy-listen', values['proxy-listen']],
+    ['--transparent', values.transparent],
+    ['--metrics-listen', values['metrics-listen']],
+    ...(values.inbound ?? []).map((m): [string, string | undefined] => [
+      '--inbound',
+      /(?:^|,)\s*listen=([^,]*)/.exec(m)?.[1]?.trim(),
+    ]),
+    ...(values.outbound ?? []).map((m): [string, string | undefined] => [
+      '--outbound',
+      /(?:^|,)\s*listen=([^,]*)/.exec(m)?.[1]?.trim(),
+    ]),
+  ];
+  const hits = asked.flatMap(([flag, text]) => {
+    const a = text ? parseHostPort(text) : null;
+    return a && a.port !== 0 && a.port === at.port ? [{ flag, host: a.host }] : [];
+  });
+  return (hits.find((h) => h.host === at.host) ?? hits[0])?.flag ?? null;
+}

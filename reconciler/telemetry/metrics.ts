@@ -18,6 +18,7 @@
  * | `riptides_drift_reports_total` | counter | `result` (clean, drift, error) |
  * | `riptides_api_requests_total` | counter | `route`, `code` |
  * | `process_*`, `nodejs_*` | prom-client's default metrics | |
+ * | `riptides_dataplane_*` | under `up`: its node's data plane (kernel-module/dataplane/metrics.ts, `include`) | |
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CredentialStatus } from '../credentials/types.ts';
@@ -29,6 +30,8 @@ const BINDING_STATES = ['OK', 'PENDING', 'FAILED'] as const;
 
 export class ReconcilerMetrics {
   readonly registry = new Registry();
+  /** Registries served beside this one (`include`). */
+  readonly #included = new Set<Registry>();
   readonly reconcileDuration = new Histogram({
     name: 'riptides_reconcile_duration_seconds',
     help: 'Duration of reconcile passes, by result.',
@@ -151,8 +154,19 @@ export class ReconcilerMetrics {
     for (const k of DRIFT_KINDS) this.driftItems.set({ kind: k }, counts[k] ?? 0);
   }
 
+  /**
+   * Serves `registry`'s metrics at `/metrics` too, until the returned function is called: `up` adds its
+   * embedded node's data plane counters (`riptides_dataplane_*`), so one scrape sees the whole product. Names
+   * must not clash with the reconciler's (prom-client's Registry.merge throws at the next scrape).
+   */
+  include(registry: Registry): () => void {
+    this.#included.add(registry);
+    return () => this.#included.delete(registry);
+  }
+
   /** The exposition text and its content type, for `/metrics`. */
   async exposition(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const registry = this.#included.size ? Registry.merge([this.registry, ...this.#included]) : this.registry;
+    return { contentType: this.registry.contentType, body: await registry.metrics() };
   }
 }

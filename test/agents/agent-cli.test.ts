@@ -99,7 +99,9 @@ describe('riptides-cli agent: data plane flags', () => {
     ).toBe(2);
     await new Promise((r) => busy.close(r));
     expect(inUse.stderr).toMatch(
-      new RegExp(`the metrics endpoint cannot listen on 127\\.0\\.0\\.1:${port}: address already in use`),
+      new RegExp(
+        `the metrics endpoint cannot listen on 127\\.0\\.0\\.1:${port}: address already in use \\(change --metrics-listen\\)`,
+      ),
     );
     const proxyStillBound = await new Promise<boolean>((resolve) => {
       const s = createServer();

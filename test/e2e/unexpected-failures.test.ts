@@ -149,6 +149,11 @@ beforeAll(async () => {
         '127.0.0.1:0',
         '--control-root',
         d('up-{mode}', 'control'),
+        // The quickstart's data plane on ports the OS chooses (its defaults are fixed ones).
+        '--proxy-listen',
+        '127.0.0.1:0',
+        '--inbound',
+        'identity=quickstart/app/orders-api,listen=127.0.0.1:0,forward=127.0.0.1:18081',
       ],
     ],
   };

@@ -4,15 +4,21 @@
  * seen through `ctl get` and `drift`; a hand edit of the control interface shows in `drift` and is healed;
  * SIGTERM stops it cleanly (exit 0, the API's endpoint file gone, nothing left running).
  */
+import { execFile, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { promisify } from 'node:util';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { packageRoot, statusLine } from '../../reconciler/cli/commands/up.ts';
 import type { DriftReport } from '../../reconciler/drift/report.ts';
 import { eventually, runCli, startCli } from '../support/cli-process.ts';
 import { git } from '../support/git-fixtures.ts';
 import { tempDir } from '../support/scratch.ts';
 import { repoRoot } from '../support/shared.ts';
+
+const execFileAsync = promisify(execFile);
 
 const BATCH = `---
 apiVersion: core.riptides.io/v1alpha1
@@ -46,7 +52,14 @@ describe('riptides-cli up', () => {
     await git(repo, 'commit', '--quiet', '-m', 'quickstart');
     const state = join(dir, 'state');
     const env = { XDG_CACHE_HOME: join(dir, 'cache'), RIPTIDES_STATE_DIR: join(dir, 'elsewhere') };
-    const up = startCli(['up', '--repo', repo, '--path', 'policies/quickstart', '--state-dir', state], env);
+    // A repository of its own: no quickstart defaults, so the data plane is what the flags ask for.
+    const up = startCli(
+      [
+        ...['up', '--repo', repo, '--path', 'policies/quickstart', '--state-dir', state],
+        ...['--proxy-listen', '127.0.0.1:0'],
+      ],
+      env,
+    );
     await eventually(() => up.output().includes('riptides is up'), 60_000, 'riptides is up');
     await eventually(() => up.output().includes('  logs '), 5000, 'the addresses');
     const text = up.output();
@@ -58,8 +71,38 @@ describe('riptides-cli up', () => {
     expect(field('control root')).toBe(join(state, 'agent', 'control'));
     expect(field('reports')).toBe(join(state, 'reports'));
     expect(field('trust domain')).toBe('example.com');
+    const proxy = /^127\.0\.0\.1:(\d+) {2}\(for workloads' HTTPS_PROXY \/ http_proxy\)$/.exec(
+      field('proxy') ?? '',
+    );
+    expect(proxy).not.toBeNull();
+    expect(field('inbound')).toBeUndefined();
+    expect(field('upstream CA')).toBe('the system trust store');
+    expect(field('CA bundle')).toBe(
+      `${join(state, 'agent', 'control', 'certs', 'ca-certificates.crt')}  (what workloads trust for intercepted TLS)`,
+    );
+    expect(existsSync(join(state, 'quickstart'))).toBe(false);
     expect(text).toMatch(/local agent: joining daemon group riptides\/daemongroup\/local\/quickstart/);
-    expect(text).toMatch(/applied [0-9a-f]{12} \(\d+s ago\) · agent in sync · 2 identities/);
+    expect(text).toMatch(/applied [0-9a-f]{12} \(\d+s ago\) · agent in sync · /);
+    await eventually(
+      () =>
+        /agent in sync · data plane 1 listener, \d+ connections? \(\d+ open\) · 2 identities/.test(
+          up.output(),
+        ),
+      15_000,
+      'the data plane in the status line',
+    );
+
+    // The proxy is live: a destination no Service names passes through it untouched (curl, real).
+    const site = createHttpServer((_, res) => res.end('through'));
+    await new Promise<void>((r) => site.listen(0, '127.0.0.1', r));
+    onTestFinished(() => new Promise<void>((r) => site.close(() => r())));
+    const sitePort = (site.address() as AddressInfo).port;
+    // (curl runs asynchronously: the site answers from this process.)
+    const via = await execFileAsync('curl', [
+      ...['-sS', '--max-time', '10', '--proxy', `http://127.0.0.1:${proxy![1]}`],
+      `http://127.0.0.1:${sitePort}/`,
+    ]);
+    expect(via.stdout).toBe('through');
     const cli = (...args: string[]) => runCli([...args, '--state-dir', state], env);
 
     // A commit to the tracked branch is applied without a restart, and ctl and drift say so.
@@ -131,7 +174,79 @@ describe('riptides-cli up', () => {
     expect(up.output()).toMatch(/stopped\n$/);
     expect(existsSync(join(state, 'api', 'endpoint.json'))).toBe(false);
     expect(cli('drift').status).toBe(2);
+    // The data plane stopped with it.
+    const after = spawnSync('curl', [
+      ...['-sS', '--max-time', '5', '--proxy', `http://127.0.0.1:${proxy![1]}`],
+      `http://127.0.0.1:${sitePort}/`,
+    ]);
+    expect(after.stderr.toString()).toMatch(/Failed to connect|Connection refused/);
   }, 180_000);
+
+  it('a data plane port in use: exit 2 naming the flag, nothing left running', async () => {
+    const dir = tempDir('up-busy');
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    onTestFinished(() => new Promise<void>((r) => busy.close(() => r())));
+    const port = (busy.address() as AddressInfo).port;
+    const up = startCli(
+      [
+        ...['up', '--repo', repoRoot, '--path', 'policies/quickstart', '--state-dir', join(dir, 'state')],
+        ...['--proxy-listen', `127.0.0.1:${port}`],
+      ],
+      { XDG_CACHE_HOME: join(dir, 'cache') },
+    );
+    expect(await up.exited).toBe(2);
+    expect(up.output()).toMatch(
+      new RegExp(
+        `^riptides-cli up: the data plane cannot listen on 127\\.0\\.0\\.1:${port}: address already in use \\(change --proxy-listen\\)$`,
+        'm',
+      ),
+    );
+    expect(up.output()).not.toMatch(/riptides is up|^\s+at /m);
+    // The reconciler it had started is stopped again: its state directory is free for the next start.
+    expect(existsSync(join(dir, 'state', 'api', 'endpoint.json'))).toBe(false);
+  }, 60_000);
+
+  it('puts the local data plane in the status line: listeners, and connections where ages are shown', () => {
+    const now = new Date('2026-03-01T12:00:10Z');
+    const snap = {
+      format: 1,
+      generatedAt: now.toISOString(),
+      source: null,
+      resources: [],
+      daemons: [],
+      events: {},
+    } as unknown as Parameters<typeof statusLine>[0];
+    const dataPlane = {
+      health: 'OK',
+      listeners: [
+        { kind: 'proxy', address: '127.0.0.1:15001', target: '' },
+        { kind: 'inbound', address: '127.0.0.1:18080', target: 'spiffe://example.com/a -> 127.0.0.1:18081' },
+      ],
+      activeOutbound: 1,
+      activeInbound: 1,
+      connections: { 'outbound/proxy-http': 3, 'inbound/mtls': 2 },
+      handshakesFailed: {},
+      credentialsInjected: {},
+      requestsRefused: {},
+      connectionsRevoked: 0,
+    };
+    const agent = (dp: typeof dataPlane) => ({
+      connected: true,
+      ackedVersion: 'v1',
+      desiredVersion: 'v1',
+      report: { programVersion: 'v1', control: null, dataPlane: dp } as never,
+    });
+    expect(statusLine(snap, [agent(dataPlane)], null, now)).toBe(
+      'waiting for the first pass · agent in sync · data plane 2 listeners, 5 connections (2 open) · 0 identities, 0 processes',
+    );
+    expect(statusLine(snap, [agent(dataPlane)], null, now, true)).toBe(
+      'waiting for the first pass · agent in sync · data plane 2 listeners · 0 identities, 0 processes',
+    );
+    expect(statusLine(snap, [agent({ ...dataPlane, health: 'STOPPED' })], null, now)).toContain(
+      '· data plane STOPPED ·',
+    );
+  });
 
   it('draws one status line from the status and the drift', () => {
     const now = new Date('2026-03-01T12:00:10Z');

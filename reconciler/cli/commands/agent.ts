@@ -16,7 +16,7 @@ import {
   UsageError,
 } from '../command.ts';
 import { commandLogger } from '../logger.ts';
-import { NODE_FLAGS, NODE_FLAGS_HELP, nodeOptionsFromFlags } from '../node-flags.ts';
+import { flagListeningAt, NODE_FLAGS, NODE_FLAGS_HELP, nodeOptionsFromFlags } from '../node-flags.ts';
 import { parseHostPort, stateDirOf } from '../state-dir.ts';
 
 const help = `Usage:
@@ -176,7 +176,9 @@ export const command: Command = {
       });
     } catch (err) {
       if (err instanceof JoinError || err instanceof AgentError) {
-        io.stderr(`riptides-cli agent: ${err.message}\n`);
+        // A port in use names the flag that asked for it.
+        const flag = err instanceof AgentError && err.address ? flagListeningAt(values, err.address) : null;
+        io.stderr(`riptides-cli agent: ${err.message}${flag ? ` (change ${flag})` : ''}\n`);
         return EXIT_USAGE;
       }
       throw err;

@@ -2,8 +2,14 @@ import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, AgentError } from '../../../agent/agent.ts';
+import { AgentError } from '../../../agent/agent.ts';
 import { JoinError } from '../../../agent/join.ts';
+import {
+  formatAddress,
+  type RunningNode,
+  type StartNodeOptions,
+  startNode,
+} from '../../../agent/start-node.ts';
 import type { AgentStatus } from '../../agents/session.ts';
 import { summarise } from '../../drift/report.ts';
 import { escapeText } from '../../encoding/escape.ts';
@@ -13,30 +19,44 @@ import type { StatusSnapshot } from '../../status/model.ts';
 import { createLogger, type Logger } from '../../telemetry/logger.ts';
 import { ReconcilerMetrics } from '../../telemetry/metrics.ts';
 import { type Command, type CommandIO, EXIT_OK, EXIT_USAGE, parseFlags, UsageError } from '../command.ts';
+import { flagListeningAt, NODE_FLAGS, NODE_FLAGS_HELP, nodeOptionsFromFlags } from '../node-flags.ts';
 import { Progress } from '../progress.ts';
+import {
+  type EchoCertificate,
+  QUICKSTART_NODE_DEFAULTS,
+  QUICKSTART_PATH,
+  quickstartEchoCertificate,
+  withQuickstartNodeDefaults,
+} from '../quickstart.ts';
 import { RECONCILER_FLAGS, RECONCILER_HELP, reconcilerOptionsFromFlags } from '../reconciler-flags.ts';
 import { parseHostPort } from '../state-dir.ts';
 
-/** The policy path `up` reconciles when no --repo is given: the quickstart of this repository. */
-export const QUICKSTART_PATH = 'policies/quickstart';
-
 const help = `Usage: riptides-cli up [--repo DIR|URL] [--path SUBDIR] [--state-dir DIR] [--trust-domain TD]
                        [--daemon-group GROUP] [--control-root DIR] [--agent-listen HOST:PORT]
-                       [credential provider flags] [reconciler flags] [drift flags]
+                       [data plane flags] [credential provider flags] [reconciler flags] [drift flags]
 
 The whole product on this machine, in one process: the reconcile loop (the same runtime as \`riptides-cli
-reconciler\`, with its embedded store in the state directory), one local agent that joins it with a token made
-here and speaks the real protocol over loopback mutual TLS, and the kernel module's control interface that the
-agent writes and the kernel side enforces.
+reconciler\`, with its embedded store in the state directory), and one local node as \`riptides-cli agent\`
+runs it: the agent, which joins with a token made here and speaks the real protocol over loopback mutual TLS,
+the kernel module's control interface it writes, and the data plane that enforces it on real sockets (mTLS
+between workloads, credentials injected into their requests).
 
-Without --repo it runs ${QUICKSTART_PATH} of this repository's checkout: a local git repository is followed
-on its checked-out branch, so edit a file there, commit, and the change is applied within a second or two
-(\`riptides-cli ctl get wid\`, \`riptides-cli drift\`). A plain directory is followed file by file instead.
+Without --repo and --path it runs ${QUICKSTART_PATH} of this repository's checkout, with the data plane that
+scenario needs, each part only where its flag is not given:
+  --proxy-listen ${QUICKSTART_NODE_DEFAULTS['proxy-listen']}
+  --inbound ${QUICKSTART_NODE_DEFAULTS.inbound[0]}
+  --upstream-ca STATE_DIR/quickstart/echo.crt   a certificate made here for the quickstart's HTTPS echo server
+                                                (its key beside it), renewed within 30 days of expiry
+A port in use is named with the flag that moves it. A local git repository is followed on its checked-out
+branch, so edit a file there, commit, and the change is applied within a second or two (\`riptides-cli ctl
+get wid\`, \`riptides-cli drift\`). A plain directory is followed file by file instead.
 
 It prints where everything is (the API for ctl, drift and /metrics, the agents' address, the control
-interface, the reports, the secrets directory, the log file), then one line of live status: redrawn in place
-on a terminal, a new line when something changes otherwise. Logs (JSON lines) go to STATE_DIR/up.log. Ctrl-C
-or SIGTERM stops everything cleanly: the agent keeps what it enforces on disk for the next start.
+interface, the data plane's listeners, the reports, the secrets directory, the log file), then one line of
+live status: redrawn in place on a terminal, a new line when something changes otherwise. Logs (JSON lines)
+go to STATE_DIR/up.log. The API's /metrics includes the data plane's counters. Ctrl-C or SIGTERM stops
+everything cleanly: the data plane's listeners and connections close, an nftables redirect it installed is
+deleted, and the agent keeps what it enforces on disk for the next start.
 
 Kubernetes sources of the policy read Secret manifests from STATE_DIR/secrets (created 0700) unless
 --secrets-dir or --kubeconfig says otherwise: put the quickstart's echo token there, never in git.
@@ -45,6 +65,8 @@ Kubernetes sources of the policy read Secret manifests from STATE_DIR/secrets (c
                               required when it names several)
   --control-root DIR          the control interface's root (default STATE_DIR/agent/control)
   --agent-listen HOST:PORT    where agents connect (default 127.0.0.1:0: a free loopback port)
+
+${NODE_FLAGS_HELP}
 ${RECONCILER_HELP}
 
 Exit status: 0 stopped by a signal, 2 could not start (or could not stop in time).
@@ -52,6 +74,7 @@ Exit status: 0 stopped by a signal, 2 could not start (or could not stop in time
 
 const FLAGS = {
   ...RECONCILER_FLAGS,
+  ...NODE_FLAGS,
   'daemon-group': { type: 'string' },
   'control-root': { type: 'string' },
   'agent-listen': { type: 'string' },
@@ -134,6 +157,17 @@ export function statusLine(
             ? 'in sync'
             : 'syncing';
     parts.push(agents.length === 1 ? `agent ${state}` : `${agents.length} agents, ${n} in sync`);
+    // The local node's data plane, as its last report says: listeners, and (not in `stable`) connections.
+    const dp = agents.length === 1 ? a.report?.dataPlane : null;
+    if (dp) {
+      const total = Object.values(dp.connections).reduce((x, y) => x + y, 0);
+      const open = dp.activeInbound + dp.activeOutbound;
+      parts.push(
+        dp.health !== 'OK'
+          ? `data plane ${escapeText(dp.health)}`
+          : `data plane ${dp.listeners.length} listener${dp.listeners.length === 1 ? '' : 's'}${stable ? '' : `, ${total} connection${total === 1 ? '' : 's'} (${open} open)`}`,
+      );
+    }
   }
   const ids = snap.resources.filter((r) => r.kind === 'WorkloadIdentity');
   const procs = ids.reduce((n, r) => n + (r.kind === 'WorkloadIdentity' ? r.attestedProcesses : 0), 0);
@@ -155,10 +189,13 @@ export function statusLine(
 
 export const command: Command = {
   name: 'up',
-  summary: 'the whole product on this machine: reconciler, a local agent, the control interface (npm start)',
+  summary:
+    'the whole product on this machine: reconciler, a local agent, the control interface, the data plane (npm start)',
   help,
   async run(argv, io) {
     const { values } = parseFlags(argv, FLAGS);
+    // The embedded default: this checkout's quickstart, with the node its two flows need.
+    const embedded = values.repo === undefined && values.path === undefined;
     const root = values.repo === undefined ? packageRoot() : null;
     const agentListen = parseHostPort(values['agent-listen'] ?? '127.0.0.1:0');
     if (!agentListen)
@@ -166,10 +203,14 @@ export const command: Command = {
     const flags = {
       ...values,
       repo: values.repo ?? root!,
-      ...(values.repo === undefined && values.path === undefined ? { path: QUICKSTART_PATH } : {}),
+      ...(embedded ? { path: QUICKSTART_PATH } : {}),
     };
     // Every flag is checked before anything is written; then the secrets directory default is filled in.
     const parsed = reconcilerOptionsFromFlags(flags, io);
+    const node = embedded
+      ? withQuickstartNodeDefaults(values)
+      : { values, defaulted: new Set<'proxy-listen' | 'inbound'>() };
+    const nodeOptions = await nodeOptionsFromFlags(node.values, io);
     const stateDir = parsed.options.stateDir;
     const secretsDir = values['secrets-dir'] || values.kubeconfig ? null : join(stateDir, 'secrets');
     const options = secretsDir
@@ -183,6 +224,11 @@ export const command: Command = {
     const out = (text: string) => io.stdout(text);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     if (secretsDir) await mkdir(secretsDir, { recursive: true, mode: 0o700 });
+    let echo: EchoCertificate | null = null;
+    if (embedded && !values['upstream-ca']) {
+      echo = await quickstartEchoCertificate(join(stateDir, 'quickstart'));
+      nodeOptions.upstreamCa = echo.certPem;
+    }
     const logFile = join(stateDir, 'up.log');
     const logStream = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
     const logger = createLogger({
@@ -194,21 +240,28 @@ export const command: Command = {
       logger.warn(w);
       io.stderr(`warning: ${escapeText(w)}\n`);
     }
+    if (echo?.made) logger.info({ cert: echo.certFile }, 'made a certificate for the quickstart echo server');
+    const metrics = new ReconcilerMetrics();
 
     // Ctrl-C or SIGTERM at any point, starting included, stops what has started, in reverse order.
-    const started: { reconciler: Reconciler | null; agent: Agent | null; live: { stop(): void } | null } = {
+    const started: {
+      reconciler: Reconciler | null;
+      node: RunningNode | null;
+      live: { stop(): void } | null;
+    } = {
       reconciler: null,
-      agent: null,
+      node: null,
       live: null,
     };
     let stopping = false;
     const stopStarted = async () => {
       started.live?.stop();
       started.live = null;
-      const { agent, reconciler } = started;
-      started.agent = null;
+      const { node, reconciler } = started;
+      started.node = null;
       started.reconciler = null;
-      await agent?.stop();
+      // The data plane first (listeners and connections closed, an installed redirect deleted), then the agent.
+      await node?.stop();
       await reconciler?.stop();
     };
     let removeHandlers = () => {};
@@ -249,7 +302,7 @@ export const command: Command = {
         ...options,
         agents: { ...options.agents, host: agentListen.host, port: agentListen.port },
         logger,
-        metrics: new ReconcilerMetrics(),
+        metrics,
       });
       const reconciler = started.reconciler;
       if (stopping) return finish(null);
@@ -259,13 +312,15 @@ export const command: Command = {
       const group = values['daemon-group'] ?? (await daemonGroupOf(reconciler, progress, () => stopping));
       if (stopping) return finish(null);
       progress.step(`local agent: joining ${group ? `daemon group ${group}` : 'without a daemon group'}`);
-      started.agent = await startLocalAgent(reconciler, {
+      started.node = await startLocalNode(reconciler, {
+        ...nodeOptions,
         stateDir: join(stateDir, 'agent'),
         group,
         controlRoot: values['control-root'] ? resolve(io.cwd, values['control-root']) : undefined,
         logger,
       });
-      const agent = started.agent;
+      const { agent, addresses } = started.node;
+      if (started.node.metrics) metrics.include(started.node.metrics);
       if (stopping) return finish(null);
       progress.step('local agent: enforcing the program');
       await inSync(reconciler, agent.identity.daemonId, 15_000);
@@ -273,7 +328,12 @@ export const command: Command = {
       progress.done('riptides is up');
 
       const api = reconciler.api?.url ?? null;
-      const rows: Array<[string, string]> = [
+      const upstreamCa = echo
+        ? `${echo.certFile}  (the quickstart echo server's certificate; its key: ${echo.keyFile})`
+        : values['upstream-ca']
+          ? resolve(io.cwd, values['upstream-ca'])
+          : 'the system trust store';
+      const rows: Row[] = [
         [
           'policy',
           `${reconciler.repository.description}${reconciler.repository.branch ? ` (branch ${reconciler.repository.branch})` : ''}${options.path ? `, path ${options.path}` : ''}`,
@@ -283,7 +343,8 @@ export const command: Command = {
         ['metrics', api ? `${api}/metrics` : 'off'],
         ['agents', `${reconciler.agentAddress} (mutual TLS)`],
         ['agent', `${agent.identity.spiffeId}${group ? ` in ${group}` : ''}`],
-        ['control root', agent.node.writer.root],
+        ['control root', addresses.controlRoot],
+        ...dataPlaneRows(started.node, upstreamCa),
         ['reports', reconciler.drift.reportsDir],
         [
           'secrets',
@@ -298,6 +359,8 @@ export const command: Command = {
       out(
         `\nTry: riptides-cli ctl get source${sd} · riptides-cli ctl get wid${sd} · riptides-cli drift${sd}\n`,
       );
+      if (embedded)
+        out('     policies/quickstart/README.md: the echo token, the demo servers, curl through the proxy\n');
       for (const c of reconciler.status().resources)
         if (c.kind === 'CredentialSource' && c.state !== 'AVAILABLE')
           out(`Note: CredentialSource ${escapeText(c.name)} is ${c.state}: ${escapeText(c.message ?? '')}\n`);
@@ -310,6 +373,18 @@ export const command: Command = {
       await stopStarted().catch(() => {});
       await new Promise<void>((r) => logStream.end(r));
       if (err instanceof ReconcilerStartError) throw new UsageError(err.message);
+      if (err instanceof AgentError && err.code === 'LISTEN_FAILED') {
+        const flag = err.address ? flagListeningAt(node.values, err.address) : null;
+        const hint = !flag
+          ? ''
+          : flag === '--proxy-listen' && node.defaulted.has('proxy-listen')
+            ? " (the quickstart's default --proxy-listen: stop what holds the port, or pass --proxy-listen HOST:PORT)"
+            : flag === '--inbound' && node.defaulted.has('inbound')
+              ? " (the quickstart's default --inbound, at the address its Service quickstart-orders-api names: stop what holds the port, or pass --inbound identity=…,listen=HOST:PORT,forward=HOST:PORT and give the Service that address)"
+              : ` (change ${flag})`;
+        io.stderr(`riptides-cli up: ${escapeText(err.message)}${hint}\n`);
+        return EXIT_USAGE;
+      }
       if (err instanceof JoinError || err instanceof AgentError) {
         io.stderr(`riptides-cli up: the local agent could not start: ${escapeText(err.message)}\n`);
         return EXIT_USAGE;
@@ -318,6 +393,40 @@ export const command: Command = {
     }
   },
 };
+
+type Row = [string, string];
+
+/** The printed rows of the node's data plane: its listeners as bound, what workloads and it trust. */
+function dataPlaneRows(node: RunningNode, upstreamCa: string): Row[] {
+  const a = node.addresses;
+  const metrics: Row[] = a.metrics
+    ? [
+        [
+          'node metrics',
+          `http://${formatAddress(a.metrics.listen)}/metrics  (credential: ${a.metrics.credentialFile})`,
+        ],
+      ]
+    : [];
+  if (!node.dataPlane)
+    return [['data plane', 'off (none of --proxy-listen, --transparent, --inbound, --outbound)'], ...metrics];
+  const rows: Row[] = [];
+  if (a.proxy) rows.push(['proxy', `${formatAddress(a.proxy)}  (for workloads' HTTPS_PROXY / http_proxy)`]);
+  for (const [i, m] of a.inbound.entries())
+    rows.push([
+      i === 0 ? 'inbound' : '',
+      `${formatAddress(m.listen)} -> ${formatAddress(m.forward)}  (${m.spiffeId})`,
+    ]);
+  for (const [i, m] of a.outbound.entries())
+    rows.push([i === 0 ? 'outbound' : '', `${formatAddress(m.listen)} -> ${formatAddress(m.destination)}`]);
+  if (a.transparent)
+    rows.push([
+      'transparent',
+      `${formatAddress(a.transparent)}  (${node.nftRuleset() !== null ? 'nftables redirect installed' : 'nothing redirected here without --nftables or riptides-cli agent nft-rules'})`,
+    ]);
+  rows.push(['CA bundle', `${a.caBundle}  (what workloads trust for intercepted TLS)`]);
+  rows.push(['upstream CA', upstreamCa]);
+  return [...rows, ...metrics];
+}
 
 /** Resolves when the daemon enforces its desired program (ACKed), or after `ms`. */
 async function inSync(reconciler: Reconciler, daemonId: string, ms: number): Promise<void> {
@@ -378,32 +487,39 @@ async function daemonGroupOf(
 }
 
 /**
- * The local agent, joined to this reconciler: resumed from its state directory when it joined before, else
- * (or when its SVID expired while nothing ran) joined with a single-use token made here, over loopback mTLS.
+ * The local node (agent, kernel side, data plane: agent/start-node.ts), its agent joined to this reconciler:
+ * resumed from its state directory when it joined before, else (or when its SVID expired while nothing ran)
+ * joined with a single-use token made here, over loopback mTLS. Rejects as startNode does, having stopped
+ * what it started.
  */
-async function startLocalAgent(
+async function startLocalNode(
   reconciler: Reconciler,
-  o: { stateDir: string; group: string | null; controlRoot: string | undefined; logger: Logger },
-): Promise<Agent> {
-  const base = {
-    stateDir: o.stateDir,
+  o: Omit<StartNodeOptions, 'server' | 'logger' | 'joinToken' | 'daemonGroup' | 'controlRoot'> & {
+    group: string | null;
+    controlRoot: string | undefined;
+    logger: Logger;
+  },
+): Promise<RunningNode> {
+  const { group, controlRoot, logger, ...rest } = o;
+  const base: StartNodeOptions = {
+    ...rest,
     server: reconciler.agentAddress,
-    ...(o.group ? { daemonGroup: o.group } : {}),
-    ...(o.controlRoot ? { controlRoot: o.controlRoot } : {}),
+    ...(group ? { daemonGroup: group } : {}),
+    ...(controlRoot ? { controlRoot } : {}),
     // A local agent reports every 5 s (a remote one every 30 s), so a hand edit shows in drift within seconds.
     reportIntervalMs: 5000,
-    logger: agentLogger(o.logger.child({ part: 'agent' })),
+    logger: agentLogger(logger.child({ part: 'agent' })),
   };
   try {
-    return await Agent.start(base);
+    return await startNode(base);
   } catch (err) {
     if (!(err instanceof AgentError) || (err.code !== 'NOT_JOINED' && err.code !== 'SVID_EXPIRED')) throw err;
   }
   const joinToken = await reconciler.createJoinToken({
-    ...(o.group ? { daemonGroup: o.group } : {}),
+    ...(group ? { daemonGroup: group } : {}),
     ttlSeconds: 600,
   });
-  return Agent.start({ ...base, joinToken });
+  return startNode({ ...base, joinToken });
 }
 
 /**
