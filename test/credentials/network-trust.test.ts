@@ -388,12 +388,13 @@ describe('credentials check finds Kubernetes access as kubectl does', () => {
   });
 
   it('says how to give access when there is none, instead of https://undefined:undefined', async () => {
+    // Exit 2 up front (could not check), not 1 (a credential unavailable): see check-cli.test.ts.
     const r = await k8s({ HOME: join(env.dir, 'nohome') });
-    expect(r.code).toBe(1);
-    expect(r.stdout).toContain(
-      'pass --kubeconfig, set KUBECONFIG, create ~/.kube/config, run in the cluster',
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      'pass --kubeconfig FILE, set KUBECONFIG, create ~/.kube/config, run in the cluster',
     );
-    expect(r.stdout).not.toContain('undefined');
+    expect(r.stdout + r.stderr).not.toContain('undefined');
   });
 
   it('exits 2 for a --kubeconfig file that does not exist', async () => {
