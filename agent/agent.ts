@@ -379,11 +379,6 @@ export class Agent extends EventEmitter {
         ),
       })),
     );
-    // setIdentities re-matches only the processes the attestor keeps (those that matched something before);
-    // a full pass (about 12 µs a process) attests the others now rather than at the next periodic rescan.
-    void this.node.attestor
-      .rescan()
-      .catch((err: unknown) => this.log.warn('process rescan failed', { error: (err as Error).message }));
   }
 
   // ---------------------------------------------------------------------------------------------------------
