@@ -2,9 +2,11 @@
  * The flags of the long-running reconciler, shared by `reconciler` and `up` (which runs the same runtime with
  * a local agent): flags → ReconcilerOptions, every flag checked before anything is started or written.
  */
+
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DURATION_FORMS, parseDuration } from '../common/duration.ts';
+import { apiPlainHttpRefusal, isLoopbackHost } from '../http/server.ts';
 import type { ReconcilerOptions } from '../loop/reconciler.ts';
 import { credentialsFromEnv } from '../source/index.ts';
 import { defaultStateDir } from '../store/state-dir.ts';
@@ -129,6 +131,8 @@ export function reconcilerOptionsFromFlags(
     const keyFile = values['api-key-file'];
     if ((certFile === undefined) !== (keyFile === undefined))
       throw new UsageError('--api-cert-file and --api-key-file go together: pass both or neither');
+    // Checked here too, so a refused flag leaves the state directory untouched (no CA made for nothing).
+    if (!certFile && !isLoopbackHost(at.host)) throw new UsageError(apiPlainHttpRefusal(at.host));
     api = {
       ...at,
       ...(certFile && keyFile

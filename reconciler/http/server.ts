@@ -90,7 +90,8 @@ export class ApiListenError extends Error {}
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
 
-function isLoopback(host: string): boolean {
+/** True for a loopback host (127.0.0.0/8, ::1, localhost): where the API may serve plain HTTP. */
+export function isLoopbackHost(host: string): boolean {
   if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
   return host === '::1';
@@ -178,12 +179,13 @@ function parseJson(body: Buffer): Record<string, unknown> {
 const badRequest = (reason: string) =>
   new HttpError(400, { code: 'BadRequest', reason, hint: 'see riptides-cli ctl --help' });
 
+/** Why the API does not serve plain HTTP on a host that is not loopback. */
+export const apiPlainHttpRefusal = (host: string) =>
+  `refusing to serve the API over plain HTTP on ${host}: listen on 127.0.0.1, or give it a certificate (--api-cert-file, --api-key-file)`;
+
 /** Starts the API; writes `<state-dir>/api/endpoint.json` once it listens. */
 export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
-  if (!opts.tls && !isLoopback(opts.host))
-    throw new ApiListenError(
-      `refusing to serve the API over plain HTTP on ${opts.host}: listen on 127.0.0.1, or give it a certificate (TLS)`,
-    );
+  if (!opts.tls && !isLoopbackHost(opts.host)) throw new ApiListenError(apiPlainHttpRefusal(opts.host));
   const auth = {
     tokens: {
       admin: await ensureApiCredential(opts.stateDir, 'admin'),

@@ -22,8 +22,8 @@
  * The payload is only a trigger: the pass always fetches the branch from git, never trusts a commit id from
  * the request. So a replayed delivery can never roll anything back; it could only cost a pass. Replays are
  * still recognised, after the signature check: a delivery id already seen (`X-GitHub-Delivery`,
- * `X-Gitea-Delivery`, `X-Gitlab-Event-UUID`, `X-Delivery-Id`), or a body byte-identical to one seen within the
- * window (every real push has a new `after`), is answered 200 `duplicate` and starts nothing. A server's
+ * `X-Gitea-Delivery`, `X-Gitlab-Event-UUID`, `X-Delivery-Id`), or a body naming a commit (`after`) byte-identical
+ * to one seen within the window (every real push has a new `after`), is answered 200 `duplicate` and starts nothing. A server's
  * "redeliver" of a delivery that was received is the same case. The memory of deliveries is bounded
  * (entries and age).
  */
@@ -123,6 +123,8 @@ export interface PushEvent {
   type: 'push' | 'ping' | 'other';
   /** The full ref that moved (`refs/heads/main`), or null when the payload does not say. */
   ref: string | null;
+  /** The commit the ref moved to (`after` in GitHub, GitLab and Gitea payloads), or null when not given. */
+  after: string | null;
 }
 
 /** The event of an authenticated delivery. Throws on a body that is not the JSON the provider sends. */
@@ -143,6 +145,9 @@ export function parsePushEvent(
     typeof payload === 'object' && payload !== null && typeof (payload as { ref?: unknown }).ref === 'string'
       ? (payload as { ref: string }).ref
       : null;
+  const afterField =
+    typeof payload === 'object' && payload !== null ? (payload as { after?: unknown }).after : null;
+  const after = typeof afterField === 'string' && /^[0-9a-f]{40,64}$/i.test(afterField) ? afterField : null;
   const event =
     provider === 'github'
       ? header(headers, 'x-github-event')
@@ -151,9 +156,9 @@ export function parsePushEvent(
         : provider === 'gitlab'
           ? header(headers, 'x-gitlab-event')
           : 'push';
-  if (event === 'ping') return { type: 'ping', ref };
-  if (event === 'push' || event === 'Push Hook') return { type: 'push', ref };
-  return { type: 'other', ref };
+  if (event === 'ping') return { type: 'ping', ref, after };
+  if (event === 'push' || event === 'Push Hook') return { type: 'push', ref, after };
+  return { type: 'other', ref, after };
 }
 
 /** Bounded memory of recent deliveries (ids and body digests) with an age limit; O(1) per check. */
@@ -271,7 +276,9 @@ export function createWebhookHandler(
         return reject(provider, 400, 'bad-payload');
       }
       const delivery = DELIVERY_HEADERS.map((h) => header(req.headers, h)).find((v) => v) ?? null;
-      const keys = [`body:${createHash('sha256').update(body).digest('hex')}`];
+      // A byte-identical body is a replay only when it names the commit (every real push has a new `after`): a
+      // generic sender that posts one constant body on every push must not be ignored for the whole window.
+      const keys = event.after ? [`body:${createHash('sha256').update(body).digest('hex')}`] : [];
       if (delivery) keys.push(`id:${provider}:${delivery}`);
       if (event.type === 'ping')
         return answer(

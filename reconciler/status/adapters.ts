@@ -55,7 +55,13 @@ export function statusesFromResources(
       addresses: (r.value.spec.addresses ?? []).map((a) => (a.port ? `${a.address}:${a.port}` : a.address)),
       external: r.value.spec.external === true,
       labels: { ...r.value.spec.labels },
-      tags: [...(r.value.spec.tags ?? [])],
+      // The Service's tags and those of its addresses (the quickstart tags its addresses), each once.
+      tags: [
+        ...new Set([
+          ...(r.value.spec.tags ?? []),
+          ...(r.value.spec.addresses ?? []).flatMap((a) => a.tags ?? []),
+        ]),
+      ],
     });
   for (const r of set.sources)
     out.push({

@@ -101,6 +101,10 @@ describe('reconciler process', () => {
     const listed = await start([], { KUBECONFIG: join(dir, 'gone-a') });
     expect(listed.code).toBe(2);
     expect(listed.stderr).toContain(`KUBECONFIG names no file that exists (${join(dir, 'gone-a')})`);
+    // The API over plain HTTP beyond loopback: refused before the CA is made.
+    const open = await start(['--api-listen', '0.0.0.0:0']);
+    expect(open.code).toBe(2);
+    expect(open.stderr).toContain('refusing to serve the API over plain HTTP on 0.0.0.0');
     expect(existsSync(state)).toBe(false);
   });
 

@@ -241,6 +241,14 @@ describe('webhook events', () => {
     ]);
   });
 
+  it('a generic sender posting one constant body on every push (no commit named, no delivery id) starts a pass each time', async () => {
+    const hook = await startHook();
+    const body = '{"event":"push"}';
+    const headers = { 'x-signature': `sha256=${hmac(body)}` };
+    for (let i = 0; i < 3; i++) expect((await post(`${hook.url}/generic`, body, headers)).status).toBe(202);
+    expect(hook.outcomes.map((o) => o.result)).toEqual(['accepted', 'accepted', 'accepted']);
+  });
+
   it('the replay memory is bounded in entries and age', () => {
     let now = 0;
     const guard = new ReplayGuard(1000, 3, () => now);

@@ -2,6 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { reconcileError } from '../../reconciler/errors/reconcile-error.ts';
+import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
+import { renderPolicy } from '../../reconciler/policy/render.ts';
+import { statusesFromResources } from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
 import { findCondition, markFailed, markReady, markReconciling } from '../../reconciler/status/conditions.ts';
 import { EventLog } from '../../reconciler/status/events.ts';
@@ -309,5 +312,22 @@ describe('ctl output formats', () => {
     const src = formatDescribeSource(snap.source!, snap.events['Source/policy']!, T0);
     expect(src).toMatch(/Stalled\s+True\s+ValidationFailed/);
     expect(src).toContain('Diagnostics:\n  policies/mtls/30-workload-identities.yaml:13:3: error RT020');
+  });
+});
+
+describe('Service tags', () => {
+  it("are the Service's and its addresses', each once (the quickstart tags its addresses)", () => {
+    const tree = loadPolicyDir({ repo: '.', path: 'policies/quickstart' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const services = statusesFromResources(rendered.resources, {
+      trustDomain: 'example.com',
+      revision: APPLIED,
+    })
+      .filter((r) => r.kind === 'Service')
+      .map((r) => [r.name, (r as { tags: string[] }).tags]);
+    expect(Object.fromEntries(services)).toEqual({
+      'quickstart-orders-api': ['orders'],
+      'quickstart-echo': ['echo'],
+    });
   });
 });
