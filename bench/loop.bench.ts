@@ -123,6 +123,9 @@ async function setup(label: string, teams: number, groups: number) {
     hookFile,
     '--poll-interval',
     'off',
+    // Every agent of the benchmark joins from 127.0.0.1: the per-address limit is for real fleets.
+    '--join-rate',
+    '200/400',
     '--apply-timeout',
     '60s',
     '--secrets-dir',

@@ -29,6 +29,7 @@ export const RECONCILER_FLAGS = {
   branch: { type: 'string' },
   'state-dir': { type: 'string' },
   'agent-svid-ttl': { type: 'string' },
+  'join-rate': { type: 'string' },
   'api-listen': { type: 'string' },
   'api-cert-file': { type: 'string' },
   'api-key-file': { type: 'string' },
@@ -51,6 +52,8 @@ export const RECONCILER_HELP = `  --repo DIR|URL              the policy reposit
   --state-dir DIR             store, CA, join tokens, API credentials, a remote's clone (default:
                               $RIPTIDES_STATE_DIR, else $XDG_STATE_HOME/riptides, else ~/.local/state/riptides)
   --agent-svid-ttl DURATION   lifetime of agent SVIDs (default 1h; agents renew at half of it)
+  --join-rate N[/BURST]       join attempts admitted per source address: N a second, bursts of BURST (default
+                              1/10, SPIRE's node attestation limit; raise it for many nodes behind one NAT)
   --api-listen HOST:PORT      the API for ctl, /metrics, /healthz, /readyz, webhooks and OIDC discovery
                               (default 127.0.0.1:0, written to STATE_DIR/api/endpoint.json; "off": none);
                               plain HTTP only on loopback, else give --api-cert-file and --api-key-file
@@ -97,7 +100,7 @@ function readFlagFile(io: CommandIO, path: string, flag: string): Buffer {
 
 export interface ParsedReconcilerFlags {
   options: Omit<ReconcilerOptions, 'agents' | 'logger' | 'metrics'> & {
-    agents: { agentSvidTtlSeconds: number };
+    agents: { agentSvidTtlSeconds: number; joinsPerSecond?: number; joinBurst?: number };
   };
   logLevel: LogLevel;
   /** Things worth saying once the logger exists (accepted, but risky). */
@@ -180,7 +183,10 @@ export function reconcilerOptionsFromFlags(
         ...(gitTimeoutMs ? { timeoutMs: gitTimeoutMs } : {}),
         ...(maxRepoBytes ? { maxRepoBytes } : {}),
       },
-      agents: { agentSvidTtlSeconds: durationFlag(values['agent-svid-ttl'], 'agent-svid-ttl', 3600) },
+      agents: {
+        agentSvidTtlSeconds: durationFlag(values['agent-svid-ttl'], 'agent-svid-ttl', 3600),
+        ...joinRate(values['join-rate']),
+      },
       api,
       ...(webhookSecret ? { webhookSecret } : {}),
       pollIntervalMs: durationOrOff(values['poll-interval'], 'poll-interval', 60_000),
@@ -191,4 +197,15 @@ export function reconcilerOptionsFromFlags(
       env: io.env,
     },
   };
+}
+
+/** `--join-rate N[/BURST]`: positive whole numbers, BURST ≥ 1 (default 10). */
+function joinRate(value: string | undefined): { joinsPerSecond?: number; joinBurst?: number } {
+  if (value === undefined) return {};
+  const m = /^([1-9]\d{0,5})(?:\/([1-9]\d{0,5}))?$/.exec(value);
+  if (!m)
+    throw new UsageError(
+      `--join-rate must be N or N/BURST, whole numbers from 1 (got "${value}"), e.g. 5/200`,
+    );
+  return { joinsPerSecond: Number(m[1]), joinBurst: Number(m[2] ?? 10) };
 }

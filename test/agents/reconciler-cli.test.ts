@@ -101,6 +101,9 @@ describe('reconciler process', () => {
     const listed = await start([], { KUBECONFIG: join(dir, 'gone-a') });
     expect(listed.code).toBe(2);
     expect(listed.stderr).toContain(`KUBECONFIG names no file that exists (${join(dir, 'gone-a')})`);
+    const rate = await start(['--join-rate', '5/0']);
+    expect(rate.code).toBe(2);
+    expect(rate.stderr).toContain('--join-rate must be N or N/BURST');
     // The API over plain HTTP beyond loopback: refused before the CA is made.
     const open = await start(['--api-listen', '0.0.0.0:0']);
     expect(open.code).toBe(2);
