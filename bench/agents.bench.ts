@@ -11,41 +11,17 @@
  * Targets (issue 10): all ACKed < 1 s at p50; < 4 KB per affected agent and 0 bytes to others;
  * < 200 KB reconciler memory per idle agent.
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import { workloadOf } from '../test/support/fleet-policy.ts';
+import { ask, child } from './lib/ipc.ts';
 import { fmt, median } from './lib/measure.ts';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const GROUPS = ['bench/g0', 'bench/g1', 'bench/g2', 'bench/g3'];
 const PER_GROUP = 50;
 const IDENTITIES_PER_GROUP = 25;
 const CHANGES = 20;
 const SIM_PROCESSES = 2;
 const CSRS_PER_AGENT = 25;
-
-function child(script: string, execArgv: string[] = []): ChildProcess {
-  return fork(join(here, 'lib', script), [], {
-    execArgv: ['--import', 'tsx', ...execArgv],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-}
-
-let nextId = 1;
-function ask<T>(p: ChildProcess, m: Record<string, unknown>): Promise<T> {
-  const id = nextId++;
-  return new Promise((resolve) => {
-    const on = (r: { id?: number } & Record<string, unknown>) => {
-      if (r.id === id || (r.id === undefined && !('ready' in r))) {
-        p.off('message', on);
-        resolve(r as T);
-      }
-    };
-    p.on('message', on);
-    p.send({ ...m, id });
-  });
-}
 
 function first<T>(p: ChildProcess): Promise<T> {
   return new Promise((resolve) => p.once('message', (m) => resolve(m as T)));

@@ -12,47 +12,24 @@
  *
  * Target (issue 11): a drift report over 200 agents under 1 s.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { writeFileAtomic } from '../reconciler/common/atomic-file.ts';
 import { computeDrift, DEFAULT_THRESHOLDS, type DriftSource } from '../reconciler/drift/compute.ts';
 import { ReportsDir } from '../reconciler/drift/history.ts';
 import { DriftRunner } from '../reconciler/drift/runner.ts';
 import { StateStore } from '../reconciler/store/state-store.ts';
 import { startFleet } from '../test/support/agent-fleet.ts';
+import { ask, child } from './lib/ipc.ts';
 import { fmt, median } from './lib/measure.ts';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const GROUPS = ['bench/g0', 'bench/g1', 'bench/g2', 'bench/g3'];
 const PER_GROUP = 50;
 const IDENTITIES_PER_GROUP = 25;
 const SIM_PROCESSES = 2;
 const RUNS = 20;
-
-function child(script: string): ChildProcess {
-  return fork(join(here, 'lib', script), [], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-}
-
-let nextId = 1;
-function ask<T>(p: ChildProcess, m: Record<string, unknown>): Promise<T> {
-  const id = nextId++;
-  return new Promise((resolve) => {
-    const on = (r: { id?: number } & Record<string, unknown>) => {
-      if (r.id === id || (r.id === undefined && !('ready' in r))) {
-        p.off('message', on);
-        resolve(r as T);
-      }
-    };
-    p.on('message', on);
-    p.send({ ...m, id });
-  });
-}
 
 const first = <T>(p: ChildProcess) => new Promise<T>((resolve) => p.once('message', (m) => resolve(m as T)));
 const percentile = (values: number[], p: number) => {
