@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
+import { reconcilerOptionsFromFlags } from '../../reconciler/cli/reconciler-flags.ts';
 import { initAuthority } from '../../reconciler/identity/authority.ts';
 import { capture } from '../support/cli.ts';
 import { eventually, startCli } from '../support/cli-process.ts';
@@ -109,6 +110,15 @@ describe('reconciler process', () => {
     expect(open.code).toBe(2);
     expect(open.stderr).toContain('refusing to serve the API over plain HTTP on 0.0.0.0');
     expect(existsSync(state)).toBe(false);
+  });
+
+  it('--join-rate N/BURST reaches the agent server; N alone keeps the burst of 10; absent, the server default', () => {
+    const agents = (rate?: string) =>
+      reconcilerOptionsFromFlags({ repo: dir, ...(rate ? { 'join-rate': rate } : {}) }, capture(dir).io)
+        .options.agents;
+    expect(agents('5/200')).toMatchObject({ joinsPerSecond: 5, joinBurst: 200 });
+    expect(agents('3')).toMatchObject({ joinsPerSecond: 3, joinBurst: 10 });
+    expect(agents()).not.toHaveProperty('joinsPerSecond');
   });
 
   it('serves agents, reloads on SIGHUP, and serves credentials only in scope, never logging them', async () => {
