@@ -6,7 +6,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DURATION_FORMS, parseDuration } from '../common/duration.ts';
-import { apiPlainHttpRefusal, isLoopbackHost } from '../http/server.ts';
+import { isLoopbackHost } from '../common/loopback.ts';
+import { apiPlainHttpRefusal } from '../http/server.ts';
 import type { ReconcilerOptions } from '../loop/reconciler.ts';
 import { credentialsFromEnv } from '../source/index.ts';
 import { defaultStateDir } from '../store/state-dir.ts';

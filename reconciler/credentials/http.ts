@@ -13,8 +13,10 @@
  * (the JWT) to any host, and cannot be given a body cap or a real deadline through node-vault; node-vault is
  * kept for the Vault API and handed this as its transport.
  */
+
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { type Agent, request as httpsRequest } from 'node:https';
+import { isLoopbackHost } from '../common/loopback.ts';
 import { displayUrl } from '../common/redact.ts';
 import { CredentialError } from './types.ts';
 
@@ -42,10 +44,8 @@ export interface BoundedResponse {
 }
 
 const MAX_REDIRECTS = 5;
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
-
 export function isLoopback(url: URL): boolean {
-  return LOOPBACK.has(url.hostname) || /^127\.\d+\.\d+\.\d+$/.test(url.hostname);
+  return isLoopbackHost(url.hostname);
 }
 
 /**

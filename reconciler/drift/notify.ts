@@ -6,10 +6,11 @@
  * (`X-Riptides-Signature-256: sha256=<HMAC-SHA256 hex>`), so the receiver can check it came from here.
  * Failures are values; messages show the URL's origin only (its path or query may be the credential).
  */
+
 import { createHmac } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isIP } from 'node:net';
+import { isLoopbackHost } from '../common/loopback.ts';
 import { renderJson } from './render.ts';
 import type { DriftReport } from './report.ts';
 
@@ -23,11 +24,6 @@ export interface NotifyOptions {
 
 export type NotifyResult = { ok: true; status: number } | { ok: false; reason: string };
 
-function loopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
-}
-
 /** Checks a webhook URL when it is configured, so a bad one is refused at start rather than at the first report. */
 export function checkWebhookUrl(raw: string): URL {
   let url: URL;
@@ -40,7 +36,7 @@ export function checkWebhookUrl(raw: string): URL {
     throw new Error(
       `the drift webhook URL for ${url.origin} may not carry user:password; use a token in the path, or a signing secret`,
     );
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback(url.hostname)))
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))
     throw new Error(`the drift webhook ${url.origin} must be https (plain http only to a loopback address)`);
   return url;
 }

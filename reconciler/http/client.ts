@@ -7,11 +7,12 @@
  * store/state-dir.ts), whose `api/endpoint.json` and `api/admin.token` the reconciler wrote. The credential
  * never travels over plain HTTP to anything but a loopback address.
  */
+
 import { readFile, stat } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { isLoopbackHost } from '../common/loopback.ts';
 import { apiDir, readEndpoint } from './api-credentials.ts';
 import type { ApiErrorBody } from './server.ts';
 
@@ -85,11 +86,6 @@ export async function locateApi(opts: LocateOptions): Promise<ApiTarget> {
   return { url: endpoint.url, token, ...(ca ? { ca } : {}) };
 }
 
-function loopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
-}
-
 export interface RequestOptions {
   /** Overall deadline in ms; default 10 s. */
   timeoutMs?: number;
@@ -103,7 +99,7 @@ export class ApiClient {
     private readonly opts: RequestOptions = {},
   ) {
     const u = new URL(target.url);
-    if (u.protocol !== 'https:' && !loopback(u.hostname) && target.token)
+    if (u.protocol !== 'https:' && !isLoopbackHost(u.hostname) && target.token)
       throw new ApiClientError(
         `refusing to send the admin credential over plain http to ${u.host}: use https`,
       );

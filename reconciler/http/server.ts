@@ -21,6 +21,7 @@
  * Budget: headers within 10 s, a whole request within 30 s (Node's `headersTimeout` / `requestTimeout`), request
  * bodies capped at 1 MiB (the policy file cap), at most 256 connections.
  */
+
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -30,6 +31,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
+import { isLoopbackHost } from '../common/loopback.ts';
 import type { DriftReport } from '../drift/report.ts';
 import { classify } from '../errors/classify.ts';
 import { resolveKind } from '../status/format.ts';
@@ -89,13 +91,6 @@ export interface ApiServer {
 export class ApiListenError extends Error {}
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
-
-/** True for a loopback host (127.0.0.0/8, ::1, localhost): where the API may serve plain HTTP. */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
 
 /** The error body of every refusal: an HTTP-level code (`Unauthenticated`, `NotFound`, …) or a ReconcileError code. */
 export interface ApiErrorBody {
