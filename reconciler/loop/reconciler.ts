@@ -638,16 +638,11 @@ export class Reconciler extends EventEmitter {
   }
 
   #onWebhook(req: IncomingMessage, res: ServerResponse, provider: string): void {
-    const branch = this.repository.branch;
-    if (!this.#webhook && branch)
-      this.#webhook = createWebhookHandler({ secret: this.#opts.webhookSecret!, branch }, (o) =>
-        this.#onWebhookOutcome(o),
-      );
-    if (!this.#webhook) {
-      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
-      res.end('{"result":"not-ready","reason":"the tracked branch is not known yet"}\n');
-      return;
-    }
+    // Until the first fetch names the default branch, an authenticated push of any branch starts a pass.
+    this.#webhook ??= createWebhookHandler(
+      { secret: this.#opts.webhookSecret!, branch: () => this.repository.branch },
+      (o) => this.#onWebhookOutcome(o),
+    );
     this.#webhook(req, res, provider);
   }
 

@@ -57,8 +57,12 @@ export type WebhookOutcome =
 export interface WebhookOptions {
   /** The shared secret configured on the git server (HMAC key, or GitLab's token). Never logged. */
   secret: string | Buffer;
-  /** The tracked branch (`main`); pushes to other refs are acknowledged and ignored. */
-  branch: string;
+  /**
+   * The tracked branch (`main`); pushes to other refs are acknowledged and ignored. A function is asked on
+   * every delivery: while it returns null (the default branch not fetched yet), every authenticated push is
+   * accepted, since a git server does not retry a refused delivery and the pass it starts learns the branch.
+   */
+  branch: string | (() => string | null);
   /** Providers accepted; default all four. Turn off GitLab where its unsigned token is not wanted. */
   providers?: readonly WebhookProvider[];
   /** Body cap in bytes; default 1 MiB. */
@@ -211,7 +215,7 @@ export function createWebhookHandler(
   const maxBody = opts.maxBodyBytes ?? DEFAULT_WEBHOOK_MAX_BODY;
   const deadlineMs = opts.deadlineMs ?? DEFAULT_WEBHOOK_DEADLINE_MS;
   const replay = new ReplayGuard(opts.replayWindowMs, opts.replayCapacity, opts.now);
-  const tracked = `refs/heads/${opts.branch}`;
+  const branchOf = typeof opts.branch === 'function' ? opts.branch : () => opts.branch as string;
   if (Buffer.byteLength(opts.secret) < 16)
     throw new RangeError(
       'webhook secret must be at least 16 bytes (generate one with `openssl rand -hex 32`)',
@@ -294,7 +298,9 @@ export function createWebhookHandler(
         );
       if (replay.check(keys))
         return answer(200, { result: 'duplicate' }, { result: 'duplicate', provider, delivery });
-      if (event.ref !== null && event.ref !== tracked)
+      const branch = branchOf();
+      const tracked = branch === null ? null : `refs/heads/${branch}`;
+      if (event.ref !== null && tracked !== null && event.ref !== tracked)
         return answer(
           200,
           { result: 'ignored', why: 'other-branch', tracking: tracked },

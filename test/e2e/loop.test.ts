@@ -348,7 +348,7 @@ describe('the reconcile loop, end to end', () => {
     for (const n of nodes) expect((await n.reader.rules())!.identities.length).toBeGreaterThan(0);
     // Fixed: applied again.
     const fixed = await commit(policyFiles(processName, { inbound: 'loop/first-change' }), 'fix the typo');
-    await notify(fixed);
+    expect((await notify(fixed)).status).toBe(202);
     await applied(fixed);
     expect(ctlJson<{ diagnostics: unknown[] }>('get', 'source').diagnostics).toEqual([]);
   });
@@ -527,7 +527,7 @@ describe('the reconcile loop, end to end', () => {
     }
     reconciler = await startReconciler();
     const head = await commit(policyFiles(processName, { inbound: 'loop/after-kills' }), 'after the kills');
-    await notify(head);
+    expect((await notify(head)).status).toBe(202);
     await applied(head);
     await eventually(allInSync, 60_000, `agents in sync after the kills (${log.join(', ')})`);
     expect(ctlJson<{ lastAppliedRevision: string }>('get', 'source').lastAppliedRevision).toBe(head);

@@ -194,6 +194,31 @@ describe('webhook events', () => {
     expect(hook.outcomes.filter((o) => o.result === 'accepted')).toHaveLength(0);
   });
 
+  it('before the tracked branch is known every authenticated push starts a pass; once known, others are ignored', async () => {
+    // A reconciler without --branch learns the default branch on its first fetch; a git server does not
+    // retry a delivery refused meanwhile, so such a push must still start a pass.
+    let branch: string | null = null;
+    const hook = await startHook({ branch: () => branch });
+    const send = (ref: string) => {
+      const body = pushBody(ref, ref.length.toString(16).repeat(40).slice(0, 40));
+      return post(`${hook.url}/github`, body, {
+        'x-github-event': 'push',
+        'x-hub-signature-256': `sha256=${hmac(body)}`,
+      });
+    };
+    expect(await send('refs/heads/feature')).toEqual({ status: 202, json: { result: 'accepted' } });
+    branch = 'trunk';
+    expect((await send('refs/heads/main')).json).toEqual({
+      result: 'ignored',
+      why: 'other-branch',
+      tracking: 'refs/heads/trunk',
+    });
+    expect((await send('refs/heads/trunk')).status).toBe(202);
+    expect(hook.outcomes.map((o) => o.result)).toEqual(['accepted', 'ignored', 'accepted']);
+    const unsigned = await post(`${hook.url}/github`, pushBody('refs/heads/x'), { 'x-github-event': 'push' });
+    expect(unsigned.status).toBe(401);
+  });
+
   it('a replayed delivery (same id, or byte-identical body) is acknowledged as duplicate and starts nothing', async () => {
     const hook = await startHook();
     const body = pushBody();
