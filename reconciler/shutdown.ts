@@ -63,3 +63,49 @@ export function onTermination(steps: readonly ShutdownStep[], opts: ShutdownOpti
     for (const s of signals) process.off(s, handler);
   };
 }
+
+/**
+ * Runs a long-lived service from start to a signal, with the handlers installed BEFORE `start` runs: a
+ * SIGTERM while it is still starting (Kubernetes sends one whenever it likes) waits for the start to settle
+ * and then stops what started, instead of the signal's default action killing the process with a Vault lease
+ * held or an nftables redirect installed. Resolves with the exit code of onTermination (0, or 2 past the
+ * deadline or on a second signal; the process then ends 500 ms later even if handles stay open); rejects with
+ * start's error when start fails.
+ */
+export async function serveUntilSignal<T>(
+  name: string,
+  start: () => Promise<T>,
+  stop: (service: T) => Promise<void>,
+  opts: Omit<ShutdownOptions, 'exit'> = {},
+): Promise<number> {
+  const starting = start();
+  let remove = () => {};
+  const stopped = new Promise<number>((resolve) => {
+    remove = onTermination(
+      [
+        {
+          name,
+          run: async () => {
+            const service = await starting.catch(() => null);
+            if (service !== null) await stop(service);
+          },
+        },
+      ],
+      {
+        ...opts,
+        exit: (code) => {
+          remove();
+          resolve(code);
+          if (code !== 0) setTimeout(() => process.exit(code), 500).unref();
+        },
+      },
+    );
+  });
+  try {
+    await starting;
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  return stopped;
+}

@@ -62,7 +62,9 @@ export class StoreLeaseLedger implements LeaseLedger {
 
   gone(id: string): void {
     for (const set of this.#orphans.values()) set.delete(id);
-    if (this.store.leases.has(id)) this.#write(this.store.leases.delete(id));
+    // Always queued, never checked with has(): a record whose put is still being written is not in the map
+    // yet, and writes land in order, so this delete follows that put.
+    this.#write(this.store.leases.delete(id));
   }
 
   orphans(source: string, workloadID: string): string[] {

@@ -427,11 +427,16 @@ export class Reconciler extends EventEmitter {
   async stop(graceMs = 10_000): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    // How long each step took, in ms: a slow stop says which part held it.
+    const timings: Record<string, number> = {};
     const step = async (name: string, f: () => Promise<unknown> | unknown) => {
+      const t = performance.now();
       try {
         await f();
       } catch (err) {
         this.logger.warn({ err, step: name }, 'shutdown step failed');
+      } finally {
+        timings[name] = Math.round(performance.now() - t);
       }
     };
     await step('triggers', async () => {
@@ -450,6 +455,7 @@ export class Reconciler extends EventEmitter {
       await this.#persistStatus();
     });
     await step('store', () => this.store.close());
+    this.logger.info({ timings }, 'reconciler stopped');
   }
 
   // ---------------------------------------------------------------------------------------------------------

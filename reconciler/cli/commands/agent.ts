@@ -6,6 +6,7 @@ import { JoinError } from '../../../agent/join.ts';
 import { formatAddress, type RunningNode, startNode } from '../../../agent/start-node.ts';
 import { ControlReader } from '../../../kernel-module/control/index.ts';
 import { transparentRuleset } from '../../../kernel-module/dataplane/nft-rules.ts';
+import { serveUntilSignal } from '../../shutdown.ts';
 import {
   type Command,
   type CommandIO,
@@ -160,59 +161,69 @@ export const command: Command = {
       ...(values.kubeconfig ? { kubeconfigPath: resolve(io.cwd, values.kubeconfig) } : {}),
       env: io.env,
     });
-    let node: RunningNode;
-    try {
-      node = await startNode({
-        stateDir,
-        ...(values.server ? { server: values.server } : {}),
-        ...(joinToken ? { joinToken } : {}),
-        ...(values['daemon-group'] ? { daemonGroup: values['daemon-group'] } : {}),
-        ...(values['control-root'] ? { controlRoot: resolve(io.cwd, values['control-root']) } : {}),
-        ...(bundlePem ? { bundlePem } : {}),
-        ...(maxIdentities ? { maxIdentities } : {}),
-        ...dataPlane,
-        pods,
-        logger: log,
-      });
-    } catch (err) {
+    const joinFailed = (err: unknown) => {
       if (err instanceof JoinError || err instanceof AgentError) {
         // A port in use names the flag that asked for it.
         const flag = err instanceof AgentError && err.address ? flagListeningAt(values, err.address) : null;
         io.stderr(`riptides-cli agent: ${err.message}${flag ? ` (change ${flag})` : ''}\n`);
-        return EXIT_USAGE;
+        return true;
       }
+      return false;
+    };
+    const report = (node: RunningNode) => {
+      const { agent, addresses } = node;
+      log.info('agent running', {
+        spiffeId: agent.identity.spiffeId,
+        daemonGroup: agent.identity.daemonGroup,
+        server: agent.identity.server,
+        controlRoot: addresses.controlRoot,
+        ...(node.dataPlane
+          ? {
+              proxy: addresses.proxy ? formatAddress(addresses.proxy) : null,
+              caBundle: addresses.caBundle,
+            }
+          : {}),
+        ...(addresses.metrics
+          ? {
+              metrics: `http://${formatAddress(addresses.metrics.listen)}/metrics`,
+              metricsCredential: addresses.metrics.credentialFile,
+            }
+          : {}),
+      });
+      if (addresses.transparent && !dataPlane.installNftables)
+        log.warn(
+          'transparent listener without --nftables: nothing is redirected to it until you install the rules (riptides-cli agent nft-rules)',
+          { transparent: formatAddress(addresses.transparent) },
+        );
+    };
+    try {
+      // A signal while joining or starting stops what started (an installed nftables redirect included).
+      return await serveUntilSignal(
+        'agent',
+        async () => {
+          const node = await startNode({
+            stateDir,
+            ...(values.server ? { server: values.server } : {}),
+            ...(joinToken ? { joinToken } : {}),
+            ...(values['daemon-group'] ? { daemonGroup: values['daemon-group'] } : {}),
+            ...(values['control-root'] ? { controlRoot: resolve(io.cwd, values['control-root']) } : {}),
+            ...(bundlePem ? { bundlePem } : {}),
+            ...(maxIdentities ? { maxIdentities } : {}),
+            ...dataPlane,
+            pods,
+            logger: log,
+          });
+          report(node);
+          return node;
+        },
+        async (node) => {
+          log.info('stopping: the control interface keeps what it holds');
+          await node.stop();
+        },
+      );
+    } catch (err) {
+      if (joinFailed(err)) return EXIT_USAGE;
       throw err;
     }
-    const { agent, addresses } = node;
-    log.info('agent running', {
-      spiffeId: agent.identity.spiffeId,
-      daemonGroup: agent.identity.daemonGroup,
-      server: agent.identity.server,
-      controlRoot: addresses.controlRoot,
-      ...(node.dataPlane
-        ? {
-            proxy: addresses.proxy ? formatAddress(addresses.proxy) : null,
-            caBundle: addresses.caBundle,
-          }
-        : {}),
-      ...(addresses.metrics
-        ? {
-            metrics: `http://${formatAddress(addresses.metrics.listen)}/metrics`,
-            metricsCredential: addresses.metrics.credentialFile,
-          }
-        : {}),
-    });
-    if (addresses.transparent && !dataPlane.installNftables)
-      log.warn(
-        'transparent listener without --nftables: nothing is redirected to it until you install the rules (riptides-cli agent nft-rules)',
-        { transparent: formatAddress(addresses.transparent) },
-      );
-    const signal = await new Promise<string>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
-    });
-    log.info('stopping: the control interface keeps what it holds', { signal });
-    await node.stop();
-    return EXIT_OK;
   },
 };

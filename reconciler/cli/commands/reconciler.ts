@@ -1,8 +1,8 @@
 import { Reconciler, ReconcilerStartError } from '../../loop/reconciler.ts';
-import { onTermination } from '../../shutdown.ts';
+import { serveUntilSignal } from '../../shutdown.ts';
 import { createLogger } from '../../telemetry/logger.ts';
 import { ReconcilerMetrics } from '../../telemetry/metrics.ts';
-import { type Command, EXIT_OK, parseFlags, requireFlag, UsageError } from '../command.ts';
+import { type Command, parseFlags, requireFlag, UsageError } from '../command.ts';
 import { RECONCILER_FLAGS, RECONCILER_HELP, reconcilerOptionsFromFlags } from '../reconciler-flags.ts';
 import { parseHostPort } from '../state-dir.ts';
 
@@ -48,31 +48,29 @@ export const command: Command = {
       destination: { write: (line: string) => io.stderr(line) },
     });
     for (const w of parsed.warnings) logger.warn(w);
-    let reconciler: Reconciler;
+    let onHup = () => {};
+    let code: number;
     try {
-      reconciler = await Reconciler.start({
-        ...parsed.options,
-        agents: { ...parsed.options.agents, host: listen.host, port: listen.port },
-        logger,
-        metrics: new ReconcilerMetrics(),
-      });
+      code = await serveUntilSignal(
+        'reconciler',
+        async () => {
+          const reconciler = await Reconciler.start({
+            ...parsed.options,
+            agents: { ...parsed.options.agents, host: listen.host, port: listen.port },
+            logger,
+            metrics: new ReconcilerMetrics(),
+          });
+          onHup = () => reconciler.trigger('signal', 'SIGHUP');
+          process.on('SIGHUP', onHup);
+          return reconciler;
+        },
+        (reconciler) => reconciler.stop(),
+        { logger },
+      );
     } catch (err) {
       if (err instanceof ReconcilerStartError) throw new UsageError(err.message);
       throw err;
     }
-    const onHup = () => reconciler.trigger('signal', 'SIGHUP');
-    process.on('SIGHUP', onHup);
-    const code = await new Promise<number>((resolve) => {
-      const remove = onTermination([{ name: 'reconciler', run: () => reconciler.stop() }], {
-        logger,
-        exit: (c) => {
-          remove();
-          resolve(c);
-          // A stop that overran its deadline may leave handles open: the process ends anyway.
-          if (c !== EXIT_OK) setTimeout(() => process.exit(c), 500).unref();
-        },
-      });
-    });
     process.off('SIGHUP', onHup);
     return code;
   },
