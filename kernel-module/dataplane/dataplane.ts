@@ -18,6 +18,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer, isIP, type LookupFunction, type Server, type Socket } from 'node:net';
+import { isLoopbackHost } from '../loopback.ts';
 import { Attributor } from './attribution.ts';
 import { type ConnectionRecord, ConnectionTable } from './connections.ts';
 import { type Core, DEFAULT_LIMITS, type Limits, type LogEvent } from './core.ts';
@@ -331,8 +332,7 @@ export class DataPlane {
 
   private isSelf(host: string, port: number): boolean {
     if (this.core.ownAddresses.has(`${host}:${port}`)) return true;
-    const loopback = host === 'localhost' || host.startsWith('127.') || host === '::1';
-    return loopback && [...this.core.ownAddresses].some((a) => a.endsWith(`:${port}`));
+    return isLoopbackHost(host) && [...this.core.ownAddresses].some((a) => a.endsWith(`:${port}`));
   }
 
   /** Absolute-form plain HTTP through the proxy (`http_proxy`): matched, injected, forwarded per request. */

@@ -5,8 +5,8 @@
 
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { DURATION_FORMS, parseDuration } from '../common/duration.ts';
-import { isLoopbackHost } from '../common/loopback.ts';
 import { apiPlainHttpRefusal } from '../http/server.ts';
 import type { ReconcilerOptions } from '../loop/reconciler.ts';
 import { credentialsFromEnv } from '../source/index.ts';

@@ -16,7 +16,7 @@
 
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { type Agent, request as httpsRequest } from 'node:https';
-import { isLoopbackHost } from '../common/loopback.ts';
+import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { displayUrl } from '../common/redact.ts';
 import { CredentialError } from './types.ts';
 

@@ -10,7 +10,7 @@
 import { createHmac } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isLoopbackHost } from '../common/loopback.ts';
+import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { renderJson } from './render.ts';
 import type { DriftReport } from './report.ts';
 

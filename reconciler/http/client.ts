@@ -12,7 +12,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
-import { isLoopbackHost } from '../common/loopback.ts';
+import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { apiDir, readEndpoint } from './api-credentials.ts';
 import type { ApiErrorBody } from './server.ts';
 

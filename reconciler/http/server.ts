@@ -31,7 +31,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
-import { isLoopbackHost } from '../common/loopback.ts';
+import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import type { DriftReport } from '../drift/report.ts';
 import { classify } from '../errors/classify.ts';
 import { resolveKind } from '../status/format.ts';

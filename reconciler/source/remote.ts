@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import git from 'isomorphic-git';
+import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
@@ -48,8 +49,6 @@ export const DEFAULT_MIN_BYTES_PER_SECOND = 1024;
 export const DEFAULT_DEADLINE_MS = 10 * 60_000;
 export const DEFAULT_MAX_REPO_BYTES = 512 * 1024 * 1024;
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
-
 /** Checks the URL and credentials, prepares the cache; no network yet. */
 export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   const redactor = new Redactor();
@@ -83,7 +82,7 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
     );
   }
   const description = displayUrl(url).replace(/\/+$/, '');
-  if (authorization && url.protocol === 'http:' && !LOOPBACK.has(url.hostname)) {
+  if (authorization && url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     throw new SourceError(
       'auth',
       `${description}: refusing to send credentials over plain http to a non-loopback host`,
