@@ -335,6 +335,11 @@ export class CredentialManager {
     return this.bindings.get(keyOf(sourceName, workloadID))?.valid();
   }
 
+  /** One pair's status, O(1) (status() builds every pair's: a caller per reference must not use it). */
+  pairStatus(sourceName: string, workloadID: string): BindingStatus | undefined {
+    return this.bindings.get(keyOf(sourceName, workloadID))?.status();
+  }
+
   status(): CredentialStatus {
     const bindings = [...this.bindings.values()].map((b) => b.status());
     const bySource = new Map<string, BindingStatus[]>();
