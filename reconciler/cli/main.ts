@@ -160,4 +160,11 @@ export async function runCli(argv: string[]): Promise<void> {
   process.on('uncaughtException', fail);
   process.on('unhandledRejection', fail);
   process.exitCode = await main(argv);
+  // The command is done. A handle that a library cannot cancel (a DNS lookup queued in libuv's pool behind a
+  // dead resolver, a socket it keeps) must not keep a finished process alive: a reconciler stopped by SIGTERM
+  // lingered for minutes behind queued lookups of an unreachable Vault. Unref'd: a clean exit is not delayed.
+  setTimeout(() => process.exit(), FINISHED_EXIT_MS).unref();
 }
+
+/** How long a finished command may wait for handles it left open before it exits anyway, ms. */
+export const FINISHED_EXIT_MS = 1_000;
