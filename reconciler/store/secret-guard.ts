@@ -24,18 +24,66 @@ const SECRET_FIELDS = new Set([
 
 export class SecretInStoreError extends Error {}
 
-/** Throws SecretInStoreError naming the path of the first field whose name says it holds a secret. */
-export function assertNoSecretFields(value: unknown, path = 'record', depth = 0): void {
-  if (depth > 32 || value === null || typeof value !== 'object') return;
-  if (Array.isArray(value)) {
-    for (const [i, v] of value.entries()) assertNoSecretFields(v, `${path}[${i}]`, depth + 1);
-    return;
+/**
+ * Throws SecretInStoreError naming the path of the first field whose name says it holds a secret. The path is
+ * built only for that field: the guard visits every field of the status document on each write.
+ */
+export function assertNoSecretFields(value: unknown, path = 'record'): void {
+  const trail: Array<string | number> = [];
+  const visit = (v: unknown, depth: number): void => {
+    if (depth > 32 || v === null || typeof v !== 'object') return;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        trail.push(i);
+        visit(v[i], depth + 1);
+        trail.pop();
+      }
+      return;
+    }
+    const record = v as Record<string, unknown>;
+    for (const k in record) {
+      if (!Object.hasOwn(record, k)) continue;
+      const field = record[k];
+      trail.push(k);
+      if (field !== undefined && field !== null && field !== '' && SECRET_FIELDS.has(normalise(k)))
+        throw new SecretInStoreError(
+          `${path}${trail.map((t) => (typeof t === 'number' ? `[${t}]` : `.${t}`)).join('')} looks like a credential value; the state store keeps metadata only (fingerprint, expiry, lease id)`,
+        );
+      visit(field, depth + 1);
+      trail.pop();
+    }
+  };
+  visit(value, 0);
+}
+
+/**
+ * `value` as JSON text, refused as assertNoSecretFields refuses it (naming the field) when a field's name says it
+ * holds a secret. The check rides on the serialisation, one pass over a document of megabytes.
+ */
+export function stringifyWithoutSecrets(value: unknown, path = 'record'): string {
+  let hit: string | null = null;
+  const text = JSON.stringify(value, (k: string, v: unknown) => {
+    if (
+      hit === null &&
+      k !== '' &&
+      v !== undefined &&
+      v !== null &&
+      v !== '' &&
+      SECRET_FIELDS.has(normalise(k))
+    )
+      hit = k;
+    return v;
+  });
+  if (hit !== null) {
+    assertNoSecretFields(value, path);
+    throw new SecretInStoreError(
+      `${path} holds a field named ${hit} that looks like a credential value; the state store keeps metadata only`,
+    );
   }
-  for (const [k, v] of Object.entries(value)) {
-    if (SECRET_FIELDS.has(k.toLowerCase().replace(/[-_]/g, '')) && v !== undefined && v !== null && v !== '')
-      throw new SecretInStoreError(
-        `${path}.${k} looks like a credential value; the state store keeps metadata only (fingerprint, expiry, lease id)`,
-      );
-    assertNoSecretFields(v, `${path}.${k}`, depth + 1);
-  }
+  return text;
+}
+
+/** Lower-cased, without `-` and `_`; allocates only for names that need it. */
+function normalise(k: string): string {
+  return /[A-Z_-]/.test(k) ? k.toLowerCase().replace(/[-_]/g, '') : k;
 }

@@ -22,7 +22,7 @@ import { TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
 import type { StatusSnapshot } from '../status/model.ts';
 import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
-import { assertNoSecretFields } from './secret-guard.ts';
+import { stringifyWithoutSecrets } from './secret-guard.ts';
 
 /** The revision in force and what was pushed for it. */
 export interface AppliedState {
@@ -69,9 +69,13 @@ export interface DriftRecord {
   files: string[];
 }
 
-/** A value replaced whole and atomically; reads see the last acknowledged write. */
+/**
+ * A value replaced whole and atomically; reads see the last acknowledged write. What was written is kept as
+ * its JSON text and parsed when read: the status document is written every few seconds and read at start.
+ */
 export class StoredDocument<T> {
   #value: T | null;
+  #text: string | null = null;
   #chain: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -94,22 +98,27 @@ export class StoredDocument<T> {
     }
   }
 
+  /** The last acknowledged value, detached from the object written (null when none was ever written). */
   get(): T | null {
+    if (this.#text !== null) {
+      this.#value = JSON.parse(this.#text) as T;
+      this.#text = null;
+    }
     return this.#value;
   }
 
   /** Replaces the value; resolves once it is on disk. Concurrent calls are applied in call order. */
   set(value: T): Promise<void> {
+    let text: string;
     try {
-      assertNoSecretFields(value, this.path);
+      text = stringifyWithoutSecrets(value, this.path);
     } catch (err) {
       return Promise.reject(err);
     }
-    const text = JSON.stringify(value);
     const write = this.#chain.then(async () => {
       // The writer fsyncs the file and the directory.
       await writeFileAtomic(this.path, text, { mode: 0o600 });
-      this.#value = JSON.parse(text) as T;
+      this.#text = text;
     });
     this.#chain = write.catch(() => {});
     return write;
