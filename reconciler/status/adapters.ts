@@ -8,9 +8,8 @@ import { sourceType } from '../policy/kinds/index.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
 import { namespaceOf, scopeKey } from '../policy/resource-set.ts';
 import type { StatusBook } from './book.ts';
-import { markFailed, markReady, markReconciling } from './conditions.ts';
+import { type Condition, findCondition, markFailed, markReady, markReconciling } from './conditions.ts';
 import type { CredentialBindingStatus, CredentialSourceStatus, ResourceStatus } from './model.ts';
-import { resourceKeyOf } from './model.ts';
 
 /**
  * The status skeleton of every resource of `set` at `revision` (what git says; runtime fields empty or
@@ -111,11 +110,20 @@ export function applyCredentialStatus(
   const now = book.now();
   const sources = new Map(status.sources.map((s) => [s.name, s]));
   const bindings = new Map(status.bindings.map((b) => [`${b.source}\u0000${b.workloadID}`, b]));
-  for (const r of book.resources()) {
-    const key = resourceKeyOf(r);
+  // Already showing this state and message for this revision: nothing to recompute. The status is refreshed
+  // several times a second, and thousands of bindings failing as before must not cost anything.
+  const current = (
+    r: { state: string; message: string | null; conditions: readonly Condition[] },
+    state: string,
+    message: string | undefined,
+  ) =>
+    r.state === state &&
+    r.message === (message ?? null) &&
+    findCondition(r.conditions, 'Ready')?.observedRevision === revision;
+  for (const [key, r] of book.entries()) {
     if (r.kind === 'CredentialSource') {
       const s = sources.get(r.name);
-      if (!s) continue;
+      if (!s || current(r, s.state, s.message)) continue;
       const before = r.state;
       book.updateResource(key, (x) => {
         const src = x as CredentialSourceStatus;
@@ -140,7 +148,14 @@ export function applyCredentialStatus(
         );
     } else if (r.kind === 'CredentialBinding' || r.kind === 'WorkloadCredential') {
       const b = bindings.get(`${r.credentialSource}\u0000${r.workloadID}`);
-      if (!b) continue;
+      if (
+        !b ||
+        (current(r, b.state, b.message) &&
+          r.fingerprint === (b.fingerprint ?? null) &&
+          r.version === (b.version ?? null) &&
+          r.expiresAt === (b.expiresAt ?? null))
+      )
+        continue;
       const before = r.state;
       book.updateResource(key, (x) => {
         const cb = x as CredentialBindingStatus;

@@ -37,10 +37,14 @@ const RUNTIME_FIELDS = [
   'expiresAt',
 ] as const;
 
-function byName<T extends { namespace?: string; name: string }>(a: T, b: T): number {
-  const an = `${a.namespace ?? ''}/${a.name}`;
-  const bn = `${b.namespace ?? ''}/${b.name}`;
-  return an < bn ? -1 : an > bn ? 1 : 0;
+/**
+ * `items` sorted by namespace and name (stable). The keys are built once per item, not per comparison: with
+ * 10,000 resources the comparator runs ~130,000 times per sort.
+ */
+function sortByName<T extends { namespace?: string; name: string }>(items: readonly T[]): T[] {
+  const keyed = items.map((item) => ({ key: `${item.namespace ?? ''}/${item.name}`, item }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map((k) => k.item);
 }
 
 export class StatusBook {
@@ -109,7 +113,12 @@ export class StatusBook {
   /** Every resource (of `kind`), sorted by namespace and name. */
   resources(kind?: ResourceKind): ResourceStatus[] {
     const all = [...this.#resources.values()];
-    return (kind ? all.filter((r) => r.kind === kind) : all).sort(byName);
+    return sortByName(kind ? all.filter((r) => r.kind === kind) : all);
+  }
+
+  /** Every resource with its key, in no particular order (for updates that visit them all). */
+  entries(): IterableIterator<[string, ResourceStatus]> {
+    return this.#resources.entries();
   }
 
   /**
@@ -152,7 +161,7 @@ export class StatusBook {
   }
 
   daemons(): DaemonStatus[] {
-    return [...this.#daemons.values()].sort(byName);
+    return sortByName([...this.#daemons.values()]);
   }
 
   upsertDaemon(d: DaemonStatus): void {
@@ -164,15 +173,24 @@ export class StatusBook {
     this.#retainEvents();
   }
 
+  /** A copy of the whole status, detached from the book (what the API serves). */
   snapshot(): StatusSnapshot {
-    return structuredClone({
+    return structuredClone(this.view());
+  }
+
+  /**
+   * The whole status sharing the book's objects: serialise it at once and do not keep it (the store's writer
+   * turns it into JSON in the same tick). Saves a deep copy of every resource per write.
+   */
+  view(): StatusSnapshot {
+    return {
       format: 1,
       generatedAt: this.#now().toISOString(),
       source: this.#source,
       resources: this.resources(),
       daemons: this.daemons(),
       events: this.events.toJSON(),
-    });
+    };
   }
 
   #retainEvents(): void {

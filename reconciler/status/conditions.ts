@@ -29,13 +29,26 @@ export interface Condition {
 /** Condition order in output: Ready first, as `kubectl describe` and `flux get` show it. */
 const ORDER: Record<ConditionType, number> = { Ready: 0, Reconciling: 1, Stalled: 2 };
 
-/** `conditions` with `next` set (added or replaced), its transition time kept when the status is unchanged. */
+/**
+ * `conditions` with `next` set (added or replaced), its transition time kept when the status is unchanged.
+ * When `next` is already there as it is, `conditions` itself comes back: the status of thousands of bindings is
+ * refreshed several times a second, and a retry that fails as before changes nothing (callers never mutate
+ * condition arrays in place).
+ */
 export function setCondition(
   conditions: readonly Condition[],
   next: Omit<Condition, 'lastTransitionTime'>,
   now: Date,
 ): Condition[] {
   const prev = conditions.find((c) => c.type === next.type);
+  if (
+    prev &&
+    prev.status === next.status &&
+    prev.reason === next.reason &&
+    prev.message === next.message &&
+    prev.observedRevision === next.observedRevision
+  )
+    return conditions as Condition[];
   const lastTransitionTime =
     prev && prev.status === next.status ? prev.lastTransitionTime : now.toISOString();
   return [...conditions.filter((c) => c.type !== next.type), { ...next, lastTransitionTime }].sort(
@@ -43,8 +56,11 @@ export function setCondition(
   );
 }
 
+/** `conditions` without `type`; `conditions` itself when it has none. */
 export function removeCondition(conditions: readonly Condition[], type: ConditionType): Condition[] {
-  return conditions.filter((c) => c.type !== type);
+  return conditions.some((c) => c.type === type)
+    ? conditions.filter((c) => c.type !== type)
+    : (conditions as Condition[]);
 }
 
 export function findCondition(conditions: readonly Condition[], type: ConditionType): Condition | undefined {
