@@ -167,6 +167,11 @@ export interface PassReport {
 
 const SOURCE_NAME = 'policy';
 const REFRESH_DEBOUNCE_MS = 200;
+/**
+ * The status snapshot is written at most this often (and once more on stop): with 10,000 resources it is
+ * megabytes of JSON, and the API serves the live status; the store's copy is what a restart starts from.
+ */
+const STATUS_WRITE_INTERVAL_MS = 2_000;
 /** A plain directory's files must be quiet this long before a pass reads them. */
 const FILE_QUIET_MS = 300;
 
@@ -175,6 +180,7 @@ function fieldsLogger(log: Logger) {
   return {
     info: (message: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, message),
     warn: (message: string, fields?: Record<string, unknown>) => log.warn(fields ?? {}, message),
+    debug: (message: string, fields?: Record<string, unknown>) => log.debug(fields ?? {}, message),
   };
 }
 
@@ -217,6 +223,9 @@ export class Reconciler extends EventEmitter {
   #webhook: ReturnType<typeof createWebhookHandler> | null = null;
   #persisting: Promise<void> | null = null;
   #persistAgain = false;
+  #lastPersist = 0;
+  /** Ends the wait before the next status write (on stop). */
+  #persistNow: (() => void) | null = null;
 
   private constructor(
     opts: ReconcilerOptions,
@@ -452,6 +461,7 @@ export class Reconciler extends EventEmitter {
     await step('credentials', () => this.credentials?.close());
     await step('status', async () => {
       this.#refreshStatus();
+      this.#persistNow?.();
       await this.#persistStatus();
     });
     await step('store', () => this.store.close());
@@ -1038,7 +1048,10 @@ export class Reconciler extends EventEmitter {
     );
   }
 
-  /** Writes the status snapshot; calls while a write runs make one more write after it. */
+  /**
+   * Writes the status snapshot, at most once per STATUS_WRITE_INTERVAL_MS (at once when stopping); calls
+   * while a write waits or runs make one more write after it.
+   */
   #persistStatus(): Promise<void> {
     if (this.#persisting) {
       this.#persistAgain = true;
@@ -1047,8 +1060,16 @@ export class Reconciler extends EventEmitter {
     this.#persisting = (async () => {
       do {
         this.#persistAgain = false;
+        const wait = this.#lastPersist + STATUS_WRITE_INTERVAL_MS - Date.now();
+        if (wait > 0 && !this.#stopping)
+          await new Promise<void>((resolve) => {
+            this.#persistNow = resolve;
+            setTimeout(resolve, wait).unref();
+          });
+        this.#persistNow = null;
+        this.#lastPersist = Date.now();
         try {
-          await this.store.status.set(this.book.snapshot());
+          await this.store.status.set(this.book.view());
         } catch (err) {
           this.logger.warn({ err }, 'could not write the status to the store');
         }
