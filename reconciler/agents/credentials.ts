@@ -119,8 +119,7 @@ export class CredentialFanout {
     if (!pair || !this.manager) return undefined;
     const cred = this.manager.get(pair.source, pair.workload);
     if (!cred) {
-      const status = this.manager.pairStatus(pair.source, pair.workload);
-      return status && status.phase !== 'pending' ? null : undefined;
+      return this.manager.pairSettled(pair.source, pair.workload) ? null : undefined;
     }
     const v = credentialValueOf(cred);
     return {

@@ -178,6 +178,9 @@ class Binding {
   private fail(err: CredentialError): void {
     if (this.closed) return;
     const message = scrub(err.message, [this.current ? credentialValueOf(this.current) : undefined]);
+    // Warn when a pair starts failing or fails differently; a retry failing as before is a debug line (a
+    // fleet of pairs behind one unreachable Vault would otherwise warn thousands of times per backoff round).
+    const repeated = this.failures > 0 && message === this.lastError;
     this.failures++;
     this.lastError = message;
     if (err.opts.withdraw && this.current) {
@@ -187,7 +190,8 @@ class Binding {
     }
     const held = this.valid();
     this.phase = held ? 'expiring' : this.phase === 'expired' ? 'expired' : 'error';
-    this.ctx.logger.warn('credential fetch failed', {
+    const logger = this.ctx.logger;
+    (repeated ? (logger.debug ?? (() => {})) : logger.warn).call(logger, 'credential fetch failed', {
       ...this.log(),
       attempt: this.failures,
       error: message,
@@ -335,15 +339,24 @@ export class CredentialManager {
     return this.bindings.get(keyOf(sourceName, workloadID))?.valid();
   }
 
-  /** One pair's status, O(1) (status() builds every pair's: a caller per reference must not use it). */
-  pairStatus(sourceName: string, workloadID: string): BindingStatus | undefined {
-    return this.bindings.get(keyOf(sourceName, workloadID))?.status();
+  /**
+   * Whether a kept pair has had its first answer (a value or a failure): false while its first fetch is
+   * pending, undefined when the pair is not kept. O(1) and allocation-free: asked once per credential
+   * reference per agent on every push.
+   */
+  pairSettled(sourceName: string, workloadID: string): boolean | undefined {
+    const b = this.bindings.get(keyOf(sourceName, workloadID));
+    return b ? b.phase !== 'pending' : undefined;
   }
 
   status(): CredentialStatus {
     const bindings = [...this.bindings.values()].map((b) => b.status());
     const bySource = new Map<string, BindingStatus[]>();
-    for (const b of bindings) bySource.set(b.source, [...(bySource.get(b.source) ?? []), b]);
+    for (const b of bindings) {
+      const list = bySource.get(b.source);
+      if (list) list.push(b);
+      else bySource.set(b.source, [b]);
+    }
     const sources: SourceStatus[] = [];
     for (const [name, list] of bySource) {
       const failing = list.filter((b) => b.message !== undefined && b.phase !== 'available');

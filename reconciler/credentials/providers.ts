@@ -3,6 +3,7 @@
  * agents, the Secret stores with their watches) live here, one each, however many bindings use them.
  */
 import { Agent } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { type AwsProviderOptions, AwsSession, DEFAULT_STS_ENDPOINT } from './aws.ts';
 import { KubernetesSecretStore } from './kubernetes.ts';
 import { LocalSecretStore } from './local-secrets.ts';
@@ -45,9 +46,12 @@ export class Providers {
     private readonly config: ProviderConfig,
     private readonly ctx: ProviderContext,
   ) {
+    // One TLS context per backend, built once: given only `ca`, every new connection builds its own
+    // (parsing the roots again), which dominated a fleet of pairs retrying against an unreachable Vault.
     const agentOpts = { keepAlive: true, maxSockets: 64 };
-    this.vaultAgent = new Agent({ ...agentOpts, ...(config.vault?.ca ? { ca: config.vault.ca } : {}) });
-    this.stsAgent = new Agent({ ...agentOpts, ...(config.sts?.ca ? { ca: config.sts.ca } : {}) });
+    const context = (ca: string | Buffer | undefined) => createSecureContext(ca ? { ca } : {});
+    this.vaultAgent = new Agent({ ...agentOpts, secureContext: context(config.vault?.ca) });
+    this.stsAgent = new Agent({ ...agentOpts, secureContext: context(config.sts?.ca) });
   }
 
   /** A session, or the reason there cannot be one (unsupported provider, no Kubernetes access, bad field). */

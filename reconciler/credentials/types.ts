@@ -177,4 +177,6 @@ export interface CredentialStatus {
 export interface CredentialLogger {
   info(message: string, fields?: Record<string, unknown>): void;
   warn(message: string, fields?: Record<string, unknown>): void;
+  /** Repeats of what was already said at warn (a retry failing for the same reason). */
+  debug?(message: string, fields?: Record<string, unknown>): void;
 }

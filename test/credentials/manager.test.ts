@@ -73,6 +73,24 @@ describe('credential manager', () => {
     expect(sources[0]!.message).toMatch(/^1 of 2 workloads failing; other-team\/app\/intruder: Vault https/);
   });
 
+  it('warns when a pair starts failing, and logs retries failing the same way at debug', async () => {
+    const lines: Array<{ level: string; message: string; attempt: unknown }> = [];
+    const at = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+      lines.push({ level, message, attempt: fields?.attempt });
+    manager = new CredentialManager(
+      env.managerOptions({ logger: { info: at('info'), warn: at('warn'), debug: at('debug') } }),
+    );
+    manager.ensure(seedSources(env).vault, 'other-team/app/intruder'); // refused by the role, every time
+    await waitFor(
+      'three attempts',
+      () => lines.filter((l) => l.message === 'credential fetch failed').length >= 3,
+    );
+    const failed = lines.filter((l) => l.message === 'credential fetch failed');
+    expect(failed[0]).toEqual({ level: 'warn', message: 'credential fetch failed', attempt: 1 });
+    expect(failed.slice(1).every((l) => l.level === 'debug')).toBe(true);
+    expect(failed.map((l) => l.attempt).slice(0, 3)).toEqual([1, 2, 3]);
+  });
+
   it('never hands out a value past its expiry, whatever the timers do', async () => {
     let skew = 0;
     env.vaultSecrets.clocked = {
