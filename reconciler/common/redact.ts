@@ -17,22 +17,31 @@ const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]*@/gi;
 
 export class Redactor {
   readonly #forms = new Set<string>();
+  /** Per slot, the forms of its current secret and of the one before it. */
+  readonly #slots = new Map<string, string[][]>();
   #sorted: string[] = [];
 
   /** Registers a secret; undefined, empty and very short values are ignored. Returns this for chaining. */
   add(secret: string | undefined | null): this {
     if (!secret || secret.length < MIN_SECRET_LENGTH) return this;
-    const bytes = Buffer.from(secret);
-    for (const form of [
-      secret,
-      encodeURIComponent(secret),
-      bytes.toString('base64'),
-      bytes.toString('base64url'),
-    ]) {
-      this.#forms.add(form);
-    }
-    // Longest first, so that a secret containing another is replaced whole.
-    this.#sorted = [...this.#forms].sort((a, b) => b.length - a.length);
+    for (const form of formsOf(secret)) this.#forms.add(form);
+    this.#sort();
+    return this;
+  }
+
+  /**
+   * Registers the current secret of a kind that is replaced as it rotates (a session's JWT, its Vault token,
+   * the value it serves), keeping it and the one before it: a session that logs in every few minutes for
+   * months holds two per kind instead of every one it ever sent (which grew without bound, and made every
+   * redaction slower). Text a server sends answers a request made with one of these two.
+   */
+  set(slot: string, secret: string | undefined | null): this {
+    if (!secret || secret.length < MIN_SECRET_LENGTH) return this;
+    const current = this.#slots.get(slot)?.[0];
+    if (current?.[0] === secret) return this;
+    const forms = formsOf(secret);
+    this.#slots.set(slot, current ? [forms, current] : [forms]);
+    this.#sort();
     return this;
   }
 
@@ -42,6 +51,19 @@ export class Redactor {
     for (const s of this.#sorted) if (out.includes(s)) out = out.split(s).join('***');
     return out;
   }
+
+  #sort(): void {
+    const all = new Set(this.#forms);
+    for (const kept of this.#slots.values()) for (const forms of kept) for (const f of forms) all.add(f);
+    // Longest first, so that a secret containing another is replaced whole.
+    this.#sorted = [...all].sort((a, b) => b.length - a.length);
+  }
+}
+
+/** The forms a secret travels in: as is, URL-encoded, base64 and base64url. */
+function formsOf(secret: string): string[] {
+  const bytes = Buffer.from(secret);
+  return [secret, encodeURIComponent(secret), bytes.toString('base64'), bytes.toString('base64url')];
 }
 
 /** Removes `user:password@` from every URL in `text`. */

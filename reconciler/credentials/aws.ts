@@ -141,7 +141,7 @@ export class AwsSession implements PolledSession {
       ttlSeconds: this.idTokenTtlSec,
       ...(this.spec.aws.idTokenClaims ? { claims: this.spec.aws.idTokenClaims } : {}),
     });
-    this.redactor.add(jwt);
+    this.redactor.set('jwt', jwt);
     const form = new URLSearchParams({
       Action: 'AssumeRoleWithWebIdentity',
       Version: '2011-06-15',

@@ -78,6 +78,22 @@ describe('Redactor (the one used by the git source and every credential provider
   it('ignores values too short to be credentials', () => {
     expect(new Redactor().add('ab').add(undefined).redact('ab cd')).toBe('ab cd');
   });
+
+  it('keeps the current and the previous secret of a rotating slot, and every added one', () => {
+    const r = new Redactor().add('static-kubeconfig-token');
+    const jwts = Array.from({ length: 1000 }, (_, i) => `eyJhbGciOiJFUzI1NiJ9.login-${i}.sig`);
+    for (const jwt of jwts) r.set('jwt', jwt);
+    r.set('token', 'hvs.first-token').set('token', 'hvs.second-token');
+    const text = (s: string) => `denied: ${s}; as base64 ${Buffer.from(s).toString('base64')}`;
+    expect(r.redact(text(jwts[999]!))).toBe('denied: ***; as base64 ***');
+    expect(r.redact(text(jwts[998]!))).toBe('denied: ***; as base64 ***');
+    // Older ones are forgotten: a session that logs in for months holds two, not every one.
+    expect(r.redact(text(jwts[0]!))).toBe(text(jwts[0]!));
+    expect(r.redact('hvs.first-token hvs.second-token static-kubeconfig-token')).toBe('*** *** ***');
+    // Setting the same secret again does not push the previous one out.
+    r.set('token', 'hvs.second-token');
+    expect(r.redact('hvs.first-token')).toBe('***');
+  });
 });
 
 describe('the retry policy', () => {
