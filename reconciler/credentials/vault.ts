@@ -95,7 +95,6 @@ function apiStatus(err: unknown): number | undefined {
 
 export class VaultSession implements PolledSession {
   readonly kind = 'polled';
-  private readonly client: vault.client;
   private readonly mount: string;
   private readonly spiffeId: string;
   /** Every JWT sent and token received by this session: server text is scrubbed of them. */
@@ -113,12 +112,22 @@ export class VaultSession implements PolledSession {
   ) {
     this.mount = (spec.vault.jwtAuthMethodPath ?? 'jwt').replace(/^\/+|\/+$/g, '');
     this.spiffeId = `spiffe://${ctx.trustDomain}/${workloadID}`;
-    this.client = vault({
-      endpoint: spec.vault.address,
+  }
+
+  /**
+   * A node-vault client for one exchange, not kept: each holds ~75 KB of per-instance functions, and a
+   * reconciler keeps a session per (source, workload) pair, thousands of them. Its default token is cleared:
+   * every request here names its token, and none may pick up VAULT_TOKEN from the environment.
+   */
+  private client(): vault.client {
+    const client = vault({
+      endpoint: this.spec.vault.address,
       // node-vault's debug channel prints request bodies (the JWT, and secrets on writes): keep it silent.
       debug: () => {},
-      'request-promise': vaultTransport(opts.httpsAgent, ctx.timeoutMs),
+      'request-promise': vaultTransport(this.opts.httpsAgent, this.ctx.timeoutMs),
     });
+    client.token = '';
+    return client;
   }
 
   private get where(): string {
@@ -146,12 +155,12 @@ export class VaultSession implements PolledSession {
 
   private async login(): Promise<TokenState> {
     const jwt = await this.ctx.minter.mint({ spiffeId: this.spiffeId, audience: this.spec.vault.audience });
-    this.redactor.add(jwt);
+    this.redactor.set('jwt', jwt);
     const what = `login at auth/${this.mount}/login as role "${this.spec.vault.role}" for ${this.spiffeId}`;
-    this.client.token = '';
     let res: { auth?: { client_token?: string; lease_duration?: number } };
     try {
-      res = (await this.client.jwtLogin({
+      // node-vault keeps the token a login returns as the client's default; this client is dropped after.
+      res = (await this.client().jwtLogin({
         mount_point: this.mount,
         role: this.spec.vault.role,
         jwt,
@@ -163,13 +172,10 @@ export class VaultSession implements PolledSession {
         `check that the JWT auth method is mounted at "${this.mount}", role "${this.spec.vault.role}" exists, its ` +
           `bound_audiences include ${JSON.stringify(this.spec.vault.audience)} and its bound_subject is ${this.spiffeId}`,
       );
-    } finally {
-      // node-vault keeps the last token as its default: every request here names its token explicitly.
-      this.client.token = '';
     }
     const token = res.auth?.client_token;
     if (!token) throw new CredentialError(`${this.where}: ${what} answered without auth.client_token`);
-    this.redactor.add(token);
+    this.redactor.set('token', token);
     const ttl = Number(res.auth?.lease_duration ?? 0);
     // A TTL of 0 means a token that never expires (root-like); treat it as lasting until replaced.
     return { value: token, expiresAt: ttl > 0 ? this.ctx.now() + ttl * 1000 : Number.POSITIVE_INFINITY };
@@ -189,7 +195,7 @@ export class VaultSession implements PolledSession {
           `(fields: ${fields.join(', ') || 'none'}); fix type.token.source`,
       );
     }
-    this.redactor.add(v);
+    this.redactor.set('value', v);
     return { kind: 'bearer', token: v };
   }
 
@@ -198,7 +204,7 @@ export class VaultSession implements PolledSession {
     const what = `reading ${this.spec.vault.path}`;
     let res: { lease_id?: string; lease_duration?: number; renewable?: boolean; data?: unknown };
     try {
-      res = (await this.client.read(this.spec.vault.path, {
+      res = (await this.client().read(this.spec.vault.path, {
         headers: { 'X-Vault-Token': token.value },
       })) as typeof res;
     } catch (err) {
@@ -260,7 +266,7 @@ export class VaultSession implements PolledSession {
   private async revokeOrphans(token: TokenState): Promise<void> {
     for (const id of this.ctx.leases.orphans(this.spec.name, this.workloadID)) {
       try {
-        await this.client.revoke({
+        await this.client().revoke({
           lease_id: id,
           requestOptions: { headers: { 'X-Vault-Token': token.value } },
         });
@@ -286,7 +292,7 @@ export class VaultSession implements PolledSession {
     if (lease && token && this.renewWorthwhile(lease, token, now)) {
       const what = `renewing lease ${lease.id}`;
       try {
-        const res = (await this.client.renew({
+        const res = (await this.client().renew({
           lease_id: lease.id,
           increment: lease.duration,
           requestOptions: { headers: { 'X-Vault-Token': token.value } },
@@ -340,7 +346,7 @@ export class VaultSession implements PolledSession {
     if (lease && lease.token.expiresAt <= now) this.ctx.leases.gone(lease.id);
     if (lease && lease.token.expiresAt > now) {
       try {
-        await this.client.revoke({
+        await this.client().revoke({
           lease_id: lease.id,
           requestOptions: { headers: { 'X-Vault-Token': lease.token.value } },
         });
@@ -381,7 +387,7 @@ export class VaultSession implements PolledSession {
   /** auth/token/revoke-self with `token`; true when Vault accepted it. */
   private async revokeSelf(token: TokenState): Promise<boolean> {
     try {
-      await this.client.request({
+      await this.client().request({
         path: '/auth/token/revoke-self',
         method: 'POST',
         headers: { 'X-Vault-Token': token.value },
