@@ -30,9 +30,9 @@ export const LIMITS = {
   maxIdLength: 2048,
 } as const;
 
-/** The URI path of an agent SVID: `riptides/daemon/<daemon id>` (the daemon's workload ID). */
-export const DAEMON_PATH_PREFIX = 'riptides/daemon/';
-export const RECONCILER_PATH = 'riptides/reconciler';
+import { DAEMON_PATH_PREFIX, RECONCILER_PATH } from '../../kernel-module/identity-paths.ts';
+
+export { DAEMON_PATH_PREFIX, RECONCILER_PATH };
 
 export function daemonSpiffeId(trustDomain: string, daemonId: string): string {
   return `spiffe://${trustDomain}/${DAEMON_PATH_PREFIX}${daemonId}`;

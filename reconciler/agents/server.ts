@@ -23,6 +23,7 @@ import { agentServiceDefinition, CHANNEL_OPTIONS, DAEMON_PATH_PREFIX } from '../
 import type { CredentialManager } from '../credentials/manager.ts';
 import type { CredentialSourceSpec } from '../credentials/types.ts';
 import { type Authority, DEFAULT_X509_SVID_TTL_SECONDS } from '../identity/authority.ts';
+import { reservedWorkloadPath } from '../identity/spiffe-id.ts';
 import { parseCertificate } from '../identity/x509.ts';
 import { verifyX509Svid } from '../identity/x509-svid.ts';
 import type { NodeProgram } from '../policy/compile.ts';
@@ -588,6 +589,10 @@ export class AgentServer extends EventEmitter {
         if (spiffeId === daemon.spiffeId)
           return { ttlSeconds: this.opts.agentSvidTtlSeconds ?? DEFAULT_X509_SVID_TTL_SECONDS, dnsNames: [] };
         if (!this.desired) return "no policy has been published yet: only the agent's own SVID can be issued";
+        // Validation refuses these workload IDs; this holds even for a program compiled without it.
+        const path = spiffeId.slice(`spiffe://${this.trustDomain}/`.length);
+        const reserved = spiffeId.startsWith(`spiffe://${this.trustDomain}/`) && reservedWorkloadPath(path);
+        if (reserved) return `${spiffeId} ${reserved}: it is issued only to the agent or reconciler it names`;
         const compiled = this.desired.compiledIdentity(scopes, spiffeId);
         if (!compiled)
           return `${spiffeId} is not in the program of daemon ${daemon.daemonId}${daemon.daemonGroup ? ` (daemon group ${daemon.daemonGroup})` : ''}: an agent gets SVIDs only for identities in its scope`;

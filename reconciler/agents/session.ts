@@ -299,8 +299,11 @@ export class AgentSession {
       this.refuse('report', detail('LIMIT', 'state report is over the protocol limits: not recorded'));
       return;
     }
+    // What a Hello claims is not evidence: only a program this server sent and the agent ACKed, or the one
+    // it should hold now, names the identities it may report on.
     const known = (id: string) =>
-      this.held.identities.has(id) || this.ctx.programFor(this.scopes)?.identities.has(id) === true;
+      (this.heldTrusted && this.held.identities.has(id)) ||
+      this.ctx.programFor(this.scopes)?.identities.has(id) === true;
     const unknown = r.identities.find((i) => !known(i.spiffeId));
     if (unknown) {
       this.refuse(

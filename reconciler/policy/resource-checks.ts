@@ -1,5 +1,10 @@
 /** Checks of one resource's own fields that schemas cannot express: workload IDs, source and Service fields. */
-import { parseSpiffeId, validatePath, workloadSpiffeId } from '../identity/spiffe-id.ts';
+import {
+  parseSpiffeId,
+  reservedWorkloadPath,
+  validatePath,
+  workloadSpiffeId,
+} from '../identity/spiffe-id.ts';
 import type { NodePath } from './diagnostics.ts';
 import {
   checkAddress,
@@ -56,6 +61,13 @@ export function checkWorkloadId(
   const full = workloadSpiffeId(trustDomain, workloadID);
   if (!full.ok) {
     rep.at('RT031', `spiffe://${trustDomain}/${workloadID} ${full.message}`, r, path);
+    return false;
+  }
+  const reserved = reservedWorkloadPath(workloadID);
+  if (reserved) {
+    rep.at('RT031', `workloadID "${workloadID}" ${reserved}`, r, path, {
+      hint: 'choose a workloadID outside riptides/daemon/ and riptides/reconciler: a workload holding one could act as that agent or as the reconciler',
+    });
     return false;
   }
   return true;

@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyAndCsr } from '../../agent/csr.ts';
 import { JoinError, joinReconciler } from '../../agent/join.ts';
+import { programVersion } from '../../agent/protocol/version.ts';
 import { decodeServerMessage } from '../../agent/protocol/wire.ts';
 import { AgentStateDir } from '../../agent/state.ts';
 import type { AgentStatus } from '../../reconciler/agents/server.ts';
 import { type Fleet, grpcFrame, rawSync, startFleet } from '../support/agent-fleet.ts';
-import { spiffeOf, workloadOf } from '../support/fleet-policy.ts';
+import { FLEET_TD, spiffeOf, workloadOf } from '../support/fleet-policy.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
 const A = 'riptides/daemongroup/test/a';
@@ -228,13 +229,18 @@ describe('agent server', () => {
       await ask('mine', mine);
       await ask('theirs', theirs);
       await ask('smuggled', mine, theirs);
-      await a.until(() => a.svids.length === 1 && a.refusals.length === 2, 10_000, 'answers');
+      // The reconciler's and other agents' own IDs are never signed for an agent, whatever a program says.
+      await ask('reconciler', 'spiffe://fleet.example.org/riptides/reconciler');
+      await ask('other-agent', 'spiffe://fleet.example.org/riptides/daemon/someone-else');
+      await a.until(() => a.svids.length === 1 && a.refusals.length === 4, 10_000, 'answers');
       expect(a.svids[0]).toMatchObject({ requestId: 'mine', spiffeId: mine });
       const byId = Object.fromEntries(a.refusals.map((r) => [r.requestId, r.error]));
       expect(byId.theirs).toMatchObject({ code: 'OUT_OF_SCOPE' });
       expect(byId.theirs?.message).toContain('not in the program of daemon');
       expect(byId.smuggled).toMatchObject({ code: 'CSR_REFUSED' });
       expect(byId.smuggled?.message).toContain(`the CSR carries ${theirs}`);
+      expect(byId.reconciler?.message).toContain("is reserved for the reconciler's own identity");
+      expect(byId['other-agent']?.message).toContain("is reserved for agents' own identities");
     });
 
     it("never gives an agent another group's program, whatever it claims in its Hello", async () => {
@@ -247,7 +253,8 @@ describe('agent server', () => {
       raw.send({
         hello: {
           protocolVersion: 1,
-          programVersion: 'ffffffffffffffff',
+          // A claim that is self-consistent (anyone can compute the version of what they claim).
+          programVersion: programVersion(FLEET_TD, [[theirs, 'stale']]),
           identityVersions: { [theirs]: 'stale' },
           ruleHashes: [],
         },
@@ -262,7 +269,27 @@ describe('agent server', () => {
         .map(decodeServerMessage)
         .find((m) => m.kind === 'program')!.program!;
       expect(update.identities.every((i) => i.spiffeId.includes('/g0/'))).toBe(true);
-      expect(JSON.stringify(update)).not.toContain('/g1/');
+      // The only mention of group 1 is the order to drop what it claimed.
+      expect(update.removedIdentities).toEqual([theirs]);
+      expect(JSON.stringify({ ...update, removedIdentities: [] })).not.toContain('/g1/');
+      // Nor is its claim believed for status: a report of processes under another group's identity is refused.
+      raw.send({
+        report: {
+          programVersion: '',
+          identities: [{ spiffeId: theirs, svidSerial: '', svidNotAfterUnix: 0, processCount: 7, hash: '' }],
+          atUnixMs: Date.now(),
+        },
+      });
+      await poll(
+        () =>
+          raw
+            .received()
+            .map(decodeServerMessage)
+            .some((m) => m.kind === 'refusal' && m.refusal?.error?.code === 'UNKNOWN_IDENTITY'),
+        10_000,
+        'the refusal of the report',
+      );
+      expect(status(a).report?.identities.some((i) => i.spiffeId === theirs) ?? false).toBe(false);
       raw.close();
     });
 
