@@ -37,6 +37,17 @@ function builtIsFresh() {
   }
 }
 
+// A stop signal while a long-running command is still loading (before it installs its own handlers, which
+// stop what started and exit 0) ends the process at once with 0: nothing has started yet. Once the command
+// handles the signal itself, this one steps aside. Other commands keep the signal's usual meaning.
+if (['reconciler', 'agent', 'up'].includes(process.argv[2] ?? '')) {
+  const early = (signal) => {
+    if (process.listenerCount(signal) === 1) process.exit(0);
+  };
+  process.on('SIGTERM', early);
+  process.on('SIGINT', early);
+}
+
 // Loading can fail too (a broken install, a missing dependency): that is exit 2 with one line, like any
 // failure that is not a finding; runCli takes over from there.
 try {
