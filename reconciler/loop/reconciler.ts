@@ -510,6 +510,7 @@ export class Reconciler extends EventEmitter {
       });
     }
     await this.#startTriggers();
+    if (this.repository.notice) this.logger.warn(this.repository.notice);
     this.logger.info(
       {
         listen: this.agentAddress,

@@ -53,6 +53,8 @@ export interface PolicyRepository {
   readonly description: string;
   /** The tracked branch; null for a plain directory. */
   readonly branch: string | null;
+  /** Something the operator should know about what is followed (a detached checkout); null when nothing. */
+  readonly notice: string | null;
   /** The local directory (git or plain), for watches and the ctl editor; null for a remote. */
   readonly dir: string | null;
   /** Refs, history, trees and blobs; null for a plain directory. */
@@ -87,11 +89,15 @@ export async function openPolicyRepository(opts: RepositoryOptions): Promise<Pol
     throw err;
   }
   let branch = opts.branch ?? null;
+  let notice: string | null = null;
   if (!branch && isWorkingCopy(dir)) {
     const head = checkedOut(dir);
     if (head?.startsWith('refs/heads/')) branch = head.slice('refs/heads/'.length);
+    else if (head)
+      // Commits made on a detached HEAD are on no branch: say so rather than silently follow another.
+      notice = `${dir} is on a detached HEAD (${head.slice(0, 12)}): commits made there are on no branch and are not followed; the repository's default branch is followed instead (check out a branch, or pass --branch)`;
   }
-  return new GitRepository('git', git, dir, branch);
+  return new GitRepository('git', git, dir, branch, notice);
 }
 
 class GitRepository implements PolicyRepository {
@@ -100,6 +106,7 @@ class GitRepository implements PolicyRepository {
     readonly git: PolicySource,
     readonly dir: string | null,
     private tracked: string | null,
+    readonly notice: string | null = null,
   ) {}
 
   get description(): string {
@@ -139,6 +146,7 @@ class GitRepository implements PolicyRepository {
 class DirectoryRepository implements PolicyRepository {
   readonly kind = 'directory';
   readonly branch = null;
+  readonly notice = null;
   readonly git = null;
   #current: { revision: string; tree: Worktree } | null = null;
 

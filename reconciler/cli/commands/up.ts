@@ -338,6 +338,7 @@ export const command: Command = {
           'policy',
           `${reconciler.repository.description}${reconciler.repository.branch ? ` (branch ${reconciler.repository.branch})` : ''}${options.path ? `, path ${options.path}` : ''}`,
         ],
+        ...(reconciler.repository.notice ? [['warning', reconciler.repository.notice] as Row] : []),
         ['trust domain', reconciler.authority.trustDomain],
         ['API', api ? `${api}  (admin credential: ${join(stateDir, 'api', 'admin.token')})` : 'off'],
         ['metrics', api ? `${api}/metrics` : 'off'],
