@@ -1,5 +1,7 @@
 /** The command users run: bin/riptides-cli.mjs as shipped (compiled dist/ after `npm ci`, else tsx). */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../support/shared.ts';
@@ -47,5 +49,41 @@ describe('riptides-cli, as installed', () => {
     const r = run('validate', '--repo', join('fixtures', 'bad', 'unknown-field'));
     expect(r.status).toBe(1);
     expect(r.stdout).toContain('identity.yaml:13:3: error RT020');
+  });
+
+  it('a second reconciler on a state directory in use: exit 2 and one line saying why (not a usage hint)', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'riptides-bin-lock-'));
+    const args = [
+      'reconciler',
+      '--repo',
+      'policies/quickstart',
+      '--listen',
+      '127.0.0.1:0',
+      '--state-dir',
+      state,
+    ];
+    const first = spawn(process.execPath, [bin, ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      let log = '';
+      await new Promise<void>((resolve, reject) => {
+        first.stderr.on('data', (b: Buffer) => {
+          log += b;
+          if (log.includes('"serving agents"')) resolve();
+        });
+        first.on('exit', () => reject(new Error(`the first reconciler exited: ${log}`)));
+      });
+      const second = run(...args);
+      expect(second.status).toBe(2);
+      expect(second.stderr).toMatch(
+        /^riptides-cli reconciler: state directory is in use by another reconciler \(pid \d+, lock .+\); stop it, or give this one its own --state-dir\n$/,
+      );
+    } finally {
+      first.kill('SIGTERM');
+      await new Promise((r) => first.once('exit', r));
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 });

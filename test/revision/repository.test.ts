@@ -29,7 +29,7 @@ function workingCopy(): string {
 
 describe('the branch a working copy is followed on', () => {
   it('is the checked-out branch, with nothing to say', async () => {
-    const repo = await openPolicyRepository({ repo: workingCopy() });
+    const repo = await openPolicyRepository({ repo: workingCopy(), path: '' });
     expect(repo.branch).toBe('feature');
     expect(repo.notice).toBeNull();
   });
@@ -38,7 +38,7 @@ describe('the branch a working copy is followed on', () => {
     const dir = workingCopy();
     execFileSync('git', ['checkout', '-q', '--detach'], { cwd: dir });
     const head = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: dir }).toString().trim();
-    const repo = await openPolicyRepository({ repo: dir });
+    const repo = await openPolicyRepository({ repo: dir, path: '' });
     expect(repo.notice).toBe(
       `${dir} is on a detached HEAD (${head.slice(0, 12)}): commits made there are on no branch and are not followed; the repository's default branch is followed instead (check out a branch, or pass --branch)`,
     );

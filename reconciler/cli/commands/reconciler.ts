@@ -1,4 +1,4 @@
-import { Reconciler, ReconcilerStartError } from '../../loop/reconciler.ts';
+import { Reconciler } from '../../loop/reconciler.ts';
 import { serveUntilSignal } from '../../shutdown.ts';
 import { createLogger } from '../../telemetry/logger.ts';
 import { ReconcilerMetrics } from '../../telemetry/metrics.ts';
@@ -49,28 +49,22 @@ export const command: Command = {
     });
     for (const w of parsed.warnings) logger.warn(w);
     let onHup = () => {};
-    let code: number;
-    try {
-      code = await serveUntilSignal(
-        'reconciler',
-        async () => {
-          const reconciler = await Reconciler.start({
-            ...parsed.options,
-            agents: { ...parsed.options.agents, host: listen.host, port: listen.port },
-            logger,
-            metrics: new ReconcilerMetrics(),
-          });
-          onHup = () => reconciler.trigger('signal', 'SIGHUP');
-          process.on('SIGHUP', onHup);
-          return reconciler;
-        },
-        (reconciler) => reconciler.stop(),
-        { logger },
-      );
-    } catch (err) {
-      if (err instanceof ReconcilerStartError) throw new UsageError(err.message);
-      throw err;
-    }
+    const code = await serveUntilSignal(
+      'reconciler',
+      async () => {
+        const reconciler = await Reconciler.start({
+          ...parsed.options,
+          agents: { ...parsed.options.agents, host: listen.host, port: listen.port },
+          logger,
+          metrics: new ReconcilerMetrics(),
+        });
+        onHup = () => reconciler.trigger('signal', 'SIGHUP');
+        process.on('SIGHUP', onHup);
+        return reconciler;
+      },
+      (reconciler) => reconciler.stop(),
+      { logger },
+    );
     process.off('SIGHUP', onHup);
     return code;
   },

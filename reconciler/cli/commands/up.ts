@@ -13,7 +13,7 @@ import {
 import type { AgentStatus } from '../../agents/session.ts';
 import { summarise } from '../../drift/report.ts';
 import { escapeText } from '../../encoding/escape.ts';
-import { Reconciler, ReconcilerStartError } from '../../loop/reconciler.ts';
+import { Reconciler } from '../../loop/reconciler.ts';
 import { onTermination } from '../../shutdown.ts';
 import type { StatusSnapshot } from '../../status/model.ts';
 import { createLogger, type Logger } from '../../telemetry/logger.ts';
@@ -373,7 +373,6 @@ export const command: Command = {
       removeHandlers();
       await stopStarted().catch(() => {});
       await new Promise<void>((r) => logStream.end(r));
-      if (err instanceof ReconcilerStartError) throw new UsageError(err.message);
       if (err instanceof AgentError && err.code === 'LISTEN_FAILED') {
         const flag = err.address ? flagListeningAt(node.values, err.address) : null;
         const hint = !flag
