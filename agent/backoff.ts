@@ -1,8 +1,10 @@
 /**
- * Reconnect and retry delays: exponential backoff with full jitter, never below half the initial delay —
- * the same shape as the reconciler's one retry policy (reconciler/common/retry.ts backoffDelay), which agent/
- * may not import (layers point one way), so this copy exists only for layering. A fleet that lost its reconciler at once comes back spread out.
+ * Reconnect and retry delays: the product's one backoff shape (kernel-module/backoff.ts, which the reconciler's
+ * retries use too), with the random source carried in the options. A fleet that lost its reconciler at once
+ * comes back spread out.
  */
+import { backoffDelay as delay } from '../kernel-module/backoff.ts';
+
 export interface BackoffOptions {
   initialMs: number;
   maxMs: number;
@@ -13,8 +15,7 @@ export const DEFAULT_RECONNECT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs
 
 /** Attempt 1 waits up to initialMs, doubling, capped at maxMs. */
 export function backoffDelay(attempt: number, o: BackoffOptions): number {
-  const ceiling = Math.min(o.maxMs, o.initialMs * 2 ** Math.max(0, attempt - 1));
-  return Math.max(o.initialMs / 2, ceiling * (o.random ?? Math.random)());
+  return delay(attempt, o, o.random);
 }
 
 /**

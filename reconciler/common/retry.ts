@@ -5,26 +5,12 @@
  * half of `initialMs` (so a retry loop never spins).
  */
 
-export interface BackoffPolicy {
-  /** Ceiling of the first wait, in milliseconds. */
-  initialMs: number;
-  /** Largest ceiling, in milliseconds. */
-  maxMs: number;
-}
+import { type BackoffPolicy, backoffDelay } from '../../kernel-module/backoff.ts';
+
+export { type BackoffPolicy, backoffDelay };
 
 /** 1 s doubling to 5 min: what the credential manager, the Kubernetes watch and the loop use by default. */
 export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 1000, maxMs: 300_000 };
-
-/** Milliseconds to wait before retry number `attempt` (1-based); `random` returns [0, 1). */
-export function backoffDelay(
-  attempt: number,
-  policy: BackoffPolicy,
-  random: () => number = Math.random,
-): number {
-  const ceiling = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.max(0, attempt - 1));
-  return Math.max(policy.initialMs / 2, ceiling * random());
-}
-
 export interface RetryOptions {
   /** Total attempts, the first included (≥ 1). */
   attempts: number;

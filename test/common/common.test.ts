@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { backoffDelay as agentBackoff, DEFAULT_RECONNECT_BACKOFF } from '../../agent/backoff.ts';
 import { editDistance } from '../../reconciler/common/edit-distance.ts';
 import { displayUrl, Redactor, stripUrlUserinfo } from '../../reconciler/common/redact.ts';
 import { backoffDelay, retry } from '../../reconciler/common/retry.ts';
@@ -104,6 +105,16 @@ describe('the retry policy', () => {
     expect(backoffDelay(10, policy, () => 0.999)).toBeCloseTo(7992, 0);
     // Never less than half the first delay: a retry loop does not spin.
     expect(backoffDelay(4, policy, () => 0)).toBe(500);
+  });
+
+  it("is the agent's reconnect policy too: its defaults double from 500 ms to a 30 s ceiling, jittered", () => {
+    const draws = [0.999, 0.999, 0.25, 0.999, 0.5, 0.999, 0.999, 0.999];
+    const waits = draws.map((r, i) => agentBackoff(i + 1, { ...DEFAULT_RECONNECT_BACKOFF, random: () => r }));
+    expect(waits.map(Math.round)).toEqual([500, 999, 500, 3996, 4000, 15984, 29970, 29970]);
+    for (const [i, r] of draws.entries())
+      expect(agentBackoff(i + 1, { ...DEFAULT_RECONNECT_BACKOFF, random: () => r })).toBe(
+        backoffDelay(i + 1, DEFAULT_RECONNECT_BACKOFF, () => r),
+      );
   });
 
   it('retries retryable failures up to the attempt count, with the backoff in between', async () => {
