@@ -446,3 +446,31 @@ describe('the README GitLab CI example', () => {
     );
   });
 });
+
+describe("the README's CI examples' caches", () => {
+  it("are keyed per branch: a merge request never restores another's cache, which plan trusts", () => {
+    const gitlab = Object.values(readmeYaml('GitLab CI, as a merge-request note')).find(
+      (job): job is { cache: { key: string } } => typeof job === 'object' && job !== null && 'cache' in job,
+    );
+    expect(gitlab?.cache.key).toBe('riptides-plan-$CI_COMMIT_REF_SLUG');
+    const workflow = readmeYaml('GitHub Actions, posting the plan') as {
+      jobs: Record<
+        string,
+        { steps: Array<{ uses?: string; with?: { key?: string; 'restore-keys'?: string } }> }
+      >;
+    };
+    const cache = Object.values(workflow.jobs)
+      .flatMap((j) => j.steps)
+      .find((s) => s.uses?.startsWith('actions/cache@'));
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub Actions expressions, not JavaScript templates
+    expect(cache?.with?.key).toBe('riptides-plan-${{ github.head_ref }}-${{ github.sha }}');
+    // Falling back to its own branch's older cache, then the base branch's (actions/cache lets a pull request
+    // read those two scopes only), never a key that another pull request could have written.
+    expect(cache?.with?.['restore-keys']?.trim().split('\n')).toEqual([
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub Actions expressions, not JavaScript templates
+      'riptides-plan-${{ github.head_ref }}-',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: GitHub Actions expressions, not JavaScript templates
+      'riptides-plan-${{ github.base_ref }}-',
+    ]);
+  });
+});
