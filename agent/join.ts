@@ -17,7 +17,7 @@ import { generateKeyAndCsr } from './csr.ts';
 import { parseJoinToken } from './protocol/join-token.ts';
 import type { JoinResponse, TrustBundle } from './protocol/messages.ts';
 import { bundleVersion, certificatesDer, certificatesPem, spkiPin } from './protocol/version.ts';
-import { PROTOCOL_VERSION, reconcilerSpiffeId } from './protocol/wire.ts';
+import { grpcErrorText, PROTOCOL_VERSION, reconcilerSpiffeId } from './protocol/wire.ts';
 import { type AgentIdentity, type AgentStateDir, svidFacts } from './state.ts';
 
 const RECONCILER_ID_RE = /^spiffe:\/\/[^/]+\/riptides\/reconciler$/;
@@ -49,10 +49,7 @@ function unary<T>(client: AgentServiceStub, deadline: Date): Promise<T> {
   );
 }
 
-function describe(err: unknown): string {
-  const e = err as grpc.ServiceError;
-  return e.details || e.message || String(err);
-}
+const describe = grpcErrorText;
 
 /** The bundle the token pins, fetched from the server; throws JoinError when no authority matches. */
 async function discoverBundle(server: string, pin: string, deadline: Date): Promise<TrustBundle> {

@@ -20,6 +20,7 @@ import type {
   SvidResponse,
   TrustBundle,
 } from './protocol/messages.ts';
+import { grpcErrorText } from './protocol/wire.ts';
 
 export interface SyncHandler {
   /** The Hello for a new stream: what the agent holds right now. */
@@ -131,10 +132,10 @@ export class SyncClient {
       }
       this.dispatch(m);
     });
-    call.on('error', (err: grpc.ServiceError) => onEnd(err.details || err.message));
+    call.on('error', (err: grpc.ServiceError) => onEnd(grpcErrorText(err)));
     call.on('end', () => onEnd('the reconciler ended the stream'));
     call.on('status', (s: grpc.StatusObject) => {
-      if (s.code !== 0) onEnd(s.details);
+      if (s.code !== 0) onEnd(grpcErrorText(s));
     });
     // The stream counts as live once the reconciler answers (or accepts the Hello without answering).
     call.on('metadata', () => {

@@ -109,3 +109,16 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.keepalive_permit_without_calls': 1,
 };
+
+/**
+ * A gRPC error as one readable line: its details without grpc-js's empty trailer ("Resolution note: " with
+ * nothing after it) and without the nested "Error: " prefix it puts before the socket error.
+ */
+export function grpcErrorText(err: unknown): string {
+  const e = err as Partial<grpc.ServiceError>;
+  const text = e.details || e.message || String(err);
+  return text
+    .replace(/\s*Resolution note:\s*$/, '')
+    .replace(/Last error: Error: /, 'Last error: ')
+    .replace(/\.$/, '');
+}

@@ -67,6 +67,13 @@ describe('agent server', () => {
       );
     });
 
+    it('says in one plain line that a server cannot be reached', async () => {
+      const token = await fleet.token({ daemonGroup: A });
+      await expect(SimAgent.join('127.0.0.1:1', token, mkdtempSync(join(scratch, 'j-')))).rejects.toThrow(
+        /^cannot fetch the trust bundle from 127\.0\.0\.1:1: No connection established\. Last error: connect ECONNREFUSED 127\.0\.0\.1:1$/,
+      );
+    });
+
     it('refuses an expired, a forged, an unknown and a malformed token, each with its reason', async () => {
       const dir = () => mkdtempSync(join(scratch, 'j-'));
       const expired = await fleet.token({ daemonGroup: A, ttlSeconds: 1 });
