@@ -4,7 +4,15 @@
  * reloads on SIGHUP (a broken policy changes nothing), serves credentials from --secrets-dir only to the
  * agents whose program binds them, and never logs a credential value.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,6 +62,27 @@ describe('token create', () => {
     const stored = readFileSync(join(state, 'tokens', `${id}.json`), 'utf8');
     expect(stored).not.toContain(secret!);
     expect(JSON.parse(stored)).toMatchObject({ daemonGroup: A });
+  });
+
+  it('notes when the applied revision scopes nothing to the daemon group, and not when it does', async () => {
+    const state = join(dir, 'state');
+    mkdirSync(join(state, 'store'), { recursive: true });
+    writeFileSync(
+      join(state, 'store', 'applied.json'),
+      JSON.stringify({
+        revision: '0123456789abcdef0123456789abcdef01234567',
+        appliedAt: '2026-12-01T00:00:00Z',
+        programVersions: { [`daemonGroup:${A}`]: 'aaaa', 'daemon:riptides/daemon/n1': 'bbbb' },
+      }),
+    );
+    const typo = capture(dir);
+    expect(await main(['token', 'create', '--state-dir', state, '--daemon-group', `${A}x`], typo.io)).toBe(0);
+    expect(typo.stderr).toContain(
+      `note: the applied revision 0123456789ab scopes nothing to daemon group ${A}x (its groups: ${A}); the agent will join and hold an empty program until a policy does\n`,
+    );
+    const known = capture(dir);
+    expect(await main(['token', 'create', '--state-dir', state, '--daemon-group', A], known.io)).toBe(0);
+    expect(known.stderr).not.toContain('note:');
   });
 
   it('refuses conflicting or malformed flags', async () => {

@@ -2,9 +2,11 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { bundlePin } from '../../agents/serving-identity.ts';
 import { JoinTokenStore } from '../../agents/tokens.ts';
+import { escapeText } from '../../encoding/escape.ts';
 import { openAuthority } from '../../identity/authority.ts';
 import { SPIFFE_ID_ERROR_MESSAGES, validatePath } from '../../identity/spiffe-id.ts';
 import { defaultStateDir } from '../../store/state-dir.ts';
+import { type AppliedState, StoredDocument } from '../../store/state-store.ts';
 import { type Command, EXIT_OK, EXIT_USAGE, parseFlags, subcommand, UsageError } from '../command.ts';
 import { durationFlag } from '../identity-flags.ts';
 
@@ -82,6 +84,19 @@ export const command: Command = {
         `trust domain ${authority.trustDomain}; single use, expires ${record.expiresAt}\n` +
         `  riptides-cli agent --server HOST:PORT --join-token <token> --state-dir DIR\n`,
     );
+    if (group !== undefined) {
+      const applied = (
+        await StoredDocument.open<AppliedState>(join(stateDir, 'store', 'applied.json')).catch(() => null)
+      )?.get();
+      const groups = Object.keys(applied?.programVersions ?? {})
+        .filter((k) => k.startsWith('daemonGroup:'))
+        .map((k) => k.slice('daemonGroup:'.length));
+      if (applied && !groups.includes(group))
+        io.stderr(
+          `note: the applied revision ${escapeText(applied.revision.slice(0, 12))} scopes nothing to daemon group ${group}` +
+            ` (its groups: ${groups.map(escapeText).join(', ') || 'none'}); the agent will join and hold an empty program until a policy does\n`,
+        );
+    }
     return EXIT_OK;
   },
 };
