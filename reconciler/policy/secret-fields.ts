@@ -12,9 +12,11 @@
  * | Secret | SOPS ciphertext (`ENC[…]`) in either | `**SOPS** ` and a digest of the ciphertext |
  * | Secret | `sops` (the envelope) | one line: `**SOPS** envelope` and a digest, as Flux masks it |
  * | any | `metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"]` | a digest: it is a copy of the object, values included |
+ * | CredentialSource | every value under `spec.<azure, oauth2, oci, rfc7523, rfc8693>` | a digest each: those providers' fields are not known (parsed as opaque maps), and any may be a client secret or a private key |
  */
 import { decodeSecretData } from '../encoding/base64.ts';
 import { canonicalJson } from './canonical.ts';
+import { OPAQUE_SOURCE_TYPES } from './kinds/credential-source.ts';
 import { isSopsEncrypted } from './kinds/secret.ts';
 
 /** The annotation `kubectl apply` writes: the whole object as JSON, Secret values included. */
@@ -50,6 +52,17 @@ function maskMap(value: unknown, digest: Digest, encoding: 'base64' | 'text'): u
   );
 }
 
+/** `value` with its structure kept and every scalar in it masked: the paths of a change show, no value does. */
+function maskLeaves(value: unknown, digest: Digest): unknown {
+  if (value === null || value === undefined) return value;
+  if (Array.isArray(value)) return value.map((v) => maskLeaves(v, digest));
+  if (typeof value === 'object')
+    return Object.fromEntries(
+      Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, maskLeaves(v, digest)]),
+    );
+  return maskValue(value, digest, 'text');
+}
+
 /**
  * A copy of `value` (a resource of `kind`) with every secret-bearing field replaced by a Masked. Returns
  * `value` itself when nothing in it is secret-bearing, so masking costs nothing for most resources.
@@ -61,7 +74,12 @@ export function maskSecretFields(kind: string, value: unknown, digest: Digest): 
   const annotations = metadata?.annotations as Record<string, unknown> | undefined;
   const lastApplied =
     annotations && typeof annotations === 'object' && Object.hasOwn(annotations, LAST_APPLIED_ANNOTATION);
-  if (kind !== 'Secret' && !lastApplied) return value;
+  const spec = obj.spec as Record<string, unknown> | undefined;
+  const opaque =
+    kind === 'CredentialSource' && spec && typeof spec === 'object'
+      ? OPAQUE_SOURCE_TYPES.filter((t) => Object.hasOwn(spec, t))
+      : [];
+  if (kind !== 'Secret' && !lastApplied && opaque.length === 0) return value;
   const out: Record<string, unknown> = { ...obj };
   if (lastApplied) {
     out.metadata = {
@@ -72,6 +90,8 @@ export function maskSecretFields(kind: string, value: unknown, digest: Digest): 
       },
     };
   }
+  if (opaque.length)
+    out.spec = { ...spec, ...Object.fromEntries(opaque.map((t) => [t, maskLeaves(spec![t], digest)])) };
   if (kind === 'Secret') {
     if ('data' in obj) out.data = maskMap(obj.data, digest, 'base64');
     if ('stringData' in obj) out.stringData = maskMap(obj.stringData, digest, 'text');

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { buildPlan, type Plan } from '../../reconciler/plan/plan.ts';
 import { planJson, planMarkdown, planText } from '../../reconciler/plan/report.ts';
 import { diffResources } from '../../reconciler/plan/resource-diff.ts';
+import { OPAQUE_SOURCE_TYPES } from '../../reconciler/policy/kinds/credential-source.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
 import {
   formatGithub,
@@ -220,6 +221,70 @@ describe('no secret value reaches any output (property)', () => {
         expectNoneOf(secrets, planOutputs(plan), JSON.stringify({ base, head }));
         // Not vacuous: a created Secret with values shows them, masked.
         if (!base && head && leaves(head).length)
+          expect(plan.resources[0]!.fields.some((f) => f.secret)).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('no value of a provider whose fields are not known reaches any output (property)', () => {
+  it('every value under spec.<azure|oauth2|oci|rfc7523|rfc8693> of a CredentialSource, in every shape of change', () => {
+    const leaf = secretValue;
+    const anyShape: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
+      node: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        leaf,
+        fc.array(tie('node'), { maxLength: 3 }),
+        fc.dictionary(secretKey, tie('node'), { maxKeys: 3 }),
+      ),
+    })).node;
+    const source = fc.record({
+      provider: fc.constantFrom(...OPAQUE_SOURCE_TYPES),
+      fields: fc.dictionary(secretKey, anyShape, { minKeys: 1, maxKeys: 4 }),
+    });
+    const leaves = (v: unknown): string[] =>
+      typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(leaves) : [];
+    const set = (s: { provider: string; fields: Record<string, unknown> } | null): ResourceSet => ({
+      identities: [],
+      services: [],
+      sources: s
+        ? [
+            {
+              value: {
+                apiVersion: 'core.riptides.io/v1alpha1',
+                kind: 'CredentialSource',
+                metadata: { name: 'partner-api', namespace: 'riptides-system' },
+                spec: { [s.provider]: s.fields },
+              } as never,
+              file: 'sources.yaml',
+              doc: 0,
+              key: 'CredentialSource/riptides-system/partner-api',
+            },
+          ]
+        : [],
+      bindings: [],
+      workloadCredentials: [],
+      secrets: [],
+    });
+    fc.assert(
+      fc.property(fc.option(source, { nil: null }), fc.option(source, { nil: null }), (base, head) => {
+        const plan: Plan = {
+          base: { ref: 'main', commit: 'a'.repeat(40), valid: true },
+          head: { ref: 'feature', commit: 'b'.repeat(40), valid: true },
+          path: '',
+          diagnostics: [],
+          resources: diffResources(set(base), set(head)),
+          programs: [],
+          access: { added: [], removed: [], changed: [] },
+          risks: [],
+          accessLost: { workloads: [], destinations: [] },
+          notes: [],
+        };
+        const secrets = [...leaves(base?.fields), ...leaves(head?.fields)];
+        expectNoneOf(secrets, planOutputs(plan), JSON.stringify({ base, head }));
+        // Not vacuous: a created source with values shows where they are, masked.
+        if (!base && head && leaves(head.fields).length)
           expect(plan.resources[0]!.fields.some((f) => f.secret)).toBe(true);
       }),
       { numRuns: 300 },

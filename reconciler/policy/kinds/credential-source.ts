@@ -51,6 +51,8 @@ const opaqueProvider = z.record(z.string(), z.unknown());
 
 export const SUPPORTED_SOURCE_TYPES = ['kubernetes', 'vault', 'aws'] as const;
 export const UNSUPPORTED_SOURCE_TYPES = ['gcp', 'azure', 'oauth2', 'oci', 'rfc7523', 'rfc8693'] as const;
+/** The unsupported providers parsed as opaque maps: any of their values may be a secret (secret-fields.ts). */
+export const OPAQUE_SOURCE_TYPES = ['azure', 'oauth2', 'oci', 'rfc7523', 'rfc8693'] as const;
 export const SOURCE_TYPES = [...SUPPORTED_SOURCE_TYPES, ...UNSUPPORTED_SOURCE_TYPES] as const;
 export type SourceType = (typeof SOURCE_TYPES)[number];
 
@@ -60,11 +62,10 @@ export const credentialSourceSpec = withExactlyOne(
     vault: vault.optional(),
     aws: aws.optional(),
     gcp: gcp.optional(),
-    azure: opaqueProvider.optional(),
-    oauth2: opaqueProvider.optional(),
-    oci: opaqueProvider.optional(),
-    rfc7523: opaqueProvider.optional(),
-    rfc8693: opaqueProvider.optional(),
+    ...(Object.fromEntries(OPAQUE_SOURCE_TYPES.map((t) => [t, opaqueProvider.optional()])) as Record<
+      (typeof OPAQUE_SOURCE_TYPES)[number],
+      z.ZodOptional<typeof opaqueProvider>
+    >),
   }),
   SOURCE_TYPES,
   'a CredentialSource',
