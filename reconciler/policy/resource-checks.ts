@@ -131,24 +131,31 @@ export function checkService(rep: Reporter, r: Located<Service>) {
 
 /**
  * The `data`/`stringData` fields whose values kubectl's last-applied-configuration annotation (JSON: the
- * whole object as applied) holds other than as SOPS ciphertext. Empty when there is no such annotation, when
- * SOPS encrypted the annotation itself, or when it is not JSON (kubectl writes JSON; anything else is not a
- * copy of the Secret).
+ * whole object as applied) holds other than as SOPS ciphertext. Empty when there is no such annotation or when
+ * SOPS encrypted the annotation itself; 'unreadable' when it is not the JSON object kubectl writes (a copy cut
+ * short or edited by hand may still hold the values in clear, and cannot be shown not to).
  */
-function lastAppliedPlaintext(secret: Secret): string[] {
-  const copy = secret.metadata.annotations?.[LAST_APPLIED_ANNOTATION];
-  if (typeof copy !== 'string' || isSopsEncrypted(copy)) return [];
+function lastAppliedPlaintext(secret: Secret): string[] | 'unreadable' {
+  const annotations = secret.metadata.annotations as Record<string, unknown> | undefined;
+  if (!annotations || !Object.hasOwn(annotations, LAST_APPLIED_ANNOTATION)) return [];
+  const copy = annotations[LAST_APPLIED_ANNOTATION];
+  if (typeof copy === 'string' && isSopsEncrypted(copy)) return [];
+  if (typeof copy !== 'string') return 'unreadable';
   let parsed: unknown;
   try {
     parsed = JSON.parse(copy);
   } catch {
-    return [];
+    return 'unreadable';
   }
-  if (!parsed || typeof parsed !== 'object') return [];
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return 'unreadable';
   const out: string[] = [];
   for (const field of ['data', 'stringData'] as const) {
     const values = (parsed as Record<string, unknown>)[field];
-    if (!values || typeof values !== 'object') continue;
+    if (values === undefined || values === null) continue;
+    if (typeof values !== 'object' || Array.isArray(values)) {
+      out.push(field);
+      continue;
+    }
     for (const [key, value] of Object.entries(values))
       if (!isSopsEncrypted(value)) out.push(`${field}.${key}`);
   }
@@ -167,7 +174,18 @@ export function checkSecret(rep: Reporter, r: Located<Secret>, allowPlaintext: b
     for (const [key, value] of Object.entries(r.value[field] ?? {}))
       if (!r.value.sops || !isSopsEncrypted(value)) plaintext.push([field, key]);
   const copied = lastAppliedPlaintext(r.value);
-  if (copied.length) {
+  if (copied === 'unreadable')
+    rep.at(
+      'RT050',
+      `Secret "${r.value.metadata.name}" carries a ${LAST_APPLIED_ANNOTATION} annotation that is not the JSON object kubectl writes: a copy of the Secret cut short or edited may hold its values in clear, and this one cannot be checked`,
+      r,
+      ['metadata', 'annotations', LAST_APPLIED_ANNOTATION],
+      {
+        at: 'key',
+        hint: 'delete the annotation, or encrypt the file whole with sops; --allow-plaintext-secrets accepts it',
+      },
+    );
+  else if (copied.length) {
     const shownCopy =
       copied.length > 3
         ? `${copied.slice(0, 3).join(', ')} and ${copied.length - 3} more`

@@ -102,6 +102,28 @@ describe("kubectl's last-applied-configuration annotation is a copy of the Secre
     ).toMatchObject([{ code: 'RT050', line: 6 }]);
   });
 
+  it('refuses a copy that is not the JSON kubectl writes (cut short, or data as a string), never quoting it', () => {
+    const encrypted = `stringData:\n  token: ${ENC('c2VjcmV0')}\n${envelope}`;
+    const cut = JSON.stringify(applied({ stringData: { token: 'Qx7-plain-token' } })).slice(0, -2);
+    const d = validate(
+      `apiVersion: v1\nkind: Secret\nmetadata:\n  name: api-key\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: '${cut}'\n${encrypted}`,
+    );
+    expect(d).toEqual([
+      {
+        code: 'RT050',
+        line: 6,
+        column: 5,
+        message:
+          'Secret "api-key" carries a kubectl.kubernetes.io/last-applied-configuration annotation that is not the JSON object kubectl writes: a copy of the Secret cut short or edited may hold its values in clear, and this one cannot be checked',
+        hint: 'delete the annotation, or encrypt the file whole with sops; --allow-plaintext-secrets accepts it',
+      },
+    ]);
+    expect(JSON.stringify(d)).not.toContain('Qx7-plain');
+    expect(
+      validate(withCopy(applied({ stringData: 'token=Qx7-plain-token' }), encrypted)).map((x) => x.message),
+    ).toEqual([expect.stringContaining('with 1 value(s) not SOPS-encrypted (stringData)')]);
+  });
+
   it('accepts a copy whose values SOPS encrypted, one without values, and --allow-plaintext-secrets', () => {
     expect(
       validate(
