@@ -10,8 +10,9 @@
  * Directory 0700; every write atomic (temp file, fsync, rename, fsync of the directory).
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { mkdir, readFile, rename } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { makeDirs } from '../kernel-module/control/make-dirs.ts';
 import { writeFileAtomic } from './files.ts';
 import { type Program, programFromJson, programToJson } from './protocol/program.ts';
 
@@ -61,7 +62,7 @@ export class AgentStateDir {
   }
 
   async ensure(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await makeDirs(this.dir, 0o700);
   }
 
   /** The saved identity and SVID, or null when this agent never joined. Throws when the files are damaged. */

@@ -12,7 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { type FSWatcher, watch } from 'node:fs';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type ControlConfig,
@@ -28,6 +28,7 @@ import {
 import { writeFileAtomic } from './atomic.ts';
 import { ControlError, messageOf } from './errors.ts';
 import { interceptCaProblem } from './intercept-ca.ts';
+import { makeDirs } from './make-dirs.ts';
 import { sha256Hex } from './manifest.ts';
 import { readCapped, readJson } from './read.ts';
 import type { HealthStatus } from './reader.ts';
@@ -133,7 +134,7 @@ export class ControlModule extends EventEmitter<ControlModuleEvents> {
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
-    await mkdir(this.root, { recursive: true, mode: Modes.root });
+    await makeDirs(this.root, Modes.root);
     await this.reload();
     this.#watch();
     this.#pollTimer = setInterval(() => void this.#poll(), this.#opts.pollIntervalMs);

@@ -8,7 +8,7 @@
  * certificate, and the rule table that names a new SVID serial is written after both; the kernel side loads
  * SVIDs only when a rule table names them (module.ts), so it never pairs a new key with an old certificate.
  */
-import { chmod, mkdir, readdir, rm, rmdir } from 'node:fs/promises';
+import { chmod, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CONTROL_ABI,
@@ -29,6 +29,7 @@ import { ensureDir, type Owner, writeFileAtomic } from './atomic.ts';
 import type { CredentialValue } from './credential-store.ts';
 import { ControlError, messageOf } from './errors.ts';
 import { createInterceptCa, type InterceptCa, interceptCaProblem } from './intercept-ca.ts';
+import { makeDirs } from './make-dirs.ts';
 import { sha256Hex } from './manifest.ts';
 import { readCapped, readJson } from './read.ts';
 import { checkSvid } from './svid.ts';
@@ -101,7 +102,7 @@ export class ControlWriter {
    */
   static async open(root: string, opts: ControlWriterOptions = {}): Promise<ControlWriter> {
     try {
-      await mkdir(root, { recursive: true, mode: Modes.root });
+      await makeDirs(root, Modes.root);
       await chmod(root, Modes.root);
       await ensureDir(root, 'certs', Modes.publicDir);
       await ensureDir(root, 'private', Modes.privateDir);

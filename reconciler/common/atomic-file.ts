@@ -7,11 +7,11 @@
  * between create and rename leaves a temporary file matching `TEMP_FILE`, which a directory's owner may remove
  * at open (the state store does).
  */
-import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { TEMP_FILE, writeFileAtomic as writeReplacing } from '../../kernel-module/control/atomic.ts';
+import { makeDirs, makeDirsSync } from '../../kernel-module/control/make-dirs.ts';
 
-export { TEMP_FILE };
+export { makeDirs, makeDirsSync, TEMP_FILE };
 
 export interface AtomicWriteOptions {
   /** The file's exact mode (the umask does not apply); default 0o644. 0o600 for keys and private state. */
@@ -28,6 +28,6 @@ export async function writeFileAtomic(
   data: string | Uint8Array,
   opts: AtomicWriteOptions = {},
 ): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: opts.dirMode ?? 0o700 });
+  await makeDirs(dirname(path), opts.dirMode ?? 0o700);
   await writeReplacing(path, data, opts.mode ?? 0o644);
 }

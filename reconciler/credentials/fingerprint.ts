@@ -23,7 +23,6 @@ import {
   existsSync,
   fsyncSync,
   linkSync,
-  mkdirSync,
   openSync,
   readFileSync,
   statSync,
@@ -31,6 +30,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { makeDirsSync } from '../common/atomic-file.ts';
 
 export const FINGERPRINT_KEY_ENV = 'RIPTIDES_FINGERPRINT_KEY';
 export const FINGERPRINT_KEY_FILE = 'fingerprint.key';
@@ -86,7 +86,7 @@ function parseKeyText(text: string, where: string): Buffer {
 export function stateDirFingerprintKey(dir: string): FingerprintKey {
   const path = join(dir, FINGERPRINT_KEY_FILE);
   if (!existsSync(path)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirsSync(dir, 0o700);
     const tmp = join(dir, `.${FINGERPRINT_KEY_FILE}.${randomBytes(6).toString('hex')}.tmp`);
     const fd = openSync(tmp, 'wx', 0o600);
     try {

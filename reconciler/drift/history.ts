@@ -2,9 +2,9 @@
  * The reports directory: each drift report as Markdown and JSON (`drift-<UTC time>.md` / `.json`), the newest
  * `keep` kept (default 50), older ones removed after every write; plus the one-line history in the store.
  */
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
 import type { StateStore } from '../store/state-store.ts';
 import { renderJson, renderMarkdown } from './render.ts';
 import type { DriftReport } from './report.ts';
@@ -30,7 +30,7 @@ export class ReportsDir {
 
   /** Writes the report in both formats, then prunes to the newest `keep`. Returns the files written. */
   async write(report: DriftReport): Promise<{ id: string; files: string[] }> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await makeDirs(this.dir, 0o700);
     const stamp = report.generatedAt.replace(/[-:.]/g, '');
     const existing = new Set(await this.list());
     let id = `drift-${stamp}`;

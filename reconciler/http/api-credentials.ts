@@ -12,9 +12,9 @@
  * The `rt_admin_` / `rt_metrics_` prefixes let secret scanners recognise a leaked credential.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
 
 export type ApiRole = 'admin' | 'metrics';
 
@@ -34,7 +34,7 @@ const TOKEN_FORMAT = /^rt_(admin|metrics)_[A-Za-z0-9_-]{43}$/;
 /** Reads the credential of `role`, creating it (0600, in a 0700 directory) if there is none. */
 export async function ensureApiCredential(stateDir: string, role: ApiRole): Promise<string> {
   const dir = apiDir(stateDir);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await makeDirs(dir, 0o700);
   const path = join(dir, `${role}.token`);
   const existing = await readFile(path, 'utf8').catch(() => null);
   if (existing !== null && TOKEN_FORMAT.test(existing.trim())) return existing.trim();
@@ -44,7 +44,7 @@ export async function ensureApiCredential(stateDir: string, role: ApiRole): Prom
 }
 
 export async function writeEndpoint(stateDir: string, endpoint: ApiEndpoint): Promise<void> {
-  await mkdir(apiDir(stateDir), { recursive: true, mode: 0o700 });
+  await makeDirs(apiDir(stateDir), 0o700);
   await writeFileAtomic(join(apiDir(stateDir), 'endpoint.json'), `${JSON.stringify(endpoint)}\n`, {
     mode: 0o600,
   });

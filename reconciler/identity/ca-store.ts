@@ -7,9 +7,9 @@
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { access, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
 import { stateError } from './errors.ts';
 import { type KeyType, privateKeyPem } from './x509.ts';
 
@@ -61,7 +61,7 @@ export async function createCaDir(dir: string): Promise<void> {
       dir,
       `a CA already lives here (${STATE_FILE} exists): use \`riptides-cli ca rotate --dir ${dir}\`, or choose an empty directory`,
     );
-  await mkdir(join(dir, 'keys'), { recursive: true, mode: 0o700 });
+  await makeDirs(join(dir, 'keys'), 0o700);
 }
 
 export async function readState(dir: string): Promise<StoredState> {

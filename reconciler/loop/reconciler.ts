@@ -24,7 +24,6 @@
  */
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { type FSWatcher, watch as watchFiles } from 'chokidar';
@@ -34,7 +33,7 @@ import { AgentServer, type AgentServerOptions, type IssuedSvid } from '../agents
 import { bundlePin } from '../agents/serving-identity.ts';
 import type { AgentStatus } from '../agents/session.ts';
 import { JoinTokenStore } from '../agents/tokens.ts';
-import { writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from '../common/retry.ts';
 import { resolveFingerprintKey } from '../credentials/fingerprint.ts';
 import { CredentialManager, type CredentialManagerOptions } from '../credentials/manager.ts';
@@ -287,7 +286,7 @@ export class Reconciler extends EventEmitter {
     const logger = opts.logger ?? createLogger({ base: { component: 'reconciler' } });
     const metrics = opts.metrics ?? new ReconcilerMetrics();
     const path = opts.path ?? '';
-    await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+    await makeDirs(opts.stateDir, 0o700);
     const store = await StateStore.open({ stateDir: opts.stateDir }).catch((err: Error) => {
       throw new ReconcilerStartError(err.message);
     });

@@ -9,10 +9,10 @@
  * Layout: a main file with the entries of the revisions planned when it was last compacted, and a small delta
  * file with entries added since, so a run that parsed a few files writes a few entries, not the whole cache.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirsSync, writeFileAtomic } from '../common/atomic-file.ts';
 import type { FileResult } from '../policy/resources.ts';
 
 /** The delta is folded into the main file once it holds this share of the main file's entries. */
@@ -55,7 +55,7 @@ export class ParseCache {
    * running code's id (buildId()), which every entry read back must carry.
    */
   static open(dir: string, variant: string, build: string): ParseCache {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirsSync(dir, 0o700);
     const mainFile = join(dir, `parse-cache-${variant}.json`);
     const deltaFile = join(dir, `parse-cache-${variant}.delta.json`);
     return new ParseCache(

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { makeDirsSync } from '../common/atomic-file.ts';
 
 /**
  * A cache directory of this user's own for `key` (a repository URL or path): under $XDG_CACHE_HOME or
@@ -11,6 +11,6 @@ import { join } from 'node:path';
 export function userCacheDir(kind: string, key: string, env: NodeJS.ProcessEnv = process.env): string {
   const base = env.XDG_CACHE_HOME || join(homedir(), '.cache');
   const dir = join(base, 'riptides', kind, createHash('sha256').update(key).digest('hex').slice(0, 16));
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirsSync(dir, 0o700);
   return dir;
 }

@@ -4,10 +4,11 @@
  * bare cache it is fetched into (created 0700: it holds the repository's objects).
  */
 import * as fs from 'node:fs';
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { isLoopbackHost } from '../../kernel-module/loopback.ts';
+import { makeDirs } from '../common/atomic-file.ts';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
@@ -139,7 +140,7 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
  */
 async function privateDir(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirs(dir, 0o700);
     await chmod(dir, 0o700);
   } catch (err) {
     throw new SourceError(

@@ -16,9 +16,9 @@
  * any instant reopens to every acknowledged write and nothing torn (test/store/crash.test.ts kills a writer
  * with SIGKILL many times).
  */
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirs, TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
 import type { StatusSnapshot } from '../status/model.ts';
 import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
@@ -147,7 +147,7 @@ export class StateStore {
    */
   static async open(opts: StateStoreOptions): Promise<StateStore> {
     const dir = join(opts.stateDir, 'store');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirs(dir, 0o700);
     const lock = await acquireLock(join(dir, 'LOCK'));
     try {
       // The atomic writer's temp files (TEMP_FILE): a crash between create and rename leaves one.

@@ -17,10 +17,11 @@
  * use `--secrets-dir` or Kubernetes), control-plane kinds (Daemon, …), a bare or remote repository.
  */
 import * as fs from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { parseAllDocuments } from 'yaml';
+import { makeDirs } from '../common/atomic-file.ts';
 import { readRepoConfig } from '../policy/config.ts';
 import type { Diagnostic } from '../policy/diagnostics.ts';
 import { DEFAULT_NAMESPACE, KINDS } from '../policy/kinds/index.ts';
@@ -457,7 +458,7 @@ class WorkingCopyEditor implements PolicyEditor {
           await rm(full, { force: true });
           await git.remove({ fs, dir: this.#dir, filepath: file });
         } else {
-          await mkdir(dirname(full), { recursive: true });
+          await makeDirs(dirname(full));
           await writeFile(full, texts.get(file)!);
           await git.add({ fs, dir: this.#dir, filepath: file });
         }

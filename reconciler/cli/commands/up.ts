@@ -1,5 +1,4 @@
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentError } from '../../../agent/agent.ts';
@@ -11,6 +10,7 @@ import {
   startNode,
 } from '../../../agent/start-node.ts';
 import type { AgentStatus } from '../../agents/session.ts';
+import { makeDirs } from '../../common/atomic-file.ts';
 import { summarise } from '../../drift/report.ts';
 import { escapeText } from '../../encoding/escape.ts';
 import { Reconciler } from '../../loop/reconciler.ts';
@@ -222,8 +222,8 @@ export const command: Command = {
 
     const progress = new Progress(io);
     const out = (text: string) => io.stdout(text);
-    await mkdir(stateDir, { recursive: true, mode: 0o700 });
-    if (secretsDir) await mkdir(secretsDir, { recursive: true, mode: 0o700 });
+    await makeDirs(stateDir, 0o700);
+    if (secretsDir) await makeDirs(secretsDir, 0o700);
     let echo: EchoCertificate | null = null;
     if (embedded && !values['upstream-ca']) {
       echo = await quickstartEchoCertificate(join(stateDir, 'quickstart'));
