@@ -86,13 +86,24 @@ export const CODES = {
 
 export type Code = keyof typeof CODES;
 
+/** Longest diagnostic message kept, in characters: messages quote values, and a value may be megabytes. */
+export const MAX_MESSAGE_CHARS = 1000;
+
+/** `message` cut in the middle to MAX_MESSAGE_CHARS, saying how much was left out. */
+function clipMessage(message: string): string {
+  if (message.length <= MAX_MESSAGE_CHARS) return message;
+  const head = message.slice(0, 700);
+  const tail = message.slice(-200);
+  return `${head} … (${message.length - head.length - tail.length} characters left out) … ${tail}`;
+}
+
 export function pending(
   code: Code,
   message: string,
   where: Omit<PendingDiagnostic, 'code' | 'severity' | 'message'>,
   severity: Severity = CODES[code].severity,
 ): PendingDiagnostic {
-  return { code, severity, message, ...where };
+  return { code, severity, message: clipMessage(message), ...where };
 }
 
 export function compareDiagnostics(a: Diagnostic, b: Diagnostic): number {

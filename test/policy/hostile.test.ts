@@ -8,6 +8,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMPARISON_BUDGET } from '../../reconciler/policy/claims.ts';
+import { MAX_MESSAGE_CHARS } from '../../reconciler/policy/diagnostics.ts';
 import { loadPolicyDir, PolicyPathError } from '../../reconciler/policy/load-dir.ts';
 import { MAX_DIAGNOSTICS_PER_FILE, renderPolicy } from '../../reconciler/policy/render.ts';
 import { runCliBounded } from '../support/bounded.ts';
@@ -270,5 +271,24 @@ describe('a revision whose trees hold what git does not write', () => {
     expect(run.stderr).toMatch(
       /a file listed in the revision \(object ([0-9a-f]{40})\): a git object cannot be read: object \1 is a tree where a blob belongs/,
     );
+  });
+});
+
+describe('a value of 900 KB where a short one belongs', () => {
+  it('is quoted in its diagnostic cut to a bounded length, saying how much was left out', () => {
+    const kind = `K${'x'.repeat(900_000)}`;
+    const result = renderPolicy(
+      [
+        {
+          path: 'big.yaml',
+          bytes: Buffer.from(`apiVersion: core.riptides.io/v1alpha1\nkind: ${kind}\nmetadata:\n  name: a\n`),
+        },
+      ],
+      { trustDomain: TD },
+    );
+    const d = result.diagnostics.find((x) => x.code === 'RT010')!;
+    expect(d).toMatchObject({ file: 'big.yaml', line: 2 });
+    expect(d.message.length).toBeLessThanOrEqual(MAX_MESSAGE_CHARS + 60);
+    expect(d.message).toMatch(/ … \(\d+ characters left out\) … /);
   });
 });
