@@ -3,8 +3,8 @@
  * echoes a URL passes through it before it can reach a log, a report or an error message. The git source and
  * every credential provider use it, so they all hide the same things the same way:
  *
- *  - each registered secret in the forms it travels in: as is, URL-encoded, base64 and base64url (HTTP Basic
- *    headers, JWT segments), replaced by `***`;
+ *  - each registered secret in the forms it travels in: as is, URL-encoded (also with every byte but letters and
+ *    digits encoded), base64 and base64url (HTTP Basic headers, JWT segments), replaced by `***`;
  *  - the userinfo of any URL (`https://user:password@host` → `https://host`): a token is often given as the
  *    user name (GitHub documents `https://<TOKEN>:x-oauth-basic@github.com/…`), so neither part is shown.
  */
@@ -60,10 +60,24 @@ export class Redactor {
   }
 }
 
-/** The forms a secret travels in: as is, URL-encoded, base64 and base64url. */
+/**
+ * The forms a secret travels in: as is, URL-encoded (as encodeURIComponent does, and with every byte but
+ * letters and digits encoded, in upper- and lower-case hex, as some servers echo it), base64 and base64url.
+ */
 function formsOf(secret: string): string[] {
   const bytes = Buffer.from(secret);
-  return [secret, encodeURIComponent(secret), bytes.toString('base64'), bytes.toString('base64url')];
+  const encodeAll = (hex: (b: number) => string) =>
+    [...bytes]
+      .map((b) => (/[A-Za-z0-9]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${hex(b)}`))
+      .join('');
+  return [
+    secret,
+    encodeURIComponent(secret),
+    encodeAll((b) => b.toString(16).toUpperCase().padStart(2, '0')),
+    encodeAll((b) => b.toString(16).padStart(2, '0')),
+    bytes.toString('base64'),
+    bytes.toString('base64url'),
+  ];
 }
 
 /** Removes `user:password@` from every URL in `text`. */
