@@ -125,6 +125,34 @@ function expectNoneOf(secrets: string[], outputs: string[], context: string) {
   }
 }
 
+/** Any YAML-like shape with secret values at its leaves: maps, lists, scalars, nested at any depth. */
+const anyShape: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
+  node: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    secretValue,
+    fc.array(tie('node'), { maxLength: 3 }),
+    fc.dictionary(secretKey, tie('node'), { maxKeys: 3 }),
+  ),
+})).node;
+
+/** Every string in `v`, at any depth. */
+const leaves = (v: unknown): string[] =>
+  typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(leaves) : [];
+
+/** A plan holding only these resource changes. */
+const planOf = (resources: Plan['resources']): Plan => ({
+  base: { ref: 'main', commit: 'a'.repeat(40), valid: true },
+  head: { ref: 'feature', commit: 'b'.repeat(40), valid: true },
+  path: '',
+  diagnostics: [],
+  resources,
+  programs: [],
+  access: { added: [], removed: [], changed: [] },
+  risks: [],
+  accessLost: { workloads: [], destinations: [] },
+  notes: [],
+});
+
 describe('no secret value reaches any output (property)', () => {
   it('through validate and plan, in every format, for every shape of change', () => {
     fc.assert(
@@ -158,15 +186,6 @@ describe('no secret value reaches any output (property)', () => {
   });
 
   it('in diffs of shapes no schema allows: nested maps, lists, scalars in place of maps, at any depth', () => {
-    const leaf = secretValue;
-    const anyShape: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
-      node: fc.oneof(
-        { depthSize: 'small', withCrossShrink: true },
-        leaf,
-        fc.array(tie('node'), { maxLength: 3 }),
-        fc.dictionary(secretKey, tie('node'), { maxKeys: 3 }),
-      ),
-    })).node;
     const secret = fc.record(
       {
         data: anyShape,
@@ -175,8 +194,6 @@ describe('no secret value reaches any output (property)', () => {
       },
       { requiredKeys: [] },
     );
-    const leaves = (v: unknown): string[] =>
-      typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(leaves) : [];
     const set = (s: Record<string, unknown> | null): ResourceSet => ({
       identities: [],
       services: [],
@@ -205,18 +222,7 @@ describe('no secret value reaches any output (property)', () => {
     });
     fc.assert(
       fc.property(fc.option(secret, { nil: null }), fc.option(secret, { nil: null }), (base, head) => {
-        const plan: Plan = {
-          base: { ref: 'main', commit: 'a'.repeat(40), valid: true },
-          head: { ref: 'feature', commit: 'b'.repeat(40), valid: true },
-          path: '',
-          diagnostics: [],
-          resources: diffResources(set(base), set(head)),
-          programs: [],
-          access: { added: [], removed: [], changed: [] },
-          risks: [],
-          accessLost: { workloads: [], destinations: [] },
-          notes: [],
-        };
+        const plan = planOf(diffResources(set(base), set(head)));
         const secrets = [...leaves(base), ...leaves(head)];
         expectNoneOf(secrets, planOutputs(plan), JSON.stringify({ base, head }));
         // Not vacuous: a created Secret with values shows them, masked.
@@ -230,21 +236,10 @@ describe('no secret value reaches any output (property)', () => {
 
 describe('no value of a provider whose fields are not known reaches any output (property)', () => {
   it('every value under spec.<azure|oauth2|oci|rfc7523|rfc8693> of a CredentialSource, in every shape of change', () => {
-    const leaf = secretValue;
-    const anyShape: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
-      node: fc.oneof(
-        { depthSize: 'small', withCrossShrink: true },
-        leaf,
-        fc.array(tie('node'), { maxLength: 3 }),
-        fc.dictionary(secretKey, tie('node'), { maxKeys: 3 }),
-      ),
-    })).node;
     const source = fc.record({
       provider: fc.constantFrom(...OPAQUE_SOURCE_TYPES),
       fields: fc.dictionary(secretKey, anyShape, { minKeys: 1, maxKeys: 4 }),
     });
-    const leaves = (v: unknown): string[] =>
-      typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(leaves) : [];
     const set = (s: { provider: string; fields: Record<string, unknown> } | null): ResourceSet => ({
       identities: [],
       services: [],
@@ -269,18 +264,7 @@ describe('no value of a provider whose fields are not known reaches any output (
     });
     fc.assert(
       fc.property(fc.option(source, { nil: null }), fc.option(source, { nil: null }), (base, head) => {
-        const plan: Plan = {
-          base: { ref: 'main', commit: 'a'.repeat(40), valid: true },
-          head: { ref: 'feature', commit: 'b'.repeat(40), valid: true },
-          path: '',
-          diagnostics: [],
-          resources: diffResources(set(base), set(head)),
-          programs: [],
-          access: { added: [], removed: [], changed: [] },
-          risks: [],
-          accessLost: { workloads: [], destinations: [] },
-          notes: [],
-        };
+        const plan = planOf(diffResources(set(base), set(head)));
         const secrets = [...leaves(base?.fields), ...leaves(head?.fields)];
         expectNoneOf(secrets, planOutputs(plan), JSON.stringify({ base, head }));
         // Not vacuous: a created source with values shows where they are, masked.
