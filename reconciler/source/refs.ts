@@ -37,14 +37,41 @@ export async function readHead(ctx: RepoContext): Promise<string | undefined> {
 export const HEX_OID = /^[0-9a-f]{40}$/;
 const SHORT_OID = /^[0-9a-f]{4,39}$/;
 
+/** Most generations `~N` / `^N` suffixes may walk back in all (a typo of `HEAD~10000000` ends, with a reason). */
+export const MAX_ANCESTRY = 10_000;
+
+/**
+ * The commit a ref names: a branch, a tag (peeled), `HEAD` or `@`, a commit id (full or abbreviated, unique),
+ * each optionally followed by git's ancestry suffixes (gitrevisions(7)): `~N` (the Nth first-parent
+ * ancestor, `~` = `~1`) and `^N` (the Nth parent, `^` = `^1`, `^0` the commit itself), in any sequence, e.g.
+ * `HEAD~1`, `main^2~3`. Throws SourceError `unknown-ref` with a hint.
+ */
 export async function resolveRef(ctx: RepoContext, ref: string): Promise<string> {
+  const ancestry = /^(.+?)((?:[~^]\d*)+)$/.exec(ref.trim());
+  if (ancestry) {
+    let oid = await resolveRef(ctx, ancestry[1]!);
+    let walked = 0;
+    for (const [, op, digits] of ancestry[2]!.matchAll(/([~^])(\d*)/g)) {
+      const n = digits === '' ? 1 : Number(digits);
+      walked += op === '~' ? n : Math.min(n, 1);
+      if (walked > MAX_ANCESTRY)
+        throw new SourceError(
+          'unknown-ref',
+          `${ctx.description}: ${JSON.stringify(ref)} walks back more than ${MAX_ANCESTRY} commits`,
+          'give the commit id instead',
+        );
+      if (op === '~') for (let i = 0; i < n; i++) oid = await parentOf(ctx, oid, 1, ref);
+      else if (n > 0) oid = await parentOf(ctx, oid, n, ref);
+    }
+    return oid;
+  }
   // `@` alone is git's name for HEAD.
   const name = ref.trim() === '@' ? 'HEAD' : ref.trim();
   if (!name || /\.\.|[\x00-\x20~^:?*[\\]|^\/|\/$|\.lock$|@\{/.test(name)) {
     throw new SourceError(
       'unknown-ref',
       `${ctx.description}: ${JSON.stringify(ref)} is not a valid ref name`,
-      'give a branch, a tag, or a commit id (full or abbreviated)',
+      'give a branch, a tag, or a commit id (full or abbreviated), optionally with ~N or ^N as git takes them',
     );
   }
   if (HEX_OID.test(name)) return peelToCommit(ctx, name, ref);
@@ -78,6 +105,32 @@ export async function resolveRef(ctx: RepoContext, ref: string): Promise<string>
     `${ctx.description}: unknown ref ${JSON.stringify(ref)}`,
     await nearNames(ctx, name),
   );
+}
+
+/** Parent number `n` (1-based) of commit `oid`, for the ancestry suffixes of `asked`. */
+async function parentOf(ctx: RepoContext, oid: string, n: number, asked: string): Promise<string> {
+  let parents: string[];
+  try {
+    ({
+      commit: { parent: parents },
+    } = await git.readCommit({ fs, gitdir: ctx.gitdir, oid, cache: ctx.cache }));
+  } catch {
+    throw new SourceError(
+      'unknown-ref',
+      `${ctx.description}: ${JSON.stringify(asked)} reaches commit ${oid}, which is not in the repository`,
+      ctx.remote
+        ? 'the history is cut: fetch more of it'
+        : 'a shallow clone holds only part of the history: fetch more of it (`git fetch --deepen N`)',
+    );
+  }
+  const parent = parents[n - 1];
+  if (!parent)
+    throw new SourceError(
+      'unknown-ref',
+      `${ctx.description}: ${JSON.stringify(asked)}: commit ${oid.slice(0, 12)} has ${parents.length === 0 ? 'no parent' : parents.length === 1 ? 'one parent' : `${parents.length} parents`}, so it has no parent ${n}`,
+      'count from a later commit, or give the commit id',
+    );
+  return parent;
 }
 
 /** A tag (annotated tags may nest) is followed to the commit it names; trees and blobs are refused. */

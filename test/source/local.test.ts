@@ -57,6 +57,25 @@ describe('git source on a local repository, no server', () => {
     expect(changes.added.map((f) => f.path)).toEqual(['policies/thing/inner.yaml']);
   });
 
+  it("takes git's ancestry suffixes (HEAD~1, main^, @~0^0) as git resolves them, and says why one goes too far", async () => {
+    const src = await openSource({ repo: work.dir });
+    for (const ref of ['HEAD~1', 'main^', 'HEAD~', '@~1', 'main^1', `${second}~1`, `${second.slice(0, 10)}^`])
+      expect([ref, await src.resolveRef(ref)]).toEqual([ref, first]);
+    expect(await src.resolveRef('HEAD~0')).toBe(second);
+    expect(await src.resolveRef('main^0')).toBe(second);
+    // As git itself answers.
+    expect(await src.resolveRef('HEAD~1')).toBe((await work.git('rev-parse', 'HEAD~1')).trim());
+    const tooFar = await sourceError(src.resolveRef('HEAD~2'));
+    expect(tooFar.code).toBe('unknown-ref');
+    expect(tooFar.message).toBe(
+      `${work.dir}: "HEAD~2": commit ${first.slice(0, 12)} has no parent, so it has no parent 1`,
+    );
+    const second2 = await sourceError(src.resolveRef('HEAD^2'));
+    expect(second2.message).toContain('has one parent, so it has no parent 2');
+    const bounded = await sourceError(src.resolveRef('HEAD~10001'));
+    expect(bounded.message).toContain('walks back more than 10000 commits');
+  });
+
   it('reads a bare repository directly', async () => {
     const src = await openSource({ repo: bare });
     expect(await src.resolveRef('main')).toBe(second);

@@ -47,7 +47,8 @@ secret shows a fingerprint.
 Flags:
   --repo URL|DIR         an http(s) git remote, or a local working copy or bare repository
   --path SUBDIR          the policy path inside the repository (default: the root)
-  --head REF             branch, tag or commit to plan (required unless --local)
+  --head REF             branch, tag or commit to plan (required unless --local); REF may end in git's
+                         ancestry suffixes, HEAD~1 or main^2
   --local                plan the working tree of --repo as it is on disk, uncommitted changes included
                          (as \`argocd app diff --local\` and \`flux diff --path\` do); --base defaults to the
                          merge base of the checked-out commit with the default branch
