@@ -6,6 +6,7 @@ import { JoinError } from '../../../agent/join.ts';
 import { formatAddress, type RunningNode, startNode } from '../../../agent/start-node.ts';
 import { ControlReader } from '../../../kernel-module/control/index.ts';
 import { transparentRuleset } from '../../../kernel-module/dataplane/nft-rules.ts';
+import { escapeText } from '../../encoding/escape.ts';
 import { serveUntilSignal } from '../../shutdown.ts';
 import {
   type Command,
@@ -165,7 +166,8 @@ export const command: Command = {
       if (err instanceof JoinError || err instanceof AgentError) {
         // A port in use names the flag that asked for it.
         const flag = err instanceof AgentError && err.address ? flagListeningAt(values, err.address) : null;
-        io.stderr(`riptides-cli agent: ${err.message}${flag ? ` (change ${flag})` : ''}\n`);
+        // A join error quotes whatever answered at --server: escaped for the terminal.
+        io.stderr(`riptides-cli agent: ${escapeText(err.message)}${flag ? ` (change ${flag})` : ''}\n`);
         return true;
       }
       return false;
