@@ -91,6 +91,16 @@ describe('credential manager', () => {
     expect(failed.map((l) => l.attempt).slice(0, 3)).toEqual([1, 2, 3]);
   });
 
+  it('says whether a pair has had its first answer: not while it is pending, and not for a pair not kept', async () => {
+    manager = new CredentialManager(env.managerOptions());
+    const spec = seedSources(env).vault;
+    expect(manager.pairSettled(spec.name, 'other-team/app/intruder')).toBeUndefined();
+    manager.ensure(spec, 'other-team/app/intruder'); // refused by the role
+    expect(manager.pairSettled(spec.name, 'other-team/app/intruder')).toBe(false);
+    await waitFor('the refusal', () => manager!.pairSettled(spec.name, 'other-team/app/intruder') === true);
+    expect(manager.status().bindings[0]).toMatchObject({ state: 'FAILED' });
+  });
+
   it('never hands out a value past its expiry, whatever the timers do', async () => {
     let skew = 0;
     env.vaultSecrets.clocked = {

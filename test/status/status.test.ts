@@ -6,7 +6,13 @@ import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
 import { statusesFromResources } from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
-import { findCondition, markFailed, markReady, markReconciling } from '../../reconciler/status/conditions.ts';
+import {
+  findCondition,
+  markFailed,
+  markReady,
+  markReconciling,
+  setCondition,
+} from '../../reconciler/status/conditions.ts';
 import { EventLog } from '../../reconciler/status/events.ts';
 import {
   formatDescribe,
@@ -55,6 +61,29 @@ describe('conditions (Flux kstatus rules)', () => {
     expect(findCondition(c, 'Ready')!.observedRevision).toBe('r2');
     c = markFailed(c, 'r3', reconcileError('ValidationFailed', 'x'), later(120));
     expect(findCondition(c, 'Ready')!.lastTransitionTime).toBe(later(120).toISOString());
+  });
+
+  it('a failure for another reason or message is shown, keeping the transition time; the same one changes nothing', () => {
+    const first = markFailed([], 'r1', reconcileError('SourceUnreachable', 'git: ECONNREFUSED'), T0);
+    const same = markFailed(first, 'r1', reconcileError('SourceUnreachable', 'git: ECONNREFUSED'), later(5));
+    expect(same).toBe(first);
+    const other = markFailed(same, 'r1', reconcileError('SourceUnreachable', 'git: ETIMEDOUT'), later(10));
+    expect(findCondition(other, 'Ready')!.message).toContain('ETIMEDOUT');
+    const reason = markFailed(
+      other,
+      'r1',
+      reconcileError('CredentialUnavailable', 'git: ETIMEDOUT'),
+      later(20),
+    );
+    expect(findCondition(reason, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'CredentialUnavailable',
+      lastTransitionTime: T0.toISOString(),
+    });
+    // Only the reason changes, the message is the same: still shown.
+    const ready = findCondition(reason, 'Ready')!;
+    const renamed = setCondition(reason, { ...ready, reason: 'SourceUnreachable' }, later(30));
+    expect(findCondition(renamed, 'Ready')!.reason).toBe('SourceUnreachable');
   });
 });
 

@@ -89,6 +89,15 @@ describe('state store', () => {
       expect(statSync(join(stateDir, 'store', f)).mode & 0o777, f).toBe(0o600);
     const again = await StateStore.open({ stateDir });
     expect(again.applied.get()?.programVersions).toEqual({ 'daemonGroup:g': 'v1' });
+    // A read after a write sees that write, detached from the object written.
+    const next = {
+      revision: 'b'.repeat(40),
+      appliedAt: '2026-03-02T00:00:00.000Z',
+      programVersions: { g: 'v2' },
+    };
+    await again.applied.set(next);
+    next.programVersions.g = 'changed after the write';
+    expect(again.applied.get()).toEqual({ ...next, programVersions: { g: 'v2' } });
     expect(again.leases.get('openai/creds/role/abc')?.renewable).toBe(true);
     await again.close();
   });
