@@ -151,6 +151,38 @@ describe('the Reconciler runtime', () => {
     expect(idle.steps.push).toBeUndefined();
   });
 
+  it('writes the status at most every 2 s however many passes run; the last write holds the last revision', async () => {
+    const status = reconciler.store.status;
+    const writes: number[] = [];
+    const set = status.set.bind(status);
+    status.set = (v) => {
+      writes.push(Date.now());
+      return set(v);
+    };
+    try {
+      await new Promise((r) => setTimeout(r, 2100)); // past any write already due
+      writes.length = 0;
+      const started = Date.now();
+      let head = '';
+      for (let i = 0; i < 4; i++) {
+        head = await commit(
+          { ...spec, tweak: { [workloadOf(1, 0)]: `spiffe://${FLEET_TD}/burst-${i}` } },
+          `burst ${i}`,
+        );
+        expect(await pass()).toMatchObject({ result: 'applied', appliedRevision: head });
+      }
+      const burst = Date.now() - started;
+      // Four passes, each asking for a write: one at once, then at most one per 2 s.
+      expect(writes.length).toBeLessThanOrEqual(1 + Math.ceil(burst / 2000));
+      await new Promise((r) => setTimeout(r, 3000)); // the write asked for last, within 2 s, and its fsync
+      expect(status.get()?.source?.lastAppliedRevision).toBe(head);
+      for (let i = 1; i < writes.length; i++)
+        expect(writes[i]! - writes[i - 1]!).toBeGreaterThanOrEqual(1990);
+    } finally {
+      status.set = set;
+    }
+  });
+
   it('heal sends whole programs again, even to agents that hold the desired version', async () => {
     const a1 = agents[0]!;
     const count = a1.updates.length;
