@@ -52,7 +52,7 @@ import { createOidcDiscoveryHandler } from '../identity/oidc-discovery.ts';
 import { normaliseIssuer } from '../identity/settings.ts';
 import type { Diagnostic } from '../policy/diagnostics.ts';
 import { RevisionReader } from '../revision/reader.ts';
-import { openPolicyRepository, type PolicyRepository } from '../revision/repository.ts';
+import { FILE_QUIET_MS, openPolicyRepository, type PolicyRepository } from '../revision/repository.ts';
 import type { SourceAuth } from '../source/index.ts';
 import { applyCredentialStatus, statusesFromResources } from '../status/adapters.ts';
 import { StatusBook } from '../status/book.ts';
@@ -171,8 +171,6 @@ const REFRESH_DEBOUNCE_MS = 200;
  * megabytes of JSON, and the API serves the live status; the store's copy is what a restart starts from.
  */
 const STATUS_WRITE_INTERVAL_MS = 2_000;
-/** A plain directory's files must be quiet this long before a pass reads them. */
-const FILE_QUIET_MS = 300;
 
 /** The pino logger as the agent server's and credential manager's `(message, fields)` interface. */
 function fieldsLogger(log: Logger) {

@@ -143,6 +143,11 @@ class GitRepository implements PolicyRepository {
   }
 }
 
+/** A plain directory's files must be quiet this long (ms) before a pass reads them. */
+export const FILE_QUIET_MS = 300;
+/** The longest (ms) a read waits for a plain directory's files to be quiet. */
+const FILE_SETTLE_MAX_MS = 3_000;
+
 class DirectoryRepository implements PolicyRepository {
   readonly kind = 'directory';
   readonly branch = null;
@@ -160,9 +165,21 @@ class DirectoryRepository implements PolicyRepository {
     return this.dir;
   }
 
+  /**
+   * Re-reads the files once they have been quiet for FILE_QUIET_MS: a script or editor that truncates and
+   * then writes (most do) must not have half a save applied. Waits at most FILE_SETTLE_MAX_MS, then takes
+   * what it read; a change after that starts another pass through the watch.
+   */
   async update(): Promise<TrackedRevision> {
     const fetchedAt = new Date().toISOString();
-    const tree = readWorktree(this.dir, this.path, this.maxFileBytes);
+    const deadline = Date.now() + FILE_SETTLE_MAX_MS;
+    let tree = readWorktree(this.dir, this.path, this.maxFileBytes);
+    for (;;) {
+      const wait = tree.lastChangeMs + FILE_QUIET_MS - Date.now();
+      if (wait <= 0 || Date.now() + wait > deadline) break;
+      await new Promise((r) => setTimeout(r, wait));
+      tree = readWorktree(this.dir, this.path, this.maxFileBytes);
+    }
     this.#current = { revision: directoryRevision(tree.entries, tree.diagnostics), tree };
     return { revision: this.#current.revision, fetchedAt };
   }

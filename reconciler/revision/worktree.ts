@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { PendingDiagnostic } from '../policy/diagnostics.ts';
 import { loadPolicyDir } from '../policy/load-dir.ts';
 import type { TreeEntry } from '../source/index.ts';
@@ -21,6 +21,11 @@ export interface Worktree {
   symlinks: Set<string>;
   /** What the guarded reader refused (files over the cap, symlinks out of the repository, unreadable files). */
   diagnostics: PendingDiagnostic[];
+  /**
+   * Epoch ms of the newest change (mtime or ctime) among the files read and their directories, as stat(2)
+   * gave them after the read; times in the future (a skewed clock, an archive's dates) are not counted.
+   */
+  lastChangeMs: number;
   /** The source renderRevision reads: listFiles gives `entries` whatever the commit, readBlob the bytes. */
   listFiles(commit: string, subdir?: string): Promise<TreeEntry[]>;
   readBlob(oid: string): Promise<Uint8Array>;
@@ -73,17 +78,38 @@ export function readWorktree(repo: string, path: string, maxFileBytes?: number):
   if (tree.config) add(tree.config.path, new TextEncoder().encode(tree.config.text));
   entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const symlinks = new Set<string>();
+  const now = Date.now();
+  let lastChangeMs = 0;
+  const changed = (ms: number) => {
+    if (ms > lastChangeMs && ms <= now) lastChangeMs = ms;
+  };
+  const dirs = new Set<string>(['', path]);
   for (const e of entries) {
+    for (let d = dirname(e.path); d !== '.' && d !== '' && !dirs.has(d); d = dirname(d)) dirs.add(d);
     try {
-      if (lstatSync(join(repo, e.path)).isSymbolicLink()) symlinks.add(e.path);
+      const link = lstatSync(join(repo, e.path));
+      if (link.isSymbolicLink()) symlinks.add(e.path);
+      const st = link.isSymbolicLink() ? statSync(join(repo, e.path)) : link;
+      changed(Math.max(st.mtimeMs, st.ctimeMs, link.ctimeMs));
     } catch {
-      // Gone since it was read: nothing to compare either way.
+      // Gone since it was read: the change is now, and nothing to compare either way.
+      changed(now);
+    }
+  }
+  // A file created, deleted or renamed shows in its directory's times.
+  for (const d of dirs) {
+    try {
+      const st = statSync(join(repo, d));
+      changed(Math.max(st.mtimeMs, st.ctimeMs));
+    } catch {
+      changed(now);
     }
   }
   return {
     entries,
     symlinks,
     diagnostics: tree.diagnostics,
+    lastChangeMs,
     listFiles: async () => entries,
     readBlob: async (oid) => {
       const bytes = blobs.get(oid);

@@ -1,13 +1,19 @@
 /**
  * Which branch the loop follows in a local working copy (openPolicyRepository): the checked-out one; on a
- * detached HEAD, where new commits are on no branch, the default branch, with a notice saying so.
+ * detached HEAD, where new commits are on no branch, the default branch, with a notice saying so. And a plain
+ * directory is read only once its files are quiet, so a save in progress is never applied.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openPolicyRepository } from '../../reconciler/revision/repository.ts';
+import {
+  directoryRevision,
+  FILE_QUIET_MS,
+  openPolicyRepository,
+} from '../../reconciler/revision/repository.ts';
+import { readWorktree } from '../../reconciler/revision/worktree.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -44,5 +50,55 @@ describe('the branch a working copy is followed on', () => {
     );
     await repo.update();
     expect(repo.branch).toBe('main');
+  });
+});
+
+describe('a plain directory of policy files', () => {
+  const identity = (n: number) =>
+    [
+      'apiVersion: core.riptides.io/v1alpha1',
+      'kind: WorkloadIdentity',
+      `metadata: { name: w${n}, namespace: riptides-system }`,
+      `spec: { workloadID: app/w${n}, selectors: [{ "process:name": w${n} }] }`,
+    ].join('\n');
+
+  it('is read once a save in progress (truncated, then written) is over, not halfway', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'riptides-dir-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'riptides.config.yaml'), 'trustDomain: example.com\n');
+    const file = join(dir, 'identities.yaml');
+    writeFileSync(file, `${identity(1)}\n`);
+    const repo = await openPolicyRepository({ repo: dir, path: '' });
+    expect(repo.kind).toBe('directory');
+    await new Promise((r) => setTimeout(r, FILE_QUIET_MS + 100));
+
+    // The writer truncates, the pass reads, the writer writes: the pass must see the written file.
+    writeFileSync(file, '');
+    const reading = repo.update();
+    await new Promise((r) => setTimeout(r, FILE_QUIET_MS / 3));
+    writeFileSync(file, `${identity(1)}\n---\n${identity(2)}\n`);
+    const { revision } = await reading;
+
+    const written = readWorktree(dir, '');
+    expect(written.entries.find((e) => e.path === 'identities.yaml')).toBeDefined();
+    expect(revision).toBe(directoryRevision(written.entries, written.diagnostics));
+    const source = repo.sourceFor(revision)!;
+    const entry = (await source.listFiles(revision)).find((e) => e.path === 'identities.yaml')!;
+    expect(new TextDecoder().decode(await source.readBlob(entry.oid))).toContain('app/w2');
+  });
+
+  it("that was quiet is read at once, whatever the files' dates say", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'riptides-dir-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'riptides.config.yaml'), 'trustDomain: example.com\n');
+    writeFileSync(join(dir, 'identities.yaml'), `${identity(1)}\n`);
+    // A date far in the future (an archive's, a skewed clock) is not a change that never ends.
+    const future = new Date(Date.now() + 86_400_000);
+    utimesSync(join(dir, 'identities.yaml'), future, future);
+    await new Promise((r) => setTimeout(r, FILE_QUIET_MS + 100));
+    const repo = await openPolicyRepository({ repo: dir, path: '' });
+    const tree = readWorktree(dir, '');
+    expect(tree.lastChangeMs).toBeLessThanOrEqual(Date.now() - FILE_QUIET_MS);
+    expect((await repo.update()).revision).toBe(directoryRevision(tree.entries, tree.diagnostics));
   });
 });
