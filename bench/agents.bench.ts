@@ -5,7 +5,10 @@
  *   - time from a program change (render + publish) to all 200 ACKed, p50 / p95 over 20 changes, against a
  *     bare gRPC round trip of all 200 agents over warm connections in the same run;
  *   - bytes sent for a one-identity change: per agent of the affected group, and to every other agent;
- *   - reconciler memory per connected idle agent (RSS and heap after GC, before vs after they connect);
+ *   - reconciler memory per connected idle agent, before vs after they connect, after GC: what the agents hold
+ *     (V8's live heap + the C heap in use, mallinfo2: OpenSSL and nghttp2 state, Buffers), and the RSS growth,
+ *     which also counts the free chunks the allocator keeps after 200 handshakes and CSRs; against the floor
+ *     of as many bare node:http2 mTLS connections with one open stream each (`lib/h2-floor.ts`);
  *   - CSR signing throughput through the server (200 agents × 25 CSRs), against bare signing in-process.
  *
  * Targets (issue 10): all ACKed < 1 s at p50; < 4 KB per affected agent and 0 bytes to others;
@@ -22,6 +25,13 @@ const IDENTITIES_PER_GROUP = 25;
 const CHANGES = 20;
 const SIM_PROCESSES = 2;
 const CSRS_PER_AGENT = 25;
+
+/** The agent server's memory after two full GCs: RSS, V8's live heap, and the C heap in use (mallinfo2). */
+interface Memory {
+  rss: number;
+  heapUsed: number;
+  malloc: number;
+}
 
 function first<T>(p: ChildProcess): Promise<T> {
   return new Promise((resolve) => p.once('message', (m) => resolve(m as T)));
@@ -48,7 +58,7 @@ const spec = (round: number, extra: Record<string, string> = {}) => ({
   },
 });
 await ask(server, { cmd: 'publish', spec: spec(0) });
-const before = await ask<{ rss: number; heapUsed: number }>(server, { cmd: 'memory' });
+const before = await ask<Memory>(server, { cmd: 'memory' });
 
 const { tokens } = await ask<{ tokens: Record<string, string[]> }>(server, {
   cmd: 'tokens',
@@ -67,7 +77,7 @@ const agentCount = all.length;
 
 // Idle memory: every agent connected and holding its program, nothing in flight.
 await new Promise((r) => setTimeout(r, 1000));
-const after = await ask<{ rss: number; heapUsed: number; agents: number }>(server, { cmd: 'memory' });
+const after = await ask<Memory>(server, { cmd: 'memory' });
 
 // Program changes that touch every group: all 200 agents must ACK.
 const times: number[] = [];
@@ -101,9 +111,16 @@ const bare = await ask<{ perSecond: number }>(server, { cmd: 'sign-baseline', n:
 for (const s of sims) s.send({ cmd: 'stop' });
 server.send({ cmd: 'stop' });
 
+// The floor: the same number of idle mTLS HTTP/2 connections, one open stream each, on a bare node:http2.
+const floorProcess = child('h2-floor.ts', ['--expose-gc']);
+const floor = await ask<{ heapPerConnection: number; mallocPerConnection: number }>(floorProcess, {
+  connections: agentCount,
+});
+
 const kb = (b: number) => fmt(b / 1024, 1);
 const rssPer = (after.rss - before.rss) / agentCount;
 const heapPer = (after.heapUsed - before.heapUsed) / agentCount;
+const mallocPer = (after.malloc - before.malloc) / agentCount;
 console.log(
   `${agentCount} simulated agents in ${GROUPS.length} daemon groups, ${SIM_PROCESSES} processes; joined in ${fmt(joinMs)} ms`,
 );
@@ -117,8 +134,11 @@ console.log(
     `other ${others.length} agents: ${others.reduce((a, b) => a + b, 0)} bytes in total (target 0)`,
 );
 console.log(
-  `reconciler memory per connected idle agent: ${kb(rssPer)} KB RSS, ${kb(heapPer)} KB heap ` +
-    `(process before agents: ${fmt(before.rss / 2 ** 20)} MB RSS, after: ${fmt(after.rss / 2 ** 20)} MB; start-up ${fmt(baseline.rss / 2 ** 20)} MB; target < 200 KB)`,
+  `reconciler memory per connected idle agent: ${kb(heapPer + mallocPer)} KB held (${kb(heapPer)} KB V8 heap + ${kb(mallocPer)} KB C heap; target < 200 KB); ` +
+    `baseline: a bare node:http2 mTLS connection with one open stream holds ${kb(floor.heapPerConnection + floor.mallocPerConnection)} KB ` +
+    `(${kb(floor.heapPerConnection)} + ${kb(floor.mallocPerConnection)}; ratio ${fmt((heapPer + mallocPer) / (floor.heapPerConnection + floor.mallocPerConnection), 2)}); ` +
+    `RSS grew ${kb(rssPer)} KB per agent, free allocator memory included ` +
+    `(process before agents: ${fmt(before.rss / 2 ** 20)} MB RSS, after: ${fmt(after.rss / 2 ** 20)} MB; start-up ${fmt(baseline.rss / 2 ** 20)} MB)`,
 );
 console.log(
   `CSR signing through the server: ${fmt(signed / (csrMs / 1000))} SVIDs/s (${signed} signed, ${refusedCsr} refused, ${agentCount} agents × ${CSRS_PER_AGENT}) ` +

@@ -6,6 +6,7 @@
 import { generateKeyAndCsr } from '../../reconciler/identity/authority.ts';
 import { startFleet } from '../../test/support/agent-fleet.ts';
 import type { FleetSpec } from '../../test/support/fleet-policy.ts';
+import { mallocInUse } from './malloc.ts';
 
 type Command =
   | { cmd: 'tokens'; groups: string[]; perGroup: number }
@@ -26,7 +27,13 @@ function memory() {
   (globalThis as { gc?: () => void }).gc?.();
   (globalThis as { gc?: () => void }).gc?.();
   const m = process.memoryUsage();
-  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers };
+  return {
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    malloc: mallocInUse(),
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+  };
 }
 
 process.on('message', async (m: Command) => {
