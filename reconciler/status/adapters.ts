@@ -8,16 +8,32 @@ import { sourceType } from '../policy/kinds/index.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
 import { namespaceOf, scopeKey } from '../policy/resource-set.ts';
 import type { StatusBook } from './book.ts';
-import { type Condition, findCondition, markFailed, markReady, markReconciling } from './conditions.ts';
+import {
+  type Condition,
+  findCondition,
+  markFailed,
+  markReady,
+  markReconciling,
+  withRevision,
+} from './conditions.ts';
 import type { CredentialBindingStatus, CredentialSourceStatus, ResourceStatus } from './model.ts';
 
 /**
+ * Skeletons by the parsed resource they were made from. The parse cache hands a commit's unchanged files back
+ * as the same objects, so an unchanged resource gets its skeleton back (with the new revision) and the
+ * StatusBook can keep its entry instead of merging a new one: 10,000 resources, one changed file.
+ */
+export type SkeletonMemo = WeakMap<object, { status: ResourceStatus; trustDomain: string; uses: number }>;
+
+/**
  * The status skeleton of every resource of `set` at `revision` (what git says; runtime fields empty or
- * pending). Secrets are not listed: they are references, not managed resources.
+ * pending). Secrets are not listed: they are references, not managed resources. With `memo`, a resource
+ * object seen before gets the same skeleton object, its `observedRevision` set to `revision`.
  */
 export function statusesFromResources(
   set: ResourceSet,
   opts: { trustDomain: string; revision: string | null },
+  memo?: SkeletonMemo,
 ): ResourceStatus[] {
   const base = (r: {
     file: string;
@@ -36,8 +52,19 @@ export function statusesFromResources(
       (usesOfSource.get(b.value.spec.credentialSource) ?? 0) + 1,
     );
   const out: ResourceStatus[] = [];
+  const push = (r: object, uses: number, make: () => ResourceStatus) => {
+    const hit = memo?.get(r);
+    if (hit && hit.trustDomain === opts.trustDomain && hit.uses === uses) {
+      hit.status.observedRevision = opts.revision;
+      out.push(hit.status);
+      return;
+    }
+    const status = make();
+    memo?.set(r, { status, trustDomain: opts.trustDomain, uses });
+    out.push(status);
+  };
   for (const r of set.identities)
-    out.push({
+    push(r, 0, () => ({
       kind: 'WorkloadIdentity',
       ...base(r),
       workloadID: r.value.spec.workloadID,
@@ -46,9 +73,9 @@ export function statusesFromResources(
       scheduledNodes: 0,
       attestedProcesses: 0,
       svidExpiry: null,
-    });
+    }));
   for (const r of set.services)
-    out.push({
+    push(r, 0, () => ({
       kind: 'Service',
       ...base(r),
       addresses: (r.value.spec.addresses ?? []).map((a) => (a.port ? `${a.address}:${a.port}` : a.address)),
@@ -61,16 +88,18 @@ export function statusesFromResources(
           ...(r.value.spec.addresses ?? []).flatMap((a) => a.tags ?? []),
         ]),
       ],
-    });
-  for (const r of set.sources)
-    out.push({
+    }));
+  for (const r of set.sources) {
+    const uses = usesOfSource.get(r.value.metadata.name) ?? 0;
+    push(r, uses, () => ({
       kind: 'CredentialSource',
       ...base(r),
       type: sourceType(r.value.spec),
       state: 'PENDING',
       message: null,
-      bindings: usesOfSource.get(r.value.metadata.name) ?? 0,
-    });
+      bindings: uses,
+    }));
+  }
   const binding = (
     kind: 'CredentialBinding' | 'WorkloadCredential',
     r: (typeof set.bindings)[number] | (typeof set.workloadCredentials)[number],
@@ -92,9 +121,9 @@ export function statusesFromResources(
     const how = [p.injection ? 'injection' : null, p.sysfs !== undefined ? 'sysfs' : null]
       .filter(Boolean)
       .join('+');
-    out.push(binding('CredentialBinding', r, how));
+    push(r, 0, () => binding('CredentialBinding', r, how));
   }
-  for (const r of set.workloadCredentials) out.push(binding('WorkloadCredential', r, 'egress'));
+  for (const r of set.workloadCredentials) push(r, 0, () => binding('WorkloadCredential', r, 'egress'));
   return out;
 }
 
@@ -120,10 +149,20 @@ export function applyCredentialStatus(
     r.state === state &&
     r.message === (message ?? null) &&
     findCondition(r.conditions, 'Ready')?.observedRevision === revision;
+  // The same state and message at another revision (a commit that did not touch it): only the revision moves.
+  const carried = (
+    r: { state: string; message: string | null; conditions: readonly Condition[] },
+    state: string,
+    message: string | undefined,
+  ) => r.state === state && r.message === (message ?? null) && r.conditions.length > 0;
   for (const [key, r] of book.entries()) {
     if (r.kind === 'CredentialSource') {
       const s = sources.get(r.name);
       if (!s || current(r, s.state, s.message)) continue;
+      if (carried(r, s.state, s.message)) {
+        r.conditions = withRevision(r.conditions, revision);
+        continue;
+      }
       const before = r.state;
       book.updateResource(key, (x) => {
         const src = x as CredentialSourceStatus;
@@ -148,14 +187,16 @@ export function applyCredentialStatus(
         );
     } else if (r.kind === 'CredentialBinding' || r.kind === 'WorkloadCredential') {
       const b = bindings.get(`${r.credentialSource}\u0000${r.workloadID}`);
-      if (
-        !b ||
-        (current(r, b.state, b.message) &&
-          r.fingerprint === (b.fingerprint ?? null) &&
-          r.version === (b.version ?? null) &&
-          r.expiresAt === (b.expiresAt ?? null))
-      )
+      if (!b) continue;
+      const same =
+        r.fingerprint === (b.fingerprint ?? null) &&
+        r.version === (b.version ?? null) &&
+        r.expiresAt === (b.expiresAt ?? null);
+      if (same && current(r, b.state, b.message)) continue;
+      if (same && carried(r, b.state, b.message)) {
+        r.conditions = withRevision(r.conditions, revision);
         continue;
+      }
       const before = r.state;
       book.updateResource(key, (x) => {
         const cb = x as CredentialBindingStatus;

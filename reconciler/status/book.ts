@@ -52,6 +52,8 @@ export class StatusBook {
   readonly #now: () => Date;
   #source: SourceStatusView | null = null;
   readonly #resources = new Map<string, ResourceStatus>();
+  /** Per resource, the skeleton its entry was last synced from (see statusesFromResources' memo). */
+  #skeletons = new Map<string, ResourceStatus>();
   readonly #daemons = new Map<string, DaemonStatus>();
 
   constructor(opts: StatusBookOptions = {}, snapshot?: StatusSnapshot | null) {
@@ -123,28 +125,33 @@ export class StatusBook {
 
   /**
    * Makes `list` the set of resources (those of a newly applied revision): resources that stay keep their
-   * runtime fields (conditions, states, counts) unless `list` sets them; resources gone from git are dropped
-   * with their events.
+   * runtime fields (conditions, states, counts; the list's values for them are the defaults of a new
+   * resource, PENDING and zero), so a commit that does not touch a binding neither resets its state nor
+   * records an event for it; resources gone from git are dropped with their events.
    */
   syncResources(list: readonly ResourceStatus[]): void {
     const next = new Map<string, ResourceStatus>();
+    const skeletons = new Map<string, ResourceStatus>();
     for (const r of list) {
       const key = resourceKeyOf(r);
       const prev = this.#resources.get(key);
+      skeletons.set(key, r);
+      // The same skeleton object as last time (statusesFromResources' memo): only the revision is new.
+      if (prev && this.#skeletons.get(key) === r) {
+        prev.observedRevision = r.observedRevision;
+        next.set(key, prev);
+        continue;
+      }
       const merged = { ...r } as Record<string, unknown>;
       if (prev && prev.kind === r.kind) {
-        const fresh = r as unknown as Record<string, unknown>;
         const old = prev as unknown as Record<string, unknown>;
-        for (const f of RUNTIME_FIELDS) {
-          const emptyConditions =
-            f === 'conditions' && Array.isArray(fresh[f]) && (fresh[f] as unknown[]).length === 0;
-          if (f in old && (fresh[f] === undefined || emptyConditions)) merged[f] = old[f];
-        }
+        for (const f of RUNTIME_FIELDS) if (f in old) merged[f] = old[f];
       }
       next.set(key, merged as unknown as ResourceStatus);
     }
     this.#resources.clear();
     for (const [k, v] of next) this.#resources.set(k, v);
+    this.#skeletons = skeletons;
     this.#retainEvents();
   }
 

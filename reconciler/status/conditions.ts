@@ -56,6 +56,17 @@ export function setCondition(
   );
 }
 
+/**
+ * `conditions` referring to `revision`, each otherwise as it is (status, reason, message, transition time);
+ * `conditions` itself when they all do. For a new revision that leaves a resource's state as it was: thousands
+ * of bindings are carried over to every commit, and rebuilding each one's conditions cost most of a pass.
+ */
+export function withRevision(conditions: readonly Condition[], revision: string | null): Condition[] {
+  return conditions.every((c) => c.observedRevision === revision)
+    ? (conditions as Condition[])
+    : conditions.map((c) => (c.observedRevision === revision ? c : { ...c, observedRevision: revision }));
+}
+
 /** `conditions` without `type`; `conditions` itself when it has none. */
 export function removeCondition(conditions: readonly Condition[], type: ConditionType): Condition[] {
   return conditions.some((c) => c.type === type)

@@ -4,7 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { reconcileError } from '../../reconciler/errors/reconcile-error.ts';
 import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
-import { statusesFromResources } from '../../reconciler/status/adapters.ts';
+import { namespaceOf } from '../../reconciler/policy/resource-set.ts';
+import {
+  applyCredentialStatus,
+  type SkeletonMemo,
+  statusesFromResources,
+} from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
 import {
   findCondition,
@@ -23,7 +28,13 @@ import {
   select,
 } from '../../reconciler/status/format.ts';
 import type { CredentialBindingStatus, CredentialSourceStatus } from '../../reconciler/status/model.ts';
-import { APPLIED, FETCHED, HOSTILE_MESSAGE, seededBook } from '../support/status-fixture.ts';
+import {
+  APPLIED,
+  FETCHED,
+  HOSTILE_MESSAGE,
+  seededBook,
+  seededCredentialStatus,
+} from '../support/status-fixture.ts';
 
 const T0 = new Date('2026-03-01T12:00:00Z');
 const later = (s: number) => new Date(T0.getTime() + s * 1000);
@@ -137,6 +148,97 @@ describe('StatusBook', () => {
     expect(after.conditions.length).toBeGreaterThan(0);
     expect(book.resource('CredentialSource', 'riptides-system', 'anthropic-bearer')).toBeUndefined();
     expect(book.events.of('CredentialSource/riptides-system/anthropic-bearer')).toEqual([]);
+  });
+
+  it('a new revision that does not touch a binding leaves its state, conditions and events as they were', () => {
+    const book = seededBook(T0);
+    const key = 'CredentialBinding/riptides-system/support-assistant-claude-binding';
+    const events = book.events.of(key).length;
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    // The pass's own skeleton of the next revision: runtime fields at their defaults (PENDING, no fingerprint).
+    book.syncResources(
+      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r-next' }),
+    );
+    const after = book.resource(
+      'CredentialBinding',
+      'riptides-system',
+      'support-assistant-claude-binding',
+    ) as CredentialBindingStatus;
+    expect(after).toMatchObject({
+      state: 'OK',
+      fingerprint: 'hmac:1a2b3c4d',
+      version: 2,
+      observedRevision: 'r-next',
+    });
+    expect(findCondition(after.conditions, 'Ready')).toMatchObject({ status: 'True' });
+    expect(
+      (book.resource('CredentialSource', 'riptides-system', 'vault-openai-apikeys') as CredentialSourceStatus)
+        .state,
+    ).toBe('ERROR');
+    expect(book.events.of(key)).toHaveLength(events);
+
+    // The credential manager says the same at the new revision: the conditions now refer to it, and nothing
+    // else changes (status, reason, message, transition time), for the OK binding and for the failing one.
+    const failing = 'CredentialBinding/riptides-system/support-assistant-openai-binding';
+    const failingEvents = book.events.of(failing).length;
+    const ready = (name: string) =>
+      findCondition(book.resource('CredentialBinding', 'riptides-system', name)!.conditions, 'Ready')!;
+    const was = {
+      ok: ready('support-assistant-claude-binding'),
+      failed: ready('support-assistant-openai-binding'),
+    };
+    applyCredentialStatus(book, seededCredentialStatus(T0), 'r-next');
+    expect(ready('support-assistant-claude-binding')).toEqual({ ...was.ok, observedRevision: 'r-next' });
+    expect(ready('support-assistant-openai-binding')).toEqual({ ...was.failed, observedRevision: 'r-next' });
+    expect(
+      findCondition(
+        book.resource('CredentialSource', 'riptides-system', 'vault-openai-apikeys')!.conditions,
+        'Ready',
+      ),
+    ).toMatchObject({ status: 'False', observedRevision: 'r-next' });
+    expect(book.events.of(key)).toHaveLength(events);
+    expect(book.events.of(failing)).toHaveLength(failingEvents);
+  });
+
+  it('resources a commit leaves as they were keep their entry; a changed one gets its new fields', () => {
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const memo: SkeletonMemo = new WeakMap();
+    const book = new StatusBook({ now: () => T0 });
+    book.syncResources(
+      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r1' }, memo),
+    );
+    const key = (r: { kind: string; namespace: string; name: string }) =>
+      `${r.kind}/${r.namespace}/${r.name}`;
+    const first = new Map(book.resources().map((r) => [key(r), r]));
+
+    // The next commit changes one Service's addresses: its parse is a new object, the others are reused.
+    const [service, ...otherServices] = rendered.resources.services;
+    const changed = {
+      ...service!,
+      value: {
+        ...service!.value,
+        spec: { ...service!.value.spec, addresses: [{ address: '10.9.9.9', port: 443 }] },
+      },
+    };
+    const next = { ...rendered.resources, services: [changed, ...otherServices] };
+    book.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }, memo));
+
+    const all = book.resources();
+    expect(all).toHaveLength(first.size);
+    for (const r of all) expect(r.observedRevision).toBe('r2');
+    const moved = all.find(
+      (r) =>
+        key(r) ===
+        key({ kind: 'Service', namespace: namespaceOf(service!), name: service!.value.metadata.name }),
+    );
+    expect(moved).toMatchObject({ addresses: ['10.9.9.9:443'] });
+    expect(all.filter((r) => r !== first.get(key(r))).map(key)).toEqual([key(moved!)]);
+    // And a book that never saw the memo gets the same result, merged (what a restart builds).
+    const fresh = new StatusBook({ now: () => T0 });
+    fresh.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }));
+    expect(fresh.resources()).toEqual(all);
   });
 
   it('a snapshot survives JSON and rebuilds the same book', () => {

@@ -4,6 +4,7 @@
  * the status, API and `ctl` tests read. Deterministic given `now`.
  */
 
+import type { CredentialStatus } from '../../reconciler/credentials/types.ts';
 import { validationFailure } from '../../reconciler/errors/classify.ts';
 import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
@@ -36,35 +37,7 @@ export function seededBook(now: Date): StatusBook {
     w.svidExpiry = new Date(now.getTime() + 42 * 60_000).toISOString();
   });
   clock = new Date(now.getTime() - 120_000);
-  applyCredentialStatus(
-    book,
-    {
-      sources: [
-        { name: 'anthropic-bearer', state: 'AVAILABLE' },
-        { name: 'vault-openai-apikeys', state: 'ERROR', message: HOSTILE_MESSAGE },
-        { name: 'aws-cred-1', state: 'PENDING' },
-      ],
-      bindings: [
-        {
-          source: 'anthropic-bearer',
-          workloadID: 'support-assistant/app/assistant-api',
-          state: 'OK',
-          phase: 'available',
-          fingerprint: 'hmac:1a2b3c4d',
-          version: 2,
-          expiresAt: new Date(now.getTime() + 3_600_000).toISOString(),
-        },
-        {
-          source: 'vault-openai-apikeys',
-          workloadID: 'support-assistant/app/assistant-api',
-          state: 'FAILED',
-          phase: 'error',
-          message: 'Vault login failed: permission denied',
-        },
-      ],
-    },
-    APPLIED,
-  );
+  applyCredentialStatus(book, seededCredentialStatus(now), APPLIED);
   clock = now;
   book.upsertDaemon({
     name: 'node-a',
@@ -136,4 +109,33 @@ export function seededBook(now: Date): StatusBook {
   ]);
   book.events.record('Source/policy', 'Warning', 'ValidationFailed', failure.reason, FETCHED);
   return book;
+}
+
+/** The credential manager's states the seeded book was given (one binding OK, one FAILED). */
+export function seededCredentialStatus(now: Date): CredentialStatus {
+  return {
+    sources: [
+      { name: 'anthropic-bearer', state: 'AVAILABLE' },
+      { name: 'vault-openai-apikeys', state: 'ERROR', message: HOSTILE_MESSAGE },
+      { name: 'aws-cred-1', state: 'PENDING' },
+    ],
+    bindings: [
+      {
+        source: 'anthropic-bearer',
+        workloadID: 'support-assistant/app/assistant-api',
+        state: 'OK',
+        phase: 'available',
+        fingerprint: 'hmac:1a2b3c4d',
+        version: 2,
+        expiresAt: new Date(now.getTime() + 3_600_000).toISOString(),
+      },
+      {
+        source: 'vault-openai-apikeys',
+        workloadID: 'support-assistant/app/assistant-api',
+        state: 'FAILED',
+        phase: 'error',
+        message: 'Vault login failed: permission denied',
+      },
+    ],
+  };
 }
