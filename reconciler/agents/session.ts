@@ -120,6 +120,12 @@ export class AgentSession {
   private readonly csrBucket: TokenBucket;
   /** Credential values the agent holds: ref hash → fingerprint. */
   private readonly credHeld = new Map<string, string>();
+  /**
+   * `held>desired` versions at the last full sendCredentials: while both stay, values that change reach the
+   * agent through the fanout (sendCredentials with the changed references), so a publish that leaves this
+   * agent's program as it is need not look at every reference again (200 agents × 100 bindings per pass).
+   */
+  private credentialsSyncedFor: string | null = null;
   private bundleSent = '';
   private readonly helloTimer: NodeJS.Timeout;
 
@@ -227,6 +233,7 @@ export class AgentSession {
     this.heldTrusted = false;
     this.status.ackedVersion = this.held.version;
     for (const c of h.credentials) if (isStr(c.refHash, 64)) this.credHeld.set(c.refHash, c.fingerprint);
+    this.credentialsSyncedFor = null;
     if (h.bundleVersion !== this.ctx.bundleVersion()) this.sendBundle();
     else this.bundleSent = h.bundleVersion;
     this.sync();
@@ -405,7 +412,7 @@ export class AgentSession {
     const full = this.forceFull;
     if (desired.version === this.held.version && !full) {
       this.heldProgram ??= desired;
-      this.sendCredentials(null);
+      if (this.credentialsSyncedFor !== `${this.held.version}>${desired.version}`) this.sendCredentials(null);
       return;
     }
     if (desired.version === this.nackedVersion && !full) return;
@@ -427,6 +434,7 @@ export class AgentSession {
     this.forceFull = true;
     this.nackedVersion = null;
     this.credHeld.clear();
+    this.credentialsSyncedFor = null;
     this.sync(); // with an update in flight, after its ACK
     return true;
   }
@@ -453,6 +461,7 @@ export class AgentSession {
   sendCredentials(only: ReadonlySet<string> | null): void {
     if (this.closed || !this.heldProgram) return;
     const desired = this.ctx.programFor(this.scopes);
+    if (only === null) this.credentialsSyncedFor = `${this.held.version}>${desired?.version ?? ''}`;
     const values: CredentialValue[] = [];
     const withdrawn: string[] = [];
     const refs = only ?? this.heldProgram.credentialRefs.keys();
