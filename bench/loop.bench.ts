@@ -327,7 +327,7 @@ async function setup(label: string, teams: number, groups: number) {
   console.log(`10,000 resources (2,000 files), ${AGENTS} simulated agents in ${GROUPS} groups:`);
   console.log(
     `  one-file pass: median ${fmt(median(ms))} ms (target < 300 ms; fetch ${t(mid, 'fetch')}, render ${t(mid, 'render')}, ` +
-      `apply ${t(mid, 'apply')}, collect ${t(mid, 'collect')} ms), parsing ${[...new Set(passes.map((p) => p.parsed))].join(', ')} file(s), ` +
+      `apply ${t(mid, 'apply')}, collect ${t(mid, 'collect')}, status ${t(mid, 'status')} ms), parsing ${[...new Set(passes.map((p) => p.parsed))].join(', ')} file(s), ` +
       `touching ${[...new Set(passes.map((p) => p.agentsToUpdate))].join(', ')} agent(s); ` +
       `baseline in this run: the cold first pass ${s.first.durationMs} ms (render ${t(s.first, 'render')} ms, parsing ${s.first.parsed} files)`,
   );

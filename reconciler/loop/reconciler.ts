@@ -54,7 +54,7 @@ import type { Diagnostic } from '../policy/diagnostics.ts';
 import { RevisionReader } from '../revision/reader.ts';
 import { FILE_QUIET_MS, openPolicyRepository, type PolicyRepository } from '../revision/repository.ts';
 import type { SourceAuth } from '../source/index.ts';
-import { applyCredentialStatus, statusesFromResources } from '../status/adapters.ts';
+import { applyCredentialStatus, type SkeletonMemo, statusesFromResources } from '../status/adapters.ts';
 import { StatusBook } from '../status/book.ts';
 import { markFailed, markReady, markReconciling } from '../status/conditions.ts';
 import { type StatusSnapshot, sourceKey } from '../status/model.ts';
@@ -211,6 +211,8 @@ export class Reconciler extends EventEmitter {
   #firstPassDone = false;
   #stopping = false;
   readonly #heldCredentials = new Map<string, CredentialSourceSpec>();
+  /** Status skeletons of resources whose parse a later commit reuses (statusesFromResources). */
+  readonly #skeletonMemo: SkeletonMemo = new WeakMap();
   #retryTimer: NodeJS.Timeout | undefined;
   #rotationTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
@@ -718,8 +720,9 @@ export class Reconciler extends EventEmitter {
     try {
       await this.#pass(report, timed);
     } finally {
+      const statusStarted = performance.now();
       this.#refreshStatus();
-      report.timings.status = 0;
+      report.timings.status = Math.round(performance.now() - statusStarted);
       report.durationMs = Math.round(performance.now() - started);
       report.appliedRevision = this.#applied?.revision ?? null;
       this.#lastPass = report;
@@ -825,7 +828,11 @@ export class Reconciler extends EventEmitter {
     this.metrics.setAppliedRevision(r.revision, new Date(appliedAt));
     this.metrics.programPushes.inc(pushed.value.agentsUpdated);
     this.book.syncResources(
-      statusesFromResources(r.result.resources, { trustDomain: r.trustDomain, revision: r.revision }),
+      statusesFromResources(
+        r.result.resources,
+        { trustDomain: r.trustDomain, revision: r.revision },
+        this.#skeletonMemo,
+      ),
     );
     this.book.setSourceDiagnostics([]);
     this.book.updateSource(
