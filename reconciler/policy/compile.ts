@@ -13,6 +13,7 @@ import {
   type WorkloadCredential,
   type WorkloadIdentity,
 } from './kinds/index.ts';
+import { ClaimsMemo } from './references.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
@@ -125,12 +126,14 @@ function sortedLabelSelectors(selectors: readonly Record<string, string>[]): Rec
 /**
  * Compiled parts kept between compilations, keyed by the resource objects they came from. Two compilations
  * that share resource objects (the base and head of a plan, read through one parse cache; two pushes of the
- * reconciler) rebuild only the identities and references whose inputs changed.
+ * reconciler) rebuild only the identities and references whose inputs changed. It also carries the process
+ * claim checks per scope (`checkReferences`), which the same renders share.
  */
 export class CompileMemo {
   readonly sources = new WeakMap<object, CompiledCredentialRef['source']>();
   readonly refs = new WeakMap<object, { deps: readonly unknown[]; value: CompiledCredentialRef }>();
   readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
+  readonly claims = new ClaimsMemo();
 }
 
 function reuse<T>(

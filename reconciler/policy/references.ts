@@ -30,6 +30,8 @@ import { ServiceIndex } from './service-index.ts';
 import { didYouMean, Suggestions } from './suggest.ts';
 
 export interface ValidateOptions {
+  /** Results reused from an earlier check of the same parsed resources (a long-running reader's). */
+  memo?: { claims: ClaimsMemo };
   trustDomain: string;
   /** Trust domains whose SPIFFE IDs may appear in allow lists (riptides.config.yaml `federatesWith`). */
   federatesWith?: readonly string[];
@@ -294,21 +296,43 @@ function checkEgressRules(ctx: Context): void {
   }
 }
 
+/**
+ * RT047 results per scope, with the identities (parsed objects, in order) they were found for. A scope whose
+ * identities are the very same objects as last time has the same claims: a commit that changes one file
+ * compares the selectors of its scopes only.
+ */
+export class ClaimsMemo {
+  scopes = new Map<string, { members: readonly object[]; found: readonly PendingDiagnostic[] }>();
+}
+
 /** RT047: two identities whose selectors claim the same process in the same scope. */
-function checkProcessClaims({ set, rep }: Context): void {
-  const claims = new Map<
-    string,
-    Array<{ r: Located<WorkloadIdentity>; index: number; sel: NormalizedSelector }>
-  >();
+function checkProcessClaims({ set, rep, opts }: Context): void {
+  const byScope = new Map<string, Located<WorkloadIdentity>[]>();
   for (const r of set.identities) {
     const scope = scopeKey(r.value.spec);
-    const list = claims.get(scope) ?? [];
-    r.value.spec.selectors.forEach((map, index) => {
-      list.push({ r, index, sel: normalizeSelector(map) });
-    });
-    claims.set(scope, list);
+    const list = byScope.get(scope);
+    if (list) list.push(r);
+    else byScope.set(scope, [r]);
   }
-  for (const entries of claims.values()) checkClaims(rep, entries);
+  const memo = opts.memo?.claims;
+  const next: ClaimsMemo['scopes'] = new Map();
+  for (const [scope, members] of byScope) {
+    const hit = memo?.scopes.get(scope);
+    if (hit && hit.members.length === members.length && hit.members.every((m, i) => m === members[i])) {
+      for (const d of hit.found) rep.out.push(d);
+      next.set(scope, hit);
+      continue;
+    }
+    const entries: Array<{ r: Located<WorkloadIdentity>; index: number; sel: NormalizedSelector }> = [];
+    for (const r of members)
+      r.value.spec.selectors.forEach((map, index) => {
+        entries.push({ r, index, sel: normalizeSelector(map) });
+      });
+    const from = rep.out.length;
+    checkClaims(rep, entries);
+    next.set(scope, { members, found: rep.out.slice(from) });
+  }
+  if (memo) memo.scopes = next;
 }
 
 /** RT042: the CredentialSource a binding or WorkloadCredential names exists in its namespace. */

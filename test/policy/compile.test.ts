@@ -182,4 +182,26 @@ describe('compile memo', () => {
     }
     expect(applied).toBeGreaterThan(30);
   });
+
+  it('finds the same process claims (RT047) as a fresh render, scope by scope, as claims come and go', () => {
+    const identity = (name: string, group: string, process: string) =>
+      `apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: ${name}\nspec:\n  workloadID: apps/${name}\n  scope:\n    daemonGroup:\n      id: ${group}\n  selectors:\n    - process:name: ${process}\n`;
+    const cache = new Map();
+    const memo = new CompileMemo();
+    const render = (processes: Record<string, string>) => {
+      const inputs = Object.entries(processes).map(([name, process]) => {
+        const text = identity(name, name.startsWith('a') ? 'g1' : 'g2', process);
+        return { path: `${name}.yaml`, id: `${name}-${process}`, bytes: new TextEncoder().encode(text) };
+      });
+      const withMemo = renderPolicy(inputs, { trustDomain: TD, cache, memo });
+      expect(withMemo.diagnostics).toEqual(renderPolicy(inputs, { trustDomain: TD }).diagnostics);
+      return withMemo.diagnostics.filter((d) => d.code === 'RT047').map((d) => d.file);
+    };
+    expect(render({ a1: 'a', a2: 'b', b1: 'c', b2: 'd' })).toEqual([]);
+    expect(render({ a1: 'a', a2: 'a', b1: 'c', b2: 'd' })).toEqual(['a2.yaml']);
+    // g1 is as it was (the same parsed objects): its claim is carried; g2's is new.
+    expect(render({ a1: 'a', a2: 'a', b1: 'c', b2: 'c' })).toEqual(['a2.yaml', 'b2.yaml']);
+    expect(render({ a1: 'a', a2: 'b', b1: 'c', b2: 'c' })).toEqual(['b2.yaml']);
+    expect(render({ a1: 'a', a2: 'b', b1: 'c', b2: 'd' })).toEqual([]);
+  });
 });
