@@ -116,7 +116,8 @@ export function scopesOfDaemon(daemonId: string, group: string | null): string[]
  */
 export class DesiredPrograms {
   readonly scopes = new Map<string, ScopeProgram>();
-  private readonly merged = new Map<string, Program>();
+  /** Programs by the scopes they merge (an agent's), with the scope programs they were made of. */
+  private readonly merged = new Map<string, { parts: ScopeProgram[]; program: Program }>();
 
   constructor(
     readonly trustDomain: string,
@@ -126,8 +127,9 @@ export class DesiredPrograms {
     const reuse = new Map<string, Identity>();
     const rules = new Map<string, EgressRule>();
     const refs = new Map<string, CredentialRef>();
-    if (previous && previous.trustDomain === trustDomain) {
-      for (const s of previous.scopes.values()) {
+    const same = previous && previous.trustDomain === trustDomain ? previous : null;
+    if (same) {
+      for (const s of same.scopes.values()) {
         for (const i of s.identities) reuse.set(`${s.scope}\u0000${i.hash}`, i);
         for (const [h, r] of s.rules) rules.set(h, r);
         for (const [h, c] of s.credentialRefs) refs.set(h, c);
@@ -135,6 +137,13 @@ export class DesiredPrograms {
     }
     for (const p of programs) {
       const scope = scopeName(p.scope);
+      // A scope whose hash (over its identities' hashes, which cover their rules and references) is as
+      // before is the same program: a one-file commit converts only the scopes it changed.
+      const unchanged = same?.scopes.get(scope);
+      if (unchanged && unchanged.hash === p.hash) {
+        this.scopes.set(scope, unchanged);
+        continue;
+      }
       const sp: ScopeProgram = {
         scope,
         hash: p.hash,
@@ -159,13 +168,17 @@ export class DesiredPrograms {
       }
       this.scopes.set(scope, sp);
     }
+    // Agents' programs made only of unchanged scope programs are carried over as they are.
+    if (same)
+      for (const [key, m] of same.merged)
+        if (m.parts.every((sp) => this.scopes.get(sp.scope) === sp)) this.merged.set(key, m);
   }
 
   /** The program of an agent in these scopes (shared between agents with the same scopes). */
   programFor(scopes: readonly string[]): Program {
     const present = scopes.filter((s) => this.scopes.has(s));
     const key = present.join('\u0000');
-    let p = this.merged.get(key);
+    let p = this.merged.get(key)?.program;
     if (!p) {
       const parts = present.map((s) => this.scopes.get(s)!);
       const rules = new Map<string, EgressRule>();
@@ -181,7 +194,7 @@ export class DesiredPrograms {
         rules,
         refs,
       );
-      this.merged.set(key, p);
+      this.merged.set(key, { parts, program: p });
     }
     return p;
   }
