@@ -4,23 +4,23 @@
  * product code. Run as a child (`child('h2-floor.ts', ['--expose-gc'])`): it answers `{ heapPerConnection,
  * mallocPerConnection }` in bytes, after two GCs, for `connections` clients held by a process of its own.
  */
-import { execFileSync, fork } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { fork } from 'node:child_process';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { testTls } from '../../test/support/test-tls.ts';
 import { mallocInUse } from './malloc.ts';
 
-const [role, port, dir, count] = process.argv.slice(2);
+const [role, port, count] = process.argv.slice(2);
 
 if (role === 'clients') {
-  const tls = { ca: readFileSync(join(dir!, 'cert.pem')), cert: readFileSync(join(dir!, 'cert.pem')) };
-  const key = readFileSync(join(dir!, 'key.pem'));
+  // The server's CA and certificate (testTls makes a new CA per process), over IPC.
+  const { ca, cert, key } = await new Promise<ReturnType<typeof testTls>>((r) =>
+    process.once('message', r as never),
+  );
   const held: http2.ClientHttp2Stream[] = [];
   for (let i = 0; i < Number(count); i++) {
-    const session = http2.connect(`https://localhost:${port}`, { ...tls, key });
+    const session = http2.connect(`https://localhost:${port}`, { ca, cert, key });
     await new Promise((r) => session.once('connect', r));
     const stream = session.request({ ':path': '/sync', ':method': 'POST' });
     stream.write('hello');
@@ -33,38 +33,9 @@ if (role === 'clients') {
   const { connections } = await new Promise<{ connections: number }>((r) =>
     process.once('message', r as never),
   );
-  const certs = mkdtempSync(join(tmpdir(), 'riptides-bench-h2-'));
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-keyout',
-      join(certs, 'key.pem'),
-      '-out',
-      join(certs, 'cert.pem'),
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost',
-    ],
-    { stdio: 'ignore' },
-  );
-  const cert = readFileSync(join(certs, 'cert.pem'));
-  const server = http2.createSecureServer({
-    cert,
-    key: readFileSync(join(certs, 'key.pem')),
-    ca: cert,
-    requestCert: true,
-    rejectUnauthorized: true,
-  });
+  const tls = testTls();
+  const { ca, cert, key } = tls;
+  const server = http2.createSecureServer({ cert, key, ca, requestCert: true, rejectUnauthorized: true });
   const streams: http2.ServerHttp2Stream[] = [];
   server.on('stream', (s) => {
     s.respond({ ':status': 200 });
@@ -81,14 +52,14 @@ if (role === 'clients') {
   const before = measure();
   const clients = fork(
     fileURLToPath(import.meta.url),
-    ['clients', String((server.address() as AddressInfo).port), certs, String(connections)],
+    ['clients', String((server.address() as AddressInfo).port), String(connections)],
     { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
   );
+  clients.send(tls);
   await new Promise((r) => clients.once('message', r));
   await new Promise((r) => setTimeout(r, 1000));
   const after = measure();
   clients.kill();
-  rmSync(certs, { recursive: true, force: true });
   process.send!({
     connections: streams.length,
     heapPerConnection: (after.heap - before.heap) / connections,

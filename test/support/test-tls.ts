@@ -1,6 +1,7 @@
 /**
  * A throwaway CA and a loopback server certificate, made with the openssl CLI once per test process into a
- * temp dir, so every test server speaks real TLS and every client verifies it against this CA only.
+ * temp dir, so every test server speaks real TLS and every client verifies it against this CA only. The
+ * certificate also serves as a client certificate, for mutual TLS between test peers.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,7 +40,7 @@ export function testTls(): TestTls {
     run('req', '-new', '-key', 'server.key', '-subj', '/CN=localhost', '-out', 'server.csr');
     writeFileSync(
       join(dir, 'ext.cnf'),
-      'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n',
     );
     run(
       'x509',
