@@ -1,9 +1,11 @@
 /**
  * Joining, once per node (kubeadm's discovery, then SPIRE's join-token attestation):
  *
- *   1. fetch the trust bundle over TLS without verification, and keep it only if one of its authorities'
- *      SubjectPublicKeyInfo hashes to the pin in the token (or take the bundle from --bundle FILE);
- *   2. reconnect verifying the reconciler's SVID against that bundle, and only then send the token;
+ *   1. fetch the trust bundle over TLS without verification, and keep of it only the authority whose
+ *      SubjectPublicKeyInfo hashes to the pin in the token (or take the bundle from --bundle FILE): the rest
+ *      of an unverified answer proves nothing, and a server that added its own CA beside ours would
+ *      otherwise be trusted with the token;
+ *   2. reconnect verifying the reconciler's SVID against that authority, and only then send the token;
  *   3. receive the daemon ID the token assigns, generate a key here, send a CSR for that ID;
  *   4. check the SVID that comes back (our key, the assigned ID) and save everything in the state dir.
  *
@@ -51,19 +53,27 @@ function unary<T>(client: AgentServiceStub, deadline: Date): Promise<T> {
 
 const describe = grpcErrorText;
 
-/** The bundle the token pins, fetched from the server; throws JoinError when no authority matches. */
-async function discoverBundle(server: string, pin: string, deadline: Date): Promise<TrustBundle> {
+/**
+ * The authority the token pins, fetched from the server with the trust domain the server names (checked
+ * later against the SVID the reconciler presents); throws JoinError when no authority matches.
+ */
+async function discoverPinnedAuthority(
+  server: string,
+  pin: string,
+  deadline: Date,
+): Promise<{ trustDomain: string; pinned: Buffer[] }> {
   const client = unverifiedClient(server);
   try {
     const bundle = await unary<TrustBundle>(client, deadline).catch((err: unknown) => {
       throw new JoinError('UNREACHABLE', `cannot fetch the trust bundle from ${server}: ${describe(err)}`);
     });
-    if (!bundle.x509Authorities.some((der) => safePin(der) === pin))
+    const pinned = bundle.x509Authorities.filter((der) => safePin(der) === pin);
+    if (pinned.length === 0)
       throw new JoinError(
         'PIN_MISMATCH',
         `the trust bundle served by ${server} does not hold the CA pinned by the join token (sha256:${pin.slice(0, 16)}…): not sending the token. Is --server the reconciler that created it?`,
       );
-    return bundle;
+    return { trustDomain: bundle.trustDomain, pinned };
   } finally {
     client.close();
   }
@@ -93,8 +103,8 @@ export async function joinReconciler(opts: JoinOptions): Promise<AgentIdentity> 
     if (certificatesDer(bundlePem).length === 0)
       throw new JoinError('BAD_BUNDLE', 'the --bundle file holds no PEM certificate');
   } else {
-    const b = await discoverBundle(opts.server, parsed.pin, deadline);
-    bundlePem = certificatesPem(b.x509Authorities);
+    const b = await discoverPinnedAuthority(opts.server, parsed.pin, deadline);
+    bundlePem = certificatesPem(b.pinned);
     trustDomain = b.trustDomain;
   }
   // With --bundle the trust domain is not known yet: any reconciler SVID the bundle verifies will do, and the
@@ -183,6 +193,8 @@ export async function joinReconciler(opts: JoinOptions): Promise<AgentIdentity> 
       );
     if (!new X509Certificate(chainPem).checkPrivateKey(createPrivateKey(keyPem)))
       throw new JoinError('PROTOCOL', 'the SVID returned is not for the key this agent generated');
+    // The reconciler proved it holds the pinned CA on this stream, so the bundle it sends (other authorities
+    // of a rotation included) is its own; it must still hold the pinned one.
     if (!opts.bundlePem && !bundle.x509Authorities.some((der) => safePin(der) === parsed.pin))
       throw new JoinError('PIN_MISMATCH', 'the bundle sent with the SVID does not hold the pinned CA');
     if (bundle.version !== bundleVersion(bundle.x509Authorities))

@@ -141,7 +141,7 @@ async function setup(label: string, teams: number, groups: number) {
   const token = async (group: string) =>
     (
       await tokens.create({
-        pin: bundlePin(authority.x509Authorities()),
+        pin: bundlePin(authority),
         ttlSeconds: 3600,
         daemonGroup: group,
         daemonId: null,

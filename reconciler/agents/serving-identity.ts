@@ -10,7 +10,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { bundleVersion } from '../../agent/protocol/version.ts';
 import { reconcilerSpiffeId } from '../../agent/protocol/wire.ts';
 import { type Authority, generateKeyAndCsr } from '../identity/authority.ts';
-import { isIssuedBy, type ParsedCertificate } from '../identity/x509.ts';
+import type { ParsedCertificate } from '../identity/x509.ts';
 import { svidRotationTime } from '../identity/x509-svid.ts';
 
 type Provider = grpc.experimental.CertificateProvider;
@@ -35,16 +35,12 @@ export function bundleOf(authority: Authority): BundleSnapshot {
 }
 
 /**
- * The pin a join token carries: SHA-256 of the SubjectPublicKeyInfo of the newest root of the bundle (a
- * certificate no other bundle certificate issued).
+ * The pin a join token carries (as kubeadm's discovery-token-ca-cert-hash): SHA-256 of the
+ * SubjectPublicKeyInfo of the anchor the reconciler's SVIDs are issued under (Authority.signingAnchor). The
+ * joining agent trusts that anchor alone until the reconciler has proven it holds it.
  */
-export function bundlePin(authorities: readonly ParsedCertificate[]): string {
-  const tops = authorities.filter((c) => !authorities.some((o) => o !== c && isIssuedBy(c, o)));
-  const newest = [...(tops.length ? tops : authorities)].sort(
-    (a, b) => b.notAfter.getTime() - a.notAfter.getTime(),
-  )[0];
-  if (!newest) throw new Error('the trust bundle is empty');
-  return createHash('sha256').update(newest.spki).digest('hex');
+export function bundlePin(authority: Pick<Authority, 'signingAnchor'>): string {
+  return createHash('sha256').update(authority.signingAnchor().spki).digest('hex');
 }
 
 export class ServingIdentity extends EventEmitter implements Provider {

@@ -52,7 +52,7 @@ import {
 } from './settings.ts';
 import { parseTrustDomain } from './spiffe-id.ts';
 import { type AuthorityStatus, statusOf } from './status.ts';
-import { KEY_TYPES, type KeyType, type ParsedCertificate } from './x509.ts';
+import { isIssuedBy, KEY_TYPES, type KeyType, type ParsedCertificate } from './x509.ts';
 
 export type { SlotState } from './ca-store.ts';
 export { AuthorityError } from './errors.ts';
@@ -87,6 +87,12 @@ export interface Authority {
   bundlePem(): string;
   /** The same certificates, parsed, for verifyX509Svid. */
   x509Authorities(): ParsedCertificate[];
+  /**
+   * The trust anchor X.509-SVIDs are issued under now: the top of the active signing CA's chain (its root, or
+   * the upstream root above it). What a join token pins: the reconciler's own SVID chains to it, while a root
+   * still being prepared in a rotation is in the bundle without anything issued under it yet.
+   */
+  signingAnchor(): ParsedCertificate;
   /** SPIFFE bundle format (X509-SVID s6, JWT-SVID): x509-svid entries with x5c, jwt-svid keys with kid. */
   bundleJwks(): Promise<{ keys: Record<string, unknown>[]; spiffe_refresh_hint: number }>;
   signX509Svid(req: SignX509SvidRequest): Promise<SignedX509Svid>;
@@ -212,6 +218,16 @@ class FileAuthority implements Authority {
 
   x509Authorities(): ParsedCertificate[] {
     return x509Authorities(this.roots.values(), this.signingCas.values(), this.now().getTime());
+  }
+
+  signingAnchor(): ParsedCertificate {
+    const ca = [...this.signingCas.values()].find((c) => c.stored.state === 'active');
+    const roots = [...this.roots.values()];
+    const root =
+      (ca && roots.find((r) => isIssuedBy(ca.cert, r.cert))) ??
+      roots.find((r) => r.stored.state === 'active');
+    if (!root) throw stateError(this.dir, 'no active root CA: run `riptides-cli ca rotate`');
+    return root.chain.at(-1)!;
   }
 
   bundlePem(): string {

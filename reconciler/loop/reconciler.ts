@@ -414,7 +414,7 @@ export class Reconciler extends EventEmitter {
     const tokens = new JoinTokenStore(join(this.#opts.stateDir, 'tokens'));
     await tokens.init();
     const { token } = await tokens.create({
-      pin: bundlePin(this.authority.x509Authorities()),
+      pin: bundlePin(this.authority),
       ttlSeconds: opts.ttlSeconds ?? 3600,
       daemonGroup: opts.daemonGroup ?? null,
       daemonId: opts.daemonId ?? null,
@@ -480,7 +480,7 @@ export class Reconciler extends EventEmitter {
           listen: this.agentAddress,
           pid: process.pid,
           trustDomain: this.authority.trustDomain,
-          bundlePin: bundlePin(this.authority.x509Authorities()),
+          bundlePin: bundlePin(this.authority),
           startedAt: new Date().toISOString(),
         },
         null,
@@ -520,7 +520,7 @@ export class Reconciler extends EventEmitter {
         path: opts.path ?? '',
         trustDomain: this.authority.trustDomain,
         issuer: this.authority.jwt.issuer,
-        bundlePin: bundlePin(this.authority.x509Authorities()),
+        bundlePin: bundlePin(this.authority),
         stateDir: opts.stateDir,
       },
       'serving agents',

@@ -175,9 +175,12 @@ describe('root rotation', () => {
     // The signing CA made before the switch (under the old root) keeps signing until its own rotation.
     clock.set(T0 + 53 * DAY + 19 * HOUR);
     const underOld = await mint(authority, 'spiffe://example.org/old');
+    // What a join token pins follows the root SVIDs are issued under, not the newest root in the bundle.
+    expect(authority.signingAnchor().serial).toBe(r1);
     clock.set(T0 + 53 * DAY + 19 * HOUR + 45 * MINUTE);
     await authority.rotate();
     const underNew = await mint(authority, 'spiffe://example.org/new');
+    expect(authority.signingAnchor().serial).toBe(r2);
     const rootOf = (chainPem: string) => {
       const ca = parseCertificatesPem(chainPem)[1]!;
       return authority.x509Authorities().find((c) => c.subject.equals(ca.issuer))!.serial;

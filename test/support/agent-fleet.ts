@@ -56,7 +56,7 @@ export async function startFleet(
   let server = await make(0);
   const addr = `127.0.0.1:${server.port}`;
   const tokens = new JoinTokenStore(join(dir, 'state', 'tokens'));
-  const pin = bundlePin(authority.x509Authorities());
+  const pin = bundlePin(authority);
   const repo = join(dir, 'repo');
   const fleet: Fleet = {
     dir,

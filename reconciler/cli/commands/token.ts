@@ -72,7 +72,7 @@ export const command: Command = {
     const store = new JoinTokenStore(join(stateDir, 'tokens'));
     await store.init();
     const { token, record } = await store.create({
-      pin: bundlePin(authority.x509Authorities()),
+      pin: bundlePin(authority),
       ttlSeconds,
       daemonGroup: group ?? null,
       daemonId: daemonId ?? null,
