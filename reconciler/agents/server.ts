@@ -159,6 +159,8 @@ export class AgentServer extends EventEmitter {
   private readonly diffMemo = new Map<string, Out<ProgramUpdate>>();
   private readonly fanout: CredentialFanout;
   private readonly joinBuckets: KeyedTokenBuckets;
+  /** CSR budgets per daemon ID (not per stream: a reconnect must not refill it). */
+  private readonly csrBuckets: KeyedTokenBuckets;
   private readonly logger: AgentServerLogger;
   private desired: DesiredPrograms | null = null;
   private revision: string | null = null;
@@ -183,6 +185,7 @@ export class AgentServer extends EventEmitter {
     super();
     this.logger = opts.logger ?? SILENT;
     this.joinBuckets = new KeyedTokenBuckets(opts.joinsPerSecond ?? 1, opts.joinBurst ?? 10);
+    this.csrBuckets = new KeyedTokenBuckets(opts.csrPerSecond ?? 500, opts.csrPerSecond ?? 500);
     this.fanout = new CredentialFanout(opts.credentials ?? null, (refs) => {
       for (const s of this.sessions.values()) s.sendCredentials(refs);
     });
@@ -610,6 +613,7 @@ export class AgentServer extends EventEmitter {
       bundleMessage: () => this.bundleMessage(),
       bundleVersion: () => this.identity.bundle.version,
       csrPerSecond: this.opts.csrPerSecond ?? 500,
+      takeCsr: (daemonId) => this.csrBuckets.take(daemonId),
       sendQueueBytes: this.opts.sendQueueBytes ?? 8 * 1024 * 1024,
       helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
       onRefused: refused,

@@ -32,7 +32,6 @@ import { certificatesDer, programVersion } from '../../agent/protocol/version.ts
 import { encodeServerMessage, LIMITS, PROTOCOL_VERSION } from '../../agent/protocol/wire.ts';
 import { toPem } from '../identity/x509.ts';
 import type { RefValue } from './credentials.ts';
-import { TokenBucket } from './rate-limit.ts';
 import type { DaemonRecord } from './registry.ts';
 
 export type SyncCall = grpc.ServerDuplexStream<AgentMessage, Buffer | ServerMessage>;
@@ -87,6 +86,11 @@ export interface SessionContext {
   bundleMessage(): Out<ServerMessage>;
   bundleVersion(): string;
   csrPerSecond: number;
+  /**
+   * Takes one CSR from the daemon's rate budget (csrPerSecond): one budget per daemon, across its streams, so
+   * reconnecting does not refill it.
+   */
+  takeCsr(daemonId: string): boolean;
   sendQueueBytes: number;
   helloTimeoutMs: number;
   onRefused(status: AgentStatus, kind: string, error: ErrorDetail): void;
@@ -117,7 +121,6 @@ export class AgentSession {
   private closed = false;
   private pendingBytes = 0;
   private pendingSvids = 0;
-  private readonly csrBucket: TokenBucket;
   /** Credential values the agent holds: ref hash → fingerprint. */
   private readonly credHeld = new Map<string, string>();
   /**
@@ -136,7 +139,6 @@ export class AgentSession {
     readonly scopes: string[],
     readonly status: AgentStatus,
   ) {
-    this.csrBucket = new TokenBucket(ctx.csrPerSecond, ctx.csrPerSecond);
     call.on('data', (m: AgentMessage) => this.onMessage(m));
     call.on('end', () => this.close('agent closed the stream'));
     call.on('error', (err: Error) => this.close(`stream error: ${err.message}`));
@@ -336,7 +338,7 @@ export class AgentSession {
       );
       return;
     }
-    if (!this.csrBucket.take()) {
+    if (!this.ctx.takeCsr(this.daemon.daemonId)) {
       this.refuse(
         'svid_request',
         detail(

@@ -316,6 +316,34 @@ describe('agent server', () => {
       await fleet.restart();
       fleet.publish(BASE);
     });
+
+    it('keeps one CSR budget per agent across its streams: reconnecting does not refill it', async () => {
+      await fleet.restart({ csrPerSecond: 2 });
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null);
+      const { csrDer } = await generateKeyAndCsr(spiffeOf(workloadOf(0, 0)));
+      const started = performance.now();
+      let sent = 0;
+      for (let cycle = 0; cycle < 5; cycle++) {
+        if (cycle > 0) {
+          a.stop();
+          a.start();
+        }
+        await a.until(() => a.connected, 10_000, 'connected');
+        for (let i = 0; i < 10; i++, sent++)
+          a.client.send({
+            svidRequest: { requestId: `c${sent}`, spiffeId: spiffeOf(workloadOf(0, 0)), csrDer },
+          });
+        await a.until(() => a.svids.length + a.refusals.length === sent, 15_000, `${sent} answers`);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      // The burst (2) and what 2/s refills in the time taken; a budget per stream would give at least 10.
+      expect(a.svids.length).toBeLessThanOrEqual(2 + Math.ceil(2 * seconds));
+      expect(a.refusals.filter((r) => r.error?.code === 'RATE_LIMITED')).toHaveLength(sent - a.svids.length);
+      await fleet.restart();
+      fleet.publish(BASE);
+    });
   });
 
   describe('hostile streams', () => {
