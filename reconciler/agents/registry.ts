@@ -1,10 +1,13 @@
 /**
  * The daemons that joined: daemon ID → group, kept under `<state-dir>/daemons/` (one JSON file each, 0600,
- * atomic). The Sync stream authorises a caller only through this registry: a valid agent SVID whose daemon
- * is not registered (its file removed by an operator) is refused.
+ * atomic, named by a hash of the daemon ID). The Sync stream authorises a caller only through this registry:
+ * a valid agent SVID whose daemon is not registered is refused. Evicting a daemon is removing its record
+ * (`riptides-cli daemon evict ID`, or by hand): a running reconciler checks the record on every new stream
+ * and ends a live one when the record goes (AgentServer watches the directory).
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../common/atomic-file.ts';
 
@@ -15,6 +18,11 @@ export interface DaemonRecord {
   joinedAt: string;
   /** The join token it used (its public id). */
   tokenId: string;
+}
+
+/** The record file of `daemonId` in a registry directory. */
+export function daemonRecordFile(dir: string, daemonId: string): string {
+  return join(dir, `${createHash('sha256').update(daemonId).digest('hex').slice(0, 16)}.json`);
 }
 
 export class DaemonRegistry {
@@ -41,8 +49,14 @@ export class DaemonRegistry {
     return r;
   }
 
+  /** The daemon's record, if it is still on disk (one stat: an operator may have removed it). */
   get(daemonId: string): DaemonRecord | undefined {
-    return this.byId.get(daemonId);
+    const rec = this.byId.get(daemonId);
+    if (rec && !existsSync(daemonRecordFile(this.dir, daemonId))) {
+      this.byId.delete(daemonId);
+      return undefined;
+    }
+    return rec;
   }
 
   all(): DaemonRecord[] {
@@ -50,8 +64,32 @@ export class DaemonRegistry {
   }
 
   async add(record: DaemonRecord): Promise<void> {
-    const file = `${createHash('sha256').update(record.daemonId).digest('hex').slice(0, 16)}.json`;
-    await writeFileAtomic(join(this.dir, file), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+    const file = daemonRecordFile(this.dir, record.daemonId);
+    await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     this.byId.set(record.daemonId, record);
+  }
+
+  /** Drops the daemons whose record is gone from disk, and returns them. */
+  sweep(): DaemonRecord[] {
+    const gone = [...this.byId.values()].filter((d) => !existsSync(daemonRecordFile(this.dir, d.daemonId)));
+    for (const d of gone) this.byId.delete(d.daemonId);
+    return gone;
+  }
+
+  /**
+   * Removes `daemonId`'s record from the registry directory `dir` (what `daemon evict` does, with or without
+   * a reconciler running). The record's content, or null when there was none.
+   */
+  static async evict(dir: string, daemonId: string): Promise<DaemonRecord | null> {
+    const file = daemonRecordFile(dir, daemonId);
+    let rec: DaemonRecord;
+    try {
+      rec = JSON.parse(await readFile(file, 'utf8')) as DaemonRecord;
+    } catch {
+      return null;
+    }
+    if (rec.daemonId !== daemonId) return null;
+    await rm(file, { force: true });
+    return rec;
   }
 }

@@ -16,10 +16,12 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { type FSWatcher, watch } from 'chokidar';
 import type { ErrorDetail, Out, ProgramUpdate, ServerMessage } from '../../agent/protocol/messages.ts';
 import { diffProgram, type HeldSummary, type Program } from '../../agent/protocol/program.ts';
 import { certificatesDer } from '../../agent/protocol/version.ts';
 import { agentServiceDefinition, CHANNEL_OPTIONS, DAEMON_PATH_PREFIX } from '../../agent/protocol/wire.ts';
+import { makeDirs } from '../common/atomic-file.ts';
 import type { CredentialManager } from '../credentials/manager.ts';
 import type { CredentialSourceSpec } from '../credentials/types.ts';
 import { type Authority, DEFAULT_X509_SVID_TTL_SECONDS } from '../identity/authority.ts';
@@ -159,6 +161,7 @@ export class AgentServer extends EventEmitter {
   private readonly diffMemo = new Map<string, Out<ProgramUpdate>>();
   private readonly fanout: CredentialFanout;
   private readonly joinBuckets: KeyedTokenBuckets;
+  private registryWatch: FSWatcher | null = null;
   /** CSR budgets per daemon ID (not per stream: a reconnect must not refill it). */
   private readonly csrBuckets: KeyedTokenBuckets;
   private readonly logger: AgentServerLogger;
@@ -237,6 +240,10 @@ export class AgentServer extends EventEmitter {
     );
     // The certificate provider hands grpc-js its first identity on the next tick.
     await new Promise((r) => setImmediate(r));
+    await makeDirs(registry.dir, 0o700);
+    server.registryWatch = watch(registry.dir, { ignoreInitial: true, depth: 0 }).on('unlink', () =>
+      server.sweepEvicted(),
+    );
     return server;
   }
 
@@ -386,8 +393,25 @@ export class AgentServer extends EventEmitter {
     return sent;
   }
 
+  /**
+   * Ends the streams of daemons whose registry record is gone (evicted): they get PERMISSION_DENIED with the
+   * reason, and every later stream is refused (NOT_REGISTERED). Called when the registry directory changes.
+   */
+  sweepEvicted(): void {
+    for (const d of this.registry.sweep()) {
+      this.logger.warn('daemon evicted', { daemonId: d.daemonId, daemonGroup: d.daemonGroup });
+      this.sessions
+        .get(d.daemonId)
+        ?.end(
+          'PERMISSION_DENIED',
+          `daemon ${d.spiffeId} was evicted (its registration is gone): join again with a new token`,
+        );
+    }
+  }
+
   /** Stops listening and ends every stream (agents keep enforcing what they hold). */
   async close(): Promise<void> {
+    await this.registryWatch?.close();
     for (const s of [...this.sessions.values()]) s.end('UNAVAILABLE', 'the reconciler is shutting down');
     this.identity.stop();
     this.fanout.close();

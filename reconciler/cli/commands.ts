@@ -15,6 +15,7 @@ export const commands: Record<string, () => Promise<Command>> = {
   ctl: async () => (await import('./commands/ctl.ts')).command,
   drift: async () => (await import('./commands/drift.ts')).command,
   token: async () => (await import('./commands/token.ts')).command,
+  daemon: async () => (await import('./commands/daemon.ts')).command,
   reconciler: async () => (await import('./commands/reconciler.ts')).command,
   agent: async () => (await import('./commands/agent.ts')).command,
   up: async () => (await import('./commands/up.ts')).command,

@@ -13,7 +13,9 @@ import { programVersion } from '../../agent/protocol/version.ts';
 import { decodeServerMessage } from '../../agent/protocol/wire.ts';
 import { AgentStateDir } from '../../agent/state.ts';
 import type { AgentStatus } from '../../reconciler/agents/server.ts';
+import { main } from '../../reconciler/cli/main.ts';
 import { type Fleet, grpcFrame, rawSync, startFleet } from '../support/agent-fleet.ts';
+import { capture } from '../support/cli.ts';
 import { FLEET_TD, spiffeOf, workloadOf } from '../support/fleet-policy.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
@@ -315,6 +317,32 @@ describe('agent server', () => {
       expect(limited.length).toBe(20 - a.svids.length);
       await fleet.restart();
       fleet.publish(BASE);
+    });
+
+    it('evicts a daemon (riptides-cli daemon evict): its live stream ends, and every later one is refused', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null && a.connected);
+      const refused: string[] = [];
+      const onRefused = (e: { kind: string; error: { code: string } }) => {
+        if (e.kind === 'sync') refused.push(e.error.code);
+      };
+      fleet.server.on('refused', onRefused);
+      try {
+        const c = capture(scratch);
+        const state = join(fleet.dir, 'state');
+        expect(await main(['daemon', 'evict', a.daemonId, '--state-dir', state], c.io)).toBe(0);
+        expect(c.stderr).toContain(`evicted daemon spiffe://${FLEET_TD}/riptides/daemon/${a.daemonId}`);
+        await poll(() => refused.includes('NOT_REGISTERED'), 15_000, 'a reconnect refused');
+        expect(a.connected).toBe(false);
+        expect(fleet.server.agents().some((s) => s.daemonId === a.daemonId && s.connected)).toBe(false);
+        const again = capture(scratch);
+        expect(await main(['daemon', 'evict', a.daemonId, '--state-dir', state], again.io)).toBe(2);
+        expect(again.stderr).toContain(`no daemon ${a.daemonId} is registered`);
+      } finally {
+        fleet.server.off('refused', onRefused);
+        a.stop();
+      }
     });
 
     it('keeps one CSR budget per agent across its streams: reconnecting does not refill it', async () => {
