@@ -111,6 +111,8 @@ export class Agent extends EventEmitter {
   private heartbeat: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private renewing: { requestId: string; keyPem: string } | null = null;
+  /** The reason the last stream could not be opened, logged once until it changes or a stream succeeds. */
+  private lastFailure: string | null = null;
   private processCount = new Map<string, number>();
   private processes: StateReport['processes'] = [];
   private stopped = false;
@@ -263,6 +265,7 @@ export class Agent extends EventEmitter {
         refusal: (r) => this.onRefusal(r),
         repair: (r) => this.onRepair(r),
         connected: () => {
+          this.lastFailure = null;
           this.log.info('connected to the reconciler', { server: this.identity.server });
           this.emit('connected');
           this.svids.kick();
@@ -272,9 +275,24 @@ export class Agent extends EventEmitter {
         disconnected: (reason) => {
           this.svids.disconnected();
           this.renewing = null;
+          this.lastFailure = null;
           if (!this.stopped)
             this.log.warn('disconnected from the reconciler: enforcing the last good program', { reason });
           this.emit('disconnected', reason);
+        },
+        failed: (reason) => {
+          // Once per distinct reason: an agent retrying for hours says why once, not on every attempt.
+          if (this.stopped || reason === this.lastFailure) return;
+          this.lastFailure = reason;
+          this.log.warn(
+            'cannot reach the reconciler: enforcing the last good program, retrying with backoff',
+            {
+              reason,
+              hint: /PERMISSION_DENIED|UNAUTHENTICATED|not registered|evicted/.test(reason)
+                ? 'this node is not (or no longer) registered: join again with a new token (riptides-cli token create)'
+                : `check that the reconciler is running and listening at ${this.identity.server}`,
+            },
+          );
         },
       },
     });

@@ -35,6 +35,8 @@ export interface SyncHandler {
   repair(request: ControlRepair): void;
   connected(): void;
   disconnected(reason: string): void;
+  /** A stream that ended before the reconciler accepted it (unreachable, refused): why, before a retry. */
+  failed?(reason: string): void;
 }
 
 export interface SyncClientOptions {
@@ -120,14 +122,17 @@ export class SyncClient {
     const onEnd = (reason: string) => {
       if (ended || this.call !== call) return;
       ended = true;
+      const wasLive = this.live;
       this.teardown(reason);
+      if (!wasLive) this.opts.handler.failed?.(reason);
+      // Only a stream that stayed up resets the backoff: one accepted and then ended at once (an evicted
+      // daemon, two nodes sharing one identity) must not reconnect at the fastest rate forever.
       if (performance.now() - this.streamStart > HEALTHY_STREAM_MS) this.attempt = 0;
       this.scheduleReconnect();
     };
     call.on('data', (m: ServerMessage) => {
       if (!this.live) {
         this.live = true;
-        this.attempt = 0;
         this.opts.handler.connected();
       }
       this.dispatch(m);
@@ -141,7 +146,6 @@ export class SyncClient {
     call.on('metadata', () => {
       if (!this.live && this.call === call) {
         this.live = true;
-        this.attempt = 0;
         this.opts.handler.connected();
       }
     });

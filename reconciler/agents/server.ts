@@ -553,7 +553,18 @@ export class AgentServer extends EventEmitter {
     // Response headers now: the agent sees its stream accepted even when nothing needs sending.
     call.sendMetadata(new grpc.Metadata());
     const status = this.statusOf(who);
-    this.sessions.get(who.daemonId)?.end('ABORTED', 'replaced by a newer stream from the same daemon');
+    const previous = this.sessions.get(who.daemonId);
+    if (previous) {
+      // An agent that reconnects before its old stream timed out does this once; two nodes holding one
+      // daemon's key (a copied state directory, a stolen key) do it over and over.
+      this.logger.warn('a newer stream replaced this daemon\'s stream', {
+        daemonId: who.daemonId,
+        previousPeer: previous.status.peer,
+        peer: call.getPeer(),
+        hint: 'if this repeats, two nodes hold this daemon\'s key: evict it (riptides-cli daemon evict) and join the nodes again',
+      });
+      previous.end('ABORTED', 'replaced by a newer stream from the same daemon');
+    }
     const session = new AgentSession(this.sessionContext(), call, who, status.scopes, status);
     this.sessions.set(who.daemonId, session);
     status.connected = true;

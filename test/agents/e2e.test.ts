@@ -232,6 +232,12 @@ describe('reconciler and agents as processes', () => {
     await a2.proc.waitForLog((l) => String(l.msg).startsWith('disconnected from the reconciler'), 20_000);
     expect(await enforcedVersion(a2)).toBe(v2);
     expect((await a2.reader.health()).state).toBe('ok');
+    // It says why it cannot reconnect, once, however many times it retries.
+    const why = (l: { msg?: unknown }) => String(l.msg).startsWith('cannot reach the reconciler');
+    const said = await a2.proc.waitForLog(why, 20_000, 'a2 says why');
+    expect(String(said.hint)).toContain(`listening at ${addr}`);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(a2.proc.logs().filter(why)).toHaveLength(1);
     writeFleetPolicy(s.repo, {
       ...spec,
       tweak: { [workloadOf(0, 0)]: 'spiffe://fleet.example.org/after-restart' },

@@ -3,7 +3,7 @@
  * the real Sync client, the real update logic; no control interface): joining and its refusals, scope,
  * incremental pushes, ACK/NACK, hostile streams, rate limits, slow readers, resync after a restart.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -342,6 +342,35 @@ describe('agent server', () => {
       } finally {
         fleet.server.off('refused', onRefused);
         a.stop();
+      }
+    });
+
+    it('two nodes sharing one identity replace each other ever more slowly: the backoff grows', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null && a.connected);
+      a.stop();
+      const copy = mkdtempSync(join(scratch, 'clone-'));
+      cpSync(a.state.dir, copy, { recursive: true });
+      let connects = 0;
+      const onConnected = (s: AgentStatus) => {
+        if (s.daemonId === a.daemonId) connects++;
+      };
+      fleet.server.on('connected', onConnected);
+      // The longest wait every time (no jitter), so the count does not depend on luck.
+      const backoff = { initialMs: 100, maxMs: 1000, random: () => 1 };
+      const one = (await SimAgent.open(fleet.addr, a.state.dir)).start(backoff);
+      const two = (await SimAgent.open(fleet.addr, copy)).start(backoff);
+      try {
+        await new Promise((r) => setTimeout(r, 4000));
+        // Waits of 0.1, 0.2, 0.4, 0.8, then 1 s each: about 8 streams per node in 4 s. A backoff reset on
+        // every accepted stream reconnects every 0.1 s: dozens.
+        expect(connects).toBeGreaterThan(2);
+        expect(connects).toBeLessThanOrEqual(20);
+      } finally {
+        fleet.server.off('connected', onConnected);
+        one.stop();
+        two.stop();
       }
     });
 

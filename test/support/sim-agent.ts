@@ -2,6 +2,8 @@
  * A simulated agent for tests and the agents benchmark: the real join and the real Sync client, holding
  * programs with the real applyUpdate, but no control interface or attestation. It records what it receives.
  */
+
+import type { BackoffOptions } from '../../agent/backoff.ts';
 import type { ChannelIdentity } from '../../agent/connection.ts';
 import { joinReconciler } from '../../agent/join.ts';
 import type {
@@ -69,11 +71,12 @@ export class SimAgent {
     );
   }
 
-  start(): this {
+  /** Connects (`backoff`: the reconnect policy; default up to 100 ms doubling to 1 s). */
+  start(backoff: BackoffOptions = { initialMs: 100, maxMs: 1000 }): this {
     this.client = new SyncClient({
       server: this.server,
       identity: () => this.channel,
-      backoff: { initialMs: 100, maxMs: 1000 },
+      backoff,
       handler: {
         hello: () => ({
           protocolVersion: 1,
