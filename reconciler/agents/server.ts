@@ -557,11 +557,11 @@ export class AgentServer extends EventEmitter {
     if (previous) {
       // An agent that reconnects before its old stream timed out does this once; two nodes holding one
       // daemon's key (a copied state directory, a stolen key) do it over and over.
-      this.logger.warn('a newer stream replaced this daemon\'s stream', {
+      this.logger.warn("a newer stream replaced this daemon's stream", {
         daemonId: who.daemonId,
         previousPeer: previous.status.peer,
         peer: call.getPeer(),
-        hint: 'if this repeats, two nodes hold this daemon\'s key: evict it (riptides-cli daemon evict) and join the nodes again',
+        hint: "if this repeats, two nodes hold this daemon's key: evict it (riptides-cli daemon evict) and join the nodes again",
       });
       previous.end('ABORTED', 'replaced by a newer stream from the same daemon');
     }
