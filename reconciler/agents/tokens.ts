@@ -8,6 +8,7 @@
  * is atomic, so of two agents presenting the same token at once exactly one wins.
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatJoinToken, parseJoinToken } from '../../agent/protocol/join-token.ts';
@@ -43,6 +44,8 @@ export class JoinTokenStore {
   constructor(
     readonly dir: string,
     private readonly now: () => number = Date.now,
+    /** The public id of a new token: 8 hex (4 random bytes). */
+    private readonly newId: () => string = () => randomBytes(4).toString('hex'),
   ) {}
 
   private pending(id: string) {
@@ -60,7 +63,9 @@ export class JoinTokenStore {
     daemonGroup?: string | null;
     daemonId?: string | null;
   }): Promise<{ token: string; record: JoinTokenRecord }> {
-    const id = randomBytes(4).toString('hex');
+    // A public id no token has had (pending or used): a collision would silently replace a pending token.
+    let id = this.newId();
+    while (existsSync(this.pending(id)) || existsSync(this.used(id))) id = this.newId();
     const secret = randomBytes(24).toString('base64url');
     const now = this.now();
     const record: JoinTokenRecord = {

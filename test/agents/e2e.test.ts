@@ -5,7 +5,7 @@
  * credential files there, the logs, the exit codes.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,8 +70,15 @@ describe('reconciler and agents as processes', () => {
       const agentDir = join(base, name);
       const root = join(agentDir, 'control');
       const args = ['agent', '--state-dir', agentDir, '--server', addr, ...extra];
-      if (tokenText) args.push('--join-token', tokenText);
-      return { name, dir: agentDir, root, reader: new ControlReader(root), proc: startCli(args) };
+      // As the README advises: the token in a file, not in the arguments every local user can read.
+      const tokenFile = join(base, `${name}.token`);
+      if (tokenText) {
+        writeFileSync(tokenFile, `${tokenText}\n`, { mode: 0o600 });
+        args.push('--join-token-file', tokenFile);
+      }
+      const proc = startCli(args);
+      if (tokenText) expect(readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8')).not.toContain(tokenText);
+      return { name, dir: agentDir, root, reader: new ControlReader(root), proc };
     };
     return { base, repo, state, startReconciler, token, startAgent };
   }

@@ -62,6 +62,14 @@ describe('token create', () => {
     const stored = readFileSync(join(state, 'tokens', `${id}.json`), 'utf8');
     expect(stored).not.toContain(secret!);
     expect(JSON.parse(stored)).toMatchObject({ daemonGroup: A });
+
+    // A token that stays usable for months is refused: exit 2, the flag named, nothing stored.
+    const before = readdirSync(join(state, 'tokens')).length;
+    const long = capture(dir);
+    expect(await main(['token', 'create', '--state-dir', state, '--ttl', '100000d'], long.io)).toBe(2);
+    expect(long.stdout).toBe('');
+    expect(long.stderr).toContain('--ttl 100000d is over 7d');
+    expect(readdirSync(join(state, 'tokens'))).toHaveLength(before);
   });
 
   it('notes when the applied revision scopes nothing to the daemon group, and not when it does', async () => {

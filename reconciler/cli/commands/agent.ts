@@ -22,7 +22,7 @@ import { flagListeningAt, NODE_FLAGS, NODE_FLAGS_HELP, nodeOptionsFromFlags } fr
 import { parseHostPort, stateDirOf } from '../state-dir.ts';
 
 const help = `Usage:
-  riptides-cli agent --server HOST:PORT --join-token TOKEN [--state-dir DIR] [--daemon-group GROUP]
+  riptides-cli agent --server HOST:PORT (--join-token TOKEN | --join-token-file FILE) [--state-dir DIR] [--daemon-group GROUP]
                      [--control-root DIR] [--bundle FILE] [--max-identities N] [data plane flags]
   riptides-cli agent [--state-dir DIR] [data plane flags]   (after the first start: the identity is in DIR)
   riptides-cli agent augment PID [--kubeconfig FILE]
@@ -50,7 +50,9 @@ Applications trust DIR/control/certs/ca-certificates.crt for intercepted TLS.
 
 Flags:
   --server HOST:PORT     the reconciler (default: where this agent joined)
-  --join-token TOKEN     from \`riptides-cli token create\`; needed only to join
+  --join-token TOKEN     from \`riptides-cli token create\`; needed only to join. Other local users can read
+                         a process's arguments: prefer --join-token-file or RIPTIDES_JOIN_TOKEN
+  --join-token-file FILE read the token from FILE (e.g. a mounted secret)
   --state-dir DIR        default $XDG_STATE_HOME/riptides/agent
   --daemon-group GROUP   the group the operator expects; joining fails if the token grants another
   --control-root DIR     the control interface's root (default DIR/control)
@@ -129,6 +131,7 @@ export const command: Command = {
     const { values } = parseFlags(argv, {
       server: { type: 'string' },
       'join-token': { type: 'string' },
+      'join-token-file': { type: 'string' },
       'state-dir': { type: 'string' },
       'daemon-group': { type: 'string' },
       'control-root': { type: 'string' },
@@ -154,8 +157,20 @@ export const command: Command = {
         );
       }
     }
-    // The token is a secret: it is taken from the flag or RIPTIDES_JOIN_TOKEN, and never logged.
-    const joinToken = values['join-token'] ?? io.env.RIPTIDES_JOIN_TOKEN;
+    // The token is a secret: it is taken from the flag, a file or RIPTIDES_JOIN_TOKEN, and never logged.
+    if (values['join-token'] !== undefined && values['join-token-file'] !== undefined)
+      throw new UsageError('pass --join-token or --join-token-file, not both');
+    let tokenFromFile: string | undefined;
+    if (values['join-token-file'] !== undefined) {
+      try {
+        tokenFromFile = (await readFile(resolve(io.cwd, values['join-token-file']), 'utf8')).trim();
+      } catch (err) {
+        throw new UsageError(
+          `cannot read --join-token-file ${values['join-token-file']}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        );
+      }
+    }
+    const joinToken = values['join-token'] ?? tokenFromFile ?? io.env.RIPTIDES_JOIN_TOKEN;
     const stateDir = stateDirOf(values['state-dir'], io, 'agent');
     const log = commandLogger(io, 'agent');
     const pods = KubernetesPodSource.fromEnvironment({

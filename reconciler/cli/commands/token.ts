@@ -23,7 +23,7 @@ Flags:
   --daemon-id ID        the daemon ID it gets instead of a random UUID; its agent SVID is
                         spiffe://<trust domain>/riptides/daemon/ID and identities scoped to
                         daemon riptides/daemon/ID are its own
-  --ttl DURATION        how long the token can be used (default 1h; e.g. 15m, 24h)
+  --ttl DURATION        how long the token can be used (default 1h; e.g. 15m, 24h; at most 7d)
   --state-dir DIR       the reconciler's state directory (default, as the reconciler's: $RIPTIDES_STATE_DIR,
                         else $XDG_STATE_HOME/riptides, else ~/.local/state/riptides)
 
@@ -31,6 +31,8 @@ Exit status: 0 token printed, 2 could not create one (for instance no reconciler
 `;
 
 const GROUP_RE = /^[A-Za-z0-9._/-]{1,253}$/;
+/** The longest a join token may stay usable. */
+const MAX_TTL_SECONDS = 7 * 86_400;
 
 export const command: Command = {
   name: 'token',
@@ -60,6 +62,10 @@ export const command: Command = {
         );
     }
     const ttlSeconds = durationFlag(values.ttl, 'ttl', 3600);
+    if (ttlSeconds > MAX_TTL_SECONDS)
+      throw new UsageError(
+        `--ttl ${values.ttl} is over 7d: a join token is a secret good for one join; create it when the node is about to join (kubeadm's tokens last 24h)`,
+      );
     const stateDir = resolve(io.cwd, values['state-dir'] ?? defaultStateDir(io.env));
     const caDir = join(stateDir, 'ca');
     if (!existsSync(join(caDir, 'authority.json'))) {
