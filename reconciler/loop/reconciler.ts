@@ -248,6 +248,7 @@ export class Reconciler extends EventEmitter {
     this.authority = parts.authority;
     this.credentials = parts.credentials;
     this.agentServer = parts.agentServer;
+    this.metrics.followAgents(() => parts.agentServer.counters);
     this.#reader = parts.reader;
     this.#retry = opts.retry ?? DEFAULT_BACKOFF;
     this.book = new StatusBook({}, parts.store.status.get());

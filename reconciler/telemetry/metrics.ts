@@ -21,6 +21,26 @@
  * | `riptides_dataplane_*` | under `up`: its node's data plane (kernel-module/dataplane/metrics.ts, `include`) | |
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+const NO_AGENT_COUNTS: AgentCounters = {
+  joins: 0,
+  joinsRefused: {},
+  syncRefused: {},
+  messagesRefused: {},
+  malformed: 0,
+  svidsIssued: 0,
+};
+
+/** What the agent server counts (agents/server.ts AgentServerCounters), as the metrics read it. */
+export interface AgentCounters {
+  joins: number;
+  joinsRefused: Record<string, number>;
+  syncRefused: Record<string, number>;
+  messagesRefused: Record<string, number>;
+  malformed: number;
+  svidsIssued: number;
+}
+
 import type { CredentialStatus } from '../credentials/types.ts';
 import { DRIFT_KINDS, type DriftKind } from '../drift/report.ts';
 import type { WebhookOutcome } from '../loop/webhook.ts';
@@ -119,6 +139,34 @@ export class ReconcilerMetrics {
     registers: [this.registry],
   });
 
+  /** The agent server's counters, read at each scrape (followAgents). */
+  #agentCounters: (() => AgentCounters) | null = null;
+  readonly agentJoins = this.#agentCounter(
+    'riptides_agent_joins_total',
+    'Node agents that joined with a token.',
+    (c) => ({ '': c.joins }),
+  );
+  readonly agentJoinsRefused = this.#agentCounter(
+    'riptides_agent_joins_refused_total',
+    'Join attempts refused, by reason (UNKNOWN, FORGED, EXPIRED, USED, RATE_LIMITED, ...).',
+    (c) => c.joinsRefused,
+  );
+  readonly agentStreamsRefused = this.#agentCounter(
+    'riptides_agent_streams_refused_total',
+    'Sync streams refused, by reason (NOT_REGISTERED, BAD_SVID, NOT_AN_AGENT, ...).',
+    (c) => c.syncRefused,
+  );
+  readonly agentMessagesRefused = this.#agentCounter(
+    'riptides_agent_messages_refused_total',
+    'Messages refused on established Sync streams, by reason (OUT_OF_SCOPE, RATE_LIMITED, LIMIT, ...; MALFORMED for those that do not decode).',
+    (c) => ({ ...c.messagesRefused, MALFORMED: c.malformed }),
+  );
+  readonly agentSvidsIssued = this.#agentCounter(
+    'riptides_agent_svids_issued_total',
+    'X.509-SVIDs signed for agents over their Sync streams.',
+    (c) => ({ '': c.svidsIssued }),
+  );
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     for (const s of SOURCE_STATES) this.credentialSources.set({ state: s }, 0);
@@ -147,6 +195,33 @@ export class ReconcilerMetrics {
       this.credentialSources.set({ state: s }, status.sources.filter((x) => x.state === s).length);
     for (const s of BINDING_STATES)
       this.credentialBindings.set({ state: s }, status.bindings.filter((x) => x.state === s).length);
+  }
+
+  /** Reads the agent server's counters at every scrape from now on. */
+  followAgents(counters: () => AgentCounters): void {
+    this.#agentCounters = counters;
+  }
+
+  /**
+   * A counter that mirrors the agent server's counts at each scrape (`pick`: by reason, or '' for a counter
+   * without labels).
+   */
+  #agentCounter(name: string, help: string, pick: (c: AgentCounters) => Record<string, number>) {
+    const read = () => this.#agentCounters?.() ?? null;
+    const labelled = !('' in pick(NO_AGENT_COUNTS));
+    return new Counter({
+      name,
+      help,
+      labelNames: labelled ? ['reason'] : [],
+      registers: [this.registry],
+      collect(this: Counter<string>) {
+        const counts = read();
+        if (!counts) return;
+        this.reset();
+        for (const [reason, n] of Object.entries(pick(counts)))
+          if (n > 0) labelled ? this.inc({ reason }, n) : this.inc(n);
+      },
+    });
   }
 
   /** Sets the drift gauges from a report's counts. */

@@ -443,6 +443,8 @@ describe('the reconcile loop, end to end', () => {
       )?.value;
     expect(sample('riptides_applied_revision_info', { revision: head })).toBe(1);
     expect(sample('riptides_agents_connected')).toBe(3);
+    // The agent server's own counts reach the same scrape.
+    expect(sample('riptides_agent_joins')).toBe(3);
     expect(sample('riptides_webhook_rejections', { provider: 'github', reason: 'bad-signature' })).toBe(1);
     expect(sample('riptides_webhook_rejections', { provider: 'github', reason: 'missing-signature' })).toBe(
       1,

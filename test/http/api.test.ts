@@ -179,6 +179,15 @@ describe('metrics', () => {
     metrics.agentsConnected.set(3);
     metrics.programPushes.inc(4);
     metrics.programNacks.inc();
+    // The agent server's counters, as a scrape reads them.
+    metrics.followAgents(() => ({
+      joins: 5,
+      joinsRefused: { FORGED: 2, EXPIRED: 1 },
+      syncRefused: { NOT_REGISTERED: 3 },
+      messagesRefused: { OUT_OF_SCOPE: 4 },
+      malformed: 1,
+      svidsIssued: 12,
+    }));
     // Two refused deliveries, through the real route.
     await fetch(`${api.url}/hooks/github`, {
       method: 'POST',
@@ -219,6 +228,15 @@ describe('metrics', () => {
     expect(value('riptides_agents_connected')).toBe(3);
     expect(value('riptides_program_pushes', {}, 'riptides_program_pushes_total')).toBe(4);
     expect(value('riptides_program_nacks', {}, 'riptides_program_nacks_total')).toBe(1);
+    const agents = (family: string, reason?: string) =>
+      value(family, reason ? { reason } : {}, `${family}_total`);
+    expect(agents('riptides_agent_joins')).toBe(5);
+    expect(agents('riptides_agent_joins_refused', 'FORGED')).toBe(2);
+    expect(agents('riptides_agent_joins_refused', 'EXPIRED')).toBe(1);
+    expect(agents('riptides_agent_streams_refused', 'NOT_REGISTERED')).toBe(3);
+    expect(agents('riptides_agent_messages_refused', 'OUT_OF_SCOPE')).toBe(4);
+    expect(agents('riptides_agent_messages_refused', 'MALFORMED')).toBe(1);
+    expect(agents('riptides_agent_svids_issued')).toBe(12);
     expect(
       value(
         'riptides_webhook_rejections',
