@@ -40,7 +40,7 @@ import { DesiredPrograms, scopesOfDaemon } from './programs.ts';
 import { KeyedTokenBuckets } from './rate-limit.ts';
 import { type DaemonRecord, DaemonRegistry } from './registry.ts';
 import { ServingIdentity } from './serving-identity.ts';
-import { AgentSession, type AgentStatus, type SessionContext, type SyncCall } from './session.ts';
+import { AgentSession, type AgentStatus, MALFORMED, type SessionContext, type SyncCall } from './session.ts';
 import { JoinTokenStore } from './tokens.ts';
 
 export type { AgentStatus } from './session.ts';
@@ -211,7 +211,9 @@ export class AgentServer extends EventEmitter {
             return decode(b);
           } catch (err) {
             this.counters.malformed++;
-            throw new Error(`malformed message refused: ${(err as Error).message}`);
+            // Handed to the session, which ends the stream with INVALID_ARGUMENT and this reason: thrown
+            // here, grpc-js would answer INTERNAL "Error deserializing request" and drop it.
+            return { kind: MALFORMED, reason: `malformed message refused: ${(err as Error).message}` };
           }
         },
       },

@@ -36,6 +36,9 @@ import type { DaemonRecord } from './registry.ts';
 
 export type SyncCall = grpc.ServerDuplexStream<AgentMessage, Buffer | ServerMessage>;
 
+/** The kind the server gives a message that did not decode (the session ends the stream with the reason). */
+export const MALFORMED = 'malformed' as const;
+
 /** What the reconciler knows of one agent, connected or not. */
 export interface AgentStatus {
   daemonId: string;
@@ -158,8 +161,14 @@ export class AgentSession {
     this.send({ refusal: { requestId, messageKind: kind, error } });
   }
 
-  private onMessage(m: AgentMessage): void {
+  private onMessage(m: AgentMessage | { kind: typeof MALFORMED; reason: string }): void {
     if (this.closed) return;
+    if (m.kind === MALFORMED) {
+      const reason = (m as { reason: string }).reason.slice(0, 512);
+      this.refuse('message', detail('MALFORMED', reason));
+      this.end('INVALID_ARGUMENT', reason);
+      return;
+    }
     this.status.lastContact = new Date().toISOString();
     if (!this.helloSeen && m.kind !== 'hello') {
       this.refuse(

@@ -450,7 +450,8 @@ describe('agent server', () => {
       // Bytes that are not the protocol end the stream with a reason.
       raw.sendBytes(grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])));
       const ended = await raw.status;
-      expect(ended.code).not.toBe(0);
+      expect(ended.code).toBe(3); // INVALID_ARGUMENT, with the decoder's reason
+      expect(ended.message).toMatch(/^malformed message refused: /);
       expect(fleet.server.counters.malformed).toBeGreaterThanOrEqual(1);
       raw.close();
 
