@@ -24,6 +24,13 @@ export function inSync(a: AgentStatus): boolean {
 
 function healthOf(a: AgentStatus): Pick<DaemonStatus, 'health' | 'healthMessage'> {
   if (!a.connected) return { health: 'unreachable', healthMessage: 'no stream to the reconciler' };
+  // Refusing the program it should enforce leaves the node on an older one: not healthy, whatever its
+  // control interface says.
+  if (a.nack && a.nack.version === a.desiredVersion)
+    return {
+      health: 'degraded',
+      healthMessage: `refused program ${a.nack.version.slice(0, 16)} (${a.nack.error.code}: ${a.nack.error.message}); enforcing ${a.nack.kept ? a.nack.kept.slice(0, 16) : 'nothing'}`,
+    };
   const control = a.report?.control;
   if (!control) return { health: 'unknown', healthMessage: 'no state report yet' };
   if (control.health === 'OK' && control.drift.length === 0) return { health: 'ok', healthMessage: null };
