@@ -332,7 +332,9 @@ describe('agent server', () => {
         const c = capture(scratch);
         const state = join(fleet.dir, 'state');
         expect(await main(['daemon', 'evict', a.daemonId, '--state-dir', state], c.io)).toBe(0);
-        expect(c.stderr).toContain(`evicted daemon spiffe://${FLEET_TD}/riptides/daemon/${a.daemonId}`);
+        expect(c.stdout).toBe(
+          `evicted daemon spiffe://${FLEET_TD}/riptides/daemon/${a.daemonId} (daemon group ${A})\n`,
+        );
         await poll(() => refused.includes('NOT_REGISTERED'), 15_000, 'a reconnect refused');
         expect(a.connected).toBe(false);
         expect(fleet.server.agents().some((s) => s.daemonId === a.daemonId && s.connected)).toBe(false);

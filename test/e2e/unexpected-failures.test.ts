@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { daemonRecordFile } from '../../reconciler/agents/registry.ts';
 import { commands } from '../../reconciler/cli/commands.ts';
 import { main } from '../../reconciler/cli/main.ts';
 import { ReportsDir } from '../../reconciler/drift/history.ts';
@@ -39,6 +40,20 @@ beforeAll(async () => {
   expect(
     await main(['ca', 'init', '--trust-domain', 'example.com', '--dir', d('rstate', 'ca')], capture().io),
   ).toBe(0);
+
+  // Registered daemons for `daemon evict`, one per fault mode.
+  mkdirSync(d('rstate', 'daemons'));
+  for (const mode of MODES)
+    writeFileSync(
+      daemonRecordFile(d('rstate', 'daemons'), `node-${mode}`),
+      JSON.stringify({
+        daemonId: `node-${mode}`,
+        spiffeId: `spiffe://example.com/riptides/daemon/node-${mode}`,
+        daemonGroup: null,
+        joinedAt: '2026-12-01T00:00:00Z',
+        tokenId: '00000000',
+      }),
+    );
 
   mkdirSync(d('policy'));
   writeFileSync(d('policy', 'riptides.config.yaml'), 'trustDomain: example.com\n');
@@ -120,6 +135,7 @@ beforeAll(async () => {
     oidc: [['oidc', 'serve', '--dir', ca, '--listen', '127.0.0.1:0']],
     ctl: [['ctl', 'get', 'wid', '--state-dir', d('state')]],
     token: [['token', 'create', '--daemon-group', 'riptides/daemongroup/test', '--state-dir', d('rstate')]],
+    daemon: [['daemon', 'evict', 'node-{mode}', '--state-dir', d('rstate')]],
     // A server that logs to stderr and never writes stdout: the fault is injected into its first log line.
     reconciler: [
       [

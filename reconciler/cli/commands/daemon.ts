@@ -38,9 +38,10 @@ export const command: Command = {
       );
       return EXIT_USAGE;
     }
-    io.stderr(
-      `evicted daemon ${escapeText(evicted.spiffeId)}${evicted.daemonGroup ? ` (daemon group ${escapeText(evicted.daemonGroup)})` : ''}: a running reconciler ends its stream now; it can come back only with a new join token\n`,
+    io.stdout(
+      `evicted daemon ${escapeText(evicted.spiffeId)}${evicted.daemonGroup ? ` (daemon group ${escapeText(evicted.daemonGroup)})` : ''}\n`,
     );
+    io.stderr('a running reconciler ends its stream now; it can come back only with a new join token\n');
     return EXIT_OK;
   },
 };
