@@ -15,6 +15,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { type AgentServiceStub, unverifiedClient, verifiedClient } from './connection.ts';
+import { parseTrustDomain } from '../kernel-module/spiffe-id.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import { parseJoinToken } from './protocol/join-token.ts';
 import type { JoinResponse, TrustBundle } from './protocol/messages.ts';
@@ -67,6 +68,14 @@ async function discoverPinnedAuthority(
     const bundle = await unary<TrustBundle>(client, deadline).catch((err: unknown) => {
       throw new JoinError('UNREACHABLE', `cannot fetch the trust bundle from ${server}: ${describe(err)}`);
     });
+    // The trust domain names the reconciler's SPIFFE ID the agent will accept: a name with a path in it
+    // ("example.org/team") would let any SVID whose path ends in /riptides/reconciler pass for it.
+    const td = parseTrustDomain(String(bundle.trustDomain));
+    if (!td.ok || td.trustDomain !== bundle.trustDomain)
+      throw new JoinError(
+        'PROTOCOL',
+        `${server} names its trust domain ${JSON.stringify(String(bundle.trustDomain).slice(0, 256))}, which is not a trust domain name: not sending the token`,
+      );
     const pinned = bundle.x509Authorities.filter((der) => safePin(der) === pin);
     if (pinned.length === 0)
       throw new JoinError(

@@ -15,16 +15,59 @@ import type { TrustBundle } from '../../agent/protocol/messages.ts';
 import { bundleVersion } from '../../agent/protocol/version.ts';
 import { agentServiceDefinition } from '../../agent/protocol/wire.ts';
 import { AgentStateDir } from '../../agent/state.ts';
-import { initAuthority } from '../../reconciler/identity/authority.ts';
+import { type Authority, initAuthority } from '../../reconciler/identity/authority.ts';
 import { type Fleet, startFleet } from '../support/agent-fleet.ts';
 import { FLEET_TD } from '../support/fleet-policy.ts';
 
-describe('joining through a server that added its own CA to the bundle', () => {
+/** A gRPC server that answers as the reconciler would, with a certificate `authority` signs for `spiffeId`. */
+async function impostorWith(
+  authority: Authority,
+  spiffeId: string,
+  trustDomain: string,
+  authorities: Buffer[],
+  received: string[],
+): Promise<{ server: grpc.Server; addr: string }> {
+  const { keyPem, csrDer } = await generateKeyAndCsr(spiffeId);
+  const b64 = csrDer.toString('base64').replace(/.{64}/g, '$&\n');
+  const svid = await authority.signX509Svid({
+    csrPem: `-----BEGIN CERTIFICATE REQUEST-----\n${b64}\n-----END CERTIFICATE REQUEST-----\n`,
+  });
+  const bundle: TrustBundle = {
+    trustDomain,
+    x509Authorities: authorities,
+    version: bundleVersion(authorities),
+  };
+  const server = new grpc.Server();
+  server.addService(agentServiceDefinition, {
+    GetTrustBundle: (_: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, bundle),
+    Join: (call: grpc.ServerDuplexStream<{ token?: { token: string } }, unknown>) => {
+      call.on('data', (m) => {
+        if (m.token) received.push(m.token.token);
+        call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'try again' });
+      });
+    },
+    Sync: () => {},
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      '127.0.0.1:0',
+      grpc.ServerCredentials.createSsl(null, [
+        { private_key: Buffer.from(keyPem), cert_chain: Buffer.from(svid.chainPem) },
+      ]),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    ),
+  );
+  return { server, addr: `127.0.0.1:${port}` };
+}
+
+describe('joining through a server that is not the reconciler', () => {
   let fleet: Fleet;
-  let impostor: grpc.Server;
+  let impostors: grpc.Server[] = [];
   let impostorAddr: string;
+  let suffixedAddr: string;
   let dir: string;
   const received: string[] = [];
+  const receivedSuffixed: string[] = [];
 
   beforeAll(async () => {
     fleet = await startFleet();
@@ -40,42 +83,28 @@ describe('joining through a server that added its own CA to the bundle', () => {
       });
     });
     const own = await initAuthority({ trustDomain: FLEET_TD, dir: join(dir, 'impostor-ca') });
-    const reconcilerId = `spiffe://${FLEET_TD}/riptides/reconciler`;
-    const { keyPem, csrDer } = await generateKeyAndCsr(reconcilerId);
-    const b64 = csrDer.toString('base64').replace(/.{64}/g, '$&\n');
-    const svid = await own.signX509Svid({
-      csrPem: `-----BEGIN CERTIFICATE REQUEST-----\n${b64}\n-----END CERTIFICATE REQUEST-----\n`,
-    });
-    const authorities = [...real.x509Authorities, ...own.x509Authorities().map((c) => c.der)];
-    const bundle: TrustBundle = {
-      trustDomain: FLEET_TD,
-      x509Authorities: authorities,
-      version: bundleVersion(authorities),
-    };
-    impostor = new grpc.Server();
-    impostor.addService(agentServiceDefinition, {
-      GetTrustBundle: (_: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, bundle),
-      Join: (call: grpc.ServerDuplexStream<{ token?: { token: string } }, unknown>) => {
-        call.on('data', (m) => {
-          if (m.token) received.push(m.token.token);
-          call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'try again' });
-        });
-      },
-      Sync: () => {},
-    });
-    const port = await new Promise<number>((resolve, reject) =>
-      impostor.bindAsync(
-        '127.0.0.1:0',
-        grpc.ServerCredentials.createSsl(null, [
-          { private_key: Buffer.from(keyPem), cert_chain: Buffer.from(svid.chainPem) },
-        ]),
-        (err, p) => (err ? reject(err) : resolve(p)),
-      ),
+    const withOwnCa = await impostorWith(
+      own,
+      `spiffe://${FLEET_TD}/riptides/reconciler`,
+      FLEET_TD,
+      [...real.x509Authorities, ...own.x509Authorities().map((c) => c.der)],
+      received,
     );
-    impostorAddr = `127.0.0.1:${port}`;
+    // A workload of the real trust domain whose ID ends like the reconciler's (a policy may name one), and a
+    // bundle that calls the trust domain "fleet.example.org/x" so that its ID would read as the reconciler's.
+    const suffixed = await impostorWith(
+      fleet.authority,
+      `spiffe://${FLEET_TD}/x/riptides/reconciler`,
+      `${FLEET_TD}/x`,
+      real.x509Authorities,
+      receivedSuffixed,
+    );
+    impostors = [withOwnCa.server, suffixed.server];
+    impostorAddr = withOwnCa.addr;
+    suffixedAddr = suffixed.addr;
   });
   afterAll(async () => {
-    impostor?.forceShutdown();
+    for (const i of impostors) i.forceShutdown();
     await fleet?.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -89,6 +118,18 @@ describe('joining through a server that added its own CA to the bundle', () => {
     );
     expect(failed).toBeInstanceOf(JoinError);
     expect(received).toEqual([]);
+
+    // Nor to one that names a trust domain with a path, presenting a real SVID whose path ends like the
+    // reconciler's.
+    const refused = await joinReconciler({ server: suffixedAddr, token, state, deadlineMs: 10_000 }).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(JoinError);
+    expect((refused as JoinError).message).toContain(
+      'which is not a trust domain name: not sending the token',
+    );
+    expect(receivedSuffixed).toEqual([]);
 
     // Unused, the token still works where it belongs; the agent keeps the reconciler's bundle only.
     await joinReconciler({ server: fleet.addr, token, state });
