@@ -14,8 +14,8 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { type AgentServiceStub, unverifiedClient, verifiedClient } from './connection.ts';
 import { parseTrustDomain } from '../kernel-module/spiffe-id.ts';
+import { type AgentServiceStub, unverifiedClient, verifiedClient } from './connection.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import { parseJoinToken } from './protocol/join-token.ts';
 import type { JoinResponse, TrustBundle } from './protocol/messages.ts';
