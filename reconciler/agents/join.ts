@@ -23,7 +23,7 @@ export interface JoinContext {
   bundleVersion(): string;
   /** False when the caller's address is over its join rate. */
   admit(peer: string): boolean;
-  sign(csrPem: string, spiffeId: string, ttlSeconds: number): Promise<{ chainDer: Buffer[] }>;
+  sign(csrPem: string, spiffeId: string, ttlSeconds: number): Promise<{ chainDer: Buffer[]; serial: string }>;
   register(record: DaemonRecord): Promise<void>;
   onRefused(code: string, message: string, peer: string): void;
   onJoined(record: DaemonRecord, peer: string): void;
@@ -129,6 +129,7 @@ export function handleJoin(call: JoinCall, ctx: JoinContext): void {
           daemonGroup: rec.daemonGroup,
           joinedAt: new Date().toISOString(),
           tokenId: rec.id,
+          svidSerials: [svid.serial],
         };
         await ctx.register(daemon);
         if (done) return;

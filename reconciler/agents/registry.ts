@@ -18,7 +18,16 @@ export interface DaemonRecord {
   joinedAt: string;
   /** The join token it used (its public id). */
   tokenId: string;
+  /**
+   * Serials (lowercase hex) of the agent SVIDs issued to this registration, newest first (the join's, then
+   * renewals; the last MAX_SERIALS). A stream must present one of them: an SVID issued to an evicted
+   * registration of the same daemon ID is refused. Absent in records written before this field existed.
+   */
+  svidSerials?: string[];
 }
+
+/** Agent SVID serials kept per daemon: the current one and the ones it may still present while renewing. */
+const MAX_SERIALS = 3;
 
 /** The record file of `daemonId` in a registry directory. */
 export function daemonRecordFile(dir: string, daemonId: string): string {
@@ -67,6 +76,13 @@ export class DaemonRegistry {
     const file = daemonRecordFile(this.dir, record.daemonId);
     await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
     this.byId.set(record.daemonId, record);
+  }
+
+  /** Records a renewed agent SVID of `daemonId` (it may present it from now on). */
+  async addSerial(daemonId: string, serial: string): Promise<void> {
+    const rec = this.byId.get(daemonId);
+    if (!rec?.svidSerials || rec.svidSerials.includes(serial)) return;
+    await this.add({ ...rec, svidSerials: [serial, ...rec.svidSerials].slice(0, MAX_SERIALS) });
   }
 
   /** Drops the daemons whose record is gone from disk, and returns them. */

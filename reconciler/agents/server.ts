@@ -402,6 +402,8 @@ export class AgentServer extends EventEmitter {
   sweepEvicted(): void {
     for (const d of this.registry.sweep()) {
       this.logger.warn('daemon evicted', { daemonId: d.daemonId, daemonGroup: d.daemonGroup });
+      // Gone from status too; a daemon ID that joins again starts from nothing (scopes, state).
+      this.statuses.delete(d.daemonId);
       this.sessions
         .get(d.daemonId)
         ?.end(
@@ -481,7 +483,7 @@ export class AgentServer extends EventEmitter {
           svid,
           spiffeId.slice(`spiffe://${this.trustDomain}/${DAEMON_PATH_PREFIX}`.length),
         );
-        return { chainDer: certificatesDer(svid.chainPem) };
+        return { chainDer: certificatesDer(svid.chainPem), serial: svid.serial };
       },
       register: (record) => this.registry.add(record),
       onRefused: (code, message, peer) => {
@@ -514,9 +516,12 @@ export class AgentServer extends EventEmitter {
         message: 'Sync needs mutual TLS with an agent SVID from this trust domain: join first',
       };
     let spiffeId: string;
+    let serial: string;
     try {
+      const leaf = parseCertificate(cert.raw);
+      serial = leaf.serial;
       spiffeId = verifyX509Svid(
-        [parseCertificate(cert.raw)],
+        [leaf],
         new Map([[this.trustDomain, this.identity.bundle.authorities]]),
       ).spiffeId;
     } catch (err) {
@@ -535,6 +540,12 @@ export class AgentServer extends EventEmitter {
         code: grpc.status.PERMISSION_DENIED,
         reason: 'NOT_REGISTERED',
         message: `daemon ${spiffeId} is not registered with this reconciler: join again with a new token`,
+      };
+    if (d.svidSerials && !d.svidSerials.includes(serial))
+      return {
+        code: grpc.status.PERMISSION_DENIED,
+        reason: 'NOT_REGISTERED',
+        message: `the SVID presented for ${spiffeId} (serial ${serial.slice(0, 32)}) was not issued to its current registration (evicted, then joined again): join again with a new token`,
       };
     return d;
   }
@@ -644,6 +655,8 @@ export class AgentServer extends EventEmitter {
       sign: async (req, daemon) => {
         const svid = await this.opts.authority.signX509Svid(req);
         await this.recordIssued(svid, daemon.daemonId);
+        // The agent's own SVID renewed: its registration accepts the new serial on the next stream.
+        if (svid.spiffeId === daemon.spiffeId) await this.registry.addSerial(daemon.daemonId, svid.serial);
         return svid;
       },
       credentialValue: (h) => this.fanout.value(h),

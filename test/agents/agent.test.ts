@@ -119,9 +119,19 @@ describe('agent', () => {
         'a renewed agent SVID',
       );
       expect(renewed.uris).toEqual(first.uris);
-      await eventually(() => agent.connected, 10_000, 'connected with the new SVID');
-      const s = fleet.server.agents().find((x) => x.daemonId === agent.identity.daemonId)!;
-      expect(s.connected).toBe(true);
+      // It reconnects with the new SVID, which its registration now accepts (it is bound to the serials
+      // issued to it), and is never refused.
+      await eventually(
+        () => {
+          const s = fleet.server.agents().find((x) => x.daemonId === agent.identity.daemonId);
+          return s?.connected && Date.parse(s.connectedAt!) >= renewed.notBefore.getTime() ? s : undefined;
+        },
+        15_000,
+        'connected again after the renewal',
+      );
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(agent.connected).toBe(true);
+      expect(fleet.server.counters.syncRefused).toEqual({});
     } finally {
       await agent.stop();
     }

@@ -16,6 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { daemonRecordFile } from '../../reconciler/agents/registry.ts';
 import { main } from '../../reconciler/cli/main.ts';
 import { reconcilerOptionsFromFlags } from '../../reconciler/cli/reconciler-flags.ts';
 import { initAuthority } from '../../reconciler/identity/authority.ts';
@@ -69,6 +70,14 @@ describe('token create', () => {
     expect(await main(['token', 'create', '--state-dir', state, '--ttl', '100000d'], long.io)).toBe(2);
     expect(long.stdout).toBe('');
     expect(long.stderr).toContain('--ttl 100000d is over 7d');
+    expect(readdirSync(join(state, 'tokens'))).toHaveLength(before);
+
+    // A daemon ID that is registered already is refused: two registrations would share one ID.
+    mkdirSync(join(state, 'daemons'), { recursive: true });
+    writeFileSync(daemonRecordFile(join(state, 'daemons'), 'node-7'), '{"daemonId":"node-7"}');
+    const taken = capture(dir);
+    expect(await main(['token', 'create', '--state-dir', state, '--daemon-id', 'node-7'], taken.io)).toBe(2);
+    expect(taken.stderr).toContain('daemon node-7 is registered already: evict it first');
     expect(readdirSync(join(state, 'tokens'))).toHaveLength(before);
   });
 

@@ -341,6 +341,25 @@ describe('agent server', () => {
         const again = capture(scratch);
         expect(await main(['daemon', 'evict', a.daemonId, '--state-dir', state], again.io)).toBe(2);
         expect(again.stderr).toContain(`no daemon ${a.daemonId} is registered`);
+        expect(fleet.server.agents().some((s) => s.daemonId === a.daemonId)).toBe(false);
+
+        // The same daemon ID joins again, with no group: the evicted node's SVID, still valid, does not
+        // let it back in, and the new registration holds nothing of the old one's group.
+        const b = await SimAgent.join(
+          fleet.addr,
+          await fleet.token({ daemonId: a.daemonId }),
+          mkdtempSync(join(scratch, 'agent-')),
+        );
+        agents.push(b);
+        b.start();
+        await b.until(() => b.program !== null && b.connected, 15_000, 'the new registration');
+        expect(b.program!.identities.size).toBe(0);
+        refused.length = 0;
+        a.start();
+        await poll(() => refused.includes('NOT_REGISTERED'), 15_000, 'the evicted SVID refused');
+        expect(a.connected).toBe(false);
+        const now = fleet.server.agents().find((s) => s.daemonId === a.daemonId)!;
+        expect(now).toMatchObject({ daemonGroup: null, connected: true });
       } finally {
         fleet.server.off('refused', onRefused);
         a.stop();

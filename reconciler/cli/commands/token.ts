@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { daemonRecordFile } from '../../agents/registry.ts';
 import { bundlePin } from '../../agents/serving-identity.ts';
 import { JoinTokenStore } from '../../agents/tokens.ts';
 import { escapeText } from '../../encoding/escape.ts';
@@ -74,6 +75,12 @@ export const command: Command = {
       );
       return EXIT_USAGE;
     }
+    if (daemonId !== undefined && existsSync(daemonRecordFile(join(stateDir, 'daemons'), daemonId))) {
+      io.stderr(
+        `riptides-cli token: daemon ${daemonId} is registered already: evict it first (\`riptides-cli daemon evict ${daemonId}\`), or pick another --daemon-id\n`,
+      );
+      return EXIT_USAGE;
+    }
     const authority = await openAuthority(caDir);
     const store = new JoinTokenStore(join(stateDir, 'tokens'));
     await store.init();
@@ -88,7 +95,7 @@ export const command: Command = {
       `join token ${record.id}: daemon riptides/daemon/${record.daemonId}` +
         `${record.daemonGroup ? ` in daemon group ${record.daemonGroup}` : ' (no daemon group)'}, ` +
         `trust domain ${authority.trustDomain}; single use, expires ${record.expiresAt}\n` +
-        `  riptides-cli agent --server HOST:PORT --join-token <token> --state-dir DIR\n`,
+        `  RIPTIDES_JOIN_TOKEN=<token> riptides-cli agent --server HOST:PORT --state-dir DIR\n`,
     );
     if (group !== undefined) {
       const applied = (
