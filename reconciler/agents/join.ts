@@ -9,6 +9,7 @@ import type { JoinRequest, JoinResponse, Out } from '../../agent/protocol/messag
 import { daemonSpiffeId, LIMITS, PROTOCOL_VERSION } from '../../agent/protocol/wire.ts';
 import { toPem } from '../identity/x509.ts';
 import type { DaemonRecord } from './registry.ts';
+import { malformedReason } from './session.ts';
 import { JoinTokenError, type JoinTokenRecord, type JoinTokenStore } from './tokens.ts';
 
 export type JoinCall = grpc.ServerDuplexStream<JoinRequest, Out<JoinResponse>>;
@@ -65,6 +66,11 @@ export function handleJoin(call: JoinCall, ctx: JoinContext): void {
   });
   call.on('data', (m: JoinRequest) => {
     if (done) return;
+    const malformed = malformedReason(m);
+    if (malformed !== null) {
+      fail(grpc.status.INVALID_ARGUMENT, 'MALFORMED', malformed);
+      return;
+    }
     if (!record) {
       if (m.step !== 'token' || !m.token) {
         fail(grpc.status.INVALID_ARGUMENT, 'PROTOCOL', 'the first Join message must carry the join token');

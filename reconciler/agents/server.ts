@@ -40,7 +40,14 @@ import { DesiredPrograms, scopesOfDaemon } from './programs.ts';
 import { KeyedTokenBuckets } from './rate-limit.ts';
 import { type DaemonRecord, DaemonRegistry } from './registry.ts';
 import { ServingIdentity } from './serving-identity.ts';
-import { AgentSession, type AgentStatus, MALFORMED, type SessionContext, type SyncCall } from './session.ts';
+import {
+  AgentSession,
+  type AgentStatus,
+  MALFORMED,
+  malformedReason,
+  type SessionContext,
+  type SyncCall,
+} from './session.ts';
 import { JoinTokenStore } from './tokens.ts';
 
 export type { AgentStatus } from './session.ts';
@@ -200,27 +207,34 @@ export class AgentServer extends EventEmitter {
       this.logger.warn('could not renew the reconciler SVID', { error: err.message }),
     );
     this.grpcServer = new grpc.Server({ ...CHANNEL_OPTIONS, 'grpc.max_concurrent_streams': 16 });
-    const sync = agentServiceDefinition.Sync!;
-    const decode = sync.requestDeserialize;
-    const service: grpc.ServiceDefinition = {
-      ...agentServiceDefinition,
-      Sync: {
-        ...sync,
-        requestDeserialize: (b: Buffer) => {
-          try {
-            return decode(b);
-          } catch (err) {
-            this.counters.malformed++;
-            // Handed to the session, which ends the stream with INVALID_ARGUMENT and this reason: thrown
-            // here, grpc-js would answer INTERNAL "Error deserializing request" and drop it.
-            return { kind: MALFORMED, reason: `malformed message refused: ${(err as Error).message}` };
-          }
-        },
-      },
-    };
+    // Every method's request decoder: bytes that are not the protocol become a MALFORMED value the handler
+    // answers with INVALID_ARGUMENT and this reason (thrown, grpc-js would answer INTERNAL "Error
+    // deserializing request" and drop it), counted.
+    const service: grpc.ServiceDefinition = Object.fromEntries(
+      Object.entries(agentServiceDefinition).map(([name, method]) => {
+        const decode = method.requestDeserialize;
+        return [
+          name,
+          {
+            ...method,
+            requestDeserialize: (b: Buffer) => {
+              try {
+                return decode(b);
+              } catch (err) {
+                this.counters.malformed++;
+                return { kind: MALFORMED, reason: `malformed message refused: ${(err as Error).message}` };
+              }
+            },
+          },
+        ];
+      }),
+    );
     this.grpcServer.addService(service, {
-      GetTrustBundle: (_call: unknown, cb: grpc.sendUnaryData<unknown>) =>
-        cb(null, this.bundleMessage().bundle),
+      GetTrustBundle: (call: { request: unknown }, cb: grpc.sendUnaryData<unknown>) => {
+        const malformed = malformedReason(call.request);
+        if (malformed) cb({ code: grpc.status.INVALID_ARGUMENT, details: malformed });
+        else cb(null, this.bundleMessage().bundle);
+      },
       Join: (call: JoinCall) => this.join(call),
       Sync: (call: SyncCall) => this.sync(call),
     });

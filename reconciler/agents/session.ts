@@ -39,6 +39,12 @@ export type SyncCall = grpc.ServerDuplexStream<AgentMessage, Buffer | ServerMess
 /** The kind the server gives a message that did not decode (the session ends the stream with the reason). */
 export const MALFORMED = 'malformed' as const;
 
+/** The reason a request did not decode, when it is the server's MALFORMED value; null otherwise. */
+export function malformedReason(m: unknown): string | null {
+  const x = m as { kind?: unknown; reason?: unknown } | null;
+  return x?.kind === MALFORMED && typeof x.reason === 'string' ? x.reason.slice(0, 512) : null;
+}
+
 /** What the reconciler knows of one agent, connected or not. */
 export interface AgentStatus {
   daemonId: string;
@@ -163,8 +169,8 @@ export class AgentSession {
 
   private onMessage(m: AgentMessage | { kind: typeof MALFORMED; reason: string }): void {
     if (this.closed) return;
-    if (m.kind === MALFORMED) {
-      const reason = (m as { reason: string }).reason.slice(0, 512);
+    const reason = malformedReason(m);
+    if (reason !== null) {
       this.refuse('message', detail('MALFORMED', reason));
       this.end('INVALID_ARGUMENT', reason);
       return;

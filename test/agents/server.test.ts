@@ -475,6 +475,16 @@ describe('agent server', () => {
       expect(ended.message).toMatch(/^malformed message refused: /);
       expect(fleet.server.counters.malformed).toBeGreaterThanOrEqual(1);
       raw.close();
+      // The same on the calls anyone may make before joining.
+      for (const method of ['Join', 'GetTrustBundle'] as const) {
+        const anon = rawSync(fleet.addr, { bundlePem: a.channel.bundlePem }, method);
+        anon.sendBytes(grpcFrame(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f])));
+        anon.stream.end();
+        const s = await anon.status;
+        expect({ method, code: s.code }).toEqual({ method, code: 3 });
+        expect(s.message).toMatch(/^malformed message refused: /);
+        anon.close();
+      }
 
       // A wrong protocol version is refused before anything is sent.
       const old = rawSync(fleet.addr, a.channel);

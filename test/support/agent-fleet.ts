@@ -103,12 +103,14 @@ export function grpcFrame(payload: Buffer): Buffer {
 }
 
 /**
- * A Sync stream over plain node:http2 with an agent's SVID: sends any bytes, reads replies only when asked
- * (`paused` makes it a peer that stops reading), and reports the gRPC status the server ends with.
+ * A Sync stream (or another `method` of the service) over plain node:http2 with an agent's SVID: sends any
+ * bytes, reads replies only when asked (`paused` makes it a peer that stops reading), and reports the gRPC
+ * status the server ends with.
  */
 export function rawSync(
   addr: string,
   id: { bundlePem: string; keyPem?: string | undefined; chainPem?: string | undefined },
+  method: 'Sync' | 'Join' | 'GetTrustBundle' = 'Sync',
 ) {
   const session = http2.connect(`https://${addr}`, {
     ca: id.bundlePem,
@@ -119,7 +121,7 @@ export function rawSync(
   session.on('error', () => {});
   const stream = session.request({
     ':method': 'POST',
-    ':path': '/riptides.agent.v1.AgentService/Sync',
+    ':path': `/riptides.agent.v1.AgentService/${method}`,
     'content-type': 'application/grpc',
     te: 'trailers',
   });
