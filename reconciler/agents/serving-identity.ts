@@ -19,6 +19,8 @@ type IdListener = grpc.experimental.IdentityCertificateUpdateListener;
 
 /** How often the bundle is compared with the authority's (CA rotation shows up within this). */
 const BUNDLE_CHECK_MS = 30_000;
+/** The longest delay setTimeout takes (2^31 − 1 ms, about 24.8 days). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const SERVING_SVID_TTL_SECONDS = 3600;
 
 export interface BundleSnapshot {
@@ -51,6 +53,9 @@ export class ServingIdentity extends EventEmitter implements Provider {
   private readonly idListeners = new Set<IdListener>();
   private renewTimer: NodeJS.Timeout | undefined;
   private bundleTimer: NodeJS.Timeout | undefined;
+  /** The pin (bundlePin) of the anchor the current SVID was issued under. */
+  private anchor = '';
+  private renewing: Promise<void> | null = null;
 
   private constructor(private readonly authority: Authority) {
     super();
@@ -69,6 +74,7 @@ export class ServingIdentity extends EventEmitter implements Provider {
   private async renew(): Promise<void> {
     const { keyPem, csrPem } = await generateKeyAndCsr(this.spiffeId);
     const svid = await this.authority.signX509Svid({ csrPem, ttlSeconds: SERVING_SVID_TTL_SECONDS });
+    this.anchor = bundlePin(this.authority);
     this.identity = { certificate: Buffer.from(svid.chainPem), privateKey: Buffer.from(keyPem) };
     for (const l of this.idListeners) l(this.identity);
     this.checkBundle();
@@ -78,18 +84,32 @@ export class ServingIdentity extends EventEmitter implements Provider {
       () => {
         this.renew().catch((err: unknown) => this.emit('error', err));
       },
-      Math.max(1000, at - Date.now()),
+      // Node fires a longer timeout at once (it overflows 32 bits), which would renew in a loop.
+      Math.min(MAX_TIMEOUT_MS, Math.max(1000, at - Date.now())),
     );
     this.renewTimer.unref();
   }
 
-  /** Re-reads the bundle; on change, tells grpc-js and emits 'bundle'. */
+  /**
+   * Re-reads the bundle; on change, tells grpc-js and emits 'bundle'. When SVIDs are now issued under another
+   * root (a root rotation took effect), renews at once: join tokens made from now on pin that root, and a
+   * joining agent trusts nothing else.
+   */
   checkBundle(): void {
     const next = bundleOf(this.authority);
-    if (next.version === this.bundle.version) return;
-    this.bundle = next;
-    for (const l of this.caListeners) l({ caCertificate: Buffer.from(next.pem) });
-    this.emit('bundle', next);
+    if (next.version !== this.bundle.version) {
+      this.bundle = next;
+      for (const l of this.caListeners) l({ caCertificate: Buffer.from(next.pem) });
+      this.emit('bundle', next);
+    }
+    if (!this.identity || this.renewing || bundlePin(this.authority) === this.anchor) return;
+    this.renewing = this.renew()
+      .catch((err: unknown) => {
+        this.emit('error', err);
+      })
+      .finally(() => {
+        this.renewing = null;
+      });
   }
 
   // grpc-js registers its watcher only after adding these listeners: the current value goes out on the next
