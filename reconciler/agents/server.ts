@@ -257,7 +257,7 @@ export class AgentServer extends EventEmitter {
     // The certificate provider hands grpc-js its first identity on the next tick.
     await new Promise((r) => setImmediate(r));
     await makeDirs(registry.dir, 0o700);
-    server.registryWatch = watch(registry.dir, { ignoreInitial: true, depth: 0 }).on('unlink', () =>
+    server.registryWatch = watch(registry.dir, { ignoreInitial: true, depth: 0 }).on('all', () =>
       server.sweepEvicted(),
     );
     return server;

@@ -3,7 +3,7 @@
  * the real Sync client, the real update logic; no control interface): joining and its refusals, scope,
  * incremental pushes, ACK/NACK, hostile streams, rate limits, slow readers, resync after a restart.
  */
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { JoinError, joinReconciler } from '../../agent/join.ts';
 import { programVersion } from '../../agent/protocol/version.ts';
 import { decodeServerMessage } from '../../agent/protocol/wire.ts';
 import { AgentStateDir } from '../../agent/state.ts';
+import { daemonRecordFile } from '../../reconciler/agents/registry.ts';
 import type { AgentStatus } from '../../reconciler/agents/server.ts';
 import { main } from '../../reconciler/cli/main.ts';
 import { type Fleet, grpcFrame, rawSync, startFleet } from '../support/agent-fleet.ts';
@@ -331,6 +332,8 @@ describe('agent server', () => {
       try {
         const c = capture(scratch);
         const state = join(fleet.dir, 'state');
+        const recordFile = daemonRecordFile(join(state, 'daemons'), a.daemonId);
+        const recordText = readFileSync(recordFile, 'utf8');
         expect(await main(['daemon', 'evict', a.daemonId, '--state-dir', state], c.io)).toBe(0);
         expect(c.stdout).toBe(
           `evicted daemon spiffe://${FLEET_TD}/riptides/daemon/${a.daemonId} (daemon group ${A})\n`,
@@ -341,6 +344,16 @@ describe('agent server', () => {
         const again = capture(scratch);
         expect(await main(['daemon', 'evict', a.daemonId, '--state-dir', state], again.io)).toBe(2);
         expect(again.stderr).toContain(`no daemon ${a.daemonId} is registered`);
+        expect(fleet.server.agents().some((s) => s.daemonId === a.daemonId)).toBe(false);
+
+        // A renewal that was under way when it was evicted writes its record back: still evicted, after a
+        // restart of the reconciler too.
+        writeFileSync(recordFile, recordText);
+        await fleet.restart();
+        fleet.server.on('refused', onRefused);
+        fleet.publish(BASE);
+        refused.length = 0;
+        await poll(() => refused.includes('NOT_REGISTERED'), 15_000, 'refused after the restart');
         expect(fleet.server.agents().some((s) => s.daemonId === a.daemonId)).toBe(false);
 
         // The same daemon ID joins again, with no group: the evicted node's SVID, still valid, does not
