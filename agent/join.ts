@@ -108,9 +108,17 @@ export async function joinReconciler(opts: JoinOptions): Promise<AgentIdentity> 
   let bundlePem: string;
   let trustDomain: string | null = null;
   if (opts.bundlePem) {
-    bundlePem = opts.bundlePem;
-    if (certificatesDer(bundlePem).length === 0)
-      throw new JoinError('BAD_BUNDLE', 'the --bundle file holds no PEM certificate');
+    // Nothing is fetched unverified, but the token is still bound to the CA it pins: a file that holds other
+    // CAs too (another trust domain's, a staging one) must not send the token to a server of theirs.
+    const all = certificatesDer(opts.bundlePem);
+    if (all.length === 0) throw new JoinError('BAD_BUNDLE', 'the --bundle file holds no PEM certificate');
+    const pinned = all.filter((der) => safePin(der) === parsed.pin);
+    if (pinned.length === 0)
+      throw new JoinError(
+        'PIN_MISMATCH',
+        `the --bundle file does not hold the CA the join token pins (sha256:${parsed.pin.slice(0, 16)}…): is it this reconciler's bundle (riptides-cli bundle show)?`,
+      );
+    bundlePem = certificatesPem(pinned);
   } else {
     const b = await discoverPinnedAuthority(opts.server, parsed.pin, deadline);
     bundlePem = certificatesPem(b.pinned);
@@ -204,7 +212,7 @@ export async function joinReconciler(opts: JoinOptions): Promise<AgentIdentity> 
       throw new JoinError('PROTOCOL', 'the SVID returned is not for the key this agent generated');
     // The reconciler proved it holds the pinned CA on this stream, so the bundle it sends (other authorities
     // of a rotation included) is its own; it must still hold the pinned one.
-    if (!opts.bundlePem && !bundle.x509Authorities.some((der) => safePin(der) === parsed.pin))
+    if (!bundle.x509Authorities.some((der) => safePin(der) === parsed.pin))
       throw new JoinError('PIN_MISMATCH', 'the bundle sent with the SVID does not hold the pinned CA');
     if (bundle.version !== bundleVersion(bundle.x509Authorities))
       throw new JoinError('PROTOCOL', 'the bundle sent with the SVID does not match its version');

@@ -12,7 +12,7 @@ import { unverifiedClient } from '../../agent/connection.ts';
 import { generateKeyAndCsr } from '../../agent/csr.ts';
 import { JoinError, joinReconciler } from '../../agent/join.ts';
 import type { TrustBundle } from '../../agent/protocol/messages.ts';
-import { bundleVersion } from '../../agent/protocol/version.ts';
+import { bundleVersion, certificatesPem } from '../../agent/protocol/version.ts';
 import { agentServiceDefinition } from '../../agent/protocol/wire.ts';
 import { AgentStateDir } from '../../agent/state.ts';
 import { type Authority, initAuthority } from '../../reconciler/identity/authority.ts';
@@ -65,6 +65,7 @@ describe('joining through a server that is not the reconciler', () => {
   let impostors: grpc.Server[] = [];
   let impostorAddr: string;
   let suffixedAddr: string;
+  let withOwnCaBundlePem: string;
   let dir: string;
   const received: string[] = [];
   const receivedSuffixed: string[] = [];
@@ -100,6 +101,10 @@ describe('joining through a server that is not the reconciler', () => {
       receivedSuffixed,
     );
     impostors = [withOwnCa.server, suffixed.server];
+    withOwnCaBundlePem = certificatesPem([
+      ...real.x509Authorities,
+      ...own.x509Authorities().map((c) => c.der),
+    ]);
     impostorAddr = withOwnCa.addr;
     suffixedAddr = suffixed.addr;
   });
@@ -130,6 +135,20 @@ describe('joining through a server that is not the reconciler', () => {
       'which is not a trust domain name: not sending the token',
     );
     expect(receivedSuffixed).toEqual([]);
+
+    // Nor with the CAs given in a file (--bundle) that holds the impostor's CA beside ours.
+    const fromFile = await joinReconciler({
+      server: impostorAddr,
+      token,
+      state,
+      bundlePem: withOwnCaBundlePem,
+      deadlineMs: 10_000,
+    }).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(fromFile).toBeInstanceOf(JoinError);
+    expect(received).toEqual([]);
 
     // Unused, the token still works where it belongs; the agent keeps the reconciler's bundle only.
     await joinReconciler({ server: fleet.addr, token, state });

@@ -72,6 +72,14 @@ describe('token create', () => {
     expect(long.stderr).toContain('--ttl 100000d is over 7d');
     expect(readdirSync(join(state, 'tokens'))).toHaveLength(before);
 
+    // A daemon ID too long for its SPIFFE ID to be signed is refused here, not at the join.
+    const huge = capture(dir);
+    expect(
+      await main(['token', 'create', '--state-dir', state, '--daemon-id', 'a'.repeat(2100)], huge.io),
+    ).toBe(2);
+    expect(huge.stderr).toContain('--daemon-id is 2100 bytes; at most 253 are accepted');
+    expect(huge.stderr.length).toBeLessThan(500);
+
     // A daemon ID that is registered already is refused: two registrations would share one ID.
     mkdirSync(join(state, 'daemons'), { recursive: true });
     writeFileSync(daemonRecordFile(join(state, 'daemons'), 'node-7'), '{"daemonId":"node-7"}');

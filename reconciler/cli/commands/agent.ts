@@ -56,7 +56,8 @@ Flags:
   --state-dir DIR        default $XDG_STATE_HOME/riptides/agent
   --daemon-group GROUP   the group the operator expects; joining fails if the token grants another
   --control-root DIR     the control interface's root (default DIR/control)
-  --bundle FILE          trust this PEM bundle to join instead of the pin in the token
+  --bundle FILE          take the CA from this PEM file instead of fetching the bundle (it must hold the
+                         CA the token pins; only that one is trusted until the reconciler proves it)
   --max-identities N     refuse (NACK) programs with more identities (default 10000)
   --kubeconfig FILE      Kubernetes access to find the pods of containerised processes (default:
                          $KUBECONFIG, else in-cluster; without either, no k8s:* labels)

@@ -32,6 +32,8 @@ Exit status: 0 token printed, 2 could not create one (for instance no reconciler
 `;
 
 const GROUP_RE = /^[A-Za-z0-9._/-]{1,253}$/;
+/** The longest daemon ID `--daemon-id` takes, in bytes (a DNS name's 253). */
+const MAX_DAEMON_ID_BYTES = 253;
 /** The longest a join token may stay usable. */
 const MAX_TTL_SECONDS = 7 * 86_400;
 
@@ -56,6 +58,11 @@ export const command: Command = {
         `--daemon-group "${group}" must be 1-253 letters, digits, ".", "_", "-" or "/" (e.g. riptides/daemongroup/prod/workers)`,
       );
     if (daemonId !== undefined) {
+      // A host name's length at most: the daemon's SPIFFE ID must stay well under the 2,048 bytes a join takes.
+      if (Buffer.byteLength(daemonId) > MAX_DAEMON_ID_BYTES)
+        throw new UsageError(
+          `--daemon-id is ${Buffer.byteLength(daemonId)} bytes; at most ${MAX_DAEMON_ID_BYTES} are accepted (a host name or a UUID)`,
+        );
       const reason = validatePath(`/riptides/daemon/${daemonId}`);
       if (reason || daemonId === '')
         throw new UsageError(
