@@ -115,7 +115,11 @@ const everyManagedResource = (set: ResourceSet) =>
     ...set.workloadCredentials,
   ] as Located<{ status?: unknown }>[];
 
-/** RT040: one resource per kind, namespace and name. */
+/**
+ * RT040: one resource per kind, namespace and name; and one CredentialSource per name across namespaces, since
+ * the credential manager keeps each source's values by its name (two would share one value, handing one
+ * namespace's secret to the other's bindings).
+ */
 function checkUniqueNames({ set, rep }: Context): void {
   const seen = new Map<string, Located<unknown>>();
   for (const r of [...everyManagedResource(set), ...set.secrets] as Located<unknown>[]) {
@@ -125,6 +129,19 @@ function checkUniqueNames({ set, rep }: Context): void {
         hint: 'rename one of them or delete the copy',
       });
     else seen.set(r.key, r);
+  }
+  const sources = new Map<string, Located<CredentialSource>>();
+  for (const r of set.sources) {
+    const first = sources.get(r.value.metadata.name);
+    if (!first) sources.set(r.value.metadata.name, r);
+    else if (namespaceOf(first) !== namespaceOf(r))
+      rep.at(
+        'RT040',
+        `CredentialSource "${r.value.metadata.name}" is also defined in namespace ${namespaceOf(first)} (${first.file}): credential sources are kept by name across namespaces, so the two would share one value`,
+        r,
+        ['metadata', 'name'],
+        { hint: 'give each CredentialSource a name no other namespace uses' },
+      );
   }
 }
 
