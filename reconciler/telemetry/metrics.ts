@@ -21,6 +21,7 @@
  * | `riptides_dataplane_*` | under `up`: its node's data plane (kernel-module/dataplane/metrics.ts, `include`) | |
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AgentServerCounters } from '../agents/server.ts';
 
 const NO_AGENT_COUNTS: AgentCounters = {
   joins: 0,
@@ -31,15 +32,8 @@ const NO_AGENT_COUNTS: AgentCounters = {
   svidsIssued: 0,
 };
 
-/** What the agent server counts (agents/server.ts AgentServerCounters), as the metrics read it. */
-export interface AgentCounters {
-  joins: number;
-  joinsRefused: Record<string, number>;
-  syncRefused: Record<string, number>;
-  messagesRefused: Record<string, number>;
-  malformed: number;
-  svidsIssued: number;
-}
+/** What the metrics read of the agent server's counters. */
+type AgentCounters = Omit<AgentServerCounters, 'acks' | 'nacks'>;
 
 import type { CredentialStatus } from '../credentials/types.ts';
 import { DRIFT_KINDS, type DriftKind } from '../drift/report.ts';
