@@ -82,7 +82,12 @@ describe('riptides-cli up', () => {
     );
     expect(existsSync(join(state, 'quickstart'))).toBe(false);
     expect(text).toMatch(/local agent: joining daemon group riptides\/daemongroup\/local\/quickstart/);
-    expect(text).toMatch(/applied [0-9a-f]{12} \(\d+s ago\) · agent in sync · /);
+    // The status line follows the addresses once the reconciler has the agent's ACK.
+    await eventually(
+      () => /applied [0-9a-f]{12} \(\d+s ago\) · agent in sync · /.test(up.output()),
+      15_000,
+      'the status line',
+    );
     await eventually(
       () =>
         /agent in sync · data plane 1 listener, \d+ connections? \(\d+ open\) · 2 identities/.test(
