@@ -51,7 +51,7 @@ describe('the serving SVID across a root rotation', () => {
       expect(authority.signingAnchor().serial).not.toBe(oldAnchor);
       expect(underAnchor()).toBe(false);
       serving.checkBundle();
-      for (let i = 0; i < 100 && chains.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 500 && chains.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
       expect(chains).toHaveLength(2);
       expect(underAnchor()).toBe(true);
     } finally {
