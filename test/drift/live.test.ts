@@ -202,8 +202,12 @@ describe('drift against live agents', () => {
     // The files are the agent's again, the edited SVID was replaced (new key, new serial), the token rewritten.
     expect(readFileSync(bundle, 'utf8')).toBe(original);
     expect(readFileSync(token, 'utf8')).toContain('drift-secret-value');
-    const serialAfter = statusOf(a).report!.identities.find((i) => i.spiffeId === ID)!.svidSerial;
-    expect(serialAfter).not.toBe(serialBefore);
+    // The new SVID is asked for and reported after the files are back (a CSR round trip): waited for.
+    await eventually(
+      () => statusOf(a).report!.identities.find((i) => i.spiffeId === ID)!.svidSerial !== serialBefore,
+      20_000,
+      'a new SVID serial reported',
+    );
     expect(readFileSync(join(root, 'identities', sid, 'svid.key'), 'utf8')).toMatch(
       /^-----BEGIN PRIVATE KEY-----/,
     );
