@@ -257,9 +257,11 @@ export class AgentServer extends EventEmitter {
     // The certificate provider hands grpc-js its first identity on the next tick.
     await new Promise((r) => setImmediate(r));
     await makeDirs(registry.dir, 0o700);
-    server.registryWatch = watch(registry.dir, { ignoreInitial: true, depth: 0 }).on('all', () =>
-      server.sweepEvicted(),
-    );
+    // Only a record removed can mean an eviction (`daemon evict` writes its marker first, then removes the
+    // record): joins, renewals and the atomic writer's temp files must not each cost a sweep over every daemon.
+    server.registryWatch = watch(registry.dir, { ignoreInitial: true, depth: 0 }).on('unlink', (path) => {
+      if (path.endsWith('.json')) server.sweepEvicted();
+    });
     return server;
   }
 

@@ -395,6 +395,25 @@ describe('agent server', () => {
       }
     });
 
+    it('evicts a daemon whose record an operator removed by hand, at once', async () => {
+      fleet.publish(BASE);
+      const a = await join_({ daemonGroup: A });
+      await a.until(() => a.program !== null && a.connected);
+      const ended: string[] = [];
+      const onRefused = (e: { kind: string; error: { code: string } }) => {
+        if (e.kind === 'sync') ended.push(e.error.code);
+      };
+      fleet.server.on('refused', onRefused);
+      try {
+        rmSync(daemonRecordFile(join(fleet.dir, 'state', 'daemons'), a.daemonId));
+        await poll(() => ended.includes('NOT_REGISTERED'), 15_000, 'the reconnect refused');
+        expect(a.connected).toBe(false);
+      } finally {
+        fleet.server.off('refused', onRefused);
+        a.stop();
+      }
+    });
+
     it('two nodes sharing one identity replace each other ever more slowly: the backoff grows', async () => {
       fleet.publish(BASE);
       const a = await join_({ daemonGroup: A });
