@@ -399,17 +399,14 @@ describe('agent server', () => {
       fleet.publish(BASE);
       const a = await join_({ daemonGroup: A });
       await a.until(() => a.program !== null && a.connected);
-      const ended: string[] = [];
-      const onRefused = (e: { kind: string; error: { code: string } }) => {
-        if (e.kind === 'sync') ended.push(e.error.code);
-      };
-      fleet.server.on('refused', onRefused);
       try {
         rmSync(daemonRecordFile(join(fleet.dir, 'state', 'daemons'), a.daemonId));
-        await poll(() => ended.includes('NOT_REGISTERED'), 15_000, 'the reconnect refused');
+        // Its stream ends, and its reconnects are refused: it stays off (and out of the daemons listed).
+        await poll(() => !a.connected, 15_000, 'the stream ended');
+        await new Promise((r) => setTimeout(r, 1500));
         expect(a.connected).toBe(false);
+        expect(fleet.server.agents().some((s) => s.daemonId === a.daemonId)).toBe(false);
       } finally {
-        fleet.server.off('refused', onRefused);
         a.stop();
       }
     });
