@@ -106,6 +106,8 @@ class Binding {
     private readonly session: Session | CredentialError,
     private readonly ctx: ProviderContext,
     private readonly emit: UpdateListener,
+    /** Called whenever what status() returns may have changed (see CredentialManager.changes). */
+    private readonly touched: () => void,
   ) {}
 
   start(): void {
@@ -172,6 +174,7 @@ class Binding {
       });
     this.schedule(r.refreshAt);
     this.armExpiry();
+    this.touched();
     if (changed) this.emit(this.spec.name, this.workloadID, this.current);
   }
 
@@ -181,15 +184,18 @@ class Binding {
     // Warn when a pair starts failing or fails differently; a retry failing as before is a debug line (a
     // fleet of pairs behind one unreachable Vault would otherwise warn thousands of times per backoff round).
     const repeated = this.failures > 0 && message === this.lastError;
+    const phaseBefore = this.phase;
     this.failures++;
     this.lastError = message;
-    if (err.opts.withdraw && this.current) {
+    const withdrawn = err.opts.withdraw === true && this.current !== undefined;
+    if (withdrawn) {
       this.current = undefined;
       this.clearExpiry();
       this.emit(this.spec.name, this.workloadID, undefined);
     }
     const held = this.valid();
     this.phase = held ? 'expiring' : this.phase === 'expired' ? 'expired' : 'error';
+    if (!repeated || withdrawn || this.phase !== phaseBefore) this.touched();
     const logger = this.ctx.logger;
     (repeated ? (logger.debug ?? (() => {})) : logger.warn).call(logger, 'credential fetch failed', {
       ...this.log(),
@@ -247,6 +253,7 @@ class Binding {
       }
       this.current = undefined;
       this.phase = 'expired';
+      this.touched();
       this.ctx.logger.warn('credential expired before it could be replaced', {
         ...this.log(),
         error: this.lastError,
@@ -300,6 +307,9 @@ export class CredentialManager {
   private readonly providers: Providers;
   private readonly bindings = new Map<string, Binding>();
   private readonly events = new EventEmitter();
+  #changes = 0;
+  /** The last status() and until when it holds (the earliest expiry of a value it shows as held, epoch ms). */
+  #status: { changes: number; until: number; value: CredentialStatus } | undefined;
 
   constructor(opts: CredentialManagerOptions) {
     this.ctx = contextOf(opts);
@@ -320,7 +330,9 @@ export class CredentialManager {
       this.providers.open(source, workloadID),
       this.ctx,
       (s, w, c) => this.events.emit('update', s, w, c),
+      () => this.#changes++,
     );
+    this.#changes++;
     this.bindings.set(key, binding);
     binding.start();
   }
@@ -331,6 +343,7 @@ export class CredentialManager {
     const b = this.bindings.get(key);
     if (!b) return;
     this.bindings.delete(key);
+    this.#changes++;
     await b.close();
   }
 
@@ -349,7 +362,31 @@ export class CredentialManager {
     return b ? b.phase !== 'pending' : undefined;
   }
 
+  /**
+   * A counter that moves whenever status() may answer differently: a pair kept or released, a value obtained,
+   * a failure that changes a pair's message or phase, an expiry. A fleet of pairs retrying as before does not
+   * move it, so the status refresh (several times a second) can skip the credentials.
+   */
+  get changes(): number {
+    return this.#changes;
+  }
+
+  /**
+   * Every pair's state and every source's, sorted by name; the same object until `changes` moves or a value
+   * it shows runs out.
+   */
   status(): CredentialStatus {
+    const cached = this.#status;
+    if (cached?.changes === this.#changes && this.ctx.now() < cached.until) return cached.value;
+    const changes = this.#changes;
+    const value = this.#computeStatus();
+    let until = Number.POSITIVE_INFINITY;
+    for (const b of value.bindings) if (b.expiresAt) until = Math.min(until, Date.parse(b.expiresAt));
+    this.#status = { changes, until, value };
+    return value;
+  }
+
+  #computeStatus(): CredentialStatus {
     const bindings = [...this.bindings.values()].map((b) => b.status());
     const bySource = new Map<string, BindingStatus[]>();
     for (const b of bindings) {

@@ -216,6 +216,8 @@ export class Reconciler extends EventEmitter {
   #retryTimer: NodeJS.Timeout | undefined;
   #rotationTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
+  /** What the statuses last showed of the credential manager (its change counter, revision, book generation). */
+  #credentialsShown: { changes: number; revision: string | null; generation: number } | undefined;
   #poller: Poller | null = null;
   #refWatch: RefWatch | null = null;
   #fileWatch: FSWatcher | null = null;
@@ -996,10 +998,17 @@ export class Reconciler extends EventEmitter {
     const agents = this.agentServer.agents();
     syncDaemons(this.book, agents, revision);
     syncIdentities(this.book, agents, this.desiredPrograms(), revision);
-    if (this.credentials) {
-      const status = this.credentials.status();
+    // Credentials retrying as before, the same revision and resources: the statuses already show them.
+    const c = this.credentials;
+    const seen = this.#credentialsShown;
+    if (
+      c &&
+      (seen?.changes !== c.changes || seen.revision !== revision || seen.generation !== this.book.generation)
+    ) {
+      const status = c.status();
       applyCredentialStatus(this.book, status, revision);
       this.metrics.setCredentialStates(status);
+      this.#credentialsShown = { changes: c.changes, revision, generation: this.book.generation };
     }
     this.#sourceConditions(agents);
   }

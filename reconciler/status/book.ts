@@ -55,6 +55,7 @@ export class StatusBook {
   /** Per resource, the skeleton its entry was last synced from (see statusesFromResources' memo). */
   #skeletons = new Map<string, ResourceStatus>();
   readonly #daemons = new Map<string, DaemonStatus>();
+  #generation = 0;
 
   constructor(opts: StatusBookOptions = {}, snapshot?: StatusSnapshot | null) {
     this.#now = opts.now ?? (() => new Date());
@@ -118,6 +119,11 @@ export class StatusBook {
     return sortByName(kind ? all.filter((r) => r.kind === kind) : all);
   }
 
+  /** Moves each time syncResources replaces the set of resources (new statuses may need runtime fields). */
+  get generation(): number {
+    return this.#generation;
+  }
+
   /** Every resource with its key, in no particular order (for updates that visit them all). */
   entries(): IterableIterator<[string, ResourceStatus]> {
     return this.#resources.entries();
@@ -152,6 +158,7 @@ export class StatusBook {
     this.#resources.clear();
     for (const [k, v] of next) this.#resources.set(k, v);
     this.#skeletons = skeletons;
+    this.#generation++;
     this.#retainEvents();
   }
 

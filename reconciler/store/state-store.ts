@@ -16,6 +16,7 @@
  * any instant reopens to every acknowledged write and nothing torn (test/store/crash.test.ts kills a writer
  * with SIGKILL many times).
  */
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeDirs, TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
@@ -70,12 +71,14 @@ export interface DriftRecord {
 }
 
 /**
- * A value replaced whole and atomically; reads see the last acknowledged write. What was written is kept as
- * its JSON text and parsed when read: the status document is written every few seconds and read at start.
+ * A value replaced whole and atomically; reads see the last acknowledged write. Nothing of a write is kept in
+ * memory: the status document (megabytes with 10,000 resources) is written every few seconds but read only at
+ * start, so a read after a write reads the file back.
  */
 export class StoredDocument<T> {
   #value: T | null;
-  #text: string | null = null;
+  /** A write was acknowledged since #value was read: the file holds the value. */
+  #written = false;
   #chain: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -90,19 +93,14 @@ export class StoredDocument<T> {
       if (err.code === 'ENOENT') return null;
       throw err;
     });
-    if (text === null) return new StoredDocument<T>(path, null);
-    try {
-      return new StoredDocument<T>(path, JSON.parse(text) as T);
-    } catch {
-      throw new StoreCorruptError(`${path} is not valid JSON: restore the state directory from a backup`);
-    }
+    return new StoredDocument<T>(path, text === null ? null : parse<T>(path, text));
   }
 
   /** The last acknowledged value, detached from the object written (null when none was ever written). */
   get(): T | null {
-    if (this.#text !== null) {
-      this.#value = JSON.parse(this.#text) as T;
-      this.#text = null;
+    if (this.#written) {
+      this.#value = parse<T>(this.path, readFileSync(this.path, 'utf8'));
+      this.#written = false;
     }
     return this.#value;
   }
@@ -118,10 +116,19 @@ export class StoredDocument<T> {
     const write = this.#chain.then(async () => {
       // The writer fsyncs the file and the directory.
       await writeFileAtomic(this.path, text, { mode: 0o600 });
-      this.#text = text;
+      this.#value = null;
+      this.#written = true;
     });
     this.#chain = write.catch(() => {});
     return write;
+  }
+}
+
+function parse<T>(path: string, text: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new StoreCorruptError(`${path} is not valid JSON: restore the state directory from a backup`);
   }
 }
 

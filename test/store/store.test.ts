@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { makeCredential } from '../../reconciler/credentials/types.ts';
 import { Journal } from '../../reconciler/store/journal.ts';
 import { StateDirLockedError } from '../../reconciler/store/lock.ts';
-import { SecretInStoreError } from '../../reconciler/store/secret-guard.ts';
+import { SecretInStoreError, stringifyWithoutSecrets } from '../../reconciler/store/secret-guard.ts';
 import { StateStore } from '../../reconciler/store/state-store.ts';
 import { tempDir } from '../support/scratch.ts';
 
@@ -100,6 +100,29 @@ describe('state store', () => {
     expect(again.applied.get()).toEqual({ ...next, programVersions: { g: 'v2' } });
     expect(again.leases.get('openai/creds/role/abc')?.renewable).toBe(true);
     await again.close();
+  });
+
+  it('refuses a secret-named field in any spelling and at any depth, but not a value that imitates one', () => {
+    const refused = (v: unknown) => {
+      try {
+        stringifyWithoutSecrets(v);
+        return null;
+      } catch (err) {
+        return err instanceof SecretInStoreError ? err.message : `other: ${String(err)}`;
+      }
+    };
+    expect(refused({ a: [{ b: { 'Access-Token': 'x' } }] })).toMatch(
+      /record\.a\[0\]\.b\.Access-Token looks like/,
+    );
+    expect(refused({ client_secret: 0 })).toMatch(/record\.client_secret/);
+    expect(refused({ privateKey: { kty: 'EC' } })).toMatch(/record\.privateKey/);
+    expect(refused({ list: [{ PASSWORD: false }] })).toMatch(/record\.list\[0\]\.PASSWORD/);
+    // Empty and null values hold nothing; other names merely start or end like one; a string can hold any text.
+    expect(refused({ token: null, password: '', tokens: 'x', tokenizer: 'y', secretRef: 'z' })).toBeNull();
+    expect(refused({ message: '{"token":"abc"},"password":"p"', m2: ',"secret":1' })).toBeNull();
+    expect(JSON.parse(stringifyWithoutSecrets({ a: [1, { b: 'c' }] }) as string)).toEqual({
+      a: [1, { b: 'c' }],
+    });
   });
 
   it('never stores a credential value: a field named like one is refused, a Credential object leaves only metadata', async () => {
