@@ -7,7 +7,9 @@
  *  - redirects are followed only within the origin named (scheme, host, port); a redirect anywhere else is
  *    refused before anything is sent there, because every request carries a credential (the workload's
  *    JWT-SVID, or a Vault token), as Vault's own client refuses a protocol downgrade;
- *  - plain http only where the endpoint was configured so (see `checkEndpoint`).
+ *  - plain http only where the endpoint was configured so (see `checkEndpoint`);
+ *  - through an agent with a socket limit, at most that many run at once; the others wait their turn (within
+ *    the same deadline) before anything is built or sent.
  *
  * node:https directly: node-vault's axios follows redirects with custom headers (X-Vault-Token) and bodies
  * (the JWT) to any host, and cannot be given a body cap or a real deadline through node-vault; node-vault is
@@ -16,6 +18,7 @@
 
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { type Agent, request as httpsRequest } from 'node:https';
+import pLimit, { type LimitFunction } from 'p-limit';
 import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { displayUrl } from '../common/redact.ts';
 import { CredentialError } from './types.ts';
@@ -169,7 +172,32 @@ export function boundedRequest(req: BoundedRequest): Promise<BoundedResponse> {
       });
       r.end(body);
     });
-  return attempt(req.url, req.method, req.body, 0);
+  const run = () => attempt(req.url, req.method, req.body, 0);
+  const limit = req.agent ? slotsOf(req.agent) : undefined;
+  if (!limit) return run();
+  // Waiting for one of the agent's sockets here holds a closure; in the agent's own queue a whole request
+  // (socket options, headers, body) waited: 4,000 pairs retrying a Vault whose name resolves slowly held 50 MB.
+  return new Promise<BoundedResponse>((resolve, reject) => {
+    const timer = setTimeout(() => reject(noAnswer(req)), req.deadlineMs);
+    // Past the deadline when its turn comes, attempt() refuses to start: nothing is sent.
+    void limit(async () => {
+      clearTimeout(timer);
+      await run().then(resolve, reject);
+    });
+  });
+}
+
+const slots = new WeakMap<Agent, LimitFunction>();
+
+/** A queue per agent that lets as many requests run as the agent has sockets (none for an unbounded agent). */
+function slotsOf(agent: Agent): LimitFunction | undefined {
+  if (!Number.isFinite(agent.maxSockets)) return undefined;
+  let limit = slots.get(agent);
+  if (!limit) {
+    limit = pLimit(agent.maxSockets);
+    slots.set(agent, limit);
+  }
+  return limit;
 }
 
 function noAnswer(req: BoundedRequest): CredentialError {

@@ -1,0 +1,61 @@
+/**
+ * The providers' HTTP exchange through an agent with a socket limit: requests beyond the limit wait in our
+ * queue (within their deadline), not in the agent's, and one whose deadline passes there is never sent.
+ */
+import { Agent, createServer, type ServerResponse } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { boundedRequest } from '../../reconciler/credentials/http.ts';
+import { testTls } from '../support/test-tls.ts';
+
+const closers: Array<() => void> = [];
+afterEach(() => {
+  for (const c of closers.splice(0)) c();
+});
+
+describe('boundedRequest through an agent with a socket limit', () => {
+  it('runs at most maxSockets at once; a request whose deadline passes while it waits is never sent', async () => {
+    const tls = testTls();
+    const seen: string[] = [];
+    const held: ServerResponse[] = [];
+    const server = createServer({ cert: tls.cert, key: tls.key }, (req, res) => {
+      seen.push(req.url ?? '');
+      if (req.url?.startsWith('/hold')) held.push(res);
+      else res.end('ok');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const agent = new Agent({ keepAlive: true, maxSockets: 2, ca: tls.ca });
+    closers.push(() => {
+      for (const res of held) res.destroy();
+      agent.destroy();
+      server.close();
+    });
+    const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const request = (path: string, deadlineMs: number) =>
+      boundedRequest({
+        url: new URL(path, base),
+        method: 'GET',
+        agent,
+        deadlineMs,
+        maxBodyBytes: 1024,
+        what: 'Vault',
+        carries: 'the test token',
+      });
+
+    // Two requests hold both sockets for 3 s; three more can wait 300 ms.
+    const holding = [request('/hold/1', 3000), request('/hold/2', 3000)].map((p) => p.catch((e: Error) => e));
+    const queued = ['/late/1', '/late/2', '/late/3'].map((path) => request(path, 300).catch((e: Error) => e));
+    // While they wait, the agent's own queue holds nothing: they are closures in ours.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(Object.values(agent.requests).flat()).toHaveLength(0);
+    for (const e of await Promise.all(queued))
+      expect(String(e)).toContain('no answer within 300 ms (the request was abandoned at that deadline)');
+
+    // The held pair ends (answered); a request made now gets a socket and its answer.
+    for (const res of held) res.end('done');
+    for (const r of await Promise.all(holding)) expect((r as { status: number }).status).toBe(200);
+    const after = await request('/after', 3000);
+    expect(after.body.toString()).toBe('ok');
+    expect(seen.sort()).toEqual(['/after', '/hold/1', '/hold/2']);
+  });
+});
