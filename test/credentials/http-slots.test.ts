@@ -2,7 +2,8 @@
  * The providers' HTTP exchange through an agent with a socket limit: requests beyond the limit wait in our
  * queue (within their deadline), not in the agent's, and one whose deadline passes there is never sent.
  */
-import { Agent, createServer, type ServerResponse } from 'node:https';
+import type { ServerResponse } from 'node:http';
+import { Agent, createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { boundedRequest } from '../../reconciler/credentials/http.ts';
