@@ -17,7 +17,7 @@ import { ClaimsMemo } from './references.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
-import { ServiceIndex } from './service-index.ts';
+import { ServiceIndexMemo } from './service-index.ts';
 
 export type TlsMode = 'MUTUAL' | 'PERMISSIVE' | 'SIMPLE';
 
@@ -134,6 +134,7 @@ export class CompileMemo {
   readonly refs = new WeakMap<object, { deps: readonly unknown[]; value: CompiledCredentialRef }>();
   readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
   readonly claims = new ClaimsMemo();
+  readonly services = new ServiceIndexMemo();
 }
 
 function reuse<T>(
@@ -153,7 +154,7 @@ function reuse<T>(
 const GROUP = Symbol('group');
 
 export function compile(set: ResourceSet, trustDomain: string, memo = new CompileMemo()): NodeProgram[] {
-  const services = new ServiceIndex(set.services);
+  const services = memo.services.indexFor(set.services);
   const sources = new Map<string, Located<CredentialSource>>();
   for (const s of set.sources) sources.set(`${namespaceOf(s)}/${s.value.metadata.name}`, s);
   const sourceOf = (ns: string, name: string) => sources.get(`${ns}/${name}`)!;
@@ -240,7 +241,7 @@ export function compile(set: ResourceSet, trustDomain: string, memo = new Compil
 
 interface RuleInput {
   rule: NonNullable<WorkloadIdentity['spec']['egress']>[number];
-  targets: Located<Service>[];
+  targets: readonly Located<Service>[];
   wc: Located<WorkloadCredential> | null;
   wcSource: Located<CredentialSource> | null;
 }

@@ -26,12 +26,12 @@ import {
   SELECTOR_KEYS,
   SELECTOR_PREFIXES,
 } from './selectors.ts';
-import { ServiceIndex } from './service-index.ts';
+import { type ServiceIndex, ServiceIndexMemo } from './service-index.ts';
 import { didYouMean, Suggestions } from './suggest.ts';
 
 export interface ValidateOptions {
   /** Results reused from an earlier check of the same parsed resources (a long-running reader's). */
-  memo?: { claims: ClaimsMemo };
+  memo?: { claims: ClaimsMemo; services: ServiceIndexMemo };
   trustDomain: string;
   /** Trust domains whose SPIFFE IDs may appear in allow lists (riptides.config.yaml `federatesWith`). */
   federatesWith?: readonly string[];
@@ -98,7 +98,7 @@ function indexResources(set: ResourceSet, opts: ValidateOptions, rep: Reporter):
     knownSpiffeIds,
     sourcesByNs,
     workloadCredentialsByNs,
-    services: new ServiceIndex(set.services),
+    services: (opts.memo?.services ?? new ServiceIndexMemo()).indexFor(set.services),
     spiffeIdNames: once(() => new Suggestions(knownSpiffeIds)),
     workloadIdNames: once(() => new Suggestions(byWorkloadId.keys())),
     sourceNames: once(() => namesByNamespace(set.sources)),
@@ -237,7 +237,7 @@ function selectServices(
   r: Located<unknown>,
   path: NodePath,
   selectors: Record<string, string>[],
-): Located<Service>[] {
+): readonly Located<Service>[] {
   const matched: Located<Service>[] = [];
   selectors.forEach((sel, i) => {
     const hits = services.select(sel);
@@ -441,7 +441,7 @@ function isTlsService(s: Service): boolean {
   return s.spec.tls === true || (s.spec.addresses ?? []).some((a) => a.port === 443);
 }
 
-function identityIntercepts(identity: WorkloadIdentity, services: Located<Service>[]): boolean {
+function identityIntercepts(identity: WorkloadIdentity, services: readonly Located<Service>[]): boolean {
   if (identity.spec.connection?.tls?.intercept) return true;
   return (identity.spec.egress ?? []).some(
     (rule) =>
