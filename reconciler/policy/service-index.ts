@@ -3,76 +3,108 @@ import type { Service } from './kinds/index.ts';
 import type { Located } from './resources.ts';
 import { labelsMatch } from './selectors.ts';
 
+type Selection = { epoch: number; hits: readonly Located<Service>[] };
+
 /**
- * An index of Services by label. What a selector (or list of selectors) selected is remembered by the
- * selector's object: a parsed file read through the parse cache hands the same objects to every render, so
- * an index kept across renders (ServiceIndexMemo) answers an unchanged selector without selecting again.
- * The arrays returned are shared: callers read them and never change them.
+ * An index of Services by label that can follow the next revision's Services (update) and remembers what each
+ * selector selected, by the selector's object: a parsed file read through the parse cache hands the same
+ * objects to every render. A remembered selection stays right while no Service carrying one of its labels
+ * came or went (a Service a selector matches carries all of its labels), so a one-file pass over 10,000
+ * resources selects again only for the selectors that name a label of a Service in that file.
+ *
+ * Selections list Services in the order of the list given (as a fresh index would). The arrays returned are
+ * shared: callers read them and never change them.
  */
 export class ServiceIndex {
-  private readonly byLabel = new Map<string, Located<Service>[]>();
-  readonly #selected = new WeakMap<object, readonly Located<Service>[]>();
-  readonly #selectedAny = new WeakMap<object, readonly Located<Service>[]>();
+  readonly #byLabel = new Map<string, Set<Located<Service>>>();
+  #position = new Map<Located<Service>, number>();
+  /** Per `label\0value`, the epoch in which a Service carrying it last came or went. */
+  readonly #labelEpoch = new Map<string, number>();
+  #epoch = 0;
+  readonly #selected = new WeakMap<object, Selection>();
+  readonly #selectedAny = new WeakMap<object, Selection>();
 
-  constructor(readonly services: readonly Located<Service>[]) {
-    for (const s of services) {
-      for (const [k, v] of Object.entries(s.value.spec.labels)) {
-        const key = `${k}\u0000${v}`;
-        const list = this.byLabel.get(key);
-        if (list) list.push(s);
-        else this.byLabel.set(key, [s]);
+  constructor(services: readonly Located<Service>[]) {
+    this.update(services);
+  }
+
+  /** The Services of the next revision: only those that came or went (by object) are indexed again. */
+  update(services: readonly Located<Service>[]): void {
+    const previous = this.#position;
+    const position = new Map<Located<Service>, number>();
+    for (let i = 0; i < services.length; i++) position.set(services[i]!, i);
+    this.#position = position;
+    this.#epoch++;
+    for (const s of previous.keys()) if (!position.has(s)) this.#touch(s, false);
+    for (const s of services) if (!previous.has(s)) this.#touch(s, true);
+  }
+
+  #touch(s: Located<Service>, add: boolean): void {
+    for (const [k, v] of Object.entries(s.value.spec.labels)) {
+      const key = `${k}\u0000${v}`;
+      this.#labelEpoch.set(key, this.#epoch);
+      let set = this.#byLabel.get(key);
+      if (!set) {
+        if (!add) continue;
+        set = new Set();
+        this.#byLabel.set(key, set);
       }
+      if (add) set.add(s);
+      else if (set.delete(s) && set.size === 0) this.#byLabel.delete(key);
     }
+  }
+
+  /** No Service with one of the selector's labels came or went since `epoch`. */
+  #current(selector: Record<string, string>, epoch: number): boolean {
+    for (const k in selector)
+      if ((this.#labelEpoch.get(`${k}\u0000${selector[k]}`) ?? 0) > epoch) return false;
+    return true;
   }
 
   /** Services whose labels include every label of the selector. */
   select(selector: Record<string, string>): readonly Located<Service>[] {
-    let hits = this.#selected.get(selector);
-    if (!hits) {
-      hits = this.#select(selector);
-      this.#selected.set(selector, hits);
+    const kept = this.#selected.get(selector);
+    if (kept && this.#current(selector, kept.epoch)) return kept.hits;
+    let smallest: Set<Located<Service>> | undefined;
+    let none = false;
+    for (const k in selector) {
+      const set = this.#byLabel.get(`${k}\u0000${selector[k]}`);
+      if (!set) none = true;
+      else if (!smallest || set.size < smallest.size) smallest = set;
     }
+    const hits: Located<Service>[] = [];
+    if (smallest && !none)
+      for (const s of smallest) if (labelsMatch(selector, s.value.spec.labels)) hits.push(s);
+    hits.sort((a, b) => this.#position.get(a)! - this.#position.get(b)!);
+    this.#selected.set(selector, { epoch: this.#epoch, hits });
     return hits;
-  }
-
-  #select(selector: Record<string, string>): Located<Service>[] {
-    let smallest: Located<Service>[] | undefined;
-    for (const [k, v] of Object.entries(selector)) {
-      const list = this.byLabel.get(`${k}\u0000${v}`);
-      if (!list) return [];
-      if (!smallest || list.length < smallest.length) smallest = list;
-    }
-    if (!smallest) return [];
-    return smallest.filter((s) => labelsMatch(selector, s.value.spec.labels));
   }
 
   /** Services selected by any selector of the list (OR), each once, in a stable order. */
   selectAny(selectors: readonly Record<string, string>[]): readonly Located<Service>[] {
-    let hits = this.#selectedAny.get(selectors);
-    if (!hits) {
-      const out = new Map<string, Located<Service>>();
-      for (const sel of selectors) for (const s of this.select(sel)) out.set(s.key, s);
-      hits = [...out.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      this.#selectedAny.set(selectors, hits);
-    }
+    const kept = this.#selectedAny.get(selectors);
+    if (kept && selectors.every((sel) => this.#current(sel, kept.epoch))) return kept.hits;
+    const out = new Map<string, Located<Service>>();
+    for (const sel of selectors) for (const s of this.select(sel)) out.set(s.key, s);
+    const hits = [...out.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    this.#selectedAny.set(selectors, { epoch: this.#epoch, hits });
     return hits;
   }
 }
 
 /**
- * The ServiceIndex of the last render, kept while the Services are the very same parsed objects in the same
- * order (a commit that touches no Service): its remembered selections stay right, and a one-file pass over
- * 10,000 resources neither rebuilds the index nor selects again for the 9,999 resources it did not change.
+ * One ServiceIndex followed from render to render (see ServiceIndex.update): kept in the compile memo, shared by
+ * validation and compile.
  */
 export class ServiceIndexMemo {
   #index: ServiceIndex | undefined;
+  #services: readonly Located<Service>[] | undefined;
 
-  /** The kept index when `services` holds the same objects as its own, else a new one (kept from now). */
+  /** The index, brought to `services` (nothing to do when it is the list it was last brought to). */
   indexFor(services: readonly Located<Service>[]): ServiceIndex {
-    const kept = this.#index?.services;
-    if (kept && kept.length === services.length && services.every((s, i) => s === kept[i]))
-      return this.#index!;
-    this.#index = new ServiceIndex(services);
+    if (!this.#index) this.#index = new ServiceIndex(services);
+    else if (this.#services !== services) this.#index.update(services);
+    this.#services = services;
     return this.#index;
   }
 }

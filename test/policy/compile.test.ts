@@ -183,6 +183,32 @@ describe('compile memo', () => {
     expect(applied).toBeGreaterThan(30);
   });
 
+  it('lists the Services a selector selects in file order after one of them is edited, as a fresh render does', () => {
+    const service = (name: string, port: number) =>
+      `apiVersion: core.riptides.io/v1alpha1\nkind: Service\nmetadata:\n  name: ${name}\nspec:\n  external: true\n  addresses:\n    - address: ${name}.example.com\n      port: ${port}\n  labels:\n    app: shared\n`;
+    const identity =
+      'apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: caller\nspec:\n  workloadID: apps/caller\n  scope:\n    daemonGroup:\n      id: g\n  selectors:\n    - process:name: caller\n  egress:\n    - selectors:\n        - app: shared\n      connection:\n        tls:\n          mode: MUTUAL\n';
+    const cache = new Map();
+    const memo = new CompileMemo();
+    const render = (ports: number[]) => {
+      const texts = [...ports.map((p, i) => service(`s${i}`, p)), identity];
+      const inputs = texts.map((text, i) => ({
+        path: `f${i}.yaml`,
+        id: `f${i}-${text.length}-${ports[i] ?? 0}`,
+        bytes: new TextEncoder().encode(text),
+      }));
+      const withMemo = renderPolicy(inputs, { trustDomain: TD, cache, memo });
+      expect(withMemo.diagnostics).toEqual(renderPolicy(inputs, { trustDomain: TD }).diagnostics);
+      return withMemo.diagnostics.filter((d) => d.code === 'RT046').map((d) => d.message.split(' to ')[1]);
+    };
+    const first = 'Service/riptides-system/s0, an external service that holds no SPIFFE identity';
+    expect(render([443, 443, 443])[0]).toBe(first);
+    // s0 is edited: a new object, indexed again after s1 and s2, but still listed first.
+    const after = render([8443, 443, 443]);
+    expect(after[0]).toBe(first);
+    expect(after).toHaveLength(3);
+  });
+
   it('finds the same process claims (RT047) as a fresh render, scope by scope, as claims come and go', () => {
     const identity = (name: string, group: string, process: string) =>
       `apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: ${name}\nspec:\n  workloadID: apps/${name}\n  scope:\n    daemonGroup:\n      id: ${group}\n  selectors:\n    - process:name: ${process}\n`;
