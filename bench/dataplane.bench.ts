@@ -454,13 +454,19 @@ backend up
     const hops = key.startsWith('mtls') ? 2 : 1;
     const ratio = s.dataplane!.rps / s.haproxy!.rps;
     const floor = s['node:tls floor']!;
+    // The relay makes one upstream handshake per application connection where the data plane and HAProxy reuse
+    // upstream connections: below them on new connections, so no floor there.
+    const floorNote =
+      key === 'intercept new connection per request'
+        ? 'node:tls relay, not a floor here: '
+        : 'node:tls floor ';
     const added = (s.dataplane!.p50 - s.direct!.p50) / hops;
     const addedHap = (s.haproxy!.p50 - s.direct!.p50) / hops;
     const addedFloor = (floor.p50 - s.direct!.p50) / hops;
     console.log(
       `- ${key}: data plane ${(ratio * 100).toFixed(0)}% of HAProxy's throughput (target ≥ 50%: ${ratio >= 0.5 ? 'met' : 'MISSED'}; ` +
-        `node:tls floor ${((floor.rps / s.haproxy!.rps) * 100).toFixed(0)}%); ` +
-        `added p50 per hop ${added.toFixed(3)} ms (HAProxy ${addedHap.toFixed(3)} ms, node:tls floor ${addedFloor.toFixed(3)} ms; ` +
+        `${floorNote}${((floor.rps / s.haproxy!.rps) * 100).toFixed(0)}%); ` +
+        `added p50 per hop ${added.toFixed(3)} ms (HAProxy ${addedHap.toFixed(3)} ms, ${floorNote}${addedFloor.toFixed(3)} ms; ` +
         `target < 1 ms: ${added < 1 ? 'met' : 'MISSED'})`,
     );
   }
