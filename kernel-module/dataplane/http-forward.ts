@@ -54,6 +54,7 @@ const MAX_POOLS = 1024;
 interface SocketState {
   flow: HttpFlow;
   inflight: number;
+  /** The request-head deadline: one timer per connection, refreshed after each response. */
   timer: NodeJS.Timeout | null;
 }
 
@@ -62,9 +63,18 @@ export class HttpForwarder {
   private readonly states = new WeakMap<object, SocketState>();
   /** Upstream connection pools (undici), by kind, address, TLS name and, for mTLS, identity. */
   private readonly pools = new Map<string, Pool>();
+  /**
+   * Each flow's pool, so that a keep-alive connection does not rebuild its pool key per request; valid while
+   * `generation` holds, which every pool retirement (policy change, eviction, close) moves on.
+   */
+  private readonly poolOf = new WeakMap<HttpFlow, { pool: Pool; generation: number }>();
+  private generation = 0;
 
   constructor(private readonly core: Core) {
     this.server = createServer({ maxHeaderSize: core.limits.maxHeaderBytes, requireHostHeader: true });
+    // Between requests the head deadline (headersTimeoutMs) bounds an idle connection; node's own keep-alive
+    // timer would close it sooner and re-arm a socket timeout on every request.
+    this.server.keepAliveTimeout = 0;
     this.server.on('request', (req, res) => this.onRequest(req, res));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       // The application went away (reset, broken pipe): nothing to refuse.
@@ -99,6 +109,7 @@ export class HttpForwarder {
    * peer the new policy may refuse: requests in flight finish on theirs, the next ones dial anew.
    */
   resetMtls(): void {
+    this.generation++;
     for (const [key, pool] of this.pools)
       if (key.startsWith('mtls ')) {
         this.pools.delete(key);
@@ -107,13 +118,19 @@ export class HttpForwarder {
   }
 
   close(): void {
+    this.generation++;
     for (const pool of this.pools.values()) void pool.destroy().catch(() => {});
     this.pools.clear();
   }
 
   private armHeadersDeadline(socket: Socket, state: SocketState): void {
-    if (state.timer) clearTimeout(state.timer);
+    if (state.timer) {
+      state.timer.refresh();
+      return;
+    }
     state.timer = setTimeout(() => {
+      // A request in flight is bounded by the upstream's deadlines; the head deadline restarts after it.
+      if (state.inflight > 0) return;
       this.core.metrics.requestsRefused.inc({ reason: 'headers-timeout' });
       this.core.log({
         level: 'warn',
@@ -133,7 +150,6 @@ export class HttpForwarder {
       res.writeHead(500, { [REASON]: 'no flow for this connection' }).end();
       return;
     }
-    if (state.timer) clearTimeout(state.timer);
     state.inflight++;
     if (state.inflight > 1) {
       this.refuse(res, 400, 'pipelining', 'pipelined requests are not supported: send one request at a time');
@@ -168,10 +184,15 @@ export class HttpForwarder {
   async forward(req: IncomingMessage, res: ServerResponse, flow: HttpFlow): Promise<void> {
     const headers: Array<[string, string]> = [];
     const raw = req.rawHeaders;
+    // One pass over the head as received: what leaves, whether a body follows, whether it is already hashed.
+    let hasBody = false;
+    let hasHash = false;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const name = raw[i]!;
       const lower = name.toLowerCase();
+      if (lower === 'content-length' || lower === 'transfer-encoding') hasBody = true;
       if (HOP.has(lower) || (flow.credential && lower === 'authorization')) continue;
+      if (lower === 'x-amz-content-sha256') hasHash = true;
       headers.push([name, raw[i + 1]!]);
     }
     let target = req.url ?? '/';
@@ -202,7 +223,6 @@ export class HttpForwarder {
       if (value.kind === 'bearer') {
         headers.push(['Authorization', `Bearer ${value.token}`]);
       } else {
-        const hasHash = headers.some(([n]) => n.toLowerCase() === 'x-amz-content-sha256');
         if (!hasHash) {
           body = await this.readBody(req);
           if (body === null) {
@@ -235,7 +255,7 @@ export class HttpForwarder {
       this.core.metrics.credentialsInjected.inc({ kind: ref.kind, binding: ref.name });
       if (flow.record.binding !== ref.name) this.core.table.update(flow.record, { binding: ref.name });
     }
-    await this.send(req, res, flow, target, headers, body);
+    await this.send(req, res, flow, target, headers, body ?? (hasBody ? req : null));
   }
 
   private readBody(req: IncomingMessage): Promise<Buffer | null> {
@@ -262,13 +282,18 @@ export class HttpForwarder {
    * verified exactly as unintercepted ones are.
    */
   private pool(flow: HttpFlow): Pool {
+    const known = this.poolOf.get(flow);
+    if (known?.generation === this.generation) return known.pool;
     const t = flow.target;
     const address = t.ip ?? t.host;
     const allow =
       flow.upstream === 'mtls' ? ` ${flow.identity.spiffeId} ${JSON.stringify(flow.allowLists())}` : '';
     const key = `${flow.upstream} ${address} ${t.port} ${t.host}${allow}`;
     let pool = this.pools.get(key);
-    if (pool) return pool;
+    if (pool) {
+      this.poolOf.set(flow, { pool, generation: this.generation });
+      return pool;
+    }
     const core = this.core;
     const target = { host: t.host, ip: address, port: t.port };
     const connect = (_: unknown, cb: (err: Error | null, socket: Duplex | null) => void) => {
@@ -299,9 +324,11 @@ export class HttpForwarder {
     if (this.pools.size >= MAX_POOLS) {
       const [oldest, old] = this.pools.entries().next().value!;
       this.pools.delete(oldest);
+      this.generation++;
       void old.close().catch(() => {});
     }
     this.pools.set(key, pool);
+    this.poolOf.set(flow, { pool, generation: this.generation });
     return pool;
   }
 
@@ -311,11 +338,9 @@ export class HttpForwarder {
     flow: HttpFlow,
     target: string,
     headers: Array<[string, string]>,
-    body: Buffer | null,
+    body: Buffer | IncomingMessage | null,
   ): Promise<void> {
     const t = flow.target;
-    const hasBody =
-      req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     return new Promise((resolve, reject) => {
       let controller: Dispatcher.DispatchController | null = null;
       let finished = false;
@@ -370,7 +395,7 @@ export class HttpForwarder {
           path: target,
           method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
           headers: headers.flat(),
-          body: body ?? (hasBody ? req : null),
+          body,
         },
         handler,
       );

@@ -90,8 +90,15 @@ export class Inbound {
       const td = core.inputs.rules()?.trustDomain ?? '';
       const current = findIdentity(core.inputs.rules(), listener.spiffeId);
       let peer: string | null = null;
+      // Read once: each read makes a new X509Certificate; the same one serves the check and the guard.
+      const leaf = mutual ? (tls.getPeerX509Certificate() ?? null) : null;
       if (mutual) {
-        const result = checkPeer(tls, td, [current?.inbound.allowedSpiffeIds ?? ['(identity removed)']]);
+        const result = checkPeer(
+          tls,
+          td,
+          [current?.inbound.allowedSpiffeIds ?? ['(identity removed)']],
+          leaf,
+        );
         if (!result.ok) {
           this.count(result.reason, result.detail, raw);
           tls.destroy();
@@ -114,7 +121,6 @@ export class Inbound {
         binding: null,
       });
       core.metrics.connections.inc({ direction: 'inbound', mode: mutual ? 'mtls' : 'tls' });
-      const leaf = tls.getPeerX509Certificate();
       const notAfter = leaf ? Date.parse(leaf.validTo) : Number.POSITIVE_INFINITY;
       const guard = {
         direction: 'inbound' as const,

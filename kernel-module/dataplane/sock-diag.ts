@@ -28,6 +28,10 @@ interface Libc {
 let libc: Libc | null = null;
 let fd = -1;
 let seq = 0;
+// One request and one reply buffer for every lookup: each lookup is synchronous (send, then recv of the answer
+// the kernel queued during send) and every request field is rewritten, so nothing carries over between lookups.
+const req = Buffer.alloc(72);
+const reply = Buffer.alloc(1024);
 
 function open(): number {
   if (fd >= 0) return fd;
@@ -72,7 +76,7 @@ export function inodeByTuple(
   }
   if (sock < 0) return undefined;
   const v4 = isIPv4(local.address.replace(/^::ffff:/, '')) && isIPv4(remote.address.replace(/^::ffff:/, ''));
-  const req = Buffer.alloc(72);
+  req.fill(0);
   req.writeUInt32LE(72, 0);
   req.writeUInt16LE(SOCK_DIAG_BY_FAMILY, 4);
   req.writeUInt16LE(NLM_F_REQUEST, 6);
@@ -87,9 +91,9 @@ export function inodeByTuple(
   req.writeUInt32LE(0xffffffff, 64); // INET_DIAG_NOCOOKIE
   req.writeUInt32LE(0xffffffff, 68);
   if (libc!.send(sock, req, req.length, 0) !== req.length) return undefined;
-  const reply = Buffer.alloc(1024);
   const n = libc!.recv(sock, reply, reply.length, MSG_DONTWAIT);
-  if (n < 16) return undefined;
+  // Only the answer to this request counts (a reply left queued by an earlier lookup would name another socket).
+  if (n < 16 || reply.readUInt32LE(8) !== seq) return undefined;
   if (reply.readUInt16LE(4) === NLMSG_ERROR) return null;
   if (n < 88) return undefined;
   const inode = reply.readUInt32LE(84);
