@@ -70,12 +70,24 @@ function formsOf(secret: string): string[] {
   const bytes = Buffer.from(secret);
   return [
     secret,
-    encodeURIComponent(secret),
+    ...uriEncoded(secret),
     percentEncoded(bytes, HEX_UPPER),
     percentEncoded(bytes, HEX_LOWER),
     bytes.toString('base64'),
     bytes.toString('base64url'),
   ];
+}
+
+/**
+ * encodeURIComponent's form, or none for a string that is not well-formed UTF-16 (a lone surrogate, which a
+ * server may send in JSON): encodeURIComponent throws on it, and the value cannot travel URL-encoded anyway.
+ */
+function uriEncoded(secret: string): string[] {
+  try {
+    return [encodeURIComponent(secret)];
+  } catch {
+    return [];
+  }
 }
 
 const HEX_UPPER = Buffer.from('0123456789ABCDEF');

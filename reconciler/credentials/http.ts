@@ -8,8 +8,8 @@
  *    refused before anything is sent there, because every request carries a credential (the workload's
  *    JWT-SVID, or a Vault token), as Vault's own client refuses a protocol downgrade;
  *  - plain http only where the endpoint was configured so (see `checkEndpoint`);
- *  - through an agent with a socket limit, at most that many run at once; the others wait their turn (within
- *    the same deadline) before anything is built or sent.
+ *  - through an agent with a socket limit, at most that many run at once per origin; the others wait their turn
+ *    (within the same deadline) before anything is built or sent.
  *
  * node:https directly: node-vault's axios follows redirects with custom headers (X-Vault-Token) and bodies
  * (the JWT) to any host, and cannot be given a body cap or a real deadline through node-vault; node-vault is
@@ -173,29 +173,43 @@ export function boundedRequest(req: BoundedRequest): Promise<BoundedResponse> {
       r.end(body);
     });
   const run = () => attempt(req.url, req.method, req.body, 0);
-  const limit = req.agent ? slotsOf(req.agent) : undefined;
+  const limit = req.agent && req.url.protocol === 'https:' ? slotsOf(req.agent, req.url.origin) : undefined;
   if (!limit) return run();
   // Waiting for one of the agent's sockets here holds a closure; in the agent's own queue a whole request
   // (socket options, headers, body) waited: 4,000 pairs retrying a Vault whose name resolves slowly held 50 MB.
   return new Promise<BoundedResponse>((resolve, reject) => {
-    const timer = setTimeout(() => reject(noAnswer(req)), req.deadlineMs);
-    // Past the deadline when its turn comes, attempt() refuses to start: nothing is sent.
+    let abandoned = false;
+    const timer = setTimeout(() => {
+      abandoned = true;
+      reject(noAnswer(req));
+    }, req.deadlineMs);
     void limit(async () => {
+      // The caller was told "no answer": nothing may be sent for it now (a login nobody would revoke).
+      if (abandoned) return;
       clearTimeout(timer);
       await run().then(resolve, reject);
     });
   });
 }
 
-const slots = new WeakMap<Agent, LimitFunction>();
+const slots = new WeakMap<Agent, Map<string, LimitFunction>>();
 
-/** A queue per agent that lets as many requests run as the agent has sockets (none for an unbounded agent). */
-function slotsOf(agent: Agent): LimitFunction | undefined {
+/**
+ * A queue per agent and origin that lets as many requests run as the agent has sockets for one origin
+ * (maxSockets is per origin: one hanging Vault must not hold the slots of another). None for an unbounded
+ * agent.
+ */
+function slotsOf(agent: Agent, origin: string): LimitFunction | undefined {
   if (!Number.isFinite(agent.maxSockets)) return undefined;
-  let limit = slots.get(agent);
+  let byOrigin = slots.get(agent);
+  if (!byOrigin) {
+    byOrigin = new Map();
+    slots.set(agent, byOrigin);
+  }
+  let limit = byOrigin.get(origin);
   if (!limit) {
     limit = pLimit(agent.maxSockets);
-    slots.set(agent, limit);
+    byOrigin.set(origin, limit);
   }
   return limit;
 }

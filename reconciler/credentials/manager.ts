@@ -307,6 +307,7 @@ export class CredentialManager {
   private readonly providers: Providers;
   private readonly bindings = new Map<string, Binding>();
   private readonly events = new EventEmitter();
+  /** Moves whenever status() may answer differently (see status()). */
   #changes = 0;
   /** The last status() and until when it holds (the earliest expiry of a value it shows as held, epoch ms). */
   #status: { changes: number; until: number; value: CredentialStatus } | undefined;
@@ -363,17 +364,10 @@ export class CredentialManager {
   }
 
   /**
-   * A counter that moves whenever status() may answer differently: a pair kept or released, a value obtained,
-   * a failure that changes a pair's message or phase, an expiry. A fleet of pairs retrying as before does not
-   * move it, so the status refresh (several times a second) can skip the credentials.
-   */
-  get changes(): number {
-    return this.#changes;
-  }
-
-  /**
-   * Every pair's state and every source's, sorted by name; the same object until `changes` moves or a value
-   * it shows runs out.
+   * Every pair's state and every source's, sorted by name. The same object until something it shows may have
+   * changed (a pair kept or released, a value obtained, a failure that changes a pair's message or phase, an
+   * expiry) or a value it shows runs out: a fleet of pairs retrying as before answers with it, so the status
+   * refresh (several times a second) can tell by identity that there is nothing new.
    */
   status(): CredentialStatus {
     const cached = this.#status;
@@ -431,6 +425,7 @@ export class CredentialManager {
   async close(): Promise<void> {
     const all = [...this.bindings.values()];
     this.bindings.clear();
+    this.#changes++;
     await Promise.all(all.map((b) => b.close()));
     await this.providers.close();
   }

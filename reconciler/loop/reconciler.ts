@@ -37,7 +37,7 @@ import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
 import { type BackoffPolicy, backoffDelay, DEFAULT_BACKOFF } from '../common/retry.ts';
 import { resolveFingerprintKey } from '../credentials/fingerprint.ts';
 import { CredentialManager, type CredentialManagerOptions } from '../credentials/manager.ts';
-import type { CredentialSourceSpec } from '../credentials/types.ts';
+import type { CredentialSourceSpec, CredentialStatus } from '../credentials/types.ts';
 import { type DriftSettings, type RunningDrift, startDrift } from '../drift/service.ts';
 import { classify } from '../errors/classify.ts';
 import {
@@ -216,8 +216,8 @@ export class Reconciler extends EventEmitter {
   #retryTimer: NodeJS.Timeout | undefined;
   #rotationTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
-  /** What the statuses last showed of the credential manager (its change counter, revision, book generation). */
-  #credentialsShown: { changes: number; revision: string | null; generation: number } | undefined;
+  /** What the statuses last showed of the credential manager: its status object, the revision, the book's generation. */
+  #credentialsShown: { status: CredentialStatus; revision: string | null; generation: number } | undefined;
   #poller: Poller | null = null;
   #refWatch: RefWatch | null = null;
   #fileWatch: FSWatcher | null = null;
@@ -998,17 +998,15 @@ export class Reconciler extends EventEmitter {
     const agents = this.agentServer.agents();
     syncDaemons(this.book, agents, revision);
     syncIdentities(this.book, agents, this.desiredPrograms(), revision);
-    // Credentials retrying as before, the same revision and resources: the statuses already show them.
-    const c = this.credentials;
-    const seen = this.#credentialsShown;
-    if (
-      c &&
-      (seen?.changes !== c.changes || seen.revision !== revision || seen.generation !== this.book.generation)
-    ) {
-      const status = c.status();
-      applyCredentialStatus(this.book, status, revision);
-      this.metrics.setCredentialStates(status);
-      this.#credentialsShown = { changes: c.changes, revision, generation: this.book.generation };
+    if (this.credentials) {
+      // The same status object (credentials retrying as before), revision and resources: already shown.
+      const status = this.credentials.status();
+      const seen = this.#credentialsShown;
+      if (seen?.status !== status || seen.revision !== revision || seen.generation !== this.book.generation) {
+        applyCredentialStatus(this.book, status, revision);
+        this.metrics.setCredentialStates(status);
+        this.#credentialsShown = { status, revision, generation: this.book.generation };
+      }
     }
     this.#sourceConditions(agents);
   }

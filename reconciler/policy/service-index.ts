@@ -21,8 +21,8 @@ export class ServiceIndex {
   /** Per `label\0value`, the epoch in which a Service carrying it last came or went. */
   readonly #labelEpoch = new Map<string, number>();
   #epoch = 0;
-  readonly #selected = new WeakMap<object, Selection>();
-  readonly #selectedAny = new WeakMap<object, Selection>();
+  #selected = new WeakMap<object, Selection>();
+  #selectedAny = new WeakMap<object, Selection>();
 
   constructor(services: readonly Located<Service>[]) {
     this.update(services);
@@ -32,11 +32,30 @@ export class ServiceIndex {
   update(services: readonly Located<Service>[]): void {
     const previous = this.#position;
     const position = new Map<Located<Service>, number>();
-    for (let i = 0; i < services.length; i++) position.set(services[i]!, i);
+    // Services that stay but in another order (not from git, whose trees are sorted): kept selections
+    // would list them in the old order, so none is kept.
+    let last = -1;
+    let reordered = false;
+    for (let i = 0; i < services.length; i++) {
+      const s = services[i]!;
+      position.set(s, i);
+      const before = previous.get(s);
+      if (before !== undefined) {
+        if (before < last) reordered = true;
+        last = before;
+      }
+    }
     this.#position = position;
     this.#epoch++;
     for (const s of previous.keys()) if (!position.has(s)) this.#touch(s, false);
     for (const s of services) if (!previous.has(s)) this.#touch(s, true);
+    // Label values that churn (a commit id in a label) would grow the epochs without bound: past twice the
+    // labels in use, start over, dropping every kept selection with them.
+    if (reordered || this.#labelEpoch.size > 2 * this.#byLabel.size + 1024) {
+      this.#selected = new WeakMap();
+      this.#selectedAny = new WeakMap();
+      this.#labelEpoch.clear();
+    }
   }
 
   #touch(s: Located<Service>, add: boolean): void {

@@ -57,13 +57,16 @@ export function assertNoSecretFields(value: unknown, path = 'record'): void {
 }
 
 /**
- * A key of JSON.stringify's output whose name, lower-cased and without `-`/`_`, is a SECRET_FIELDS entry, with a
- * value other than null or "". Sound on that output: a key is always `"name":` after `{` or `,`, while a `"`
- * inside a string value is always escaped, so a value cannot imitate a key.
+ * A key of JSON.stringify's output whose name, without `-`/`_` and case-folded, is a SECRET_FIELDS entry, with a
+ * value other than null or "". On that output a key is always `"name":` after `{` or `,`, and a `"` inside a
+ * string value is always escaped, so a value cannot imitate a key. Unicode case folding (`u`) also takes the
+ * letters that toLowerCase maps to ASCII (the Kelvin sign to `k`). It differs from assertNoSecretFields only
+ * where JSON writes no value: a NaN, a function or a String object under a secret name is refused there and
+ * written here as null, nothing, or "".
  */
 const SECRET_KEY = new RegExp(
   `[{,]"(?:${[...SECRET_FIELDS].map((f) => `[-_]*${[...f].join('[-_]*')}[-_]*`).join('|')})":(?!null[,}\\]]|""[,}\\]])`,
-  'i',
+  'iu',
 );
 
 /**

@@ -96,7 +96,11 @@ export class StoredDocument<T> {
     return new StoredDocument<T>(path, text === null ? null : parse<T>(path, text));
   }
 
-  /** The last acknowledged value, detached from the object written (null when none was ever written). */
+  /**
+   * The last value written (null when none was ever written), detached from the object written. After a
+   * write it is read back from the file, synchronously: it throws StoreCorruptError or the read's error, and
+   * it may see a write that is renamed into place but not yet acknowledged (its directory fsync pending).
+   */
   get(): T | null {
     if (this.#written) {
       this.#value = parse<T>(this.path, readFileSync(this.path, 'utf8'));

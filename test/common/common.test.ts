@@ -76,6 +76,13 @@ describe('Redactor (the one used by the git source and every credential provider
     expect(displayUrl('not a url https://u:p@x/y?q')).toBe('not a url https://x/y');
   });
 
+  it('takes a value that is not well-formed UTF-16 (a lone surrogate a server sent) and still removes it', () => {
+    const r = new Redactor();
+    const value = 'kv-\ud800-secret-value';
+    r.set('value', value).add(`${value}-fixed`);
+    expect(r.redact(`echo: ${value}-fixed and ${value}`)).toBe('echo: *** and ***');
+  });
+
   it('removes a token a server echoes with every byte but letters and digits percent-encoded', () => {
     const r = new Redactor().add('hvs.CANARY-token_1');
     expect(r.redact('denied for hvs%2ECANARY%2Dtoken%5F1 and hvs%2eCANARY%2dtoken%5f1')).toBe(

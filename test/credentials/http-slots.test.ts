@@ -59,4 +59,33 @@ describe('boundedRequest through an agent with a socket limit', () => {
     expect(after.body.toString()).toBe('ok');
     expect(seen.sort()).toEqual(['/after', '/hold/1', '/hold/2']);
   });
+
+  it('keeps one queue per origin: a Vault that never answers does not hold the slots of another', async () => {
+    const tls = testTls();
+    const held: ServerResponse[] = [];
+    const hanging = createServer({ cert: tls.cert, key: tls.key }, (_req, res) => held.push(res));
+    const answering = createServer({ cert: tls.cert, key: tls.key }, (_req, res) => res.end('ok'));
+    await Promise.all([hanging, answering].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
+    const agent = new Agent({ keepAlive: true, maxSockets: 2, ca: tls.ca });
+    closers.push(() => {
+      for (const res of held) res.destroy();
+      agent.destroy();
+      hanging.close();
+      answering.close();
+    });
+    const at = (server: typeof hanging, deadlineMs: number) =>
+      boundedRequest({
+        url: new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/x`),
+        method: 'GET',
+        agent,
+        deadlineMs,
+        maxBodyBytes: 1024,
+        what: 'Vault',
+        carries: 'the test token',
+      });
+    const stuck = [at(hanging, 1500), at(hanging, 1500)].map((p) => p.catch((e: Error) => e));
+    const other = await at(answering, 1000);
+    expect(other.body.toString()).toBe('ok');
+    for (const e of await Promise.all(stuck)) expect(String(e)).toContain('no answer within 1500 ms');
+  });
 });

@@ -207,6 +207,22 @@ describe('compile memo', () => {
     const after = render([8443, 443, 443]);
     expect(after[0]).toBe(first);
     expect(after).toHaveLength(3);
+    // The same parsed Services given in another order are listed in that order, as a fresh render lists them.
+    const reordered = (order: number[]) => {
+      const texts = [service('s0', 8443), service('s1', 443), service('s2', 443)];
+      const inputs = [
+        ...order.map((i) => ({ path: `f${i}.yaml`, text: texts[i]! })),
+        { path: 'f3.yaml', text: identity },
+      ].map(({ path, text }) => ({
+        path,
+        id: `${path}-${text.length}-${text.includes('8443') ? 8443 : 443}`,
+        bytes: new TextEncoder().encode(text),
+      }));
+      const withMemo = renderPolicy(inputs, { trustDomain: TD, cache, memo });
+      expect(withMemo.diagnostics).toEqual(renderPolicy(inputs, { trustDomain: TD }).diagnostics);
+    };
+    reordered([0, 1, 2]);
+    reordered([2, 1, 0]);
   });
 
   it('finds the same process claims (RT047) as a fresh render, scope by scope, as claims come and go', () => {

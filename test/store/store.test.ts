@@ -117,6 +117,8 @@ describe('state store', () => {
     expect(refused({ client_secret: 0 })).toMatch(/record\.client_secret/);
     expect(refused({ privateKey: { kty: 'EC' } })).toMatch(/record\.privateKey/);
     expect(refused({ list: [{ PASSWORD: false }] })).toMatch(/record\.list\[0\]\.PASSWORD/);
+    // The Kelvin sign lower-cases to k: "TO\u212AEN" is a token field.
+    expect(refused({ 'TO\u212AEN': 'x' })).toMatch(/looks like a credential value/);
     // Empty and null values hold nothing; other names merely start or end like one; a string can hold any text.
     expect(refused({ token: null, password: '', tokens: 'x', tokenizer: 'y', secretRef: 'z' })).toBeNull();
     expect(refused({ message: '{"token":"abc"},"password":"p"', m2: ',"secret":1' })).toBeNull();

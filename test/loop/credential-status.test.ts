@@ -1,0 +1,59 @@
+/**
+ * The status follows the credentials after the pass that applied them: a binding whose Secret appears later
+ * turns OK in the status without another commit, and FAILED again when the Secret goes. The status refresh
+ * skips the credentials while the manager answers with the same status; this is what it must not skip.
+ */
+import { cpSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Reconciler } from '../../reconciler/loop/reconciler.ts';
+import type { ResourceStatus } from '../../reconciler/status/model.ts';
+import { createLogger } from '../../reconciler/telemetry/logger.ts';
+import { waitFor } from '../support/cred-wait.ts';
+import { scratch } from '../support/scratch.ts';
+
+describe('credential states after the pass', () => {
+  const tmp = scratch('cred-status');
+  let reconciler: Reconciler | undefined;
+  afterAll(async () => {
+    await reconciler?.stop(1000);
+    tmp.cleanup();
+  });
+
+  it('shows a binding OK once its Secret appears, and FAILED once it is gone, with no new commit', async () => {
+    const policy = join(tmp.dir, 'policy');
+    cpSync(join(import.meta.dirname, '..', '..', 'policies', 'quickstart'), policy, { recursive: true });
+    const secrets = join(tmp.dir, 'secrets');
+    mkdirSync(secrets);
+    reconciler = await Reconciler.start({
+      repo: policy,
+      stateDir: join(tmp.dir, 'state'),
+      agents: { host: '127.0.0.1', port: 0 },
+      api: null,
+      pollIntervalMs: 0,
+      watch: false,
+      credentials: { secretsDir: secrets, backoff: { initialMs: 50, maxMs: 200 } },
+      logger: createLogger({ level: 'silent' }),
+    });
+    await reconciler.idle();
+    const binding = () =>
+      reconciler!
+        .status()
+        .resources.find(
+          (r: ResourceStatus) => r.kind === 'CredentialBinding' && r.name === 'quickstart-orders-client-echo',
+        ) as (ResourceStatus & { state: string }) | undefined;
+    await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
+
+    const secretFile = join(secrets, 'echo-token.yaml');
+    writeFileSync(
+      secretFile,
+      'apiVersion: v1\nkind: Secret\nmetadata:\n  name: quickstart-echo-token\n  namespace: riptides-system\ntype: Opaque\nstringData:\n  token: "qs-echo-token-value"\n',
+    );
+    await waitFor('the binding OK', () => binding()?.state === 'OK', 10_000);
+    // The status carries the value's fingerprint, never the value.
+    expect(binding()).toMatchObject({ fingerprint: expect.stringMatching(/^hmac-sha256:/) });
+    expect(JSON.stringify(reconciler.status())).not.toContain('qs-echo-token-value');
+    unlinkSync(secretFile);
+    await waitFor('the binding FAILED again', () => binding()?.state === 'FAILED', 10_000);
+  }, 60_000);
+});
