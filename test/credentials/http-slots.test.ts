@@ -3,13 +3,25 @@
  * queue (within their deadline), not in the agent's, and one whose deadline passes there is never sent.
  */
 import type { ServerResponse } from 'node:http';
-import { Agent, createServer } from 'node:https';
+import { Agent, createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { boundedRequest } from '../../reconciler/credentials/http.ts';
 import { testTls } from '../support/test-tls.ts';
 
 const closers: Array<() => void> = [];
+
+/** GET `path` from a loopback test server through `agent`, as the Vault provider sends its requests. */
+const get = (agent: Agent, server: Server, path: string, deadlineMs: number) =>
+  boundedRequest({
+    url: new URL(path, `https://127.0.0.1:${(server.address() as AddressInfo).port}`),
+    method: 'GET',
+    agent,
+    deadlineMs,
+    maxBodyBytes: 1024,
+    what: 'Vault',
+    carries: 'the test token',
+  });
 afterEach(() => {
   for (const c of closers.splice(0)) c();
 });
@@ -31,17 +43,7 @@ describe('boundedRequest through an agent with a socket limit', () => {
       agent.destroy();
       server.close();
     });
-    const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const request = (path: string, deadlineMs: number) =>
-      boundedRequest({
-        url: new URL(path, base),
-        method: 'GET',
-        agent,
-        deadlineMs,
-        maxBodyBytes: 1024,
-        what: 'Vault',
-        carries: 'the test token',
-      });
+    const request = (path: string, deadlineMs: number) => get(agent, server, path, deadlineMs);
 
     // Two requests hold both sockets for 3 s; three more can wait 300 ms.
     const holding = [request('/hold/1', 3000), request('/hold/2', 3000)].map((p) => p.catch((e: Error) => e));
@@ -73,16 +75,7 @@ describe('boundedRequest through an agent with a socket limit', () => {
       hanging.close();
       answering.close();
     });
-    const at = (server: typeof hanging, deadlineMs: number) =>
-      boundedRequest({
-        url: new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/x`),
-        method: 'GET',
-        agent,
-        deadlineMs,
-        maxBodyBytes: 1024,
-        what: 'Vault',
-        carries: 'the test token',
-      });
+    const at = (server: Server, deadlineMs: number) => get(agent, server, '/v1/x', deadlineMs);
     const stuck = [at(hanging, 1500), at(hanging, 1500)].map((p) => p.catch((e: Error) => e));
     const other = await at(answering, 1000);
     expect(other.body.toString()).toBe('ok');
