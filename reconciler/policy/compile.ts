@@ -13,7 +13,7 @@ import {
   type WorkloadCredential,
   type WorkloadIdentity,
 } from './kinds/index.ts';
-import { ClaimsMemo } from './references.ts';
+import { ClaimsMemo, ResourceChecksMemo } from './references.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
@@ -135,6 +135,7 @@ export class CompileMemo {
   readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
   readonly claims = new ClaimsMemo();
   readonly services = new ServiceIndexMemo();
+  readonly resources = new ResourceChecksMemo();
 }
 
 function reuse<T>(

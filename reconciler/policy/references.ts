@@ -31,7 +31,7 @@ import { didYouMean, Suggestions } from './suggest.ts';
 
 export interface ValidateOptions {
   /** Results reused from an earlier check of the same parsed resources (a long-running reader's). */
-  memo?: { claims: ClaimsMemo; services: ServiceIndexMemo };
+  memo?: { claims: ClaimsMemo; services: ServiceIndexMemo; resources: ResourceChecksMemo };
   trustDomain: string;
   /** Trust domains whose SPIFFE IDs may appear in allow lists (riptides.config.yaml `federatesWith`). */
   federatesWith?: readonly string[];
@@ -44,6 +44,8 @@ interface Context {
   set: ResourceSet;
   opts: ValidateOptions;
   rep: Reporter;
+  /** Runs a check that reads one resource and the options only, or repeats what it found for that object. */
+  perResource: <T>(rule: string, r: object, check: () => T) => T;
   /** Identities by workloadID; the first one wins, later ones are RT041. Invalid IDs are left out. */
   byWorkloadId: Map<string, Located<WorkloadIdentity>>;
   knownSpiffeIds: Set<string>;
@@ -58,7 +60,13 @@ interface Context {
 }
 
 export function checkReferences(set: ResourceSet, opts: ValidateOptions): PendingDiagnostic[] {
-  const ctx = indexResources(set, opts, new Reporter());
+  const rep = new Reporter();
+  const memo = opts.memo?.resources;
+  const options = `${opts.trustDomain}\u0000${opts.allowSecrets === true}`;
+  const perResource = memo
+    ? <T>(rule: string, r: object, check: () => T) => memo.run(rule, r, options, rep, check)
+    : <T>(_rule: string, _r: object, check: () => T) => check();
+  const ctx = indexResources(set, opts, rep, perResource);
   checkUniqueNames(ctx);
   checkUniqueWorkloadIds(ctx);
   checkSelectorKeys(ctx);
@@ -67,9 +75,10 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
   checkProcessClaims(ctx);
   checkBindings(ctx);
   checkWorkloadCredentials(ctx);
-  for (const r of set.sources) checkSource(ctx.rep, r);
-  for (const r of set.services) checkService(ctx.rep, r);
-  for (const r of set.secrets) checkSecret(ctx.rep, r, opts.allowSecrets ?? false);
+  for (const r of set.sources) perResource('source', r, () => checkSource(rep, r));
+  for (const r of set.services) perResource('service', r, () => checkService(rep, r));
+  for (const r of set.secrets)
+    perResource('secret', r, () => checkSecret(rep, r, opts.allowSecrets ?? false));
   checkStatusBlocks(ctx);
   return ctx.rep.out;
 }
@@ -77,12 +86,19 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
 const key = (ns: string, name: string) => `${ns}/${name}`;
 
 /** The lookups every rule reads. Malformed workload IDs are reported here (RT031), once per identity. */
-function indexResources(set: ResourceSet, opts: ValidateOptions, rep: Reporter): Context {
+function indexResources(
+  set: ResourceSet,
+  opts: ValidateOptions,
+  rep: Reporter,
+  perResource: Context['perResource'],
+): Context {
   const byWorkloadId = new Map<string, Located<WorkloadIdentity>>();
   for (const r of set.identities) {
     const id = r.value.spec.workloadID;
-    if (checkWorkloadId(rep, r, ['spec', 'workloadID'], id, opts.trustDomain) && !byWorkloadId.has(id))
-      byWorkloadId.set(id, r);
+    const valid = perResource('workloadID', r, () =>
+      checkWorkloadId(rep, r, ['spec', 'workloadID'], id, opts.trustDomain),
+    );
+    if (valid && !byWorkloadId.has(id)) byWorkloadId.set(id, r);
   }
   const sourcesByNs = new Map<string, Located<CredentialSource>>();
   for (const s of set.sources) sourcesByNs.set(key(namespaceOf(s), s.value.metadata.name), s);
@@ -94,6 +110,7 @@ function indexResources(set: ResourceSet, opts: ValidateOptions, rep: Reporter):
     set,
     opts,
     rep,
+    perResource,
     byWorkloadId,
     knownSpiffeIds,
     sourcesByNs,
@@ -162,26 +179,28 @@ function checkUniqueWorkloadIds({ set, rep, byWorkloadId }: Context): void {
 }
 
 /** RT036: process selector keys are known ones; RT023: their values are well-formed. */
-function checkSelectorKeys({ set, rep }: Context): void {
-  for (const r of set.identities) {
-    r.value.spec.selectors.forEach((map, i) => {
-      for (const [k, raw] of Object.entries(map)) {
-        if (!isKnownSelectorKey(k)) {
-          rep.at('RT036', `unknown selector key "${k}"`, r, ['spec', 'selectors', i, k], {
-            at: 'key',
-            hint:
-              didYouMean(k, [...SELECTOR_KEYS, ...SELECTOR_PREFIXES.map((p) => `${p}<name>`)]) ??
-              `known keys: ${SELECTOR_KEYS.join(', ')}, ${SELECTOR_PREFIXES.map((p) => `${p}*`).join(', ')}`,
-          });
-          continue;
-        }
-        for (const v of Array.isArray(raw) ? raw : [raw]) {
-          const problem = checkSelectorValue(k, v);
-          if (problem) rep.at('RT023', problem, r, ['spec', 'selectors', i, k]);
-        }
+function checkSelectorKeys({ set, rep, perResource }: Context): void {
+  for (const r of set.identities) perResource('selectors', r, () => checkSelectorKeysOf(rep, r));
+}
+
+function checkSelectorKeysOf(rep: Reporter, r: Located<WorkloadIdentity>): void {
+  r.value.spec.selectors.forEach((map, i) => {
+    for (const [k, raw] of Object.entries(map)) {
+      if (!isKnownSelectorKey(k)) {
+        rep.at('RT036', `unknown selector key "${k}"`, r, ['spec', 'selectors', i, k], {
+          at: 'key',
+          hint:
+            didYouMean(k, [...SELECTOR_KEYS, ...SELECTOR_PREFIXES.map((p) => `${p}<name>`)]) ??
+            `known keys: ${SELECTOR_KEYS.join(', ')}, ${SELECTOR_PREFIXES.map((p) => `${p}*`).join(', ')}`,
+        });
+        continue;
       }
-    });
-  }
+      for (const v of Array.isArray(raw) ? raw : [raw]) {
+        const problem = checkSelectorValue(k, v);
+        if (problem) rep.at('RT023', problem, r, ['spec', 'selectors', i, k]);
+      }
+    }
+  });
 }
 
 /**
@@ -322,6 +341,36 @@ export class ClaimsMemo {
   scopes = new Map<string, { members: readonly object[]; found: readonly PendingDiagnostic[] }>();
 }
 
+/**
+ * What the checks that read one resource and the options only (its workload ID, its selector keys, a source's,
+ * a Service's or a Secret's own fields) found, per check and parsed object: a commit that changes one file
+ * checks only that file's resources again. The diagnostics are repeated as found, in the same place of the
+ * list as a fresh check puts them.
+ */
+export class ResourceChecksMemo {
+  readonly #rules = new Map<
+    string,
+    WeakMap<object, { options: string; found: readonly PendingDiagnostic[]; value: unknown }>
+  >();
+
+  run<T>(rule: string, r: object, options: string, rep: Reporter, check: () => T): T {
+    let kept = this.#rules.get(rule);
+    if (!kept) {
+      kept = new WeakMap();
+      this.#rules.set(rule, kept);
+    }
+    const hit = kept.get(r);
+    if (hit?.options === options) {
+      for (const d of hit.found) rep.out.push(d);
+      return hit.value as T;
+    }
+    const from = rep.out.length;
+    const value = check();
+    kept.set(r, { options, found: rep.out.slice(from), value });
+    return value;
+  }
+}
+
 /** RT047: two identities whose selectors claim the same process in the same scope. */
 function checkProcessClaims({ set, rep, opts }: Context): void {
   const byScope = new Map<string, Located<WorkloadIdentity>[]>();
@@ -378,7 +427,10 @@ function resolveIdentity(
   r: Located<CredentialBinding | WorkloadCredential>,
 ): Located<WorkloadIdentity> | undefined {
   const id = r.value.spec.workloadID;
-  if (!checkWorkloadId(ctx.rep, r, ['spec', 'workloadID'], id, ctx.opts.trustDomain)) return undefined;
+  const valid = ctx.perResource('workloadID', r, () =>
+    checkWorkloadId(ctx.rep, r, ['spec', 'workloadID'], id, ctx.opts.trustDomain),
+  );
+  if (!valid) return undefined;
   const identity = ctx.byWorkloadId.get(id);
   if (!identity) {
     ctx.rep.at('RT044', `no WorkloadIdentity has workloadID "${id}"`, r, ['spec', 'workloadID'], {

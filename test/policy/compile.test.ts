@@ -225,6 +225,53 @@ describe('compile memo', () => {
     reordered([2, 1, 0]);
   });
 
+  it('repeats the diagnostics of unchanged resources as a fresh render finds them, and drops them once fixed', () => {
+    const identity = (name: string, workloadID: string, selectorKey: string) =>
+      `apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: ${name}\nspec:\n  workloadID: ${workloadID}\n  scope:\n    daemonGroup:\n      id: g\n  selectors:\n    - ${selectorKey}: ${name}\n`;
+    const secret =
+      'apiVersion: v1\nkind: Secret\nmetadata:\n  name: plain\n  namespace: riptides-system\nstringData:\n  token: not-in-git-please\n';
+    const cache = new Map();
+    const memo = new CompileMemo();
+    const render = (texts: Record<string, string>, opts: { trustDomain: string; allowSecrets?: boolean }) => {
+      const inputs = Object.entries(texts).map(([path, text]) => ({
+        path,
+        id: `${path}-${text}`,
+        bytes: new TextEncoder().encode(text),
+      }));
+      const withMemo = renderPolicy(inputs, { ...opts, cache, memo });
+      expect(withMemo.diagnostics).toEqual(renderPolicy(inputs, opts).diagnostics);
+      return withMemo.diagnostics.map((d) => `${d.file} ${d.code}`);
+    };
+    const files = {
+      'a.yaml': identity('a', '/apps/a', 'process:name'),
+      // The same invalid ID twice: invalid IDs claim nothing, so no RT041 either time.
+      'a2.yaml': identity('a2', '/apps/a', 'process:name'),
+      'b.yaml': identity('b', 'apps/b', 'process:nmae'),
+      'c.yaml': identity('c', 'apps/c', 'process:name'),
+      's.yaml': secret,
+    };
+    const td = { trustDomain: TD };
+    const first = render(files, td);
+    expect(first).toEqual(
+      expect.arrayContaining(['a.yaml RT031', 'a2.yaml RT031', 'b.yaml RT036', 's.yaml RT050']),
+    );
+    expect(first).not.toContain('a2.yaml RT041');
+    // c changes: a's and b's findings are repeated; the Secret is allowed once the options say so.
+    expect(render({ ...files, 'c.yaml': identity('c', 'apps/c2', 'process:name') }, td)).toEqual(first);
+    expect(render(files, { ...td, allowSecrets: true })).not.toContain('s.yaml RT050');
+    expect(render(files, td)).toEqual(first);
+    // a and b fixed: their findings are gone.
+    const fixed = render(
+      {
+        ...files,
+        'a.yaml': identity('a', 'apps/a', 'process:name'),
+        'b.yaml': identity('b', 'apps/b', 'process:name'),
+      },
+      td,
+    );
+    expect(fixed.filter((d) => d.startsWith('a.yaml') || d.startsWith('b.yaml'))).toEqual([]);
+  });
+
   it('finds the same process claims (RT047) as a fresh render, scope by scope, as claims come and go', () => {
     const identity = (name: string, group: string, process: string) =>
       `apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: ${name}\nspec:\n  workloadID: apps/${name}\n  scope:\n    daemonGroup:\n      id: ${group}\n  selectors:\n    - process:name: ${process}\n`;
