@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Reconciler } from '../../reconciler/loop/reconciler.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
+import { waitFor } from '../support/cred-wait.ts';
 import { FLEET_TD, type FleetSpec, workloadOf, writeFleetPolicy } from '../support/fleet-policy.ts';
 import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
@@ -84,9 +85,12 @@ describe('the Reconciler runtime', () => {
       `spiffe://${FLEET_TD}/${workloadOf(0, 1)}`,
     ]);
     expect([...b1!.program!.identities.keys()]).toEqual([`spiffe://${FLEET_TD}/${workloadOf(1, 0)}`]);
+    // Ready once the agents' ACKs are in: the status refresh follows an ACK by up to 200 ms.
+    const ready = () => reconciler.status().source?.conditions.find((c) => c.type === 'Ready');
+    await waitFor('the source Ready', () => ready()?.status === 'True', 10_000);
     const source = reconciler.status().source!;
     expect(source).toMatchObject({ branch: 'main', path: 'policies', lastAppliedRevision: head });
-    expect(source.conditions.find((c) => c.type === 'Ready')).toMatchObject({ status: 'True' });
+    expect(ready()).toMatchObject({ status: 'True', reason: expect.any(String) });
     await a1!.until(() => reconciler.desiredProgramOf(a1!.daemonId)?.version === a1!.program!.version);
   });
 
