@@ -120,6 +120,18 @@ describe('credential manager', () => {
     expect(manager.status().bindings[0]).toMatchObject({ state: 'FAILED', phase: 'expired' });
   });
 
+  it('shows no pair once closed, even though its status was just asked for', async () => {
+    env.kube.putSecret('riptides-system', 'closing', { token: 'closing-value' });
+    const m = new CredentialManager(env.managerOptions());
+    const spec = { ...seedSources(env).kubernetes, name: 'closing' };
+    spec.kubernetes = { ...spec.kubernetes, secretRef: { ...spec.kubernetes.secretRef, name: 'closing' } };
+    m.ensure(spec, WORKLOAD);
+    await waitForSource(m, spec.name, 'AVAILABLE');
+    expect(m.status().bindings).toHaveLength(1);
+    await m.close();
+    expect(m.status()).toEqual({ sources: [], bindings: [] });
+  });
+
   it('replaces the session when a source spec changes, and ignores an unchanged ensure', async () => {
     env.kube.putSecret('riptides-system', 'spec-a', { token: 'from-a' });
     env.kube.putSecret('riptides-system', 'spec-b', { token: 'from-b' });
