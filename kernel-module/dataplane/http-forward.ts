@@ -18,7 +18,7 @@ import type { ConnectionRecord } from './connections.ts';
 import type { Core } from './core.ts';
 import { dialMtls, dialPlain, dialTls } from './dial.ts';
 import type { CredentialRef, RuleIdentity } from './inputs.ts';
-import type { Target } from './match.ts';
+import type { ManagedDecision, Target } from './match.ts';
 
 export type UpstreamKind = 'plain' | 'tls' | 'mtls';
 
@@ -30,6 +30,11 @@ export interface HttpFlow {
   /** For mTLS upstreams: the allow lists the peer must satisfy, read at each handshake. */
   allowLists: () => string[][];
   record: ConnectionRecord;
+  /**
+   * For a kept-alive connection: its decision under the current policy when it is still the one the connection
+   * was opened with (decisionKey), else null. Asked before the first request after any input change.
+   */
+  recheck?: () => ManagedDecision | null;
 }
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials: never forwarded. */
@@ -53,6 +58,8 @@ const MAX_POOLS = 1024;
 
 interface SocketState {
   flow: HttpFlow;
+  /** The forwarder's generation when the flow's decision was last found to hold. */
+  decided: number;
   inflight: number;
   /** The request-head deadline: one timer per connection, refreshed after each response. */
   timer: NodeJS.Timeout | null;
@@ -95,7 +102,7 @@ export class HttpForwarder {
 
   /** Serves HTTP on an intercepted connection (decrypted TLS, or plaintext). */
   attach(socket: Socket, flow: HttpFlow): void {
-    const state: SocketState = { flow, inflight: 0, timer: null };
+    const state: SocketState = { flow, decided: this.generation, inflight: 0, timer: null };
     this.states.set(socket, state);
     this.armHeadersDeadline(socket, state);
     socket.once('close', () => {
@@ -160,6 +167,23 @@ export class HttpForwarder {
       state.inflight--;
       if (!socket.destroyed) this.armHeadersDeadline(socket, state);
     });
+    // The inputs changed since this connection's decision was last checked (every change moves generation):
+    // a request goes on only where the policy in force would send it, with the credential it would inject.
+    if (state.flow.recheck && state.decided !== this.generation) {
+      const now = state.flow.recheck();
+      if (!now) {
+        this.refuse(
+          res,
+          503,
+          'policy-changed',
+          'the policy for this connection changed since it was opened: open a new connection',
+        );
+        req.resume();
+        return;
+      }
+      state.flow = { ...state.flow, identity: now.identity, credential: now.credential };
+      state.decided = this.generation;
+    }
     this.forward(req, res, state.flow).catch((e: Error) => {
       if (!res.headersSent) this.refuse(res, 502, 'upstream', `upstream failed: ${e.message}`);
       else res.destroy();
@@ -187,13 +211,25 @@ export class HttpForwarder {
     // One pass over the head as received: what leaves, whether a body follows, whether it is already hashed.
     let hasBody = false;
     let hasHash = false;
+    let coded = false;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const name = raw[i]!;
       const lower = name.toLowerCase();
-      if (lower === 'content-length' || lower === 'transfer-encoding') hasBody = true;
+      if (lower === 'content-length') hasBody = true;
+      else if (lower === 'transfer-encoding') {
+        hasBody = true;
+        // The body is decoded here and re-framed upstream: a coding besides chunked (gzip, chunked) would
+        // reach the upstream as raw bytes with no coding marked.
+        if (raw[i + 1]!.trim().toLowerCase() !== 'chunked') coded = true;
+      }
       if (HOP.has(lower) || (flow.credential && lower === 'authorization')) continue;
       if (lower === 'x-amz-content-sha256') hasHash = true;
       headers.push([name, raw[i + 1]!]);
+    }
+    if (coded) {
+      this.refuse(res, 400, 'transfer-coding', 'only the chunked transfer coding is forwarded');
+      req.resume();
+      return;
     }
     let target = req.url ?? '/';
     if (/^https?:\/\//i.test(target)) {

@@ -85,6 +85,24 @@ export function findIdentity(table: RuleTable | null, spiffeId: string): RuleIde
   return table?.identities.find((i) => i.spiffeId === spiffeId) ?? null;
 }
 
+/** A decision for a connection the data plane handles. */
+export type ManagedDecision = Extract<Decision, { kind: 'managed' }>;
+
+/**
+ * What a managed decision commits a connection to: the identity, the rule's TLS mode and intercept, and the
+ * credential by hash (which covers its source, propagation and destinations). A kept-alive connection whose
+ * key under the current policy differs from the one it was opened with must not carry another request.
+ */
+export function decisionKey(d: ManagedDecision): string {
+  return [
+    d.identity.spiffeId,
+    d.identity.inbound.intercept,
+    d.rule?.tls.mode ?? '',
+    d.rule?.tls.intercept ?? '',
+    d.credential?.hash ?? '',
+  ].join('\u0000');
+}
+
 /** The decision for one outbound connection (or, with intercept, one request). */
 export function decide(table: RuleTable | null, process: ProcessIdentity | null, target: Target): Decision {
   if (!process) return { kind: 'passthrough', reason: 'no-identity', identity: null };

@@ -15,7 +15,7 @@ import type { Core } from './core.ts';
 import { dialMtls, dialPlain, dialTls, type ManagedPeers, outboundAllowLists } from './dial.ts';
 import type { HttpForwarder, UpstreamKind } from './http-forward.ts';
 import type { EgressRule, RuleIdentity, TlsMode } from './inputs.ts';
-import { decide, findIdentity, type Target } from './match.ts';
+import { decide, decisionKey, findIdentity, type ManagedDecision, type Target } from './match.ts';
 import { splice } from './pipe.ts';
 import { type Sniffed, sniff } from './sniff.ts';
 import { checkPeerId, svidLeafId } from './svid-check.ts';
@@ -101,6 +101,13 @@ export class Outbound {
 
     const rule = decision.rule;
     const id = decision.identity;
+    // A kept-alive HTTP connection carries many requests: each after an input change must still be decided so.
+    const decidedFor = target;
+    const key = decisionKey(decision);
+    const recheck = (): ManagedDecision | null => {
+      const now = decide(core.inputs.rules(), process, decidedFor);
+      return now.kind === 'managed' && decisionKey(now) === key ? now : null;
+    };
     const mode = rule?.tls.mode ?? null;
     // `connection.tls.intercept` on the identity covers every destination it reaches (as the validator's RT049
     // reads it); on an egress rule, that rule's destinations.
@@ -117,13 +124,21 @@ export class Outbound {
     }
 
     if (sniffed?.tls && intercept)
-      return this.intercept(client, target, id, rule, credential, record, sniffed);
+      return this.intercept(client, target, id, rule, credential, record, sniffed, recheck);
     if (sniffed && !sniffed.tls && !sniffed.silent && credential) {
       const upstream = await this.httpUpstream(mode, id, target, allowLists);
       if (!upstream) return this.fail(client, hooks, record, 'mtls', 'not-managed');
       core.table.update(record, { mode: 'inject', binding: null });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'inject' });
-      this.forwarder.attach(client, { identity: id, credential, target, upstream, allowLists, record });
+      this.forwarder.attach(client, {
+        identity: id,
+        credential,
+        target,
+        upstream,
+        allowLists,
+        record,
+        recheck,
+      });
       client.resume();
       return;
     }
@@ -295,6 +310,7 @@ export class Outbound {
     credential: Parameters<HttpForwarder['attach']>[1]['credential'],
     record: ConnectionRecord,
     sniffed: Sniffed,
+    recheck: () => ManagedDecision | null,
   ): Promise<void> {
     const core = this.core;
     const host = sniffed.sni ?? target.host;
@@ -350,6 +366,7 @@ export class Outbound {
         upstream,
         allowLists: () => this.allowLists(identity, rule),
         record,
+        recheck,
       });
     });
     client.resume();

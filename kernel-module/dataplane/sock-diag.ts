@@ -60,6 +60,11 @@ function writeAddress(buf: Buffer, offset: number, address: string): void {
   for (const [i, g] of groups.entries()) buf.writeUInt16BE(Number.parseInt(g, 16), offset + i * 2);
 }
 
+/** The netlink sequence number after `n`: 32 bits, wrapping past 2^32 - 1 to 1 (0 is never sent). */
+export function nextSequence(n: number): number {
+  return (n + 1) >>> 0 || 1;
+}
+
 /**
  * The inode of the TCP socket whose local end is `local` and remote end `remote`, in the caller's network
  * namespace; null when there is none, or when sock_diag is unavailable (then callers fall back to /proc).
@@ -80,7 +85,8 @@ export function inodeByTuple(
   req.writeUInt32LE(72, 0);
   req.writeUInt16LE(SOCK_DIAG_BY_FAMILY, 4);
   req.writeUInt16LE(NLM_F_REQUEST, 6);
-  req.writeUInt32LE(++seq, 8);
+  seq = nextSequence(seq);
+  req.writeUInt32LE(seq, 8);
   req[16] = v4 ? AF_INET : AF_INET6;
   req[17] = IPPROTO_TCP;
   req.writeUInt32LE(0xffffffff, 20); // every state

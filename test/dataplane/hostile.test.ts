@@ -237,6 +237,16 @@ describe('hostile traffic is refused, counted, and others are still served', () 
     );
   });
 
+  it('a transfer coding other than chunked is refused, not forwarded without its coding', async () => {
+    seen.length = 0;
+    const { out } = await sClient(
+      `POST /zipped HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`,
+    );
+    expect(out).toMatch(/^HTTP\/1\.1 400 /);
+    expect(out).toMatch(/x-riptides-reason: only the chunked transfer coding is forwarded/);
+    expect(seen).toHaveLength(0);
+  });
+
   it('pipelined requests: the first is served, the second refused cleanly and the connection closed', async () => {
     seen.length = 0;
     const req = (path: string) => `GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;

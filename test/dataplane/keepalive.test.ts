@@ -161,6 +161,28 @@ describe('an intercepted keep-alive connection follows the inputs from one reque
     setClientRules([SERVER]);
   });
 
+  it('a request after the binding stopped covering the destination is refused on that connection, token-free', async () => {
+    const a = app();
+    expect(await a.request('/before-move')).toEqual(['200']);
+    // The binding now injects toward another Service only; the credential stays loaded (another binding's).
+    const orders = destination(HOST, fronted, 'Service/shop/orders');
+    const elsewhere = destination('elsewhere.example.test', 443, 'Service/shop/elsewhere');
+    clientInputs.setRules(
+      table([
+        identity(CLIENT, {
+          egress: [egress([orders], { mode: 'MUTUAL', intercept: true }, [SERVER])],
+          credentials: [bearerBinding('orders-cred', 'orders-token', [elsewhere])],
+        }),
+      ]),
+    );
+    expect(await a.request('/after-move')).toEqual(['200', '503']);
+    expect(a.out()).toMatch(/x-riptides-reason: the policy for this connection changed since it was opened/);
+    expect(seen.map((s) => s.url)).not.toContain('/after-move');
+    expect(a.out()).not.toContain('orders-secret');
+    expect(await until(() => a.exited(), 10_000)).toBe(true);
+    setClientRules([SERVER]);
+  });
+
   it('a request outlasting the head deadline is served, and the next head on the connection is still held to it', async () => {
     const refused = async () =>
       (await clientDp.metrics.requestsRefused.get()).values.find((v) => v.labels.reason === 'headers-timeout')

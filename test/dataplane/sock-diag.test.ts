@@ -5,7 +5,7 @@
 import { fstatSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inodeByTuple } from '../../kernel-module/dataplane/sock-diag.ts';
+import { inodeByTuple, nextSequence } from '../../kernel-module/dataplane/sock-diag.ts';
 
 const inodeOf = (s: Socket) => fstatSync((s as unknown as { _handle: { fd: number } })._handle.fd).ino;
 const local = (s: Socket) => ({ address: s.localAddress!, port: s.localPort! });
@@ -52,5 +52,15 @@ describe('sock_diag lookups', () => {
     const c = clients[0]!;
     expect(inodeByTuple(local(c), { address: '127.0.0.1', port: 1 })).toBeNull();
     expect(inodeByTuple(local(c), remote(c))).toBe(inodeOf(c));
+  });
+});
+
+describe('netlink sequence numbers', () => {
+  it('stay 32-bit and never 0: after 2^32 - 1 comes 1 (a plain counter would make writeUInt32LE throw)', () => {
+    expect(nextSequence(0)).toBe(1);
+    expect(nextSequence(41)).toBe(42);
+    expect(nextSequence(0xffff_fffe)).toBe(0xffff_ffff);
+    expect(nextSequence(0xffff_ffff)).toBe(1);
+    expect(() => Buffer.alloc(4).writeUInt32LE(nextSequence(0xffff_ffff))).not.toThrow();
   });
 });
