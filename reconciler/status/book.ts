@@ -193,8 +193,8 @@ export class StatusBook {
   }
 
   /**
-   * The whole status sharing the book's objects: serialise it at once and do not keep it (the store's writer
-   * turns it into JSON in the same tick). Saves a deep copy of every resource per write.
+   * The whole status sharing the book's objects (resources, daemons, event lists), for the status store, which
+   * compares them with what it wrote and keeps them by reference. Saves a deep copy of every resource per write.
    */
   view(): StatusSnapshot {
     return {
@@ -203,7 +203,7 @@ export class StatusBook {
       source: this.#source,
       resources: this.resources(),
       daemons: this.daemons(),
-      events: this.events.toJSON(),
+      events: this.events.view(),
     };
   }
 

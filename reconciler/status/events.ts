@@ -72,6 +72,11 @@ export class EventLog {
     for (const k of this.#rings.keys()) if (!keep.has(k)) this.#rings.delete(k);
   }
 
+  /** Every ring by key, sharing the log's arrays: serialise it at once and do not keep it. */
+  view(): Record<string, StatusEvent[]> {
+    return Object.fromEntries(this.#rings);
+  }
+
   toJSON(): Record<string, StatusEvent[]> {
     return Object.fromEntries([...this.#rings].map(([k, v]) => [k, v.map((e) => ({ ...e }))]));
   }

@@ -33,7 +33,12 @@ interface Snapshot {
   entries: Array<[string, Json]>;
 }
 
-type LogRecord = { k: string; v: Json } | { k: string; d: 1 };
+type EntryRecord = { k: string; v: Json } | { k: string; d: 1 };
+/** Several puts and deletes in one line: one checksum, so a crash keeps all of them or none. */
+type LogRecord = EntryRecord | { b: EntryRecord[] };
+
+/** Entries a record changes (what the compaction threshold counts). */
+const entriesIn = (rec: LogRecord) => ('b' in rec ? rec.b.length : 1);
 
 export class StoreCorruptError extends Error {}
 
@@ -76,6 +81,8 @@ function decodeLog(buf: Buffer): { records: LogRecord[]; goodBytes: number } {
 
 interface Pending {
   rec: LogRecord;
+  /** The record's line, encoded when it was queued: the value as it was checked, whatever happens to it later. */
+  line: string;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -83,6 +90,12 @@ interface Pending {
 export interface JournalOptions {
   /** Compact when the log holds more than 2 × live entries + this many records; default 1000. */
   compactSlack?: number;
+  /**
+   * Keep each value as given instead of a copy. For a caller that writes its live objects (the status) and
+   * mutates them afterwards: saves a second copy in memory, and a compaction then writes a value as it is at
+   * that moment, which is at least as new as its last write. Default false (values are detached).
+   */
+  keepReferences?: boolean;
 }
 
 export class Journal<V> {
@@ -95,6 +108,7 @@ export class Journal<V> {
   #writing: Promise<void> | null = null;
   #closed = false;
   readonly #slack: number;
+  readonly #keepReferences: boolean;
 
   private constructor(
     readonly dir: string,
@@ -102,6 +116,7 @@ export class Journal<V> {
     opts: JournalOptions,
   ) {
     this.#slack = opts.compactSlack ?? 1000;
+    this.#keepReferences = opts.keepReferences ?? false;
   }
 
   /** Opens (or creates) the table `name` in `dir`, replaying snapshot + log and dropping a torn tail. */
@@ -144,7 +159,31 @@ export class Journal<V> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#enqueue({ k: key, v: JSON.parse(JSON.stringify(value)) as Json });
+    return this.#enqueue({ k: key, v: this.#held(value) });
+  }
+
+  /**
+   * Applies several puts (a value) and deletes (undefined) as one record: after a crash, all of them or none
+   * are there. Resolves once durable; refuses the whole batch when any value holds a credential-named field.
+   */
+  batch(changes: ReadonlyArray<readonly [key: string, value: V | undefined]>): Promise<void> {
+    const b: EntryRecord[] = [];
+    try {
+      for (const [k, v] of changes) {
+        if (v === undefined) b.push({ k, d: 1 });
+        else {
+          assertNoSecretFields(v, `${this.name}[${k}]`);
+          b.push({ k, v: this.#held(v) });
+        }
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#enqueue({ b });
+  }
+
+  #held(value: V): Json {
+    return this.#keepReferences ? (value as Json) : (JSON.parse(JSON.stringify(value)) as Json);
   }
 
   /** Removes `key`; resolves once durable. Removing a missing key is a no-op write. */
@@ -169,7 +208,8 @@ export class Journal<V> {
   }
 
   #apply(rec: LogRecord): void {
-    if ('d' in rec) this.#entries.delete(rec.k);
+    if ('b' in rec) for (const r of rec.b) this.#apply(r);
+    else if ('d' in rec) this.#entries.delete(rec.k);
     else {
       // Re-insert so that iteration order follows the latest write.
       this.#entries.delete(rec.k);
@@ -208,7 +248,7 @@ export class Journal<V> {
     const buf = await this.#log.readFile();
     const { records, goodBytes } = decodeLog(buf);
     for (const r of records) this.#apply(r);
-    this.#logRecords = records.length;
+    this.#logRecords = records.reduce((n, r) => n + entriesIn(r), 0);
     this.#logBytes = goodBytes;
     if (goodBytes < buf.length) {
       await this.#log.truncate(goodBytes);
@@ -219,7 +259,7 @@ export class Journal<V> {
   #enqueue(rec: LogRecord): Promise<void> {
     if (this.#closed) return Promise.reject(new Error(`journal ${this.name} is closed`));
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ rec, resolve, reject });
+      this.#queue.push({ rec, line: encode(rec), resolve, reject });
       this.#writing ??= this.#drain();
     });
   }
@@ -234,14 +274,14 @@ export class Journal<V> {
     while (this.#queue.length) {
       const batch = this.#queue;
       this.#queue = [];
-      const text = batch.map((p) => encode(p.rec)).join('');
+      const text = batch.map((p) => p.line).join('');
       const bytes = Buffer.from(text);
       try {
         const log = this.#log!;
         await log.write(bytes, 0, bytes.length, this.#logBytes);
         await log.datasync();
         this.#logBytes += bytes.length;
-        this.#logRecords += batch.length;
+        for (const p of batch) this.#logRecords += entriesIn(p.rec);
         for (const p of batch) this.#apply(p.rec);
         for (const p of batch) p.resolve();
         if (this.#logRecords > 2 * this.#entries.size + this.#slack) await this.#compact().catch(() => {});

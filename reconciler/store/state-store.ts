@@ -6,7 +6,7 @@
  * | what | kept as | why that shape |
  * | --- | --- | --- |
  * | applied revision (+ the program version per scope) | `applied.json`, replaced atomically | small, once per pass |
- * | status of every resource, the source, the daemons | `status.json`, replaced atomically | one snapshot per pass |
+ * | status of every resource, the source, the daemons, recent events | journal `status`, an entry per resource, daemon and event list (status-store.ts) | written every few seconds: only the entries that changed |
  * | issued X.509-SVID serials | journal `serials` | one record per issuance, thousands per hour |
  * | credential lease metadata (Vault lease id, expiry) | journal `leases` | so leases can be renewed or revoked after a restart |
  * | drift history (one summary per report) | journal `drift` | appended per report, pruned to the kept N |
@@ -20,10 +20,10 @@ import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeDirs, TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
-import type { StatusSnapshot } from '../status/model.ts';
 import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 import { acquireLock, type HeldLock } from './lock.ts';
 import { stringifyWithoutSecrets } from './secret-guard.ts';
+import { StatusStore } from './status-store.ts';
 
 /** The revision in force and what was pushed for it. */
 export interface AppliedState {
@@ -72,8 +72,7 @@ export interface DriftRecord {
 
 /**
  * A value replaced whole and atomically; reads see the last acknowledged write. Nothing of a write is kept in
- * memory: the status document (megabytes with 10,000 resources) is written every few seconds but read only at
- * start, so a read after a write reads the file back.
+ * memory: a document is read at start and rarely after, so a read after a write reads the file back.
  */
 export class StoredDocument<T> {
   #value: T | null;
@@ -146,7 +145,7 @@ export class StateStore {
     readonly dir: string,
     private readonly lock: HeldLock,
     readonly applied: StoredDocument<AppliedState>,
-    readonly status: StoredDocument<StatusSnapshot>,
+    readonly status: StatusStore,
     readonly serials: Journal<IssuedSerial>,
     readonly leases: Journal<LeaseRecord>,
     readonly drift: Journal<DriftRecord>,
@@ -167,7 +166,7 @@ export class StateStore {
         dir,
         lock,
         await StoredDocument.open<AppliedState>(join(dir, 'applied.json')),
-        await StoredDocument.open<StatusSnapshot>(join(dir, 'status.json')),
+        await StatusStore.open(dir, opts),
         await Journal.open<IssuedSerial>(dir, 'serials', opts),
         await Journal.open<LeaseRecord>(dir, 'leases', opts),
         await Journal.open<DriftRecord>(dir, 'drift', opts),
@@ -187,7 +186,7 @@ export class StateStore {
 
   /** Flushes every journal and releases the lock. */
   async close(): Promise<void> {
-    await Promise.all([this.serials.close(), this.leases.close(), this.drift.close()]);
+    await Promise.all([this.status.close(), this.serials.close(), this.leases.close(), this.drift.close()]);
     await this.lock.release();
   }
 }

@@ -549,7 +549,7 @@ describe('the reconcile loop, end to end', () => {
     });
     seen.push(await status.text());
     const files = readdirSync(state, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
-    expect(files.some((f) => f.name === 'status.json')).toBe(true);
+    expect(files.some((f) => f.name === 'status.0.log' || f.name === 'status.snap')).toBe(true);
     for (const f of files) seen.push(readFileSync(join(f.parentPath, f.name)).toString('latin1'));
     // Agents' state directories too, but for the credential files sysfs propagation exists to write.
     for (const n of nodes)

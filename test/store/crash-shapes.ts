@@ -30,18 +30,22 @@ export function expectedStatus(n: number): StatusSnapshot {
     source: null,
     daemons: [],
     events: {},
-    resources: Array.from({ length: 300 }, (_, i) => ({
-      kind: 'Service' as const,
-      namespace: 'riptides-system',
-      name: `svc-${i}`,
-      file: `policies/svc-${i}.yaml`,
-      observedRevision: n.toString(16),
-      conditions: [],
-      addresses: [`svc-${i}.example.internal:443`],
-      external: false,
-      labels: { app: `svc-${i}` },
-      tags: [],
-    })),
+    // Names sort as numbers do: the store reads resources back in namespace/name order, as the book shows them.
+    resources: Array.from({ length: 300 }, (_, k) => {
+      const i = String(k).padStart(3, '0');
+      return {
+        kind: 'Service' as const,
+        namespace: 'riptides-system',
+        name: `svc-${i}`,
+        file: `policies/svc-${i}.yaml`,
+        observedRevision: n.toString(16),
+        conditions: [],
+        addresses: [`svc-${i}.example.internal:443`],
+        external: false,
+        labels: { app: `svc-${i}` },
+        tags: [],
+      };
+    }),
   };
 }
 

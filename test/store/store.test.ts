@@ -214,4 +214,148 @@ describe('state store', () => {
     expect([...store.serials.entries()].map(([k]) => k)).toEqual(['02']);
     await store.close();
   });
+
+  it('writes the status as the entries that changed, all or none, and reads back the whole of it', async () => {
+    const stateDir = tempDir('store-status');
+    const resource = (i: number, state = 'PENDING') => ({
+      kind: 'CredentialBinding' as const,
+      namespace: 'riptides-system',
+      name: `b-${String(i).padStart(4, '0')}`,
+      file: `policies/b-${i}.yaml`,
+      observedRevision: 'r1',
+      conditions: [],
+      state,
+    });
+    const snapshot = (resources: ReturnType<typeof resource>[], events = {}) =>
+      ({
+        format: 1,
+        generatedAt: '2026-03-01T00:00:00.000Z',
+        source: null,
+        daemons: [],
+        events,
+        resources,
+      }) as never;
+    const logBytes = () => statSync(join(stateDir, 'store', 'status.0.log')).size;
+    const store = await StateStore.open({ stateDir });
+    expect(store.status.get()).toBeNull();
+    const all = Array.from({ length: 1000 }, (_, i) => resource(i));
+    await store.status.set(snapshot(all));
+    const first = logBytes();
+    // The same status again: nothing is appended.
+    await store.status.set(snapshot(all));
+    expect(logBytes()).toBe(first);
+    // One resource changes, one goes, events appear: a few hundred bytes, not the whole status again.
+    all[7] = resource(7, 'FAILED');
+    const events = {
+      'CredentialBinding/riptides-system/b-0007': [
+        {
+          type: 'Warning',
+          reason: 'BindingFailed',
+          message: 'no answer',
+          firstTimestamp: '',
+          lastTimestamp: '',
+          count: 1,
+          revision: 'r1',
+        },
+      ],
+    };
+    await store.status.set(
+      snapshot(
+        all.filter((_, i) => i !== 500),
+        events,
+      ),
+    );
+    expect(logBytes() - first).toBeGreaterThan(0);
+    expect(logBytes() - first).toBeLessThan(first / 50);
+    await store.close();
+    const again = await StateStore.open({ stateDir });
+    const read = again.status.get()!;
+    expect(read.resources).toHaveLength(999);
+    expect(read.resources.find((r) => r.name === 'b-0007')).toMatchObject({ state: 'FAILED' });
+    expect(read.resources.some((r) => r.name === 'b-0500')).toBe(false);
+    expect(read.resources.map((r) => r.name)).toEqual(all.filter((_, i) => i !== 500).map((r) => r.name));
+    expect(read.events).toEqual(events);
+    await again.close();
+  });
+
+  it('moves a status.json of an earlier version into the journal, and removes it', async () => {
+    const stateDir = tempDir('store-status-legacy');
+    const store = await StateStore.open({ stateDir });
+    await store.close();
+    const legacy = {
+      format: 1,
+      generatedAt: '2026-03-01T00:00:00.000Z',
+      source: null,
+      daemons: [],
+      events: {},
+      resources: [
+        {
+          kind: 'Service',
+          namespace: 'riptides-system',
+          name: 'api',
+          file: 'policies/api.yaml',
+          observedRevision: 'r1',
+          conditions: [],
+        },
+      ],
+    };
+    writeFileSync(join(stateDir, 'store', 'status.json'), JSON.stringify(legacy), { mode: 0o600 });
+    const again = await StateStore.open({ stateDir });
+    expect(again.status.get()).toEqual(legacy);
+    expect(readdirSync(join(stateDir, 'store'))).not.toContain('status.json');
+    await again.close();
+    const third = await StateStore.open({ stateDir });
+    expect(third.status.get()).toEqual(legacy);
+    await third.close();
+  });
+
+  it('a new revision that changes only the revision each resource names is not written again, and reads back exactly', async () => {
+    const stateDir = tempDir('store-status-revision');
+    const r1 = 'a'.repeat(40);
+    const r2 = 'b'.repeat(40);
+    const status = (revision: string, i: number) => ({
+      kind: 'WorkloadIdentity' as const,
+      namespace: 'riptides-system',
+      name: `w-${String(i).padStart(4, '0')}`,
+      file: `policies/w-${i}.yaml`,
+      observedRevision: revision,
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Applied',
+          message: `in force since ${revision}`,
+          observedRevision: revision,
+          lastTransitionTime: '2026-03-01T00:00:00.000Z',
+        },
+      ],
+    });
+    const snapshot = (revision: string, resources: unknown[]) =>
+      ({
+        format: 1,
+        generatedAt: `2026-03-01T00:00:0${revision === r1 ? 1 : 2}.000Z`,
+        source: { name: 'policy', lastAppliedRevision: revision, conditions: [], diagnostics: [] },
+        daemons: [],
+        events: {},
+        resources,
+      }) as never;
+    const logBytes = () => statSync(join(stateDir, 'store', 'status.0.log')).size;
+    const store = await StateStore.open({ stateDir });
+    await store.status.set(
+      snapshot(
+        r1,
+        Array.from({ length: 1000 }, (_, i) => status(r1, i)),
+      ),
+    );
+    const first = logBytes();
+    // Commit r2 touches one resource's content; the other 999 only name the new revision.
+    const next = Array.from({ length: 1000 }, (_, i) => status(r2, i));
+    next[3]!.file = 'policies/moved.yaml';
+    await store.status.set(snapshot(r2, next));
+    expect(logBytes() - first).toBeLessThan(first / 50);
+    await store.close();
+    const again = await StateStore.open({ stateDir });
+    expect(again.status.get()!.resources).toEqual(next);
+    await again.close();
+  });
 });

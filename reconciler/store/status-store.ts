@@ -1,0 +1,177 @@
+/**
+ * The status snapshot (every resource, the daemons, the source, recent events), kept as a journal of entries
+ * so that a write stores only what changed: with 10,000 resources the whole snapshot is about 14 MB of JSON,
+ * and the reconciler writes it every few seconds while a few entries change (a binding failing again, an
+ * agent's last contact). Rewriting it whole made a 14 MB string, its buffer and a 14 MB fsync each time.
+ *
+ * Entries: `meta` (format, generatedAt, source), `r/<Kind/namespace/name>`, `d/<daemon>`, `e/<event key>`.
+ * A write compares each entry's JSON with a CRC-32 of what was last written under its key (crc32 + length: a
+ * collision keeps an older copy of one entry until it changes again; the status is runtime state that the
+ * next refresh rebuilds), and appends the changed and removed entries as one journal record, so a crash
+ * keeps a whole write or none of it.
+ *
+ * Every resource names the revision it refers to, so each new commit would change all 10,000 entries. The
+ * comparison therefore reads an entry's JSON with the applied revision (the source's lastAppliedRevision)
+ * replaced by a NUL, which JSON text never contains; an entry that differs only by that revision is not
+ * written again, and its stored copy records the revision it was written at (`rev`). Reading it back replaces
+ * that revision by the last write's: exactly the entry as it was then, since the two JSON texts differed only
+ * there.
+ *
+ * A `status.json` left by an earlier version (the whole snapshot, replaced atomically) is read once into the
+ * journal and removed.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { StatusEvent } from '../status/events.ts';
+import type { DaemonStatus, ResourceStatus, SourceStatusView, StatusSnapshot } from '../status/model.ts';
+import { resourceKeyOf } from '../status/model.ts';
+import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
+
+interface Meta {
+  format: 1;
+  generatedAt: string;
+  source: SourceStatusView | null;
+}
+
+type Item = ResourceStatus | DaemonStatus | StatusEvent[];
+/** An item as stored, with the applied revision when it was written (null: none, no replacement). */
+interface Stored {
+  rev: string | null;
+  v: Item;
+}
+type Entry = Meta | Stored;
+
+const META = 'meta';
+const RESOURCE = 'r/';
+const DAEMON = 'd/';
+const EVENTS = 'e/';
+
+/** What a write is compared with: CRC-32 and length of the entry's JSON, the applied revision masked. */
+function signature(json: string, revision: string | null): number {
+  const masked = revision ? json.replaceAll(revision, '\u0000') : json;
+  return crc32(masked) * 2 ** 21 + (masked.length % 2 ** 21);
+}
+
+const appliedRevision = (source: SourceStatusView | null | undefined) => source?.lastAppliedRevision || null;
+
+export class StatusStore {
+  /** Key → signature of the JSON last written under it. */
+  readonly #written = new Map<string, number>();
+  /** The last write queued. */
+  #last: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly journal: Journal<Entry>) {
+    for (const [key, value] of journal.entries())
+      this.#written.set(
+        key,
+        key === META
+          ? signature(JSON.stringify(value), null)
+          : signature(JSON.stringify((value as Stored).v), (value as Stored).rev),
+      );
+  }
+
+  /**
+   * Opens the journal `status` in `dir` (replaying it; StoreCorruptError when damaged), moving a legacy
+   * `status.json` into it.
+   */
+  static async open(dir: string, opts: JournalOptions = {}): Promise<StatusStore> {
+    const journal = await Journal.open<Entry>(dir, 'status', { ...opts, keepReferences: true });
+    const store = new StatusStore(journal);
+    const legacy = join(dir, 'status.json');
+    const text = await readFile(legacy, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (text !== null) {
+      if (journal.size === 0) {
+        let snapshot: StatusSnapshot;
+        try {
+          snapshot = JSON.parse(text) as StatusSnapshot;
+        } catch {
+          throw new StoreCorruptError(
+            `${legacy} is not valid JSON: restore the state directory from a backup`,
+          );
+        }
+        await store.set(snapshot);
+      }
+      await rm(legacy, { force: true });
+    }
+    return store;
+  }
+
+  /** The last snapshot written (null when none was), resources in namespace/name order as the book shows them. */
+  get(): StatusSnapshot | null {
+    const meta = this.journal.get(META) as Meta | undefined;
+    if (!meta) return null;
+    const revision = appliedRevision(meta.source);
+    const resources: ResourceStatus[] = [];
+    const daemons: DaemonStatus[] = [];
+    const events: Record<string, StatusEvent[]> = {};
+    for (const [key, value] of this.journal.entries()) {
+      if (key === META) continue;
+      const stored = value as Stored;
+      if (stored.rev && revision && stored.rev !== revision) {
+        // Rebased in place: the same content, so the journal may hold it (and the book then shares it).
+        stored.v = JSON.parse(JSON.stringify(stored.v).replaceAll(stored.rev, revision)) as Item;
+        stored.rev = revision;
+      }
+      if (key.startsWith(RESOURCE)) resources.push(stored.v as ResourceStatus);
+      else if (key.startsWith(DAEMON)) daemons.push(stored.v as DaemonStatus);
+      else if (key.startsWith(EVENTS)) events[key.slice(EVENTS.length)] = stored.v as StatusEvent[];
+    }
+    const byName = (a: { namespace?: string; name: string }, b: { namespace?: string; name: string }) => {
+      const x = `${a.namespace ?? ''}/${a.name}`;
+      const y = `${b.namespace ?? ''}/${b.name}`;
+      return x < y ? -1 : x > y ? 1 : 0;
+    };
+    resources.sort(byName);
+    daemons.sort(byName);
+    return { format: 1, generatedAt: meta.generatedAt, source: meta.source, resources, daemons, events };
+  }
+
+  /**
+   * Makes `snapshot` the stored status; resolves once durable. Keeps references to the snapshot's objects (no
+   * copy): the caller may go on mutating them, and the next write stores what changed. Refuses (and stores
+   * nothing of) a snapshot with a field named like a credential value (SecretInStoreError).
+   */
+  set(snapshot: StatusSnapshot): Promise<void> {
+    const revision = appliedRevision(snapshot.source);
+    const changes: Array<[string, Entry | undefined]> = [];
+    const signatures: number[] = [];
+    const seen = new Set<string>();
+    const visit = (key: string, sig: number, entry: () => Entry) => {
+      seen.add(key);
+      if (this.#written.get(key) === sig) return;
+      changes.push([key, entry()]);
+      signatures.push(sig);
+    };
+    const item = (key: string, v: Item) =>
+      visit(key, signature(JSON.stringify(v), revision), () => ({ rev: revision, v }));
+    const meta: Meta = { format: 1, generatedAt: snapshot.generatedAt, source: snapshot.source };
+    visit(META, signature(JSON.stringify(meta), null), () => meta);
+    for (const r of snapshot.resources) item(RESOURCE + resourceKeyOf(r), r);
+    for (const d of snapshot.daemons) item(DAEMON + d.name, d);
+    for (const [key, list] of Object.entries(snapshot.events)) item(EVENTS + key, list);
+    for (const key of this.#written.keys()) if (!seen.has(key)) changes.push([key, undefined]);
+    // Nothing changed: durable once the write that stored it is.
+    if (changes.length === 0) return this.#last;
+    const written = this.journal.batch(changes);
+    // Counted as written at once, so that a write queued behind this one compares with it; a failed write
+    // forgets every signature, so the next write stores everything again.
+    changes.forEach(([key, value], i) => {
+      if (value === undefined) this.#written.delete(key);
+      else this.#written.set(key, signatures[i]!);
+    });
+    this.#last = written.catch((err: unknown) => {
+      this.#written.clear();
+      throw err;
+    });
+    return this.#last;
+  }
+
+  /** Waits for queued writes and closes the journal. */
+  close(): Promise<void> {
+    return this.journal.close();
+  }
+}
