@@ -39,6 +39,7 @@ import { handleJoin, type JoinCall } from './join.ts';
 import { DesiredPrograms, scopesOfDaemon } from './programs.ts';
 import { KeyedTokenBuckets } from './rate-limit.ts';
 import { type DaemonRecord, DaemonRegistry } from './registry.ts';
+import { SendBudget } from './send-budget.ts';
 import { ServingIdentity } from './serving-identity.ts';
 import {
   AgentSession,
@@ -86,6 +87,11 @@ export interface AgentServerOptions {
   joinBurst?: number;
   /** Bytes queued toward one agent before it is cut off as too slow; default 8 MiB. */
   sendQueueBytes?: number;
+  /**
+   * Bytes queued toward all agents past which a new program update waits for earlier ones to drain (send-budget.ts);
+   * default 16 MiB.
+   */
+  sendBudgetBytes?: number;
   /** How long a new Sync stream may wait before its Hello; default 10 s. */
   helloTimeoutMs?: number;
   /** Overall deadline of one Join call; default 30 s. */
@@ -171,6 +177,8 @@ export class AgentServer extends EventEmitter {
   private registryWatch: FSWatcher | null = null;
   /** CSR budgets per daemon ID (not per stream: a reconnect must not refill it). */
   private readonly csrBuckets: KeyedTokenBuckets;
+  /** Program bytes in flight toward all agents (send-budget.ts). */
+  readonly sendBudget: SendBudget;
   private readonly logger: AgentServerLogger;
   private desired: DesiredPrograms | null = null;
   private revision: string | null = null;
@@ -196,6 +204,7 @@ export class AgentServer extends EventEmitter {
     this.logger = opts.logger ?? SILENT;
     this.joinBuckets = new KeyedTokenBuckets(opts.joinsPerSecond ?? 1, opts.joinBurst ?? 10);
     this.csrBuckets = new KeyedTokenBuckets(opts.csrPerSecond ?? 500, opts.csrPerSecond ?? 500);
+    this.sendBudget = new SendBudget(opts.sendBudgetBytes ?? 16 * 1024 * 1024);
     this.fanout = new CredentialFanout(opts.credentials ?? null, (refs) => {
       for (const s of this.sessions.values()) s.sendCredentials(refs);
     });
@@ -681,6 +690,7 @@ export class AgentServer extends EventEmitter {
       csrPerSecond: this.opts.csrPerSecond ?? 500,
       takeCsr: (daemonId) => this.csrBuckets.take(daemonId),
       sendQueueBytes: this.opts.sendQueueBytes ?? 8 * 1024 * 1024,
+      sendBudget: this.sendBudget,
       helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
       onRefused: refused,
       onAck: (status, version, latencyMs) => {

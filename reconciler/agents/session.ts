@@ -33,6 +33,7 @@ import { encodeServerMessage, LIMITS, PROTOCOL_VERSION } from '../../agent/proto
 import { toPem } from '../identity/x509.ts';
 import type { RefValue } from './credentials.ts';
 import type { DaemonRecord } from './registry.ts';
+import type { SendBudget } from './send-budget.ts';
 
 export type SyncCall = grpc.ServerDuplexStream<AgentMessage, Buffer | ServerMessage>;
 
@@ -101,6 +102,8 @@ export interface SessionContext {
    */
   takeCsr(daemonId: string): boolean;
   sendQueueBytes: number;
+  /** Shared by every session: when a program update may start (send-budget.ts). */
+  sendBudget: SendBudget;
   helloTimeoutMs: number;
   onRefused(status: AgentStatus, kind: string, error: ErrorDetail): void;
   onAck(status: AgentStatus, version: string, latencyMs: number): void;
@@ -420,8 +423,14 @@ export class AgentSession {
   // ---------------------------------------------------------------------------------------------------------
   // Sending
 
-  /** Sends what the agent lacks: the desired program (one update in flight at a time). */
-  sync(): void {
+  /** Admitted by the send budget after waiting: sends at once. */
+  private readonly admitted = () => this.sync(true);
+
+  /**
+   * Sends what the agent lacks: the desired program (one update in flight at a time), once the send budget
+   * admits it (`admitted`: it already has).
+   */
+  sync(admitted = false): void {
     if (this.closed || !this.helloSeen || this.inFlight) return;
     const desired = this.ctx.programFor(this.scopes);
     this.status.desiredVersion = desired?.version ?? '';
@@ -433,6 +442,7 @@ export class AgentSession {
       return;
     }
     if (desired.version === this.nackedVersion && !full) return;
+    if (!admitted && !this.ctx.sendBudget.admit(this.admitted)) return;
     this.forceFull = false;
     const update = full
       ? this.ctx.diff(NOTHING_HELD, false, desired)
@@ -504,6 +514,7 @@ export class AgentSession {
     if (this.closed) return;
     const buf = encodeServerMessage(m as ServerMessage);
     this.pendingBytes += buf.length;
+    this.ctx.sendBudget.take(buf.length);
     this.status.counters.messagesSent++;
     this.status.counters.bytesSent += buf.length + 5; // gRPC length prefix
     if (this.pendingBytes > this.ctx.sendQueueBytes) {
@@ -514,7 +525,10 @@ export class AgentSession {
       return;
     }
     this.call.write(buf, () => {
+      // After close, what was pending has been given back already.
+      if (this.closed) return;
       this.pendingBytes -= buf.length;
+      this.ctx.sendBudget.release(buf.length);
     });
   }
 
@@ -533,6 +547,9 @@ export class AgentSession {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.helloTimer);
+    this.ctx.sendBudget.cancel(this.admitted);
+    this.ctx.sendBudget.release(this.pendingBytes);
+    this.pendingBytes = 0;
     this.ctx.onClosed(this, reason);
   }
 

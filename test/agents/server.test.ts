@@ -555,6 +555,28 @@ describe('agent server', () => {
       raw.close();
     });
 
+    it('when several agents want an update at once, past the send budget they wait their turn, and every one gets it', async () => {
+      // A budget of one byte: one update at a time across all agents.
+      await fleet.restart({ sendBudgetBytes: 1 });
+      fleet.publish(BASE);
+      const group = [];
+      for (let i = 0; i < 4; i++) group.push(await join_({ daemonGroup: A }));
+      for (const a of group) await a.until(() => a.program !== null);
+      const versions = group.map((a) => a.program!.version);
+      // Every ACK is in (no update in flight anywhere), so the next publish finds all four idle.
+      await poll(() => group.every((a, i) => status(a).ackedVersion === versions[i]), 10_000, 'the ACKs');
+      fleet.publish({ ...BASE, tweak: { [workloadOf(0, 0)]: 'spiffe://fleet.example.org/budgeted' } });
+      // publish() asked all four at once: one update was written, three wait for it to drain.
+      expect(fleet.server.sendBudget.waiting).toBe(3);
+      expect(fleet.server.sendBudget.inFlightBytes).toBeGreaterThan(0);
+      for (const [i, a] of group.entries())
+        await a.until(() => a.program!.version !== versions[i], 10_000, `agent ${i}'s update`);
+      await poll(() => fleet.server.sendBudget.inFlightBytes === 0, 5_000, 'the budget to drain');
+      expect(fleet.server.sendBudget.waiting).toBe(0);
+      await fleet.restart();
+      fleet.publish(BASE);
+    });
+
     it('cuts off an agent that stops reading, without holding up the others', async () => {
       await fleet.restart({ sendQueueBytes: 128 * 1024 });
       fleet.publish(BASE);
