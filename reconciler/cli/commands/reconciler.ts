@@ -1,3 +1,4 @@
+import { applyMemoryPolicy } from '../../common/memory-policy.ts';
 import { Reconciler } from '../../loop/reconciler.ts';
 import { serveUntilSignal } from '../../shutdown.ts';
 import { createLogger } from '../../telemetry/logger.ts';
@@ -49,6 +50,7 @@ export const command: Command = {
     });
     for (const w of parsed.warnings) logger.warn(w);
     let onHup = () => {};
+    const stopMemoryPolicy = applyMemoryPolicy();
     const code = await serveUntilSignal(
       'reconciler',
       async () => {
@@ -66,6 +68,7 @@ export const command: Command = {
       { logger },
     );
     process.off('SIGHUP', onHup);
+    stopMemoryPolicy();
     return code;
   },
 };

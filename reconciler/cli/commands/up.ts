@@ -11,6 +11,7 @@ import {
 } from '../../../agent/start-node.ts';
 import type { AgentStatus } from '../../agents/session.ts';
 import { makeDirs } from '../../common/atomic-file.ts';
+import { applyMemoryPolicy } from '../../common/memory-policy.ts';
 import { summarise } from '../../drift/report.ts';
 import { escapeText } from '../../encoding/escape.ts';
 import { Reconciler } from '../../loop/reconciler.ts';
@@ -242,6 +243,7 @@ export const command: Command = {
     }
     if (echo?.made) logger.info({ cert: echo.certFile }, 'made a certificate for the quickstart echo server');
     const metrics = new ReconcilerMetrics();
+    const stopMemoryPolicy = applyMemoryPolicy();
 
     // Ctrl-C or SIGTERM at any point, starting included, stops what has started, in reverse order.
     const started: {
@@ -263,6 +265,7 @@ export const command: Command = {
       // The data plane first (listeners and connections closed, an installed redirect deleted), then the agent.
       await node?.stop();
       await reconciler?.stop();
+      stopMemoryPolicy();
     };
     let removeHandlers = () => {};
     const stopped = new Promise<number>((resolveCode) => {
