@@ -1083,7 +1083,7 @@ export class Reconciler extends EventEmitter {
         this.#persistNow = null;
         this.#lastPersist = Date.now();
         try {
-          await this.store.status.set(this.book.view());
+          await this.store.status.set(this.book.view(), this.book.takeChanges());
         } catch (err) {
           this.logger.warn({ err }, 'could not write the status to the store');
         }

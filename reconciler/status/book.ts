@@ -56,10 +56,18 @@ export class StatusBook {
   #skeletons = new Map<string, ResourceStatus>();
   readonly #daemons = new Map<string, DaemonStatus>();
   #generation = 0;
+  /**
+   * Resources and event rings changed since takeChanges() (null: everything, as after start). A change of
+   * the revision alone is not counted: the status store writes entries with the applied revision masked.
+   */
+  #changed: Set<string> | null = null;
 
   constructor(opts: StatusBookOptions = {}, snapshot?: StatusSnapshot | null) {
     this.#now = opts.now ?? (() => new Date());
-    this.events = new EventLog({ now: this.#now, ...opts.events }, snapshot?.events ?? {});
+    this.events = new EventLog(
+      { now: this.#now, ...opts.events, onRecord: (key) => this.#changed?.add(key) },
+      snapshot?.events ?? {},
+    );
     if (snapshot) {
       this.#source = snapshot.source;
       for (const r of snapshot.resources) this.#resources.set(resourceKeyOf(r), r);
@@ -148,6 +156,7 @@ export class StatusBook {
         next.set(key, prev);
         continue;
       }
+      this.#changed?.add(key);
       const merged = { ...r } as Record<string, unknown>;
       if (prev && prev.kind === r.kind) {
         const old = prev as unknown as Record<string, unknown>;
@@ -167,6 +176,7 @@ export class StatusBook {
     const r = this.#resources.get(key);
     if (!r) return false;
     mutate(r);
+    this.#changed?.add(key);
     return true;
   }
 
@@ -190,6 +200,17 @@ export class StatusBook {
   /** A copy of the whole status, detached from the book (what the API serves). */
   snapshot(): StatusSnapshot {
     return structuredClone(this.view());
+  }
+
+  /**
+   * Keys of the resources and event rings changed since the last call (null: take every entry as changed), for
+   * the status store; starts counting again. Changes made through the book's methods and the event log are
+   * counted; a change of the revision alone (a new commit that leaves a resource as it was) is not.
+   */
+  takeChanges(): ReadonlySet<string> | null {
+    const changed = this.#changed;
+    this.#changed = new Set();
+    return changed;
   }
 
   /**

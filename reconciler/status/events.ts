@@ -20,6 +20,8 @@ export interface EventLogOptions {
   perResource?: number;
   maxResources?: number;
   now?: () => Date;
+  /** Called with the key of each ring an event is recorded in (what the status store must write again). */
+  onRecord?: (key: string) => void;
 }
 
 const MAX_MESSAGE = 1000;
@@ -29,8 +31,10 @@ export class EventLog {
   readonly #perResource: number;
   readonly #maxResources: number;
   readonly #now: () => Date;
+  readonly #onRecord: (key: string) => void;
 
   constructor(opts: EventLogOptions = {}, initial: Record<string, StatusEvent[]> = {}) {
+    this.#onRecord = opts.onRecord ?? (() => {});
     this.#perResource = opts.perResource ?? 16;
     this.#maxResources = opts.maxResources ?? 50_000;
     this.#now = opts.now ?? (() => new Date());
@@ -59,6 +63,7 @@ export class EventLog {
       if (ring.length > this.#perResource) ring.splice(0, ring.length - this.#perResource);
     }
     this.#rings.set(key, ring);
+    this.#onRecord(key);
     while (this.#rings.size > this.#maxResources) this.#rings.delete(this.#rings.keys().next().value!);
   }
 

@@ -559,7 +559,7 @@ describe('agent server', () => {
       // A budget of one byte: one update at a time across all agents.
       await fleet.restart({ sendBudgetBytes: 1 });
       fleet.publish(BASE);
-      const group = [];
+      const group: SimAgent[] = [];
       for (let i = 0; i < 4; i++) group.push(await join_({ daemonGroup: A }));
       for (const a of group) await a.until(() => a.program !== null);
       const versions = group.map((a) => a.program!.version);

@@ -1,0 +1,95 @@
+/**
+ * The status book and the status store together, as the reconciler writes them (view + takeChanges): what a
+ * restart reads back is exactly the book as it was written, while a write serialises only what changed.
+ */
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
+import { renderPolicy } from '../../reconciler/policy/render.ts';
+import { type SkeletonMemo, statusesFromResources } from '../../reconciler/status/adapters.ts';
+import { StatusBook } from '../../reconciler/status/book.ts';
+import type { SourceStatusView } from '../../reconciler/status/model.ts';
+import { StateStore } from '../../reconciler/store/state-store.ts';
+import { tempDir } from '../support/scratch.ts';
+
+const T0 = new Date('2026-03-01T12:00:00Z');
+const R1 = '1'.repeat(40);
+const R2 = '2'.repeat(40);
+
+const source = (revision: string): SourceStatusView => ({
+  name: 'policy',
+  url: '/srv/policy',
+  branch: 'main',
+  path: 'policies',
+  lastFetchedRevision: revision,
+  lastFetchedAt: T0.toISOString(),
+  lastAppliedRevision: revision,
+  lastAppliedAt: T0.toISOString(),
+  conditions: [],
+  diagnostics: [],
+  omittedDiagnostics: 0,
+});
+
+describe('status persisted from the book', () => {
+  it('a restart reads back the book as written: a new commit, a changed resource, an event', async () => {
+    const stateDir = tempDir('status-persist');
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const memo: SkeletonMemo = new WeakMap();
+    const book = new StatusBook({ now: () => T0 });
+    book.setSource(source(R1));
+    book.syncResources(
+      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: R1 }, memo),
+    );
+    // An event about an identity before the first write, and another after: its ring is written again.
+    const identity = book.resources('WorkloadIdentity')[0]!;
+    const identityKey = `WorkloadIdentity/${identity.namespace}/${identity.name}`;
+    book.events.record(identityKey, 'Normal', 'Applied', 'in force', R1);
+    const store = await StateStore.open({ stateDir });
+    await store.status.set(book.view(), book.takeChanges());
+    const log = () => statSync(join(stateDir, 'store', 'status.0.log')).size;
+    const first = log();
+
+    // Commit R2 changes one Service; every resource now names R2.
+    const [service, ...others] = rendered.resources.services;
+    const moved = {
+      ...service!,
+      value: {
+        ...service!.value,
+        spec: { ...service!.value.spec, addresses: [{ address: '10.9.9.9', port: 443 }] },
+      },
+    };
+    book.setSource(source(R2));
+    book.syncResources(
+      statusesFromResources(
+        { ...rendered.resources, services: [moved, ...others] },
+        { trustDomain: 'example.com', revision: R2 },
+        memo,
+      ),
+    );
+    // A binding fails (through the book), and the identity gets an event.
+    const binding = book.resources('CredentialBinding')[0]!;
+    const bindingKey = `CredentialBinding/${binding.namespace}/${binding.name}`;
+    book.updateResource(bindingKey, (r) => {
+      (r as { state: string }).state = 'FAILED';
+    });
+    book.events.record(identityKey, 'Warning', 'ProgramRejected', 'refused by daemon node-1', R2);
+    await store.status.set(book.view(), book.takeChanges());
+    // Three entries and the source, not the whole status again.
+    expect(log() - first).toBeLessThan(first / 5);
+    await store.close();
+
+    const again = await StateStore.open({ stateDir });
+    const read = again.status.get()!;
+    const written = structuredClone(book.view());
+    expect(read.resources).toEqual(written.resources);
+    expect(read.events).toEqual(written.events);
+    expect(read.source?.lastAppliedRevision).toBe(R2);
+    expect(read.resources.every((r) => r.observedRevision === R2)).toBe(true);
+    expect(
+      read.resources.find((r) => r.name === binding.name && r.kind === 'CredentialBinding'),
+    ).toMatchObject({ state: 'FAILED' });
+    await again.close();
+  });
+});
