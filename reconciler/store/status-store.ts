@@ -42,10 +42,18 @@ interface Stored {
 }
 type Entry = Meta | Stored;
 
+interface Written {
+  /** signature() of the entry as last written. */
+  sig: number;
+  /** The write that last found the entry in the status. */
+  gen: number;
+}
+
 const META = 'meta';
 const RESOURCE = 'r/';
 const DAEMON = 'd/';
 const EVENTS = 'e/';
+type Prefix = typeof RESOURCE | typeof DAEMON | typeof EVENTS;
 
 /** What a write is compared with: CRC-32 and length of the entry's JSON, the applied revision masked. */
 function signature(json: string, revision: string | null): number {
@@ -57,18 +65,32 @@ const appliedRevision = (source: SourceStatusView | null | undefined) => source?
 
 export class StatusStore {
   /** Key → signature of the JSON last written under it. */
-  readonly #written = new Map<string, number>();
+  /**
+   * What was last written, per kind of entry and by the book's key (no prefixed key is built for an entry that
+   * is not written): its signature, and the write that last saw it (entries no write sees are deleted).
+   */
+  readonly #written: Record<Prefix, Map<string, Written>> = {
+    [RESOURCE]: new Map(),
+    [DAEMON]: new Map(),
+    [EVENTS]: new Map(),
+  };
+  #metaSignature: number | null = null;
+  #generation = 0;
   /** The last write queued. */
   #last: Promise<void> = Promise.resolve();
 
   private constructor(private readonly journal: Journal<Entry>) {
-    for (const [key, value] of journal.entries())
-      this.#written.set(
-        key,
-        key === META
-          ? signature(JSON.stringify(value), null)
-          : signature(JSON.stringify((value as Stored).v), (value as Stored).rev),
-      );
+    for (const [key, value] of journal.entries()) {
+      if (key === META) this.#metaSignature = signature(JSON.stringify(value), null);
+      else {
+        const stored = value as Stored;
+        const prefix = key.slice(0, 2) as Prefix;
+        this.#written[prefix]?.set(key.slice(2), {
+          sig: signature(JSON.stringify(stored.v), stored.rev),
+          gen: 0,
+        });
+      }
+    }
   }
 
   /**
@@ -140,44 +162,50 @@ export class StatusStore {
    */
   set(snapshot: StatusSnapshot, changed: ReadonlySet<string> | null = null): Promise<void> {
     const revision = appliedRevision(snapshot.source);
+    const gen = ++this.#generation;
     const changes: Array<[string, Entry | undefined]> = [];
-    const signatures: number[] = [];
-    const seen = new Set<string>();
-    const visit = (key: string, sig: number, entry: () => Entry) => {
-      seen.add(key);
-      if (this.#written.get(key) === sig) return;
-      changes.push([key, entry()]);
-      signatures.push(sig);
-    };
-    const item = (key: string, v: Item) =>
-      visit(key, signature(JSON.stringify(v), revision), () => ({ rev: revision, v }));
-    // Not named as changed and written before: as written, but for the revision (see the top of this file).
-    const unchanged = (key: string, bookKey: string) => {
-      if (!changed || changed.has(bookKey) || !this.#written.has(key)) return false;
-      seen.add(key);
-      return true;
-    };
+    const after: Array<() => void> = [];
     const meta: Meta = { format: 1, generatedAt: snapshot.generatedAt, source: snapshot.source };
-    visit(META, signature(JSON.stringify(meta), null), () => meta);
+    const metaSignature = signature(JSON.stringify(meta), null);
+    if (metaSignature !== this.#metaSignature) {
+      changes.push([META, meta]);
+      after.push(() => {
+        this.#metaSignature = metaSignature;
+      });
+    }
+    const visit = (prefix: Prefix, key: string, v: Item, named: boolean) => {
+      const map = this.#written[prefix];
+      const was = map.get(key);
+      if (was) was.gen = gen;
+      // Not named as changed and written before: as written, but for the revision (see the top of this file).
+      if (was && !named) return;
+      const sig = signature(JSON.stringify(v), revision);
+      if (was?.sig === sig) return;
+      changes.push([prefix + key, { rev: revision, v }]);
+      after.push(() => map.set(key, { sig, gen }));
+    };
     for (const r of snapshot.resources) {
       const key = resourceKeyOf(r);
-      if (!unchanged(RESOURCE + key, key)) item(RESOURCE + key, r);
+      visit(RESOURCE, key, r, !changed || changed.has(key));
     }
-    for (const d of snapshot.daemons) item(DAEMON + d.name, d);
+    for (const d of snapshot.daemons) visit(DAEMON, d.name, d, true);
     for (const [key, list] of Object.entries(snapshot.events))
-      if (!unchanged(EVENTS + key, key)) item(EVENTS + key, list);
-    for (const key of this.#written.keys()) if (!seen.has(key)) changes.push([key, undefined]);
+      visit(EVENTS, key, list, !changed || changed.has(key));
+    for (const [prefix, map] of Object.entries(this.#written) as Array<[Prefix, Map<string, Written>]>)
+      for (const [key, was] of map)
+        if (was.gen !== gen) {
+          changes.push([prefix + key, undefined]);
+          after.push(() => map.delete(key));
+        }
     // Nothing changed: durable once the write that stored it is.
     if (changes.length === 0) return this.#last;
     const written = this.journal.batch(changes);
     // Counted as written at once, so that a write queued behind this one compares with it; a failed write
     // forgets every signature, so the next write stores everything again.
-    changes.forEach(([key, value], i) => {
-      if (value === undefined) this.#written.delete(key);
-      else this.#written.set(key, signatures[i]!);
-    });
+    for (const apply of after) apply();
     this.#last = written.catch((err: unknown) => {
-      this.#written.clear();
+      for (const map of Object.values(this.#written)) map.clear();
+      this.#metaSignature = null;
       throw err;
     });
     return this.#last;
