@@ -84,7 +84,7 @@ export class HttpRelay {
    */
   resetMtls(): void {
     this.generation++;
-    this.pool.retire((key) => key.startsWith('mtls '));
+    this.pool.retireMtls();
   }
 
   close(): void {
@@ -99,8 +99,6 @@ class RelayConnection implements ResponseSink {
   private readonly parser: Parser;
   private decided: number;
   private upstream: Upstream | null = null;
-  /** The relay's generation when `upstream` was taken. */
-  private upstreamGeneration = 0;
 
   // The exchange in flight: from a complete request head to the end of both the request and the response.
   private busy = false;
@@ -167,13 +165,27 @@ class RelayConnection implements ResponseSink {
     if (this.ignoring) return;
     const up = this.busy ? this.upstream : null;
     up?.socket.cork();
-    let r = this.parser.execute(d);
-    // llhttp stops after the head of an upgrade request; the bytes after it are the next message.
-    while (typeof r === 'number' && r < d.length && !this.ignoring) {
-      d = d.subarray(r);
+    let r: ReturnType<Parser['execute']>;
+    try {
       r = this.parser.execute(d);
+      // llhttp stops after the head of an upgrade request; the bytes after it are the next message.
+      while (typeof r === 'number' && r < d.length && !this.ignoring) {
+        d = d.subarray(r);
+        r = this.parser.execute(d);
+      }
+    } catch (e) {
+      // A callback threw inside the parser: this connection is lost, the process is not.
+      this.core.log({
+        level: 'warn',
+        event: 'relay-error',
+        detail: (e as Error).message,
+        pid: this.flow.record.pid,
+      });
+      this.socket.destroy();
+      return;
+    } finally {
+      up?.socket.uncork();
     }
-    up?.socket.uncork();
     if (typeof r !== 'number' && !this.ignoring) {
       const tooLarge = r.code === 'HPE_HEADER_OVERFLOW';
       this.refuse(
@@ -244,6 +256,10 @@ class RelayConnection implements ResponseSink {
       return 1;
     }
     const target = originForm(url);
+    if (target === null) {
+      this.refuse(400, 'bad-request', 'the request target is not a valid URL');
+      return 1;
+    }
     this.chunkedOut = head.chunked;
     if (!ref) {
       this.dispatch(serializeRequestHead(method, target, this.framed(head.headers)));
@@ -370,11 +386,7 @@ class RelayConnection implements ResponseSink {
     const queue = this.pending ? [head, ...this.pending] : [head];
     this.pending = null;
     let up = this.upstream;
-    if (
-      up &&
-      (!up.reusable(performance.now()) ||
-        (this.flow.upstream === 'mtls' && this.upstreamGeneration !== this.relay.generation))
-    ) {
+    if (up && (!up.reusable(performance.now()) || !this.relay.pool.current(up))) {
       up.socket.destroy();
       up = this.upstream = null;
     }
@@ -404,7 +416,6 @@ class RelayConnection implements ResponseSink {
 
   private start(up: Upstream, queue: Array<string | Buffer>): void {
     this.upstream = up;
-    this.upstreamGeneration = this.relay.generation;
     up.begin(this, this.method === 'HEAD');
     up.socket.cork();
     for (const d of queue) this.toUpstream(d);

@@ -62,7 +62,12 @@ export async function forwardProxyRequest(
     req.resume();
     return refuse(relay, res, 400, 'transfer-coding', 'only the chunked transfer coding is forwarded');
   }
-  let target = originForm(req.url ?? '/');
+  const origin = originForm(req.url ?? '/');
+  if (origin === null) {
+    req.resume();
+    return refuse(relay, res, 400, 'bad-request', 'the request target is not a valid URL');
+  }
+  let target = origin;
   let headers = head.headers;
   let body: Buffer | null = null;
   if (ref) {
@@ -132,7 +137,9 @@ export async function forwardProxyRequest(
     responseEnd() {
       done = true;
       res.end();
-      relay.pool.give(upstream);
+      // Answered before the whole body was sent: that connection cannot carry another request.
+      if (req.complete) relay.pool.give(upstream);
+      else upstream.abort();
     },
     upstreamFailed(status: 502 | 504, message: string) {
       done = true;

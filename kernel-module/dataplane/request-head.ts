@@ -63,11 +63,15 @@ export function scanRequestHead(raw: readonly string[], dropAuthorization: boole
   return out;
 }
 
-/** The origin-form of a request target (an absolute-form `http://host/p?q` becomes `/p?q`). */
-export function originForm(url: string): string {
+/** The origin-form of a request target (an absolute-form `http://host/p?q` becomes `/p?q`); null if unparseable. */
+export function originForm(url: string): string | null {
   if (!/^https?:\/\//i.test(url)) return url;
-  const u = new URL(url);
-  return `${u.pathname}${u.search}`;
+  try {
+    const u = new URL(url);
+    return `${u.pathname}${u.search}`;
+  } catch {
+    return null;
+  }
 }
 
 export type CredentialFound = { ok: true; value: CredentialValue } | { ok: false; message: string };

@@ -62,7 +62,9 @@ export class Upstream {
     readonly socket: Socket,
     readonly key: string,
     private readonly label: string,
-    idleTimeoutMs: number,
+    private readonly idleTimeoutMs: number,
+    /** The pool's mTLS epoch when it was dialled: an mTLS connection from before a policy change is not reused. */
+    readonly epoch: number,
   ) {
     this.idleSince = performance.now();
     this.parser = newParser('response', MAX_RESPONSE_HEAD, {
@@ -94,6 +96,17 @@ export class Upstream {
     return !this.socket.destroyed && this.keepAlive && !this.sink && now - this.idleSince < REUSE_IDLE_MS;
   }
 
+  /** In the pool: closed once it may no longer be reused, rather than held until the upstream closes it. */
+  park(): void {
+    this.socket.setTimeout(REUSE_IDLE_MS);
+  }
+
+  /** Out of the pool, about to carry an exchange. */
+  unpark(): void {
+    this.onIdleClose = null;
+    this.socket.setTimeout(this.idleTimeoutMs);
+  }
+
   /** Starts an exchange: what the socket answers next goes to `sink`. `head`: the request's method is HEAD. */
   begin(sink: ResponseSink, head: boolean): void {
     this.sink = sink;
@@ -114,9 +127,14 @@ export class Upstream {
       return;
     }
     sink.cork();
-    const r = this.parser.execute(d);
-    if (typeof r !== 'number') this.fail(502, `invalid response (${r.code})`);
-    else if (r < d.length && this.sink) this.fail(502, 'the upstream switched protocols');
+    try {
+      const r = this.parser.execute(d);
+      if (typeof r !== 'number') this.fail(502, `invalid response (${r.code})`);
+      else if (r < d.length && this.sink) this.fail(502, 'the upstream switched protocols');
+    } catch (e) {
+      // A callback threw inside the parser: this exchange is lost, the process is not.
+      this.fail(502, `relay error: ${(e as Error).message}`);
+    }
     sink.uncork();
   }
 
@@ -180,6 +198,8 @@ const MAX_KEYS = 1024;
 export class UpstreamPool {
   private readonly idle = new Map<string, Upstream[]>();
   private closed = false;
+  /** Moves at each mTLS retirement (a policy change). */
+  private mtlsEpoch = 0;
 
   constructor(private readonly core: Core) {}
 
@@ -194,13 +214,18 @@ export class UpstreamPool {
     return `${spec.kind} ${t.ip ?? t.host} ${t.port} ${t.host}${allow}`;
   }
 
+  /** Whether `u` may carry another request under the policy in force (an mTLS one from before a change may not). */
+  current(u: Upstream): boolean {
+    return u.epoch === this.mtlsEpoch || !u.key.startsWith('mtls ');
+  }
+
   /** An idle connection for `key` that may be reused now, else null. */
   take(key: string): Upstream | null {
     const list = this.idle.get(key);
     const now = performance.now();
     while (list?.length) {
       const u = list.pop()!;
-      u.onIdleClose = null;
+      u.unpark();
       if (u.reusable(now)) return u;
       u.socket.destroy();
     }
@@ -209,7 +234,7 @@ export class UpstreamPool {
 
   /** Keeps a connection whose exchange is over for the next application connection, or closes it. */
   give(u: Upstream): void {
-    if (this.closed || !u.reusable(performance.now())) return void u.socket.destroy();
+    if (this.closed || !this.current(u) || !u.reusable(performance.now())) return void u.socket.destroy();
     let list = this.idle.get(u.key);
     if (!list) {
       if (this.idle.size >= MAX_KEYS) this.drop(this.idle.keys().next().value!);
@@ -218,6 +243,7 @@ export class UpstreamPool {
     }
     if (list.length >= MAX_IDLE_PER_KEY) return void u.socket.destroy();
     list.push(u);
+    u.park();
     u.onIdleClose = () => {
       const i = list.indexOf(u);
       if (i >= 0) list.splice(i, 1);
@@ -225,15 +251,19 @@ export class UpstreamPool {
     };
   }
 
-  /** Closes the idle connections whose key `which` selects (all when omitted). */
-  retire(which?: (key: string) => boolean): void {
-    for (const key of [...this.idle.keys()]) if (!which || which(key)) this.drop(key);
+  /**
+   * After a policy change: idle mTLS connections are closed, and those in use are not kept after their exchange,
+   * so no later request reuses a connection to a peer the new policy may refuse.
+   */
+  retireMtls(): void {
+    this.mtlsEpoch++;
+    for (const key of [...this.idle.keys()]) if (key.startsWith('mtls ')) this.drop(key);
   }
 
   /** Closes every idle connection; one given back later (its application connection closing) is closed too. */
   close(): void {
     this.closed = true;
-    this.retire();
+    for (const key of [...this.idle.keys()]) this.drop(key);
   }
 
   private drop(key: string): void {
@@ -256,6 +286,7 @@ export class UpstreamPool {
     const core = this.core;
     const t = spec.target;
     const target = { host: t.host, ip: t.ip ?? t.host, port: t.port };
+    const epoch = this.mtlsEpoch;
     const r =
       spec.kind === 'plain'
         ? await dialPlain(core, target)
@@ -263,7 +294,8 @@ export class UpstreamPool {
           ? await dialTls(core, target)
           : await dialMtls(core, spec.identity, target, spec.allowLists, { waitForSvid: true });
     const label = `${t.host}:${t.port}`;
-    if (r.ok) return { ok: true, upstream: new Upstream(r.socket, key, label, core.limits.idleTimeoutMs) };
+    if (r.ok)
+      return { ok: true, upstream: new Upstream(r.socket, key, label, core.limits.idleTimeoutMs, epoch) };
     if (spec.kind === 'mtls') core.metrics.handshakesFailed.inc({ direction: 'outbound', reason: r.reason });
     return {
       ok: false,
