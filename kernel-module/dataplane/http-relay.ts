@@ -19,7 +19,7 @@ import { resignRequest, SigV4Error } from './aws-sigv4.ts';
 import type { ConnectionRecord } from './connections.ts';
 import type { Core } from './core.ts';
 import type { CredentialRef, RuleIdentity } from './inputs.ts';
-import { methods, newParser, type Parser } from './llhttp.ts';
+import { methodName, newParser, type Parser } from './llhttp.ts';
 import type { ManagedDecision, Target } from './match.ts';
 import { credentialNow, originForm, scanRequestHead, serializeRequestHead } from './request-head.ts';
 import {
@@ -217,7 +217,7 @@ class RelayConnection implements ResponseSink {
       );
       return 1;
     }
-    const method = methods[methodIndex] ?? 'GET';
+    const method = methodName(methodIndex) ?? '';
     this.busy = true;
     this.method = method;
     this.requestDone = false;
@@ -226,6 +226,10 @@ class RelayConnection implements ResponseSink {
     this.chunkedBack = false;
     this.closeAfter = !keepAlive;
     this.http11 = maj === 1 && min >= 1;
+    if (!method) {
+      this.refuse(501, 'bad-request', 'the request method is not supported by the relay');
+      return 1;
+    }
     if (upgrade && method === 'CONNECT') {
       this.refuse(400, 'bad-request', 'CONNECT is not relayed inside an intercepted connection');
       return 1;

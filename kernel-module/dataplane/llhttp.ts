@@ -5,6 +5,7 @@
  * exports `HTTPParser` in Node 20 and 22 (undici and http-parser-js load it the same way); there is no public
  * API for it.
  */
+import { METHODS } from 'node:http';
 import { createRequire } from 'node:module';
 
 /** The callbacks node's binding calls, by the indices `HTTPParser.kOn*` (RFC 9112 message parts). */
@@ -55,8 +56,28 @@ interface Binding {
 const common = createRequire(import.meta.url)('_http_common') as { HTTPParser: Binding; methods: string[] };
 const HTTPParser = common.HTTPParser;
 
-/** Method names by the index llhttp reports. */
-export const methods: readonly string[] = common.methods;
+/**
+ * Method names by the index llhttp reports. `_http_common.methods` misses some llhttp accepts (QUERY in Node
+ * 20, which node's server names from an internal table), so the table is read off the parser itself: each
+ * method node lists, parsed once at load.
+ */
+const methodNames: string[] = [];
+for (const name of new Set([...common.methods, ...METHODS])) {
+  const p = new HTTPParser();
+  p.initialize(HTTPParser.REQUEST, {}, 0, HTTPParser.kLenientNone);
+  p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, _h: string[], index: number) => {
+    methodNames[index] = name;
+    return 0;
+  };
+  p[HTTPParser.kOnMessageComplete] = () => {};
+  p.execute(Buffer.from(`${name} / HTTP/1.1\r\nHost: x\r\n\r\n`));
+  p.free();
+}
+
+/** The name of the method llhttp reports as `index`; undefined for one this table lacks (refused, never renamed). */
+export function methodName(index: number): string | undefined {
+  return methodNames[index];
+}
 
 /**
  * A strict (no leniency flag) parser for requests or responses. `maxHeaderBytes` caps the head (HPE_HEADER_OVERFLOW

@@ -230,6 +230,17 @@ describe('the intercept relay frames every response and request body, one connec
     expect(new Set(seen.map((s) => s.authorization))).toEqual(new Set(['Bearer relay-secret']));
   });
 
+  it('a method outside _http_common.methods (QUERY) is relayed as sent, never renamed', async () => {
+    seen.length = 0;
+    const a = app();
+    const reply = await a.exchange(
+      `QUERY /echo HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 7\r\n\r\nselect!`,
+      (r) => r.includes('length:select!'),
+    );
+    expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+    expect(seen.map((s) => [s.method, s.url, s.body])).toEqual([['QUERY', '/echo', 'select!']]);
+  });
+
   it('a request sent while a response is in flight is refused after that response, never inside it', async () => {
     seen.length = 0;
     const a = app();
