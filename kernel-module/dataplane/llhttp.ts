@@ -5,7 +5,6 @@
  * exports `HTTPParser` in Node 20 and 22 (undici and http-parser-js load it the same way); there is no public
  * API for it.
  */
-import { METHODS } from 'node:http';
 import { createRequire } from 'node:module';
 
 /** The callbacks node's binding calls, by the indices `HTTPParser.kOn*` (RFC 9112 message parts). */
@@ -57,12 +56,12 @@ const common = createRequire(import.meta.url)('_http_common') as { HTTPParser: B
 const HTTPParser = common.HTTPParser;
 
 /**
- * Method names by the index llhttp reports. `_http_common.methods` misses some llhttp accepts (QUERY in Node
- * 20, which node's server names from an internal table), so the table is read off the parser itself: each
- * method node lists, parsed once at load.
+ * Method names by the index llhttp reports. `_http_common.methods` lists the names but is not aligned with those
+ * indices (QUERY is 46 for llhttp and 34 in the list in Node 20; node's server names methods from an internal
+ * table), so the table is read off the parser itself: each listed method parsed once at load.
  */
 const methodNames: string[] = [];
-for (const name of new Set([...common.methods, ...METHODS])) {
+for (const name of common.methods) {
   const p = new HTTPParser();
   p.initialize(HTTPParser.REQUEST, {}, 0, HTTPParser.kLenientNone);
   p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, _h: string[], index: number) => {
