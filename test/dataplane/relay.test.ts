@@ -230,7 +230,7 @@ describe('the intercept relay frames every response and request body, one connec
     expect(new Set(seen.map((s) => s.authorization))).toEqual(new Set(['Bearer relay-secret']));
   });
 
-  it('a method outside _http_common.methods (QUERY) is relayed as sent, never renamed', async () => {
+  it('a method whose llhttp index is not its place in _http_common.methods (QUERY) is relayed as sent, never renamed', async () => {
     seen.length = 0;
     const a = app();
     const reply = await a.exchange(
