@@ -25,7 +25,7 @@ export interface ParserCallbacks {
     upgrade: boolean,
     shouldKeepAlive: boolean,
   ): number;
-  /** A piece of the body, de-chunked. The buffer is only valid during the call. */
+  /** A piece of the body, de-chunked: a view of the bytes read, which may be kept (node's server queues it). */
   body(chunk: Buffer): void;
   messageComplete(): void;
 }

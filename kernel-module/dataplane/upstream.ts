@@ -21,7 +21,7 @@ export type Framing = 'length' | 'chunked' | 'close' | 'none';
 export interface ResponseSink {
   /** `headers` flat (`[name, value, …]`) without hop-by-hop ones; `codings` is the Transfer-Encoding sent, or ''. */
   responseHead(status: number, reason: string, headers: string[], framing: Framing, codings: string): void;
-  /** A piece of the body, de-chunked; valid only during the call. */
+  /** A piece of the body, de-chunked (a view of the bytes read). */
   responseBody(chunk: Buffer): void;
   responseEnd(): void;
   /** The exchange failed upstream (the connection is gone): 504 for a deadline, else 502. */
