@@ -25,6 +25,11 @@ export interface Limits {
   unmanagedTtlMs: number;
   /** An intercepted HTTP request's head must be complete within this (slowloris). */
   headersTimeoutMs: number;
+  /**
+   * An intercepted HTTP request, head and body, must be received within this (a slow body, a body buffered to
+   * sign); like the head's, counted from the connection or the end of the previous exchange.
+   */
+  requestTimeoutMs: number;
   /** Idle intercepted HTTP connection, or an upstream response that stops coming. */
   idleTimeoutMs: number;
   /** Request head size cap (bytes). */
@@ -48,6 +53,7 @@ export const DEFAULT_LIMITS: Limits = {
   managedTtlMs: 600_000,
   unmanagedTtlMs: 30_000,
   headersTimeoutMs: 15_000,
+  requestTimeoutMs: 60_000,
   idleTimeoutMs: 120_000,
   maxHeaderBytes: 16_384,
   maxSignedBodyBytes: 8 * 1024 * 1024,

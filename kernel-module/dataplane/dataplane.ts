@@ -23,7 +23,7 @@ import { Attributor } from './attribution.ts';
 import { type ConnectionRecord, ConnectionTable } from './connections.ts';
 import { type Core, DEFAULT_LIMITS, type Limits, type LogEvent } from './core.ts';
 import { ManagedPeers } from './dial.ts';
-import { HttpForwarder, type UpstreamKind } from './http-forward.ts';
+import { HttpRelay, type UpstreamKind } from './http-relay.ts';
 import { Inbound, type InboundListener, type ListenAddress } from './inbound.ts';
 import type { DataPlaneInputs } from './inputs.ts';
 import { decide } from './match.ts';
@@ -31,6 +31,7 @@ import { DataPlaneMetrics } from './metrics.ts';
 import { InterceptMinter } from './mint.ts';
 import { originalDestination } from './original-dst.ts';
 import { type Hooks, Outbound } from './outbound.ts';
+import { forwardProxyRequest } from './proxy-forward.ts';
 import { TlsContexts } from './tls-contexts.ts';
 
 export type { InboundListener, ListenAddress } from './inbound.ts';
@@ -96,7 +97,7 @@ export function parseAuthority(authority: string): { host: string; port: number 
 export class DataPlane {
   readonly metrics = new DataPlaneMetrics();
   private readonly core: Core;
-  private readonly forwarder: HttpForwarder;
+  private readonly relay: HttpRelay;
   private readonly outboundHandler: Outbound;
   private readonly inboundHandler: Inbound;
   private readonly servers: Array<Server | HttpServer> = [];
@@ -121,8 +122,8 @@ export class DataPlane {
       ownAddresses: new Set(),
       guarded: new Map(),
     };
-    this.forwarder = new HttpForwarder(this.core);
-    this.outboundHandler = new Outbound(this.core, this.forwarder, new ManagedPeers(this.core));
+    this.relay = new HttpRelay(this.core);
+    this.outboundHandler = new Outbound(this.core, this.relay, new ManagedPeers(this.core));
     this.inboundHandler = new Inbound(this.core);
   }
 
@@ -186,7 +187,7 @@ export class DataPlane {
     const closing = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const s of this.sockets) s.destroy();
     for (const g of this.core.guarded.values()) g.close('data plane stopped');
-    this.forwarder.close();
+    this.relay.close();
     await Promise.all(closing);
     this.servers.length = 0;
     this.addressesBound = null;
@@ -221,7 +222,7 @@ export class DataPlane {
 
   private changed(): void {
     this.core.contexts.prune();
-    this.forwarder.resetMtls();
+    this.relay.resetMtls();
     if (this.sweepPending) return;
     this.sweepPending = true;
     setImmediate(() => {
@@ -393,7 +394,7 @@ export class DataPlane {
           ? 'tls'
           : 'plain';
     const identity = decision.identity;
-    await this.forwarder.forward(req, res, {
+    await forwardProxyRequest(this.relay, req, res, {
       identity: identity ?? {
         spiffeId: '',
         workloadID: '',

@@ -13,7 +13,7 @@ import { TLSSocket } from 'node:tls';
 import { type ConnectionRecord, tlsName } from './connections.ts';
 import type { Core } from './core.ts';
 import { dialMtls, dialPlain, dialTls, type ManagedPeers, outboundAllowLists } from './dial.ts';
-import type { HttpForwarder, UpstreamKind } from './http-forward.ts';
+import type { HttpRelay, UpstreamKind } from './http-relay.ts';
 import type { EgressRule, RuleIdentity, TlsMode } from './inputs.ts';
 import { decide, decisionKey, findIdentity, type ManagedDecision, type Target } from './match.ts';
 import { splice } from './pipe.ts';
@@ -32,7 +32,7 @@ export interface Hooks {
 export class Outbound {
   constructor(
     private readonly core: Core,
-    private readonly forwarder: HttpForwarder,
+    private readonly relay: HttpRelay,
     private readonly managed: ManagedPeers,
   ) {}
 
@@ -130,7 +130,7 @@ export class Outbound {
       if (!upstream) return this.fail(client, hooks, record, 'mtls', 'not-managed');
       core.table.update(record, { mode: 'inject', binding: null });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'inject' });
-      this.forwarder.attach(client, {
+      this.relay.attach(client, {
         identity: id,
         credential,
         target,
@@ -301,13 +301,13 @@ export class Outbound {
     return null;
   }
 
-  /** TLS toward the application terminated with a minted certificate; its HTTP goes to the forwarder. */
+  /** TLS toward the application terminated with a minted certificate; its HTTP goes to the relay. */
   private async intercept(
     client: Socket,
     target: Target,
     identity: RuleIdentity,
     rule: EgressRule | null,
-    credential: Parameters<HttpForwarder['attach']>[1]['credential'],
+    credential: Parameters<HttpRelay['attach']>[1]['credential'],
     record: ConnectionRecord,
     sniffed: Sniffed,
     recheck: () => ManagedDecision | null,
@@ -359,7 +359,7 @@ export class Outbound {
         )) ?? 'tls';
       core.table.update(record, { mode: 'intercept', tls_version: tlsName(app.getProtocol()) });
       core.metrics.connections.inc({ direction: 'outbound', mode: 'intercept' });
-      this.forwarder.attach(app as unknown as Socket, {
+      this.relay.attach(app as unknown as Socket, {
         identity,
         credential,
         target,

@@ -1,7 +1,7 @@
 /**
  * Hostile traffic against the data plane: garbage instead of a ClientHello, slowloris (TLS handshake and HTTP
- * head), a peer with an expired SVID, request smuggling and pipelining on an intercepted connection. Each is
- * refused and counted, and the data plane keeps serving others meanwhile.
+ * head, HTTP body, a body buffered to sign), a peer with an expired SVID, request smuggling and pipelining on an
+ * intercepted connection. Each is refused and counted, and the data plane keeps serving others meanwhile.
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
-import type { KeyPair } from '../../kernel-module/dataplane/inputs.ts';
+import type { CredentialRef, KeyPair } from '../../kernel-module/dataplane/inputs.ts';
 import {
   authority,
   baseInputs,
@@ -32,6 +32,9 @@ import {
 const CLIENT = id('edge/client');
 const SERVER = id('edge/server');
 const HOST = 'api.example.test';
+const AWS_HOST = 'sts.us-east-1.amazonaws.com';
+const REQUEST_DEADLINE_MS = 2_500;
+const SIGNED_BODY_CAP = 64 * 1024;
 const DAY = 86_400_000;
 
 describe('hostile traffic is refused, counted, and others are still served', () => {
@@ -44,6 +47,7 @@ describe('hostile traffic is refused, counted, and others are still served', () 
   let proxyPort = 0;
   let caFile = '';
   const seen: IncomingHttpHeaders[] = [];
+  const urls: string[] = [];
   let good: KeyPair;
   let expired: KeyPair;
   let bundle = '';
@@ -52,9 +56,10 @@ describe('hostile traffic is refused, counted, and others are still served', () 
     // The workload behind the inbound listener: echoes what it gets.
     echo = createNetServer((s) => s.pipe(s));
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-    const tls = upstreamTls([HOST]);
+    const tls = upstreamTls([HOST, AWS_HOST]);
     upstream = createHttpsServer({ cert: tls.cert, key: tls.key }, (req, res) => {
       seen.push(req.headers);
+      urls.push(req.url ?? '');
       req.resume();
       req.on('end', () => res.end('ok\n'));
     });
@@ -71,16 +76,32 @@ describe('hostile traffic is refused, counted, and others are still served', () 
 
     const inputs = await baseInputs(new Map([['openssl', CLIENT]]), ca, [SERVER]);
     const api = destination(HOST, null);
+    const sts = destination(AWS_HOST, null, 'Service/riptides-system/aws-sts');
+    const aws: CredentialRef = {
+      hash: 'cred-aws',
+      binding: 'CredentialBinding/riptides-system/edge-aws',
+      name: 'edge-aws',
+      kind: 'aws',
+      injection: { destinations: [sts] },
+      sysfs: null,
+    };
     inputs.setRules(
       table([
         identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] }),
         identity(CLIENT, {
-          egress: [egress([api], { mode: 'SIMPLE', intercept: true })],
-          credentials: [bearerBinding('cred', 'api-token', [api])],
+          egress: [egress([api, sts], { mode: 'SIMPLE', intercept: true })],
+          credentials: [bearerBinding('cred', 'api-token', [api]), aws],
         }),
       ]),
     );
     inputs.loadCredential('cred', { kind: 'bearer', token: 'secret-token' });
+    inputs.loadCredential('cred-aws', {
+      kind: 'aws',
+      accessKeyId: 'ASIATEMPORARYKEY',
+      secretAccessKey: 'temporary-secret',
+      sessionToken: 'session-token',
+      expiresAt: new Date(Date.now() + 3_600_000),
+    });
     caFile = join(tmp.dir, 'ca-certificates.crt');
     writeFileSync(caFile, inputs.interceptCa()!.cert);
     dp = new DataPlane({
@@ -95,7 +116,12 @@ describe('hostile traffic is refused, counted, and others are still served', () 
       ],
       upstreamCa: tls.ca,
       lookup: loopbackLookup,
-      limits: { handshakeTimeoutMs: 1_500, headersTimeoutMs: 1_500 },
+      limits: {
+        handshakeTimeoutMs: 1_500,
+        headersTimeoutMs: 1_500,
+        requestTimeoutMs: REQUEST_DEADLINE_MS,
+        maxSignedBodyBytes: SIGNED_BODY_CAP,
+      },
     });
     const a = await dp.start();
     inbound = a.inbound[0]!.port;
@@ -273,5 +299,85 @@ describe('hostile traffic is refused, counted, and others are still served', () 
       before + 1,
     );
     expect(seen.map((h) => h.authorization)).toEqual(['Bearer secret-token']);
+  });
+
+  /** openssl s_client through the proxy to `host`, written to as the test goes; what it received so far. */
+  const liveClient = (host: string) => {
+    const child = spawn('openssl', [
+      's_client',
+      '-quiet',
+      '-proxy',
+      `127.0.0.1:${proxyPort}`,
+      '-connect',
+      `${host}:${upstreamPort}`,
+      '-servername',
+      host,
+      '-CAfile',
+      caFile,
+      '-verify_return_error',
+    ]);
+    let out = '';
+    let exited = false;
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', () => {});
+    child.stdin.on('error', () => {}); // written to after the data plane closed the connection
+    child.once('exit', () => {
+      exited = true;
+    });
+    setTimeout(() => child.kill(), 20_000).unref();
+    return { write: (t: string) => child.stdin.write(t), out: () => out, exited: () => exited };
+  };
+
+  /** Sends `head`, then one body byte every 200 ms (never idle long) until the data plane closes the connection. */
+  const trickle = async (host: string, head: string) => {
+    const c = liveClient(host);
+    c.write(head);
+    const drip = setInterval(() => c.write('x'), 200);
+    const closed = await until(() => c.exited(), 15_000);
+    clearInterval(drip);
+    return { closed, out: c.out() };
+  };
+
+  it('a slowloris body on an intercepted connection is cut at the request deadline (408) while others are served', async () => {
+    const before = await metric('riptides_dataplane_requests_refused_total', { reason: 'request-timeout' });
+    const started = Date.now();
+    const slow = trickle(HOST, `POST /trickle HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 100000\r\n\r\n`);
+    const ok = await sClient(`GET /fine HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
+    expect(ok.out).toMatch(/^HTTP\/1\.1 200/);
+    const { closed, out } = await slow;
+    expect(closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(REQUEST_DEADLINE_MS + 5_000);
+    expect(out).toMatch(/^HTTP\/1\.1 408 /);
+    expect(out).toContain(`x-riptides-reason: the request was not received within ${REQUEST_DEADLINE_MS} ms`);
+    expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'request-timeout' })).toBe(
+      before + 1,
+    );
+  });
+
+  it('a slow body buffered to sign (SigV4) is cut at the same deadline, and nothing reaches the upstream', async () => {
+    urls.length = 0;
+    const { closed, out } = await trickle(
+      AWS_HOST,
+      `POST /sign-me HTTP/1.1\r\nHost: ${AWS_HOST}\r\nX-Amz-Date: 20240101T000000Z\r\nContent-Length: 100000\r\n\r\n`,
+    );
+    expect(closed).toBe(true);
+    expect(out).toMatch(/^HTTP\/1\.1 408 /);
+    expect(urls).not.toContain('/sign-me');
+  });
+
+  it('a body to sign over the cap is refused with 413 before it reaches the upstream', async () => {
+    urls.length = 0;
+    const size = SIGNED_BODY_CAP + 1;
+    const c = liveClient(AWS_HOST);
+    c.write(
+      `POST /too-big HTTP/1.1\r\nHost: ${AWS_HOST}\r\nContent-Length: ${size}\r\n\r\n${'x'.repeat(size)}`,
+    );
+    expect(await until(() => c.exited(), 15_000)).toBe(true);
+    const out = c.out();
+    expect(out).toMatch(/^HTTP\/1\.1 413 /);
+    expect(out).toContain(`x-riptides-reason: request body over ${SIGNED_BODY_CAP} bytes cannot be signed`);
+    expect(urls).not.toContain('/too-big');
   });
 });

@@ -3,7 +3,8 @@
  * proxy): its requests leave through an mTLS pool toward a peer data plane, and what the data plane keeps per
  * connection (the upstream pool it found, the request-head deadline) follows the inputs: a policy change reaches
  * the next request on the same connection (a peer no longer allowed is refused, though its session would
- * resume), and a request that outlasts the head deadline is served while the next head is still held to it.
+ * resume), an upstream connection kept from before a change is not handed to the next application connection,
+ * and a request that outlasts the head deadline is served while the next head is still held to it.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -41,6 +42,7 @@ describe('an intercepted keep-alive connection follows the inputs from one reque
   let fronted = 0;
   let proxyPort = 0;
   let caFile = '';
+  let ca: Awaited<ReturnType<typeof authority>>;
   const apps: ChildProcessWithoutNullStreams[] = [];
 
   const setClientRules = (allowed: string[]) => {
@@ -65,7 +67,7 @@ describe('an intercepted keep-alive connection follows the inputs from one reque
       else answer();
     });
     await new Promise<void>((r) => workload.listen(0, '127.0.0.1', r));
-    const ca = await authority(join(tmp.dir, 'ca'));
+    ca = await authority(join(tmp.dir, 'ca'));
     const serverInputs = await baseInputs(new Map(), ca, [SERVER]);
     serverInputs.setRules(table([identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] })]));
     serverDp = new DataPlane({
@@ -137,6 +139,7 @@ describe('an intercepted keep-alive connection follows the inputs from one reque
         return responses();
       },
       write: (text: string) => child.stdin.write(text),
+      end: () => child.stdin.end(),
       out: () => out,
       exited: () => exited,
     };
@@ -159,6 +162,25 @@ describe('an intercepted keep-alive connection follows the inputs from one reque
     expect(seen.map((s) => s.url)).not.toContain('/three');
     expect(await until(() => a.exited(), 10_000)).toBe(true); // the refusal closed the connection
     setClientRules([SERVER]);
+  });
+
+  it('an upstream connection kept from before a policy change is not handed to the next application connection', async () => {
+    const a = app();
+    expect(await a.request('/before-bundle')).toEqual(['200']);
+    // The trust bundle changes while that connection is idle: the peer's SVID no longer verifies. Neither the
+    // rule nor its allow lists changed, so only the change itself says the kept connection is stale.
+    const foreign = await authority(join(tmp.dir, 'foreign-ca'));
+    clientInputs.setTrustBundle(foreign.bundlePem());
+    try {
+      a.end(); // its upstream connection is given back as the application's closes
+      expect(await until(() => a.exited(), 10_000)).toBe(true);
+      const b = app();
+      expect(await b.request('/after-bundle')).toEqual(['502']);
+      expect(b.out()).toMatch(/x-riptides-reason: upstream \S+: mTLS refused \(untrusted\)/);
+      expect(seen.map((s) => s.url)).not.toContain('/after-bundle');
+    } finally {
+      clientInputs.setTrustBundle(ca.bundlePem());
+    }
   });
 
   it('a request after the binding stopped covering the destination is refused on that connection, token-free', async () => {
