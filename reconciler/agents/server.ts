@@ -89,7 +89,7 @@ export interface AgentServerOptions {
   sendQueueBytes?: number;
   /**
    * Bytes queued toward all agents past which a new program update waits for earlier ones to drain (send-budget.ts);
-   * default 16 MiB.
+   * default 4 MiB.
    */
   sendBudgetBytes?: number;
   /** How long a new Sync stream may wait before its Hello; default 10 s. */
@@ -204,7 +204,7 @@ export class AgentServer extends EventEmitter {
     this.logger = opts.logger ?? SILENT;
     this.joinBuckets = new KeyedTokenBuckets(opts.joinsPerSecond ?? 1, opts.joinBurst ?? 10);
     this.csrBuckets = new KeyedTokenBuckets(opts.csrPerSecond ?? 500, opts.csrPerSecond ?? 500);
-    this.sendBudget = new SendBudget(opts.sendBudgetBytes ?? 16 * 1024 * 1024);
+    this.sendBudget = new SendBudget(opts.sendBudgetBytes ?? 4 * 1024 * 1024);
     this.fanout = new CredentialFanout(opts.credentials ?? null, (refs) => {
       for (const s of this.sessions.values()) s.sendCredentials(refs);
     });
