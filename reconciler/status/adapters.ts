@@ -160,7 +160,9 @@ export function applyCredentialStatus(
       const s = sources.get(r.name);
       if (!s || current(r, s.state, s.message)) continue;
       if (carried(r, s.state, s.message)) {
-        r.conditions = withRevision(r.conditions, revision);
+        book.updateResource(key, (x) => {
+          x.conditions = withRevision(x.conditions, revision);
+        });
         continue;
       }
       const before = r.state;
@@ -194,7 +196,9 @@ export function applyCredentialStatus(
         r.expiresAt === (b.expiresAt ?? null);
       if (same && current(r, b.state, b.message)) continue;
       if (same && carried(r, b.state, b.message)) {
-        r.conditions = withRevision(r.conditions, revision);
+        book.updateResource(key, (x) => {
+          x.conditions = withRevision(x.conditions, revision);
+        });
         continue;
       }
       const before = r.state;

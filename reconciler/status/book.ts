@@ -56,10 +56,7 @@ export class StatusBook {
   #skeletons = new Map<string, ResourceStatus>();
   readonly #daemons = new Map<string, DaemonStatus>();
   #generation = 0;
-  /**
-   * Resources and event rings changed since takeChanges() (null: everything, as after start). A change of
-   * the revision alone is not counted: the status store writes entries with the applied revision masked.
-   */
+  /** Resources and event rings changed since takeChanges() (null: everything, as after start). */
   #changed: Set<string> | null = null;
 
   constructor(opts: StatusBookOptions = {}, snapshot?: StatusSnapshot | null) {
@@ -150,13 +147,13 @@ export class StatusBook {
       const key = resourceKeyOf(r);
       const prev = this.#resources.get(key);
       skeletons.set(key, r);
+      this.#changed?.add(key);
       // The same skeleton object as last time (statusesFromResources' memo): only the revision is new.
       if (prev && this.#skeletons.get(key) === r) {
         prev.observedRevision = r.observedRevision;
         next.set(key, prev);
         continue;
       }
-      this.#changed?.add(key);
       const merged = { ...r } as Record<string, unknown>;
       if (prev && prev.kind === r.kind) {
         const old = prev as unknown as Record<string, unknown>;
@@ -204,8 +201,8 @@ export class StatusBook {
 
   /**
    * Keys of the resources and event rings changed since the last call (null: take every entry as changed), for
-   * the status store; starts counting again. Changes made through the book's methods and the event log are
-   * counted; a change of the revision alone (a new commit that leaves a resource as it was) is not.
+   * the status store; starts counting again. Every change made through the book's methods and the event log is
+   * counted, the revision a resource refers to included; a resource changed any other way is not seen.
    */
   takeChanges(): ReadonlySet<string> | null {
     const changed = this.#changed;

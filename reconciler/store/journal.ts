@@ -79,6 +79,17 @@ function decodeLog(buf: Buffer): { records: LogRecord[]; goodBytes: number } {
   return { records, goodBytes: offset };
 }
 
+/** Applies one record to a table: the same replay at open, after a write, and for a compaction from disk. */
+function applyRecord<V>(entries: Map<string, V>, rec: LogRecord): void {
+  if ('b' in rec) for (const r of rec.b) applyRecord(entries, r);
+  else if ('d' in rec) entries.delete(rec.k);
+  else {
+    // Re-insert so that iteration order follows the latest write.
+    entries.delete(rec.k);
+    entries.set(rec.k, rec.v as V);
+  }
+}
+
 interface Pending {
   rec: LogRecord;
   /** The record's line, encoded when it was queued: the value as it was checked, whatever happens to it later. */
@@ -208,32 +219,47 @@ export class Journal<V> {
   }
 
   #apply(rec: LogRecord): void {
-    if ('b' in rec) for (const r of rec.b) this.#apply(r);
-    else if ('d' in rec) this.#entries.delete(rec.k);
-    else {
-      // Re-insert so that iteration order follows the latest write.
-      this.#entries.delete(rec.k);
-      this.#entries.set(rec.k, rec.v as V);
-    }
+    applyRecord(this.#entries, rec);
   }
 
-  async #load(): Promise<void> {
+  /** The snapshot file, or null when there is none; StoreCorruptError when it is damaged. */
+  async #readSnapshot(): Promise<Snapshot | null> {
     const snapText = await readFile(this.#snapPath(), 'utf8').catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return null;
       throw err;
     });
-    if (snapText !== null) {
-      let snap: Snapshot;
-      try {
-        snap = JSON.parse(snapText) as Snapshot;
-      } catch {
-        // Written atomically, so it is never half-written: this is damage from outside, and guessing is worse.
-        throw new StoreCorruptError(
-          `${this.#snapPath()} is not valid JSON: restore the state directory from a backup`,
-        );
-      }
-      if (snap.format !== 1 || !Array.isArray(snap.entries))
-        throw new StoreCorruptError(`${this.#snapPath()} has an unknown format`);
+    if (snapText === null) return null;
+    let snap: Snapshot;
+    try {
+      snap = JSON.parse(snapText) as Snapshot;
+    } catch {
+      // Written atomically, so it is never half-written: this is damage from outside, and guessing is worse.
+      throw new StoreCorruptError(
+        `${this.#snapPath()} is not valid JSON: restore the state directory from a backup`,
+      );
+    }
+    if (snap.format !== 1 || !Array.isArray(snap.entries))
+      throw new StoreCorruptError(`${this.#snapPath()} has an unknown format`);
+    return snap;
+  }
+
+  /**
+   * The table as the files hold it (snapshot + the log's acknowledged records): what a journal keeping
+   * references compacts, so that its snapshot holds only values that passed the secret guard when written,
+   * never what the caller's objects became afterwards.
+   */
+  async #durableEntries(): Promise<Map<string, Json>> {
+    const entries = new Map<string, Json>();
+    for (const [k, v] of (await this.#readSnapshot())?.entries ?? []) entries.set(k, v);
+    const buf = Buffer.alloc(this.#logBytes);
+    if (this.#logBytes > 0) await this.#log!.read(buf, 0, this.#logBytes, 0);
+    for (const r of decodeLog(buf).records) applyRecord(entries, r);
+    return entries;
+  }
+
+  async #load(): Promise<void> {
+    const snap = await this.#readSnapshot();
+    if (snap) {
       this.#generation = snap.generation;
       for (const [k, v] of snap.entries) this.#entries.set(k, v as V);
     }
@@ -300,12 +326,9 @@ export class Journal<V> {
    */
   async #compact(): Promise<void> {
     const next = this.#generation + 1;
+    const entries = this.#keepReferences ? await this.#durableEntries() : this.#entries;
     const log = await open(this.#logPath(next), RW_CREATE_TRUNCATE, 0o600);
-    const snap: Snapshot = {
-      format: 1,
-      generation: next,
-      entries: [...this.#entries] as Array<[string, Json]>,
-    };
+    const snap: Snapshot = { format: 1, generation: next, entries: [...entries] as Array<[string, Json]> };
     try {
       await writeFileAtomic(this.#snapPath(), JSON.stringify(snap), { mode: 0o600 });
     } catch {

@@ -5,24 +5,25 @@
  * agent's last contact). Rewriting it whole made a 14 MB string, its buffer and a 14 MB fsync each time.
  *
  * Entries: `meta` (format, generatedAt, source), `r/<Kind/namespace/name>`, `d/<daemon>`, `e/<event key>`.
- * A write compares each entry's JSON with a CRC-32 of what was last written under its key (crc32 + length: a
- * collision keeps an older copy of one entry until it changes again; the status is runtime state that the
- * next refresh rebuilds), and appends the changed and removed entries as one journal record, so a crash
- * keeps a whole write or none of it.
+ * The caller names the resources and event rings it changed since the last write (StatusBook.takeChanges);
+ * those, the daemons and the meta are compared with a SHA-256 of what was last written under their key, and
+ * the changed and removed entries are appended as one journal record, so a crash keeps a whole write or none
+ * of it. An entry not named is not even serialised: it is as it was written.
  *
  * Every resource names the revision it refers to, so each new commit would change all 10,000 entries. The
- * comparison therefore reads an entry's JSON with the applied revision (the source's lastAppliedRevision)
- * replaced by a NUL, which JSON text never contains; an entry that differs only by that revision is not
- * written again, and its stored copy records the revision it was written at (`rev`). Reading it back replaces
- * that revision by the last write's: exactly the entry as it was then, since the two JSON texts differed only
- * there.
+ * comparison of resources and daemons therefore reads their JSON with the applied revision (the source's
+ * lastAppliedRevision) replaced by a NUL, which JSON text never contains; one that differs only by that
+ * revision is not written again, and its stored copy records the revision it was written at (`rev`). Reading
+ * it back replaces that revision by the last write's: exactly the entry as it was then, since the two JSON
+ * texts differed only there. Event rings are history (each event keeps the revision it happened at) and are
+ * compared and stored as they are.
  *
  * A `status.json` left by an earlier version (the whole snapshot, replaced atomically) is read once into the
  * journal and removed.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { hash } from 'node:crypto';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import type { StatusEvent } from '../status/events.ts';
 import type { DaemonStatus, ResourceStatus, SourceStatusView, StatusSnapshot } from '../status/model.ts';
 import { resourceKeyOf } from '../status/model.ts';
@@ -44,7 +45,7 @@ type Entry = Meta | Stored;
 
 interface Written {
   /** signature() of the entry as last written. */
-  sig: number;
+  sig: string;
   /** The write that last found the entry in the status. */
   gen: number;
 }
@@ -55,10 +56,39 @@ const DAEMON = 'd/';
 const EVENTS = 'e/';
 type Prefix = typeof RESOURCE | typeof DAEMON | typeof EVENTS;
 
-/** What a write is compared with: CRC-32 and length of the entry's JSON, the applied revision masked. */
-function signature(json: string, revision: string | null): number {
-  const masked = revision ? json.replaceAll(revision, '\u0000') : json;
-  return crc32(masked) * 2 ** 21 + (masked.length % 2 ** 21);
+/**
+ * What a write is compared with: SHA-256 of the entry's JSON, the applied revision masked. A cryptographic hash:
+ * entries hold text that servers choose (a provider's error message), which must not be able to make a change
+ * look unchanged.
+ */
+function signature(json: string, revision: string | null): string {
+  return hash('sha256', revision ? json.replaceAll(revision, '\u0000') : json, 'base64');
+}
+
+async function newerThanJournal(dir: string, file: string): Promise<boolean> {
+  let journal = 0;
+  for (const f of await readdir(dir))
+    if (/^status\.(?:snap|\d+\.log)$/.test(f))
+      journal = Math.max(journal, (await stat(join(dir, f))).mtimeMs);
+  return (await stat(file)).mtimeMs > journal;
+}
+
+function isSnapshot(v: unknown): v is StatusSnapshot {
+  const s = v as StatusSnapshot | null;
+  return (
+    typeof s === 'object' &&
+    s !== null &&
+    s.format === 1 &&
+    typeof s.generatedAt === 'string' &&
+    (s.source === null || typeof s.source === 'object') &&
+    Array.isArray(s.resources) &&
+    s.resources.every((r) => typeof r === 'object' && r !== null && typeof r.name === 'string') &&
+    Array.isArray(s.daemons) &&
+    s.daemons.every((d) => typeof d === 'object' && d !== null && typeof d.name === 'string') &&
+    typeof s.events === 'object' &&
+    s.events !== null &&
+    Object.values(s.events).every(Array.isArray)
+  );
 }
 
 const appliedRevision = (source: SourceStatusView | null | undefined) => source?.lastAppliedRevision || null;
@@ -74,7 +104,7 @@ export class StatusStore {
     [DAEMON]: new Map(),
     [EVENTS]: new Map(),
   };
-  #metaSignature: number | null = null;
+  #metaSignature: string | null = null;
   #generation = 0;
   /** The last write queued. */
   #last: Promise<void> = Promise.resolve();
@@ -106,7 +136,9 @@ export class StatusStore {
       throw err;
     });
     if (text !== null) {
-      if (journal.size === 0) {
+      // With a journal already there, the file is read only when written after it (this version was run, then
+      // an earlier one, then this one again); an older file is what this version moved in before.
+      if (journal.size === 0 || (await newerThanJournal(dir, legacy))) {
         let snapshot: StatusSnapshot;
         try {
           snapshot = JSON.parse(text) as StatusSnapshot;
@@ -115,6 +147,10 @@ export class StatusStore {
             `${legacy} is not valid JSON: restore the state directory from a backup`,
           );
         }
+        if (!isSnapshot(snapshot))
+          throw new StoreCorruptError(
+            `${legacy} is not a status snapshot (format 1, with resources, daemons and events): restore the state directory from a backup, or remove the file to start with an empty status`,
+          );
         await store.set(snapshot);
       }
       await rm(legacy, { force: true });
@@ -177,11 +213,12 @@ export class StatusStore {
       const map = this.#written[prefix];
       const was = map.get(key);
       if (was) was.gen = gen;
-      // Not named as changed and written before: as written, but for the revision (see the top of this file).
+      // Not named as changed and written before: as it was written.
       if (was && !named) return;
-      const sig = signature(JSON.stringify(v), revision);
+      const rev = prefix === EVENTS ? null : revision;
+      const sig = signature(JSON.stringify(v), rev);
       if (was?.sig === sig) return;
-      changes.push([prefix + key, { rev: revision, v }]);
+      changes.push([prefix + key, { rev, v }]);
       after.push(() => map.set(key, { sig, gen }));
     };
     for (const r of snapshot.resources) {

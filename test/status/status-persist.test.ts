@@ -46,6 +46,10 @@ describe('status persisted from the book', () => {
     const identity = book.resources('WorkloadIdentity')[0]!;
     const identityKey = `WorkloadIdentity/${identity.namespace}/${identity.name}`;
     book.events.record(identityKey, 'Normal', 'Applied', 'in force', R1);
+    // And one about another identity that nothing touches again: history, which keeps its revision.
+    const quiet = book.resources('WorkloadIdentity')[1]!;
+    const quietKey = `WorkloadIdentity/${quiet.namespace}/${quiet.name}`;
+    book.events.record(quietKey, 'Normal', 'Applied', `in force at ${R1}`, R1);
     const store = await StateStore.open({ stateDir });
     await store.status.set(book.view(), book.takeChanges());
     const log = () => statSync(join(stateDir, 'store', 'status.0.log')).size;
@@ -85,6 +89,8 @@ describe('status persisted from the book', () => {
     const written = structuredClone(book.view());
     expect(read.resources).toEqual(written.resources);
     expect(read.events).toEqual(written.events);
+    expect(read.events[identityKey]).toHaveLength(2);
+    expect(read.events[quietKey]).toMatchObject([{ revision: R1, message: `in force at ${R1}` }]);
     expect(read.source?.lastAppliedRevision).toBe(R2);
     expect(read.resources.every((r) => r.observedRevision === R2)).toBe(true);
     expect(

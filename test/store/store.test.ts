@@ -64,6 +64,27 @@ describe('journal', () => {
     expect(reopened.get('b')).toBeUndefined();
     await reopened.close();
   });
+  it('keeping references, a compaction writes what was written and checked, never what the objects became after', async () => {
+    const dir = tempDir('journal-refs');
+    const j = await Journal.open<Record<string, unknown>>(dir, 'status', {
+      compactSlack: 0,
+      keepReferences: true,
+    });
+    const live: Record<string, unknown> = { a: 1 };
+    await j.put('k', live);
+    live.a = 2;
+    live.token = 'S3CRET-VALUE';
+    // Rewrites of another key grow the log past twice the live entries: a compaction.
+    for (let i = 0; i < 20; i++) await j.put('other', { i });
+    await j.close();
+    const files = readdirSync(dir);
+    expect(files).toContain('status.snap');
+    const bytes = files.map((f) => readFileSync(join(dir, f), 'utf8')).join('');
+    expect(bytes).not.toContain('S3CRET-VALUE');
+    const again = await Journal.open<Record<string, unknown>>(dir, 'status');
+    expect(again.get('k')).toEqual({ a: 1 });
+    await again.close();
+  });
 });
 
 describe('state store', () => {
@@ -356,6 +377,35 @@ describe('state store', () => {
     await store.close();
     const again = await StateStore.open({ stateDir });
     expect(again.status.get()!.resources).toEqual(next);
+    await again.close();
+  });
+
+  it('a status.json of an earlier version that is not a status is refused by name; one newer than the journal is read', async () => {
+    const stateDir = tempDir('store-status-legacy-bad');
+    await (await StateStore.open({ stateDir })).close();
+    const legacy = join(stateDir, 'store', 'status.json');
+    for (const text of ['null', '{}', '[]', '{"format":1}']) {
+      writeFileSync(legacy, text, { mode: 0o600 });
+      await expect(StateStore.open({ stateDir }), text).rejects.toThrow(
+        /status\.json is not a status snapshot/,
+      );
+    }
+    // A journal with a status, then an earlier version writes status.json after it: the file wins.
+    writeFileSync(
+      legacy,
+      JSON.stringify({ format: 1, generatedAt: 'g1', source: null, daemons: [], events: {}, resources: [] }),
+    );
+    const store = await StateStore.open({ stateDir });
+    expect(store.status.get()?.generatedAt).toBe('g1');
+    await store.close();
+    await new Promise((r) => setTimeout(r, 20));
+    writeFileSync(
+      legacy,
+      JSON.stringify({ format: 1, generatedAt: 'g2', source: null, daemons: [], events: {}, resources: [] }),
+    );
+    const again = await StateStore.open({ stateDir });
+    expect(again.status.get()?.generatedAt).toBe('g2');
+    expect(readdirSync(join(stateDir, 'store'))).not.toContain('status.json');
     await again.close();
   });
 });
