@@ -92,6 +92,8 @@ export interface AgentServerOptions {
    * default 4 MiB.
    */
   sendBudgetBytes?: number;
+  /** How long an agent may leave a program update untaken before its stream is ended; default 30 s. */
+  programDrainMs?: number;
   /** How long a new Sync stream may wait before its Hello; default 10 s. */
   helloTimeoutMs?: number;
   /** Overall deadline of one Join call; default 30 s. */
@@ -691,6 +693,7 @@ export class AgentServer extends EventEmitter {
       takeCsr: (daemonId) => this.csrBuckets.take(daemonId),
       sendQueueBytes: this.opts.sendQueueBytes ?? 8 * 1024 * 1024,
       sendBudget: this.sendBudget,
+      programDrainMs: this.opts.programDrainMs ?? 30_000,
       helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000,
       onRefused: refused,
       onAck: (status, version, latencyMs) => {

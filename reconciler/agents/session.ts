@@ -104,6 +104,8 @@ export interface SessionContext {
   sendQueueBytes: number;
   /** Shared by every session: when a program update may start (send-budget.ts). */
   sendBudget: SendBudget;
+  /** How long an agent may leave a program update untaken before its stream is ended, milliseconds. */
+  programDrainMs: number;
   helloTimeoutMs: number;
   onRefused(status: AgentStatus, kind: string, error: ErrorDetail): void;
   onAck(status: AgentStatus, version: string, latencyMs: number): void;
@@ -132,6 +134,10 @@ export class AgentSession {
   private helloSeen = false;
   private closed = false;
   private pendingBytes = 0;
+  /** Of pendingBytes, the program updates' (counted in the shared send budget). */
+  private budgetedBytes = 0;
+  /** Ends the stream when a program update is not taken in time (programDrainMs). */
+  private drainTimer: NodeJS.Timeout | null = null;
   private pendingSvids = 0;
   /** Credential values the agent holds: ref hash → fingerprint. */
   private readonly credHeld = new Map<string, string>();
@@ -449,7 +455,7 @@ export class AgentSession {
       : this.ctx.diff(this.held, this.heldTrusted, desired);
     const nonce = randomBytes(8).toString('hex');
     this.inFlight = { nonce, program: desired, full: update.full === true, sentAt: performance.now() };
-    this.send({ program: { ...update, nonce } });
+    this.send({ program: { ...update, nonce } }, true);
   }
 
   /**
@@ -510,11 +516,27 @@ export class AgentSession {
     if (values.length || withdrawn.length) this.send({ credentials: { values, withdrawn } });
   }
 
-  private send(m: Out<ServerMessage>): void {
+  /**
+   * Writes one message. A program update (`budgeted`) counts against the shared send budget until the stream
+   * takes it, and must be taken within programDrainMs: an agent that holds its stream open without reading
+   * would otherwise keep its share of the budget, and with it other agents' updates, for ever.
+   */
+  private send(m: Out<ServerMessage>, budgeted = false): void {
     if (this.closed) return;
     const buf = encodeServerMessage(m as ServerMessage);
     this.pendingBytes += buf.length;
-    this.ctx.sendBudget.take(buf.length);
+    if (budgeted) {
+      this.budgetedBytes += buf.length;
+      this.ctx.sendBudget.take(buf.length);
+      this.drainTimer ??= setTimeout(
+        () =>
+          this.end(
+            'DEADLINE_EXCEEDED',
+            `the agent did not take its program update within ${this.ctx.programDrainMs} ms; it resyncs when it reconnects`,
+          ),
+        this.ctx.programDrainMs,
+      );
+    }
     this.status.counters.messagesSent++;
     this.status.counters.bytesSent += buf.length + 5; // gRPC length prefix
     if (this.pendingBytes > this.ctx.sendQueueBytes) {
@@ -528,6 +550,12 @@ export class AgentSession {
       // After close, what was pending has been given back already.
       if (this.closed) return;
       this.pendingBytes -= buf.length;
+      if (!budgeted) return;
+      this.budgetedBytes -= buf.length;
+      if (this.budgetedBytes === 0) {
+        clearTimeout(this.drainTimer ?? undefined);
+        this.drainTimer = null;
+      }
       this.ctx.sendBudget.release(buf.length);
     });
   }
@@ -547,8 +575,10 @@ export class AgentSession {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.helloTimer);
+    clearTimeout(this.drainTimer ?? undefined);
     this.ctx.sendBudget.cancel(this.admitted);
-    this.ctx.sendBudget.release(this.pendingBytes);
+    this.ctx.sendBudget.release(this.budgetedBytes);
+    this.budgetedBytes = 0;
     this.pendingBytes = 0;
     this.ctx.onClosed(this, reason);
   }

@@ -577,6 +577,29 @@ describe('agent server', () => {
       fleet.publish(BASE);
     });
 
+    it('an agent that never takes its program update loses its share of the send budget at the drain deadline', async () => {
+      // One update at a time, and programs far larger than an HTTP/2 flow-control window.
+      await fleet.restart({ sendBudgetBytes: 1, programDrainMs: 500 });
+      const big = { groups: { [A]: 2000 } };
+      fleet.publish(big);
+      const stuck = await join_({ daemonGroup: A });
+      await stuck.until(() => stuck.program !== null, 20_000, 'the first program');
+      stuck.stop();
+      // The same daemon comes back and says Hello, but never reads: its program is written and never taken.
+      const raw = rawSync(fleet.addr, stuck.channel);
+      raw.send({ hello: { protocolVersion: 1 } });
+      raw.stream.pause();
+      await poll(() => fleet.server.sendBudget.inFlightBytes > 0, 10_000, 'the stuck update');
+      // Another agent's program waits behind it, and gets it once the stuck stream is ended.
+      const other = await join_({ daemonGroup: A });
+      await other.until(() => other.program !== null, 20_000, "the other agent's program");
+      // Ended by the deadline (its status trailer sits behind the data it does not read).
+      expect(status(stuck).connected).toBe(false);
+      raw.close();
+      await fleet.restart();
+      fleet.publish(BASE);
+    });
+
     it('cuts off an agent that stops reading, without holding up the others', async () => {
       await fleet.restart({ sendQueueBytes: 128 * 1024 });
       fleet.publish(BASE);

@@ -50,7 +50,7 @@ export const command: Command = {
     });
     for (const w of parsed.warnings) logger.warn(w);
     let onHup = () => {};
-    const stopMemoryPolicy = applyMemoryPolicy();
+    const stopMemoryPolicy = await applyMemoryPolicy();
     const code = await serveUntilSignal(
       'reconciler',
       async () => {

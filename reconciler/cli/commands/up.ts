@@ -243,7 +243,7 @@ export const command: Command = {
     }
     if (echo?.made) logger.info({ cert: echo.certFile }, 'made a certificate for the quickstart echo server');
     const metrics = new ReconcilerMetrics();
-    const stopMemoryPolicy = applyMemoryPolicy();
+    const stopMemoryPolicy = await applyMemoryPolicy();
 
     // Ctrl-C or SIGTERM at any point, starting included, stops what has started, in reverse order.
     const started: {
