@@ -265,10 +265,15 @@ export function awsScopeFromHost(host: string): { region: string; service: strin
 
 export interface ResignOptions {
   date: Date;
-  /** Derived from the Host header when absent. */
+  /** Derived from `scopeHost` (else the Host header) when absent. */
   region?: string;
   service?: string;
+  /** The name region and service are derived from: the destination the request was decided for. */
+  scopeHost?: string;
 }
+
+/** SigV4 caps a presigned URL's validity at seven days; a longer X-Amz-Expires is the application's error. */
+export const MAX_PRESIGN_EXPIRES = 604_800;
 
 /**
  * The data plane's entry point: the request with the application's placeholder signature replaced by one made
@@ -282,7 +287,7 @@ export async function resignRequest(
 ): Promise<{ target: string; headers: Array<[string, string]> }> {
   let { region, service } = options;
   if (region === undefined || service === undefined) {
-    const host = request.headers.find(([n]) => n.toLowerCase() === 'host')?.[1];
+    const host = options.scopeHost ?? request.headers.find(([n]) => n.toLowerCase() === 'host')?.[1];
     if (host === undefined) throw new SigV4Error('the request has no Host header');
     const derived = awsScopeFromHost(host);
     region ??= derived.region;
@@ -294,6 +299,9 @@ export async function resignRequest(
     const expires = Number(
       query[Object.keys(query).find((k) => k.toLowerCase() === 'x-amz-expires') ?? ''] ?? 900,
     );
+    // The signer throws a plain Error past seven days; refused here as the application's malformed request.
+    if (Number.isFinite(expires) && expires > MAX_PRESIGN_EXPIRES)
+      throw new SigV4Error(`X-Amz-Expires ${expires} is over the ${MAX_PRESIGN_EXPIRES} s SigV4 allows`);
     const signed = await presignTarget(request, {
       credentials,
       region,

@@ -36,6 +36,16 @@ export interface Limits {
   maxHeaderBytes: number;
   /** A request body buffered to compute its SigV4 payload hash (bytes); larger → 413. */
   maxSignedBodyBytes: number;
+  /**
+   * All request bodies buffered to sign at once, over every connection (bytes): each connection may hold up to
+   * `maxSignedBodyBytes`, so many at once would hold that many times over; past this budget → 503.
+   */
+  maxSignedBytesTotal: number;
+  /**
+   * An upstream's response head must arrive within this of the request head being written (a trickling
+   * upstream that sends a byte now and then never trips `idleTimeoutMs`); → 504.
+   */
+  responseHeadTimeoutMs: number;
   /** How often live connections are re-checked against policy and peer certificate expiry. */
   revalidateIntervalMs: number;
   /**
@@ -57,6 +67,8 @@ export const DEFAULT_LIMITS: Limits = {
   idleTimeoutMs: 120_000,
   maxHeaderBytes: 16_384,
   maxSignedBodyBytes: 8 * 1024 * 1024,
+  maxSignedBytesTotal: 64 * 1024 * 1024,
+  responseHeadTimeoutMs: 120_000,
   revalidateIntervalMs: 1_000,
   svidWaitMs: 5_000,
 };

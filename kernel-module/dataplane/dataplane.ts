@@ -327,8 +327,20 @@ export class DataPlane {
         },
       );
     });
-    server.on('request', (req, res) => void this.proxyRequest(req, res));
+    server.on('request', (req, res) =>
+      // A rejection here would be unhandled and end the process: answered as this request's failure instead.
+      this.proxyRequest(req, res).catch((e: Error) => {
+        this.core.log({ level: 'warn', event: 'relay-error', detail: e.message });
+        if (res.headersSent) res.destroy();
+        else res.writeHead(500, { 'x-riptides-reason': 'relay error' }).end();
+      }),
+    );
     return server;
+  }
+
+  /** Bytes of request bodies buffered to sign right now, over every connection (the `maxSignedBytesTotal` budget). */
+  signingBytesInUse(): number {
+    return this.relay.signingBudget.inUse;
   }
 
   private isSelf(host: string, port: number): boolean {
@@ -413,6 +425,7 @@ export class DataPlane {
           ? [decision.rule?.allowedSpiffeIds ?? [], identity.outbound.allowedSpiffeIds]
           : [],
       record,
+      defaultPort: 80,
     });
   }
 }

@@ -21,7 +21,13 @@ import type { Core } from './core.ts';
 import type { CredentialRef, RuleIdentity } from './inputs.ts';
 import { methodName, newParser, type Parser } from './llhttp.ts';
 import type { ManagedDecision, Target } from './match.ts';
-import { credentialNow, originForm, scanRequestHead, serializeRequestHead } from './request-head.ts';
+import {
+  checkHost,
+  credentialNow,
+  originForm,
+  scanRequestHead,
+  serializeRequestHead,
+} from './request-head.ts';
 import {
   type Framing,
   type ResponseSink,
@@ -40,6 +46,13 @@ export interface HttpFlow {
   /** For mTLS upstreams: the allow lists the peer must satisfy, read at each handshake. */
   allowLists: () => string[][];
   record: ConnectionRecord;
+  /** The port a Host without one stands for toward the application: 443 on intercepted TLS, 80 on plaintext. */
+  defaultPort: number;
+  /**
+   * For a target known only by its IP: whether the policy, deciding for the name a Host header gives (with no
+   * IP), reaches the same decision (identity, rule, credential). Absent: the Host must name the target itself.
+   */
+  sameDecision?: (host: string) => boolean;
   /**
    * For a kept-alive connection: its decision under the current policy when it is still the one the connection
    * was opened with (decisionKey), else null. Asked before the first request after any input change.
@@ -64,13 +77,42 @@ function refusalText(status: number, message: string): string {
   );
 }
 
+/**
+ * A byte budget shared by every connection: bodies buffered to sign them take from it and give back when the
+ * body is sent, refused or abandoned, so that many connections at once cannot hold `maxSignedBodyBytes` each.
+ */
+export class ByteBudget {
+  private used = 0;
+
+  constructor(readonly max: number) {}
+
+  /** Takes `n` bytes if the budget has them; false (nothing taken) when it does not. */
+  take(n: number): boolean {
+    if (this.used + n > this.max) return false;
+    this.used += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+
+  /** Bytes held now. */
+  get inUse(): number {
+    return this.used;
+  }
+}
+
 export class HttpRelay {
   readonly pool: UpstreamPool;
+  /** Bodies buffered to sign, over every connection (relay and proxy): `maxSignedBytesTotal`. */
+  readonly signingBudget: ByteBudget;
   /** Moves at every input change: a connection decides its next request again, mTLS upstreams are redialled. */
   generation = 0;
 
   constructor(readonly core: Core) {
     this.pool = new UpstreamPool(core);
+    this.signingBudget = new ByteBudget(core.limits.maxSignedBytesTotal);
   }
 
   /** Relays HTTP on an intercepted connection (decrypted TLS, or plaintext) until either side closes it. */
@@ -155,6 +197,12 @@ class RelayConnection implements ResponseSink {
     this.timer = setTimeout(() => this.onDeadline(), this.timerMs);
     this.timer.unref();
     socket.on('data', (d: Buffer) => this.onData(d));
+    // The application's end of input (TLS here is half-open): a request it had not finished never will be, so
+    // what it holds (a body buffered to sign, an upstream) goes at once rather than at the request deadline.
+    socket.on('end', () => {
+      if (this.busy && !this.requestDone) socket.destroy();
+      else if (!this.busy) socket.end();
+    });
     socket.on('error', () => socket.destroy());
     socket.once('close', () => this.onClose());
   }
@@ -250,15 +298,45 @@ class RelayConnection implements ResponseSink {
       this.decided = this.relay.generation;
     }
     const ref = this.flow.credential;
+    // RFC 9110 §9.3.8: a TRACE response echoes the request, credentials included, back to the application.
+    if (ref && method === 'TRACE') {
+      this.refuse(
+        405,
+        'trace',
+        'TRACE is not relayed where a credential is injected: its response echoes it',
+      );
+      return 1;
+    }
     const head = scanRequestHead(raw, ref !== null);
     if (head.coded) {
       this.refuse(400, 'transfer-coding', 'only the chunked transfer coding is forwarded');
       return 1;
     }
-    if (this.http11 && !head.headers.some(([n]) => n.length === 4 && n.toLowerCase() === 'host')) {
-      this.refuse(400, 'bad-request', 'the request has no Host header');
-      return 1;
+    const flow = this.flow;
+    const host = checkHost(raw, this.http11, flow.target, flow.defaultPort, flow.sameDecision ?? null);
+    if (!host.ok) {
+      // Without a credential only a missing Host is refused: nothing the policy binds goes anywhere.
+      if (ref || !raw.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'host')) {
+        this.refuse(400, 'host', host.message);
+        return 1;
+      }
+    } else if (host.add) head.headers.push(['Host', host.add]);
+    // An absolute-form target names its own authority (RFC 9112 §3.2.2): held to the same rule as Host.
+    const authority = /^https?:\/\/([^/?#]*)/i.exec(url)?.[1];
+    if (ref && authority !== undefined) {
+      const named = checkHost(
+        ['Host', authority.replace(/^[^@]*@/, '')],
+        true,
+        flow.target,
+        flow.defaultPort,
+        flow.sameDecision ?? null,
+      );
+      if (!named.ok) {
+        this.refuse(400, 'host', `request target: ${named.message}`);
+        return 1;
+      }
     }
+    const scopeHost = host.ok ? host.name : flow.target.host;
     const target = originForm(url);
     if (target === null) {
       this.refuse(400, 'bad-request', 'the request target is not a valid URL');
@@ -294,20 +372,24 @@ class RelayConnection implements ResponseSink {
             headers.push(['Content-Length', String(body.length)]);
           resignRequest({ method, target, headers, ...(body ? { body } : {}) }, value, {
             date: new Date(),
+            scopeHost,
           }).then(
             (signed) => {
+              this.releaseBudget();
               if (this.closed || !this.busy) return;
               if (body) this.pending!.push(body);
               this.injected(ref);
               this.dispatch(serializeRequestHead(method, signed.target, this.framed(signed.headers)));
             },
-            (e: Error) =>
-              this.busy &&
-              this.refuse(
-                e instanceof SigV4Error ? 400 : 502,
-                'sigv4',
-                `cannot re-sign the request: ${e.message}`,
-              ),
+            (e: Error) => {
+              this.releaseBudget();
+              if (this.busy)
+                this.refuse(
+                  e instanceof SigV4Error ? 400 : 502,
+                  'sigv4',
+                  `cannot re-sign the request: ${e.message}`,
+                );
+            },
           );
         };
         if (!buffer) this.signing(null);
@@ -316,6 +398,12 @@ class RelayConnection implements ResponseSink {
     if (head.expectContinue && head.hasBody && this.http11 && !this.ignoring)
       this.socket.write('HTTP/1.1 100 Continue\r\n\r\n');
     return 0;
+  }
+
+  /** Gives the bytes of a body buffered to sign back to the shared budget (once; any later call is a no-op). */
+  private releaseBudget(): void {
+    this.relay.signingBudget.give(this.bufferedBytes);
+    this.bufferedBytes = 0;
   }
 
   private injected(ref: CredentialRef): void {
@@ -333,15 +421,22 @@ class RelayConnection implements ResponseSink {
   private onBody(chunk: Buffer): void {
     if (this.ignoring || !this.busy) return;
     if (this.buffered) {
-      this.bufferedBytes += chunk.length;
-      if (this.bufferedBytes > this.core.limits.maxSignedBodyBytes) {
-        this.buffered = null;
+      if (this.bufferedBytes + chunk.length > this.core.limits.maxSignedBodyBytes) {
         this.refuse(
           413,
           'body-too-large',
           `request body over ${this.core.limits.maxSignedBodyBytes} bytes cannot be signed`,
         );
-      } else this.buffered.push(chunk);
+      } else if (!this.relay.signingBudget.take(chunk.length)) {
+        this.refuse(
+          503,
+          'signing-budget',
+          'the data plane is buffering too many request bodies to sign: retry later',
+        );
+      } else {
+        this.bufferedBytes += chunk.length;
+        this.buffered.push(chunk);
+      }
       return;
     }
     if (this.chunkedOut) {
@@ -356,6 +451,7 @@ class RelayConnection implements ResponseSink {
     this.requestDone = true;
     if (this.signing) {
       const body = this.buffered ? Buffer.concat(this.buffered, this.bufferedBytes) : null;
+      // The budget stays taken until the signer is done with the body (releaseBudget).
       this.buffered = null;
       this.signing(body);
       return;
@@ -437,6 +533,8 @@ class RelayConnection implements ResponseSink {
       head += `Transfer-Encoding: ${codings}\r\n`;
     } else if (framing === 'chunked' || framing === 'close') this.closeAfter = true;
     if (this.closeAfter) head += 'Connection: close\r\n';
+    // HTTP/1.0 closes after each response unless both sides say keep-alive (RFC 9112 §9.3): it asked, so say so.
+    else if (!this.http11) head += 'Connection: keep-alive\r\n';
     this.toApp(`${head}\r\n`);
   }
 
@@ -494,15 +592,17 @@ class RelayConnection implements ResponseSink {
 
   private exchangeDone(): void {
     this.busy = false;
+    if (this.closeAfter) {
+      // The response said the connection closes: a refusal held for a pipelined request would follow it.
+      this.deferred = null;
+      this.ignoring = true;
+      this.socket.end();
+      return;
+    }
     if (this.deferred) {
       const d = this.deferred;
       this.deferred = null;
       this.refuse(d.status, d.reason, d.message);
-      return;
-    }
-    if (this.closeAfter) {
-      this.ignoring = true;
-      this.socket.end();
       return;
     }
     this.arm();
@@ -523,6 +623,7 @@ class RelayConnection implements ResponseSink {
     countRefusal(this.core, reason, status, message);
     this.signing = null;
     this.buffered = null;
+    this.releaseBudget();
     this.pending = null;
     if (this.busy && this.upstream) {
       // Part of this request may have been written upstream: that connection cannot carry another.
@@ -589,10 +690,17 @@ class RelayConnection implements ResponseSink {
     this.closed = true;
     clearTimeout(this.timer);
     this.parser.free();
+    this.buffered = null;
+    // Still buffering: the signer never runs, so its bytes go back now (a running signer gives them back itself).
+    if (this.signing) {
+      this.signing = null;
+      this.releaseBudget();
+    }
     const up = this.upstream;
     this.upstream = null;
     if (!up) return;
-    if (this.busy) up.abort();
+    // Paused for this application's drain, which will never come now: such a connection is never pooled.
+    if (this.busy || this.waitingAppDrain) up.abort();
     else this.relay.pool.give(up);
   }
 }

@@ -28,6 +28,8 @@ export interface ParserCallbacks {
   /** A piece of the body, de-chunked: a view of the bytes read, which may be kept (node's server queues it). */
   body(chunk: Buffer): void;
   messageComplete(): void;
+  /** The first byte of a message was read (before its head is complete); optional. */
+  messageBegin?(): void;
 }
 
 export interface Parser {
@@ -45,6 +47,7 @@ interface Binding {
     };
   REQUEST: number;
   RESPONSE: number;
+  kOnMessageBegin: number;
   kOnHeaders: number;
   kOnHeadersComplete: number;
   kOnBody: number;
@@ -115,6 +118,8 @@ export function newParser(kind: 'request' | 'response', maxHeaderBytes: number, 
     return cb.headersComplete(vMaj, vMin, all, method, target, status, message, upgrade, keepAlive);
   };
   p[HTTPParser.kOnBody] = (b: Buffer) => cb.body(b);
+  const begin = cb.messageBegin;
+  if (begin) p[HTTPParser.kOnMessageBegin] = () => begin();
   p[HTTPParser.kOnMessageComplete] = () => {
     // Trailers of a chunked body come through kOnHeaders too: they are dropped, never the next head's.
     headers = [];

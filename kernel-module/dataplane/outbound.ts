@@ -108,6 +108,12 @@ export class Outbound {
       const now = decide(core.inputs.rules(), process, decidedFor);
       return now.kind === 'managed' && decisionKey(now) === key ? now : null;
     };
+    // A connection known only by its IP: a Host name is accepted where the policy, deciding for that name
+    // alone, binds the same credential (the name is what an upstream routes by).
+    const sameDecision = (name: string): boolean => {
+      const now = decide(core.inputs.rules(), process, { host: name, ip: null, port: decidedFor.port });
+      return now.kind === 'managed' && decisionKey(now) === key;
+    };
     const mode = rule?.tls.mode ?? null;
     // `connection.tls.intercept` on the identity covers every destination it reaches (as the validator's RT049
     // reads it); on an egress rule, that rule's destinations.
@@ -124,7 +130,7 @@ export class Outbound {
     }
 
     if (sniffed?.tls && intercept)
-      return this.intercept(client, target, id, rule, credential, record, sniffed, recheck);
+      return this.intercept(client, target, id, rule, credential, record, sniffed, recheck, sameDecision);
     if (sniffed && !sniffed.tls && !sniffed.silent && credential) {
       const upstream = await this.httpUpstream(mode, id, target, allowLists);
       if (!upstream) return this.fail(client, hooks, record, 'mtls', 'not-managed');
@@ -138,6 +144,8 @@ export class Outbound {
         allowLists,
         record,
         recheck,
+        defaultPort: 80,
+        sameDecision,
       });
       client.resume();
       return;
@@ -311,6 +319,7 @@ export class Outbound {
     record: ConnectionRecord,
     sniffed: Sniffed,
     recheck: () => ManagedDecision | null,
+    sameDecision: (host: string) => boolean,
   ): Promise<void> {
     const core = this.core;
     const host = sniffed.sni ?? target.host;
@@ -367,6 +376,8 @@ export class Outbound {
         allowLists: () => this.allowLists(identity, rule),
         record,
         recheck,
+        defaultPort: 443,
+        sameDecision,
       });
     });
     client.resume();

@@ -6,8 +6,14 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resignRequest, SigV4Error } from './aws-sigv4.ts';
-import { countRefusal, type HttpFlow, type HttpRelay, REASON } from './http-relay.ts';
-import { credentialNow, originForm, scanRequestHead, serializeRequestHead } from './request-head.ts';
+import { type ByteBudget, countRefusal, type HttpFlow, type HttpRelay, REASON } from './http-relay.ts';
+import {
+  checkHost,
+  credentialNow,
+  originForm,
+  scanRequestHead,
+  serializeRequestHead,
+} from './request-head.ts';
 import type { Framing, ResponseSink, Upstream } from './upstream.ts';
 
 function refuse(
@@ -29,24 +35,47 @@ function refuse(
   res.end(body);
 }
 
-/** The body, or null past `max` bytes (the rest is read and dropped). */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
+/**
+ * The body, with the bytes it holds taken from the shared signing budget (the caller gives back `taken`), or
+ * why not: over `max` bytes, or the budget exhausted (the rest is read and dropped either way).
+ */
+function readBody(
+  req: IncomingMessage,
+  max: number,
+  budget: ByteBudget,
+): Promise<{ body: Buffer | null; taken: number; why: 'too-large' | 'budget' | null }> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let why: 'too-large' | 'budget' | null = null;
     req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= max) chunks.push(c);
+      if (why) return;
+      if (size + c.length > max) why = 'too-large';
+      else if (!budget.take(c.length)) why = 'budget';
+      else {
+        size += c.length;
+        chunks.push(c);
+      }
+      if (why) {
+        // What was taken goes back now: the body will not be signed.
+        budget.give(size);
+        size = 0;
+        chunks.length = 0;
+      }
     });
-    req.once('end', () => resolve(size > max ? null : Buffer.concat(chunks, size)));
-    req.once('error', reject);
+    req.once('end', () => resolve({ body: why ? null : Buffer.concat(chunks, size), taken: size, why }));
+    req.once('error', (e) => {
+      budget.give(size);
+      reject(e);
+    });
   });
 }
 
 /**
  * Forwards one absolute-form request of `flow` upstream with its credential and writes the response to `res`.
- * Refusals as on intercepted connections: 400 (transfer coding), 503 (credential), 413 (body to sign over
- * `maxSignedBodyBytes`), 400 (SigV4), 502/504 (upstream), each with `x-riptides-reason`.
+ * Refusals as on intercepted connections: 400 (transfer coding, Host), 405 (TRACE with a credential), 503
+ * (credential, signing budget), 413 (body to sign over `maxSignedBodyBytes`), 400 (SigV4), 502/504 (upstream),
+ * each with `x-riptides-reason`. Never rejects: anything thrown is answered 500 (or the response cut short).
  */
 export async function forwardProxyRequest(
   relay: HttpRelay,
@@ -54,14 +83,54 @@ export async function forwardProxyRequest(
   res: ServerResponse,
   flow: HttpFlow,
 ): Promise<void> {
+  try {
+    await forward(relay, req, res, flow);
+  } catch (e) {
+    // A throw here (the signer's own errors included) is this request's failure, never the process's.
+    req.resume();
+    const message = `relay error: ${(e as Error).message}`;
+    if (res.headersSent) {
+      countRefusal(relay.core, 'relay-error', 500, message);
+      res.destroy();
+    } else refuse(relay, res, 500, 'relay-error', message);
+  }
+}
+
+async function forward(
+  relay: HttpRelay,
+  req: IncomingMessage,
+  res: ServerResponse,
+  flow: HttpFlow,
+): Promise<void> {
   const core = relay.core;
   const ref = flow.credential;
-  const head = scanRequestHead(req.rawHeaders, ref !== null);
   const method = req.method ?? 'GET';
+  if (ref && method === 'TRACE') {
+    req.resume();
+    // RFC 9110 §9.3.8: a TRACE response echoes the request, credentials included, back to the application.
+    return refuse(
+      relay,
+      res,
+      405,
+      'trace',
+      'TRACE is not relayed where a credential is injected: its response echoes it',
+    );
+  }
+  const head = scanRequestHead(req.rawHeaders, ref !== null);
   if (head.coded) {
     req.resume();
     return refuse(relay, res, 400, 'transfer-coding', 'only the chunked transfer coding is forwarded');
   }
+  // The URL's authority is the target decided for; the Host must name it too (RFC 9112 §3.2.2).
+  const http11 = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
+  const host = checkHost(req.rawHeaders, http11, flow.target, flow.defaultPort, null);
+  if (!host.ok) {
+    if (ref || !req.rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'host')) {
+      req.resume();
+      return refuse(relay, res, 400, 'host', host.message);
+    }
+  } else if (host.add) head.headers.push(['Host', host.add]);
+  const scopeHost = host.ok ? host.name : flow.target.host;
   const origin = originForm(req.url ?? '/');
   if (origin === null) {
     req.resume();
@@ -79,25 +148,40 @@ export async function forwardProxyRequest(
     const value = found.value;
     if (value.kind === 'bearer') headers.push(['Authorization', `Bearer ${value.token}`]);
     else {
+      let taken = 0;
       if (head.hasBody && !head.hashed) {
-        body = await readBody(req, core.limits.maxSignedBodyBytes);
-        if (!body) {
+        const read = await readBody(req, core.limits.maxSignedBodyBytes, relay.signingBudget);
+        if (read.why === 'budget')
+          return refuse(
+            relay,
+            res,
+            503,
+            'signing-budget',
+            'the data plane is buffering too many request bodies to sign: retry later',
+          );
+        if (!read.body) {
           const max = core.limits.maxSignedBodyBytes;
           return refuse(relay, res, 413, 'body-too-large', `request body over ${max} bytes cannot be signed`);
         }
+        body = read.body;
+        taken = read.taken;
         if (!headers.some(([n]) => n.toLowerCase() === 'content-length'))
           headers.push(['Content-Length', String(body.length)]);
       }
       try {
         const signed = await resignRequest({ method, target, headers, ...(body ? { body } : {}) }, value, {
           date: new Date(),
+          scopeHost,
         });
         target = signed.target;
         headers = signed.headers;
       } catch (e) {
         req.resume();
-        if (!(e instanceof SigV4Error)) throw e;
-        return refuse(relay, res, 400, 'sigv4', `cannot re-sign the request: ${e.message}`);
+        // A plain Error from the signer is the relay's failure (502), never a rejection left unhandled.
+        const status = e instanceof SigV4Error ? 400 : 502;
+        return refuse(relay, res, status, 'sigv4', `cannot re-sign the request: ${(e as Error).message}`);
+      } finally {
+        relay.signingBudget.give(taken);
       }
     }
     core.metrics.credentialsInjected.inc({ kind: ref.kind, binding: ref.name });
@@ -119,6 +203,8 @@ export async function forwardProxyRequest(
   }
   const upstream: Upstream = up;
   let done = false;
+  /** The upstream is paused until the application drains: never given back to the pool so. */
+  let waitingDrain = false;
   res.once('close', () => {
     // The application went away mid-request: the upstream exchange is abandoned too.
     if (!done) upstream.abort();
@@ -129,16 +215,21 @@ export async function forwardProxyRequest(
       res.writeHead(status, reason, out);
     },
     responseBody(chunk: Buffer) {
-      if (!res.write(chunk)) {
+      if (!res.write(chunk) && !waitingDrain) {
+        waitingDrain = true;
         upstream.socket.pause();
-        res.once('drain', () => upstream.socket.resume());
+        res.once('drain', () => {
+          waitingDrain = false;
+          upstream.socket.resume();
+        });
       }
     },
     responseEnd() {
       done = true;
       res.end();
-      // Answered before the whole body was sent: that connection cannot carry another request.
-      if (req.complete) relay.pool.give(upstream);
+      // Answered before the whole body was sent: that connection cannot carry another request. Nor can one
+      // paused for a drain of the application, which may never come.
+      if (req.complete && !waitingDrain) relay.pool.give(upstream);
       else upstream.abort();
     },
     upstreamFailed(status: 502 | 504, message: string) {

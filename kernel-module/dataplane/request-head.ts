@@ -4,6 +4,7 @@
  * store at that moment, and the head serialised for the upstream. Used by the relay (http-relay.ts) and by the
  * proxy's absolute-form requests (proxy-forward.ts).
  */
+import { isIP } from 'node:net';
 import type { Core } from './core.ts';
 import type { CredentialRef, CredentialValue } from './inputs.ts';
 
@@ -36,8 +37,31 @@ export interface ScannedHead {
   expectContinue: boolean;
 }
 
-/** One pass over a flat raw header list (`[name, value, …]`, as llhttp gives it). */
+/**
+ * Headers a Connection header may not remove: Host is checked against the decided target and framing headers
+ * decide where the body ends (a Content-Length dropped while its body is forwarded would desync the upstream).
+ */
+const NOT_NOMINABLE = new Set(['host', 'content-length', 'transfer-encoding']);
+
+/** The header names a request's Connection header lists (RFC 9110 §7.6.1), lower-cased. */
+function connectionNominated(raw: readonly string[]): Set<string> {
+  const named = new Set<string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') continue;
+    for (const token of raw[i + 1]!.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name && !NOT_NOMINABLE.has(name)) named.add(name);
+    }
+  }
+  return named;
+}
+
+/**
+ * One pass over a flat raw header list (`[name, value, …]`, as llhttp gives it): hop-by-hop headers and those
+ * the Connection header names are dropped (they are meant for this hop only).
+ */
 export function scanRequestHead(raw: readonly string[], dropAuthorization: boolean): ScannedHead {
+  const nominated = connectionNominated(raw);
   const out: ScannedHead = {
     headers: [],
     hasBody: false,
@@ -56,7 +80,7 @@ export function scanRequestHead(raw: readonly string[], dropAuthorization: boole
       if (value.trim().toLowerCase() === 'chunked') out.chunked = true;
       else out.coded = true;
     } else if (lower === 'expect') out.expectContinue = /^\s*100-continue\s*$/i.test(value);
-    if (HOP.has(lower) || (dropAuthorization && lower === 'authorization')) continue;
+    if (HOP.has(lower) || nominated.has(lower) || (dropAuthorization && lower === 'authorization')) continue;
     if (lower === 'x-amz-content-sha256') out.hashed = true;
     out.headers.push([name, value]);
   }
@@ -101,4 +125,69 @@ export function serializeRequestHead(
   let head = `${method} ${target} HTTP/1.1\r\n`;
   for (const [name, value] of headers) head += `${name}: ${value}\r\n`;
   return `${head}\r\n`;
+}
+
+/** What the Host rule says of a request: go on (with a Host to add for an HTTP/1.0 request without one), or 400. */
+export type HostVerdict =
+  | {
+      ok: true;
+      /** The Host header to add (an HTTP/1.0 request without one), else null. */
+      add: string | null;
+      /** The decided name the request goes to: what a SigV4 scope is derived from. */
+      name: string;
+    }
+  | { ok: false; message: string };
+
+/** `name` or `name:port` or `[v6]:port` of a Host header, the name lower-cased without a trailing dot. */
+export function parseHostHeader(value: string): { host: string; port: number | null } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._~!$&'()*+,;=%-]+))(?::(\d{1,5}))?$/.exec(value.trim());
+  if (!m) return null;
+  const port = m[3] === undefined ? null : Number(m[3]);
+  if (port !== null && (port < 1 || port > 65_535)) return null;
+  return { host: (m[1] ?? m[2]!).toLowerCase().replace(/\.$/, ''), port };
+}
+
+/** The Host header value naming `target` (its port left out when it is the scheme's default). */
+export function hostHeaderFor(target: { host: string; port: number }, defaultPort: number): string {
+  const name = target.host.includes(':') ? `[${target.host}]` : target.host;
+  return target.port === defaultPort ? name : `${name}:${target.port}`;
+}
+
+/**
+ * The Host rule of a request that may carry a credential: exactly one Host, naming the destination the
+ * decision was made for, so that a credential never goes to a name the policy did not bind it to (an upstream
+ * that routes by Host, a CDN or a shared front, would otherwise hand it to another site). The name compares
+ * case-insensitively without a trailing dot; a port, when the Host gives one, must be the target's (the scheme's
+ * default port standing for itself); a Host without a port is accepted for any target port, since the
+ * connection goes to the decided port whatever it says and many clients omit it. `sameDecision`, for a target
+ * known only by its IP (transparent plaintext, no SNI): the name the Host gives is accepted when the policy,
+ * deciding for that name alone, binds the same credential to it; the IP itself is always accepted. An HTTP/1.0
+ * request without Host gets the target's (`add`); an HTTP/1.1 one is refused (RFC 9112 §3.2).
+ */
+export function checkHost(
+  raw: readonly string[],
+  http11: boolean,
+  target: { host: string; port: number },
+  defaultPort: number,
+  sameDecision: ((host: string) => boolean) | null,
+): HostVerdict {
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'host') values.push(raw[i + 1]!);
+  if (values.length > 1) return { ok: false, message: 'the request has more than one Host header' };
+  if (values.length === 0)
+    return http11
+      ? { ok: false, message: 'the request has no Host header' }
+      : { ok: true, add: hostHeaderFor(target, defaultPort), name: target.host };
+  const given = parseHostHeader(values[0]!);
+  if (!given) return { ok: false, message: 'the Host header is empty or not a valid host[:port]' };
+  const want = target.host.toLowerCase().replace(/\.$/, '');
+  const portOk = given.port === null || given.port === target.port;
+  const nameOk =
+    given.host === want || (isIP(want) !== 0 && sameDecision !== null && sameDecision(given.host));
+  if (nameOk && portOk) return { ok: true, add: null, name: given.host };
+  // The message names the decided destination only: the Host the application sent is its own input.
+  return {
+    ok: false,
+    message: `the Host header does not name the destination this connection was decided for (${hostHeaderFor(target, defaultPort)})`,
+  };
 }

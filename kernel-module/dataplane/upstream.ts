@@ -55,6 +55,13 @@ export class Upstream {
   private informational = false;
   private keepAlive = true;
   private idleSince = 0;
+  /**
+   * Bytes came that no request asked for (after a complete response, or a head or body with no exchange): the
+   * connection's message stream no longer lines up with requests, so it is closed and never reused.
+   */
+  private stray = false;
+  /** The response head's deadline of the exchange in flight (`responseHeadTimeoutMs`). */
+  private headTimer: NodeJS.Timeout | null = null;
   /** Set while in the pool: removes it from there when the socket closes. */
   onIdleClose: (() => void) | null = null;
 
@@ -65,13 +72,20 @@ export class Upstream {
     private readonly idleTimeoutMs: number,
     /** The pool's mTLS epoch when it was dialled: an mTLS connection from before a policy change is not reused. */
     readonly epoch: number,
+    private readonly headTimeoutMs: number = idleTimeoutMs,
   ) {
     this.idleSince = performance.now();
     this.parser = newParser('response', MAX_RESPONSE_HEAD, {
       headersComplete: (_maj, _min, headers, _m, _u, status, message, _upgrade, keepAlive) =>
         this.onHead(headers, status, message, keepAlive),
-      body: (chunk) => this.sink?.responseBody(chunk),
+      body: (chunk) => {
+        if (this.sink) this.sink.responseBody(chunk);
+        else this.stray = true;
+      },
       messageComplete: () => this.onComplete(),
+      messageBegin: () => {
+        if (!this.sink) this.stray = true;
+      },
     });
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('end', () => {
@@ -81,6 +95,7 @@ export class Upstream {
     });
     socket.on('error', (e) => this.fail(502, e.message));
     socket.on('close', () => {
+      this.clearHeadTimer();
       this.fail(502, 'the upstream closed the connection');
       this.parser.free();
       this.onIdleClose?.();
@@ -93,7 +108,15 @@ export class Upstream {
 
   /** Whether a new exchange may be written on this connection now. */
   reusable(now: number): boolean {
-    return !this.socket.destroyed && this.keepAlive && !this.sink && now - this.idleSince < REUSE_IDLE_MS;
+    // A paused socket waits for a drain of an application that may be gone: nobody would resume it.
+    return (
+      !this.socket.destroyed &&
+      !this.stray &&
+      !this.socket.isPaused() &&
+      this.keepAlive &&
+      !this.sink &&
+      now - this.idleSince < REUSE_IDLE_MS
+    );
   }
 
   /** In the pool: closed once it may no longer be reused, rather than held until the upstream closes it. */
@@ -111,6 +134,19 @@ export class Upstream {
   begin(sink: ResponseSink, head: boolean): void {
     this.sink = sink;
     this.headRequest = head;
+    // The idle timeout is reset by every byte: a head trickled a byte at a time would never trip it.
+    this.clearHeadTimer();
+    const ms = this.headTimeoutMs;
+    this.headTimer = setTimeout(() => {
+      this.headTimer = null;
+      this.fail(504, `no response head from the upstream within ${ms} ms`);
+    }, ms);
+    this.headTimer.unref();
+  }
+
+  private clearHeadTimer(): void {
+    if (this.headTimer) clearTimeout(this.headTimer);
+    this.headTimer = null;
   }
 
   /** Abandons the exchange in flight (the application went away or its request failed): the connection too. */
@@ -135,16 +171,23 @@ export class Upstream {
       // A callback threw inside the parser: this exchange is lost, the process is not.
       this.fail(502, `relay error: ${(e as Error).message}`);
     }
+    // What followed the response in this read belongs to no request: closed before anything reuses it (the
+    // exchange that just ended may already have given it back to the pool; closing removes it from there).
+    if (this.stray) this.fail(502, 'the upstream sent bytes after its response');
     sink.uncork();
   }
 
   private onHead(headers: string[], status: number, message: string, keepAlive: boolean): number {
     this.keepAlive = keepAlive;
     const sink = this.sink;
-    if (!sink) return 0;
+    if (!sink) {
+      this.stray = true;
+      return 0;
+    }
     // 1xx (100 Continue, 103 Early Hints): not forwarded; the final response follows on the same message stream.
     this.informational = status < 200;
     if (this.informational) return 0;
+    this.clearHeadTimer();
     const out: string[] = [];
     let codings = '';
     let length = false;
@@ -184,6 +227,7 @@ export class Upstream {
   }
 
   private fail(status: 502 | 504, message: string): void {
+    this.clearHeadTimer();
     const sink = this.sink;
     this.sink = null;
     this.socket.destroy();
@@ -204,14 +248,14 @@ export class UpstreamPool {
   constructor(private readonly core: Core) {}
 
   /**
-   * The pool key of a spec: kind, address, port, TLS name and, for mTLS, the identity and its allow lists (a
-   * connection verified against other lists is not reused).
+   * The pool key of a spec: kind, address, port, TLS name, the identity (a connection carries one identity's
+   * requests, never another's, whatever the kind) and, for mTLS, its allow lists (a connection verified against
+   * other lists is not reused).
    */
   key(spec: UpstreamSpec): string {
     const t = spec.target;
-    const allow =
-      spec.kind === 'mtls' ? ` ${spec.identity.spiffeId} ${JSON.stringify(spec.allowLists())}` : '';
-    return `${spec.kind} ${t.ip ?? t.host} ${t.port} ${t.host}${allow}`;
+    const allow = spec.kind === 'mtls' ? ` ${JSON.stringify(spec.allowLists())}` : '';
+    return `${spec.kind} ${t.ip ?? t.host} ${t.port} ${t.host} ${spec.identity.spiffeId}${allow}`;
   }
 
   /** Whether `u` may carry another request under the policy in force (an mTLS one from before a change may not). */
@@ -295,7 +339,17 @@ export class UpstreamPool {
           : await dialMtls(core, spec.identity, target, spec.allowLists, { waitForSvid: true });
     const label = `${t.host}:${t.port}`;
     if (r.ok)
-      return { ok: true, upstream: new Upstream(r.socket, key, label, core.limits.idleTimeoutMs, epoch) };
+      return {
+        ok: true,
+        upstream: new Upstream(
+          r.socket,
+          key,
+          label,
+          core.limits.idleTimeoutMs,
+          epoch,
+          core.limits.responseHeadTimeoutMs,
+        ),
+      };
     if (spec.kind === 'mtls') core.metrics.handshakesFailed.inc({ direction: 'outbound', reason: r.reason });
     return {
       ok: false,
