@@ -3,7 +3,6 @@
  * head, HTTP body, a body buffered to sign), a peer with an expired SVID, request smuggling and pipelining on an
  * intercepted connection. Each is refused and counted, and the data plane keeps serving others meanwhile.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { createServer as createHttpsServer, type Server } from 'node:https';
@@ -22,6 +21,7 @@ import {
   id,
   identity,
   loopbackLookup,
+  proxiedTlsClient,
   scratch,
   svid,
   table,
@@ -225,30 +225,12 @@ describe('hostile traffic is refused, counted, and others are still served', () 
   });
 
   /** openssl s_client through the proxy (CONNECT), TLS to the intercepting data plane; `input` as the app's bytes. */
-  const sClient = (input: string | null) =>
-    new Promise<{ out: string; code: number | null }>((resolve) => {
-      const child = spawn('openssl', [
-        's_client',
-        '-quiet',
-        '-proxy',
-        `127.0.0.1:${proxyPort}`,
-        '-connect',
-        `${HOST}:${upstreamPort}`,
-        '-servername',
-        HOST,
-        '-CAfile',
-        caFile,
-        '-verify_return_error',
-      ]);
-      let out = '';
-      child.stdout.on('data', (d) => {
-        out += d;
-      });
-      child.stderr.on('data', () => {});
-      if (input !== null) child.stdin.write(input);
-      child.once('exit', (code) => resolve({ out, code }));
-      setTimeout(() => child.kill(), 15_000).unref();
-    });
+  const sClient = async (input: string | null) => {
+    const c = proxiedTlsClient({ proxyPort, host: HOST, port: upstreamPort, caFile, killAfterMs: 15_000 });
+    if (input !== null) c.write(input);
+    const code = await c.done;
+    return { out: c.out(), code };
+  };
 
   it('request smuggling (Content-Length with Transfer-Encoding) is refused before it reaches the upstream', async () => {
     seen.length = 0;
@@ -303,31 +285,8 @@ describe('hostile traffic is refused, counted, and others are still served', () 
 
   /** openssl s_client through the proxy to `host`, written to as the test goes; what it received so far. */
   const liveClient = (host: string) => {
-    const child = spawn('openssl', [
-      's_client',
-      '-quiet',
-      '-proxy',
-      `127.0.0.1:${proxyPort}`,
-      '-connect',
-      `${host}:${upstreamPort}`,
-      '-servername',
-      host,
-      '-CAfile',
-      caFile,
-      '-verify_return_error',
-    ]);
-    let out = '';
-    let exited = false;
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', () => {});
-    child.stdin.on('error', () => {}); // written to after the data plane closed the connection
-    child.once('exit', () => {
-      exited = true;
-    });
-    setTimeout(() => child.kill(), 20_000).unref();
-    return { write: (t: string) => child.stdin.write(t), out: () => out, exited: () => exited };
+    const c = proxiedTlsClient({ proxyPort, host, port: upstreamPort, caFile });
+    return { write: c.write, out: c.out, exited: c.exited };
   };
 
   /** Sends `head`, then one body byte every 200 ms (never idle long) until the data plane closes the connection. */

@@ -6,7 +6,7 @@
  * resume), an upstream connection kept from before a change is not handed to the next application connection,
  * and a request that outlasts the head deadline is served while the next head is still held to it.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -22,6 +22,7 @@ import {
   id,
   identity,
   loopbackLookup,
+  proxiedTlsClient,
   scratch,
   table,
   until,
@@ -106,42 +107,21 @@ describe('an intercepted keep-alive connection follows the inputs from one reque
 
   /** One TLS connection of the application through the proxy; requests are written to it one at a time. */
   const app = () => {
-    const child = spawn('openssl', [
-      's_client',
-      '-quiet',
-      '-proxy',
-      `127.0.0.1:${proxyPort}`,
-      '-connect',
-      `${HOST}:${fronted}`,
-      '-servername',
-      HOST,
-      '-CAfile',
-      caFile,
-      '-verify_return_error',
-    ]);
-    apps.push(child);
-    let out = '';
-    let exited = false;
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', () => {});
-    child.once('exit', () => {
-      exited = true;
-    });
-    const responses = () => [...out.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]);
+    const c = proxiedTlsClient({ proxyPort, host: HOST, port: fronted, caFile });
+    apps.push(c.child);
+    const responses = () => [...c.out().matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]);
     return {
       /** Sends a request and waits (bounded) for its response; the statuses of every response so far. */
       async request(path: string): Promise<Array<string | undefined>> {
         const before = responses().length;
-        child.stdin.write(`GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
-        await until(() => responses().length > before || exited, 10_000);
+        c.write(`GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+        await until(() => responses().length > before || c.exited(), 10_000);
         return responses();
       },
-      write: (text: string) => child.stdin.write(text),
-      end: () => child.stdin.end(),
-      out: () => out,
-      exited: () => exited,
+      write: c.write,
+      end: c.end,
+      out: c.out,
+      exited: c.exited,
     };
   };
 

@@ -5,7 +5,7 @@
  * delimited) and a chunked or 100-continue request body; a request sent while a response is in flight is
  * refused after that response, never inside it.
  */
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import {
   id,
   identity,
   loopbackLookup,
+  proxiedTlsClient,
   scratch,
   table,
   until,
@@ -127,40 +128,19 @@ describe('the intercept relay frames every response and request body, one connec
 
   /** One TLS connection of the application through the proxy; what it receives accumulates in `out()`. */
   const app = () => {
-    const child = spawn('openssl', [
-      's_client',
-      '-quiet',
-      '-proxy',
-      `127.0.0.1:${proxyPort}`,
-      '-connect',
-      `${HOST}:${upstreamPort}`,
-      '-servername',
-      HOST,
-      '-CAfile',
-      caFile,
-      '-verify_return_error',
-    ]);
-    apps.push(child);
-    let out = '';
-    let exited = false;
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', () => {});
-    child.once('exit', () => {
-      exited = true;
-    });
+    const c = proxiedTlsClient({ proxyPort, host: HOST, port: upstreamPort, caFile });
+    apps.push(c.child);
     return {
-      write: (text: string) => child.stdin.write(text),
+      write: c.write,
       /** Writes `text`, then waits (bounded) until `done` holds for what came back after it. */
       async exchange(text: string, done: (reply: string) => boolean): Promise<string> {
-        const from = out.length;
-        child.stdin.write(text);
-        await until(() => done(out.slice(from)) || exited, 10_000);
-        return out.slice(from);
+        const from = c.out().length;
+        c.write(text);
+        await until(() => done(c.out().slice(from)) || c.exited(), 10_000);
+        return c.out().slice(from);
       },
-      out: () => out,
-      exited: () => exited,
+      out: c.out,
+      exited: c.exited,
     };
   };
 

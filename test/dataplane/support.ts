@@ -3,7 +3,7 @@
  * X509-SVIDs from CSRs, an intercept CA, upstream TLS certificates made with the openssl CLI, rule tables, and
  * process attestation by /proc/<pid>/comm (what an agent's `process:name` selector would decide).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams, execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { LookupFunction } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -207,4 +207,66 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 5000): 
     await new Promise((r) => setTimeout(r, 20));
   }
   return cond();
+}
+
+/** An application connection made by openssl s_client (see proxiedTlsClient). */
+export interface ProxiedTlsClient {
+  child: ChildProcessWithoutNullStreams;
+  write(text: string): void;
+  end(): void;
+  /** Everything received so far. */
+  out(): string;
+  exited(): boolean;
+  /** Resolves with the exit code once s_client has exited. */
+  done: Promise<number | null>;
+}
+
+/**
+ * openssl s_client as the application: CONNECT through the data plane's HTTP proxy (`proxyPort`) to
+ * `host:port`, then TLS with SNI `host`, verifying the intercepting data plane against `caFile`. Killed after
+ * `killAfterMs` (default 20 s) so that a test that fails never leaves it behind.
+ */
+export function proxiedTlsClient(opts: {
+  proxyPort: number;
+  host: string;
+  port: number;
+  caFile: string;
+  killAfterMs?: number;
+}): ProxiedTlsClient {
+  const child = spawn('openssl', [
+    's_client',
+    '-quiet',
+    '-proxy',
+    `127.0.0.1:${opts.proxyPort}`,
+    '-connect',
+    `${opts.host}:${opts.port}`,
+    '-servername',
+    opts.host,
+    '-CAfile',
+    opts.caFile,
+    '-verify_return_error',
+  ]);
+  let out = '';
+  let exited = false;
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  child.stderr.on('data', () => {});
+  // Written to after the data plane closed the connection.
+  child.stdin.on('error', () => {});
+  const done = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      exited = true;
+      resolve(code);
+    }),
+  );
+  setTimeout(() => child.kill(), opts.killAfterMs ?? 20_000).unref();
+  return {
+    child,
+    write: (text) => child.stdin.write(text),
+    end: () => child.stdin.end(),
+    out: () => out,
+    exited: () => exited,
+    done,
+  };
 }
