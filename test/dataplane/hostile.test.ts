@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
-import type { CredentialRef, KeyPair } from '../../kernel-module/dataplane/inputs.ts';
+import type { KeyPair } from '../../kernel-module/dataplane/inputs.ts';
 import {
   authority,
+  awsBinding,
   baseInputs,
   bearerBinding,
   destination,
@@ -77,14 +78,7 @@ describe('hostile traffic is refused, counted, and others are still served', () 
     const inputs = await baseInputs(new Map([['openssl', CLIENT]]), ca, [SERVER]);
     const api = destination(HOST, null);
     const sts = destination(AWS_HOST, null, 'Service/riptides-system/aws-sts');
-    const aws: CredentialRef = {
-      hash: 'cred-aws',
-      binding: 'CredentialBinding/riptides-system/edge-aws',
-      name: 'edge-aws',
-      kind: 'aws',
-      injection: { destinations: [sts] },
-      sysfs: null,
-    };
+    const aws = awsBinding('cred-aws', 'edge-aws', [sts]);
     inputs.setRules(
       table([
         identity(SERVER, { mode: 'MUTUAL', inbound: [CLIENT] }),

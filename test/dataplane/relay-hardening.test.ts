@@ -14,9 +14,9 @@ import { createServer as createTlsServer, type Server as TlsServer } from 'node:
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
-import type { CredentialRef } from '../../kernel-module/dataplane/inputs.ts';
 import {
   authority,
+  awsBinding,
   baseInputs,
   bearerBinding,
   destination,
@@ -110,14 +110,7 @@ describe('the relay refuses what would send a credential where the policy did no
     const api = destination(HOST, null);
     const s3 = destination(AWS_HOST, null, 'Service/riptides-system/s3');
     const plain = destination(PLAIN_HOST, null, 'Service/riptides-system/plain');
-    const aws: CredentialRef = {
-      hash: 'cred-aws',
-      binding: 'CredentialBinding/riptides-system/hardening-aws',
-      name: 'hardening-aws',
-      kind: 'aws',
-      injection: { destinations: [s3] },
-      sysfs: null,
-    };
+    const aws = awsBinding('cred-aws', 'hardening-aws', [s3]);
     inputs.setRules(
       table([
         identity(CLIENT, {

@@ -9,9 +9,9 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
-import type { CredentialRef } from '../../kernel-module/dataplane/inputs.ts';
 import {
   authority,
+  awsBinding,
   baseInputs,
   destination,
   egress,
@@ -83,14 +83,7 @@ describe('SigV4: boto3 → data plane → upstream verifying with botocore', () 
     const ca = await authority(join(tmp.dir, 'ca'));
     const inputs = await baseInputs(new Map([['python3', CLIENT]]), ca, [CLIENT]);
     const sts = destination(HOST, null, 'Service/riptides-system/aws-sts');
-    const aws: CredentialRef = {
-      hash: 'cred-aws',
-      binding: 'CredentialBinding/riptides-system/reporter-aws',
-      name: 'reporter-aws',
-      kind: 'aws',
-      injection: { destinations: [sts] },
-      sysfs: null,
-    };
+    const aws = awsBinding('cred-aws', 'reporter-aws', [sts]);
     inputs.setRules(
       table([
         identity(CLIENT, {

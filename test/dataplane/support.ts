@@ -126,6 +126,11 @@ export function bearerBinding(hash: string, name: string, destinations: Destinat
   };
 }
 
+/** An AWS binding: its temporary credentials re-sign requests toward `destinations` (SigV4). */
+export function awsBinding(hash: string, name: string, destinations: Destination[] | null): CredentialRef {
+  return { ...bearerBinding(hash, name, destinations), kind: 'aws' };
+}
+
 export function identity(
   spiffeId: string,
   options: {
