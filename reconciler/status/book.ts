@@ -13,6 +13,7 @@ import {
   type SourceDiagnostic,
   type SourceStatusView,
   type StatusSnapshot,
+  sortByName,
   sourceKey,
 } from './model.ts';
 
@@ -36,16 +37,6 @@ const RUNTIME_FIELDS = [
   'version',
   'expiresAt',
 ] as const;
-
-/**
- * `items` sorted by namespace and name (stable). The keys are built once per item, not per comparison: with
- * 10,000 resources the comparator runs ~130,000 times per sort.
- */
-function sortByName<T extends { namespace?: string; name: string }>(items: readonly T[]): T[] {
-  const keyed = items.map((item) => ({ key: `${item.namespace ?? ''}/${item.name}`, item }));
-  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return keyed.map((k) => k.item);
-}
 
 export class StatusBook {
   readonly events: EventLog;

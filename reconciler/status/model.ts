@@ -151,3 +151,13 @@ export function daemonKey(name: string): string {
 export function sourceKey(name: string): string {
   return `Source/${name}`;
 }
+
+/**
+ * `items` sorted by namespace and name (stable). The keys are built once per item, not per comparison: with
+ * 10,000 resources the comparator runs ~130,000 times per sort.
+ */
+export function sortByName<T extends { namespace?: string; name: string }>(items: readonly T[]): T[] {
+  const keyed = items.map((item) => ({ key: `${item.namespace ?? ''}/${item.name}`, item }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map((k) => k.item);
+}

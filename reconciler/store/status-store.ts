@@ -26,7 +26,7 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StatusEvent } from '../status/events.ts';
 import type { DaemonStatus, ResourceStatus, SourceStatusView, StatusSnapshot } from '../status/model.ts';
-import { resourceKeyOf } from '../status/model.ts';
+import { resourceKeyOf, sortByName } from '../status/model.ts';
 import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 
 interface Meta {
@@ -94,7 +94,6 @@ function isSnapshot(v: unknown): v is StatusSnapshot {
 const appliedRevision = (source: SourceStatusView | null | undefined) => source?.lastAppliedRevision || null;
 
 export class StatusStore {
-  /** Key → signature of the JSON last written under it. */
   /**
    * What was last written, per kind of entry and by the book's key (no prefixed key is built for an entry that
    * is not written): its signature, and the write that last saw it (entries no write sees are deleted).
@@ -178,14 +177,14 @@ export class StatusStore {
       else if (key.startsWith(DAEMON)) daemons.push(stored.v as DaemonStatus);
       else if (key.startsWith(EVENTS)) events[key.slice(EVENTS.length)] = stored.v as StatusEvent[];
     }
-    const byName = (a: { namespace?: string; name: string }, b: { namespace?: string; name: string }) => {
-      const x = `${a.namespace ?? ''}/${a.name}`;
-      const y = `${b.namespace ?? ''}/${b.name}`;
-      return x < y ? -1 : x > y ? 1 : 0;
+    return {
+      format: 1,
+      generatedAt: meta.generatedAt,
+      source: meta.source,
+      resources: sortByName(resources),
+      daemons: sortByName(daemons),
+      events,
     };
-    resources.sort(byName);
-    daemons.sort(byName);
-    return { format: 1, generatedAt: meta.generatedAt, source: meta.source, resources, daemons, events };
   }
 
   /**
