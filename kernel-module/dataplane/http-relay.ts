@@ -24,6 +24,7 @@ import type { ManagedDecision, Target } from './match.ts';
 import {
   checkHost,
   credentialNow,
+  credentialTargetOk,
   originForm,
   scanRequestHead,
   serializeRequestHead,
@@ -340,6 +341,14 @@ class RelayConnection implements ResponseSink {
     const target = originForm(url);
     if (target === null) {
       this.refuse(400, 'bad-request', 'the request target is not a valid URL');
+      return 1;
+    }
+    if (ref && !credentialTargetOk(method, target)) {
+      this.refuse(
+        400,
+        'bad-request',
+        'a credential goes only with a request target that is a path (or * for OPTIONS)',
+      );
       return 1;
     }
     this.chunkedOut = head.chunked;

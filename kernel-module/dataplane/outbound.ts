@@ -125,7 +125,10 @@ export class Outbound {
       hooks.accept();
       sniffed = await sniff(client, core.limits.sniffTimeoutMs);
       if (sniffed.closed) return void client.destroy();
-      if (sniffed.sni && isIP(target.host)) target = { ...target, host: sniffed.sni };
+      // A connection decided for an IP takes the application's server name only where the policy, deciding
+      // for that name, gives the same decision: else the name would choose where the credential goes.
+      if (sniffed.sni && isIP(target.host) && sameDecision(sniffed.sni))
+        target = { ...target, host: sniffed.sni };
       hooks = { accept: () => {}, refuse: () => client.destroy() };
     }
 

@@ -10,6 +10,7 @@ import { type ByteBudget, countRefusal, type HttpFlow, type HttpRelay, REASON } 
 import {
   checkHost,
   credentialNow,
+  credentialTargetOk,
   originForm,
   scanRequestHead,
   serializeRequestHead,
@@ -135,6 +136,16 @@ async function forward(
   if (origin === null) {
     req.resume();
     return refuse(relay, res, 400, 'bad-request', 'the request target is not a valid URL');
+  }
+  if (ref && !credentialTargetOk(req.method ?? '', origin)) {
+    req.resume();
+    return refuse(
+      relay,
+      res,
+      400,
+      'bad-request',
+      'a credential goes only with a request target that is a path (or * for OPTIONS)',
+    );
   }
   let target = origin;
   let headers = head.headers;

@@ -70,7 +70,8 @@ describe('the relay refuses what would send a credential where the policy did no
 
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled);
-    const t = upstreamTls([HOST, AWS_HOST]);
+    // evil.example.test too: an upstream that would accept a name the policy never bound (a shared front).
+    const t = upstreamTls([HOST, AWS_HOST, 'evil.example.test']);
     tlsUp = createTlsServer({ cert: t.cert, key: t.key }, (sock) => {
       const c = { raw: '', sock };
       tlsConns.push(c);
@@ -110,12 +111,17 @@ describe('the relay refuses what would send a credential where the policy did no
     const api = destination(HOST, null);
     const s3 = destination(AWS_HOST, null, 'Service/riptides-system/s3');
     const plain = destination(PLAIN_HOST, null, 'Service/riptides-system/plain');
+    // A destination the policy knows only by its address.
+    const byIp = destination('127.0.0.1', null, 'Service/riptides-system/by-ip');
     const aws = awsBinding('cred-aws', 'hardening-aws', [s3]);
     inputs.setRules(
       table([
         identity(CLIENT, {
-          egress: [egress([api, s3], { mode: 'SIMPLE', intercept: true }), egress([plain], { mode: null })],
-          credentials: [bearerBinding('cred', 'api-token', [api, plain]), aws],
+          egress: [
+            egress([api, s3, byIp], { mode: 'SIMPLE', intercept: true }),
+            egress([plain], { mode: null }),
+          ],
+          credentials: [bearerBinding('cred', 'api-token', [api, plain, byIp]), aws],
         }),
       ]),
     );
@@ -156,11 +162,12 @@ describe('the relay refuses what would send a credential where the policy did no
   /** The application (node, attributed) on an intercepted connection to `host`; what it got back. */
   const app = async (
     steps: Array<{ data?: string; wait?: number; rst?: boolean }>,
-    options: { host?: string; total?: number; plain?: boolean } = {},
+    options: { host?: string; servername?: string; total?: number; plain?: boolean } = {},
   ) => {
     const spec = {
       proxy: proxyPort,
       host: options.host ?? HOST,
+      ...(options.servername ? { servername: options.servername } : {}),
       port: options.plain ? plainPort : tlsPort,
       ca,
       plain: options.plain ?? false,
@@ -204,6 +211,34 @@ describe('the relay refuses what would send a credential where the policy did no
     expect(await metric('riptides_dataplane_requests_refused_total', { reason: 'host' })).toBe(
       before + heads.length,
     );
+  }, 30_000);
+
+  it('a request target that is not a path (another scheme, //authority, * but for OPTIONS): 400, no token', async () => {
+    responder = okResponder;
+    const from = tlsConns.length;
+    const heads = [
+      `GET ftp://evil.example.com/a HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`,
+      `GET //evil.example.com/a HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`,
+      `GET * HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`,
+    ];
+    for (const a of await Promise.all(heads.map((h) => app([{ data: h }])))) {
+      expect(a.got).toMatch(/^HTTP\/1\.1 400 /);
+      expect(a.got).toMatch(
+        /x-riptides-reason: a credential goes only with a request target that is a path/i,
+      );
+    }
+    expect(upstreamSince(from)).not.toContain(TOKEN);
+  }, 30_000);
+
+  it('a connection to an address the policy binds does not let the application name another site by SNI', async () => {
+    responder = okResponder;
+    const from = tlsConns.length;
+    const a = await app([{ data: 'GET /x HTTP/1.1\r\nHost: evil.example.test\r\n\r\n' }], {
+      host: '127.0.0.1',
+      servername: 'evil.example.test',
+    });
+    expect(a.got).not.toMatch(/^HTTP\/1\.1 200 /);
+    expect(upstreamSince(from)).not.toContain(TOKEN);
   }, 30_000);
 
   it('the target Host in any case, with its port or none, is served; HTTP/1.0 without Host gets the target', async () => {
