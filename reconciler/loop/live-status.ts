@@ -160,34 +160,45 @@ export function syncIdentities(
     const nodes = scheduled.get(w.spiffeId) ?? 0;
     const no = refused.get(w.spiffeId);
     const behind = lagging.get(w.spiffeId);
-    book.updateResource(key, (x) => {
-      const s = x as WorkloadIdentityStatus;
-      s.scheduledNodes = nodes;
-      s.attestedProcesses = processes.get(w.spiffeId) ?? 0;
-      const exp = expiry.get(w.spiffeId);
-      s.svidExpiry = exp === undefined ? null : new Date(exp).toISOString();
-      if (no)
-        s.conditions = markFailed(
-          s.conditions,
+    const attested = processes.get(w.spiffeId) ?? 0;
+    const exp = expiry.get(w.spiffeId);
+    const svidExpiry = exp === undefined ? null : new Date(exp).toISOString();
+    const conditions = no
+      ? markFailed(
+          w.conditions,
           revision,
           reconcileError('ProgramRejected', `refused by daemon(s) ${no.join(', ')}`),
           now,
-        );
-      else if (behind)
-        s.conditions = markReconciling(
-          s.conditions,
-          revision,
-          `waiting for daemon(s) ${behind.join(', ')} to enforce it`,
-          now,
-        );
-      else
-        s.conditions = markReady(
-          s.conditions,
-          revision,
-          nodes === 0 ? 'no daemon is registered in its scope yet' : `in force on ${nodes} daemon(s)`,
-          now,
-          'Applied',
-        );
+        )
+      : behind
+        ? markReconciling(
+            w.conditions,
+            revision,
+            `waiting for daemon(s) ${behind.join(', ')} to enforce it`,
+            now,
+          )
+        : markReady(
+            w.conditions,
+            revision,
+            nodes === 0 ? 'no daemon is registered in its scope yet' : `in force on ${nodes} daemon(s)`,
+            now,
+            'Applied',
+          );
+    // As it is (the mark* helpers give back the same conditions): not changed, so the status store does not
+    // serialise it again. A refresh runs several times a second over every identity.
+    if (
+      conditions === w.conditions &&
+      w.scheduledNodes === nodes &&
+      w.attestedProcesses === attested &&
+      w.svidExpiry === svidExpiry
+    )
+      continue;
+    book.updateResource(key, (x) => {
+      const s = x as WorkloadIdentityStatus;
+      s.scheduledNodes = nodes;
+      s.attestedProcesses = attested;
+      s.svidExpiry = svidExpiry;
+      s.conditions = conditions;
     });
   }
 }

@@ -3,6 +3,7 @@
  * update, what the API serves and the store persists (`snapshot()`). One StatusBook per reconciler.
  */
 import type { Diagnostic } from '../policy/diagnostics.ts';
+import { withRevision } from './conditions.ts';
 import { EventLog, type EventLogOptions } from './events.ts';
 import {
   type DaemonStatus,
@@ -138,13 +139,20 @@ export class StatusBook {
       const key = resourceKeyOf(r);
       const prev = this.#resources.get(key);
       skeletons.set(key, r);
-      this.#changed?.add(key);
       // The same skeleton object as last time (statusesFromResources' memo): only the revision is new.
       if (prev && this.#skeletons.get(key) === r) {
+        const from = prev.observedRevision;
         prev.observedRevision = r.observedRevision;
+        // Every revision the entry names is the one it referred to: moving them all is the text replacement
+        // the status store makes when it reads an entry back (status-store.ts), so the entry is not counted as
+        // changed and a commit does not serialise 10,000 entries again. Otherwise it is written as it is.
+        if (prev.conditions.every((c) => c.observedRevision === from))
+          prev.conditions = withRevision(prev.conditions, r.observedRevision);
+        else this.#changed?.add(key);
         next.set(key, prev);
         continue;
       }
+      this.#changed?.add(key);
       const merged = { ...r } as Record<string, unknown>;
       if (prev && prev.kind === r.kind) {
         const old = prev as unknown as Record<string, unknown>;
@@ -185,15 +193,21 @@ export class StatusBook {
     this.#retainEvents();
   }
 
-  /** A copy of the whole status, detached from the book (what the API serves). */
+  /** A copy of the whole status, detached from the book (what the API serves), in namespace/name order. */
   snapshot(): StatusSnapshot {
-    return structuredClone(this.view());
+    const view = this.view();
+    return structuredClone({
+      ...view,
+      resources: sortByName(view.resources),
+      daemons: sortByName(view.daemons),
+    });
   }
 
   /**
    * Keys of the resources and event rings changed since the last call (null: take every entry as changed), for
    * the status store; starts counting again. Every change made through the book's methods and the event log is
-   * counted, the revision a resource refers to included; a resource changed any other way is not seen.
+   * counted but one: a new revision that a resource's entry follows as a whole (syncResources), which the store
+   * applies when it reads the entry back. A resource changed any other way is not seen.
    */
   takeChanges(): ReadonlySet<string> | null {
     const changed = this.#changed;
@@ -202,16 +216,17 @@ export class StatusBook {
   }
 
   /**
-   * The whole status sharing the book's objects (resources, daemons, event lists), for the status store, which
-   * compares them with what it wrote and keeps them by reference. Saves a deep copy of every resource per write.
+   * The whole status sharing the book's objects (resources, daemons, event lists), in no particular order, for
+   * the status store, which compares them with what it wrote and keeps them by reference. Saves a deep copy and
+   * a sort of every resource per write.
    */
   view(): StatusSnapshot {
     return {
       format: 1,
       generatedAt: this.#now().toISOString(),
       source: this.#source,
-      resources: this.resources(),
-      daemons: this.daemons(),
+      resources: [...this.#resources.values()],
+      daemons: [...this.#daemons.values()],
       events: this.events.view(),
     };
   }

@@ -1,12 +1,15 @@
 /**
  * The daemons' status from the agent server's view (reconciler/loop/live-status.ts): what `ctl get daemons`
- * shows in its HEALTH and MESSAGE columns.
+ * shows in its HEALTH and MESSAGE columns; and the identities' runtime fields, where a refresh that finds every
+ * identity as it was must change nothing the status store would write again.
  */
 import { describe, expect, it } from 'vitest';
 import type { AgentStatus } from '../../reconciler/agents/session.ts';
-import { syncDaemons } from '../../reconciler/loop/live-status.ts';
+import { syncDaemons, syncIdentities } from '../../reconciler/loop/live-status.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
 import { findCondition } from '../../reconciler/status/conditions.ts';
+import type { WorkloadIdentityStatus } from '../../reconciler/status/model.ts';
+import { APPLIED, seededBook } from '../support/status-fixture.ts';
 
 const T0 = new Date('2026-12-01T00:00:00Z');
 
@@ -66,5 +69,30 @@ describe('daemon health', () => {
     syncDaemons(book, [agent('ok'), agent('refuses', { ackedVersion: 'v3', desiredVersion: 'v3' })], 'r2');
     expect(book.daemon('refuses')).toMatchObject({ health: 'ok', healthMessage: null });
     expect(book.events.of('Daemon/refuses').map((e) => e.reason)).toContain('Healthy');
+  });
+});
+
+describe('identities status', () => {
+  it('a refresh that finds every identity as it was marks none changed; a new count marks that one', () => {
+    const book = seededBook(T0);
+    const target = (book.resources('WorkloadIdentity') as WorkloadIdentityStatus[])[0]!;
+    const reporting = (processCount: number) =>
+      agent('node-a', {
+        report: {
+          ...agent('node-a').report!,
+          identities: [{ spiffeId: target.spiffeId, processCount, svidNotAfterUnix: 0 }],
+        } as AgentStatus['report'],
+      });
+    syncIdentities(book, [reporting(0)], null, APPLIED);
+    book.takeChanges();
+    syncIdentities(book, [reporting(0)], null, APPLIED);
+    expect([...book.takeChanges()!]).toEqual([]);
+
+    syncIdentities(book, [reporting(4)], null, APPLIED);
+    expect([...book.takeChanges()!]).toEqual([`WorkloadIdentity/${target.namespace}/${target.name}`]);
+    expect(book.resource('WorkloadIdentity', target.namespace, target.name)).toMatchObject({
+      attestedProcesses: 4,
+      conditions: [{ type: 'Ready', status: 'True', observedRevision: APPLIED }],
+    });
   });
 });

@@ -9,6 +9,7 @@ import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
 import { type SkeletonMemo, statusesFromResources } from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
+import { markReady } from '../../reconciler/status/conditions.ts';
 import type { SourceStatusView } from '../../reconciler/status/model.ts';
 import { StateStore } from '../../reconciler/store/state-store.ts';
 import { tempDir } from '../support/scratch.ts';
@@ -16,6 +17,8 @@ import { tempDir } from '../support/scratch.ts';
 const T0 = new Date('2026-03-01T12:00:00Z');
 const R1 = '1'.repeat(40);
 const R2 = '2'.repeat(40);
+const R3 = '3'.repeat(40);
+const R0 = '0'.repeat(40);
 
 const source = (revision: string): SourceStatusView => ({
   name: 'policy',
@@ -86,7 +89,7 @@ describe('status persisted from the book', () => {
 
     const again = await StateStore.open({ stateDir });
     const read = again.status.get()!;
-    const written = structuredClone(book.view());
+    const written = book.snapshot();
     expect(read.resources).toEqual(written.resources);
     expect(read.events).toEqual(written.events);
     expect(read.events[identityKey]).toHaveLength(2);
@@ -96,6 +99,62 @@ describe('status persisted from the book', () => {
     expect(
       read.resources.find((r) => r.name === binding.name && r.kind === 'CredentialBinding'),
     ).toMatchObject({ state: 'FAILED' });
+    await again.close();
+  });
+  it('a commit that changes no resource writes almost nothing, and a restart still reads the book as it is', async () => {
+    const stateDir = tempDir('status-rebase');
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const memo: SkeletonMemo = new WeakMap();
+    const book = new StatusBook({ now: () => T0 });
+    const commit = (revision: string) => {
+      book.syncResources(
+        statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision }, memo),
+      );
+      book.setSource(source(revision));
+    };
+    commit(R1);
+    // Every resource Ready at R1, as the refresh leaves them; one binding's condition still names an earlier
+    // commit (R0), which a new commit must not move by itself.
+    for (const [key] of book.entries())
+      book.updateResource(key, (r) => {
+        r.conditions = markReady(r.conditions, R1, 'in force', T0);
+      });
+    const binding = book.resources('CredentialBinding')[0]!;
+    const bindingKey = `CredentialBinding/${binding.namespace}/${binding.name}`;
+    book.updateResource(bindingKey, (r) => {
+      r.conditions = markReady([], R0, 'fetched', T0);
+    });
+    const store = await StateStore.open({ stateDir });
+    await store.status.set(book.view(), book.takeChanges());
+    const log = () => statSync(join(stateDir, 'store', 'status.0.log')).size;
+    const first = log();
+
+    // R2 touches no file: only the meta and the binding whose condition names R0 are written again.
+    commit(R2);
+    expect([...book.takeChanges()!]).toEqual([bindingKey]);
+    await store.status.set(book.view(), new Set([bindingKey]));
+    expect(log() - first).toBeLessThan(first / 20);
+    for (const r of book.resources())
+      if (r.name !== binding.name || r.kind !== 'CredentialBinding')
+        expect(r.conditions.map((c) => c.observedRevision)).toEqual([R2]);
+    expect(book.resource('CredentialBinding', binding.namespace, binding.name)!.conditions).toMatchObject([
+      { observedRevision: R0 },
+    ]);
+
+    // R3 the same, written while a refresh has moved one identity's condition but not yet the others'.
+    commit(R3);
+    const identity = book.resources('WorkloadIdentity')[0]!;
+    book.updateResource(`WorkloadIdentity/${identity.namespace}/${identity.name}`, (r) => {
+      r.conditions = markReady(r.conditions, R3, 'in force on 2 daemon(s)', T0);
+    });
+    await store.status.set(book.view(), book.takeChanges());
+    await store.close();
+
+    const again = await StateStore.open({ stateDir });
+    const read = again.status.get()!;
+    expect(read.resources).toEqual(book.snapshot().resources);
+    expect(read.resources.every((r) => r.observedRevision === R3)).toBe(true);
     await again.close();
   });
 });
