@@ -44,8 +44,10 @@ export class StatusBook {
   readonly #now: () => Date;
   #source: SourceStatusView | null = null;
   readonly #resources = new Map<string, ResourceStatus>();
-  /** Per resource, the skeleton its entry was last synced from (see statusesFromResources' memo). */
-  #skeletons = new Map<string, ResourceStatus>();
+  /** Per skeleton an entry was synced from (statusesFromResources' memo), its key and the sync that last listed it. */
+  readonly #skeletons = new Map<ResourceStatus, { key: string; sync: number }>();
+  /** Per key, the skeleton its entry was last synced from. */
+  readonly #skeletonOf = new Map<string, ResourceStatus>();
   readonly #daemons = new Map<string, DaemonStatus>();
   #generation = 0;
   /** Resources and event rings changed since takeChanges() (null: everything, as after start). */
@@ -133,14 +135,15 @@ export class StatusBook {
    * records an event for it; resources gone from git are dropped with their events.
    */
   syncResources(list: readonly ResourceStatus[]): void {
-    const next = new Map<string, ResourceStatus>();
-    const skeletons = new Map<string, ResourceStatus>();
+    const sync = ++this.#generation;
+    let removed = false;
     for (const r of list) {
-      const key = resourceKeyOf(r);
-      const prev = this.#resources.get(key);
-      skeletons.set(key, r);
-      // The same skeleton object as last time (statusesFromResources' memo): only the revision is new.
-      if (prev && this.#skeletons.get(key) === r) {
+      // The same skeleton object as last time (statusesFromResources' memo): only the revision is new. Found by
+      // the object, so a commit that leaves 10,000 resources as they were builds no key and no map for them.
+      const known = this.#skeletons.get(r);
+      if (known) {
+        known.sync = sync;
+        const prev = this.#resources.get(known.key)!;
         const from = prev.observedRevision;
         prev.observedRevision = r.observedRevision;
         // Every revision the entry names is the one it referred to: moving them all is the text replacement
@@ -148,23 +151,38 @@ export class StatusBook {
         // changed and a commit does not serialise 10,000 entries again. Otherwise it is written as it is.
         if (prev.conditions.every((c) => c.observedRevision === from))
           prev.conditions = withRevision(prev.conditions, r.observedRevision);
-        else this.#changed?.add(key);
-        next.set(key, prev);
+        else this.#changed?.add(known.key);
         continue;
       }
-      this.#changed?.add(key);
+      const key = resourceKeyOf(r);
+      const prev = this.#resources.get(key);
       const merged = { ...r } as Record<string, unknown>;
       if (prev && prev.kind === r.kind) {
         const old = prev as unknown as Record<string, unknown>;
         for (const f of RUNTIME_FIELDS) if (f in old) merged[f] = old[f];
       }
-      next.set(key, merged as unknown as ResourceStatus);
+      this.#resources.set(key, merged as unknown as ResourceStatus);
+      const replaced = this.#skeletonOf.get(key);
+      if (replaced) this.#skeletons.delete(replaced);
+      this.#skeletonOf.set(key, r);
+      this.#skeletons.set(r, { key, sync });
+      this.#changed?.add(key);
     }
-    this.#resources.clear();
-    for (const [k, v] of next) this.#resources.set(k, v);
-    this.#skeletons = skeletons;
-    this.#generation++;
-    this.#retainEvents();
+    for (const [skeleton, known] of this.#skeletons) {
+      if (known.sync === sync) continue;
+      this.#skeletons.delete(skeleton);
+      this.#skeletonOf.delete(known.key);
+      this.#resources.delete(known.key);
+      removed = true;
+    }
+    // Entries read from a snapshot have no skeleton: those the list did not name are gone.
+    if (this.#resources.size !== this.#skeletonOf.size)
+      for (const key of this.#resources.keys())
+        if (!this.#skeletonOf.has(key)) {
+          this.#resources.delete(key);
+          removed = true;
+        }
+    if (removed) this.#retainEvents();
   }
 
   /** Applies `mutate` to one resource's status; false when there is no such resource. */

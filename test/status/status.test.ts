@@ -241,6 +241,35 @@ describe('StatusBook', () => {
     expect(fresh.resources()).toEqual(all);
   });
 
+  it('a resource a commit removes is dropped with its events, also from a book read from a snapshot', () => {
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const memo: SkeletonMemo = new WeakMap();
+    const book = new StatusBook({ now: () => T0 });
+    book.syncResources(
+      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r1' }, memo),
+    );
+    const [gone, ...stay] = rendered.resources.services;
+    const goneKey = `Service/${namespaceOf(gone!)}/${gone!.value.metadata.name}`;
+    book.events.record(goneKey, 'Normal', 'Applied', 'in force', 'r1');
+    const snapshot = JSON.parse(JSON.stringify(book.snapshot()));
+    const next = { ...rendered.resources, services: stay };
+    book.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }, memo));
+    const count = Object.values(next).reduce((n, list) => n + (list === next.secrets ? 0 : list.length), 0);
+    expect(book.resources()).toHaveLength(count);
+    expect(book.resource('Service', namespaceOf(gone!), gone!.value.metadata.name)).toBeUndefined();
+    expect(book.events.of(goneKey)).toEqual([]);
+
+    // A restarted reconciler's book knows no skeleton: the first commit it applies names what stays.
+    const restarted = new StatusBook({ now: () => T0 }, snapshot);
+    expect(restarted.resource('Service', namespaceOf(gone!), gone!.value.metadata.name)).toBeDefined();
+    restarted.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }));
+    expect(restarted.resources().map((r) => `${r.kind}/${r.namespace}/${r.name}`)).toEqual(
+      book.resources().map((r) => `${r.kind}/${r.namespace}/${r.name}`),
+    );
+    expect(restarted.events.of(goneKey)).toEqual([]);
+  });
+
   it('a snapshot survives JSON and rebuilds the same book', () => {
     const book = seededBook(T0);
     const snap = JSON.parse(JSON.stringify(book.snapshot()));
