@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../control/atomic.ts';
 export interface ConnectionRecord extends ControlConnectionRecord {
   id: number;
   direction: 'outbound' | 'inbound';
-  /** passthrough | mtls | intercept | tls | plain | permissive-plain */
+  /** passthrough | mtls | intercept | tls | plain | permissive-plain (mtls also when carried by a session) */
   mode: string;
   src: string;
   src_port: number;
@@ -22,6 +22,11 @@ export interface ConnectionRecord extends ControlConnectionRecord {
   mtls_version: string;
   /** Why a connection passed through untouched. */
   reason?: string;
+  /**
+   * The pooled mTLS session (one HTTP/2 connection between two data planes) that carries this connection as a
+   * CONNECT stream; absent when it has an mTLS connection of its own (a peer speaking only `riptides`).
+   */
+  session?: number;
   since: string;
 }
 

@@ -53,6 +53,12 @@ export interface Limits {
    * is attested at once, but its SVID comes through a CSR to the reconciler a moment later.
    */
   svidWaitMs: number;
+  /** CONNECT streams one pooled session carries at once; past it the pool opens another session. */
+  muxMaxStreams: number;
+  /** A pooled session with no stream for this long is closed (the server side waits twice as long). */
+  muxIdleTimeoutMs: number;
+  /** Per-stream flow-control window advertised by both sides (bytes); the session's window is 16 times it. */
+  muxStreamWindowBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -71,6 +77,9 @@ export const DEFAULT_LIMITS: Limits = {
   responseHeadTimeoutMs: 120_000,
   revalidateIntervalMs: 1_000,
   svidWaitMs: 5_000,
+  muxMaxStreams: 100,
+  muxIdleTimeoutMs: 30_000,
+  muxStreamWindowBytes: 256 * 1024,
 };
 
 export interface LogEvent {
@@ -78,6 +87,18 @@ export interface LogEvent {
   /** A stable event name: `handshake-failed`, `connection-revoked`, `request-refused`, `passthrough`, … */
   event: string;
   [field: string]: unknown;
+}
+
+/**
+ * A live connection, or a pooled session, re-checked at every input change and every `revalidateIntervalMs`:
+ * `check` returns why it may no longer be used, or null. A connection is then closed and counted as revoked; a
+ * session (`session: true`) is drained: no new stream, the streams it carries ended by their own guards.
+ */
+export interface Guard {
+  direction: 'inbound' | 'outbound';
+  check: () => string | null;
+  close: (reason: string) => void;
+  session?: boolean;
 }
 
 export interface Core {
@@ -93,8 +114,5 @@ export interface Core {
   /** Listener addresses of this data plane (`ip:port`), for loop detection. */
   ownAddresses: Set<string>;
   /** Live connections subject to revalidation; the checker returns a reason to close, or null. */
-  guarded: Map<
-    object,
-    { check: () => string | null; close: (reason: string) => void; direction: 'inbound' | 'outbound' }
-  >;
+  guarded: Map<object, Guard>;
 }

@@ -26,9 +26,10 @@ import { ManagedPeers } from './dial.ts';
 import { HttpRelay, type UpstreamKind } from './http-relay.ts';
 import { Inbound, type InboundListener, type ListenAddress } from './inbound.ts';
 import type { DataPlaneInputs } from './inputs.ts';
-import { decide } from './match.ts';
+import { decide, parseAuthority } from './match.ts';
 import { DataPlaneMetrics } from './metrics.ts';
 import { InterceptMinter } from './mint.ts';
+import { type BoundFront, MuxServer, SessionPool } from './mux.ts';
 import { originalDestination } from './original-dst.ts';
 import { type Hooks, Outbound } from './outbound.ts';
 import { forwardProxyRequest } from './proxy-forward.ts';
@@ -85,21 +86,15 @@ function listen(server: Server | HttpServer, at: ListenAddress): Promise<ListenA
   });
 }
 
-/** `host:port` or `[v6]:port` of a CONNECT request, validated. */
-export function parseAuthority(authority: string): { host: string; port: number } | null {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]{1,253})):(\d{1,5})$/.exec(authority);
-  if (!m) return null;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65_535) return null;
-  return { host: m[1] ?? m[2]!, port };
-}
-
 export class DataPlane {
   readonly metrics = new DataPlaneMetrics();
   private readonly core: Core;
   private readonly relay: HttpRelay;
   private readonly outboundHandler: Outbound;
   private readonly inboundHandler: Inbound;
+  private readonly pool: SessionPool;
+  /** Inbound listeners as bound: the ports a pooled session's CONNECT may name. */
+  private readonly fronts: BoundFront[] = [];
   private readonly servers: Array<Server | HttpServer> = [];
   private readonly sockets = new Set<Socket>();
   private unsubscribe: (() => void) | null = null;
@@ -123,8 +118,9 @@ export class DataPlane {
       guarded: new Map(),
     };
     this.relay = new HttpRelay(this.core);
-    this.outboundHandler = new Outbound(this.core, this.relay, new ManagedPeers(this.core));
-    this.inboundHandler = new Inbound(this.core);
+    this.pool = new SessionPool(this.core);
+    this.outboundHandler = new Outbound(this.core, this.relay, new ManagedPeers(this.core), this.pool);
+    this.inboundHandler = new Inbound(this.core, new MuxServer(this.core, () => this.fronts));
   }
 
   /** Binds every configured listener; rejects (and binds nothing) when one cannot be bound. */
@@ -159,10 +155,14 @@ export class DataPlane {
             m.listen,
           ),
         );
-      for (const l of o.inbound ?? [])
-        result.inbound.push(
-          await listen(this.track(createServer((s) => void this.inboundHandler.handle(s, l))), l.listen),
+      for (const l of o.inbound ?? []) {
+        const at = await listen(
+          this.track(createServer((s) => void this.inboundHandler.handle(s, l))),
+          l.listen,
         );
+        result.inbound.push(at);
+        this.fronts.push({ listener: l, port: at.port });
+      }
     } catch (e) {
       await this.stop();
       throw e;
@@ -188,7 +188,9 @@ export class DataPlane {
     for (const s of this.sockets) s.destroy();
     for (const g of this.core.guarded.values()) g.close('data plane stopped');
     this.relay.close();
+    this.pool.close();
     await Promise.all(closing);
+    this.fronts.length = 0;
     this.servers.length = 0;
     this.addressesBound = null;
     for (const r of this.core.table.list()) this.core.table.close(r);
@@ -237,8 +239,12 @@ export class DataPlane {
       const reason = guard.check();
       if (!reason) continue;
       this.core.guarded.delete(guard);
-      this.metrics.revoked.inc({ direction: guard.direction });
-      this.core.log({ level: 'warn', event: 'connection-revoked', direction: guard.direction, reason });
+      if (guard.session)
+        this.core.log({ level: 'info', event: 'session-drained', direction: guard.direction, reason });
+      else {
+        this.metrics.revoked.inc({ direction: guard.direction });
+        this.core.log({ level: 'warn', event: 'connection-revoked', direction: guard.direction, reason });
+      }
       guard.close(reason);
     }
   }

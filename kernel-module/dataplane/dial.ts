@@ -116,7 +116,20 @@ export async function identityContext(core: Core, spiffeId: string): Promise<Sec
 }
 
 /**
- * mTLS toward a peer data plane. `notManaged` distinguishes a destination that is not a managed peer at all
+ * An mTLS dial's outcome. On success: `protocol`, the ALPN protocol the peer chose among those offered;
+ * `context`, the identity's TLS context it was made with (a later SVID or trust bundle makes a new one);
+ * `peer` and `leaf`, the peer's SPIFFE ID and the certificate it was checked on.
+ */
+export type MtlsDial =
+  | ({ ok: true; socket: TLSSocket; protocol: string; context: SecureContext } & {
+      notManaged?: boolean;
+      peer?: string;
+      leaf?: X509Certificate;
+    })
+  | { ok: false; reason: HandshakeFailure; detail: string; notManaged?: boolean };
+
+/**
+ * mTLS toward a peer data plane, offering `alpn` (default `riptides` alone). `notManaged` distinguishes a destination that is not a managed peer at all
  * (no `riptides` ALPN) from a managed peer that failed our checks. `waitForSvid`: where mTLS is required
  * (MUTUAL), an identity without its SVID yet is waited for (`svidWaitMs`) rather than failed at once; where it
  * is optional (mode null, PERMISSIVE) the caller goes plain at once instead.
@@ -126,8 +139,8 @@ export async function dialMtls(
   identity: RuleIdentity,
   target: Target,
   allowLists: () => string[][],
-  opts: { timeoutMs?: number; waitForSvid?: boolean } = {},
-): Promise<DialResult<TLSSocket> & { notManaged?: boolean; peer?: string; leaf?: X509Certificate }> {
+  opts: { timeoutMs?: number; waitForSvid?: boolean; alpn?: readonly string[] } = {},
+): Promise<MtlsDial> {
   const timeoutMs = opts.timeoutMs ?? core.limits.handshakeTimeoutMs;
   const context = opts.waitForSvid
     ? await identityContext(core, identity.spiffeId)
@@ -139,6 +152,7 @@ export async function dialMtls(
       reason: 'no-svid',
       detail: `${identity.spiffeId} has no SVID installed${opts.waitForSvid ? ` (waited ${core.limits.svidWaitMs} ms)` : ' yet'}`,
     };
+  const offered = opts.alpn ?? [ALPN];
   return new Promise((resolve) => {
     // Per TLS context: a new SVID or trust bundle makes a new context, and the next handshake is a full one.
     const sessions =
@@ -160,7 +174,7 @@ export async function dialMtls(
       servername: isIP(target.host) ? undefined : target.host,
       secureContext: context,
       ...(cached ? { session: cached.ticket } : {}),
-      ALPNProtocols: [ALPN],
+      ALPNProtocols: [...offered],
       minVersion: 'TLSv1.3',
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
@@ -168,9 +182,7 @@ export async function dialMtls(
     });
     socket.setNoDelay(true);
     let settled = false;
-    const done = (
-      result: DialResult<TLSSocket> & { notManaged?: boolean; peer?: string; leaf?: X509Certificate },
-    ) => {
+    const done = (result: MtlsDial) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -194,11 +206,12 @@ export async function dialMtls(
       remember();
     });
     socket.once('secureConnect', () => {
-      if (socket.alpnProtocol !== ALPN) {
+      const protocol = socket.alpnProtocol;
+      if (typeof protocol !== 'string' || !offered.includes(protocol)) {
         done({
           ok: false,
           reason: 'not-managed',
-          detail: `${target.host}:${target.port} did not answer ALPN ${ALPN}`,
+          detail: `${target.host}:${target.port} did not answer ALPN ${offered.join(' or ')}`,
           notManaged: true,
         });
         return;
@@ -217,7 +230,7 @@ export async function dialMtls(
       }
       leaf = resumed && cached ? cached.leaf : presented;
       remember();
-      done({ ok: true, socket, peer: peer.spiffeId, ...(leaf ? { leaf } : {}) });
+      done({ ok: true, socket, protocol, context, peer: peer.spiffeId, ...(leaf ? { leaf } : {}) });
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
       const refused = ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(

@@ -7,6 +7,10 @@
  * the trust domain), else closed with a logged, counted reason. PERMISSIVE: a ClientHello offering ALPN
  * `riptides` gets the MUTUAL treatment; anything else (plaintext, or the client's own TLS to a TLS workload)
  * is forwarded untouched. SIMPLE: server-side TLS only.
+ *
+ * A MUTUAL (or PERMISSIVE) client offering `riptides-h2` is answered with it: its connection becomes a pooled
+ * session whose CONNECT streams `mux.ts` authorizes and forwards one by one. One offering only `riptides` gets
+ * one connection per application connection, as before.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -14,10 +18,11 @@ import { tlsName } from './connections.ts';
 import type { Core } from './core.ts';
 import { identityContext } from './dial.ts';
 import { findIdentity } from './match.ts';
+import type { MuxServer } from './mux.ts';
 import { splice } from './pipe.ts';
 import { sniff } from './sniff.ts';
 import { checkPeer, checkPeerId, type HandshakeFailure, svidLeafId } from './svid-check.ts';
-import { ALPN } from './tls-contexts.ts';
+import { ALPN, MUX_ALPN } from './tls-contexts.ts';
 
 export interface ListenAddress {
   host: string;
@@ -34,7 +39,10 @@ export interface InboundListener {
 }
 
 export class Inbound {
-  constructor(private readonly core: Core) {}
+  constructor(
+    private readonly core: Core,
+    private readonly mux: MuxServer,
+  ) {}
 
   async handle(raw: Socket, listener: InboundListener): Promise<void> {
     const core = this.core;
@@ -50,7 +58,7 @@ export class Inbound {
       mode === 'PERMISSIVE' ? core.limits.sniffTimeoutMs : core.limits.handshakeTimeoutMs,
     );
     if (first.closed) return void raw.destroy();
-    const riptides = first.tls && first.alpn.includes(ALPN);
+    const riptides = first.tls && (first.alpn.includes(ALPN) || first.alpn.includes(MUX_ALPN));
     if (mode === 'PERMISSIVE' && !riptides) return this.forwardPlain(raw, listener);
     if (!first.tls)
       return this.refuse(
@@ -71,7 +79,11 @@ export class Inbound {
       secureContext: context,
       requestCert: mutual,
       rejectUnauthorized: false,
-      ...(riptides ? { ALPNProtocols: [ALPN] } : {}),
+      // The server's order decides: a client offering both gets the pooled session. SIMPLE takes no client
+      // SVID, so nothing could authorize its streams: per connection only.
+      ...(riptides
+        ? { ALPNProtocols: mutual && first.alpn.includes(MUX_ALPN) ? [MUX_ALPN, ALPN] : [ALPN] }
+        : {}),
     });
     const timer = setTimeout(
       () => tls.destroy(new Error('handshake timed out')),
@@ -105,6 +117,10 @@ export class Inbound {
           return;
         }
         peer = result.spiffeId;
+        if (tls.alpnProtocol === ALPN || tls.alpnProtocol === MUX_ALPN)
+          core.metrics.mtlsSessions.inc({ direction: 'inbound', protocol: tls.alpnProtocol });
+        if (tls.alpnProtocol === MUX_ALPN && leaf)
+          return this.mux.serve(tls, raw, listener, context, result.spiffeId, leaf);
       }
       const record = core.table.open({
         direction: 'inbound',

@@ -134,3 +134,12 @@ export function decide(table: RuleTable | null, process: ProcessIdentity | null,
   if (!rule && !credential) return { kind: 'passthrough', reason: 'no-matching-rule', identity };
   return { kind: 'managed', identity, rule, credential };
 }
+
+/** `host:port` or `[v6]:port` of a CONNECT request (the proxy's, a pooled session's stream), validated. */
+export function parseAuthority(authority: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]{1,253})):(\d{1,5})$/.exec(authority);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65_535) return null;
+  return { host: m[1] ?? m[2]!, port };
+}

@@ -37,6 +37,24 @@ export class DataPlaneMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly mtlsSessions = new Counter({
+    name: 'riptides_dataplane_mtls_sessions_total',
+    help: 'mTLS handshakes completed between data planes, by direction and ALPN protocol (riptides-h2: a pooled session carrying many connections; riptides: one connection)',
+    labelNames: ['direction', 'protocol'] as const,
+    registers: [this.registry],
+  });
+  readonly streams = new Counter({
+    name: 'riptides_dataplane_mux_streams_total',
+    help: 'Application connections carried as CONNECT streams, by direction and session (new: the session was opened for it; reused: it was already open)',
+    labelNames: ['direction', 'session'] as const,
+    registers: [this.registry],
+  });
+  readonly streamsRefused = new Counter({
+    name: 'riptides_dataplane_streams_refused_total',
+    help: 'CONNECT streams refused on a pooled session, by direction and reason (not-allowed, not-fronted, expired, …)',
+    labelNames: ['direction', 'reason'] as const,
+    registers: [this.registry],
+  });
   readonly revoked = new Counter({
     name: 'riptides_dataplane_connections_revoked_total',
     help: 'Live connections closed because policy no longer allows their peer',

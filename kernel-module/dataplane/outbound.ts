@@ -6,7 +6,9 @@
  * Transport by the rule's TLS mode: MUTUAL → mTLS (a failed handshake or a peer outside the allow lists closes
  * the connection with a logged reason); SIMPLE → the application's own TLS passes through, plaintext is
  * originated as TLS to the upstream; PERMISSIVE or null → mTLS when the peer is managed (ALPN `riptides`
- * answered; see README "Managed peers"), plain TCP otherwise.
+ * answered; see README "Managed peers"), plain TCP otherwise. mTLS goes through the session pool (`mux.ts`): a
+ * CONNECT stream of a pooled session toward a peer that multiplexes, a connection of its own toward one that
+ * answers only `riptides`.
  */
 import { isIP, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
@@ -16,9 +18,9 @@ import { dialMtls, dialPlain, dialTls, type ManagedPeers, outboundAllowLists } f
 import type { HttpRelay, UpstreamKind } from './http-relay.ts';
 import type { EgressRule, RuleIdentity, TlsMode } from './inputs.ts';
 import { decide, decisionKey, findIdentity, type ManagedDecision, type Target } from './match.ts';
+import { peerCheck, type SessionPool, spliceStream } from './mux.ts';
 import { splice } from './pipe.ts';
 import { type Sniffed, sniff } from './sniff.ts';
-import { checkPeerId, svidLeafId } from './svid-check.ts';
 
 export type Via = 'connect' | 'transparent' | 'mapped';
 
@@ -34,6 +36,7 @@ export class Outbound {
     private readonly core: Core,
     private readonly relay: HttpRelay,
     private readonly managed: ManagedPeers,
+    private readonly pool: SessionPool,
   ) {}
 
   async handle(client: Socket, initial: Target, via: Via, hooks: Hooks): Promise<void> {
@@ -239,7 +242,7 @@ export class Outbound {
       core.metrics.connections.inc({ direction: 'outbound', mode: 'plain' });
       return this.pipePlain(client, target, hooks);
     }
-    const up = await dialMtls(core, identity, target, allowLists, {
+    const up = await this.pool.connect(identity, target, allowLists, {
       ...(known ? {} : { timeoutMs: core.limits.probeTimeoutMs }),
       waitForSvid: mode === 'MUTUAL',
     });
@@ -259,31 +262,45 @@ export class Outbound {
       return this.fail(client, hooks, record, 'mtls', up.reason, up.detail);
     }
     if (mode !== 'MUTUAL') this.managed.set(target, true);
-    const peer = up.peer ?? null;
+    core.metrics.connections.inc({ direction: 'outbound', mode: 'mtls' });
+    const check = peerCheck(core, up.leaf, allowLists);
+    if (up.kind === 'stream') {
+      const stream = up.stream;
+      core.table.update(record, {
+        mode: 'mtls',
+        mtls_version: up.version,
+        peer_spiffe_id: up.peer,
+        session: up.session,
+      });
+      hooks.accept();
+      const guard = {
+        direction: 'outbound' as const,
+        check,
+        close: () => {
+          stream.destroy(new Error('revoked'));
+          client.destroy();
+        },
+      };
+      core.guarded.set(guard, guard);
+      return spliceStream(client, stream, () => core.guarded.delete(guard));
+    }
+    const socket = up.socket;
     core.table.update(record, {
       mode: 'mtls',
-      mtls_version: tlsName(up.socket.getProtocol()),
-      peer_spiffe_id: peer,
+      mtls_version: tlsName(socket.getProtocol()),
+      peer_spiffe_id: up.peer,
     });
-    core.metrics.connections.inc({ direction: 'outbound', mode: 'mtls' });
     hooks.accept();
-    const leaf = up.leaf;
-    const notAfter = leaf ? Date.parse(leaf.validTo) : Number.POSITIVE_INFINITY;
     const guard = {
       direction: 'outbound' as const,
-      check: () => {
-        if (Date.now() >= notAfter) return 'peer certificate expired';
-        const td = core.inputs.rules()?.trustDomain ?? '';
-        const result = leaf ? checkPeerId(svidLeafId(leaf), td, allowLists()) : null;
-        return result && !result.ok ? `${result.reason}: ${result.detail}` : null;
-      },
+      check,
       close: () => {
-        up.socket.destroy();
+        socket.destroy();
         client.destroy();
       },
     };
     core.guarded.set(guard, guard);
-    splice(client, up.socket, () => core.guarded.delete(guard));
+    splice(client, socket, () => core.guarded.delete(guard));
   }
 
   private async httpUpstream(

@@ -23,7 +23,8 @@ export type HandshakeFailure =
   | 'not-allowed'
   | 'not-managed'
   | 'no-svid'
-  | 'connect';
+  | 'connect'
+  | 'stream-refused';
 
 export type PeerResult =
   | { ok: true; spiffeId: string }

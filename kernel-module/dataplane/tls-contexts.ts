@@ -8,7 +8,13 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import type { DataPlaneInputs } from './inputs.ts';
 
+/** The per-connection protocol between data planes: one TLS connection per application connection. */
 export const ALPN = 'riptides';
+/**
+ * The multiplexed protocol between data planes (README "Pooled sessions"): HTTP/2 over one long-lived mTLS
+ * connection, each application connection a CONNECT stream (RFC 9113 §8.5), as Istio ambient's HBONE.
+ */
+export const MUX_ALPN = 'riptides-h2';
 
 interface Entry {
   cert: string;

@@ -1,0 +1,594 @@
+/**
+ * Pooled mTLS sessions between data planes (kernel-module/README.md "Pooled sessions"): an application process
+ * (fixtures/tcp-app.mjs, attested by pid) → client data plane → one HTTP/2 session per (identity, peer) →
+ * CONNECT streams → server data plane → a TCP workload that echoes, answers a FIN with `bye` and a FIN, and
+ * resets on `RST!`. Real sockets throughout; peers that do not multiplex, and raw HTTP/2 clients and servers
+ * holding real SVIDs, stand in for other data planes.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { connect as h2Connect, createServer as h2Server, type ServerHttp2Stream } from 'node:http2';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { type TLSSocket, connect as tlsConnect, createServer as tlsServer } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
+import { type KeyPair, MemoryInputs, type ProcessIdentity } from '../../kernel-module/dataplane/inputs.ts';
+import {
+  authority,
+  destination,
+  egress,
+  id,
+  identity,
+  interceptCa,
+  scratch,
+  svid,
+  table,
+  until,
+} from './support.ts';
+
+const APP = join(import.meta.dirname, 'fixtures', 'tcp-app.mjs');
+const CLIENT = id('pool/client');
+const CLIENT2 = id('pool/client-two');
+const SERVER = id('pool/server');
+const OTHER = id('pool/other');
+
+/** Inputs whose change events can be held back: the policy changes, no re-check runs (per-stream checks alone). */
+class QuietInputs extends MemoryInputs {
+  muted = false;
+  override onChange(listener: () => void): () => void {
+    return super.onChange(() => {
+      if (!this.muted) listener();
+    });
+  }
+}
+
+interface AppEvent {
+  id: number;
+  event: 'connect' | 'data' | 'end' | 'close';
+  data?: string;
+  error?: string | null;
+}
+
+/** One TCP connection of the application process. */
+class Conn {
+  constructor(
+    private readonly app: App,
+    readonly id: number,
+  ) {}
+  private events(): AppEvent[] {
+    return this.app.events.filter((e) => e.id === this.id);
+  }
+  text(): string {
+    return this.events()
+      .filter((e) => e.event === 'data')
+      .map((e) => e.data)
+      .join('');
+  }
+  ended(): boolean {
+    return this.events().some((e) => e.event === 'end');
+  }
+  closed(): AppEvent | undefined {
+    return this.events().find((e) => e.event === 'close');
+  }
+  /** The data plane ended or reset it (the application half-closes only when told to). */
+  cut(): boolean {
+    return this.ended() || this.closed() !== undefined;
+  }
+  send(data: string): void {
+    this.app.command({ op: 'send', id: this.id, data });
+  }
+  end(): void {
+    this.app.command({ op: 'end', id: this.id });
+  }
+  reset(): void {
+    this.app.command({ op: 'reset', id: this.id });
+  }
+  /** Sends `data` and waits for its echo. */
+  async echo(data: string): Promise<boolean> {
+    const before = this.text();
+    this.send(data);
+    return until(() => this.text() === before + data);
+  }
+}
+
+class App {
+  readonly events: AppEvent[] = [];
+  private next = 1;
+  private constructor(readonly child: ChildProcessWithoutNullStreams) {
+    createInterface({ input: child.stdout }).on('line', (line) => this.events.push(JSON.parse(line)));
+  }
+  static start(): App {
+    return new App(spawn(process.execPath, [APP]));
+  }
+  get pid(): number {
+    return this.child.pid!;
+  }
+  command(c: object): void {
+    this.child.stdin.write(`${JSON.stringify(c)}\n`);
+  }
+  open(port: number): Conn {
+    const conn = new Conn(this, this.next++);
+    this.command({ op: 'open', id: conn.id, port });
+    return conn;
+  }
+  stop(): void {
+    this.child.stdin.end();
+    this.child.kill();
+  }
+}
+
+async function metric(dp: DataPlane, name: string, labels: Record<string, string>): Promise<number> {
+  const m = await dp.metrics.registry.getSingleMetric(name)!.get();
+  return m.values
+    .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k as never] === val))
+    .reduce((n, v) => n + v.value, 0);
+}
+
+const serverHandshakes = (dp: DataPlane, protocol = 'riptides-h2') =>
+  metric(dp, 'riptides_dataplane_mtls_sessions_total', { direction: 'inbound', protocol });
+
+describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', () => {
+  const tmp = scratch();
+  const byPid = new Map<number, string>();
+  const attest = async (pid: number): Promise<ProcessIdentity | null> => {
+    const spiffeId = byPid.get(pid);
+    return spiffeId ? { spiffeId, destinationPorts: null } : null;
+  };
+  const workloadConns: Array<{ ended: boolean; error: string | null; closed: boolean }> = [];
+  const servers: Server[] = [];
+  let bundle = '';
+  let svids: Record<string, KeyPair> = {};
+  let serverInputs: QuietInputs;
+  let clientInputs: QuietInputs;
+  let serverDp: DataPlane;
+  let clientDp: DataPlane;
+  let workloadPort = 0;
+  let front = 0;
+  let otherFront = 0;
+  let toFront = 0;
+  let toLegacy = 0;
+  let toPushing = 0;
+  let legacyHandshakes = 0;
+  let pushError: string | null = null;
+  let app: App;
+  let app2: App;
+  const ca = () => authority(join(tmp.dir, 'ca'));
+  let issuer: Awaited<ReturnType<typeof ca>>;
+
+  const serverRules = (inbound: string[]) =>
+    serverInputs.setRules(table([identity(SERVER, { inbound }), identity(OTHER, { inbound: [CLIENT] })]));
+  const clientRules = (allowed: string[]) => {
+    const rule = egress(
+      [
+        destination('127.0.0.1', front, 'Service/riptides-system/server'),
+        destination('127.0.0.1', toLegacyPeer, 'Service/riptides-system/legacy'),
+        destination('127.0.0.1', toPushingPeer, 'Service/riptides-system/pushing'),
+      ],
+      { mode: 'MUTUAL' },
+      allowed,
+    );
+    clientInputs.setRules(
+      table([identity(CLIENT, { egress: [rule] }), identity(CLIENT2, { egress: [rule] })]),
+    );
+  };
+  let toLegacyPeer = 0;
+  let toPushingPeer = 0;
+
+  const listen = async (server: Server): Promise<number> => {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    servers.push(server);
+    return (server.address() as { port: number }).port;
+  };
+
+  const toWorkload = (tls: TLSSocket) => {
+    const w = netConnect(workloadPort, '127.0.0.1');
+    tls.pipe(w).pipe(tls);
+    tls.on('error', () => w.destroy());
+    w.on('error', () => tls.destroy());
+  };
+
+  beforeAll(async () => {
+    issuer = await ca();
+    bundle = issuer.bundlePem();
+    svids = Object.fromEntries(
+      await Promise.all([CLIENT, CLIENT2, SERVER, OTHER].map(async (i) => [i, await svid(issuer, i)])),
+    );
+    workloadPort = await listen(
+      createServer({ allowHalfOpen: true }, (s: Socket) => {
+        const rec = { ended: false, error: null as string | null, closed: false };
+        workloadConns.push(rec);
+        s.on('data', (d) => (d.includes('RST!') ? s.resetAndDestroy() : s.write(d)));
+        s.on('end', () => {
+          rec.ended = true;
+          s.end('bye');
+        });
+        s.on('error', (e: NodeJS.ErrnoException) => {
+          rec.error = e.code ?? e.message;
+        });
+        s.on('close', () => {
+          rec.closed = true;
+        });
+      }),
+    );
+    // A data plane of before pooled sessions: mTLS with ALPN `riptides` only, one connection each.
+    const peerTls = {
+      ...{ cert: svids[SERVER]!.cert, key: svids[SERVER]!.key },
+      ca: bundle,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3' as const,
+    };
+    toLegacyPeer = await listen(
+      tlsServer({ ...peerTls, ALPNProtocols: ['riptides'] }, (s) => {
+        legacyHandshakes++;
+        toWorkload(s);
+      }),
+    );
+    // A peer that multiplexes and tries to open a stream toward the client (a push) on each CONNECT.
+    const pushing = h2Server();
+    pushing.on('stream', (stream: ServerHttp2Stream) => {
+      stream.respond({ ':status': 200 });
+      try {
+        stream.pushStream({ ':path': '/' }, (e) => {
+          pushError = e ? String((e as NodeJS.ErrnoException).code) : 'pushed';
+        });
+      } catch (e) {
+        pushError = String((e as NodeJS.ErrnoException).code);
+      }
+      stream.on('error', () => {});
+      stream.pipe(stream);
+    });
+    toPushingPeer = await listen(
+      tlsServer({ ...peerTls, ALPNProtocols: ['riptides-h2'] }, (s) => pushing.emit('connection', s)),
+    );
+
+    const inputs = async () => {
+      const i = new QuietInputs(attest);
+      i.setTrustBundle(bundle);
+      i.setInterceptCa(await interceptCa());
+      return i;
+    };
+    serverInputs = await inputs();
+    serverInputs.setSvid(SERVER, svids[SERVER]!);
+    serverInputs.setSvid(OTHER, svids[OTHER]!);
+    serverRules([CLIENT, CLIENT2]);
+    // Re-checks run at each input change; the interval is pushed out so that a muted change stays unseen.
+    const limits = { revalidateIntervalMs: 600_000, muxMaxStreams: 4 };
+    serverDp = new DataPlane({
+      inputs: serverInputs,
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: workloadPort },
+        },
+        {
+          spiffeId: OTHER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: workloadPort },
+        },
+      ],
+      limits,
+    });
+    [front, otherFront] = (await serverDp.start()).inbound.map((a) => a.port) as [number, number];
+
+    clientInputs = await inputs();
+    clientInputs.setSvid(CLIENT, svids[CLIENT]!);
+    clientInputs.setSvid(CLIENT2, svids[CLIENT2]!);
+    clientRules([SERVER]);
+    const mapping = (port: number) => ({
+      listen: { host: '127.0.0.1', port: 0 },
+      destination: { host: '127.0.0.1', port },
+    });
+    clientDp = new DataPlane({
+      inputs: clientInputs,
+      outbound: [mapping(front), mapping(toLegacyPeer), mapping(toPushingPeer)],
+      limits,
+    });
+    [toFront, toLegacy, toPushing] = (await clientDp.start()).outbound.map((a) => a.port) as [
+      number,
+      number,
+      number,
+    ];
+    app = App.start();
+    app2 = App.start();
+    byPid.set(app.pid, CLIENT);
+    byPid.set(app2.pid, CLIENT2);
+  }, 60_000);
+
+  afterAll(async () => {
+    app?.stop();
+    app2?.stop();
+    await clientDp?.stop();
+    await serverDp?.stop();
+    for (const s of servers) s.close();
+    tmp.cleanup();
+  });
+
+  it('N application connections, one after another, cost one handshake: the rest reuse its session', async () => {
+    const handshakes = await serverHandshakes(serverDp);
+    const reused = await metric(clientDp, 'riptides_dataplane_mux_streams_total', {
+      direction: 'outbound',
+      session: 'reused',
+    });
+    for (let i = 0; i < 8; i++) {
+      const conn = app.open(toFront);
+      expect(await conn.echo(`ping ${i}`)).toBe(true);
+      conn.end();
+      expect(await until(() => conn.closed() !== undefined)).toBe(true);
+    }
+    // The pool may already hold a session from an earlier test: at most one new handshake, never eight.
+    expect((await serverHandshakes(serverDp)) - handshakes).toBeLessThanOrEqual(1);
+    expect(
+      (await metric(clientDp, 'riptides_dataplane_mux_streams_total', {
+        direction: 'outbound',
+        session: 'reused',
+      })) - reused,
+    ).toBeGreaterThanOrEqual(7);
+  });
+
+  it('one record per application connection in both tables; past max streams a second session opens', async () => {
+    const conns = [0, 1, 2, 3, 4].map(() => app.open(toFront));
+    for (const [i, c] of conns.entries()) expect(await c.echo(`held ${i}`)).toBe(true);
+    const client = clientDp.connections().filter((c) => c.mode === 'mtls' && c.dst_port === front);
+    expect(await until(() => serverDp.connections().length === 5)).toBe(true);
+    const server = serverDp.connections().filter((c) => c.peer_spiffe_id === CLIENT);
+    expect(client).toHaveLength(5);
+    expect(server).toHaveLength(5);
+    for (const r of client)
+      expect(r).toMatchObject({
+        direction: 'outbound',
+        mtls_version: 'TLS1.3',
+        spiffe_id: CLIENT,
+        peer_spiffe_id: SERVER,
+        pid: app.pid,
+      });
+    for (const r of server)
+      expect(r).toMatchObject({
+        direction: 'inbound',
+        mode: 'mtls',
+        mtls_version: 'TLS1.3',
+        spiffe_id: SERVER,
+      });
+    // muxMaxStreams is 4 here: five held connections need two sessions, none carrying more than four.
+    const perSession = new Map<number, number>();
+    for (const r of client) perSession.set(r.session!, (perSession.get(r.session!) ?? 0) + 1);
+    expect(perSession.size).toBe(2);
+    expect(Math.max(...perSession.values())).toBeLessThanOrEqual(4);
+    expect(new Set(server.map((r) => r.session)).size).toBe(2);
+    for (const c of conns) c.end();
+    expect(await until(() => conns.every((c) => c.closed() !== undefined))).toBe(true);
+  });
+
+  it('two identities never share a session', async () => {
+    const mine = [app.open(toFront), app.open(toFront)];
+    const theirs = [app2.open(toFront), app2.open(toFront)];
+    for (const c of [...mine, ...theirs]) expect(await c.echo('who')).toBe(true);
+    const client = clientDp.connections().filter((c) => c.mode === 'mtls' && c.dst_port === front);
+    const sessionsOf = (spiffeId: string) =>
+      new Set(client.filter((r) => r.spiffe_id === spiffeId).map((r) => r.session));
+    const a = sessionsOf(CLIENT);
+    const b = sessionsOf(CLIENT2);
+    expect(a.size).toBeGreaterThan(0);
+    expect(b.size).toBeGreaterThan(0);
+    expect([...a].filter((s) => b.has(s))).toEqual([]);
+    // The server side agrees: each session it serves carries the streams of one peer only.
+    const peerOf = new Map<number, Set<string>>();
+    for (const r of serverDp.connections())
+      peerOf.set(r.session!, (peerOf.get(r.session!) ?? new Set()).add(r.peer_spiffe_id!));
+    expect([...peerOf.values()].every((p) => p.size === 1)).toBe(true);
+    expect(serverDp.connections().filter((r) => r.peer_spiffe_id === CLIENT2)).toHaveLength(2);
+    for (const c of [...mine, ...theirs]) c.end();
+    expect(await until(() => [...mine, ...theirs].every((c) => c.closed() !== undefined))).toBe(true);
+  });
+
+  it('a FIN from either end is a FIN at the other, with the other direction still open; a reset is a reset', async () => {
+    const before = workloadConns.length;
+    const half = app.open(toFront);
+    expect(await half.echo('hello')).toBe(true);
+    half.end();
+    // The workload saw the FIN, then answered on the direction still open, then closed it.
+    expect(await until(() => half.ended())).toBe(true);
+    expect(half.text()).toBe('hellobye');
+    expect(workloadConns[before]!.ended).toBe(true);
+
+    const reset = app.open(toFront);
+    expect(await reset.echo('x')).toBe(true);
+    const rec = workloadConns[workloadConns.length - 1]!;
+    reset.reset();
+    expect(await until(() => rec.closed)).toBe(true);
+    expect(rec).toMatchObject({ error: 'ECONNRESET', ended: false });
+
+    const reset2 = app.open(toFront);
+    expect(await reset2.echo('y')).toBe(true);
+    reset2.send('RST!');
+    expect(await until(() => reset2.closed() !== undefined)).toBe(true);
+    expect(reset2.closed()!.error).toBe('ECONNRESET');
+  });
+
+  it('server side: each stream is authorized with the inbound policy in force, on a session made before it', async () => {
+    const warm = app.open(toFront);
+    expect(await warm.echo('warm')).toBe(true);
+    const handshakes = await serverHandshakes(serverDp);
+    const refused = () =>
+      metric(serverDp, 'riptides_dataplane_streams_refused_total', {
+        direction: 'inbound',
+        reason: 'not-allowed',
+      });
+    const before = await refused();
+    // The change is not announced: no re-check drains the session, only the stream's own check can refuse.
+    serverInputs.muted = true;
+    try {
+      serverRules([CLIENT2]);
+      const next = app.open(toFront);
+      expect(await until(() => next.cut())).toBe(true);
+      expect(next.text()).toBe('');
+      expect(await refused()).toBe(before + 1);
+      expect(await serverHandshakes(serverDp)).toBe(handshakes);
+    } finally {
+      serverRules([CLIENT, CLIENT2]);
+      serverInputs.muted = false;
+    }
+    warm.end();
+  });
+
+  it('client side: each stream is checked against the allow lists in force before it is opened', async () => {
+    const warm = app.open(toFront);
+    expect(await warm.echo('warm')).toBe(true);
+    const streams = () => metric(serverDp, 'riptides_dataplane_mux_streams_total', { direction: 'inbound' });
+    const opened = await streams();
+    const refused = () =>
+      metric(clientDp, 'riptides_dataplane_handshakes_failed_total', {
+        direction: 'outbound',
+        reason: 'not-allowed',
+      });
+    const before = await refused();
+    clientInputs.muted = true;
+    try {
+      clientRules([id('pool/elsewhere')]);
+      const next = app.open(toFront);
+      expect(await until(() => next.cut())).toBe(true);
+      expect(await refused()).toBe(before + 1);
+      // Refused before any stream was opened toward the peer.
+      expect(await streams()).toBe(opened);
+    } finally {
+      clientRules([SERVER]);
+      clientInputs.muted = false;
+    }
+    warm.end();
+  });
+
+  it('a peer removed from the inbound list loses its live streams at the next re-check, and its session', async () => {
+    const live = app.open(toFront);
+    expect(await live.echo('live')).toBe(true);
+    const revoked = () =>
+      metric(serverDp, 'riptides_dataplane_connections_revoked_total', { direction: 'inbound' });
+    const before = await revoked();
+    serverRules([CLIENT2]);
+    try {
+      expect(await until(() => live.cut())).toBe(true);
+      expect(await revoked()).toBe(before + 1);
+      // The next connection needs a new session, and the handshake refuses it.
+      const next = app.open(toFront);
+      expect(await until(() => next.cut())).toBe(true);
+      expect(next.text()).toBe('');
+    } finally {
+      serverRules([CLIENT, CLIENT2]);
+    }
+  });
+
+  it('a new SVID takes no stream on the old session: a new handshake, the old session drains its streams', async () => {
+    const old = app.open(toFront);
+    expect(await old.echo('old')).toBe(true);
+    const handshakes = await serverHandshakes(serverDp);
+    clientInputs.setSvid(CLIENT, await svid(issuer, CLIENT));
+    const fresh = app.open(toFront);
+    expect(await fresh.echo('fresh')).toBe(true);
+    expect(await serverHandshakes(serverDp)).toBe(handshakes + 1);
+    const records = clientDp.connections().filter((r) => r.dst_port === front && r.mode === 'mtls');
+    expect(records).toHaveLength(2);
+    expect(new Set(records.map((r) => r.session)).size).toBe(2);
+    // Drained, not cut: the connection made before the rotation still works.
+    expect(await old.echo('still')).toBe(true);
+    old.end();
+    fresh.end();
+  });
+
+  it('a CONNECT to anything but a port fronted for the session’s workload is refused (no open relay)', async () => {
+    const tls = tlsConnect({
+      port: front,
+      host: '127.0.0.1',
+      cert: svids[CLIENT]!.cert,
+      key: svids[CLIENT]!.key,
+      ca: bundle,
+      ALPNProtocols: ['riptides-h2'],
+      checkServerIdentity: () => undefined,
+    });
+    await new Promise((r) => tls.once('secureConnect', r));
+    expect(tls.alpnProtocol).toBe('riptides-h2');
+    const session = h2Connect(`https://127.0.0.1:${front}`, { createConnection: () => tls });
+    const status = (headers: Record<string, string>) =>
+      new Promise<{ status: number; reason: string }>((resolve) => {
+        const s = session.request(headers, { endStream: false });
+        s.on('error', () => {});
+        s.once('response', (h) => {
+          resolve({ status: Number(h[':status']), reason: String(h['x-riptides-reason'] ?? '') });
+          s.close();
+        });
+      });
+    const notFronted = () =>
+      metric(serverDp, 'riptides_dataplane_streams_refused_total', {
+        direction: 'inbound',
+        reason: 'not-fronted',
+      });
+    const before = await notFronted();
+    try {
+      // The workload's own address, and another workload's front on the same data plane.
+      expect(await status({ ':method': 'CONNECT', ':authority': `127.0.0.1:${workloadPort}` })).toEqual({
+        status: 403,
+        reason: 'not-fronted',
+      });
+      expect(await status({ ':method': 'CONNECT', ':authority': `127.0.0.1:${otherFront}` })).toEqual({
+        status: 403,
+        reason: 'not-fronted',
+      });
+      expect(await notFronted()).toBe(before + 2);
+      expect((await status({ ':method': 'GET', ':path': '/', ':scheme': 'https' })).status).toBe(405);
+      expect((await status({ ':method': 'CONNECT', ':authority': `127.0.0.1:${front}` })).status).toBe(200);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it('a peer that answers only `riptides` gets one mTLS connection per application connection', async () => {
+    const handshakes = legacyHandshakes;
+    const perConnection = () =>
+      metric(clientDp, 'riptides_dataplane_mtls_sessions_total', {
+        direction: 'outbound',
+        protocol: 'riptides',
+      });
+    const before = await perConnection();
+    for (let i = 0; i < 3; i++) {
+      const conn = app.open(toLegacy);
+      expect(await conn.echo(`legacy ${i}`)).toBe(true);
+      const record = clientDp.connections().find((r) => r.dst_port === toLegacyPeer);
+      expect(record).toMatchObject({ mode: 'mtls', peer_spiffe_id: SERVER, mtls_version: 'TLS1.3' });
+      expect(record!.session).toBeUndefined();
+      conn.end();
+      expect(await until(() => conn.closed() !== undefined)).toBe(true);
+    }
+    expect(legacyHandshakes - handshakes).toBe(3);
+    expect((await perConnection()) - before).toBe(3);
+  });
+
+  it('a client that offers only `riptides` gets the per-connection path from this server', async () => {
+    const before = await serverHandshakes(serverDp, 'riptides');
+    const tls = tlsConnect({
+      port: front,
+      host: '127.0.0.1',
+      cert: svids[CLIENT]!.cert,
+      key: svids[CLIENT]!.key,
+      ca: bundle,
+      ALPNProtocols: ['riptides'],
+      checkServerIdentity: () => undefined,
+    });
+    await new Promise((r) => tls.once('secureConnect', r));
+    expect(tls.alpnProtocol).toBe('riptides');
+    tls.write('plain old');
+    const got = await new Promise<string>((r) => tls.once('data', (d) => r(String(d))));
+    expect(got).toBe('plain old');
+    expect(await serverHandshakes(serverDp, 'riptides')).toBe(before + 1);
+    const record = serverDp.connections().find((r) => r.src_port === tls.localPort);
+    expect(record).toMatchObject({ peer_spiffe_id: CLIENT, mode: 'mtls' });
+    expect(record!.session).toBeUndefined();
+    tls.destroy();
+  });
+
+  it('the client side takes no stream from its peer: a push is refused by the settings it sent', async () => {
+    const conn = app.open(toPushing);
+    expect(await conn.echo('pushed?')).toBe(true);
+    expect(pushError).toBe('ERR_HTTP2_PUSH_DISABLED');
+    conn.end();
+  });
+});
