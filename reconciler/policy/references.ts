@@ -46,12 +46,21 @@ interface Context {
   rep: Reporter;
   /** Runs a check that reads one resource and the options only, or repeats what it found for that object. */
   perResource: <T>(rule: string, r: object, check: () => T) => T;
+  /**
+   * Runs a check of one resource against the others, whose every look at them goes through `find`; or repeats
+   * what it found for that object when each of those looks finds what it found then.
+   */
+  crossResource: (rule: string, r: object, check: () => void) => void;
+  /** A lookup in this render's indexes, recorded for the check crossResource is running. */
+  find: <K extends keyof Lookups>(kind: K, key: LookupKey<K>) => ReturnType<Lookups[K]>;
   /** Identities by workloadID; the first one wins, later ones are RT041. Invalid IDs are left out. */
   byWorkloadId: Map<string, Located<WorkloadIdentity>>;
   knownSpiffeIds: Set<string>;
   sourcesByNs: Map<string, Located<CredentialSource>>;
   workloadCredentialsByNs: Map<string, Located<WorkloadCredential>>;
   services: ServiceIndex;
+  /** Set when a check reads a "did you mean" index (below). */
+  hinted: boolean;
   // "Did you mean" indexes, built once on first use: one per name set, never one per diagnostic.
   spiffeIdNames: () => Suggestions;
   workloadIdNames: () => Suggestions;
@@ -67,6 +76,34 @@ export function checkReferences(set: ResourceSet, opts: ValidateOptions): Pendin
     ? <T>(rule: string, r: object, check: () => T) => memo.run(rule, r, options, rep, check)
     : <T>(_rule: string, _r: object, check: () => T) => check();
   const ctx = indexResources(set, opts, rep, perResource);
+  if (memo) {
+    const crossOptions = `${options}\u0000${[...(opts.federatesWith ?? [])].sort().join(',')}`;
+    const lookups = lookupsOf(ctx);
+    let recording: unknown[] | null = null;
+    ctx.find = (kind, key) => {
+      const value = lookups[kind](key as never) as ReturnType<Lookups[typeof kind]>;
+      recording?.push(kind, key, value);
+      return value;
+    };
+    const current = (deps: readonly unknown[]) => {
+      for (let i = 0; i < deps.length; i += 3)
+        if (lookups[deps[i] as keyof Lookups](deps[i + 1] as never) !== deps[i + 2]) return false;
+      return true;
+    };
+    ctx.crossResource = (rule, r, check) =>
+      memo.runCross(rule, r, crossOptions, rep, current, () => {
+        const deps: unknown[] = [];
+        recording = deps;
+        ctx.hinted = false;
+        try {
+          check();
+        } finally {
+          recording = null;
+        }
+        // A "did you mean" hint reads every name of its kind: not kept, the next render finds it again.
+        return ctx.hinted ? null : deps;
+      });
+  }
   checkUniqueNames(ctx);
   checkUniqueWorkloadIds(ctx);
   checkSelectorKeys(ctx);
@@ -106,20 +143,54 @@ function indexResources(
   for (const w of set.workloadCredentials)
     workloadCredentialsByNs.set(key(namespaceOf(w), w.value.metadata.name), w);
   const knownSpiffeIds = new Set([...byWorkloadId.keys()].map((w) => `spiffe://${opts.trustDomain}/${w}`));
-  return {
+  const ctx: Context = {
     set,
     opts,
     rep,
     perResource,
+    crossResource: (_rule, _r, check) => check(),
+    find: (kind, key) => lookups[kind](key as never) as never,
+    hinted: false,
     byWorkloadId,
     knownSpiffeIds,
     sourcesByNs,
     workloadCredentialsByNs,
     services: (opts.memo?.services ?? new ServiceIndexMemo()).indexFor(set.services),
-    spiffeIdNames: once(() => new Suggestions(knownSpiffeIds)),
-    workloadIdNames: once(() => new Suggestions(byWorkloadId.keys())),
-    sourceNames: once(() => namesByNamespace(set.sources)),
-    workloadCredentialNames: once(() => namesByNamespace(set.workloadCredentials)),
+    spiffeIdNames: hinting(() => new Suggestions(knownSpiffeIds)),
+    workloadIdNames: hinting(() => new Suggestions(byWorkloadId.keys())),
+    sourceNames: hinting(() => namesByNamespace(set.sources)),
+    workloadCredentialNames: hinting(() => namesByNamespace(set.workloadCredentials)),
+  };
+  const lookups = lookupsOf(ctx);
+  return ctx;
+
+  function hinting<T>(make: () => T): () => T {
+    const get = once(make);
+    return () => {
+      ctx.hinted = true;
+      return get();
+    };
+  }
+}
+
+/** The looks at other resources that cross-resource checks make (see Context.find). */
+interface Lookups {
+  identity: (workloadID: string) => Located<WorkloadIdentity> | undefined;
+  spiffeId: (id: string) => boolean;
+  source: (nsName: string) => Located<CredentialSource> | undefined;
+  workloadCredential: (nsName: string) => Located<WorkloadCredential> | undefined;
+  /** The ServiceIndex's selection: the same array while it stays right. */
+  select: (selector: Record<string, string>) => readonly Located<Service>[];
+}
+type LookupKey<K extends keyof Lookups> = Parameters<Lookups[K]>[0];
+
+function lookupsOf(ctx: Context): Lookups {
+  return {
+    identity: (id) => ctx.byWorkloadId.get(id),
+    spiffeId: (id) => ctx.knownSpiffeIds.has(id),
+    source: (k) => ctx.sourcesByNs.get(k),
+    workloadCredential: (k) => ctx.workloadCredentialsByNs.get(k),
+    select: (sel) => ctx.services.select(sel),
   };
 }
 
@@ -209,7 +280,7 @@ function checkSelectorKeysOf(rep: Reporter, r: Located<WorkloadIdentity>): void 
  * federate with, so no peer could ever present it.
  */
 function checkAllowedSpiffeIds(ctx: Context): void {
-  const { rep, opts, knownSpiffeIds, spiffeIdNames } = ctx;
+  const { rep, opts, spiffeIdNames } = ctx;
   const federated = new Set(opts.federatesWith ?? []);
   const check = (r: Located<unknown>, path: NodePath, ids: string[] | undefined) => {
     ids?.forEach((id, i) => {
@@ -223,7 +294,7 @@ function checkAllowedSpiffeIds(ctx: Context): void {
           hint: 'append the workload ID path',
         });
       } else if (parsed.id.trustDomain === opts.trustDomain) {
-        if (!knownSpiffeIds.has(id))
+        if (!ctx.find('spiffeId', id))
           rep.at('RT048', `no WorkloadIdentity has the SPIFFE ID "${id}"`, r, [...path, i], {
             hint: spiffeIdNames().didYouMean(id),
           });
@@ -240,26 +311,27 @@ function checkAllowedSpiffeIds(ctx: Context): void {
       }
     });
   };
-  for (const r of ctx.set.identities) {
-    const spec = r.value.spec;
-    check(r, ['spec', 'allowedSPIFFEIDs', 'inbound'], spec.allowedSPIFFEIDs?.inbound);
-    check(r, ['spec', 'allowedSPIFFEIDs', 'outbound'], spec.allowedSPIFFEIDs?.outbound);
-    spec.egress?.forEach((rule, e) => {
-      check(r, ['spec', 'egress', e, 'allowedSPIFFEIDs'], rule.allowedSPIFFEIDs);
+  for (const r of ctx.set.identities)
+    ctx.crossResource('allowedSpiffeIds', r, () => {
+      const spec = r.value.spec;
+      check(r, ['spec', 'allowedSPIFFEIDs', 'inbound'], spec.allowedSPIFFEIDs?.inbound);
+      check(r, ['spec', 'allowedSPIFFEIDs', 'outbound'], spec.allowedSPIFFEIDs?.outbound);
+      spec.egress?.forEach((rule, e) => {
+        check(r, ['spec', 'egress', e, 'allowedSPIFFEIDs'], rule.allowedSPIFFEIDs);
+      });
     });
-  }
 }
 
 /** The Services a list of label selectors picks; RT045 for each selector that picks none. */
 function selectServices(
-  { rep, services }: Context,
+  { rep, find }: Context,
   r: Located<unknown>,
   path: NodePath,
   selectors: Record<string, string>[],
 ): readonly Located<Service>[] {
   const matched: Located<Service>[] = [];
   selectors.forEach((sel, i) => {
-    const hits = services.select(sel);
+    const hits = find('select', sel);
     if (hits.length === 0) {
       rep.at('RT045', `selector ${JSON.stringify(sel)} matches no Service`, r, [...path, i], {
         hint: "check the labels against the Services' spec.labels",
@@ -277,59 +349,61 @@ function selectServices(
  * TLS without intercept).
  */
 function checkEgressRules(ctx: Context): void {
+  for (const r of ctx.set.identities) ctx.crossResource('egress', r, () => checkEgressRulesOf(ctx, r));
+}
+
+function checkEgressRulesOf(ctx: Context, r: Located<WorkloadIdentity>): void {
   const { rep, opts } = ctx;
-  for (const r of ctx.set.identities) {
-    const spec = r.value.spec;
-    const intercepts = spec.connection?.tls?.intercept === true;
-    spec.egress?.forEach((rule, e) => {
-      const base = ['spec', 'egress', e];
-      const services = selectServices(ctx, r, [...base, 'selectors'], rule.selectors);
-      if (rule.connection?.tls?.mode === 'MUTUAL') {
-        for (const s of services.filter((s) => s.value.spec.external)) {
-          rep.at(
-            'RT046',
-            `egress rule ${e} asks for MUTUAL TLS to ${s.key}, an external service that holds no SPIFFE identity`,
-            r,
-            [...base, 'connection', 'tls', 'mode'],
-            { hint: 'use SIMPLE for external services' },
-          );
-        }
-      }
-      if (rule.workloadID !== undefined)
-        checkWorkloadId(rep, r, [...base, 'workloadID'], rule.workloadID, opts.trustDomain);
-      if (rule.credentialName === undefined) return;
-      const ns = namespaceOf(r);
-      const wc = ctx.workloadCredentialsByNs.get(key(ns, rule.credentialName));
-      if (!wc) {
+  const spec = r.value.spec;
+  const intercepts = spec.connection?.tls?.intercept === true;
+  spec.egress?.forEach((rule, e) => {
+    const base = ['spec', 'egress', e];
+    const services = selectServices(ctx, r, [...base, 'selectors'], rule.selectors);
+    if (rule.connection?.tls?.mode === 'MUTUAL') {
+      for (const s of services.filter((s) => s.value.spec.external)) {
         rep.at(
-          'RT043',
-          `WorkloadCredential "${rule.credentialName}" does not exist in namespace ${ns}`,
+          'RT046',
+          `egress rule ${e} asks for MUTUAL TLS to ${s.key}, an external service that holds no SPIFFE identity`,
           r,
-          [...base, 'credentialName'],
-          { hint: ctx.workloadCredentialNames().get(ns)?.didYouMean(rule.credentialName) },
-        );
-        return;
-      }
-      const expected = rule.workloadID ?? spec.workloadID;
-      if (wc.value.spec.workloadID !== expected) {
-        rep.at(
-          'RT053',
-          `WorkloadCredential "${rule.credentialName}" is for workload "${wc.value.spec.workloadID}", but this rule belongs to "${expected}"`,
-          r,
-          [...base, 'credentialName'],
+          [...base, 'connection', 'tls', 'mode'],
+          { hint: 'use SIMPLE for external services' },
         );
       }
-      if (services.some((s) => isTlsService(s.value)) && !(intercepts || rule.connection?.tls?.intercept)) {
-        rep.at(
-          'RT049',
-          `credential "${rule.credentialName}" goes to a TLS service but the connection is not intercepted, so it cannot be injected`,
-          r,
-          [...base, 'credentialName'],
-          { hint: 'set connection.tls.intercept: true on the rule' },
-        );
-      }
-    });
-  }
+    }
+    if (rule.workloadID !== undefined)
+      checkWorkloadId(rep, r, [...base, 'workloadID'], rule.workloadID, opts.trustDomain);
+    if (rule.credentialName === undefined) return;
+    const ns = namespaceOf(r);
+    const wc = ctx.find('workloadCredential', key(ns, rule.credentialName));
+    if (!wc) {
+      rep.at(
+        'RT043',
+        `WorkloadCredential "${rule.credentialName}" does not exist in namespace ${ns}`,
+        r,
+        [...base, 'credentialName'],
+        { hint: ctx.workloadCredentialNames().get(ns)?.didYouMean(rule.credentialName) },
+      );
+      return;
+    }
+    const expected = rule.workloadID ?? spec.workloadID;
+    if (wc.value.spec.workloadID !== expected) {
+      rep.at(
+        'RT053',
+        `WorkloadCredential "${rule.credentialName}" is for workload "${wc.value.spec.workloadID}", but this rule belongs to "${expected}"`,
+        r,
+        [...base, 'credentialName'],
+      );
+    }
+    if (services.some((s) => isTlsService(s.value)) && !(intercepts || rule.connection?.tls?.intercept)) {
+      rep.at(
+        'RT049',
+        `credential "${rule.credentialName}" goes to a TLS service but the connection is not intercepted, so it cannot be injected`,
+        r,
+        [...base, 'credentialName'],
+        { hint: 'set connection.tls.intercept: true on the rule' },
+      );
+    }
+  });
 }
 
 /**
@@ -344,13 +418,18 @@ export class ClaimsMemo {
 /**
  * What the checks that read one resource and the options only (its workload ID, its selector keys, a source's,
  * a Service's or a Secret's own fields) found, per check and parsed object: a commit that changes one file
- * checks only that file's resources again. The diagnostics are repeated as found, in the same place of the
+ * checks only that file's resources again; and those that also look at other resources, with the looks they
+ * made (runCross). The diagnostics are repeated as found, in the same place of the
  * list as a fresh check puts them.
  */
 export class ResourceChecksMemo {
   readonly #rules = new Map<
     string,
     WeakMap<object, { options: string; found: readonly PendingDiagnostic[]; value: unknown }>
+  >();
+  readonly #cross = new Map<
+    string,
+    WeakMap<object, { options: string; deps: readonly unknown[]; found: readonly PendingDiagnostic[] }>
   >();
 
   run<T>(rule: string, r: object, options: string, rep: Reporter, check: () => T): T {
@@ -368,6 +447,36 @@ export class ResourceChecksMemo {
     const value = check();
     kept.set(r, { options, found: rep.out.slice(from), value });
     return value;
+  }
+
+  /**
+   * The same for a check that also looks at other resources: `check` runs it and returns the looks it made
+   * (triples of lookup, key and what it found; null: do not keep), and a kept result is repeated only while
+   * `current` finds each look as it was. A one-file commit thus checks again the resources of that file and
+   * those whose references it moved, not all 10,000.
+   */
+  runCross(
+    rule: string,
+    r: object,
+    options: string,
+    rep: Reporter,
+    current: (deps: readonly unknown[]) => boolean,
+    check: () => readonly unknown[] | null,
+  ): void {
+    let kept = this.#cross.get(rule);
+    if (!kept) {
+      kept = new WeakMap();
+      this.#cross.set(rule, kept);
+    }
+    const hit = kept.get(r);
+    if (hit?.options === options && current(hit.deps)) {
+      for (const d of hit.found) rep.out.push(d);
+      return;
+    }
+    const from = rep.out.length;
+    const deps = check();
+    if (deps) kept.set(r, { options, deps, found: rep.out.slice(from) });
+    else kept.delete(r);
   }
 }
 
@@ -408,7 +517,7 @@ function resolveSource(
 ): Located<CredentialSource> | undefined {
   const ns = namespaceOf(r);
   const name = r.value.spec.credentialSource;
-  const source = ctx.sourcesByNs.get(key(ns, name));
+  const source = ctx.find('source', key(ns, name));
   if (!source) {
     ctx.rep.at(
       'RT042',
@@ -431,7 +540,7 @@ function resolveIdentity(
     checkWorkloadId(ctx.rep, r, ['spec', 'workloadID'], id, ctx.opts.trustDomain),
   );
   if (!valid) return undefined;
-  const identity = ctx.byWorkloadId.get(id);
+  const identity = ctx.find('identity', id);
   if (!identity) {
     ctx.rep.at('RT044', `no WorkloadIdentity has workloadID "${id}"`, r, ['spec', 'workloadID'], {
       hint: ctx.workloadIdNames().didYouMean(id) ?? 'create the WorkloadIdentity first, or fix the ID',
@@ -445,37 +554,40 @@ function resolveIdentity(
  * and a credential injected toward TLS needs the workload's TLS intercepted (RT049).
  */
 function checkBindings(ctx: Context): void {
-  for (const r of ctx.set.bindings) {
-    const source = resolveSource(ctx, r);
-    const identity = resolveIdentity(ctx, r);
-    const injection = r.value.spec.propagation.injection;
-    if (!injection) continue;
-    const services = selectServices(
-      ctx,
+  for (const r of ctx.set.bindings) ctx.crossResource('binding', r, () => checkBinding(ctx, r));
+}
+
+function checkBinding(ctx: Context, r: Located<CredentialBinding>): void {
+  const source = resolveSource(ctx, r);
+  const identity = resolveIdentity(ctx, r);
+  const injection = r.value.spec.propagation.injection;
+  if (!injection) return;
+  const services = selectServices(
+    ctx,
+    r,
+    ['spec', 'propagation', 'injection', 'selectors'],
+    injection.selectors,
+  );
+  if (!identity || !source || identityIntercepts(identity.value, services)) return;
+  const tlsTargets = services.filter((s) => isTlsService(s.value));
+  if (tlsTargets.length) {
+    ctx.rep.at(
+      'RT049',
+      `${identity.key} does not intercept TLS, so this credential cannot be injected into ${tlsTargets.map((s) => s.key).join(', ')}`,
       r,
-      ['spec', 'propagation', 'injection', 'selectors'],
-      injection.selectors,
+      ['spec', 'propagation', 'injection'],
+      { at: 'key', hint: `set spec.connection.tls.intercept: true on ${identity.key}` },
     );
-    if (!identity || !source || identityIntercepts(identity.value, services)) continue;
-    const tlsTargets = services.filter((s) => isTlsService(s.value));
-    if (tlsTargets.length) {
-      ctx.rep.at(
-        'RT049',
-        `${identity.key} does not intercept TLS, so this credential cannot be injected into ${tlsTargets.map((s) => s.key).join(', ')}`,
-        r,
-        ['spec', 'propagation', 'injection'],
-        { at: 'key', hint: `set spec.connection.tls.intercept: true on ${identity.key}` },
-      );
-    }
   }
 }
 
 /** The older WorkloadCredentials: source and workload resolve (RT042, RT044). */
 function checkWorkloadCredentials(ctx: Context): void {
-  for (const r of ctx.set.workloadCredentials) {
-    resolveSource(ctx, r);
-    resolveIdentity(ctx, r);
-  }
+  for (const r of ctx.set.workloadCredentials)
+    ctx.crossResource('workloadCredential', r, () => {
+      resolveSource(ctx, r);
+      resolveIdentity(ctx, r);
+    });
 }
 
 /** RT052: a status block in git is ignored (the reconciler writes status). */

@@ -5,12 +5,19 @@ import { labelsMatch } from './selectors.ts';
 
 type Selection = { epoch: number; hits: readonly Located<Service>[] };
 
+/** Past this many Services come or gone since a selection was made, it is made again rather than checked. */
+const MAX_CHANGES_CHECKED = 64;
+/** Updates whose changes are remembered (a selection older than that is made again). */
+const EPOCHS_KEPT = 16;
+
 /**
  * An index of Services by label that can follow the next revision's Services (update) and remembers what each
  * selector selected, by the selector's object: a parsed file read through the parse cache hands the same
- * objects to every render. A remembered selection stays right while no Service carrying one of its labels
- * came or went (a Service a selector matches carries all of its labels), so a one-file pass over 10,000
- * resources selects again only for the selectors that name a label of a Service in that file.
+ * objects to every render. A remembered selection stays right while no Service that the selector matches
+ * came or went; it is checked against the Services that did since it was made (or last found right), so a
+ * one-file pass over 10,000 resources selects again only for the selectors that match a Service in that file,
+ * even when every Service carries a common label (`tier: backend`). A remembered selection stays the same
+ * array while it is right: the cross-resource checks compare selections by identity (references.ts).
  *
  * Selections list Services in the order of the list given (as a fresh index would). The arrays returned are
  * shared: callers read them and never change them.
@@ -18,8 +25,10 @@ type Selection = { epoch: number; hits: readonly Located<Service>[] };
 export class ServiceIndex {
   readonly #byLabel = new Map<string, Set<Located<Service>>>();
   #position = new Map<Located<Service>, number>();
-  /** Per `label\0value`, the epoch in which a Service carrying it last came or went. */
-  readonly #labelEpoch = new Map<string, number>();
+  /** The labels of the Services that came or went, by the update that saw it, oldest first. */
+  #changes: Array<{ epoch: number; labels: Record<string, string> }> = [];
+  /** Changes up to this epoch are forgotten: a selection made before it is made again. */
+  #forgotten = 0;
   #epoch = 0;
   #selected = new WeakMap<object, Selection>();
   #selectedAny = new WeakMap<object, Selection>();
@@ -49,19 +58,22 @@ export class ServiceIndex {
     this.#epoch++;
     for (const s of previous.keys()) if (!position.has(s)) this.#touch(s, false);
     for (const s of services) if (!previous.has(s)) this.#touch(s, true);
-    // Label values that churn (a commit id in a label) would grow the epochs without bound: past twice the
-    // labels in use, start over, dropping every kept selection with them.
-    if (reordered || this.#labelEpoch.size > 2 * this.#byLabel.size + 1024) {
+    const floor = this.#epoch - EPOCHS_KEPT;
+    if (this.#changes.length && this.#changes[0]!.epoch <= floor) {
+      this.#changes = this.#changes.filter((c) => c.epoch > floor);
+      this.#forgotten = floor;
+    }
+    if (reordered) {
       this.#selected = new WeakMap();
       this.#selectedAny = new WeakMap();
-      this.#labelEpoch.clear();
     }
   }
 
   #touch(s: Located<Service>, add: boolean): void {
-    for (const [k, v] of Object.entries(s.value.spec.labels)) {
+    const labels = s.value.spec.labels;
+    this.#changes.push({ epoch: this.#epoch, labels });
+    for (const [k, v] of Object.entries(labels)) {
       const key = `${k}\u0000${v}`;
-      this.#labelEpoch.set(key, this.#epoch);
       let set = this.#byLabel.get(key);
       if (!set) {
         if (!add) continue;
@@ -73,17 +85,28 @@ export class ServiceIndex {
     }
   }
 
-  /** No Service with one of the selector's labels came or went since `epoch`. */
-  #current(selector: Record<string, string>, epoch: number): boolean {
-    for (const k in selector)
-      if ((this.#labelEpoch.get(`${k}\u0000${selector[k]}`) ?? 0) > epoch) return false;
+  /**
+   * No Service the selector matches came or went since the selection was made (then it is moved to now, so
+   * the next check starts here).
+   */
+  #current(selectors: readonly Record<string, string>[], kept: Selection): boolean {
+    if (kept.epoch === this.#epoch) return true;
+    if (kept.epoch < this.#forgotten) return false;
+    let checked = 0;
+    for (let i = this.#changes.length - 1; i >= 0; i--) {
+      const change = this.#changes[i]!;
+      if (change.epoch <= kept.epoch) break;
+      if (++checked > MAX_CHANGES_CHECKED) return false;
+      for (const sel of selectors) if (labelsMatch(sel, change.labels)) return false;
+    }
+    kept.epoch = this.#epoch;
     return true;
   }
 
   /** Services whose labels include every label of the selector. */
   select(selector: Record<string, string>): readonly Located<Service>[] {
     const kept = this.#selected.get(selector);
-    if (kept && this.#current(selector, kept.epoch)) return kept.hits;
+    if (kept && this.#current([selector], kept)) return kept.hits;
     let smallest: Set<Located<Service>> | undefined;
     let none = false;
     for (const k in selector) {
@@ -102,7 +125,7 @@ export class ServiceIndex {
   /** Services selected by any selector of the list (OR), each once, in a stable order. */
   selectAny(selectors: readonly Record<string, string>[]): readonly Located<Service>[] {
     const kept = this.#selectedAny.get(selectors);
-    if (kept && selectors.every((sel) => this.#current(sel, kept.epoch))) return kept.hits;
+    if (kept && this.#current(selectors, kept)) return kept.hits;
     const out = new Map<string, Located<Service>>();
     for (const sel of selectors) for (const s of this.select(sel)) out.set(s.key, s);
     const hits = [...out.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

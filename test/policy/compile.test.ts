@@ -293,4 +293,89 @@ describe('compile memo', () => {
     expect(render({ a1: 'a', a2: 'b', b1: 'c', b2: 'c' })).toEqual(['b2.yaml']);
     expect(render({ a1: 'a', a2: 'b', b1: 'c', b2: 'd' })).toEqual([]);
   });
+  it('finds the same cross-resource diagnostics as a fresh render while the resources they refer to come, go and change', () => {
+    const head = (kind: string, name: string) =>
+      `apiVersion: core.riptides.io/v1alpha1\nkind: ${kind}\nmetadata:\n  name: ${name}\n  namespace: team\nspec:\n`;
+    const identity = (name: string, o: { intercept?: boolean; allow?: string; egress?: string } = {}) =>
+      `${head('WorkloadIdentity', name)}  workloadID: apps/${name}\n  scope:\n    daemonGroup:\n      id: g\n  selectors:\n    - process:name: ${name}\n` +
+      (o.intercept ? '  connection:\n    tls:\n      intercept: true\n' : '') +
+      (o.allow ? `  allowedSPIFFEIDs:\n    inbound:\n      - ${o.allow}\n` : '') +
+      (o.egress ?? '');
+    const service = (name: string, label: string) =>
+      `${head('Service', name)}  addresses:\n    - address: ${name}.example.net\n      port: 443\n  labels:\n    app: ${label}\n`;
+    const source = (name: string) =>
+      `${head('CredentialSource', name)}  kubernetes:\n    secretRef:\n      name: api-key\n      key: token\n    type: BearerToken\n`;
+    const binding = (workload: string, src: string) =>
+      `${head('CredentialBinding', `${workload}-binding`)}  workloadID: apps/${workload}\n  credentialSource: ${src}\n  propagation:\n    injection:\n      selectors:\n        - app: api\n`;
+    const wc = (name: string, workload: string) =>
+      `${head('WorkloadCredential', name)}  workloadID: apps/${workload}\n  credentialSource: src\n`;
+    const egress = (label: string, credential?: string) =>
+      `  egress:\n    - selectors:\n        - app: ${label}\n${credential ? `      credentialName: ${credential}\n` : ''}`;
+    const base: Record<string, string> = {
+      'a.yaml': identity('a', {
+        intercept: true,
+        allow: `spiffe://${TD}/apps/b`,
+        egress: egress('api', 'a-cred'),
+      }),
+      'b.yaml': identity('b', { intercept: true }),
+      'api.yaml': service('api', 'api'),
+      'src.yaml': source('src'),
+      'bind.yaml': binding('b', 'src'),
+      'wc.yaml': wc('a-cred', 'a'),
+    };
+    const cache = new Map();
+    const memo = new CompileMemo();
+    const render = (files: Record<string, string>, federatesWith: string[] = []) => {
+      const inputs = Object.entries(files).map(([path, text]) => ({
+        path,
+        id: `${path}-${text}`,
+        bytes: new TextEncoder().encode(text),
+      }));
+      const opts = { trustDomain: TD, ...(federatesWith.length ? { federatesWith } : {}) };
+      const withMemo = renderPolicy(inputs, { ...opts, cache, memo });
+      const fresh = renderPolicy(inputs, opts);
+      expect(withMemo.diagnostics).toEqual(fresh.diagnostics);
+      expect(serializePrograms(withMemo.programs ?? [])).toBe(serializePrograms(fresh.programs ?? []));
+      return [...new Set(withMemo.diagnostics.map((d) => `${d.file} ${d.code}`))].sort();
+    };
+    expect(render(base)).toEqual([]);
+    // b's file changes only its intercept: the binding (another file) now injects toward TLS without it.
+    expect(render({ ...base, 'b.yaml': identity('b') })).toEqual(['bind.yaml RT049']);
+    // b leaves: a's allow list names nobody, the binding names no identity.
+    const { 'b.yaml': _b, ...noB } = base;
+    expect(render(noB)).toEqual(['a.yaml RT048', 'bind.yaml RT044']);
+    expect(render(base)).toEqual([]);
+    // The source is renamed: the binding and the WorkloadCredential name nothing.
+    expect(render({ ...base, 'src.yaml': source('src2') })).toEqual(['bind.yaml RT042', 'wc.yaml RT042']);
+    // The Service's label moves: a's egress rule and the binding select nothing.
+    expect(render({ ...base, 'api.yaml': service('api', 'web') })).toEqual([
+      'a.yaml RT045',
+      'bind.yaml RT045',
+    ]);
+    // The WorkloadCredential now belongs to b: a's rule names another workload's credential.
+    expect(render({ ...base, 'wc.yaml': wc('a-cred', 'b') })).toEqual(['a.yaml RT053']);
+    // An allowed ID in another trust domain: refused until the options federate with it.
+    const foreign = {
+      ...base,
+      'a.yaml': identity('a', {
+        intercept: true,
+        allow: 'spiffe://other.org/apps/x',
+        egress: egress('api', 'a-cred'),
+      }),
+    };
+    expect(render(foreign)).toEqual(['a.yaml RT055']);
+    expect(render(foreign, ['other.org'])).toEqual([]);
+    // A name nobody has; then an identity whose name is close: a fresh render suggests it, and so must this one.
+    const typo = {
+      ...base,
+      'a.yaml': identity('a', {
+        intercept: true,
+        allow: `spiffe://${TD}/apps/zebra`,
+        egress: egress('api', 'a-cred'),
+      }),
+    };
+    expect(render(typo)).toEqual(['a.yaml RT048']);
+    expect(render({ ...typo, 'z.yaml': identity('zebra1') })).toEqual(['a.yaml RT048']);
+    expect(render(base)).toEqual([]);
+  });
 });
