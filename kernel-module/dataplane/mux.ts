@@ -93,15 +93,13 @@ export function spliceStream(socket: Socket, stream: Http2Stream, onClose: () =>
     if (!stream.destroyed && !stream.writableEnded) stream.destroy(new Error('connection closed'));
     closed();
   });
-  const reset = () => stream.rstCode !== undefined && stream.rstCode !== h2.NGHTTP2_NO_ERROR;
-  // node ends a stream's readable side on RST_STREAM too: only an END_STREAM is a FIN.
-  stream.once('end', () => (reset() ? socket.resetAndDestroy() : socket.end()));
   stream.once('close', () => {
-    if (reset() && !socket.destroyed) socket.resetAndDestroy();
+    // node destroys a stream reset with an error code without ending its readable side: that is no FIN.
+    if (stream.rstCode !== h2.NGHTTP2_NO_ERROR && !socket.destroyed) socket.resetAndDestroy();
     closed();
   });
   socket.pipe(stream);
-  stream.pipe(socket, { end: false });
+  stream.pipe(socket);
   socket.resume();
 }
 

@@ -482,9 +482,17 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     const old = app.open(toFront);
     expect(await old.echo('old')).toBe(true);
     const handshakes = await serverHandshakes(serverDp);
-    clientInputs.setSvid(CLIENT, await svid(issuer, CLIENT));
-    const fresh = app.open(toFront);
-    expect(await fresh.echo('fresh')).toBe(true);
+    const rotated = await svid(issuer, CLIENT);
+    // Unannounced, so that no re-check drains the old session first: the pool itself must not pick it.
+    clientInputs.muted = true;
+    let fresh: Conn;
+    try {
+      clientInputs.setSvid(CLIENT, rotated);
+      fresh = app.open(toFront);
+      expect(await fresh.echo('fresh')).toBe(true);
+    } finally {
+      clientInputs.muted = false;
+    }
     expect(await serverHandshakes(serverDp)).toBe(handshakes + 1);
     const records = clientDp.connections().filter((r) => r.dst_port === front && r.mode === 'mtls');
     expect(records).toHaveLength(2);
