@@ -169,16 +169,19 @@ export class SessionPool {
     opts: { timeoutMs?: number; waitForSvid?: boolean },
   ): Promise<PoolResult> {
     const key = `${identity.spiffeId} ${authorityOf(target)}`;
-    for (let attempt = 0; ; attempt++) {
+    let retries = 0;
+    for (;;) {
       const session = this.pick(key, identity.spiffeId);
       if (session) {
         const opened = await this.open(session, target, allowLists);
         // A session the peer closed as the stream was sent (GOAWAY, idle close): try another, twice at most.
-        if (opened.ok || !opened.retry || attempt >= 2) return opened;
+        if (opened.ok || !opened.retry || retries++ >= 2) return opened;
         continue;
       }
+      // A burst past the sessions' streams waits for the session being made, one handshake per
+      // `muxMaxStreams` connections; each wait ends with a session, a failure or a per-connection peer.
       const pending = this.dialing.get(key);
-      if (pending && attempt < 2) {
+      if (pending) {
         const outcome = await pending;
         if (outcome === 'session') continue;
         if (outcome !== 'legacy') return outcome;

@@ -30,6 +30,7 @@ import {
 const APP = join(import.meta.dirname, 'fixtures', 'tcp-app.mjs');
 const CLIENT = id('pool/client');
 const CLIENT2 = id('pool/client-two');
+const CLIENT3 = id('pool/client-three');
 const SERVER = id('pool/server');
 const OTHER = id('pool/other');
 
@@ -153,11 +154,14 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
   let pushError: string | null = null;
   let app: App;
   let app2: App;
+  let app3: App;
   const ca = () => authority(join(tmp.dir, 'ca'));
   let issuer: Awaited<ReturnType<typeof ca>>;
 
   const serverRules = (inbound: string[]) =>
-    serverInputs.setRules(table([identity(SERVER, { inbound }), identity(OTHER, { inbound: [CLIENT] })]));
+    serverInputs.setRules(
+      table([identity(SERVER, { inbound: [...inbound, CLIENT3] }), identity(OTHER, { inbound: [CLIENT] })]),
+    );
   const clientRules = (allowed: string[]) => {
     const rule = egress(
       [
@@ -169,7 +173,11 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
       allowed,
     );
     clientInputs.setRules(
-      table([identity(CLIENT, { egress: [rule] }), identity(CLIENT2, { egress: [rule] })]),
+      table([
+        identity(CLIENT, { egress: [rule] }),
+        identity(CLIENT2, { egress: [rule] }),
+        identity(CLIENT3, { egress: [rule] }),
+      ]),
     );
   };
   let toLegacyPeer = 0;
@@ -192,7 +200,9 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     issuer = await ca();
     bundle = issuer.bundlePem();
     svids = Object.fromEntries(
-      await Promise.all([CLIENT, CLIENT2, SERVER, OTHER].map(async (i) => [i, await svid(issuer, i)])),
+      await Promise.all(
+        [CLIENT, CLIENT2, CLIENT3, SERVER, OTHER].map(async (i) => [i, await svid(issuer, i)]),
+      ),
     );
     workloadPort = await listen(
       createServer({ allowHalfOpen: true }, (s: Socket) => {
@@ -276,6 +286,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     clientInputs = await inputs();
     clientInputs.setSvid(CLIENT, svids[CLIENT]!);
     clientInputs.setSvid(CLIENT2, svids[CLIENT2]!);
+    clientInputs.setSvid(CLIENT3, svids[CLIENT3]!);
     clientRules([SERVER]);
     const mapping = (port: number) => ({
       listen: { host: '127.0.0.1', port: 0 },
@@ -293,13 +304,16 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     ];
     app = App.start();
     app2 = App.start();
+    app3 = App.start();
     byPid.set(app.pid, CLIENT);
     byPid.set(app2.pid, CLIENT2);
+    byPid.set(app3.pid, CLIENT3);
   }, 60_000);
 
   afterAll(async () => {
     app?.stop();
     app2?.stop();
+    app3?.stop();
     await clientDp?.stop();
     await serverDp?.stop();
     for (const s of servers) s.close();
@@ -357,6 +371,19 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     expect(perSession.size).toBe(2);
     expect(Math.max(...perSession.values())).toBeLessThanOrEqual(4);
     expect(new Set(server.map((r) => r.session)).size).toBe(2);
+    for (const c of conns) c.end();
+    expect(await until(() => conns.every((c) => c.closed() !== undefined))).toBe(true);
+  });
+
+  it('a burst of connections waits for the sessions being made: one handshake per max streams', async () => {
+    const handshakes = await serverHandshakes(serverDp);
+    // A fresh identity (no session yet), twelve connections at once, four streams a session.
+    const conns = Array.from({ length: 12 }, () => app3.open(toFront));
+    for (const c of conns) expect(await c.echo('burst')).toBe(true);
+    expect((await serverHandshakes(serverDp)) - handshakes).toBe(3);
+    const records = clientDp.connections().filter((r) => r.spiffe_id === CLIENT3);
+    expect(records).toHaveLength(12);
+    expect(new Set(records.map((r) => r.session)).size).toBe(3);
     for (const c of conns) c.end();
     expect(await until(() => conns.every((c) => c.closed() !== undefined))).toBe(true);
   });
