@@ -245,6 +245,7 @@ export class SessionPool {
       return failure;
     }
     if (up.protocol !== MUX_ALPN) {
+      if (this.perConnection.size >= 10_000) this.perConnection.clear();
       this.perConnection.set(key, Date.now() + core.limits.unmanagedTtlMs);
       settle('legacy');
       const peer = checkResumedPeer(up.leaf, core.inputs.rules()?.trustDomain ?? '', allowLists());
@@ -302,6 +303,8 @@ export class SessionPool {
         close: () => this.drain(session),
       },
     };
+    // Idle from the start: a first stream refused by the allow lists leaves it with none.
+    this.idle(session);
     const list = this.sessions.get(key) ?? [];
     list.push(session);
     this.sessions.set(key, list);
@@ -313,6 +316,11 @@ export class SessionPool {
       core.guarded.delete(session.guard);
     });
     return session;
+  }
+
+  /** Closes `session` after `muxIdleTimeoutMs` unless a stream is opened on it before. */
+  private idle(session: ClientSession): void {
+    session.idle = setTimeout(() => this.drain(session), this.core.limits.muxIdleTimeoutMs).unref();
   }
 
   /** No new stream; the session closes once its streams have (HTTP/2 GOAWAY). */
@@ -350,8 +358,7 @@ export class SessionPool {
     stream.on('error', () => {});
     stream.once('close', () => {
       session.streams--;
-      if (session.streams === 0 && !session.draining)
-        session.idle = setTimeout(() => this.drain(session), core.limits.muxIdleTimeoutMs).unref();
+      if (session.streams === 0 && !session.draining) this.idle(session);
     });
     return new Promise((resolve) => {
       const timer = setTimeout(() => {

@@ -388,6 +388,40 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     expect(await until(() => conns.every((c) => c.closed() !== undefined))).toBe(true);
   });
 
+  it('a session idle for muxIdleTimeoutMs is closed: the next connection makes a new one', async () => {
+    const inputs = new QuietInputs(attest);
+    inputs.setTrustBundle(bundle);
+    inputs.setSvid(CLIENT, svids[CLIENT]!);
+    inputs.setRules(
+      table([identity(CLIENT, { egress: [egress([destination('127.0.0.1', front)], { mode: 'MUTUAL' })] })]),
+    );
+    const quick = new DataPlane({
+      inputs,
+      outbound: [{ listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: front } }],
+      limits: { muxIdleTimeoutMs: 300 },
+    });
+    const port = (await quick.start()).outbound[0]!.port;
+    try {
+      const handshakesFor = async (fn: () => Promise<void>) => {
+        const before = await serverHandshakes(serverDp);
+        await fn();
+        return (await serverHandshakes(serverDp)) - before;
+      };
+      const once = async () => {
+        const conn = app.open(port);
+        expect(await conn.echo('idle?')).toBe(true);
+        conn.end();
+        expect(await until(() => conn.closed() !== undefined)).toBe(true);
+      };
+      expect(await handshakesFor(once)).toBe(1);
+      expect(await handshakesFor(once)).toBe(0);
+      await new Promise((r) => setTimeout(r, 600));
+      expect(await handshakesFor(once)).toBe(1);
+    } finally {
+      await quick.stop();
+    }
+  });
+
   it('two identities never share a session', async () => {
     const mine = [app.open(toFront), app.open(toFront)];
     const theirs = [app2.open(toFront), app2.open(toFront)];
