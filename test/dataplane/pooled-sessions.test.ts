@@ -422,6 +422,46 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     }
   });
 
+  it('a session whose own SVID expired takes no new stream: the next connection needs a handshake', async () => {
+    const inputs = new QuietInputs(attest);
+    inputs.setTrustBundle(bundle);
+    inputs.setSvid(CLIENT, await svid(issuer, CLIENT, 3));
+    inputs.setRules(
+      table([identity(CLIENT, { egress: [egress([destination('127.0.0.1', front)], { mode: 'MUTUAL' })] })]),
+    );
+    const shortLived = new DataPlane({
+      inputs,
+      outbound: [{ listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: front } }],
+      limits: { revalidateIntervalMs: 600_000 },
+    });
+    const port = (await shortLived.start()).outbound[0]!.port;
+    const expiredHandshakes = () =>
+      metric(serverDp, 'riptides_dataplane_handshakes_failed_total', {
+        direction: 'inbound',
+        reason: 'expired',
+      });
+    const expiredStreams = () =>
+      metric(serverDp, 'riptides_dataplane_streams_refused_total', {
+        direction: 'inbound',
+        reason: 'expired',
+      });
+    try {
+      const first = app.open(port);
+      expect(await first.echo('before')).toBe(true);
+      first.end();
+      const [handshakes, streams] = [await expiredHandshakes(), await expiredStreams()];
+      await new Promise((r) => setTimeout(r, 3_500));
+      const next = app.open(port);
+      expect(await until(() => next.cut())).toBe(true);
+      expect(next.text()).toBe('');
+      // Refused at a new handshake (the server saw the expired SVID), not as a stream of the old session.
+      expect(await expiredHandshakes()).toBe(handshakes + 1);
+      expect(await expiredStreams()).toBe(streams);
+    } finally {
+      await shortLived.stop();
+    }
+  }, 15_000);
+
   it('two identities never share a session', async () => {
     const mine = [app.open(toFront), app.open(toFront)];
     const theirs = [app2.open(toFront), app2.open(toFront)];
