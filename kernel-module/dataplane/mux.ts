@@ -179,7 +179,8 @@ export class SessionPool {
         continue;
       }
       // A burst past the sessions' streams waits for the session being made, one handshake per
-      // `muxMaxStreams` connections; each wait ends with a session, a failure or a per-connection peer.
+      // `muxMaxStreams` connections; each wait ends with a session, a failure or a per-connection peer. The
+      // failure is shared as is: one identity toward one destination is decided by one rule, so by one mode.
       const pending = this.dialing.get(key);
       if (pending) {
         const outcome = await pending;

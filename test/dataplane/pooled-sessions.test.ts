@@ -13,7 +13,12 @@ import { createInterface } from 'node:readline';
 import { type TLSSocket, connect as tlsConnect, createServer as tlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
-import { type KeyPair, MemoryInputs, type ProcessIdentity } from '../../kernel-module/dataplane/inputs.ts';
+import {
+  type KeyPair,
+  MemoryInputs,
+  type ProcessIdentity,
+  type TlsMode,
+} from '../../kernel-module/dataplane/inputs.ts';
 import {
   authority,
   destination,
@@ -158,9 +163,12 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
   const ca = () => authority(join(tmp.dir, 'ca'));
   let issuer: Awaited<ReturnType<typeof ca>>;
 
-  const serverRules = (inbound: string[]) =>
+  const serverRules = (inbound: string[], mode: TlsMode = 'MUTUAL') =>
     serverInputs.setRules(
-      table([identity(SERVER, { inbound: [...inbound, CLIENT3] }), identity(OTHER, { inbound: [CLIENT] })]),
+      table([
+        identity(SERVER, { mode, inbound: [...inbound, CLIENT3] }),
+        identity(OTHER, { inbound: [CLIENT] }),
+      ]),
     );
   const clientRules = (allowed: string[]) => {
     const rule = egress(
@@ -461,6 +469,36 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
       await shortLived.stop();
     }
   }, 15_000);
+
+  it('PERMISSIVE: a ClientHello offering riptides-h2 gets a pooled session; plaintext still reaches the workload', async () => {
+    serverRules([CLIENT, CLIENT2], 'PERMISSIVE');
+    const inputs = new QuietInputs(attest);
+    inputs.setTrustBundle(bundle);
+    inputs.setSvid(CLIENT, svids[CLIENT]!);
+    inputs.setRules(
+      table([identity(CLIENT, { egress: [egress([destination('127.0.0.1', front)], { mode: 'MUTUAL' })] })]),
+    );
+    const fresh = new DataPlane({
+      inputs,
+      outbound: [{ listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: front } }],
+    });
+    const port = (await fresh.start()).outbound[0]!.port;
+    try {
+      const handshakes = await serverHandshakes(serverDp);
+      const pooled = app.open(port);
+      expect(await pooled.echo('sniffed')).toBe(true);
+      expect(await serverHandshakes(serverDp)).toBe(handshakes + 1);
+      expect(fresh.connections()[0]).toMatchObject({ mode: 'mtls', peer_spiffe_id: SERVER });
+      expect(fresh.connections()[0]!.session).toBeDefined();
+      const plain = app.open(front);
+      expect(await plain.echo('plaintext')).toBe(true);
+      pooled.end();
+      plain.end();
+    } finally {
+      await fresh.stop();
+      serverRules([CLIENT, CLIENT2]);
+    }
+  });
 
   it('two identities never share a session', async () => {
     const mine = [app.open(toFront), app.open(toFront)];
