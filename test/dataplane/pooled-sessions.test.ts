@@ -642,6 +642,40 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     fresh.end();
   });
 
+  it('a new trust bundle takes no stream on the old session either', async () => {
+    const old = app.open(toFront);
+    expect(await old.echo('old')).toBe(true);
+    const handshakes = await serverHandshakes(serverDp);
+    const another = await authority(join(tmp.dir, 'another'));
+    clientInputs.muted = true;
+    try {
+      clientInputs.setTrustBundle(bundle + another.bundlePem());
+      const fresh = app.open(toFront);
+      expect(await fresh.echo('fresh')).toBe(true);
+      fresh.end();
+    } finally {
+      clientInputs.muted = false;
+    }
+    expect(await serverHandshakes(serverDp)).toBe(handshakes + 1);
+    expect(await old.echo('still')).toBe(true);
+    old.end();
+  });
+
+  it('the server drains its sessions when its own SVID changes: the next connection makes a new one', async () => {
+    const first = app.open(toFront);
+    expect(await first.echo('first')).toBe(true);
+    first.end();
+    expect(await until(() => first.closed() !== undefined)).toBe(true);
+    const handshakes = await serverHandshakes(serverDp);
+    serverInputs.setSvid(SERVER, await svid(issuer, SERVER));
+    // The client learns it from the server's GOAWAY (its own inputs did not change); a stream sent before that
+    // arrives is refused by the closing session and retried on another.
+    const next = app.open(toFront);
+    expect(await next.echo('next')).toBe(true);
+    expect(await serverHandshakes(serverDp)).toBe(handshakes + 1);
+    next.end();
+  });
+
   it('a CONNECT to anything but a port fronted for the session’s workload is refused (no open relay)', async () => {
     const tls = tlsConnect({
       port: front,
