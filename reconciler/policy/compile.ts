@@ -133,6 +133,8 @@ export class CompileMemo {
   readonly sources = new WeakMap<object, CompiledCredentialRef['source']>();
   readonly refs = new WeakMap<object, { deps: readonly unknown[]; value: CompiledCredentialRef }>();
   readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
+  /** Per scope, the program last made and the compiled identities it was made from, in set order. */
+  programs = new Map<string, { members: readonly CompiledIdentity[]; value: NodeProgram }>();
   readonly claims = new ClaimsMemo();
   readonly services = new ServiceIndexMemo();
   readonly resources = new ResourceChecksMemo();
@@ -230,13 +232,30 @@ export function compile(set: ResourceSet, trustDomain: string, memo = new Compil
     }
     program.identities.push(compiled);
   }
-  const out = [...programs.values()].map((p) => {
+  // A scope whose identities are the very compiled objects of last time, in the same order, is the same program:
+  // a one-file commit sorts and hashes the programs of its scopes only.
+  const kept: CompileMemo['programs'] = new Map();
+  const out = [...programs].map(([key, p]) => {
+    const hit = memo.programs.get(key);
+    if (
+      hit &&
+      hit.value.trustDomain === trustDomain &&
+      hit.members.length === p.identities.length &&
+      hit.members.every((m, i) => m === p.identities[i])
+    ) {
+      kept.set(key, hit);
+      return hit.value;
+    }
+    const members = [...p.identities];
     p.identities.sort(byString((i) => i.spiffeId));
-    return {
+    const value = {
       ...p,
       hash: orderedHash({ scope: p.scope, trustDomain, identities: p.identities.map((i) => i.hash) }),
     };
+    kept.set(key, { members, value });
+    return value;
   });
+  memo.programs = kept;
   return out.sort(byString((p) => `${p.scope.kind}:${p.scope.id}`));
 }
 
