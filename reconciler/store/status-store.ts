@@ -11,12 +11,13 @@
  * of it. An entry not named is not even serialised: it is as it was written.
  *
  * Every resource names the revision it refers to, so each new commit would change all 10,000 entries. The
- * comparison of resources and daemons therefore reads their JSON with the applied revision (the source's
- * lastAppliedRevision) replaced by a NUL, which JSON text never contains; one that differs only by that
- * revision is not written again, and its stored copy records the revision it was written at (`rev`). Reading
- * it back replaces that revision by the last write's: exactly the entry as it was then, since the two JSON
- * texts differed only there. Event rings are history (each event keeps the revision it happened at) and are
- * compared and stored as they are.
+ * comparison of resources and daemons therefore reads their revision fields (`observedRevision`, the
+ * entry's and its conditions') that hold the applied revision (the source's lastAppliedRevision) as a NUL,
+ * which no revision is; one that differs only there is not written again, and its stored copy records the
+ * revision it was written at (`rev`). Reading it back sets those fields to the last write's revision: exactly
+ * the entry as it was then. Only the fields: text elsewhere in an entry (a provider's error message) that
+ * happens to spell a commit id is never rewritten. Event rings are history (each event keeps the revision it
+ * happened at) and are compared and stored as they are.
  *
  * A `status.json` left by an earlier version (the whole snapshot, replaced atomically) is read once into the
  * journal and removed.
@@ -57,12 +58,28 @@ const EVENTS = 'e/';
 type Prefix = typeof RESOURCE | typeof DAEMON | typeof EVENTS;
 
 /**
- * What a write is compared with: SHA-256 of the entry's JSON, the applied revision masked. A cryptographic hash:
- * entries hold text that servers choose (a provider's error message), which must not be able to make a change
- * look unchanged.
+ * `item` with its revision fields (its own `observedRevision` and its conditions') that hold `from` set to
+ * `to`; `item` itself when none does. Never changes `item`.
  */
-function signature(json: string, revision: string | null): string {
-  return hash('sha256', revision ? json.replaceAll(revision, '\u0000') : json, 'base64');
+function moveRevision<T extends Item>(item: T, from: string, to: string): T {
+  if (Array.isArray(item)) return item;
+  const r = item as ResourceStatus | DaemonStatus;
+  const own = 'observedRevision' in r && r.observedRevision === from;
+  const conditions =
+    Array.isArray(r.conditions) && r.conditions.some((c) => c.observedRevision === from)
+      ? r.conditions.map((c) => (c.observedRevision === from ? { ...c, observedRevision: to } : c))
+      : r.conditions;
+  if (!own && conditions === r.conditions) return item;
+  return { ...r, ...(own ? { observedRevision: to } : {}), conditions } as T;
+}
+
+/**
+ * What a write is compared with: SHA-256 of the entry's JSON, its revision fields holding `revision` masked. A
+ * cryptographic hash: entries hold text that servers choose (a provider's error message), which must not be
+ * able to make a change look unchanged.
+ */
+function signature(item: Item, revision: string | null): string {
+  return hash('sha256', JSON.stringify(revision ? moveRevision(item, revision, '\u0000') : item), 'base64');
 }
 
 async function newerThanJournal(dir: string, file: string): Promise<boolean> {
@@ -110,14 +127,11 @@ export class StatusStore {
 
   private constructor(private readonly journal: Journal<Entry>) {
     for (const [key, value] of journal.entries()) {
-      if (key === META) this.#metaSignature = signature(JSON.stringify(value), null);
+      if (key === META) this.#metaSignature = hash('sha256', JSON.stringify(value), 'base64');
       else {
         const stored = value as Stored;
         const prefix = key.slice(0, 2) as Prefix;
-        this.#written[prefix]?.set(key.slice(2), {
-          sig: signature(JSON.stringify(stored.v), stored.rev),
-          gen: 0,
-        });
+        this.#written[prefix]?.set(key.slice(2), { sig: signature(stored.v, stored.rev), gen: 0 });
       }
     }
   }
@@ -169,8 +183,8 @@ export class StatusStore {
       if (key === META) continue;
       const stored = value as Stored;
       if (stored.rev && revision && stored.rev !== revision) {
-        // Rebased in place: the same content, so the journal may hold it (and the book then shares it).
-        stored.v = JSON.parse(JSON.stringify(stored.v).replaceAll(stored.rev, revision)) as Item;
+        // Moved in place: the same content, so the journal may hold it (and the book then shares it).
+        stored.v = moveRevision(stored.v, stored.rev, revision);
         stored.rev = revision;
       }
       if (key.startsWith(RESOURCE)) resources.push(stored.v as ResourceStatus);
@@ -201,7 +215,7 @@ export class StatusStore {
     const changes: Array<[string, Entry | undefined]> = [];
     const after: Array<() => void> = [];
     const meta: Meta = { format: 1, generatedAt: snapshot.generatedAt, source: snapshot.source };
-    const metaSignature = signature(JSON.stringify(meta), null);
+    const metaSignature = hash('sha256', JSON.stringify(meta), 'base64');
     if (metaSignature !== this.#metaSignature) {
       changes.push([META, meta]);
       after.push(() => {
@@ -215,7 +229,7 @@ export class StatusStore {
       // Not named as changed and written before: as it was written.
       if (was && !named) return;
       const rev = prefix === EVENTS ? null : revision;
-      const sig = signature(JSON.stringify(v), rev);
+      const sig = signature(v, rev);
       if (was?.sig === sig) return;
       changes.push([prefix + key, { rev, v }]);
       after.push(() => map.set(key, { sig, gen }));

@@ -7,7 +7,11 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
-import { type SkeletonMemo, statusesFromResources } from '../../reconciler/status/adapters.ts';
+import {
+  applyCredentialStatus,
+  type SkeletonMemo,
+  statusesFromResources,
+} from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
 import { markReady } from '../../reconciler/status/conditions.ts';
 import type { SourceStatusView } from '../../reconciler/status/model.ts';
@@ -155,6 +159,42 @@ describe('status persisted from the book', () => {
     const read = again.status.get()!;
     expect(read.resources).toEqual(book.snapshot().resources);
     expect(read.resources.every((r) => r.observedRevision === R3)).toBe(true);
+    await again.close();
+  });
+  it('a message that spells the applied commit id is read back as it was, not moved with the revision', async () => {
+    const stateDir = tempDir('status-message');
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const memo: SkeletonMemo = new WeakMap();
+    const book = new StatusBook({ now: () => T0 });
+    const commit = (revision: string) => {
+      book.syncResources(
+        statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision }, memo),
+      );
+      book.setSource(source(revision));
+    };
+    commit(R1);
+    const src = book.resources('CredentialSource')[0]!;
+    // Text a provider chose, which happens to hold the commit id in force.
+    const message = `vault: path policies/${R1} denied`;
+    applyCredentialStatus(
+      book,
+      { sources: [{ name: src.name, state: 'ERROR', message }], bindings: [] } as never,
+      R1,
+    );
+    const store = await StateStore.open({ stateDir });
+    await store.status.set(book.view(), book.takeChanges());
+    commit(R2);
+    await store.status.set(book.view(), book.takeChanges());
+    await store.close();
+
+    const again = await StateStore.open({ stateDir });
+    const read = again.status.get()!;
+    expect(read.resources).toEqual(book.snapshot().resources);
+    expect(read.resources.find((r) => r.kind === 'CredentialSource' && r.name === src.name)).toMatchObject({
+      message,
+      observedRevision: R2,
+    });
     await again.close();
   });
 });

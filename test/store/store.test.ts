@@ -345,7 +345,7 @@ describe('state store', () => {
           type: 'Ready',
           status: 'True',
           reason: 'Applied',
-          message: `in force since ${revision}`,
+          message: `in force on ${i % 3} daemon(s)`,
           observedRevision: revision,
           lastTransitionTime: '2026-03-01T00:00:00.000Z',
         },
