@@ -71,15 +71,37 @@ function expiryOf(...certs: Array<X509Certificate | null | undefined>): number {
 }
 
 /**
+ * Resets `socket` (RST), or closes it when its FIN is already under way: node's `resetAndDestroy` on a socket
+ * shut down for writing fails (libuv refuses the reset) and then never emits 'close', which would hold the
+ * splice, its connection record and its guard forever.
+ */
+function reset(socket: Socket): void {
+  if (socket.writableEnded) socket.destroy();
+  else socket.resetAndDestroy();
+}
+
+/**
  * Splices an application connection and a CONNECT stream, mapping TCP onto the stream as RFC 9113 §8.5 says:
  * bytes both ways; a FIN from either end is END_STREAM / FIN toward the other, each direction closing on its
  * own (half-close); an error or reset of the TCP connection resets the stream, and a stream reset by the peer
  * (RST_STREAM, any code but NO_ERROR) resets the TCP connection (RST). The reset sent is node's for a stream
  * destroyed with an error, INTERNAL_ERROR, where §8.5 names CONNECT_ERROR: node's `close(code)` would end the
  * writable side first, and that END_STREAM can reach the peer before the RST_STREAM, a FIN where a reset was
- * meant. `onClose` runs once both are closed.
+ * meant. `onClose` runs once both are closed. Either already destroyed (an application that closed while its
+ * stream was being opened, a stream reset as it was answered) tears the other down at once and runs `onClose`:
+ * its 'close' may have been emitted already, and nothing else would end the other.
  */
 export function spliceStream(socket: Socket, stream: Http2Stream, onClose: () => void): void {
+  if (socket.destroyed) {
+    if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+    onClose();
+    return;
+  }
+  if (stream.destroyed) {
+    reset(socket);
+    onClose();
+    return;
+  }
   // A FIN from the application must not end its other direction: the answer may still be coming.
   socket.allowHalfOpen = true;
   let open = 2;
@@ -95,7 +117,7 @@ export function spliceStream(socket: Socket, stream: Http2Stream, onClose: () =>
   });
   stream.once('close', () => {
     // node destroys a stream reset with an error code without ending its readable side: that is no FIN.
-    if (stream.rstCode !== h2.NGHTTP2_NO_ERROR && !socket.destroyed) socket.resetAndDestroy();
+    if (stream.rstCode !== h2.NGHTTP2_NO_ERROR && !socket.destroyed) reset(socket);
     closed();
   });
   socket.pipe(stream);

@@ -10,6 +10,7 @@
  * CONNECT stream of a pooled session toward a peer that multiplexes, a connection of its own toward one that
  * answers only `riptides`.
  */
+import { constants as h2 } from 'node:http2';
 import { isIP, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { type ConnectionRecord, tlsName } from './connections.ts';
@@ -87,6 +88,11 @@ export class Outbound {
       core.metrics.active.dec({ direction: 'outbound' });
     };
     client.once('close', finish);
+    // Gone during attribution or sniffing: its 'close' may have been emitted before the listener was added.
+    if (client.destroyed) {
+      finish();
+      return;
+    }
 
     if (decision.kind === 'passthrough') {
       core.table.update(record, { mode: 'passthrough', reason: decision.reason });
@@ -262,6 +268,13 @@ export class Outbound {
       return this.fail(client, hooks, record, 'mtls', up.reason, up.detail);
     }
     if (mode !== 'MUTUAL') this.managed.set(target, true);
+    // The application may have gone while the dial was under way (its record is closed already): the stream
+    // or connection just obtained is given back, else the peer would hold it and the workload's socket forever.
+    if (client.destroyed) {
+      if (up.kind === 'stream') up.stream.close(h2.NGHTTP2_CANCEL);
+      else up.socket.destroy();
+      return;
+    }
     core.metrics.connections.inc({ direction: 'outbound', mode: 'mtls' });
     const check = peerCheck(core, up.leaf, allowLists);
     if (up.kind === 'stream') {

@@ -1,4 +1,8 @@
-/** Splices two sockets both ways; either side's end, error or close tears both down once. */
+/**
+ * Splices two sockets both ways; either side's end, error or close tears both down once. A side already
+ * destroyed (an application that closed while its upstream was being dialed) tears the other down at once: its
+ * 'close' may have been emitted already, and nothing else would end the other side.
+ */
 import type { Duplex } from 'node:stream';
 
 export function splice(a: Duplex, b: Duplex, onClose: () => void): void {
@@ -10,6 +14,10 @@ export function splice(a: Duplex, b: Duplex, onClose: () => void): void {
     b.destroy();
     onClose();
   };
+  if (a.destroyed || b.destroyed) {
+    close();
+    return;
+  }
   a.on('error', close);
   b.on('error', close);
   a.once('close', close);

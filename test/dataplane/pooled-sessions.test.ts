@@ -772,4 +772,124 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     expect(pushError).toBe('ERR_HTTP2_PUSH_DISABLED');
     conn.end();
   });
+
+  describe('an application that closes before the CONNECT answer leaves nothing open (on either side)', () => {
+    /** An echo workload that knows how many of its sockets are open. */
+    const countingWorkload = async () => {
+      const sockets = new Set<Socket>();
+      const port = await listen(
+        createServer((s: Socket) => {
+          sockets.add(s);
+          s.on('error', () => {});
+          s.on('close', () => sockets.delete(s));
+          s.pipe(s);
+        }),
+      );
+      return { port, open: () => sockets.size };
+    };
+    const quietInputs = () => {
+      const i = new QuietInputs(attest);
+      i.setTrustBundle(bundle);
+      return i;
+    };
+    /** A client data plane for CLIENT whose one outbound mapping stands for `peer`. */
+    const clientFor = async (peer: number, limits: object) => {
+      const inputs = quietInputs();
+      inputs.setSvid(CLIENT, svids[CLIENT]!);
+      inputs.setRules(
+        table([
+          identity(CLIENT, {
+            egress: [egress([destination('127.0.0.1', peer)], { mode: 'MUTUAL' }, [SERVER])],
+          }),
+        ]),
+      );
+      const dp = new DataPlane({
+        inputs,
+        outbound: [
+          { listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: peer } },
+        ],
+        limits,
+      });
+      return { dp, port: (await dp.start()).outbound[0]!.port };
+    };
+    /** Opens `n` connections 10 ms apart, each reset 0–3 ms after it was established: most before their answer. */
+    const openAndReset = async (port: number, n: number) => {
+      for (let i = 0; i < n; i++) {
+        app.command({ op: 'open', id: 1_000_000 + i, port, resetAfterMs: i % 4 });
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+
+    it('pooled: no stream, workload socket or connection record is left; the session goes idle', async () => {
+      const workload = await countingWorkload();
+      const inputs = quietInputs();
+      inputs.setSvid(SERVER, svids[SERVER]!);
+      inputs.setRules(table([identity(SERVER, { inbound: [CLIENT] })]));
+      const server = new DataPlane({
+        inputs,
+        inbound: [
+          {
+            spiffeId: SERVER,
+            listen: { host: '127.0.0.1', port: 0 },
+            forward: { host: '127.0.0.1', port: workload.port },
+          },
+        ],
+        limits: { muxIdleTimeoutMs: 300 },
+      });
+      const serverFront = (await server.start()).inbound[0]!.port;
+      const client = await clientFor(serverFront, { muxMaxStreams: 4, muxIdleTimeoutMs: 300 });
+      try {
+        await openAndReset(client.port, 60);
+        expect(await until(() => workload.open() === 0 && server.connections().length === 0, 3_000)).toBe(
+          true,
+        );
+        expect(client.dp.connections()).toEqual([]);
+        // Every stream closed on the client too: the sessions, idle, are closed after muxIdleTimeoutMs.
+        const handshakes = await serverHandshakes(server);
+        await new Promise((r) => setTimeout(r, 500));
+        const conn = app.open(client.port);
+        expect(await conn.echo('after')).toBe(true);
+        expect(await serverHandshakes(server)).toBe(handshakes + 1);
+        conn.end();
+      } finally {
+        await client.dp.stop();
+        await server.stop();
+      }
+    }, 20_000);
+
+    it('per connection (a peer answering only `riptides`): no mTLS connection to the peer is left', async () => {
+      const workload = await countingWorkload();
+      const open = new Set<TLSSocket>();
+      const peer = await listen(
+        tlsServer(
+          {
+            cert: svids[SERVER]!.cert,
+            key: svids[SERVER]!.key,
+            ca: bundle,
+            requestCert: true,
+            rejectUnauthorized: true,
+            minVersion: 'TLSv1.3',
+            ALPNProtocols: ['riptides'],
+          },
+          (s) => {
+            open.add(s);
+            s.on('close', () => open.delete(s));
+            const w = netConnect(workload.port, '127.0.0.1');
+            s.pipe(w).pipe(s);
+            s.on('error', () => w.destroy());
+            w.on('error', () => s.destroy());
+            s.on('close', () => w.destroy());
+          },
+        ),
+      );
+      const client = await clientFor(peer, {});
+      try {
+        await openAndReset(client.port, 40);
+        expect(await until(() => open.size === 0 && workload.open() === 0, 3_000)).toBe(true);
+        expect(client.dp.connections()).toEqual([]);
+      } finally {
+        await client.dp.stop();
+      }
+    }, 20_000);
+  });
 });
