@@ -59,6 +59,11 @@ export interface Limits {
   muxIdleTimeoutMs: number;
   /** Per-stream flow-control window advertised by both sides (bytes); the session's window is 16 times it. */
   muxStreamWindowBytes: number;
+  /**
+   * Streams a peer may open on one pooled session per second, a second's worth at once (a token bucket); past
+   * it the server closes the session with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+   */
+  muxStreamsPerSecond: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -80,6 +85,7 @@ export const DEFAULT_LIMITS: Limits = {
   muxMaxStreams: 100,
   muxIdleTimeoutMs: 30_000,
   muxStreamWindowBytes: 256 * 1024,
+  muxStreamsPerSecond: 10_000,
 };
 
 export interface LogEvent {

@@ -55,6 +55,12 @@ export class DataPlaneMetrics {
     labelNames: ['direction', 'reason'] as const,
     registers: [this.registry],
   });
+  readonly sessionsClosed = new Counter({
+    name: 'riptides_dataplane_mux_sessions_closed_total',
+    help: "Pooled sessions closed for their peer's behaviour, by direction and reason (stream-rate: streams opened too fast; error: closed by HTTP/2 itself, e.g. its flood protection; peer-goaway: the peer closed it with an error code)",
+    labelNames: ['direction', 'reason'] as const,
+    registers: [this.registry],
+  });
   readonly revoked = new Counter({
     name: 'riptides_dataplane_connections_revoked_total',
     help: 'Live connections closed because policy no longer allows their peer',

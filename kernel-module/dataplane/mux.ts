@@ -42,6 +42,12 @@ const MAX_HEADER_PAIRS = 16;
 const MAX_HEADER_LIST_BYTES = 8_192;
 /** nghttp2's memory per session (MB; node's default, named): past it new streams are refused. */
 const MAX_SESSION_MEMORY_MB = 10;
+/**
+ * Workload dials in progress per server session (CONNECTs not yet answered 200). A CONNECT past it waits for a
+ * dial to end rather than being refused, so that a legitimate burst of `muxMaxStreams` connections is not;
+ * a waiting CONNECT reset by its client costs no dial at all.
+ */
+const MAX_PENDING_DIALS = 32;
 
 /** HTTP/2 settings both sides use: no push, bounded streams, headers and memory, larger windows than 64 KiB. */
 function sessionOptions(limits: Limits) {
@@ -451,6 +457,12 @@ interface ServerSession {
   open: number;
   /** The pre-NAT port of the session's connection (nftables fronting), asked once when needed. */
   originalPort?: number | null;
+  /** Workload dials in progress, and the CONNECTs waiting for one to end (`MAX_PENDING_DIALS`). */
+  dialing: number;
+  waiting: Array<() => void>;
+  /** The stream-rate bucket (`muxStreamsPerSecond`): tokens left, and when it was last filled (ms). */
+  tokens: number;
+  filledAt: number;
 }
 
 /**
@@ -499,6 +511,10 @@ export class MuxServer {
       notAfter: expiryOf(leaf, tls.getX509Certificate()),
       streams: 0,
       open: 0,
+      dialing: 0,
+      waiting: [],
+      tokens: this.core.limits.muxStreamsPerSecond,
+      filledAt: Date.now(),
     };
     // What tls.Server does before 'secureConnection': a TLSSocket made outside one stays `secureConnecting`,
     // and node's http2 would wait for a 'secureConnect' that a server socket never emits.
@@ -532,9 +548,50 @@ export class MuxServer {
     };
     core.guarded.set(guard, guard);
     session.once('close', () => core.guarded.delete(guard));
-    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) =>
-      this.onStream(s, stream, headers),
-    );
+    // A session node's HTTP/2 closes itself (its flood protection, a protocol error) or that the peer ends with
+    // an error code: logged and counted with the peer, else an abusive peer would leave no trace.
+    const closedBy = (reason: string, detail: string) => {
+      core.metrics.sessionsClosed.inc({ direction: 'inbound', reason });
+      core.log({
+        level: 'warn',
+        event: 'session-closed',
+        direction: 'inbound',
+        reason,
+        detail,
+        peer_spiffe_id: s.peer,
+        src: s.raw.remoteAddress,
+        session: s.id,
+      });
+    };
+    session.on('error', (e: NodeJS.ErrnoException) => closedBy('error', e.code ?? e.message));
+    session.on('goaway', (code: number) => {
+      if (code !== h2.NGHTTP2_NO_ERROR) closedBy('peer-goaway', `GOAWAY code ${code}`);
+    });
+    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      // Streams read with the one past the rate, after the GOAWAY: not processed, retryable elsewhere.
+      if (session.closed) return void stream.close(h2.NGHTTP2_REFUSED_STREAM);
+      if (!this.take(s)) {
+        closedBy('stream-rate', `more than ${core.limits.muxStreamsPerSecond} streams a second`);
+        stream.close(h2.NGHTTP2_REFUSED_STREAM);
+        // GOAWAY first (node's destroy would close the socket before it is flushed); the streams in flight
+        // finish or are reset, and the session closes with the last.
+        session.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM);
+        session.close();
+        return;
+      }
+      this.onStream(s, stream, headers);
+    });
+  }
+
+  /** Takes one token of `s`'s stream-rate bucket (refilled at `muxStreamsPerSecond`); false when empty. */
+  private take(s: ServerSession): boolean {
+    const rate = this.core.limits.muxStreamsPerSecond;
+    const now = Date.now();
+    s.tokens = Math.min(rate, s.tokens + ((now - s.filledAt) * rate) / 1000);
+    s.filledAt = now;
+    if (s.tokens < 1) return false;
+    s.tokens--;
+    return true;
   }
 
   /** Why `s`'s peer may not reach `front` now, or null: the workload's inbound policy, the peer's validity. */
@@ -599,9 +656,50 @@ export class MuxServer {
       refuse(403, denied.reason, denied.detail);
       return;
     }
+    this.whenDialSlot(s, () => {
+      // A stream closed already (a CONNECT its client reset at once: rapid reset) costs no dial. `closed`, not
+      // `destroyed`: node destroys a reset stream only once its readable side is consumed.
+      if (stream.closed || stream.destroyed) return this.dialEnded(s);
+      this.dialWorkload(s, stream, front, authority.port, refuse);
+    });
+  }
+
+  /**
+   * Runs `dial` on a later tick (so that a CONNECT and the RST_STREAM read with it are both seen first) once `s`
+   * has fewer than `MAX_PENDING_DIALS` dials in progress; `dial` must end with `dialEnded(s)`.
+   */
+  private whenDialSlot(s: ServerSession, dial: () => void): void {
+    const start = () => {
+      s.dialing++;
+      setImmediate(dial);
+    };
+    if (s.dialing < MAX_PENDING_DIALS) start();
+    else s.waiting.push(start);
+  }
+
+  private dialEnded(s: ServerSession): void {
+    s.dialing--;
+    s.waiting.shift()?.();
+  }
+
+  private dialWorkload(
+    s: ServerSession,
+    stream: ServerHttp2Stream,
+    front: InboundListener,
+    port: number,
+    refuse: (status: number, reason: string, detail: string) => void,
+  ): void {
+    const core = this.core;
     const workload = netConnect({ host: front.forward.host, port: front.forward.port, allowHalfOpen: true });
     workload.setNoDelay(true);
+    let dialing = true;
+    const ended = () => {
+      if (!dialing) return;
+      dialing = false;
+      this.dialEnded(s);
+    };
     const unreachable = (e: Error) => {
+      ended();
       core.log({
         level: 'warn',
         event: 'workload-unreachable',
@@ -612,13 +710,16 @@ export class MuxServer {
     };
     workload.once('error', unreachable);
     stream.once('close', () => {
-      if (workload.connecting) workload.destroy();
+      if (!workload.connecting) return;
+      ended();
+      workload.destroy();
     });
     workload.once('connect', () => {
+      ended();
       workload.off('error', unreachable);
-      if (stream.destroyed) return void workload.destroy();
+      if (stream.closed || stream.destroyed) return void workload.destroy();
       stream.respond({ ':status': 200 });
-      this.carry(s, front, authority.port, stream, workload);
+      this.carry(s, front, port, stream, workload);
     });
   }
 

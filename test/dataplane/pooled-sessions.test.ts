@@ -6,7 +6,12 @@
  * holding real SVIDs, stand in for other data planes.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { connect as h2Connect, createServer as h2Server, type ServerHttp2Stream } from 'node:http2';
+import {
+  connect as h2Connect,
+  constants as h2constants,
+  createServer as h2Server,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -771,6 +776,107 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     expect(await conn.echo('pushed?')).toBe(true);
     expect(pushError).toBe('ERR_HTTP2_PUSH_DISABLED');
     conn.end();
+  });
+
+  it('rapid reset: CONNECT then RST_STREAM in a loop costs no workload dial, and the session is closed for its rate', async () => {
+    let accepts = 0;
+    const workloadAt = await listen(
+      createServer((s: Socket) => {
+        accepts++;
+        s.on('error', () => {});
+        s.destroy();
+      }),
+    );
+    const inputs = new QuietInputs(attest);
+    inputs.setTrustBundle(bundle);
+    inputs.setSvid(SERVER, svids[SERVER]!);
+    inputs.setRules(table([identity(SERVER, { inbound: [CLIENT] })]));
+    const server = new DataPlane({
+      inputs,
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: workloadAt },
+        },
+      ],
+      limits: { muxStreamsPerSecond: 500 },
+    });
+    const at = (await server.start()).inbound[0]!.port;
+    const tls = tlsConnect({
+      port: at,
+      host: '127.0.0.1',
+      cert: svids[CLIENT]!.cert,
+      key: svids[CLIENT]!.key,
+      ca: bundle,
+      ALPNProtocols: ['riptides-h2'],
+      checkServerIdentity: () => undefined,
+    });
+    tls.on('error', () => {});
+    // Raw frames, as an attacker writes them: each CONNECT's HEADERS and its RST_STREAM in one write (node's
+    // own client sends nothing for a stream reset before its HEADERS went out).
+    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+      const head = Buffer.alloc(9);
+      head.writeUIntBE(payload.length, 0, 3);
+      head.writeUInt8(type, 3);
+      head.writeUInt8(flags, 4);
+      head.writeUInt32BE(stream, 5);
+      return Buffer.concat([head, payload]);
+    };
+    const literal = (name: string, value: string) =>
+      Buffer.concat([
+        Buffer.from([0, name.length]),
+        Buffer.from(name),
+        Buffer.from([value.length]),
+        Buffer.from(value),
+      ]);
+    const connectBlock = Buffer.concat([
+      literal(':method', 'CONNECT'),
+      literal(':authority', `127.0.0.1:${at}`),
+    ]);
+    const cancel = Buffer.alloc(4);
+    cancel.writeUInt32BE(h2constants.NGHTTP2_CANCEL);
+    let goaway: number | null = null;
+    let received = Buffer.alloc(0);
+    tls.on('data', (d: Buffer) => {
+      received = Buffer.concat([received, d]);
+      while (received.length >= 9 && received.length >= 9 + received.readUIntBE(0, 3)) {
+        const length = received.readUIntBE(0, 3);
+        // The first GOAWAY says why; the one closing the session after it says NO_ERROR.
+        if (received.readUInt8(3) === 7) goaway ??= received.readUInt32BE(9 + 4);
+        received = received.subarray(9 + length);
+      }
+    });
+    const pairs = 2_000;
+    try {
+      await new Promise((r) => tls.once('secureConnect', r));
+      expect(tls.alpnProtocol).toBe('riptides-h2');
+      tls.write(
+        Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]),
+      );
+      let stream = 1;
+      while (stream < pairs * 2 && goaway === null && !tls.destroyed) {
+        const batch: Buffer[] = [];
+        for (let i = 0; i < 100; i++, stream += 2)
+          batch.push(frame(1, 0x4, stream, connectBlock), frame(3, 0, stream, cancel));
+        tls.write(Buffer.concat(batch));
+        await new Promise((r) => setImmediate(r));
+      }
+      expect(await until(() => goaway !== null)).toBe(true);
+      expect(goaway).toBe(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      expect(
+        await metric(server, 'riptides_dataplane_mux_sessions_closed_total', {
+          direction: 'inbound',
+          reason: 'stream-rate',
+        }),
+      ).toBe(1);
+      // Each CONNECT was reset before the server's next tick: none was worth a dial.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(accepts).toBeLessThan(10);
+    } finally {
+      tls.destroy();
+      await server.stop();
+    }
   });
 
   describe('an application that closes before the CONNECT answer leaves nothing open (on either side)', () => {
