@@ -171,6 +171,13 @@ class RelayConnection implements ResponseSink {
   private closed = false;
   private waitingUpstreamDrain = false;
   private waitingAppDrain = false;
+  /**
+   * Response bytes made during one upstream read (between cork and uncork) and their length: written as one
+   * buffer, so one TLS record and one write, where the socket's own cork would go through writev (which copies
+   * a head string and a body buffer into one, then TLS copies them again). null outside an upstream read.
+   */
+  private gathered: Array<string | Buffer> | null = null;
+  private gatheredBytes = 0;
 
   /** When the current request's deadlines started: the connection, or the end of the previous exchange. */
   private started = 0;
@@ -314,19 +321,19 @@ class RelayConnection implements ResponseSink {
       return 1;
     }
     const flow = this.flow;
-    const host = checkHost(raw, this.http11, flow.target, flow.defaultPort, flow.sameDecision ?? null);
+    const host = checkHost(head.hosts, this.http11, flow.target, flow.defaultPort, flow.sameDecision ?? null);
     if (!host.ok) {
       // Without a credential only a missing Host is refused: nothing the policy binds goes anywhere.
-      if (ref || !raw.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'host')) {
+      if (ref || head.hosts.length === 0) {
         this.refuse(400, 'host', host.message);
         return 1;
       }
     } else if (host.add) head.headers.push(['Host', host.add]);
     // An absolute-form target names its own authority (RFC 9112 §3.2.2): held to the same rule as Host.
-    const authority = /^https?:\/\/([^/?#]*)/i.exec(url)?.[1];
+    const authority = url.charCodeAt(0) === 0x2f ? undefined : /^https?:\/\/([^/?#]*)/i.exec(url)?.[1];
     if (ref && authority !== undefined) {
       const named = checkHost(
-        ['Host', authority.replace(/^[^@]*@/, '')],
+        [authority.replace(/^[^@]*@/, '')],
         true,
         flow.target,
         flow.defaultPort,
@@ -567,6 +574,7 @@ class RelayConnection implements ResponseSink {
     this.upstream = null;
     this.busy = false;
     this.ignoring = true;
+    this.flushApp();
     this.socket.end();
   }
 
@@ -578,14 +586,43 @@ class RelayConnection implements ResponseSink {
   }
 
   cork(): void {
-    this.socket.cork();
+    this.gathered = [];
+    this.gatheredBytes = 0;
   }
 
   uncork(): void {
-    this.socket.uncork();
+    this.flushApp();
+    this.gathered = null;
   }
 
+  /** Response bytes toward the application: gathered during an upstream read, else written now. */
   private toApp(data: string | Buffer): void {
+    if (this.gathered) {
+      this.gathered.push(data);
+      // Strings here are latin1 (header text as llhttp decoded it, chunk framing): one byte per character.
+      this.gatheredBytes += data.length;
+    } else this.writeApp(data);
+  }
+
+  /** Writes what the current upstream read gathered, as one buffer; before anything ends the application side. */
+  private flushApp(): void {
+    const parts = this.gathered;
+    if (!parts?.length) return;
+    const bytes = this.gatheredBytes;
+    this.gathered = [];
+    this.gatheredBytes = 0;
+    if (parts.length === 1) {
+      this.writeApp(parts[0]!);
+      return;
+    }
+    const out = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    for (const p of parts) at += typeof p === 'string' ? out.write(p, at, 'latin1') : p.copy(out, at);
+    this.writeApp(out);
+  }
+
+  /** Writes to the application with backpressure: the upstream is paused until the application drains. */
+  private writeApp(data: string | Buffer): void {
     if (!this.socket.write(data as Buffer, 'latin1') && !this.waitingAppDrain && this.upstream) {
       const up = this.upstream;
       this.waitingAppDrain = true;
@@ -601,6 +638,8 @@ class RelayConnection implements ResponseSink {
 
   private exchangeDone(): void {
     this.busy = false;
+    // The response goes out before anything that follows it (the end of the connection, a held refusal).
+    this.flushApp();
     if (this.closeAfter) {
       // The response said the connection closes: a refusal held for a pipelined request would follow it.
       this.deferred = null;

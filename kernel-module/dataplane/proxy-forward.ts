@@ -124,9 +124,9 @@ async function forward(
   }
   // The URL's authority is the target decided for; the Host must name it too (RFC 9112 §3.2.2).
   const http11 = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
-  const host = checkHost(req.rawHeaders, http11, flow.target, flow.defaultPort, null);
+  const host = checkHost(head.hosts, http11, flow.target, flow.defaultPort, null);
   if (!host.ok) {
-    if (ref || !req.rawHeaders.some((h, i) => i % 2 === 0 && h.toLowerCase() === 'host')) {
+    if (ref || head.hosts.length === 0) {
       req.resume();
       return refuse(relay, res, 400, 'host', host.message);
     }

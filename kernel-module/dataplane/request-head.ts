@@ -25,6 +25,8 @@ export const HOP = new Set([
 export interface ScannedHead {
   /** The headers that leave, in order, as `[name, value]`. */
   headers: Array<[string, string]>;
+  /** The values of every Host header the request has, in order (the Host rule, checkHost, wants exactly one). */
+  hosts: string[];
   /** A body follows (Content-Length or Transfer-Encoding). */
   hasBody: boolean;
   /** Framed with chunked (re-framed the same way upstream). */
@@ -43,47 +45,59 @@ export interface ScannedHead {
  */
 const NOT_NOMINABLE = new Set(['host', 'content-length', 'transfer-encoding']);
 
-/** The header names a request's Connection header lists (RFC 9110 §7.6.1), lower-cased. */
-function connectionNominated(raw: readonly string[]): Set<string> {
+/** The header names the values of a request's Connection headers list (RFC 9110 §7.6.1), lower-cased. */
+function connectionNominated(values: readonly string[]): Set<string> {
   const named = new Set<string>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() !== 'connection') continue;
-    for (const token of raw[i + 1]!.split(',')) {
+  for (const value of values)
+    for (const token of value.split(',')) {
       const name = token.trim().toLowerCase();
       if (name && !NOT_NOMINABLE.has(name)) named.add(name);
     }
-  }
   return named;
 }
 
 /**
- * One pass over a flat raw header list (`[name, value, …]`, as llhttp gives it): hop-by-hop headers and those
- * the Connection header names are dropped (they are meant for this hop only).
+ * One pass over a flat raw header list (`[name, value, …]`, as llhttp gives it), each name lower-cased once:
+ * hop-by-hop headers and those the Connection header names are dropped (they are meant for this hop only).
  */
 export function scanRequestHead(raw: readonly string[], dropAuthorization: boolean): ScannedHead {
-  const nominated = connectionNominated(raw);
   const out: ScannedHead = {
     headers: [],
+    hosts: [],
     hasBody: false,
     chunked: false,
     coded: false,
     hashed: false,
     expectContinue: false,
   };
+  // Lower-cased names of the headers kept so far, and the Connection values: what they nominate is dropped
+  // after the pass (a Connection header may come after the headers it names).
+  const kept: string[] = [];
+  const connection: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
     const lower = name.toLowerCase();
-    if (lower === 'content-length') out.hasBody = true;
+    if (lower === 'host') out.hosts.push(value);
+    else if (lower === 'content-length') out.hasBody = true;
     else if (lower === 'transfer-encoding') {
       out.hasBody = true;
       if (value.trim().toLowerCase() === 'chunked') out.chunked = true;
       else out.coded = true;
     } else if (lower === 'expect') out.expectContinue = /^\s*100-continue\s*$/i.test(value);
-    if (HOP.has(lower) || nominated.has(lower) || (dropAuthorization && lower === 'authorization')) continue;
-    if (lower === 'x-amz-content-sha256') out.hashed = true;
+    else if (lower === 'connection') connection.push(value);
+    if (HOP.has(lower) || (dropAuthorization && lower === 'authorization')) continue;
+    kept.push(lower);
     out.headers.push([name, value]);
   }
+  if (connection.length) {
+    const nominated = connectionNominated(connection);
+    if (nominated.size) {
+      out.headers = out.headers.filter((_, i) => !nominated.has(kept[i]!));
+      for (let i = kept.length - 1; i >= 0; i--) if (nominated.has(kept[i]!)) kept.splice(i, 1);
+    }
+  }
+  out.hashed = kept.includes('x-amz-content-sha256');
   return out;
 }
 
@@ -99,7 +113,8 @@ export function credentialTargetOk(method: string, target: string): boolean {
 
 /** The origin-form of a request target (an absolute-form `http://host/p?q` becomes `/p?q`); null if unparseable. */
 export function originForm(url: string): string | null {
-  if (!/^https?:\/\//i.test(url)) return url;
+  // The usual origin-form (`/…`) needs no pattern: only a target starting with a scheme is absolute-form.
+  if (url.charCodeAt(0) === 0x2f || !/^https?:\/\//i.test(url)) return url;
   try {
     const u = new URL(url);
     return `${u.pathname}${u.search}`;
@@ -172,17 +187,16 @@ export function hostHeaderFor(target: { host: string; port: number }, defaultPor
  * connection goes to the decided port whatever it says and many clients omit it. `sameDecision`, for a target
  * known only by its IP (transparent plaintext, no SNI): the name the Host gives is accepted when the policy,
  * deciding for that name alone, binds the same credential to it; the IP itself is always accepted. An HTTP/1.0
- * request without Host gets the target's (`add`); an HTTP/1.1 one is refused (RFC 9112 §3.2).
+ * request without Host gets the target's (`add`); an HTTP/1.1 one is refused (RFC 9112 §3.2). `values`: the
+ * request's Host header values, as scanRequestHead collects them.
  */
 export function checkHost(
-  raw: readonly string[],
+  values: readonly string[],
   http11: boolean,
   target: { host: string; port: number },
   defaultPort: number,
   sameDecision: ((host: string) => boolean) | null,
 ): HostVerdict {
-  const values: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'host') values.push(raw[i + 1]!);
   if (values.length > 1) return { ok: false, message: 'the request has more than one Host header' };
   if (values.length === 0)
     return http11

@@ -60,8 +60,12 @@ export class Upstream {
    * connection's message stream no longer lines up with requests, so it is closed and never reused.
    */
   private stray = false;
-  /** The response head's deadline of the exchange in flight (`responseHeadTimeoutMs`). */
+  /**
+   * The response head's deadline of the exchange in flight (`responseHeadTimeoutMs`): one timer per connection,
+   * re-armed by each exchange (a refresh, not a new timer per request); it fires idle when no head is awaited.
+   */
   private headTimer: NodeJS.Timeout | null = null;
+  private awaitingHead = false;
   /** Set while in the pool: removes it from there when the socket closes. */
   onIdleClose: (() => void) | null = null;
 
@@ -95,7 +99,8 @@ export class Upstream {
     });
     socket.on('error', (e) => this.fail(502, e.message));
     socket.on('close', () => {
-      this.clearHeadTimer();
+      this.stopHeadDeadline();
+      if (this.headTimer) clearTimeout(this.headTimer);
       this.fail(502, 'the upstream closed the connection');
       this.parser.free();
       this.onIdleClose?.();
@@ -135,18 +140,19 @@ export class Upstream {
     this.sink = sink;
     this.headRequest = head;
     // The idle timeout is reset by every byte: a head trickled a byte at a time would never trip it.
-    this.clearHeadTimer();
-    const ms = this.headTimeoutMs;
-    this.headTimer = setTimeout(() => {
-      this.headTimer = null;
-      this.fail(504, `no response head from the upstream within ${ms} ms`);
-    }, ms);
-    this.headTimer.unref();
+    this.awaitingHead = true;
+    if (this.headTimer) this.headTimer.refresh();
+    else {
+      const ms = this.headTimeoutMs;
+      this.headTimer = setTimeout(() => {
+        if (this.awaitingHead) this.fail(504, `no response head from the upstream within ${ms} ms`);
+      }, ms);
+      this.headTimer.unref();
+    }
   }
 
-  private clearHeadTimer(): void {
-    if (this.headTimer) clearTimeout(this.headTimer);
-    this.headTimer = null;
+  private stopHeadDeadline(): void {
+    this.awaitingHead = false;
   }
 
   /** Abandons the exchange in flight (the application went away or its request failed): the connection too. */
@@ -187,7 +193,7 @@ export class Upstream {
     // 1xx (100 Continue, 103 Early Hints): not forwarded; the final response follows on the same message stream.
     this.informational = status < 200;
     if (this.informational) return 0;
-    this.clearHeadTimer();
+    this.stopHeadDeadline();
     const out: string[] = [];
     let codings = '';
     let length = false;
@@ -227,7 +233,7 @@ export class Upstream {
   }
 
   private fail(status: 502 | 504, message: string): void {
-    this.clearHeadTimer();
+    this.stopHeadDeadline();
     const sink = this.sink;
     this.sink = null;
     this.socket.destroy();
