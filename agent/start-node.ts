@@ -63,6 +63,8 @@ export interface StartNodeOptions extends Omit<AgentOptions, 'kernelSide'> {
   outbound?: OutboundMapping[];
   /** The data plane's budgets (kernel-module/dataplane/core.ts). */
   limits?: Partial<Limits>;
+  /** Pooled mTLS sessions between data planes (`riptides-h2`); false: one connection each. Default true. */
+  pooledSessions?: boolean;
   /**
    * Serve `GET /metrics` here (agent/metrics-server.ts: the data plane's counters, the agent's gauges, Node's
    * process metrics), behind the bearer credential in `<stateDir>/metrics.token`. Default: not served.
@@ -289,6 +291,7 @@ async function startDataPlane(
     connectionsFile: `${addresses.controlRoot}/${ControlPaths.connections}`,
     ...(opts.procRoot ? { procRoot: opts.procRoot } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.pooledSessions === false ? { pooledSessions: false } : {}),
     log: dataPlaneLog(log),
   });
   let bound: Awaited<ReturnType<DataPlane['start']>>;

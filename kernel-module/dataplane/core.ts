@@ -88,6 +88,30 @@ export const DEFAULT_LIMITS: Limits = {
   muxStreamsPerSecond: 10_000,
 };
 
+/** HTTP/2's largest flow-control window (RFC 9113 §6.9.1), which the session's 16 stream windows must fit. */
+const MAX_WINDOW_BYTES = 2 ** 31 - 1;
+
+/**
+ * `limits` as given, or an Error naming the first limit out of range: every limit is a positive finite number,
+ * `muxMaxStreams` a whole number (0 would advertise no stream at all, so that every pooled connection failed:
+ * `pooledSessions: false` is the off switch), `muxStreamWindowBytes` a whole number whose 16 times fits an
+ * HTTP/2 window.
+ */
+export function validateLimits(limits: Limits): Limits {
+  if (!Number.isInteger(limits.muxMaxStreams) || limits.muxMaxStreams < 1)
+    throw new Error(
+      `data plane limit muxMaxStreams must be a whole number of streams, at least 1 (got ${limits.muxMaxStreams}); pooledSessions: false turns pooled sessions off`,
+    );
+  for (const [name, value] of Object.entries(limits))
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+      throw new Error(`data plane limit ${name} must be a positive number (got ${String(value)})`);
+  if (!Number.isInteger(limits.muxStreamWindowBytes) || limits.muxStreamWindowBytes * 16 > MAX_WINDOW_BYTES)
+    throw new Error(
+      `data plane limit muxStreamWindowBytes must be a whole number of bytes up to ${Math.floor(MAX_WINDOW_BYTES / 16)} (got ${limits.muxStreamWindowBytes})`,
+    );
+  return limits;
+}
+
 export interface LogEvent {
   level: 'info' | 'warn';
   /** A stable event name: `handshake-failed`, `connection-revoked`, `request-refused`, `passthrough`, … */
@@ -115,6 +139,8 @@ export interface Core {
   table: ConnectionTable;
   attributor: Attributor;
   limits: Limits;
+  /** Whether pooled sessions are offered and answered (`riptides-h2`); else `riptides` only. */
+  pooledSessions: boolean;
   lookup: LookupFunction | undefined;
   log: (event: LogEvent) => void;
   /** Listener addresses of this data plane (`ip:port`), for loop detection. */

@@ -21,7 +21,7 @@ import { createServer, isIP, type LookupFunction, type Server, type Socket } fro
 import { isLoopbackHost } from '../loopback.ts';
 import { Attributor } from './attribution.ts';
 import { type ConnectionRecord, ConnectionTable } from './connections.ts';
-import { type Core, DEFAULT_LIMITS, type Limits, type LogEvent } from './core.ts';
+import { type Core, DEFAULT_LIMITS, type Limits, type LogEvent, validateLimits } from './core.ts';
 import { ManagedPeers } from './dial.ts';
 import { HttpRelay, type UpstreamKind } from './http-relay.ts';
 import { Inbound, type InboundListener, type ListenAddress } from './inbound.ts';
@@ -57,7 +57,13 @@ export interface DataPlaneOptions {
   connectionsFile?: string | null;
   /** Name resolution for upstreams (node's `lookup` option); default: the system resolver. */
   lookup?: LookupFunction;
+  /** Budgets (core.ts `Limits`); a value out of range throws from the constructor (`validateLimits`). */
   limits?: Partial<Limits>;
+  /**
+   * Pooled mTLS sessions between data planes (README "Pooled sessions"). False: ALPN `riptides` only, offered
+   * and answered, so every mTLS connection is one application connection (`--no-pooled-sessions`). Default true.
+   */
+  pooledSessions?: boolean;
   /** Structured events (handshake failures, revocations, refusals, passthroughs); never a credential value. */
   log?: (event: LogEvent) => void;
   procRoot?: string;
@@ -103,7 +109,7 @@ export class DataPlane {
   private addressesBound: DataPlaneAddresses | null = null;
 
   constructor(private readonly options: DataPlaneOptions) {
-    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    const limits = validateLimits({ ...DEFAULT_LIMITS, ...options.limits });
     this.core = {
       inputs: options.inputs,
       contexts: new TlsContexts(options.inputs, options.upstreamCa ?? null),
@@ -112,6 +118,7 @@ export class DataPlane {
       table: new ConnectionTable(options.connectionsFile ?? null),
       attributor: new Attributor(options.procRoot),
       limits,
+      pooledSessions: options.pooledSessions !== false,
       lookup: options.lookup,
       log: options.log ?? (() => {}),
       ownAddresses: new Set(),

@@ -80,9 +80,12 @@ export class Inbound {
       requestCert: mutual,
       rejectUnauthorized: false,
       // The server's order decides: a client offering both gets the pooled session. SIMPLE takes no client
-      // SVID, so nothing could authorize its streams: per connection only.
+      // SVID, so nothing could authorize its streams: per connection only; so too with pooled sessions off.
       ...(riptides
-        ? { ALPNProtocols: mutual && first.alpn.includes(MUX_ALPN) ? [MUX_ALPN, ALPN] : [ALPN] }
+        ? {
+            ALPNProtocols:
+              mutual && core.pooledSessions && first.alpn.includes(MUX_ALPN) ? [MUX_ALPN, ALPN] : [ALPN],
+          }
         : {}),
     });
     const timer = setTimeout(

@@ -254,7 +254,10 @@ export class SessionPool {
     // this peer, and connections waiting on it share the handshake's outcome, which must not depend on their rule.
     let up: MtlsDial;
     try {
-      up = await dialMtls(core, identity, target, () => [], { ...opts, alpn: [MUX_ALPN, ALPN] });
+      up = await dialMtls(core, identity, target, () => [], {
+        ...opts,
+        alpn: core.pooledSessions ? [MUX_ALPN, ALPN] : [ALPN],
+      });
     } finally {
       if (shared) this.dialing.delete(key);
     }

@@ -19,6 +19,7 @@ export const NODE_FLAGS = {
   inbound: { type: 'string', multiple: true },
   outbound: { type: 'string', multiple: true },
   'metrics-listen': { type: 'string' },
+  'no-pooled-sessions': { type: 'boolean' },
 } as const;
 
 export const NODE_FLAGS_HELP = `Data plane (none of these: the node only programs the control interface):
@@ -38,7 +39,10 @@ export const NODE_FLAGS_HELP = `Data plane (none of these: the node only program
                              a local port standing for one destination (repeatable), for clients that can
                              use neither a proxy nor redirection
   --metrics-listen HOST:PORT serve GET /metrics (data plane counters, agent gauges) to callers that send
-                             Authorization: Bearer <the credential in STATE_DIR/metrics.token>`;
+                             Authorization: Bearer <the credential in STATE_DIR/metrics.token>
+  --no-pooled-sessions       mTLS between data planes one connection per application connection (ALPN
+                             riptides only, offered and answered) instead of CONNECT streams of pooled
+                             HTTP/2 sessions (riptides-h2)`;
 
 export interface NodeFlagValues {
   'proxy-listen'?: string | undefined;
@@ -48,6 +52,7 @@ export interface NodeFlagValues {
   inbound?: string[] | undefined;
   outbound?: string[] | undefined;
   'metrics-listen'?: string | undefined;
+  'no-pooled-sessions'?: boolean | undefined;
 }
 
 function address(text: string, flag: string): { host: string; port: number } {
@@ -103,6 +108,7 @@ export async function nodeOptionsFromFlags(
     | 'inbound'
     | 'outbound'
     | 'metricsListen'
+    | 'pooledSessions'
   >
 > {
   if (values.nftables && !values.transparent)
@@ -130,6 +136,7 @@ export async function nodeOptionsFromFlags(
     inbound: (values.inbound ?? []).map(parseInbound),
     outbound: (values.outbound ?? []).map(parseOutbound),
     metricsListen: values['metrics-listen'] ? address(values['metrics-listen'], '--metrics-listen') : null,
+    pooledSessions: values['no-pooled-sessions'] !== true,
   };
 }
 

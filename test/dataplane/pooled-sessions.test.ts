@@ -879,6 +879,94 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     }
   });
 
+  describe('pooled sessions off (`pooledSessions: false`) and limits out of range', () => {
+    it('a client with them off makes one handshake per connection (ALPN riptides), to a server that pools', async () => {
+      const inputs = new QuietInputs(attest);
+      inputs.setTrustBundle(bundle);
+      inputs.setSvid(CLIENT, svids[CLIENT]!);
+      inputs.setRules(
+        table([
+          identity(CLIENT, { egress: [egress([destination('127.0.0.1', front)], { mode: 'MUTUAL' })] }),
+        ]),
+      );
+      const off = new DataPlane({
+        inputs,
+        outbound: [
+          { listen: { host: '127.0.0.1', port: 0 }, destination: { host: '127.0.0.1', port: front } },
+        ],
+        pooledSessions: false,
+      });
+      const port = (await off.start()).outbound[0]!.port;
+      const [pooled, single] = [
+        await serverHandshakes(serverDp),
+        await serverHandshakes(serverDp, 'riptides'),
+      ];
+      try {
+        for (let i = 0; i < 3; i++) {
+          const conn = app.open(port);
+          expect(await conn.echo(`one ${i}`)).toBe(true);
+          expect(off.connections()[0]).toMatchObject({ mode: 'mtls', peer_spiffe_id: SERVER });
+          expect(off.connections()[0]!.session).toBeUndefined();
+          conn.end();
+          expect(await until(() => conn.closed() !== undefined)).toBe(true);
+        }
+        expect(await serverHandshakes(serverDp, 'riptides')).toBe(single + 3);
+        expect(await serverHandshakes(serverDp)).toBe(pooled);
+      } finally {
+        await off.stop();
+      }
+    });
+
+    it('a server with them off answers riptides to a client offering riptides-h2 first', async () => {
+      const inputs = new QuietInputs(attest);
+      inputs.setTrustBundle(bundle);
+      inputs.setSvid(SERVER, svids[SERVER]!);
+      inputs.setRules(table([identity(SERVER, { inbound: [CLIENT] })]));
+      const off = new DataPlane({
+        inputs,
+        inbound: [
+          {
+            spiffeId: SERVER,
+            listen: { host: '127.0.0.1', port: 0 },
+            forward: { host: '127.0.0.1', port: workloadPort },
+          },
+        ],
+        pooledSessions: false,
+      });
+      const at = (await off.start()).inbound[0]!.port;
+      const tls = tlsConnect({
+        port: at,
+        host: '127.0.0.1',
+        cert: svids[CLIENT]!.cert,
+        key: svids[CLIENT]!.key,
+        ca: bundle,
+        ALPNProtocols: ['riptides-h2', 'riptides'],
+        checkServerIdentity: () => undefined,
+      });
+      try {
+        await new Promise((r) => tls.once('secureConnect', r));
+        expect(tls.alpnProtocol).toBe('riptides');
+        tls.write('single');
+        expect(await new Promise<string>((r) => tls.once('data', (d) => r(String(d))))).toBe('single');
+      } finally {
+        tls.destroy();
+        await off.stop();
+      }
+    });
+
+    it('limits out of range are refused with the limit named', () => {
+      const make = (limits: object) => () => new DataPlane({ inputs: new QuietInputs(attest), limits });
+      expect(make({ muxMaxStreams: 0 })).toThrow(/muxMaxStreams .*at least 1.*pooledSessions: false/);
+      expect(make({ muxMaxStreams: 2.5 })).toThrow(/muxMaxStreams/);
+      expect(make({ muxIdleTimeoutMs: 0 })).toThrow(/muxIdleTimeoutMs must be a positive number \(got 0\)/);
+      expect(make({ handshakeTimeoutMs: -1 })).toThrow(/handshakeTimeoutMs/);
+      expect(make({ muxStreamWindowBytes: Number.NaN })).toThrow(/muxStreamWindowBytes/);
+      expect(make({ muxStreamWindowBytes: 2 ** 28 })).toThrow(/muxStreamWindowBytes .*up to 134217727/);
+      expect(make({ muxStreamsPerSecond: 0 })).toThrow(/muxStreamsPerSecond/);
+      expect(make({ muxMaxStreams: 1, muxStreamWindowBytes: 65_535 })).not.toThrow();
+    });
+  });
+
   describe('an application that closes before the CONNECT answer leaves nothing open (on either side)', () => {
     /** An echo workload that knows how many of its sockets are open. */
     const countingWorkload = async () => {
