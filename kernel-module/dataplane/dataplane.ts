@@ -167,6 +167,12 @@ export class DataPlane {
           this.track(createServer((s) => void this.inboundHandler.handle(s, l))),
           l.listen,
         );
+        // A CONNECT names a port, and the front it reaches is found by port and identity: two fronts of one
+        // identity on one port (two hosts) would be told apart by nothing, so such a configuration is refused.
+        if (this.fronts.some((f) => f.port === at.port && f.listener.spiffeId === l.spiffeId))
+          throw new Error(
+            `inbound listeners of ${l.spiffeId} share port ${at.port}: pooled sessions reach a front by port, give each its own`,
+          );
         result.inbound.push(at);
         this.fronts.push({ listener: l, port: at.port });
       }

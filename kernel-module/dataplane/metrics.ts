@@ -57,7 +57,7 @@ export class DataPlaneMetrics {
   });
   readonly sessionsClosed = new Counter({
     name: 'riptides_dataplane_mux_sessions_closed_total',
-    help: "Pooled sessions closed for their peer's behaviour, by direction and reason (stream-rate: streams opened too fast; error: closed by HTTP/2 itself, e.g. its flood protection; peer-goaway: the peer closed it with an error code)",
+    help: "Pooled sessions closed for their peer's behaviour, by direction and reason (stream-rate: streams opened too fast; error: closed by HTTP/2 itself, e.g. its flood protection; peer-goaway: the peer closed it with an error code; preface-timeout: no HTTP/2 preface in the handshake deadline)",
     labelNames: ['direction', 'reason'] as const,
     registers: [this.registry],
   });

@@ -567,6 +567,14 @@ export class MuxServer {
       });
     };
     session.on('error', (e: NodeJS.ErrnoException) => closedBy('error', e.code ?? e.message));
+    // The client's preface and SETTINGS within the handshake deadline: else an authenticated peer could hold
+    // the TLS connection without a session for twice the idle timeout.
+    const preface = setTimeout(() => {
+      closedBy('preface-timeout', `no HTTP/2 preface and SETTINGS in ${core.limits.handshakeTimeoutMs} ms`);
+      session.destroy();
+    }, core.limits.handshakeTimeoutMs);
+    session.once('remoteSettings', () => clearTimeout(preface));
+    session.once('close', () => clearTimeout(preface));
     session.on('goaway', (code: number) => {
       if (code !== h2.NGHTTP2_NO_ERROR) closedBy('peer-goaway', `GOAWAY code ${code}`);
     });

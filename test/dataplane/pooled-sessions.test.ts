@@ -967,6 +967,73 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     });
   });
 
+  it('a peer that sends no HTTP/2 preface after its handshake is closed at the handshake deadline, and counted', async () => {
+    const inputs = new QuietInputs(attest);
+    inputs.setTrustBundle(bundle);
+    inputs.setSvid(SERVER, svids[SERVER]!);
+    inputs.setRules(table([identity(SERVER, { inbound: [CLIENT] })]));
+    const server = new DataPlane({
+      inputs,
+      inbound: [
+        {
+          spiffeId: SERVER,
+          listen: { host: '127.0.0.1', port: 0 },
+          forward: { host: '127.0.0.1', port: workloadPort },
+        },
+      ],
+      limits: { handshakeTimeoutMs: 400 },
+    });
+    const at = (await server.start()).inbound[0]!.port;
+    const tls = tlsConnect({
+      port: at,
+      host: '127.0.0.1',
+      cert: svids[CLIENT]!.cert,
+      key: svids[CLIENT]!.key,
+      ca: bundle,
+      ALPNProtocols: ['riptides-h2'],
+      checkServerIdentity: () => undefined,
+    });
+    tls.on('error', () => {});
+    let closed = false;
+    tls.on('close', () => {
+      closed = true;
+    });
+    try {
+      await new Promise((r) => tls.once('secureConnect', r));
+      expect(tls.alpnProtocol).toBe('riptides-h2');
+      // Reading, so that the server's close is seen.
+      tls.resume();
+      expect(await until(() => closed, 3_000)).toBe(true);
+      expect(
+        await metric(server, 'riptides_dataplane_mux_sessions_closed_total', {
+          direction: 'inbound',
+          reason: 'preface-timeout',
+        }),
+      ).toBe(1);
+    } finally {
+      tls.destroy();
+      await server.stop();
+    }
+  });
+
+  it('two inbound listeners of one identity on one port are refused at start', async () => {
+    const probe = createServer();
+    const port = await new Promise<number>((r) =>
+      probe.listen(0, '127.0.0.1', () => r((probe.address() as { port: number }).port)),
+    );
+    await new Promise((r) => probe.close(r));
+    const front = (host: string) => ({
+      spiffeId: SERVER,
+      listen: { host, port },
+      forward: { host: '127.0.0.1', port: workloadPort },
+    });
+    const dp = new DataPlane({
+      inputs: new QuietInputs(attest),
+      inbound: [front('127.0.0.1'), front('127.0.0.2')],
+    });
+    await expect(dp.start()).rejects.toThrow(/share port .*pooled sessions reach a front by port/);
+  });
+
   describe('an application that closes before the CONNECT answer leaves nothing open (on either side)', () => {
     /** An echo workload that knows how many of its sockets are open. */
     const countingWorkload = async () => {
