@@ -607,7 +607,8 @@ class RelayConnection implements ResponseSink {
   /** Writes what the current upstream read gathered, as one buffer; before anything ends the application side. */
   private flushApp(): void {
     const parts = this.gathered;
-    if (!parts?.length) return;
+    // Destroyed during the read (a response cut short after its head): what was gathered has nowhere to go.
+    if (!parts?.length || this.socket.destroyed) return;
     const bytes = this.gatheredBytes;
     this.gathered = [];
     this.gatheredBytes = 0;
