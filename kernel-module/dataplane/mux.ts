@@ -579,6 +579,9 @@ export class MuxServer {
       if (code !== h2.NGHTTP2_NO_ERROR) closedBy('peer-goaway', `GOAWAY code ${code}`);
     });
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      // First: a stream closed with an error code emits 'error', which unheard would end the process (a peer's
+      // rapid reset past the rate did, in the test suite).
+      stream.on('error', () => {});
       // Streams read with the one past the rate, after the GOAWAY: not processed, retryable elsewhere.
       if (session.closed) return void stream.close(h2.NGHTTP2_REFUSED_STREAM);
       if (!this.take(s)) {
@@ -630,7 +633,6 @@ export class MuxServer {
 
   private onStream(s: ServerSession, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     const core = this.core;
-    stream.on('error', () => {});
     const refuse = (status: number, reason: string, detail: string) => {
       core.metrics.streamsRefused.inc({ direction: 'inbound', reason });
       core.log({
