@@ -555,16 +555,7 @@ export class MuxServer {
     // an error code: logged and counted with the peer, else an abusive peer would leave no trace.
     const closedBy = (reason: string, detail: string) => {
       core.metrics.sessionsClosed.inc({ direction: 'inbound', reason });
-      core.log({
-        level: 'warn',
-        event: 'session-closed',
-        direction: 'inbound',
-        reason,
-        detail,
-        peer_spiffe_id: s.peer,
-        src: s.raw.remoteAddress,
-        session: s.id,
-      });
+      this.warn(s, 'session-closed', reason, detail);
     };
     session.on('error', (e: NodeJS.ErrnoException) => closedBy('error', e.code ?? e.message));
     // The client's preface and SETTINGS within the handshake deadline: else an authenticated peer could hold
@@ -594,6 +585,20 @@ export class MuxServer {
         return;
       }
       this.onStream(s, stream, headers);
+    });
+  }
+
+  /** A warning about session `s`, naming its peer, source address and session. */
+  private warn(s: ServerSession, event: string, reason: string, detail: string): void {
+    this.core.log({
+      level: 'warn',
+      event,
+      direction: 'inbound',
+      reason,
+      detail,
+      peer_spiffe_id: s.peer,
+      src: s.raw.remoteAddress,
+      session: s.id,
     });
   }
 
@@ -635,16 +640,7 @@ export class MuxServer {
     const core = this.core;
     const refuse = (status: number, reason: string, detail: string) => {
       core.metrics.streamsRefused.inc({ direction: 'inbound', reason });
-      core.log({
-        level: 'warn',
-        event: 'stream-refused',
-        direction: 'inbound',
-        reason,
-        detail,
-        peer_spiffe_id: s.peer,
-        src: s.raw.remoteAddress,
-        session: s.id,
-      });
+      this.warn(s, 'stream-refused', reason, detail);
       if (!stream.destroyed && !stream.headersSent)
         stream.respond({ ':status': status, 'x-riptides-reason': reason }, { endStream: true });
     };

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type TLSSocket, connect as tlsConnect, createServer as tlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
+import { DataPlane, type DataPlaneOptions } from '../../kernel-module/dataplane/dataplane.ts';
 import {
   type KeyPair,
   MemoryInputs,
@@ -778,15 +778,11 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     conn.end();
   });
 
-  it('rapid reset: CONNECT then RST_STREAM in a loop costs no workload dial, and the session is closed for its rate', async () => {
-    let accepts = 0;
-    const workloadAt = await listen(
-      createServer((s: Socket) => {
-        accepts++;
-        s.on('error', () => {});
-        s.destroy();
-      }),
-    );
+  /**
+   * A server data plane fronting `forward` for SERVER (CLIENT allowed in), and a raw TLS connection to it that holds
+   * CLIENT's SVID and offers ALPN riptides-h2: what an attacker's own HTTP/2 client writes frames over.
+   */
+  async function rawPeerOfServer(forward: number, limits: DataPlaneOptions['limits']) {
     const inputs = new QuietInputs(attest);
     inputs.setTrustBundle(bundle);
     inputs.setSvid(SERVER, svids[SERVER]!);
@@ -797,10 +793,10 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
         {
           spiffeId: SERVER,
           listen: { host: '127.0.0.1', port: 0 },
-          forward: { host: '127.0.0.1', port: workloadAt },
+          forward: { host: '127.0.0.1', port: forward },
         },
       ],
-      limits: { muxStreamsPerSecond: 500 },
+      limits,
     });
     const at = (await server.start()).inbound[0]!.port;
     const tls = tlsConnect({
@@ -813,6 +809,19 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
       checkServerIdentity: () => undefined,
     });
     tls.on('error', () => {});
+    return { server, at, tls };
+  }
+
+  it('rapid reset: CONNECT then RST_STREAM in a loop costs no workload dial, and the session is closed for its rate', async () => {
+    let accepts = 0;
+    const workloadAt = await listen(
+      createServer((s: Socket) => {
+        accepts++;
+        s.on('error', () => {});
+        s.destroy();
+      }),
+    );
+    const { server, at, tls } = await rawPeerOfServer(workloadAt, { muxStreamsPerSecond: 500 });
     // Raw frames, as an attacker writes them: each CONNECT's HEADERS and its RST_STREAM in one write (node's
     // own client sends nothing for a stream reset before its HEADERS went out).
     const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
@@ -968,32 +977,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
   });
 
   it('a peer that sends no HTTP/2 preface after its handshake is closed at the handshake deadline, and counted', async () => {
-    const inputs = new QuietInputs(attest);
-    inputs.setTrustBundle(bundle);
-    inputs.setSvid(SERVER, svids[SERVER]!);
-    inputs.setRules(table([identity(SERVER, { inbound: [CLIENT] })]));
-    const server = new DataPlane({
-      inputs,
-      inbound: [
-        {
-          spiffeId: SERVER,
-          listen: { host: '127.0.0.1', port: 0 },
-          forward: { host: '127.0.0.1', port: workloadPort },
-        },
-      ],
-      limits: { handshakeTimeoutMs: 400 },
-    });
-    const at = (await server.start()).inbound[0]!.port;
-    const tls = tlsConnect({
-      port: at,
-      host: '127.0.0.1',
-      cert: svids[CLIENT]!.cert,
-      key: svids[CLIENT]!.key,
-      ca: bundle,
-      ALPNProtocols: ['riptides-h2'],
-      checkServerIdentity: () => undefined,
-    });
-    tls.on('error', () => {});
+    const { server, tls } = await rawPeerOfServer(workloadPort, { handshakeTimeoutMs: 400 });
     let closed = false;
     tls.on('close', () => {
       closed = true;

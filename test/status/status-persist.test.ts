@@ -38,6 +38,21 @@ const source = (revision: string): SourceStatusView => ({
   omittedDiagnostics: 0,
 });
 
+/** A book of the sample policies, and `commit(revision)`: that revision applied, no file changed (the pass's memo). */
+function sampleBook() {
+  const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+  const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+  const memo: SkeletonMemo = new WeakMap();
+  const book = new StatusBook({ now: () => T0 });
+  const commit = (revision: string) => {
+    book.syncResources(
+      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision }, memo),
+    );
+    book.setSource(source(revision));
+  };
+  return { book, commit };
+}
+
 describe('status persisted from the book', () => {
   it('a restart reads back the book as written: a new commit, a changed resource, an event', async () => {
     const stateDir = tempDir('status-persist');
@@ -107,16 +122,7 @@ describe('status persisted from the book', () => {
   });
   it('a commit that changes no resource writes almost nothing, and a restart still reads the book as it is', async () => {
     const stateDir = tempDir('status-rebase');
-    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
-    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
-    const memo: SkeletonMemo = new WeakMap();
-    const book = new StatusBook({ now: () => T0 });
-    const commit = (revision: string) => {
-      book.syncResources(
-        statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision }, memo),
-      );
-      book.setSource(source(revision));
-    };
+    const { book, commit } = sampleBook();
     commit(R1);
     // Every resource Ready at R1, as the refresh leaves them; one binding's condition still names an earlier
     // commit (R0), which a new commit must not move by itself.
@@ -163,16 +169,7 @@ describe('status persisted from the book', () => {
   });
   it('a message that spells the applied commit id is read back as it was, not moved with the revision', async () => {
     const stateDir = tempDir('status-message');
-    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
-    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
-    const memo: SkeletonMemo = new WeakMap();
-    const book = new StatusBook({ now: () => T0 });
-    const commit = (revision: string) => {
-      book.syncResources(
-        statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision }, memo),
-      );
-      book.setSource(source(revision));
-    };
+    const { book, commit } = sampleBook();
     commit(R1);
     const src = book.resources('CredentialSource')[0]!;
     // Text a provider chose, which happens to hold the commit id in force.
