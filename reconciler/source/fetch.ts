@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import git from 'isomorphic-git';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 import { networkError } from './errors.ts';
 import type { Remote } from './remote.ts';
 
@@ -57,9 +58,9 @@ export async function fetchRemote(
       hasCredentials: remote.authorization !== undefined,
     });
   }
-  if (result.defaultBranch) {
-    await git.writeRef({ fs, gitdir, ref: 'HEAD', value: result.defaultBranch, symbolic: true, force: true });
-  }
+  // Replaced whole (isomorphic-git's writeRef truncates, then writes: a kill in between would leave it empty).
+  if (result.defaultBranch)
+    await writeFileAtomic(join(gitdir, 'HEAD'), `ref: ${result.defaultBranch}\n`, { mode: 0o600 });
   progress(
     `fetched ${description}: ${formatBytes(remote.http.received)} received in ${Date.now() - started} ms`,
   );

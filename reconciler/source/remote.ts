@@ -4,11 +4,11 @@
  * bare cache it is fetched into (created 0700: it holds the repository's objects).
  */
 import * as fs from 'node:fs';
-import { chmod, readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { chmod, readdir, readFile, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { isLoopbackHost } from '../../kernel-module/loopback.ts';
-import { makeDirs } from '../common/atomic-file.ts';
+import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
@@ -105,6 +105,7 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   const gitdir = resolve(opts.cacheDir ?? userCacheDir('git', description));
   await privateDir(gitdir);
   await git.init({ fs, dir: gitdir, bare: true, defaultBranch: 'main' });
+  await repairRefs(gitdir);
   const existingUrl = await git.getConfig({ fs, gitdir, path: 'remote.origin.url' });
   if (existingUrl && existingUrl !== description) {
     throw new SourceError(
@@ -148,5 +149,29 @@ async function privateDir(dir: string): Promise<void> {
       `cannot use ${dir} as the git cache: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`,
       'pass a --cache-dir of your own (it is made private to you: mode 0700)',
     );
+  }
+}
+
+const REF_TEXT = /^(?:ref: refs\/\S+|[0-9a-f]{40}|[0-9a-f]{64})\n?$/;
+
+/**
+ * isomorphic-git rewrites a ref by truncating its file, then writing it: a process killed in between (SIGKILL
+ * during a fetch) leaves it empty, and every later fetch then fails (HEAD unreadable reads as "the remote's HEAD
+ * names no branch"). HEAD gets its initial value back (the next fetch sets the remote's default branch); a
+ * damaged loose branch or tag is removed (the next fetch brings it back from the remote).
+ */
+export async function repairRefs(gitdir: string): Promise<void> {
+  const head = join(gitdir, 'HEAD');
+  if (!REF_TEXT.test(await readFile(head, 'utf8').catch(() => '')))
+    await writeFileAtomic(head, 'ref: refs/heads/main\n', { mode: 0o600 });
+  for (const dir of ['refs/heads', 'refs/tags']) {
+    const entries = await readdir(join(gitdir, dir), { recursive: true, withFileTypes: true }).catch(
+      () => [],
+    );
+    for (const e of entries) {
+      if (!e.isFile()) continue;
+      const path = join(e.parentPath, e.name);
+      if (!REF_TEXT.test(await readFile(path, 'utf8').catch(() => ''))) await unlink(path).catch(() => {});
+    }
   }
 }

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, type PolicySource } from '../../reconciler/source/index.ts';
@@ -212,5 +213,18 @@ describe('git source over smart HTTP (git-http-backend on loopback)', () => {
     const err = await sourceError(src.fetch());
     expect(err.code).toBe('unknown-ref');
     expect(err.hint).toContain('symbolic-ref HEAD');
+  });
+  it('fetches again after a kill left the HEAD and a branch of the cache empty (a ref rewritten in place)', async () => {
+    const cacheDir = join(tmp.dir, 'cache-killed');
+    const first = await openSource({ repo: `${server.url}/policy.git`, cacheDir });
+    await first.fetch();
+    const main = await first.resolveRef('main');
+    // What a SIGKILL between truncating and writing a ref file leaves behind.
+    writeFileSync(join(cacheDir, 'HEAD'), '');
+    writeFileSync(join(cacheDir, 'refs', 'heads', 'main'), '');
+    const reopened = await openSource({ repo: `${server.url}/policy.git`, cacheDir });
+    await reopened.fetch();
+    expect(await reopened.resolveRef('main')).toBe(main);
+    expect(await reopened.resolveRef('HEAD')).toBe(main);
   });
 });
