@@ -682,15 +682,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
   });
 
   it('a CONNECT to anything but a port fronted for the session’s workload is refused (no open relay)', async () => {
-    const tls = tlsConnect({
-      port: front,
-      host: '127.0.0.1',
-      cert: svids[CLIENT]!.cert,
-      key: svids[CLIENT]!.key,
-      ca: bundle,
-      ALPNProtocols: ['riptides-h2'],
-      checkServerIdentity: () => undefined,
-    });
+    const tls = clientPeer(front, ['riptides-h2']);
     await new Promise((r) => tls.once('secureConnect', r));
     expect(tls.alpnProtocol).toBe('riptides-h2');
     const session = h2Connect(`https://127.0.0.1:${front}`, { createConnection: () => tls });
@@ -750,15 +742,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
 
   it('a client that offers only `riptides` gets the per-connection path from this server', async () => {
     const before = await serverHandshakes(serverDp, 'riptides');
-    const tls = tlsConnect({
-      port: front,
-      host: '127.0.0.1',
-      cert: svids[CLIENT]!.cert,
-      key: svids[CLIENT]!.key,
-      ca: bundle,
-      ALPNProtocols: ['riptides'],
-      checkServerIdentity: () => undefined,
-    });
+    const tls = clientPeer(front, ['riptides']);
     await new Promise((r) => tls.once('secureConnect', r));
     expect(tls.alpnProtocol).toBe('riptides');
     tls.write('plain old');
@@ -777,6 +761,22 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     expect(pushError).toBe('ERR_HTTP2_PUSH_DISABLED');
     conn.end();
   });
+
+  /**
+   * A raw TLS connection to `port` holding CLIENT's SVID and offering `alpn`, with no data plane of its own: what a
+   * peer (or an attacker with a valid SVID) writes over.
+   */
+  function clientPeer(port: number, alpn: string[]) {
+    return tlsConnect({
+      port,
+      host: '127.0.0.1',
+      cert: svids[CLIENT]!.cert,
+      key: svids[CLIENT]!.key,
+      ca: bundle,
+      ALPNProtocols: alpn,
+      checkServerIdentity: () => undefined,
+    });
+  }
 
   /**
    * A server data plane fronting `forward` for SERVER (CLIENT allowed in), and a raw TLS connection to it that holds
@@ -799,15 +799,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
       limits,
     });
     const at = (await server.start()).inbound[0]!.port;
-    const tls = tlsConnect({
-      port: at,
-      host: '127.0.0.1',
-      cert: svids[CLIENT]!.cert,
-      key: svids[CLIENT]!.key,
-      ca: bundle,
-      ALPNProtocols: ['riptides-h2'],
-      checkServerIdentity: () => undefined,
-    });
+    const tls = clientPeer(at, ['riptides-h2']);
     tls.on('error', () => {});
     return { server, at, tls };
   }
@@ -943,15 +935,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
         pooledSessions: false,
       });
       const at = (await off.start()).inbound[0]!.port;
-      const tls = tlsConnect({
-        port: at,
-        host: '127.0.0.1',
-        cert: svids[CLIENT]!.cert,
-        key: svids[CLIENT]!.key,
-        ca: bundle,
-        ALPNProtocols: ['riptides-h2', 'riptides'],
-        checkServerIdentity: () => undefined,
-      });
+      const tls = clientPeer(at, ['riptides-h2', 'riptides']);
       try {
         await new Promise((r) => tls.once('secureConnect', r));
         expect(tls.alpnProtocol).toBe('riptides');
