@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import git from 'isomorphic-git';
 import { writeFileAtomic } from '../common/atomic-file.ts';
 import { networkError } from './errors.ts';
-import type { Remote } from './remote.ts';
+import { isBranchRef, type Remote } from './remote.ts';
 
 /** A transfer tick's figures, for a progress bar (see SourceOptions.onProgress). */
 export interface TransferProgress {
@@ -58,8 +58,9 @@ export async function fetchRemote(
       hasCredentials: remote.authorization !== undefined,
     });
   }
-  // Replaced whole (isomorphic-git's writeRef truncates, then writes: a kill in between would leave it empty).
-  if (result.defaultBranch)
+  // Replaced whole (isomorphic-git's writeRef truncates, then writes: a kill in between would leave it empty),
+  // and only with a branch name: the server chooses it, and it becomes a path under the cache.
+  if (result.defaultBranch && isBranchRef(result.defaultBranch))
     await writeFileAtomic(join(gitdir, 'HEAD'), `ref: ${result.defaultBranch}\n`, { mode: 0o600 });
   progress(
     `fetched ${description}: ${formatBytes(remote.http.received)} received in ${Date.now() - started} ms`,

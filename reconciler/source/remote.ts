@@ -105,7 +105,6 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   const gitdir = resolve(opts.cacheDir ?? userCacheDir('git', description));
   await privateDir(gitdir);
   await git.init({ fs, dir: gitdir, bare: true, defaultBranch: 'main' });
-  await repairRefs(gitdir);
   const existingUrl = await git.getConfig({ fs, gitdir, path: 'remote.origin.url' });
   if (existingUrl && existingUrl !== description) {
     throw new SourceError(
@@ -114,6 +113,8 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
       'use a separate cacheDir per repository, or remove that directory',
     );
   }
+  // Only in a cache that is ours: another repository's directory is refused above, untouched.
+  await repairRefs(gitdir);
   await git.setConfig({ fs, gitdir, path: 'remote.origin.url', value: description });
   // Mirror the remote's branches onto local branch names, so that a fetched cache resolves refs exactly as a
   // local bare repository does; `+` lets a force-pushed branch move (checkFastForward reports it).
@@ -174,4 +175,15 @@ export async function repairRefs(gitdir: string): Promise<void> {
       if (!REF_TEXT.test(await readFile(path, 'utf8').catch(() => ''))) await unlink(path).catch(() => {});
     }
   }
+}
+
+/**
+ * A branch name a remote's HEAD may point the cache at (git check-ref-format's rules, under refs/heads/): no
+ * `..`, `//`, `@{`, control characters, spaces or `~^:?*[\`, no component starting with `.`, no trailing `/`,
+ * `.` or `.lock`. The value comes from the server and becomes a path under the cache.
+ */
+export function isBranchRef(ref: string): boolean {
+  if (!ref.startsWith('refs/heads/') || ref.length === 'refs/heads/'.length) return false;
+  if (/[\x00-\x20\x7f~^:?*[\\]|\.\.|\/\/|@\{|\/\.|\/$|\.$|\.lock$/.test(ref)) return false;
+  return true;
 }

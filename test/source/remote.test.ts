@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSource, type PolicySource } from '../../reconciler/source/index.ts';
@@ -184,11 +184,18 @@ describe('git source over smart HTTP (git-http-backend on loopback)', () => {
     expect(err.hint).toContain('fetch first');
   });
 
-  it('refuses a cache directory that holds another repository', async () => {
+  it('refuses a cache directory that holds another repository, and changes nothing in it', async () => {
+    // A loose ref git itself would call damaged: the repair of our own cache would remove it, not here.
+    const odd = join(tmp.dir, 'cache', 'refs', 'heads', 'odd');
+    writeFileSync(odd, 'not a ref');
+    const head = readFileSync(join(tmp.dir, 'cache', 'HEAD'), 'utf8');
     const err = await sourceError(
       openSource({ repo: `${server.url}/other.git`, cacheDir: join(tmp.dir, 'cache') }),
     );
     expect(err.code).toBe('not-a-repo');
+    expect(readFileSync(odd, 'utf8')).toBe('not a ref');
+    expect(readFileSync(join(tmp.dir, 'cache', 'HEAD'), 'utf8')).toBe(head);
+    unlinkSync(odd);
   });
 
   it('says when there is no repository at the URL', async () => {

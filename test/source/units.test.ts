@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../reconciler/cli/main.ts';
 import { BlobCache, credentialsFromEnv, userCacheDir } from '../../reconciler/source/index.ts';
+import { isBranchRef } from '../../reconciler/source/remote.ts';
 import { normalizeSubdir } from '../../reconciler/source/tree.ts';
 import { capture } from '../support/cli.ts';
 import { tempDir } from '../support/scratch.ts';
@@ -116,5 +117,35 @@ describe('hints name flags that exist', () => {
     const help = capture();
     await main(['plan', '--help'], help.io);
     for (const flag of named) expect(help.stdout).toContain(flag);
+  });
+});
+
+describe('isBranchRef (the remote HEAD a cache may point at)', () => {
+  it('takes branch names and refuses what would leave refs/heads or break git', () => {
+    for (const ok of [
+      'refs/heads/main',
+      'refs/heads/feature/x',
+      'refs/heads/release-1.2',
+      'refs/heads/ünïcode',
+    ])
+      expect(isBranchRef(ok), ok).toBe(true);
+    for (const bad of [
+      'refs/heads/',
+      'refs/tags/v1',
+      'refs/heads/../../../x',
+      'refs/heads/a//b',
+      'refs/heads/.hidden',
+      'refs/heads/a/.b',
+      'refs/heads/a.lock',
+      'refs/heads/a/',
+      'refs/heads/a.',
+      'refs/heads/a b',
+      'refs/heads/a\nb',
+      'refs/heads/a@{1}',
+      'refs/heads/a~1',
+      'refs/heads/a\\b',
+      'HEAD',
+    ])
+      expect(isBranchRef(bad), bad).toBe(false);
   });
 });
