@@ -232,7 +232,14 @@ export class SessionPool {
     const now = Date.now();
     for (const s of list) {
       const max = Math.min(this.core.limits.muxMaxStreams, s.h2.remoteSettings.maxConcurrentStreams ?? 1);
-      if (!s.draining && !s.h2.closed && s.context === context && now < s.notAfter && s.streams < max)
+      if (
+        !s.draining &&
+        !s.h2.closed &&
+        !s.h2.destroyed &&
+        s.context === context &&
+        now < s.notAfter &&
+        s.streams < max
+      )
         return s;
     }
     return null;
