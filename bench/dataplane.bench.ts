@@ -11,7 +11,8 @@
  *                  relay with no HTTP parsing): what one node thread costs before any data plane work
  *
  * Each over keep-alive (32 connections: requests/s; 1 connection: p50/p99 latency without queueing) and with
- * a new connection per request; then memory per idle connection (1,000 idle connections held through the
+ * a new connection per request, in three rounds that take turns between the paths (medians reported, so a drift
+ * of the shared machine lands on every path alike); then memory per idle connection (1,000 idle connections held through the
  * mTLS pair, RSS growth of each data plane process vs each HAProxy process), and SigV4 signing throughput of
  * @smithy/signature-v4 against a bare HMAC chain. The upstream is an HAProxy that answers every request itself.
  * Every data plane and every HAProxy runs in its own process with one thread. Needs `wrk` and `haproxy` from
@@ -45,11 +46,14 @@ import {
   table,
   upstreamTls,
 } from '../test/dataplane/support.ts';
+import { median } from './lib/measure.ts';
 
 const CLIENT = id('bench/client');
 const SERVER = id('bench/server');
-const THROUGHPUT = { connections: 32, seconds: 4 };
-const LATENCY = { connections: 1, seconds: 3 };
+const THROUGHPUT = { connections: 32, seconds: 2 };
+const LATENCY = { connections: 1, seconds: 1 };
+/** Rounds per path, interleaved with the other paths of the scenario; the median of each figure is reported. */
+const ROUNDS = 3;
 const IDLE = 1_000;
 const AWS_HOST = 'sts.us-east-1.amazonaws.com';
 /** What an AWS SDK with placeholder keys sends: the data plane replaces the signature. */
@@ -182,6 +186,19 @@ interface WrkResult {
   p50: number;
   p99: number;
   errors: number;
+}
+
+/**
+ * The median requests/s of the throughput runs and the median p50 and p99 of the latency runs; errors are summed
+ * over all of them (one failed request in any run is reported).
+ */
+function medianRun(t: WrkResult[], l: WrkResult[]): WrkResult {
+  return {
+    rps: median(t.map((r) => r.rps)),
+    p50: median(l.map((r) => r.p50)),
+    p99: median(l.map((r) => r.p99)),
+    errors: [...t, ...l].reduce((a, r) => a + r.errors, 0),
+  };
 }
 
 function ms(text: string): number {
@@ -427,23 +444,33 @@ backend up
   const headersOf: Record<string, string[]> = { mtls: [], intercept: [`Host: 127.0.0.1:${upTls}`] };
   // Warm-up: mint the intercept certificate, fill pools.
   for (const [scenario, urls] of Object.entries(routes))
-    for (const url of Object.values(urls)) wrk(url, 4, 1, false, headersOf[scenario]);
+    for (const url of Object.values(urls)) wrk(url, THROUGHPUT.connections, 2, false, headersOf[scenario]);
 
   const rows: string[] = [];
   const summary: Record<
     string,
     Record<string, { rps: number; p50: number; p99: number; errors: number }>
   > = {};
+  // Interleaved rounds: each path is measured ROUNDS times, taking turns with the others, and its median kept.
+  // On a shared VM the CPU a process gets drifts over tens of seconds (steal, frequency): measured one after
+  // the other, a drift between two paths' turns would land in their ratio.
   for (const [scenario, urls] of Object.entries(routes)) {
     for (const fresh of [false, true]) {
       const key = `${scenario} ${fresh ? 'new connection per request' : 'keep-alive'}`;
+      const runs: Record<string, { t: WrkResult[]; l: WrkResult[] }> = {};
+      for (let round = 0; round < ROUNDS; round++)
+        for (const [path, url] of Object.entries(urls)) {
+          runs[path] ??= { t: [], l: [] };
+          const r = runs[path]!;
+          r.t.push(wrk(url, THROUGHPUT.connections, THROUGHPUT.seconds, fresh, headersOf[scenario]));
+          r.l.push(wrk(url, LATENCY.connections, LATENCY.seconds, fresh, headersOf[scenario]));
+        }
       summary[key] = {};
-      for (const [path, url] of Object.entries(urls)) {
-        const t = wrk(url, THROUGHPUT.connections, THROUGHPUT.seconds, fresh, headersOf[scenario]);
-        const l = wrk(url, LATENCY.connections, LATENCY.seconds, fresh, headersOf[scenario]);
-        summary[key]![path] = { rps: t.rps, p50: l.p50, p99: l.p99, errors: t.errors + l.errors };
+      for (const [path, r] of Object.entries(runs)) {
+        const m = medianRun(r.t, r.l);
+        summary[key]![path] = m;
         rows.push(
-          `| ${key} | ${path} | ${t.rps.toFixed(0)} | ${l.p50.toFixed(3)} | ${l.p99.toFixed(3)} | ${t.errors + l.errors} |`,
+          `| ${key} | ${path} | ${m.rps.toFixed(0)} | ${m.p50.toFixed(3)} | ${m.p99.toFixed(3)} | ${m.errors} |`,
         );
       }
     }
@@ -451,11 +478,16 @@ backend up
   {
     const url = `https://127.0.0.1:${dpAws}/?Action=GetCallerIdentity&Version=2011-06-15`;
     wrk(url, 4, 1, false, AWS_HEADERS);
-    const t = wrk(url, THROUGHPUT.connections, THROUGHPUT.seconds, false, AWS_HEADERS);
-    const l = wrk(url, LATENCY.connections, LATENCY.seconds, false, AWS_HEADERS);
-    summary.sigv4 = { dataplane: { rps: t.rps, p50: l.p50, p99: l.p99, errors: t.errors + l.errors } };
+    const t: WrkResult[] = [];
+    const l: WrkResult[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      t.push(wrk(url, THROUGHPUT.connections, THROUGHPUT.seconds, false, AWS_HEADERS));
+      l.push(wrk(url, LATENCY.connections, LATENCY.seconds, false, AWS_HEADERS));
+    }
+    const m = medianRun(t, l);
+    summary.sigv4 = { dataplane: m };
     rows.push(
-      `| intercept + SigV4 re-signing, keep-alive | dataplane | ${t.rps.toFixed(0)} | ${l.p50.toFixed(3)} | ${l.p99.toFixed(3)} | ${t.errors + l.errors} |`,
+      `| intercept + SigV4 re-signing, keep-alive | dataplane | ${m.rps.toFixed(0)} | ${m.p50.toFixed(3)} | ${m.p99.toFixed(3)} | ${m.errors} |`,
     );
   }
   console.log('| scenario | path | req/s (32 conns) | p50 ms (1 conn) | p99 ms (1 conn) | errors |');

@@ -423,7 +423,7 @@ class RelayConnection implements ResponseSink {
   }
 
   private injected(ref: CredentialRef): void {
-    this.core.metrics.credentialsInjected.inc({ kind: ref.kind, binding: ref.name });
+    this.core.metrics.injected(ref);
     if (this.flow.record.binding !== ref.name)
       this.core.table.update(this.flow.record, { binding: ref.name });
   }

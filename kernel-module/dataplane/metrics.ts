@@ -7,6 +7,29 @@ import { Counter, Gauge, Registry } from 'prom-client';
 
 export class DataPlaneMetrics {
   readonly registry = new Registry();
+
+  /**
+   * One request left with the credential of `ref` (a binding: `kind` bearer or aws, `name`) injected. A binding
+   * object is kept across requests until the policy changes: its tally is found by identity, with no key built.
+   */
+  injected(ref: { readonly kind: string; readonly name: string }): void {
+    let pending = this.injectedByRef.get(ref);
+    if (!pending) {
+      const key = `${ref.kind}\0${ref.name}`;
+      pending = this.injectedPending.get(key) ?? { kind: ref.kind, binding: ref.name, n: 0 };
+      this.injectedPending.set(key, pending);
+      this.injectedByRef.set(ref, pending);
+    }
+    pending.n++;
+  }
+
+  private flushInjected(): void {
+    for (const p of this.injectedPending.values()) {
+      if (p.n) this.credentialsInjected.inc({ kind: p.kind, binding: p.binding }, p.n);
+      p.n = 0;
+    }
+  }
+
   readonly connections = new Counter({
     name: 'riptides_dataplane_connections_total',
     help: 'Connections handled, by direction and what was done with them',
@@ -25,11 +48,18 @@ export class DataPlaneMetrics {
     labelNames: ['direction', 'reason'] as const,
     registers: [this.registry],
   });
+  /**
+   * Counts since the last collection, per (kind, binding): injection is per request, and a labelled `inc` hashes
+   * its labels each time; these are added to the counter when it is read (`collect`, run by every `get`).
+   */
+  private readonly injectedPending = new Map<string, { kind: string; binding: string; n: number }>();
+  private readonly injectedByRef = new WeakMap<object, { kind: string; binding: string; n: number }>();
   readonly credentialsInjected = new Counter({
     name: 'riptides_dataplane_credentials_injected_total',
     help: 'Requests that left with a credential injected (Bearer or SigV4), by binding',
     labelNames: ['kind', 'binding'] as const,
     registers: [this.registry],
+    collect: () => this.flushInjected(),
   });
   readonly requestsRefused = new Counter({
     name: 'riptides_dataplane_requests_refused_total',

@@ -195,7 +195,7 @@ async function forward(
         relay.signingBudget.give(taken);
       }
     }
-    core.metrics.credentialsInjected.inc({ kind: ref.kind, binding: ref.name });
+    core.metrics.injected(ref);
     if (flow.record.binding !== ref.name) core.table.update(flow.record, { binding: ref.name });
   }
   const chunked = head.chunked && !body;
