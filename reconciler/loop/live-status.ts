@@ -153,6 +153,16 @@ export function syncIdentities(
         expiry.set(i.spiffeId, Math.min(expiry.get(i.spiffeId) ?? at, at));
       }
     }
+  // One message per daemon count, not one string per identity per refresh.
+  const messages = new Map<number, string>();
+  const inForce = (nodes: number) => {
+    let m = messages.get(nodes);
+    if (m === undefined) {
+      m = nodes === 0 ? 'no daemon is registered in its scope yet' : `in force on ${nodes} daemon(s)`;
+      messages.set(nodes, m);
+    }
+    return m;
+  };
   // In the book's order: nothing here depends on it, and sorting 10,000 names per refresh did.
   for (const [key, r] of book.entries()) {
     if (r.kind !== 'WorkloadIdentity') continue;
@@ -177,13 +187,7 @@ export function syncIdentities(
             `waiting for daemon(s) ${behind.join(', ')} to enforce it`,
             now,
           )
-        : markReady(
-            w.conditions,
-            revision,
-            nodes === 0 ? 'no daemon is registered in its scope yet' : `in force on ${nodes} daemon(s)`,
-            now,
-            'Applied',
-          );
+        : markReady(w.conditions, revision, inForce(nodes), now, 'Applied');
     // As it is (the mark* helpers give back the same conditions): not changed, so the status store does not
     // serialise it again. A refresh runs several times a second over every identity.
     if (

@@ -217,6 +217,13 @@ export class Reconciler extends EventEmitter {
   #retryTimer: NodeJS.Timeout | undefined;
   #rotationTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
+  /**
+   * A pass is between its fetch and its collect: a status refresh that falls due then waits for the pass, which
+   * refreshes the status itself when it ends (or when it starts waiting for ACKs), rather than walking every
+   * resource in the middle of the pass it would slow down.
+   */
+  #holdRefresh = false;
+  #refreshOwed = false;
   /** What the statuses last showed of the credential manager: its status object, the revision, the book's generation. */
   #credentialsShown: { status: CredentialStatus; revision: string | null; generation: number } | undefined;
   #poller: Poller | null = null;
@@ -721,10 +728,14 @@ export class Reconciler extends EventEmitter {
         report.timings[name] = Math.round(performance.now() - t);
       }
     };
+    this.#holdRefresh = true;
     try {
       await this.#pass(report, timed);
     } finally {
       const statusStarted = performance.now();
+      // This refresh is the one any refresh held during the pass was waiting for.
+      this.#holdRefresh = false;
+      this.#refreshOwed = false;
       this.#refreshStatus();
       report.timings.status = Math.round(performance.now() - statusStarted);
       report.durationMs = Math.round(performance.now() - started);
@@ -790,6 +801,7 @@ export class Reconciler extends EventEmitter {
     } catch (err) {
       return this.#failed(report, isReconcileError(err) ? err : classify(err));
     }
+    this.#releaseRefresh();
     const collect = await timed('collect', () => collectStep(this.#parts, applied.diff));
     report.steps.collect = collect;
     await releaseCredentials(this.#parts, applied.release, this.#heldCredentials);
@@ -983,10 +995,23 @@ export class Reconciler extends EventEmitter {
   // ---------------------------------------------------------------------------------------------------------
   // Status
 
+  /** Ends a hold (#holdRefresh): a refresh that fell due meanwhile is scheduled now. */
+  #releaseRefresh(): void {
+    this.#holdRefresh = false;
+    if (this.#refreshOwed) {
+      this.#refreshOwed = false;
+      this.#scheduleRefresh();
+    }
+  }
+
   #scheduleRefresh(): void {
     if (this.#refreshTimer || this.#stopping) return;
     this.#refreshTimer = setTimeout(() => {
       this.#refreshTimer = undefined;
+      if (this.#holdRefresh) {
+        this.#refreshOwed = true;
+        return;
+      }
       this.#refreshStatus();
       void this.#persistStatus();
     }, REFRESH_DEBOUNCE_MS);

@@ -3,7 +3,7 @@
  * turns OK in the status without another commit, and FAILED again when the Secret goes. The status refresh
  * skips the credentials while the manager answers with the same status; this is what it must not skip.
  */
-import { cpSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Reconciler } from '../../reconciler/loop/reconciler.ts';
@@ -11,6 +11,10 @@ import type { ResourceStatus } from '../../reconciler/status/model.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
 import { waitFor } from '../support/cred-wait.ts';
 import { scratch } from '../support/scratch.ts';
+import { SimAgent } from '../support/sim-agent.ts';
+
+const SECRET =
+  'apiVersion: v1\nkind: Secret\nmetadata:\n  name: quickstart-echo-token\n  namespace: riptides-system\ntype: Opaque\nstringData:\n  token: "qs-echo-token-value"\n';
 
 describe('credential states after the pass', () => {
   const tmp = scratch('cred-status');
@@ -45,10 +49,7 @@ describe('credential states after the pass', () => {
     await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
 
     const secretFile = join(secrets, 'echo-token.yaml');
-    writeFileSync(
-      secretFile,
-      'apiVersion: v1\nkind: Secret\nmetadata:\n  name: quickstart-echo-token\n  namespace: riptides-system\ntype: Opaque\nstringData:\n  token: "qs-echo-token-value"\n',
-    );
+    writeFileSync(secretFile, SECRET);
     await waitFor('the binding OK', () => binding()?.state === 'OK', 10_000);
     // The status carries the value's fingerprint, never the value.
     expect(binding()).toMatchObject({ fingerprint: expect.stringMatching(/^hmac-sha256:/) });
@@ -56,4 +57,61 @@ describe('credential states after the pass', () => {
     unlinkSync(secretFile);
     await waitFor('the binding FAILED again', () => binding()?.state === 'FAILED', 10_000);
   }, 60_000);
+
+  it('shows a credential change while a pass waits for ACKs, not only once the pass ends', async () => {
+    await reconciler?.stop(1000);
+    const dir = join(tmp.dir, 'during-collect');
+    const policy = join(dir, 'policy');
+    cpSync(join(import.meta.dirname, '..', '..', 'policies', 'quickstart'), policy, { recursive: true });
+    const secrets = join(dir, 'secrets');
+    mkdirSync(secrets);
+    reconciler = await Reconciler.start({
+      repo: policy,
+      stateDir: join(dir, 'state'),
+      agents: { host: '127.0.0.1', port: 0 },
+      api: null,
+      pollIntervalMs: 0,
+      watch: false,
+      applyTimeoutMs: 30_000,
+      credentials: { secretsDir: secrets, backoff: { initialMs: 50, maxMs: 200 } },
+      logger: createLogger({ level: 'silent' }),
+    });
+    await reconciler.idle();
+    const token = await reconciler.createJoinToken({ daemonGroup: 'riptides/daemongroup/local/quickstart' });
+    const agent = (await SimAgent.join(reconciler.agentAddress, token, join(dir, 'agent'))).start();
+    try {
+      await agent.until(() => agent.program !== null, 20_000, 'first program');
+      const binding = () =>
+        reconciler!
+          .status()
+          .resources.find(
+            (r: ResourceStatus) =>
+              r.kind === 'CredentialBinding' && r.name === 'quickstart-orders-client-echo',
+          ) as (ResourceStatus & { state: string }) | undefined;
+      await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
+
+      // A commit for the agent's group, whose ACK the agent holds: the pass waits in collect.
+      let answer!: () => void;
+      agent.holdAnswers = new Promise((r) => {
+        answer = r;
+      });
+      const passes = reconciler.lastPass()!.id;
+      const updates = agent.updates.length;
+      appendFileSync(
+        join(policy, '30-workload-identities.yaml'),
+        '---\napiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: quickstart-extra\n  namespace: riptides-system\nspec:\n  workloadID: quickstart/app/extra\n  scope:\n    daemonGroup:\n      id: riptides/daemongroup/local/quickstart\n  selectors:\n    - process:name: extra\n',
+      );
+      reconciler.trigger('api');
+      await agent.until(() => agent.updates.length > updates, 20_000, 'the update');
+
+      writeFileSync(join(secrets, 'echo-token.yaml'), SECRET);
+      await waitFor('the binding OK while the pass waits', () => binding()?.state === 'OK', 10_000);
+      expect(reconciler.lastPass()!.id).toBe(passes);
+      answer();
+      await reconciler.idle();
+      expect(reconciler.lastPass()).toMatchObject({ id: passes + 1, result: 'applied' });
+    } finally {
+      agent.stop();
+    }
+  }, 90_000);
 });

@@ -96,6 +96,52 @@ describe('conditions (Flux kstatus rules)', () => {
     const renamed = setCondition(reason, { ...ready, reason: 'SourceUnreachable' }, later(30));
     expect(findCondition(renamed, 'Ready')!.reason).toBe('SourceUnreachable');
   });
+  it('markReady gives back the same conditions only when Ready is already exactly that, whatever came before', () => {
+    // Every shape one Ready condition can have, against a model of the rule: Reconciling and Stalled removed,
+    // Ready set, its transition time kept when its status was already True.
+    const shapes = [
+      ...['True', 'False', 'Unknown'].flatMap((status) =>
+        ['Applied', 'Succeeded'].flatMap((reason) =>
+          ['in force on 2 daemon(s)', 'in force on 3 daemon(s)'].flatMap((message) =>
+            ['r1', 'r2', null].map((observedRevision) => [
+              {
+                type: 'Ready' as const,
+                status: status as 'True' | 'False' | 'Unknown',
+                reason,
+                message,
+                lastTransitionTime: T0.toISOString(),
+                observedRevision,
+              },
+            ]),
+          ),
+        ),
+      ),
+      markReconciling([], 'r2', 'in force on 2 daemon(s)', T0),
+      markFailed([], 'r2', reconcileError('ValidationFailed', 'in force on 2 daemon(s)'), T0),
+      [],
+    ];
+    for (const before of shapes) {
+      const after = markReady(before, 'r2', 'in force on 2 daemon(s)', later(9), 'Applied');
+      const was = before.find((c) => c.type === 'Ready');
+      expect(after).toEqual([
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'Applied',
+          message: 'in force on 2 daemon(s)',
+          observedRevision: 'r2',
+          lastTransitionTime: (was?.status === 'True' ? T0 : later(9)).toISOString(),
+        },
+      ]);
+      const unchanged =
+        before.length === 1 &&
+        was?.status === 'True' &&
+        was.reason === 'Applied' &&
+        was.message === 'in force on 2 daemon(s)' &&
+        was.observedRevision === 'r2';
+      expect(after === before).toBe(unchanged);
+    }
+  });
 });
 
 describe('recent events', () => {

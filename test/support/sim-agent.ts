@@ -33,6 +33,8 @@ export class SimAgent {
   client!: SyncClient;
   /** Set to refuse the next updates with this error. */
   refuseWith: ErrorDetail | null = null;
+  /** Set to hold the answer (ACK or NACK) to each update until it resolves: a pass waits in collect meanwhile. */
+  holdAnswers: Promise<void> | null = null;
   private waiters: Array<() => void> = [];
 
   constructor(
@@ -90,6 +92,10 @@ export class SimAgent {
         }),
         program: async (u): Promise<Out<ProgramAck>> => {
           this.updates.push(u);
+          if (this.holdAnswers) {
+            this.notify();
+            await this.holdAnswers;
+          }
           const kept = this.program?.version ?? '';
           if (this.refuseWith) {
             this.nacks.push(this.refuseWith);
