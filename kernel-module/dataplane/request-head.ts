@@ -45,8 +45,12 @@ export interface ScannedHead {
  */
 const NOT_NOMINABLE = new Set(['host', 'content-length', 'transfer-encoding']);
 
-/** The header names the values of a request's Connection headers list (RFC 9110 §7.6.1), lower-cased. */
-function connectionNominated(values: readonly string[]): Set<string> {
+/**
+ * The header names the values of a message's Connection headers list (RFC 9110 §7.6.1), lower-cased: meant for
+ * this hop only, so neither a request nor a response forwards them. Host and the framing headers are never
+ * among them (see NOT_NOMINABLE).
+ */
+export function connectionNominated(values: readonly string[]): Set<string> {
   const named = new Set<string>();
   for (const value of values)
     for (const token of value.split(',')) {

@@ -10,7 +10,7 @@ import { dialMtls, dialPlain, dialTls } from './dial.ts';
 import type { RuleIdentity } from './inputs.ts';
 import { newParser, type Parser } from './llhttp.ts';
 import type { Target } from './match.ts';
-import { HOP } from './request-head.ts';
+import { connectionNominated, HOP } from './request-head.ts';
 
 export type UpstreamKind = 'plain' | 'tls' | 'mtls';
 
@@ -194,15 +194,27 @@ export class Upstream {
     this.informational = status < 200;
     if (this.informational) return 0;
     this.stopHeadDeadline();
-    const out: string[] = [];
+    let out: string[] = [];
     let codings = '';
     let length = false;
+    let connection: string[] | null = null;
     for (let i = 0; i + 1 < headers.length; i += 2) {
       const lower = headers[i]!.toLowerCase();
       if (lower === 'transfer-encoding')
         codings = codings ? `${codings}, ${headers[i + 1]}` : headers[i + 1]!;
       else if (lower === 'content-length') length = true;
+      else if (lower === 'connection') (connection ??= []).push(headers[i + 1]!);
       if (!HOP.has(lower)) out.push(headers[i]!, headers[i + 1]!);
+    }
+    // Headers the upstream's Connection names are for its hop only (RFC 9110 §7.6.1), as on requests.
+    if (connection) {
+      const nominated = connectionNominated(connection);
+      if (nominated.size) {
+        const kept: string[] = [];
+        for (let i = 0; i + 1 < out.length; i += 2)
+          if (!nominated.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+        out = kept;
+      }
     }
     const framing: Framing =
       this.headRequest || status === 204 || status === 304

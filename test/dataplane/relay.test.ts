@@ -77,6 +77,17 @@ describe('the intercept relay frames every response and request body, one connec
           case '/echo':
             res.end(`${req.headers['transfer-encoding'] ?? 'length'}:${body}`);
             break;
+          case '/nominated':
+            // Its Connection header names a header meant for this hop only (and a framing one, which stays).
+            res
+              .writeHead(200, {
+                'content-length': '2',
+                connection: 'X-Upstream-Hop, content-length',
+                'x-upstream-hop': 'upstream-only',
+                'x-end-to-end': 'kept',
+              })
+              .end('ok');
+            break;
           case '/slow':
             setTimeout(() => res.writeHead(200, { 'content-length': '4' }).end('slow'), 300);
             break;
@@ -163,6 +174,12 @@ describe('the intercept relay frames every response and request body, one connec
     const head = await a.exchange(get('HEAD', '/length'), (r) => r.includes('\r\n\r\n'));
     expect(head).toMatch(/content-length: 11\r\n[\s\S]*\r\n\r\n$/i);
 
+    // What the upstream's Connection header names stays on its hop; the length it frames with does not.
+    const nominated = await a.exchange(get('GET', '/nominated'), (r) => r.endsWith('\r\n\r\nok'));
+    expect(nominated).toMatch(/\r\nx-end-to-end: kept\r\n/i);
+    expect(nominated).toMatch(/\r\ncontent-length: 2\r\n/i);
+    expect(nominated).not.toMatch(/x-upstream-hop|upstream-only/i);
+
     const none = await a.exchange(get('GET', '/no-content'), (r) => r.includes('\r\n\r\n'));
     expect(none).toMatch(/^HTTP\/1\.1 204 /);
 
@@ -201,6 +218,7 @@ describe('the intercept relay frames every response and request body, one connec
       ['GET', '/length', ''],
       ['GET', '/chunked', ''],
       ['HEAD', '/length', ''],
+      ['GET', '/nominated', ''],
       ['GET', '/no-content', ''],
       ['GET', '/early', ''],
       ['POST', '/echo', 'wikipedia'],
