@@ -203,7 +203,10 @@ export class Upstream {
       if (lower === 'transfer-encoding')
         codings = codings ? `${codings}, ${headers[i + 1]}` : headers[i + 1]!;
       else if (lower === 'content-length') length = true;
-      else if (lower === 'connection') (connection ??= []).push(headers[i + 1]!);
+      else if (lower === 'connection') {
+        connection ??= [];
+        connection.push(headers[i + 1]!);
+      }
       if (!HOP.has(lower)) out.push(headers[i]!, headers[i + 1]!);
     }
     // Headers the upstream's Connection names are for its hop only (RFC 9110 §7.6.1), as on requests.
