@@ -205,7 +205,6 @@ export class Reconciler extends EventEmitter {
   #refused: { revision: string; error: ReconcileError; diagnostics: Diagnostic[] } | null = null;
   /** Why the source is not in force as fetched (fetch or render failure); null when it is. */
   #sourceError: ReconcileError | null = null;
-  #lastFetch: FetchResult | null = null;
   #failures = 0;
   #passes = 0;
   #lastPass: PassReport | null = null;
@@ -218,9 +217,10 @@ export class Reconciler extends EventEmitter {
   #rotationTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   /**
-   * A pass is between its fetch and its collect: a status refresh that falls due then waits for the pass, which
-   * refreshes the status itself when it ends (or when it starts waiting for ACKs), rather than walking every
-   * resource in the middle of the pass it would slow down.
+   * A pass renders and applies a new revision (after its fetch, before its collect): a status refresh that falls
+   * due then waits for the pass, which refreshes the status itself when it starts waiting for ACKs and when it
+   * ends, rather than walking every resource in the middle of the pass it would slow down. Never during a fetch,
+   * which a slow git server can make last its whole deadline.
    */
   #holdRefresh = false;
   #refreshOwed = false;
@@ -728,7 +728,6 @@ export class Reconciler extends EventEmitter {
         report.timings[name] = Math.round(performance.now() - t);
       }
     };
-    this.#holdRefresh = true;
     try {
       await this.#pass(report, timed);
     } finally {
@@ -781,6 +780,8 @@ export class Reconciler extends EventEmitter {
       return;
     }
 
+    // A new revision: its render and apply walk every resource, and so would a refresh between them.
+    this.#holdRefresh = true;
     const rendered = await timed('render', () => renderStep(this.#parts, f.revision));
     if (!rendered.ok) {
       if (rendered.error.code === 'ValidationFailed')
@@ -1040,7 +1041,7 @@ export class Reconciler extends EventEmitter {
   #sourceConditions(agents: readonly AgentStatus[]): void {
     const now = this.book.now();
     const applied = this.#applied;
-    const fetched = this.#lastFetch?.revision ?? null;
+    const fetched = this.book.source()?.lastFetchedRevision ?? null;
     this.book.updateSource(
       () => this.book.source()!,
       (s) => {

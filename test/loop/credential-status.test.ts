@@ -10,6 +10,8 @@ import { Reconciler } from '../../reconciler/loop/reconciler.ts';
 import type { ResourceStatus } from '../../reconciler/status/model.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
 import { waitFor } from '../support/cred-wait.ts';
+import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
+import { startGitServer } from '../support/git-server.ts';
 import { scratch } from '../support/scratch.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
@@ -112,6 +114,58 @@ describe('credential states after the pass', () => {
       expect(reconciler.lastPass()).toMatchObject({ id: passes + 1, result: 'applied' });
     } finally {
       agent.stop();
+    }
+  }, 90_000);
+
+  it('shows a credential change while a fetch hangs on the git server', async () => {
+    await reconciler?.stop(1000);
+    const dir = join(tmp.dir, 'during-fetch');
+    mkdirSync(join(dir, 'srv'), { recursive: true });
+    await createBareRepo(join(dir, 'srv'), 'policy');
+    const server = await startGitServer({ root: join(dir, 'srv') });
+    const secrets = join(dir, 'secrets');
+    mkdirSync(secrets);
+    try {
+      const clone = await WorkClone.create(`${server.url}/policy.git`, join(dir, 'clone'));
+      cpSync(join(import.meta.dirname, '..', '..', 'policies', 'quickstart'), join(clone.dir, 'policy'), {
+        recursive: true,
+      });
+      await clone.commit('quickstart');
+      await clone.push();
+      reconciler = await Reconciler.start({
+        repo: `${server.url}/policy.git`,
+        path: 'policy',
+        stateDir: join(dir, 'state'),
+        agents: { host: '127.0.0.1', port: 0 },
+        api: null,
+        pollIntervalMs: 0,
+        git: { timeoutMs: 8_000 },
+        credentials: { secretsDir: secrets, backoff: { initialMs: 50, maxMs: 200 } },
+        logger: createLogger({ level: 'silent' }),
+      });
+      await reconciler.idle();
+      const binding = () =>
+        reconciler!
+          .status()
+          .resources.find(
+            (r: ResourceStatus) =>
+              r.kind === 'CredentialBinding' && r.name === 'quickstart-orders-client-echo',
+          ) as (ResourceStatus & { state: string }) | undefined;
+      await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
+
+      // A pass whose fetch the git server never answers.
+      server.setMode('hang');
+      const passes = reconciler.lastPass()!.id;
+      reconciler.trigger('api');
+      await new Promise((r) => setTimeout(r, 300));
+      writeFileSync(join(secrets, 'echo-token.yaml'), SECRET);
+      // Well within the fetch's deadline (8 s), after which the status would move anyway.
+      await waitFor('the binding OK while the fetch hangs', () => binding()?.state === 'OK', 4_000);
+      expect(reconciler.lastPass()!.id).toBe(passes);
+    } finally {
+      await reconciler?.stop(1000);
+      reconciler = undefined;
+      await server.close();
     }
   }, 90_000);
 });

@@ -132,9 +132,15 @@ describe('the Reconciler runtime', () => {
       line: expect.any(Number),
     });
     expect(source.diagnostics[0]!.line).toBeGreaterThan(1);
+    // Both conditions refer to the commit they judge, as `ctl describe source` shows them.
     expect(source.conditions.find((c) => c.type === 'Stalled')).toMatchObject({
       status: 'True',
       reason: 'ValidationFailed',
+      observedRevision: bad,
+    });
+    expect(source.conditions.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      observedRevision: bad,
     });
     expect(agents.map((a) => a.program!.version)).toEqual(versions);
     // The same bad commit polled again is not rendered again, and still stalls.
