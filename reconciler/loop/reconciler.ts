@@ -564,6 +564,18 @@ export class Reconciler extends EventEmitter {
         trustDomain: rendered.value.trustDomain,
       };
       this.metrics.setAppliedRevision(saved.revision, new Date(saved.appliedAt));
+      // The status is written every few seconds, the applied revision at once: killed in between, the status read
+      // back still shows the revision before. It shows the one served now.
+      const shown = this.book.source()?.lastAppliedRevision ?? null;
+      this.#showApplied(saved.revision, saved.appliedAt, rendered.value);
+      if (shown !== saved.revision)
+        this.book.events.record(
+          sourceKey(SOURCE_NAME),
+          'Normal',
+          'Applied',
+          `applied ${saved.revision.slice(0, 12)}: ${rendered.value.resources} resource(s) (served again after a restart)`,
+          saved.revision,
+        );
       this.logger.info(
         {
           revision: saved.revision,
@@ -575,6 +587,25 @@ export class Reconciler extends EventEmitter {
     } catch (err) {
       this.logger.warn({ err, revision: saved.revision }, 'could not serve the last applied revision again');
     }
+  }
+
+  /** The resources and the source as `revision`, applied at `appliedAt`, makes them (after an apply or a restart). */
+  #showApplied(
+    revision: string,
+    appliedAt: string,
+    r: Pick<RenderStepResult, 'result' | 'trustDomain'>,
+  ): void {
+    this.book.syncResources(
+      statusesFromResources(r.result.resources, { trustDomain: r.trustDomain, revision }, this.#skeletonMemo),
+    );
+    this.book.setSourceDiagnostics([]);
+    this.book.updateSource(
+      () => this.book.source()!,
+      (s) => {
+        s.lastAppliedRevision = revision;
+        s.lastAppliedAt = appliedAt;
+      },
+    );
   }
 
   #initSource(): void {
@@ -844,21 +875,7 @@ export class Reconciler extends EventEmitter {
     this.#refused = null;
     this.metrics.setAppliedRevision(r.revision, new Date(appliedAt));
     this.metrics.programPushes.inc(pushed.value.agentsUpdated);
-    this.book.syncResources(
-      statusesFromResources(
-        r.result.resources,
-        { trustDomain: r.trustDomain, revision: r.revision },
-        this.#skeletonMemo,
-      ),
-    );
-    this.book.setSourceDiagnostics([]);
-    this.book.updateSource(
-      () => this.book.source()!,
-      (s) => {
-        s.lastAppliedRevision = r.revision;
-        s.lastAppliedAt = appliedAt;
-      },
-    );
+    this.#showApplied(r.revision, appliedAt, r);
     this.book.events.record(
       sourceKey(SOURCE_NAME),
       'Normal',
