@@ -3,7 +3,7 @@
  * Both say at the top whether anything drifted. Every value from a node or from git is escaped for Markdown;
  * the Markdown is cut, saying so, before GitHub's 65,536-character limit (the JSON is always whole).
  */
-import { markdownCode, markdownText } from '../encoding/escape.ts';
+import { markdownCode, markdownCodeCell, markdownText } from '../encoding/escape.ts';
 import { DRIFT_KINDS, type DriftReport, type NodeDrift } from './report.ts';
 
 export const MAX_MARKDOWN_CHARS = 60_000;
@@ -60,7 +60,7 @@ function nodeSection(n: NodeDrift): string {
           : '';
       const expiry = i.expiresAt ? ` (expires ${markdownCode(i.expiresAt)})` : '';
       lines.push(
-        `| ${i.kind} | ${i.what} | ${markdownCode(i.subject)} | ${markdownText(i.detail)}${versions}${expiry} |`,
+        `| ${i.kind} | ${i.what} | ${markdownCodeCell(i.subject)} | ${markdownText(i.detail)}${versions}${expiry} |`,
       );
     }
     lines.push('');

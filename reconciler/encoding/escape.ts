@@ -81,6 +81,14 @@ export function markdownCode(value: string): string {
 }
 
 /**
+ * markdownCode for a cell of a GitHub Markdown table: a `|` splits the cell even inside a code span, unless it
+ * is backslash-escaped, which the table parser removes before the span is read (GFM spec, tables).
+ */
+export function markdownCodeCell(value: string): string {
+  return markdownCode(value).replace(/\|/g, '\\|');
+}
+
+/**
  * Markdown prose: controls shown as escapes and every ASCII punctuation character backslash-escaped (CommonMark
  * allows escaping any of them, so emphasis, links, autolinks, tables, HTML tags and entities are all inert).
  * GitHub links mentions, issue numbers and emoji shortcodes after rendering, where a backslash no longer
