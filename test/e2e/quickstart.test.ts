@@ -166,6 +166,44 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+describe('npm start, stopped with SIGTERM sent to npm', () => {
+  it('stops riptides-cli up with it: nothing keeps running or listening', async () => {
+    const npmState = join(dir, 'npm-state');
+    const [file, ...args] = inNs(['npm', 'start', '--', '--state-dir', npmState]);
+    const child = spawn(file!, args, {
+      cwd: repoRoot,
+      env: { ...process.env, XDG_CACHE_HOME: join(dir, 'cache-npm') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const entry = allOutput.push('') - 1;
+    for (const s of [child.stdout, child.stderr])
+      s.on('data', (b: Buffer) => {
+        out += b.toString();
+        allOutput[entry] = out;
+      });
+    const running = () => {
+      try {
+        return execFileSync('pgrep', ['-f', `riptides-cli.mjs up --state-dir ${npmState}`]).length > 0;
+      } catch {
+        return false;
+      }
+    };
+    onTestFinished(() => {
+      if (running()) execFileSync('pkill', ['-KILL', '-f', npmState]);
+    });
+    await eventually(() => /^ {2}logs +/m.test(out), 60_000, 'up printing its addresses');
+    expect(running()).toBe(true);
+    // What a service manager or `kill` does: the signal goes to npm's process only, not to its group.
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+    await eventually(() => !running(), 20_000, 'riptides-cli up stopped');
+    const proxy = await nsRun(['curl', '-sS', '--max-time', '5', PROXY]);
+    expect(proxy.stderr).toMatch(/Failed to connect|Connection refused/);
+  }, 90_000);
+});
+
 describe('npm start with a port of the quickstart taken', () => {
   it('exits 2 naming the flag that moves it, and leaves nothing listening', async () => {
     // Something else holds the orders API's address, 127.0.0.1:18080.
