@@ -293,4 +293,44 @@ describe('riptides-cli up', () => {
       `commit bbbbbbbbbbbb not applied (ValidationFailed); aaaaaaaaaaaa in force · agent connecting · 0 identities, 0 processes · drift: 2 out-of-band`,
     );
   });
+
+  it('says when the source fails with nothing newer fetched (a git server down), beside what is in force', () => {
+    const now = new Date('2026-03-01T12:00:10Z');
+    const snap = (status: 'True' | 'False', reason: string) =>
+      ({
+        format: 1,
+        generatedAt: now.toISOString(),
+        source: {
+          name: 'policy',
+          url: 'http://git.example/policy.git',
+          branch: 'main',
+          path: '',
+          lastFetchedRevision: 'a'.repeat(40),
+          lastFetchedAt: now.toISOString(),
+          lastAppliedRevision: 'a'.repeat(40),
+          lastAppliedAt: '2026-03-01T12:00:00Z',
+          conditions: [
+            {
+              type: 'Ready',
+              status,
+              reason,
+              message: 'x',
+              lastTransitionTime: now.toISOString(),
+              observedRevision: 'a'.repeat(40),
+            },
+          ],
+          diagnostics: [],
+          omittedDiagnostics: 0,
+        },
+        resources: [],
+        daemons: [],
+        events: {},
+      }) as Parameters<typeof statusLine>[0];
+    expect(statusLine(snap('False', 'SourceUnreachable'), [], null, now)).toMatch(
+      /^applied aaaaaaaaaaaa \(10s ago\); source SourceUnreachable · no agent yet/,
+    );
+    expect(statusLine(snap('True', 'Succeeded'), [], null, now)).toMatch(
+      /^applied aaaaaaaaaaaa \(10s ago\) · /,
+    );
+  });
 });

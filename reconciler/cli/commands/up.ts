@@ -139,7 +139,9 @@ export function statusLine(
     );
   else
     parts.push(
-      `applied ${short(src.lastAppliedRevision)}${stable ? '' : ` (${ago(src.lastAppliedAt, now)})`}`,
+      `applied ${short(src.lastAppliedRevision)}${stable ? '' : ` (${ago(src.lastAppliedAt, now)})`}` +
+        // The source failing with no newer commit seen (a git server down): still in force, and saying why not newer.
+        (ready?.status === 'False' ? `; source ${escapeText(ready.reason)}` : ''),
     );
   // Agents from the agent server directly: the status book refreshes them a moment later.
   if (agents.length === 0) parts.push('no agent yet');
