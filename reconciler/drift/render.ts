@@ -56,9 +56,9 @@ function nodeSection(n: NodeDrift): string {
     for (const i of n.items) {
       const versions =
         i.desired !== undefined || i.live !== undefined
-          ? ` (desired ${markdownCode(short(i.desired))}, live ${markdownCode(short(i.live))})`
+          ? ` (desired ${markdownCodeCell(short(i.desired))}, live ${markdownCodeCell(short(i.live))})`
           : '';
-      const expiry = i.expiresAt ? ` (expires ${markdownCode(i.expiresAt)})` : '';
+      const expiry = i.expiresAt ? ` (expires ${markdownCodeCell(i.expiresAt)})` : '';
       lines.push(
         `| ${i.kind} | ${i.what} | ${markdownCodeCell(i.subject)} | ${markdownText(i.detail)}${versions}${expiry} |`,
       );

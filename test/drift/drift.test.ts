@@ -119,7 +119,7 @@ describe('drift report', () => {
           subject: 'spiffe://x/` **pwned** | forged | cell `',
           detail: 'cells | split\n\n# heading <img src=x>',
           desired: null,
-          live: 'h',
+          live: 'ev|il',
         },
       ],
     };
