@@ -598,7 +598,6 @@ export class Reconciler extends EventEmitter {
     this.book.syncResources(
       statusesFromResources(r.result.resources, { trustDomain: r.trustDomain, revision }, this.#skeletonMemo),
     );
-    this.book.setSourceDiagnostics([]);
     this.book.updateSource(
       () => this.book.source()!,
       (s) => {
@@ -876,6 +875,7 @@ export class Reconciler extends EventEmitter {
     this.metrics.setAppliedRevision(r.revision, new Date(appliedAt));
     this.metrics.programPushes.inc(pushed.value.agentsUpdated);
     this.#showApplied(r.revision, appliedAt, r);
+    this.book.setSourceDiagnostics([]);
     this.book.events.record(
       sourceKey(SOURCE_NAME),
       'Normal',

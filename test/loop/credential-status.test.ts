@@ -15,6 +15,14 @@ import { startGitServer } from '../support/git-server.ts';
 import { scratch } from '../support/scratch.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
+/** The quickstart's echo binding as the status shows it. */
+const echoBinding = (r: Reconciler) =>
+  r
+    .status()
+    .resources.find(
+      (x: ResourceStatus) => x.kind === 'CredentialBinding' && x.name === 'quickstart-orders-client-echo',
+    ) as (ResourceStatus & { state: string }) | undefined;
+
 const SECRET =
   'apiVersion: v1\nkind: Secret\nmetadata:\n  name: quickstart-echo-token\n  namespace: riptides-system\ntype: Opaque\nstringData:\n  token: "qs-echo-token-value"\n';
 
@@ -42,12 +50,7 @@ describe('credential states after the pass', () => {
       logger: createLogger({ level: 'silent' }),
     });
     await reconciler.idle();
-    const binding = () =>
-      reconciler!
-        .status()
-        .resources.find(
-          (r: ResourceStatus) => r.kind === 'CredentialBinding' && r.name === 'quickstart-orders-client-echo',
-        ) as (ResourceStatus & { state: string }) | undefined;
+    const binding = () => echoBinding(reconciler!);
     await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
 
     const secretFile = join(secrets, 'echo-token.yaml');
@@ -83,13 +86,7 @@ describe('credential states after the pass', () => {
     const agent = (await SimAgent.join(reconciler.agentAddress, token, join(dir, 'agent'))).start();
     try {
       await agent.until(() => agent.program !== null, 20_000, 'first program');
-      const binding = () =>
-        reconciler!
-          .status()
-          .resources.find(
-            (r: ResourceStatus) =>
-              r.kind === 'CredentialBinding' && r.name === 'quickstart-orders-client-echo',
-          ) as (ResourceStatus & { state: string }) | undefined;
+      const binding = () => echoBinding(reconciler!);
       await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
 
       // A commit for the agent's group, whose ACK the agent holds: the pass waits in collect.
@@ -144,13 +141,7 @@ describe('credential states after the pass', () => {
         logger: createLogger({ level: 'silent' }),
       });
       await reconciler.idle();
-      const binding = () =>
-        reconciler!
-          .status()
-          .resources.find(
-            (r: ResourceStatus) =>
-              r.kind === 'CredentialBinding' && r.name === 'quickstart-orders-client-echo',
-          ) as (ResourceStatus & { state: string }) | undefined;
+      const binding = () => echoBinding(reconciler!);
       await waitFor('the binding FAILED (no Secret yet)', () => binding()?.state === 'FAILED', 10_000);
 
       // A pass whose fetch the git server never answers.

@@ -4,11 +4,13 @@
  * its status says so (the resources as that revision made them, the source's applied revision, an event), not
  * only after the next commit. The kill is made exact here by putting back the status files written before it.
  */
-import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Reconciler } from '../../reconciler/loop/reconciler.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
+import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
+import { startGitServer } from '../support/git-server.ts';
 import { scratch } from '../support/scratch.ts';
 
 describe('a restart after an apply whose status was never written', () => {
@@ -75,5 +77,58 @@ describe('a restart after an apply whose status was never written', () => {
     expect(status.events['Source/policy']?.some((e) => e.reason === 'Applied' && e.revision === second)).toBe(
       true,
     );
+  }, 60_000);
+
+  it('keeps the diagnostics of a refused commit across a restart that cannot fetch', async () => {
+    await reconciler?.stop(1000);
+    reconciler = undefined;
+    const dir = join(tmp.dir, 'refused');
+    mkdirSync(join(dir, 'srv'), { recursive: true });
+    await createBareRepo(join(dir, 'srv'), 'policy');
+    const server = await startGitServer({ root: join(dir, 'srv') });
+    const remote = () =>
+      Reconciler.start({
+        repo: `${server.url}/policy.git`,
+        path: 'policy',
+        stateDir: join(dir, 'state'),
+        agents: { host: '127.0.0.1', port: 0 },
+        api: null,
+        pollIntervalMs: 0,
+        git: { timeoutMs: 2_000 },
+        credentials: null,
+        logger: createLogger({ level: 'silent' }),
+      });
+    try {
+      const clone = await WorkClone.create(`${server.url}/policy.git`, join(dir, 'clone'));
+      cpSync(join(import.meta.dirname, '..', '..', 'policies', 'quickstart'), join(clone.dir, 'policy'), {
+        recursive: true,
+      });
+      await clone.commit('quickstart');
+      await clone.push();
+      reconciler = await remote();
+      await reconciler.idle();
+      appendFileSync(
+        join(clone.dir, 'policy', '30-workload-identities.yaml'),
+        '---\napiVersion: core.riptides.io/v1alpha1\nkind: WorkloadIdentity\nmetadata:\n  name: broken\n  namespace: riptides-system\nspec:\n  workloadID: quickstart/app/broken\n  scope:\n    daemonGroup:\n      id: riptides/daemongroup/local/quickstart\n  selectors:\n    - process:nmae: typo\n',
+      );
+      await clone.commit('a typo');
+      await clone.push();
+      reconciler.trigger('api');
+      await reconciler.idle();
+      const refused = reconciler.status().source!.diagnostics;
+      expect(refused.length).toBeGreaterThan(0);
+      await reconciler.stop(1000);
+
+      // The git server stops answering: the restart serves the last good revision and cannot fetch.
+      server.setMode('hang');
+      reconciler = await remote();
+      expect(reconciler.status().source!.diagnostics).toEqual(refused);
+      await reconciler.idle();
+      expect(reconciler.status().source!.diagnostics).toEqual(refused);
+    } finally {
+      await reconciler?.stop(1000);
+      reconciler = undefined;
+      await server.close();
+    }
   }, 60_000);
 });
