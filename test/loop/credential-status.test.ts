@@ -10,8 +10,7 @@ import { Reconciler } from '../../reconciler/loop/reconciler.ts';
 import type { ResourceStatus } from '../../reconciler/status/model.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
 import { waitFor } from '../support/cred-wait.ts';
-import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
-import { startGitServer } from '../support/git-server.ts';
+import { quickstartRemote } from '../support/quickstart-remote.ts';
 import { scratch } from '../support/scratch.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
@@ -117,20 +116,12 @@ describe('credential states after the pass', () => {
   it('shows a credential change while a fetch hangs on the git server', async () => {
     await reconciler?.stop(1000);
     const dir = join(tmp.dir, 'during-fetch');
-    mkdirSync(join(dir, 'srv'), { recursive: true });
-    await createBareRepo(join(dir, 'srv'), 'policy');
-    const server = await startGitServer({ root: join(dir, 'srv') });
+    const { server, url } = await quickstartRemote(dir);
     const secrets = join(dir, 'secrets');
     mkdirSync(secrets);
     try {
-      const clone = await WorkClone.create(`${server.url}/policy.git`, join(dir, 'clone'));
-      cpSync(join(import.meta.dirname, '..', '..', 'policies', 'quickstart'), join(clone.dir, 'policy'), {
-        recursive: true,
-      });
-      await clone.commit('quickstart');
-      await clone.push();
       reconciler = await Reconciler.start({
-        repo: `${server.url}/policy.git`,
+        repo: url,
         path: 'policy',
         stateDir: join(dir, 'state'),
         agents: { host: '127.0.0.1', port: 0 },

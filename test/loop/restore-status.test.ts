@@ -4,13 +4,12 @@
  * its status says so (the resources as that revision made them, the source's applied revision, an event), not
  * only after the next commit. The kill is made exact here by putting back the status files written before it.
  */
-import { appendFileSync, cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Reconciler } from '../../reconciler/loop/reconciler.ts';
 import { createLogger } from '../../reconciler/telemetry/logger.ts';
-import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
-import { startGitServer } from '../support/git-server.ts';
+import { quickstartRemote } from '../support/quickstart-remote.ts';
 import { scratch } from '../support/scratch.ts';
 
 describe('a restart after an apply whose status was never written', () => {
@@ -83,12 +82,10 @@ describe('a restart after an apply whose status was never written', () => {
     await reconciler?.stop(1000);
     reconciler = undefined;
     const dir = join(tmp.dir, 'refused');
-    mkdirSync(join(dir, 'srv'), { recursive: true });
-    await createBareRepo(join(dir, 'srv'), 'policy');
-    const server = await startGitServer({ root: join(dir, 'srv') });
+    const { server, clone, url } = await quickstartRemote(dir);
     const remote = () =>
       Reconciler.start({
-        repo: `${server.url}/policy.git`,
+        repo: url,
         path: 'policy',
         stateDir: join(dir, 'state'),
         agents: { host: '127.0.0.1', port: 0 },
@@ -99,12 +96,6 @@ describe('a restart after an apply whose status was never written', () => {
         logger: createLogger({ level: 'silent' }),
       });
     try {
-      const clone = await WorkClone.create(`${server.url}/policy.git`, join(dir, 'clone'));
-      cpSync(join(import.meta.dirname, '..', '..', 'policies', 'quickstart'), join(clone.dir, 'policy'), {
-        recursive: true,
-      });
-      await clone.commit('quickstart');
-      await clone.push();
       reconciler = await remote();
       await reconciler.idle();
       appendFileSync(
