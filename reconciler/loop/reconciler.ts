@@ -589,7 +589,10 @@ export class Reconciler extends EventEmitter {
     }
   }
 
-  /** The resources and the source as `revision`, applied at `appliedAt`, makes them (after an apply or a restart). */
+  /**
+   * Shows `revision` (applied at `appliedAt`, ISO 8601) in the status: its resources and the source's applied
+   * revision. After an apply, and after a restart that serves it again.
+   */
   #showApplied(
     revision: string,
     appliedAt: string,
