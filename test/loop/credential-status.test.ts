@@ -116,20 +116,13 @@ describe('credential states after the pass', () => {
   it('shows a credential change while a fetch hangs on the git server', async () => {
     await reconciler?.stop(1000);
     const dir = join(tmp.dir, 'during-fetch');
-    const { server, url } = await quickstartRemote(dir);
+    const { server, follow } = await quickstartRemote(dir);
     const secrets = join(dir, 'secrets');
     mkdirSync(secrets);
     try {
-      reconciler = await Reconciler.start({
-        repo: url,
-        path: 'policy',
-        stateDir: join(dir, 'state'),
-        agents: { host: '127.0.0.1', port: 0 },
-        api: null,
-        pollIntervalMs: 0,
+      reconciler = await follow({
         git: { timeoutMs: 8_000 },
         credentials: { secretsDir: secrets, backoff: { initialMs: 50, maxMs: 200 } },
-        logger: createLogger({ level: 'silent' }),
       });
       await reconciler.idle();
       const binding = () => echoBinding(reconciler!);

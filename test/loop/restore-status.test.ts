@@ -82,19 +82,8 @@ describe('a restart after an apply whose status was never written', () => {
     await reconciler?.stop(1000);
     reconciler = undefined;
     const dir = join(tmp.dir, 'refused');
-    const { server, clone, url } = await quickstartRemote(dir);
-    const remote = () =>
-      Reconciler.start({
-        repo: url,
-        path: 'policy',
-        stateDir: join(dir, 'state'),
-        agents: { host: '127.0.0.1', port: 0 },
-        api: null,
-        pollIntervalMs: 0,
-        git: { timeoutMs: 2_000 },
-        credentials: null,
-        logger: createLogger({ level: 'silent' }),
-      });
+    const { server, clone, follow } = await quickstartRemote(dir);
+    const remote = () => follow({ git: { timeoutMs: 2_000 }, credentials: null });
     try {
       reconciler = await remote();
       await reconciler.idle();
