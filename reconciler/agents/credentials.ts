@@ -7,7 +7,7 @@
 import type { CredentialValue } from '../../agent/protocol/messages.ts';
 import type { CredentialManager } from '../credentials/manager.ts';
 import { type Credential, type CredentialSourceSpec, credentialValueOf } from '../credentials/types.ts';
-import type { DesiredPrograms } from './programs.ts';
+import type { DesiredPrograms, ScopeProgram } from './programs.ts';
 
 export const pairKey = (source: string, workload: string) => `${source}\u0000${workload}`;
 
@@ -38,22 +38,51 @@ export function credentialPairsOf(
 ): Map<string, CredentialPair> {
   const pairs = new Map<string, CredentialPair>();
   for (const sp of desired.scopes.values()) {
-    for (const identity of sp.identities) {
-      for (const h of identity.credentialRefHashes) {
-        const ref = sp.credentialRefs.get(h);
-        const spec = ref?.source ? sources.get(ref.source.resource) : undefined;
-        if (!spec) continue;
-        const key = pairKey(spec.name, identity.workloadId);
-        let pair = pairs.get(key);
-        if (!pair) {
-          pair = { spec, workload: identity.workloadId, refs: new Set() };
-          pairs.set(key, pair);
-        }
-        pair.refs.add(h);
+    for (const use of usesOf(sp, sources)) {
+      if (!use.spec) continue;
+      let pair = pairs.get(use.key);
+      if (!pair) {
+        pair = { spec: use.spec, workload: use.workload, refs: new Set() };
+        pairs.set(use.key, pair);
       }
+      pair.refs.add(use.hash);
     }
   }
   return pairs;
+}
+
+/** One credential reference of a scope program, resolved to its (source, workload) pair. */
+interface PairUse {
+  hash: string;
+  /** The CredentialSource resource the reference names, and its spec (undefined: not among `sources`). */
+  resource: string;
+  spec: CredentialSourceSpec | undefined;
+  workload: string;
+  key: string;
+}
+
+/**
+ * Per scope program (DesiredPrograms hands an unchanged scope's object on), its references resolved to pairs:
+ * a one-file commit resolves the references of the scopes it changed, and builds no key for the others.
+ */
+const usesMemo = new WeakMap<ScopeProgram, PairUse[]>();
+
+function usesOf(sp: ScopeProgram, sources: ReadonlyMap<string, CredentialSourceSpec>): PairUse[] {
+  const kept = usesMemo.get(sp);
+  // Still valid while each source resolves as it did, to the same spec object (desired.ts keeps one per parsed
+  // source) or to none.
+  if (kept?.every((u) => sources.get(u.resource) === u.spec)) return kept;
+  const uses: PairUse[] = [];
+  for (const identity of sp.identities)
+    for (const hash of identity.credentialRefHashes) {
+      const resource = sp.credentialRefs.get(hash)?.source?.resource;
+      if (resource === undefined) continue;
+      const spec = sources.get(resource);
+      const workload = identity.workloadId;
+      uses.push({ hash, resource, spec, workload, key: spec ? pairKey(spec.name, workload) : '' });
+    }
+  usesMemo.set(sp, uses);
+  return uses;
 }
 
 export class CredentialFanout {

@@ -2,7 +2,7 @@
  * From what the other parts know to status entries: the resources of a revision (policy/), and the credential
  * manager's states (credentials/). Small on purpose: the pass calls them and the StatusBook merges.
  */
-import type { CredentialStatus } from '../credentials/types.ts';
+import type { BindingStatus, CredentialStatus, SourceStatus } from '../credentials/types.ts';
 import { reconcileError } from '../errors/reconcile-error.ts';
 import { sourceType } from '../policy/kinds/index.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
@@ -46,11 +46,11 @@ export function statusesFromResources(
     conditions: [],
   });
   const usesOfSource = new Map<string, number>();
-  for (const b of [...set.bindings, ...set.workloadCredentials])
-    usesOfSource.set(
-      b.value.spec.credentialSource,
-      (usesOfSource.get(b.value.spec.credentialSource) ?? 0) + 1,
-    );
+  for (const list of [set.bindings, set.workloadCredentials])
+    for (const b of list) {
+      const name = b.value.spec.credentialSource;
+      usesOfSource.set(name, (usesOfSource.get(name) ?? 0) + 1);
+    }
   const out: ResourceStatus[] = [];
   const push = (r: object, uses: number, make: () => ResourceStatus) => {
     const hit = memo?.get(r);
@@ -137,8 +137,7 @@ export function applyCredentialStatus(
   revision: string | null,
 ): void {
   const now = book.now();
-  const sources = new Map(status.sources.map((s) => [s.name, s]));
-  const bindings = new Map(status.bindings.map((b) => [`${b.source}\u0000${b.workloadID}`, b]));
+  const { sources, bindings } = indexOf(status);
   // Already showing this state and message for this revision: nothing to recompute. The status is refreshed
   // several times a second, and thousands of bindings failing as before must not cost anything.
   const current = (
@@ -188,7 +187,7 @@ export function applyCredentialStatus(
           revision,
         );
     } else if (r.kind === 'CredentialBinding' || r.kind === 'WorkloadCredential') {
-      const b = bindings.get(`${r.credentialSource}\u0000${r.workloadID}`);
+      const b = bindings.get(r.credentialSource)?.get(r.workloadID);
       if (!b) continue;
       const same =
         r.fingerprint === (b.fingerprint ?? null) &&
@@ -221,6 +220,32 @@ export function applyCredentialStatus(
         );
     }
   }
+}
+
+interface StatusIndex {
+  sources: Map<string, SourceStatus>;
+  /** By source name, then workload ID: no key string built per binding and per refresh. */
+  bindings: Map<string, Map<string, BindingStatus>>;
+}
+
+/**
+ * The credential manager's status by name, built once per status object: the manager hands out the same object
+ * until something in it changes, and each pass applies it again to the resources of the new revision.
+ */
+const indexes = new WeakMap<CredentialStatus, StatusIndex>();
+
+function indexOf(status: CredentialStatus): StatusIndex {
+  let index = indexes.get(status);
+  if (!index) {
+    index = { sources: new Map(status.sources.map((s) => [s.name, s])), bindings: new Map() };
+    for (const b of status.bindings) {
+      const of = index.bindings.get(b.source);
+      if (of) of.set(b.workloadID, b);
+      else index.bindings.set(b.source, new Map([[b.workloadID, b]]));
+    }
+    indexes.set(status, index);
+  }
+  return index;
 }
 
 function title(state: string): string {

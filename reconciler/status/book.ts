@@ -3,7 +3,7 @@
  * update, what the API serves and the store persists (`snapshot()`). One StatusBook per reconciler.
  */
 import type { Diagnostic } from '../policy/diagnostics.ts';
-import { withRevision } from './conditions.ts';
+import { followRevision } from './conditions.ts';
 import { EventLog, type EventLogOptions } from './events.ts';
 import {
   type DaemonStatus,
@@ -44,8 +44,11 @@ export class StatusBook {
   readonly #now: () => Date;
   #source: SourceStatusView | null = null;
   readonly #resources = new Map<string, ResourceStatus>();
-  /** Per skeleton an entry was synced from (statusesFromResources' memo), its key and the sync that last listed it. */
-  readonly #skeletons = new Map<ResourceStatus, { key: string; sync: number }>();
+  /**
+   * Per skeleton an entry was synced from (statusesFromResources' memo): the entry, its key and the sync that last
+   * listed it.
+   */
+  readonly #skeletons = new Map<ResourceStatus, { key: string; entry: ResourceStatus; sync: number }>();
   /** Per key, the skeleton its entry was last synced from. */
   readonly #skeletonOf = new Map<string, ResourceStatus>();
   readonly #daemons = new Map<string, DaemonStatus>();
@@ -143,14 +146,16 @@ export class StatusBook {
       const known = this.#skeletons.get(r);
       if (known) {
         known.sync = sync;
-        const prev = this.#resources.get(known.key)!;
+        const prev = known.entry;
         const from = prev.observedRevision;
         prev.observedRevision = r.observedRevision;
         // Every revision the entry names is the one it referred to: moving them all is the text replacement
         // the status store makes when it reads an entry back (status-store.ts), so the entry is not counted as
         // changed and a commit does not serialise 10,000 entries again. Otherwise it is written as it is.
+        // Moved in place (followRevision): a copy of every entry's conditions per commit was most of what a
+        // one-file pass left for the garbage collector.
         if (prev.conditions.every((c) => c.observedRevision === from))
-          prev.conditions = withRevision(prev.conditions, r.observedRevision);
+          followRevision(prev.conditions, r.observedRevision);
         else this.#changed?.add(known.key);
         continue;
       }
@@ -161,11 +166,12 @@ export class StatusBook {
         const old = prev as unknown as Record<string, unknown>;
         for (const f of RUNTIME_FIELDS) if (f in old) merged[f] = old[f];
       }
-      this.#resources.set(key, merged as unknown as ResourceStatus);
+      const entry = merged as unknown as ResourceStatus;
+      this.#resources.set(key, entry);
       const replaced = this.#skeletonOf.get(key);
       if (replaced) this.#skeletons.delete(replaced);
       this.#skeletonOf.set(key, r);
-      this.#skeletons.set(r, { key, sync });
+      this.#skeletons.set(r, { key, entry, sync });
       this.#changed?.add(key);
     }
     for (const [skeleton, known] of this.#skeletons) {

@@ -33,7 +33,7 @@ const ORDER: Record<ConditionType, number> = { Ready: 0, Reconciling: 1, Stalled
  * `conditions` with `next` set (added or replaced), its transition time kept when the status is unchanged.
  * When `next` is already there as it is, `conditions` itself comes back: the status of thousands of bindings is
  * refreshed several times a second, and a retry that fails as before changes nothing (callers never mutate
- * condition arrays in place).
+ * condition arrays in place; followRevision is the StatusBook's one exception).
  */
 export function setCondition(
   conditions: readonly Condition[],
@@ -65,6 +65,16 @@ export function withRevision(conditions: readonly Condition[], revision: string 
   return conditions.every((c) => c.observedRevision === revision)
     ? (conditions as Condition[])
     : conditions.map((c) => (c.observedRevision === revision ? c : { ...c, observedRevision: revision }));
+}
+
+/**
+ * Sets every condition of `conditions` to refer to `revision`, in place: the one exception to conditions being
+ * immutable, for the StatusBook only, when an entry follows a new revision as a whole (a commit that did not
+ * touch it). Each entry's conditions are its own objects (the helpers here copy what they change), so nothing
+ * else sees the move, and what compares arrays by identity rightly finds the entry's state unchanged.
+ */
+export function followRevision(conditions: readonly Condition[], revision: string | null): void {
+  for (const c of conditions) c.observedRevision = revision;
 }
 
 /** `conditions` without `type`; `conditions` itself when it has none. */

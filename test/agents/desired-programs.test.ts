@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { programToJson } from '../../agent/protocol/program.ts';
+import { credentialPairsOf, pairKey } from '../../reconciler/agents/credentials.ts';
 import { DesiredPrograms, scopesOfDaemon } from '../../reconciler/agents/programs.ts';
 import {
   FLEET_TD,
@@ -53,5 +54,22 @@ describe('desired programs between publishes', () => {
     const other = new DesiredPrograms('other.example.org', programs, next);
     expect(other.programFor(agentOf('fleet/g0'))).not.toBe(before['fleet/g0']);
     expect(other.programFor(agentOf('fleet/g0')).trustDomain).toBe('other.example.org');
+  });
+
+  it("resolve credential pairs again when a scope stays but its source's spec is another object", () => {
+    writeFleetPolicy(dir, { groups: GROUPS, credentials: { [workloadOf(0, 0)]: 'token-a' } });
+    const desired = renderFleet(dir);
+    const programs = new DesiredPrograms(FLEET_TD, desired.programs, null);
+    const sources = desired.credentialSources!;
+    const [resource, spec] = [...sources][0]!;
+    const key = pairKey(spec.name, workloadOf(0, 0));
+    expect([...credentialPairsOf(programs, sources).keys()]).toEqual([key]);
+    // The same scope programs; the source re-read (another file of the commit changed): a new spec object.
+    const reread = { ...spec };
+    const pairs = credentialPairsOf(programs, new Map([[resource, reread]]));
+    expect(pairs.get(key)?.spec).toBe(reread);
+    expect(pairs.get(key)?.refs.size).toBe(1);
+    // The source gone from the map: no pair (the reference names nothing the manager could keep).
+    expect(credentialPairsOf(programs, new Map()).size).toBe(0);
   });
 });
