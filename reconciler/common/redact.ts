@@ -50,8 +50,12 @@ export class Redactor {
     let forms = this.#fixed;
     if (this.#slots.size > 0) {
       const all = new Set(forms);
+      // Every form of a secret is at least as long as the secret (formsOf): one longer than the text cannot be
+      // in it, and its forms are not derived. A failure's text (`connect ECONNREFUSED …`) is shorter than the
+      // session's JWT, and thousands of sessions failing at once each redacted their own.
       for (const kept of this.#slots.values())
-        for (const secret of kept) for (const f of formsOf(secret)) all.add(f);
+        for (const secret of kept)
+          if (secret.length <= out.length) for (const f of formsOf(secret)) all.add(f);
       forms = longestFirst(all);
     }
     for (const s of forms) if (out.includes(s)) out = out.split(s).join('***');
@@ -65,6 +69,8 @@ const longestFirst = (forms: Set<string>) => [...forms].sort((a, b) => b.length 
 /**
  * The forms a secret travels in: as is, URL-encoded (as encodeURIComponent does, and with every byte but
  * letters and digits encoded, in upper- and lower-case hex, as some servers echo it), base64 and base64url.
+ * None is shorter than the secret (in UTF-16 code units): encodings only lengthen, and a string has at least as
+ * many UTF-8 bytes as code units.
  */
 function formsOf(secret: string): string[] {
   const bytes = Buffer.from(secret);

@@ -10,7 +10,7 @@ import type { Agent } from 'node:https';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { retry } from '../common/retry.ts';
 import { boundedRequest, checkEndpoint } from './http.ts';
-import type { Obtained, PolledSession, ProviderContext } from './session.ts';
+import { type Obtained, type PolledSession, type ProviderContext, SessionJwt } from './session.ts';
 import { type AwsSourceSpec, CredentialError } from './types.ts';
 import { describeTransportError, durationSeconds } from './util.ts';
 
@@ -87,6 +87,7 @@ export class AwsSession implements PolledSession {
   private readonly durationSec: number | undefined;
   private readonly idTokenTtlSec: number;
   private readonly endpoint: URL;
+  private readonly jwt: SessionJwt;
   private readonly redactor = new Redactor();
 
   constructor(
@@ -104,6 +105,12 @@ export class AwsSession implements PolledSession {
         ? durationSeconds(spec.aws.idTokenLifetime, 'aws.idTokenLifetime')
         : DEFAULT_ID_TOKEN_LIFETIME_SEC;
     this.endpoint = checkEndpoint(opts.endpoint, 'the STS endpoint').url;
+    this.jwt = new SessionJwt(ctx, {
+      spiffeId: this.spiffeId,
+      audience: spec.aws.audience?.length ? spec.aws.audience : [DEFAULT_AWS_AUDIENCE],
+      ttlSeconds: this.idTokenTtlSec,
+      ...(spec.aws.idTokenClaims ? { claims: spec.aws.idTokenClaims } : {}),
+    });
   }
 
   private async post(form: URLSearchParams): Promise<HttpAnswer> {
@@ -135,12 +142,7 @@ export class AwsSession implements PolledSession {
   }
 
   private async attempt(what: string): Promise<Obtained> {
-    const jwt = await this.ctx.minter.mint({
-      spiffeId: this.spiffeId,
-      audience: this.spec.aws.audience?.length ? this.spec.aws.audience : [DEFAULT_AWS_AUDIENCE],
-      ttlSeconds: this.idTokenTtlSec,
-      ...(this.spec.aws.idTokenClaims ? { claims: this.spec.aws.idTokenClaims } : {}),
-    });
+    const jwt = await this.jwt.get();
     this.redactor.set('jwt', jwt);
     const form = new URLSearchParams({
       Action: 'AssumeRoleWithWebIdentity',

@@ -3,8 +3,9 @@
  * (Vault, STS) is driven by the manager's timers; a watched session (Secrets) pushes every change itself.
  * Both offer a single `obtain()`, the code path `credentials check` uses.
  */
+import { decodeJwt } from 'jose';
 import type { BackoffPolicy } from '../common/retry.ts';
-import type { JwtMinter } from '../identity/jwt-svid.ts';
+import type { JwtMinter, MintJwtOptions } from '../identity/jwt-svid.ts';
 import type { FingerprintKey } from './fingerprint.ts';
 import type { CredentialError, CredentialLogger, CredentialValue } from './types.ts';
 
@@ -82,4 +83,31 @@ export interface ProviderContext {
   backoff: BackoffPolicy;
   fingerprintKey: FingerprintKey;
   leases: LeaseLedger;
+}
+
+/**
+ * The JWT-SVID a session presents (to Vault's JWT login, to STS), minted again once half its lifetime has
+ * passed, as SPIRE's agent caches JWT-SVIDs: the retries of a failing session present the same token instead of
+ * signing one per attempt (thousands of sessions behind one unreachable server retry together). Half of what is
+ * left when it was minted, read from its `exp` (the minter caps it at its key's expiry), so a reused token always
+ * has at least half its lifetime ahead. Errors are the minter's (JwtMintError), nothing is kept then.
+ */
+export class SessionJwt {
+  #current: { jwt: string; reuseUntil: number } | undefined;
+
+  constructor(
+    private readonly ctx: Pick<ProviderContext, 'minter' | 'now'>,
+    private readonly request: MintJwtOptions,
+  ) {}
+
+  async get(): Promise<string> {
+    const current = this.#current;
+    if (current && this.ctx.now() < current.reuseUntil) return current.jwt;
+    const mintedAt = this.ctx.now();
+    const jwt = await this.ctx.minter.mint(this.request);
+    const exp = decodeJwt(jwt).exp;
+    this.#current =
+      exp === undefined ? undefined : { jwt, reuseUntil: mintedAt + (exp * 1000 - mintedAt) / 2 };
+    return jwt;
+  }
 }

@@ -17,7 +17,7 @@ import type { Agent } from 'node:https';
 import vault from 'node-vault';
 import { displayUrl, Redactor, stripUrlUserinfo } from '../common/redact.ts';
 import { boundedRequest } from './http.ts';
-import type { Obtained, PolledSession, ProviderContext } from './session.ts';
+import { type Obtained, type PolledSession, type ProviderContext, SessionJwt } from './session.ts';
 import { CredentialError, type CredentialValue, fingerprintOf, type VaultSourceSpec } from './types.ts';
 import { describeTransportError } from './util.ts';
 
@@ -97,6 +97,7 @@ export class VaultSession implements PolledSession {
   readonly kind = 'polled';
   private readonly mount: string;
   private readonly spiffeId: string;
+  private readonly jwt: SessionJwt;
   /** Every JWT sent and token received by this session: server text is scrubbed of them. */
   private readonly redactor = new Redactor();
   private lease: LeaseState | undefined;
@@ -112,6 +113,7 @@ export class VaultSession implements PolledSession {
   ) {
     this.mount = (spec.vault.jwtAuthMethodPath ?? 'jwt').replace(/^\/+|\/+$/g, '');
     this.spiffeId = `spiffe://${ctx.trustDomain}/${workloadID}`;
+    this.jwt = new SessionJwt(ctx, { spiffeId: this.spiffeId, audience: spec.vault.audience });
   }
 
   /**
@@ -154,7 +156,7 @@ export class VaultSession implements PolledSession {
   }
 
   private async login(): Promise<TokenState> {
-    const jwt = await this.ctx.minter.mint({ spiffeId: this.spiffeId, audience: this.spec.vault.audience });
+    const jwt = await this.jwt.get();
     this.redactor.set('jwt', jwt);
     const what = `login at auth/${this.mount}/login as role "${this.spec.vault.role}" for ${this.spiffeId}`;
     let res: { auth?: { client_token?: string; lease_duration?: number } };

@@ -90,6 +90,21 @@ describe('Redactor (the one used by the git source and every credential provider
     );
   });
 
+  it("removes a rotating slot's secret from a text that is exactly one of its forms", () => {
+    // The forms are derived only for secrets no longer than the text: a text that is nothing but the secret, or
+    // nothing but one of its encodings, is the edge of that rule.
+    const secret = 'eyJ0.payload-with/slash+plus.sig';
+    const r = new Redactor().set('jwt', secret);
+    for (const form of [
+      secret,
+      encodeURIComponent(secret),
+      Buffer.from(secret).toString('base64'),
+      Buffer.from(secret).toString('base64url'),
+    ])
+      expect(r.redact(form), form).toBe('***');
+    expect(r.redact('short')).toBe('short');
+  });
+
   it('ignores values too short to be credentials', () => {
     expect(new Redactor().add('ab').add(undefined).redact('ab cd')).toBe('ab cd');
   });

@@ -140,11 +140,15 @@ describe('aws provider', () => {
     expect(env.sts.count('assume')).toBe(0);
   });
 
-  it('retries IDPCommunicationError a few times within one fetch', async () => {
+  it('retries IDPCommunicationError a few times within one fetch, presenting the same ID token', async () => {
     env.sts.idpCommunicationErrors = 2;
+    env.sts.tokensPresented.length = 0;
     const r = await fetchOnce(seedSources(env).aws, WORKLOAD, env.managerOptions());
     expect(r.state).toBe('AVAILABLE');
     expect(env.sts.count('assume')).toBe(3);
+    // Signed once, not per attempt: well within half of its lifetime.
+    expect(env.sts.tokensPresented).toHaveLength(3);
+    expect(new Set(env.sts.tokensPresented).size).toBe(1);
     env.sts.idpCommunicationErrors = 5;
     const failed = await fetchOnce(seedSources(env).aws, WORKLOAD, env.managerOptions());
     expect(failed.state).toBe('ERROR');

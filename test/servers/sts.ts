@@ -54,6 +54,8 @@ export class StsTestServer extends TestHttpsServer {
   private readonly clock: () => number;
   /** RoleSessionName of every successful call, to check what the client derived. */
   readonly sessionNames: string[] = [];
+  /** Every well-formed request's web identity token, in order (kept in memory only). */
+  readonly tokensPresented: string[] = [];
   /** Claims of the last verified web identity token. */
   lastClaims: Record<string, unknown> | undefined;
 
@@ -143,6 +145,7 @@ export class StsTestServer extends TestHttpsServer {
           'Member must have value less than or equal to 43200',
         );
     }
+    this.tokensPresented.push(token);
     if (this.idpCommunicationErrors > 0) {
       this.idpCommunicationErrors--;
       return this.error(
