@@ -6,6 +6,7 @@
  * holding real SVIDs, stand in for other data planes.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import {
   connect as h2Connect,
   constants as h2constants,
@@ -804,6 +805,32 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     return { server, at, tls };
   }
 
+  /** One HTTP/2 frame (RFC 9113 §4.1). */
+  const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head.writeUInt8(type, 3);
+    head.writeUInt8(flags, 4);
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  /** An HPACK literal header field without indexing, new name (RFC 7541 §6.2.2), short strings only. */
+  const literal = (name: string, value: string) =>
+    Buffer.concat([
+      Buffer.from([0, name.length]),
+      Buffer.from(name),
+      Buffer.from([value.length]),
+      Buffer.from(value),
+    ]);
+  /** A CONNECT's header block toward `port` on loopback. */
+  const connectHeaders = (port: number) =>
+    Buffer.concat([literal(':method', 'CONNECT'), literal(':authority', `127.0.0.1:${port}`)]);
+  /** The client connection preface and an empty SETTINGS frame. */
+  const PREFACE = Buffer.concat([
+    Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+    frame(4, 0, 0, Buffer.alloc(0)),
+  ]);
+
   it('rapid reset: CONNECT then RST_STREAM in a loop costs no workload dial, and the session is closed for its rate', async () => {
     let accepts = 0;
     const workloadAt = await listen(
@@ -816,25 +843,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     const { server, at, tls } = await rawPeerOfServer(workloadAt, { muxStreamsPerSecond: 500 });
     // Raw frames, as an attacker writes them: each CONNECT's HEADERS and its RST_STREAM in one write (node's
     // own client sends nothing for a stream reset before its HEADERS went out).
-    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
-      const head = Buffer.alloc(9);
-      head.writeUIntBE(payload.length, 0, 3);
-      head.writeUInt8(type, 3);
-      head.writeUInt8(flags, 4);
-      head.writeUInt32BE(stream, 5);
-      return Buffer.concat([head, payload]);
-    };
-    const literal = (name: string, value: string) =>
-      Buffer.concat([
-        Buffer.from([0, name.length]),
-        Buffer.from(name),
-        Buffer.from([value.length]),
-        Buffer.from(value),
-      ]);
-    const connectBlock = Buffer.concat([
-      literal(':method', 'CONNECT'),
-      literal(':authority', `127.0.0.1:${at}`),
-    ]);
+    const connectBlock = connectHeaders(at);
     const cancel = Buffer.alloc(4);
     cancel.writeUInt32BE(h2constants.NGHTTP2_CANCEL);
     let goaway: number | null = null;
@@ -852,9 +861,7 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
     try {
       await new Promise((r) => tls.once('secureConnect', r));
       expect(tls.alpnProtocol).toBe('riptides-h2');
-      tls.write(
-        Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]),
-      );
+      tls.write(PREFACE);
       let stream = 1;
       while (stream < pairs * 2 && goaway === null && !tls.destroyed) {
         const batch: Buffer[] = [];
@@ -958,6 +965,66 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
       expect(make({ muxStreamsPerSecond: 0 })).toThrow(/muxStreamsPerSecond/);
       expect(make({ muxMaxStreams: 1, muxStreamWindowBytes: 65_535 })).not.toThrow();
     });
+  });
+
+  it('a peer ending its session with an error code is logged and counted with its reason', async () => {
+    const { server, tls } = await rawPeerOfServer(workloadPort, {});
+    try {
+      await new Promise((r) => tls.once('secureConnect', r));
+      tls.resume();
+      tls.write(PREFACE);
+      // GOAWAY (RFC 9113 §6.8): last stream 0, PROTOCOL_ERROR.
+      const goaway = Buffer.alloc(8);
+      goaway.writeUInt32BE(h2constants.NGHTTP2_PROTOCOL_ERROR, 4);
+      tls.write(frame(7, 0, 0, goaway));
+      const counted = () =>
+        metric(server, 'riptides_dataplane_mux_sessions_closed_total', {
+          direction: 'inbound',
+          reason: 'peer-goaway',
+        });
+      expect(await until(async () => (await counted()) === 1)).toBe(true);
+    } finally {
+      tls.destroy();
+      await server.stop();
+    }
+  });
+
+  it('at most 32 workload dials at once per session: further CONNECTs wait for one to end', async () => {
+    // A workload that never accepts, with no room in its accept queue: past the first, every dial stays in
+    // SYN_SENT, so the dials in progress are the data plane's sockets toward it in that state.
+    const stuck = spawn('python3', [
+      '-c',
+      'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)',
+    ]);
+    const port = Number(
+      await new Promise<string>((r) => createInterface({ input: stuck.stdout }).once('line', r)),
+    );
+    const synSent = () =>
+      readFileSync('/proc/net/tcp', 'utf8')
+        .split('\n')
+        .slice(1)
+        .filter((line) => {
+          const f = line.trim().split(/\s+/);
+          return f[2]?.endsWith(`:${port.toString(16).toUpperCase().padStart(4, '0')}`) && f[3] === '02';
+        }).length;
+    const { server, at, tls } = await rawPeerOfServer(port, { muxStreamsPerSecond: 500 });
+    try {
+      await new Promise((r) => tls.once('secureConnect', r));
+      tls.resume();
+      const block = connectHeaders(at);
+      const streams: Buffer[] = [];
+      // 40 CONNECTs (HEADERS, END_HEADERS), odd stream IDs.
+      for (let i = 0; i < 40; i++) streams.push(frame(1, 0x4, 1 + 2 * i, block));
+      tls.write(Buffer.concat([PREFACE, ...streams]));
+      expect(await until(() => synSent() >= 31)).toBe(true);
+      // Settled: the one accepted into the queue ended its dial, and one waiting CONNECT took its slot.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(synSent()).toBe(32);
+    } finally {
+      tls.destroy();
+      await server.stop();
+      stuck.kill();
+    }
   });
 
   it('a peer that sends no HTTP/2 preface after its handshake is closed at the handshake deadline, and counted', async () => {
