@@ -160,6 +160,9 @@ export class AwsSession implements PolledSession {
     }
     if (answer.status === 200) return this.parse(answer.body, what);
     const code = (xmlText(answer.body, 'Code') ?? `HTTP ${answer.status}`).slice(0, 100);
+    // STS judged the request, the token with it (expired, invalid, a claim it rejects): not presented again.
+    // IDPCommunicationError is STS failing to reach the issuer, and a 5xx is STS failing: the token may stay.
+    if (answer.status < 500 && code !== 'IDPCommunicationError') this.jwt.invalidate();
     // STS text may quote the token it was sent: scrubbed before it is shown anywhere.
     const message = this.redactor.redact(xmlText(answer.body, 'Message') ?? '').slice(0, 300);
     throw new StsRefusal(

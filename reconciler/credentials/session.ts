@@ -90,10 +90,13 @@ export interface ProviderContext {
  * passed, as SPIRE's agent caches JWT-SVIDs: the retries of a failing session present the same token instead of
  * signing one per attempt (thousands of sessions behind one unreachable server retry together). Half of what is
  * left when it was minted, read from its `exp` (the minter caps it at its key's expiry), so a reused token always
- * has at least half its lifetime ahead. Errors are the minter's (JwtMintError), nothing is kept then.
+ * has at least half its lifetime ahead: timed on the monotonic clock as well as the wall clock, so that a wall
+ * clock stepped back cannot stretch the reuse past `exp`. A server that refuses the token itself (expired,
+ * invalid, a claim it rejects) gets a new one at the next attempt (`invalidate`). Errors are the minter's
+ * (JwtMintError), nothing is kept then.
  */
 export class SessionJwt {
-  #current: { jwt: string; reuseUntil: number } | undefined;
+  #current: { jwt: string; reuseUntil: number; reuseUntilMono: number } | undefined;
 
   constructor(
     private readonly ctx: Pick<ProviderContext, 'minter' | 'now'>,
@@ -102,12 +105,20 @@ export class SessionJwt {
 
   async get(): Promise<string> {
     const current = this.#current;
-    if (current && this.ctx.now() < current.reuseUntil) return current.jwt;
+    if (current && this.ctx.now() < current.reuseUntil && performance.now() < current.reuseUntilMono)
+      return current.jwt;
     const mintedAt = this.ctx.now();
+    const mintedAtMono = performance.now();
     const jwt = await this.ctx.minter.mint(this.request);
     const exp = decodeJwt(jwt).exp;
+    const half = exp === undefined ? 0 : (exp * 1000 - mintedAt) / 2;
     this.#current =
-      exp === undefined ? undefined : { jwt, reuseUntil: mintedAt + (exp * 1000 - mintedAt) / 2 };
+      half > 0 ? { jwt, reuseUntil: mintedAt + half, reuseUntilMono: mintedAtMono + half } : undefined;
     return jwt;
+  }
+
+  /** The server refused the token itself: the next attempt presents a new one. */
+  invalidate(): void {
+    this.#current = undefined;
   }
 }

@@ -168,6 +168,9 @@ export class VaultSession implements PolledSession {
         jwt,
       })) as typeof res;
     } catch (err) {
+      // Vault judged the login (a 4xx: a claim, an audience, an expired token): the next one presents a new token.
+      const status = apiStatus(err);
+      if (status !== undefined && status >= 400 && status < 500) this.jwt.invalidate();
       throw this.failure(
         what,
         err,

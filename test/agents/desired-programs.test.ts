@@ -69,7 +69,9 @@ describe('desired programs between publishes', () => {
     const pairs = credentialPairsOf(programs, new Map([[resource, reread]]));
     expect(pairs.get(key)?.spec).toBe(reread);
     expect(pairs.get(key)?.refs.size).toBe(1);
-    // The source gone from the map: no pair (the reference names nothing the manager could keep).
+    // The source gone from the map: no pair (the reference names nothing the manager could keep)…
     expect(credentialPairsOf(programs, new Map()).size).toBe(0);
+    // …and back: the same scope programs resolve it again.
+    expect(credentialPairsOf(programs, sources).get(key)?.spec).toBe(spec);
   });
 });

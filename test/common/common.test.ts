@@ -103,6 +103,9 @@ describe('Redactor (the one used by the git source and every credential provider
     ])
       expect(r.redact(form), form).toBe('***');
     expect(r.redact('short')).toBe('short');
+    // Not ASCII: more UTF-8 bytes than UTF-16 code units, and the text is exactly the secret.
+    const accented = 'pässwörd-ü-€';
+    expect(new Redactor().set('value', accented).redact(accented)).toBe('***');
   });
 
   it('ignores values too short to be credentials', () => {

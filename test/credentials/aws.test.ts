@@ -109,14 +109,18 @@ describe('aws provider', () => {
     );
   });
 
-  it('reports an expired ID token (STS clock ahead of ours)', async () => {
+  it('reports an expired ID token (STS clock ahead of ours), and presents a new one at each retry', async () => {
     env.sts.skewMs = 3600_000;
+    env.sts.tokensPresented.length = 0;
     const m = start();
     const spec = seedSources(env).aws;
     m.ensure(spec, WORKLOAD);
     const err = await waitForSource(m, spec.name, 'ERROR');
     expect(err.message).toContain('ExpiredTokenException (HTTP 400): Token expired: current date/time');
     expect(err.message).toContain("compare this host's clock");
+    // A token STS refused as expired is not presented again, even within half its lifetime.
+    await waitFor('a retry', () => env.sts.tokensPresented.length >= 2);
+    expect(new Set(env.sts.tokensPresented).size).toBe(env.sts.tokensPresented.length);
     env.sts.skewMs = 0;
     await waitForSource(m, spec.name, 'AVAILABLE');
   });

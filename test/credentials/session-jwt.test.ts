@@ -3,7 +3,7 @@
  * until half of its lifetime has passed, never one past that, and the minter's cap on `exp` (its key's expiry)
  * shortens the reuse with it.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SessionJwt } from '../../reconciler/credentials/session.ts';
 import type { JwtMinter, MintJwtOptions } from '../../reconciler/identity/jwt-svid.ts';
 
@@ -56,6 +56,35 @@ describe('a session JWT-SVID', () => {
     expect(await jwt.get()).toBe(first);
     clock.ms += 2_000;
     await jwt.get();
+    expect(minted).toHaveLength(2);
+  });
+
+  describe('on the monotonic clock too', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('is not reused past half its lifetime when the wall clock is stepped back', async () => {
+      vi.useFakeTimers({ toFake: ['performance'] });
+      const clock = { ms: 1_800_000_000_000 };
+      const { minter, minted } = fakeMinter(clock);
+      const jwt = new SessionJwt({ minter, now: () => clock.ms }, REQUEST);
+      await jwt.get();
+      // 160 s pass, then NTP steps the wall clock back 200 s: it reads 40 s before the minting.
+      vi.advanceTimersByTime(160_000);
+      clock.ms -= 40_000;
+      await jwt.get();
+      expect(minted).toHaveLength(2);
+    });
+  });
+
+  it('presents a new token after the server refused the last one', async () => {
+    const clock = { ms: 1_800_000_000_000 };
+    const { minter, minted } = fakeMinter(clock);
+    const jwt = new SessionJwt({ minter, now: () => clock.ms }, REQUEST);
+    const first = await jwt.get();
+    jwt.invalidate();
+    expect(await jwt.get()).not.toBe(first);
     expect(minted).toHaveLength(2);
   });
 });

@@ -191,7 +191,8 @@ describe('vault provider', () => {
     expect(m.get(spec.name, WORKLOAD)?.version).toBe(2);
   });
 
-  it('reports a refused login with Vault’s reason and what to check', async () => {
+  it('reports a refused login with Vault’s reason and what to check, and logs in again with a new token', async () => {
+    env.vault.jwtsPresented.length = 0;
     const m = start();
     const spec = seedSources(env).vault; // role openai-apikeys is bound to the assistant's SPIFFE ID only
     m.ensure(spec, 'other-team/app/intruder');
@@ -201,6 +202,8 @@ describe('vault provider', () => {
     );
     expect(err.message).toContain('bound_subject is spiffe://example.org/other-team/app/intruder');
     await waitFor('a retry', () => env.vault.count('login') >= 2);
+    // Vault judged the token: the retry does not present it again.
+    expect(new Set(env.vault.jwtsPresented).size).toBe(env.vault.jwtsPresented.length);
   });
 
   it('reports a sealed Vault (503) as Vault’s own trouble, not the role’s', async () => {

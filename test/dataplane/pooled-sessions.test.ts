@@ -992,38 +992,45 @@ describe('pooled mTLS sessions between data planes (HTTP/2 CONNECT streams)', ()
   it('at most 32 workload dials at once per session: further CONNECTs wait for one to end', async () => {
     // A workload that never accepts, with no room in its accept queue: past the first, every dial stays in
     // SYN_SENT, so the dials in progress are the data plane's sockets toward it in that state.
-    const stuck = spawn('python3', [
-      '-c',
-      'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)',
-    ]);
-    const port = Number(
-      await new Promise<string>((r) => createInterface({ input: stuck.stdout }).once('line', r)),
-    );
-    const synSent = () =>
-      readFileSync('/proc/net/tcp', 'utf8')
-        .split('\n')
-        .slice(1)
-        .filter((line) => {
-          const f = line.trim().split(/\s+/);
-          return f[2]?.endsWith(`:${port.toString(16).toUpperCase().padStart(4, '0')}`) && f[3] === '02';
-        }).length;
-    const { server, at, tls } = await rawPeerOfServer(port, { muxStreamsPerSecond: 500 });
+    let stuck: ChildProcessWithoutNullStreams | undefined;
+    let peer: Awaited<ReturnType<typeof rawPeerOfServer>> | undefined;
     try {
+      stuck = spawn('python3', [
+        '-c',
+        'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)',
+      ]);
+      const exited = new Promise<string>((r) => {
+        stuck!.once('error', (e) => r(`python3: ${e.message}`));
+        stuck!.once('exit', (code) => r(`python3 exited (${code})`));
+      });
+      const line = new Promise<string>((r) => createInterface({ input: stuck!.stdout }).once('line', r));
+      const port = Number(await Promise.race([line, exited.then((m) => Promise.reject(new Error(m)))]));
+      const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+      const synSent = () =>
+        readFileSync('/proc/net/tcp', 'utf8')
+          .split('\n')
+          .slice(1)
+          .filter((row) => {
+            const f = row.trim().split(/\s+/);
+            return f[2]?.endsWith(hex) && f[3] === '02';
+          }).length;
+      peer = await rawPeerOfServer(port, { muxStreamsPerSecond: 500 });
+      const { at, tls } = peer;
       await new Promise((r) => tls.once('secureConnect', r));
       tls.resume();
+      // 40 CONNECTs (HEADERS, END_HEADERS) on odd stream IDs, in one write.
       const block = connectHeaders(at);
-      const streams: Buffer[] = [];
-      // 40 CONNECTs (HEADERS, END_HEADERS), odd stream IDs.
-      for (let i = 0; i < 40; i++) streams.push(frame(1, 0x4, 1 + 2 * i, block));
-      tls.write(Buffer.concat([PREFACE, ...streams]));
-      expect(await until(() => synSent() >= 31)).toBe(true);
-      // Settled: the one accepted into the queue ended its dial, and one waiting CONNECT took its slot.
-      await new Promise((r) => setTimeout(r, 500));
+      const connects = Array.from({ length: 40 }, (_, i) => frame(1, 0x4, 1 + 2 * i, block));
+      tls.write(Buffer.concat([PREFACE, ...connects]));
+      // The one accepted into the queue ends its dial, and one waiting CONNECT takes its slot: 32 in progress.
+      expect(await until(() => synSent() === 32)).toBe(true);
+      // And it stays there: the other seven wait.
+      await new Promise((r) => setTimeout(r, 300));
       expect(synSent()).toBe(32);
     } finally {
-      tls.destroy();
-      await server.stop();
-      stuck.kill();
+      peer?.tls.destroy();
+      await peer?.server.stop();
+      stuck?.kill();
     }
   });
 

@@ -128,6 +128,8 @@ export class VaultTestServer extends TestHttpsServer {
   private readonly verifiers = new Map<string, OidcVerifier>();
   /** Every client token and secret value handed out, for the secret-hygiene test. */
   readonly issuedValues: string[] = [];
+  /** The JWT of every login that named a role and a token, in order (kept in memory only). */
+  readonly jwtsPresented: string[] = [];
   /**
    * When set, 403 answers quote the token that was refused, as some proxies and plugins in front of Vault
    * do: clients must not print it. `json`: in Vault's `{"errors":[…]}`; `html`: in a gateway's HTML page,
@@ -205,6 +207,7 @@ export class VaultTestServer extends TestHttpsServer {
     const jwt = typeof args.jwt === 'string' ? args.jwt : '';
     if (!roleName) return sendJson(res, 400, { errors: ['missing role'] });
     if (!jwt) return sendJson(res, 400, { errors: ['missing token'] });
+    this.jwtsPresented.push(jwt);
     const role = mount.roles[roleName];
     if (!role) return sendJson(res, 400, { errors: [`role "${roleName}" could not be found`] });
     let claims: Record<string, unknown>;
