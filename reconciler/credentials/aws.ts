@@ -70,6 +70,9 @@ interface HttpAnswer {
 }
 
 /** A refused STS answer, kept apart so the retry policy can tell IDPCommunicationError from the rest. */
+/** STS error codes that judge the web identity token itself. */
+const TOKEN_REFUSALS = new Set(['ExpiredTokenException', 'InvalidIdentityToken', 'IDPRejectedClaim']);
+
 class StsRefusal extends CredentialError {
   constructor(
     message: string,
@@ -160,9 +163,10 @@ export class AwsSession implements PolledSession {
     }
     if (answer.status === 200) return this.parse(answer.body, what);
     const code = (xmlText(answer.body, 'Code') ?? `HTTP ${answer.status}`).slice(0, 100);
-    // STS judged the request, the token with it (expired, invalid, a claim it rejects): not presented again.
-    // IDPCommunicationError is STS failing to reach the issuer, and a 5xx is STS failing: the token may stay.
-    if (answer.status < 500 && code !== 'IDPCommunicationError') this.jwt.invalidate();
+    // STS judged the token itself (expired, invalid, a claim it rejects; AWS documents IDPRejectedClaim for an
+    // expired or revoked one too): a fresh one may pass. Anything else (Throttling, AccessDenied, a 5xx, …) a
+    // fresh token would not change, and signing one per attempt is what reuse saves.
+    if (TOKEN_REFUSALS.has(code)) this.jwt.invalidate(jwt);
     // STS text may quote the token it was sent: scrubbed before it is shown anywhere.
     const message = this.redactor.redact(xmlText(answer.body, 'Message') ?? '').slice(0, 300);
     throw new StsRefusal(

@@ -92,7 +92,8 @@ export interface ProviderContext {
  * left when it was minted, read from its `exp` (the minter caps it at its key's expiry), so a reused token always
  * has at least half its lifetime ahead: timed on the monotonic clock as well as the wall clock, so that a wall
  * clock stepped back cannot stretch the reuse past `exp`. A server that refuses the token itself (expired,
- * invalid, a claim it rejects) gets a new one at the next attempt (`invalidate`). Errors are the minter's
+ * invalid, a claim it rejects) gets a new one at the next attempt (`invalidate`); a server that throttles or
+ * fails gets the same one. Errors are the minter's
  * (JwtMintError), nothing is kept then.
  */
 export class SessionJwt {
@@ -117,8 +118,8 @@ export class SessionJwt {
     return jwt;
   }
 
-  /** The server refused the token itself: the next attempt presents a new one. */
-  invalidate(): void {
-    this.#current = undefined;
+  /** The server refused `jwt` itself: the next attempt presents a new one (unless `jwt` is already replaced). */
+  invalidate(jwt: string): void {
+    if (this.#current?.jwt === jwt) this.#current = undefined;
   }
 }

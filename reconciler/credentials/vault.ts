@@ -148,8 +148,13 @@ export class VaultSession implements PolledSession {
       Array.isArray(errors) && errors.length
         ? this.redactor.redact(errors.map(String).join('; ')).slice(0, 300)
         : '';
-    // 5xx (sealed, standby, overloaded) is about Vault itself, not about our role or path.
-    const advice = status >= 500 ? 'Vault is not serving requests; retrying with backoff' : hint;
+    // 5xx (sealed, standby, overloaded) and 429 (a rate limit quota) are about Vault itself, not our role or path.
+    const advice =
+      status >= 500
+        ? 'Vault is not serving requests; retrying with backoff'
+        : status === 429
+          ? 'a Vault rate limit quota refused the request; retrying with backoff'
+          : hint;
     return new CredentialError(
       `${this.where}: ${what} failed: HTTP ${status}${said ? ` (${said})` : ''}; ${advice}`,
     );
@@ -168,9 +173,9 @@ export class VaultSession implements PolledSession {
         jwt,
       })) as typeof res;
     } catch (err) {
-      // Vault judged the login (a 4xx: a claim, an audience, an expired token): the next one presents a new token.
-      const status = apiStatus(err);
-      if (status !== undefined && status >= 400 && status < 500) this.jwt.invalidate();
+      // The JWT auth method answers 400 for every token or claims error (expired, audience, subject): a fresh
+      // token may pass. Not on 403 (mount, CIDR), 429 (rate limit) or 5xx: a new one would change nothing.
+      if (apiStatus(err) === 400) this.jwt.invalidate(jwt);
       throw this.failure(
         what,
         err,

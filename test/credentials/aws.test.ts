@@ -30,6 +30,7 @@ afterEach(async () => {
   env.sts.skewMs = 0;
   env.sts.expirationOverrideSec = undefined;
   env.sts.idpCommunicationErrors = 0;
+  env.sts.throttled = 0;
   env.sts.resetCounters();
 });
 
@@ -123,6 +124,20 @@ describe('aws provider', () => {
     expect(new Set(env.sts.tokensPresented).size).toBe(env.sts.tokensPresented.length);
     env.sts.skewMs = 0;
     await waitForSource(m, spec.name, 'AVAILABLE');
+  });
+
+  it('presents the same ID token while STS throttles it, then gets keys', async () => {
+    env.sts.throttled = 4;
+    env.sts.tokensPresented.length = 0;
+    const m = start();
+    const spec = seedSources(env).aws;
+    m.ensure(spec, WORKLOAD);
+    const err = await waitForSource(m, spec.name, 'ERROR');
+    expect(err.message).toContain('Throttling (HTTP 400)');
+    await waitForSource(m, spec.name, 'AVAILABLE');
+    // Throttled four times, then answered: five presentations of one token, signed once.
+    expect(env.sts.tokensPresented).toHaveLength(5);
+    expect(new Set(env.sts.tokensPresented).size).toBe(1);
   });
 
   it('passes STS ValidationError for a lifetime outside 900–43200 s', async () => {

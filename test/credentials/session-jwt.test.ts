@@ -83,8 +83,12 @@ describe('a session JWT-SVID', () => {
     const { minter, minted } = fakeMinter(clock);
     const jwt = new SessionJwt({ minter, now: () => clock.ms }, REQUEST);
     const first = await jwt.get();
-    jwt.invalidate();
-    expect(await jwt.get()).not.toBe(first);
+    jwt.invalidate(first);
+    const second = await jwt.get();
+    expect(second).not.toBe(first);
+    // A late refusal of the first token leaves the second in use.
+    jwt.invalidate(first);
+    expect(await jwt.get()).toBe(second);
     expect(minted).toHaveLength(2);
   });
 });

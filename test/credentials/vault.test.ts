@@ -17,6 +17,7 @@ afterEach(async () => {
   await manager?.close();
   manager = undefined;
   env.vault.mode = 'none';
+  env.vault.rateLimited = 0;
   if (!env.vault.port) await env.vault.up();
   env.vault.resetCounters();
 });
@@ -204,6 +205,22 @@ describe('vault provider', () => {
     await waitFor('a retry', () => env.vault.count('login') >= 2);
     // Vault judged the token: the retry does not present it again.
     expect(new Set(env.vault.jwtsPresented).size).toBe(env.vault.jwtsPresented.length);
+  });
+
+  it('presents the same JWT-SVID while a rate limit quota refuses the login, then logs in', async () => {
+    env.vault.rateLimited = 3;
+    env.vault.jwtsPresented.length = 0;
+    const m = start();
+    const spec = seedSources(env).vault;
+    m.ensure(spec, WORKLOAD);
+    const err = await waitForSource(m, spec.name, 'ERROR');
+    expect(err.message).toContain('HTTP 429');
+    expect(err.message).toContain('rate limit quota refused the request; retrying with backoff');
+    expect(err.message).not.toContain('bound_subject');
+    await waitForSource(m, spec.name, 'AVAILABLE');
+    // Refused three times, then logged in: four presentations of one token, signed once.
+    expect(env.vault.jwtsPresented).toHaveLength(4);
+    expect(new Set(env.vault.jwtsPresented).size).toBe(1);
   });
 
   it('reports a sealed Vault (503) as Vault’s own trouble, not the role’s', async () => {

@@ -47,6 +47,8 @@ export class StsTestServer extends TestHttpsServer {
   readonly issuedValues: string[] = [];
   /** When set, credentials expire this many seconds after issue instead of DurationSeconds (short-TTL tests). */
   expirationOverrideSec: number | undefined;
+  /** The next n requests are throttled (HTTP 400, code Throttling, as STS answers past its request rate). */
+  throttled = 0;
   /** The next n requests fail with IDPCommunicationError, as when AWS cannot reach the issuer. */
   idpCommunicationErrors = 0;
   /** Added to the server's clock: moves it ahead of (or behind) its clients. */
@@ -146,6 +148,10 @@ export class StsTestServer extends TestHttpsServer {
         );
     }
     this.tokensPresented.push(token);
+    if (this.throttled > 0) {
+      this.throttled--;
+      return this.error(res, 400, 'Sender', 'Throttling', 'Rate exceeded');
+    }
     if (this.idpCommunicationErrors > 0) {
       this.idpCommunicationErrors--;
       return this.error(

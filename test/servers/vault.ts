@@ -130,6 +130,8 @@ export class VaultTestServer extends TestHttpsServer {
   readonly issuedValues: string[] = [];
   /** The JWT of every login that named a role and a token, in order (kept in memory only). */
   readonly jwtsPresented: string[] = [];
+  /** The next n logins are refused by a rate limit quota (HTTP 429). */
+  rateLimited = 0;
   /**
    * When set, 403 answers quote the token that was refused, as some proxies and plugins in front of Vault
    * do: clients must not print it. `json`: in Vault's `{"errors":[…]}`; `html`: in a gateway's HTML page,
@@ -208,6 +210,13 @@ export class VaultTestServer extends TestHttpsServer {
     if (!roleName) return sendJson(res, 400, { errors: ['missing role'] });
     if (!jwt) return sendJson(res, 400, { errors: ['missing token'] });
     this.jwtsPresented.push(jwt);
+    if (this.rateLimited > 0) {
+      this.rateLimited--;
+      // A rate limit quota's answer (Vault 1.5+).
+      return sendJson(res, 429, {
+        errors: [`request path "auth/${mountPath}/login": rate limit quota exceeded`],
+      });
+    }
     const role = mount.roles[roleName];
     if (!role) return sendJson(res, 400, { errors: [`role "${roleName}" could not be found`] });
     let claims: Record<string, unknown>;
