@@ -12,7 +12,7 @@ import {
   startCredEnv,
   WORKLOAD,
 } from '../support/cred-env.ts';
-import { waitFor, waitForSource } from '../support/cred-wait.ts';
+import { failThenRecover, waitFor, waitForSource } from '../support/cred-wait.ts';
 
 let env: CredEnv;
 let manager: CredentialManager | undefined;
@@ -129,12 +129,7 @@ describe('aws provider', () => {
   it('presents the same ID token while STS throttles it, then gets keys', async () => {
     env.sts.throttled = 4;
     env.sts.tokensPresented.length = 0;
-    const m = start();
-    const spec = seedSources(env).aws;
-    m.ensure(spec, WORKLOAD);
-    const err = await waitForSource(m, spec.name, 'ERROR');
-    expect(err.message).toContain('Throttling (HTTP 400)');
-    await waitForSource(m, spec.name, 'AVAILABLE');
+    expect(await failThenRecover(start(), seedSources(env).aws, WORKLOAD)).toContain('Throttling (HTTP 400)');
     // Throttled four times, then answered: five presentations of one token, signed once.
     expect(env.sts.tokensPresented).toHaveLength(5);
     expect(new Set(env.sts.tokensPresented).size).toBe(1);

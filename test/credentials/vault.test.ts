@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CredentialManager, fetchOnce } from '../../reconciler/credentials/manager.ts';
 import type { VaultSourceSpec } from '../../reconciler/credentials/types.ts';
 import { type CredEnv, dynamicKey, seedSources, startCredEnv, WORKLOAD } from '../support/cred-env.ts';
-import { bindingStatus, waitFor, waitForSource } from '../support/cred-wait.ts';
+import { bindingStatus, failThenRecover, waitFor, waitForSource } from '../support/cred-wait.ts';
 
 let env: CredEnv;
 let manager: CredentialManager | undefined;
@@ -210,14 +210,10 @@ describe('vault provider', () => {
   it('presents the same JWT-SVID while a rate limit quota refuses the login, then logs in', async () => {
     env.vault.rateLimited = 3;
     env.vault.jwtsPresented.length = 0;
-    const m = start();
-    const spec = seedSources(env).vault;
-    m.ensure(spec, WORKLOAD);
-    const err = await waitForSource(m, spec.name, 'ERROR');
-    expect(err.message).toContain('HTTP 429');
-    expect(err.message).toContain('rate limit quota refused the request; retrying with backoff');
-    expect(err.message).not.toContain('bound_subject');
-    await waitForSource(m, spec.name, 'AVAILABLE');
+    const message = await failThenRecover(start(), seedSources(env).vault, WORKLOAD);
+    expect(message).toContain('HTTP 429');
+    expect(message).toContain('rate limit quota refused the request; retrying with backoff');
+    expect(message).not.toContain('bound_subject');
     // Refused three times, then logged in: four presentations of one token, signed once.
     expect(env.vault.jwtsPresented).toHaveLength(4);
     expect(new Set(env.vault.jwtsPresented).size).toBe(1);

@@ -1,6 +1,10 @@
 /** Waiting on conditions instead of sleeping for fixed times: tests stay fast and do not assert on timing. */
 import type { CredentialManager } from '../../reconciler/credentials/manager.ts';
-import type { BindingStatus, SourceStatus } from '../../reconciler/credentials/types.ts';
+import type {
+  BindingStatus,
+  CredentialSourceSpec,
+  SourceStatus,
+} from '../../reconciler/credentials/types.ts';
 
 export async function waitFor<T>(
   what: string,
@@ -44,4 +48,19 @@ export function waitForSource(
     },
     timeoutMs,
   );
+}
+
+/**
+ * Keeps `spec` fresh for `workloadID` on `m` against a server set to refuse the first attempts: waits for the
+ * source to fail, then to become AVAILABLE, and returns the failure's message.
+ */
+export async function failThenRecover(
+  m: CredentialManager,
+  spec: CredentialSourceSpec,
+  workloadID: string,
+): Promise<string> {
+  m.ensure(spec, workloadID);
+  const failed = await waitForSource(m, spec.name, 'ERROR');
+  await waitForSource(m, spec.name, 'AVAILABLE');
+  return failed.message ?? '';
 }
