@@ -69,10 +69,10 @@ interface HttpAnswer {
   body: string;
 }
 
-/** A refused STS answer, kept apart so the retry policy can tell IDPCommunicationError from the rest. */
 /** STS error codes that judge the web identity token itself. */
 const TOKEN_REFUSALS = new Set(['ExpiredTokenException', 'InvalidIdentityToken', 'IDPRejectedClaim']);
 
+/** A refused STS answer, kept apart so the retry policy can tell IDPCommunicationError from the rest. */
 class StsRefusal extends CredentialError {
   constructor(
     message: string,

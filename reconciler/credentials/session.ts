@@ -93,8 +93,7 @@ export interface ProviderContext {
  * has at least half its lifetime ahead: timed on the monotonic clock as well as the wall clock, so that a wall
  * clock stepped back cannot stretch the reuse past `exp`. A server that refuses the token itself (expired,
  * invalid, a claim it rejects) gets a new one at the next attempt (`invalidate`); a server that throttles or
- * fails gets the same one. Errors are the minter's
- * (JwtMintError), nothing is kept then.
+ * fails gets the same one. Errors are the minter's (JwtMintError), nothing is kept then.
  */
 export class SessionJwt {
   #current: { jwt: string; reuseUntil: number; reuseUntilMono: number } | undefined;

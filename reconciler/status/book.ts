@@ -152,8 +152,8 @@ export class StatusBook {
         // Every revision the entry names is the one it referred to: moving them all is the text replacement
         // the status store makes when it reads an entry back (status-store.ts), so the entry is not counted as
         // changed and a commit does not serialise 10,000 entries again. Otherwise it is written as it is.
-        // Moved in place (followRevision): a copy of every entry's conditions per commit was most of what a
-        // one-file pass left for the garbage collector.
+        // Moved in place (followRevision): a copy of every entry's conditions per commit was the largest thing a
+        // one-file pass left for the garbage collector to move.
         if (prev.conditions.every((c) => c.observedRevision === from))
           followRevision(prev.conditions, r.observedRevision);
         else this.#changed?.add(known.key);
