@@ -50,18 +50,22 @@ export function refreshPoint(obtainedAt: number, expiresAt: number, random: () =
 
 const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
 
-function xmlText(xml: string, tag: string): string | undefined {
+/**
+ * The text of the first `<tag>` element of an STS answer, with XML's five named entities and numeric character
+ * references decoded (anything else, such as `&constructor;` or a reference past U+10FFFF, stays as written);
+ * undefined when there is no such element. STS answers are flat and attribute-free (AWS STS API reference).
+ */
+export function xmlText(xml: string, tag: string): string | undefined {
   const m = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
   if (!m) return undefined;
   return m[1]!
     .trim()
-    .replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) =>
-      e.startsWith('#x')
-        ? String.fromCodePoint(Number.parseInt(e.slice(2), 16))
-        : e.startsWith('#')
-          ? String.fromCodePoint(Number(e.slice(1)))
-          : (ENTITIES[e] ?? all),
-    );
+    .replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) => {
+      if (!e.startsWith('#')) return Object.hasOwn(ENTITIES, e) ? ENTITIES[e]! : all;
+      const code = e.startsWith('#x') ? Number.parseInt(e.slice(2), 16) : Number(e.slice(1));
+      // A reference past Unicode (a server's garbage) stays as it was rather than throwing a RangeError.
+      return code <= 0x10ffff ? String.fromCodePoint(code) : all;
+    });
 }
 
 interface HttpAnswer {

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DURATION_FORMS } from '../../reconciler/common/duration.ts';
-import { refreshPoint, roleSessionNameFor } from '../../reconciler/credentials/aws.ts';
+import { refreshPoint, roleSessionNameFor, xmlText } from '../../reconciler/credentials/aws.ts';
 import { CredentialManager, fetchOnce } from '../../reconciler/credentials/manager.ts';
 import type { AwsSourceSpec } from '../../reconciler/credentials/types.ts';
 import {
@@ -42,6 +42,19 @@ function start(): CredentialManager {
 function aws(name: string, fields: Partial<AwsSourceSpec['aws']>): AwsSourceSpec {
   return { name, aws: { roleArn: ROLE_ARN, ...fields } };
 }
+
+describe('the text of an STS answer', () => {
+  it('decodes XML references and keeps what is not one, whatever the server sends', () => {
+    const answer = (m: string) => `<ErrorResponse><Error><Message>${m}</Message></Error></ErrorResponse>`;
+    expect(xmlText(answer('a &lt;b&gt; &amp; &#x41;&#66;'), 'Message')).toBe('a <b> & AB');
+    // Named like a property every object has, or past Unicode: left as written, never a function or a throw.
+    expect(xmlText(answer('&constructor; &__proto__; &toString;'), 'Message')).toBe(
+      '&constructor; &__proto__; &toString;',
+    );
+    expect(xmlText(answer('&#x110000; &#99999999999;'), 'Message')).toBe('&#x110000; &#99999999999;');
+    expect(xmlText(answer('x'), 'Code')).toBeUndefined();
+  });
+});
 
 describe('aws provider', () => {
   it('exchanges the workload ID token for temporary keys (seed 004)', async () => {
