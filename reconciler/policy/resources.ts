@@ -134,7 +134,8 @@ export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE
       result.diagnostics.at(-1)!.severity = 'warning';
       return;
     }
-    const definition = KINDS[kind as KindName];
+    // Own keys only: `kind: constructor` must be an unknown kind, not Object's constructor.
+    const definition = Object.hasOwn(KINDS, kind) ? KINDS[kind as KindName] : undefined;
     if (!definition) {
       report(
         'RT010',
@@ -177,7 +178,8 @@ export function readPolicyFile(file: PolicyFile, maxFileBytes = DEFAULT_MAX_FILE
     }
     const typed = checked.data as { metadata: { name: string; namespace?: string } };
     const located = { value: typed, file: file.path, doc, key: resourceKey(kind, typed.metadata) };
-    result.resources.push({ kind, located } as LocatedResource);
+    // The definition's own name, not the YAML's equal string: grouping compares it against literals per pass.
+    result.resources.push({ kind: definition.kind, located } as LocatedResource);
   });
   return result;
 }

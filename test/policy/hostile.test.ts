@@ -292,3 +292,18 @@ describe('a value of 900 KB where a short one belongs', () => {
     expect(d.message).toMatch(/ … \(\d+ characters left out\) … /);
   });
 });
+
+describe('a kind named like a property every object has', () => {
+  it('is an unknown kind at its line, not a crash of the render', () => {
+    for (const kind of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const result = renderPolicy(
+        [{ path: 'odd.yaml', bytes: Buffer.from(`kind: ${kind}\nmetadata:\n  name: a\nspec: {}\n`) }],
+        { trustDomain: TD },
+      );
+      expect(result.diagnostics).toEqual([
+        expect.objectContaining({ code: 'RT010', file: 'odd.yaml', line: 1, message: `unknown kind "${kind}"` }),
+      ]);
+      expect(result.programs).toBeNull();
+    }
+  });
+});
