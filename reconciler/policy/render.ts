@@ -135,7 +135,7 @@ export function renderPending(
     const id = files[index]!.id;
     if (id !== undefined) opts.cache?.set(id, result);
   });
-  const resources = groupResources(results.flatMap((r) => r.resources));
+  const resources = groupResources(results);
   const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
   // A loop, not push(...list): a spread of a few hundred thousand arguments overflows the stack.
   if (!opts.knownValid) for (const d of checkReferences(resources, opts)) pendingList.push(d);

@@ -28,7 +28,8 @@ const FIELD_OF = {
   Secret: 'secrets',
 } as const satisfies Record<LocatedResource['kind'], keyof ResourceSet>;
 
-export function groupResources(resources: Iterable<LocatedResource>): ResourceSet {
+/** The resources of every file, in file order, grouped by kind. */
+export function groupResources(files: readonly { resources: readonly LocatedResource[] }[]): ResourceSet {
   const set: ResourceSet = {
     identities: [],
     services: [],
@@ -37,7 +38,8 @@ export function groupResources(resources: Iterable<LocatedResource>): ResourceSe
     workloadCredentials: [],
     secrets: [],
   };
-  for (const r of resources) (set[FIELD_OF[r.kind]] as Located<unknown>[]).push(r.located);
+  for (const file of files)
+    for (const r of file.resources) (set[FIELD_OF[r.kind]] as Located<unknown>[]).push(r.located);
   return set;
 }
 
