@@ -28,6 +28,7 @@ const SOURCE_CODES: Record<SourceErrorCode, ErrorCode> = {
   'not-a-repo': 'SourceNotARepository',
   'bad-path': 'SourcePathInvalid',
   'bad-object': 'SourceObjectInvalid',
+  busy: 'SourceCacheBusy',
 };
 
 /** errno codes of a peer that is down, slow or unresolvable: worth a retry. */

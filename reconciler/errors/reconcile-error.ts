@@ -21,6 +21,11 @@ export const ERROR_CODES = {
     terminal: false,
     hint: 'check that the git server is up and reachable; the reconciler retries with backoff',
   },
+  SourceCacheBusy: {
+    step: 'source',
+    terminal: false,
+    hint: 'another riptides-cli process is fetching into the same git cache; wait for it, or give this run its own --cache-dir',
+  },
   SourceAuthFailed: {
     step: 'source',
     terminal: true,

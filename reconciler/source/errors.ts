@@ -15,7 +15,9 @@ export type SourceErrorCode =
   | 'too-large'
   | 'not-a-repo'
   | 'bad-path'
-  | 'bad-object';
+  | 'bad-object'
+  /** Another process holds the cache's lock longer than this one may wait. */
+  | 'busy';
 
 export class SourceError extends Error {
   override readonly name = 'SourceError';

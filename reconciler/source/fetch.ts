@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import git from 'isomorphic-git';
 import { writeFileAtomic } from '../common/atomic-file.ts';
 import { networkError } from './errors.ts';
-import { isBranchRef, type Remote } from './remote.ts';
+import { isBranchRef, type Remote, withCacheLock } from './remote.ts';
 
 /** A transfer tick's figures, for a progress bar (see SourceOptions.onProgress). */
 export interface TransferProgress {
@@ -24,6 +24,15 @@ export interface TransferProgress {
  * `progress` gets step lines, and transfer ticks (at most one per phase and 10 % step) with their figures.
  */
 export async function fetchRemote(
+  remote: Remote,
+  cache: object,
+  progress: (msg: string, transfer?: TransferProgress) => void,
+): Promise<void> {
+  // The whole transfer: refs are read, written and put back as one change of the cache.
+  return withCacheLock(remote, 'exclusive', () => transfer(remote, cache, progress));
+}
+
+async function transfer(
   remote: Remote,
   cache: object,
   progress: (msg: string, transfer?: TransferProgress) => void,

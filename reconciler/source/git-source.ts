@@ -21,7 +21,7 @@ import { fetchRemote, type TransferProgress } from './fetch.ts';
 import * as history from './history.ts';
 import { ObjectSizes } from './object-size.ts';
 import { HEX_OID, type RepoContext, resolveRef } from './refs.ts';
-import { openRemote, type Remote, type RemoteOptions } from './remote.ts';
+import { openRemote, type Remote, type RemoteOptions, withCacheLock } from './remote.ts';
 import { type ChangedFiles, diffTrees, normalizeSubdir, type TreeEntry, TreeReader } from './tree.ts';
 
 export type { TransferProgress } from './fetch.ts';
@@ -66,7 +66,8 @@ export interface PolicySource {
 
 export async function openSource(opts: SourceOptions): Promise<PolicySource> {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(opts.repo)) {
-    const remote = await openRemote(opts);
+    const onWait = opts.onWait ?? opts.onProgress;
+    const remote = await openRemote({ ...opts, ...(onWait ? { onWait: (msg) => onWait(msg) } : {}) });
     return new GitPolicySource(remote.gitdir, remote.description, remote, opts.onProgress);
   }
   if (isScpLikeRemote(opts.repo)) throw sshUnsupported(opts.repo.replace(/^[^@]*@/, ''));
@@ -150,28 +151,33 @@ class GitPolicySource implements PolicySource {
     return this.#fetching;
   }
 
+  /** A remote's refs are read under the cache's shared lock (another process may be fetching into it). */
+  #readingRefs<T>(read: () => Promise<T>): Promise<T> {
+    return this.remote ? withCacheLock(this.remote, 'shared', read) : read();
+  }
+
   resolveRef(ref: string): Promise<string> {
-    return resolveRef(this.#ctx, ref);
+    return this.#readingRefs(() => resolveRef(this.#ctx, ref));
   }
 
   defaultBranch(): Promise<string> {
-    return history.defaultBranch(this.#ctx);
+    return this.#readingRefs(() => history.defaultBranch(this.#ctx));
   }
 
   defaultBase(headCommit: string, headRef: string) {
-    return history.defaultBase(this.#ctx, headCommit, headRef);
+    return this.#readingRefs(() => history.defaultBase(this.#ctx, headCommit, headRef));
   }
 
   mergeBase(a: string, b: string): Promise<string | null> {
-    return history.mergeBase(this.#ctx, a, b);
+    return this.#readingRefs(() => history.mergeBase(this.#ctx, a, b));
   }
 
   isAncestor(ancestor: string, descendant: string): Promise<boolean> {
-    return history.isAncestor(this.#ctx, ancestor, descendant);
+    return this.#readingRefs(() => history.isAncestor(this.#ctx, ancestor, descendant));
   }
 
   checkFastForward(previousCommit: string, newCommit: string): Promise<void> {
-    return history.checkFastForward(this.#ctx, previousCommit, newCommit);
+    return this.#readingRefs(() => history.checkFastForward(this.#ctx, previousCommit, newCommit));
   }
 
   async #rootTree(commit: string): Promise<string> {

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { isLoopbackHost } from '../../kernel-module/loopback.ts';
 import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
+import { LockBusyError, withFileLock } from '../common/file-lock.ts';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { userCacheDir } from './cache-dir.ts';
 import { authorizationHeader, type SourceAuth } from './credentials.ts';
@@ -32,6 +33,8 @@ export interface RemoteOptions {
   deadlineMs?: number;
   /** Cap on the fetched repository (packs already cached + what the server sends); default 512 MiB. */
   maxRepoBytes?: number;
+  /** Told once when another process holds the cache and this one waits for it. */
+  onWait?: (msg: string) => void;
 }
 
 export interface Remote {
@@ -42,6 +45,9 @@ export interface Remote {
   authorization: string | undefined;
   maxRepoBytes: number;
   redactor: Redactor;
+  /** Longest a lock on the cache is waited for, milliseconds: another process's whole fetch (deadlineMs). */
+  lockWaitMs: number;
+  onWait: ((msg: string) => void) | undefined;
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -104,6 +110,72 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   }
   const gitdir = resolve(opts.cacheDir ?? userCacheDir('git', description));
   await privateDir(gitdir);
+  const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  const lock = { gitdir, description, lockWaitMs: deadlineMs, onWait: opts.onWait };
+  await withCacheLock(lock, 'exclusive', () => prepareCache(gitdir, description));
+  return {
+    description,
+    gitdir,
+    http: new GuardedHttp({
+      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      minBytesPerSecond: opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND,
+      deadlineMs,
+      ...(ca ? { ca } : {}),
+      description,
+      spoolDir: gitdir,
+    }),
+    authorization,
+    maxRepoBytes: opts.maxRepoBytes ?? DEFAULT_MAX_REPO_BYTES,
+    redactor,
+    lockWaitMs: deadlineMs,
+    onWait: opts.onWait,
+  };
+}
+
+/** The lock file in a remote's cache (git ignores files it does not know in a git directory). */
+const CACHE_LOCK = 'riptides.lock';
+
+/**
+ * Runs `fn` holding the cache's lock: `exclusive` to change it (prepare, fetch), `shared` to read its refs.
+ * Processes sharing a cache (`plan` runs in parallel with one --cache-dir) would otherwise interleave
+ * isomorphic-git's ref writes, which truncate and then write: a reader sees a ref empty (an unknown branch),
+ * a fetch restores refs another one just wrote. Objects need no lock: they are only ever added, by rename.
+ * Throws SourceError `busy` when the lock is still held after `lockWaitMs`.
+ */
+export async function withCacheLock<T>(
+  cache: Pick<Remote, 'gitdir' | 'description' | 'lockWaitMs' | 'onWait'>,
+  mode: 'exclusive' | 'shared',
+  fn: () => Promise<T>,
+): Promise<T> {
+  const who = (holder: number | null) => `another process${holder ? ` (pid ${holder})` : ''}`;
+  try {
+    return await withFileLock(
+      join(cache.gitdir, CACHE_LOCK),
+      {
+        shared: mode === 'shared',
+        waitMs: cache.lockWaitMs,
+        onWait: (holder) =>
+          cache.onWait?.(
+            `${cache.description}: waiting for ${who(holder)} using the git cache ${cache.gitdir}`,
+          ),
+        busyMessage: (holder) =>
+          `${cache.description}: the git cache ${cache.gitdir} is still in use by ${who(holder)} after ${Math.round(cache.lockWaitMs / 1000)} s`,
+      },
+      fn,
+    );
+  } catch (err) {
+    if (err instanceof LockBusyError)
+      throw new SourceError(
+        'busy',
+        err.message,
+        'wait for the other riptides-cli process, or give this run its own --cache-dir',
+      );
+    throw err;
+  }
+}
+
+/** Creates the bare cache, or checks that an existing one is this repository's and repairs its refs. */
+async function prepareCache(gitdir: string, description: string): Promise<void> {
   await git.init({ fs, dir: gitdir, bare: true, defaultBranch: 'main' });
   const existingUrl = await git.getConfig({ fs, gitdir, path: 'remote.origin.url' });
   if (existingUrl && existingUrl !== description) {
@@ -119,21 +191,6 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   // Mirror the remote's branches onto local branch names, so that a fetched cache resolves refs exactly as a
   // local bare repository does; `+` lets a force-pushed branch move (checkFastForward reports it).
   await git.setConfig({ fs, gitdir, path: 'remote.origin.fetch', value: '+refs/heads/*:refs/heads/*' });
-  return {
-    description,
-    gitdir,
-    http: new GuardedHttp({
-      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      minBytesPerSecond: opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND,
-      deadlineMs: opts.deadlineMs ?? DEFAULT_DEADLINE_MS,
-      ...(ca ? { ca } : {}),
-      description,
-      spoolDir: gitdir,
-    }),
-    authorization,
-    maxRepoBytes: opts.maxRepoBytes ?? DEFAULT_MAX_REPO_BYTES,
-    redactor,
-  };
 }
 
 /**

@@ -36,6 +36,7 @@ describe('classify: the errors the reconciler throws today', () => {
       'not-a-repo': ['SourceNotARepository', true],
       'bad-path': ['SourcePathInvalid', true],
       'bad-object': ['SourceObjectInvalid', true],
+      busy: ['SourceCacheBusy', false],
     } as const;
     for (const [code, [mapped, terminal]] of Object.entries(expected)) {
       const e = classify(new SourceError(code as keyof typeof expected, `msg ${code}`, `hint ${code}`));

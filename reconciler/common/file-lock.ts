@@ -1,0 +1,129 @@
+/**
+ * Locks between processes of one host on a lock file: flock(2), through libc (koffi; Node has no binding).
+ * The kernel drops a lock when its holder exits however it exits (SIGKILL, a crash), so a lock is never stale
+ * and nothing guesses from pids or file ages. The holder writes its pid into the file, for the message of
+ * whoever waits. The file is left in place when released: removing a lock file races with its next taker.
+ *
+ * Locks are per open file, so two takers in one process exclude each other as two processes do.
+ */
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EINTR = 4;
+const EWOULDBLOCK = 11;
+
+/** First and longest pause between two attempts while another process holds the lock, milliseconds. */
+const FIRST_PAUSE_MS = 20;
+const LONGEST_PAUSE_MS = 250;
+
+interface Libc {
+  flock(fd: number, op: number): number;
+  errno(): number;
+}
+
+let libc: Libc | null = null;
+
+async function loadLibc(): Promise<Libc> {
+  if (libc) return libc;
+  const { default: koffi } = await import('koffi');
+  const flock = koffi.load('libc.so.6').func('int flock(int fd, int operation)') as (
+    fd: number,
+    op: number,
+  ) => number;
+  libc = { flock, errno: () => koffi.errno() };
+  return libc;
+}
+
+/** Another process (or another open in this one) holds the lock; `holder` is its pid when it wrote one. */
+export class LockBusyError extends Error {
+  constructor(
+    message: string,
+    readonly holder: number | null,
+  ) {
+    super(message);
+  }
+}
+
+export interface LockOptions {
+  /** Several shared holders at once, or one exclusive holder (the default). */
+  shared?: boolean;
+  /** How long to wait for a busy lock, milliseconds; 0 (the default) fails at once. */
+  waitMs?: number;
+  /** Called once, when the lock is found busy and the caller waits (not when waitMs is 0). */
+  onWait?: (holder: number | null) => void;
+  /** Text of the LockBusyError when the lock stays busy: gets the holder's pid (null when unknown). */
+  busyMessage: (holder: number | null) => string;
+}
+
+export interface FileLock {
+  /** Gives the lock up; a second call does nothing. */
+  release(): void;
+}
+
+/**
+ * Takes the lock on `path` (created 0600 if missing; a symlink there is refused with ELOOP). Resolves once it is
+ * held; rejects with LockBusyError when it is still busy after `waitMs`, or with the error of open(2).
+ */
+export async function lockFile(path: string, opts: LockOptions): Promise<FileLock> {
+  const { flock, errno } = await loadLibc();
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  const op = (opts.shared ? LOCK_SH : LOCK_EX) | LOCK_NB;
+  const deadline = performance.now() + (opts.waitMs ?? 0);
+  let pause = FIRST_PAUSE_MS;
+  let told = false;
+  try {
+    for (;;) {
+      if (flock(fd, op) === 0) break;
+      const code = errno();
+      if (code === EINTR) continue;
+      if (code !== EWOULDBLOCK) throw new Error(`flock ${path}: errno ${code}`);
+      const holder = holderOf(path);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new LockBusyError(opts.busyMessage(holder), holder);
+      if (!told) {
+        told = true;
+        opts.onWait?.(holder);
+      }
+      await new Promise((r) => setTimeout(r, Math.min(pause, left)));
+      pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
+    }
+    if (!opts.shared) {
+      ftruncateSync(fd);
+      writeSync(fd, `${process.pid}\n`, 0);
+    }
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  let open = true;
+  return {
+    release() {
+      if (!open) return;
+      open = false;
+      // The pid goes first, so that a waiter never names a holder that has left; closing drops the lock.
+      if (!opts.shared) ftruncateSync(fd);
+      closeSync(fd);
+    },
+  };
+}
+
+/** Runs `fn` holding the lock on `path` (see lockFile), and gives it up however `fn` ends. */
+export async function withFileLock<T>(path: string, opts: LockOptions, fn: () => Promise<T>): Promise<T> {
+  const lock = await lockFile(path, opts);
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+  }
+}
+
+function holderOf(path: string): number | null {
+  try {
+    const pid = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,73 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockBusyError, lockFile } from '../../reconciler/common/file-lock.ts';
+import { scratch } from '../support/scratch.ts';
+
+const HOLDER = join(import.meta.dirname, 'lock-holder.ts');
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+});
+
+/** Another process holding the lock on `path`; resolves once it holds it. */
+async function holder(path: string, shared = false): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', HOLDER, path, ...(shared ? ['shared'] : [])], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (b: Buffer) => b.toString().includes('held') && resolve());
+    child.once('exit', (code) => reject(new Error(`the lock holder exited with ${code}`)));
+  });
+  return child;
+}
+
+const busyMessage = (pid: number | null) => `held by ${pid ?? 'someone'}`;
+
+describe('locks between processes (flock)', () => {
+  it('a lock another process holds is refused at once, naming its pid', async () => {
+    const tmp = scratch('file-lock');
+    const path = join(tmp.dir, 'a.lock');
+    const other = await holder(path);
+    const err = await lockFile(path, { busyMessage }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockBusyError);
+    expect((err as LockBusyError).holder).toBe(other.pid);
+    expect((err as Error).message).toBe(`held by ${other.pid}`);
+    tmp.cleanup();
+  });
+
+  it('a waiter is told once, and gets the lock as soon as its holder is killed (never stale)', async () => {
+    const tmp = scratch('file-lock');
+    const path = join(tmp.dir, 'a.lock');
+    const other = await holder(path);
+    const told: Array<number | null> = [];
+    const taking = lockFile(path, {
+      waitMs: 20_000,
+      busyMessage,
+      onWait: (pid) => {
+        told.push(pid);
+        other.kill('SIGKILL');
+      },
+    });
+    const lock = await taking;
+    expect(told).toEqual([other.pid]);
+    // Held now: a second taker in this very process is refused like another process.
+    await expect(lockFile(path, { busyMessage })).rejects.toThrow(`held by ${process.pid}`);
+    lock.release();
+    (await lockFile(path, { busyMessage })).release();
+    tmp.cleanup();
+  });
+
+  it('shared holders coexist; an exclusive taker waits for all of them, and gives up after waitMs', async () => {
+    const tmp = scratch('file-lock');
+    const path = join(tmp.dir, 'a.lock');
+    await holder(path, true);
+    const mine = await lockFile(path, { shared: true, busyMessage });
+    const started = performance.now();
+    await expect(lockFile(path, { waitMs: 300, busyMessage })).rejects.toBeInstanceOf(LockBusyError);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    mine.release();
+    tmp.cleanup();
+  });
+});
