@@ -7,9 +7,10 @@
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, open, readFile, rm, stat } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
+import { LockBusyError, withFileLock } from '../common/file-lock.ts';
 import { stateError } from './errors.ts';
 import { type KeyType, privateKeyPem } from './x509.ts';
 
@@ -48,7 +49,7 @@ export interface StoredState {
 
 export const STATE_FILE = 'authority.json';
 const LOCK_FILE = 'rotate.lock';
-const STALE_LOCK_MS = 30_000;
+const LOCK_WAIT_MS = 30_000;
 
 /** Makes `dir` ready for a new CA; refuses a directory that already holds one. */
 export async function createCaDir(dir: string): Promise<void> {
@@ -129,24 +130,23 @@ export async function removeUnnamedKeys(dir: string, keyFiles: string[], state: 
   for (const keyFile of keyFiles) if (!kept.has(keyFile)) await rm(join(dir, keyFile), { force: true });
 }
 
-/** Serialises rotations across processes that share the directory; a lock older than 30s is abandoned. */
+/**
+ * Serialises rotations across processes that share the directory (the reconciler, `riptides-cli ca`). The lock
+ * goes with its holder however it exits, so none is ever stale; one still held after LOCK_WAIT_MS fails.
+ */
 export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const path = join(dir, LOCK_FILE);
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await (await open(path, 'wx', 0o600)).close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const info = await stat(path).catch(() => null);
-      if (info && Date.now() - info.mtimeMs > STALE_LOCK_MS) await rm(path, { force: true });
-      else if (attempt > 300) throw stateError(dir, `${LOCK_FILE} is held by another rotation; retry later`);
-      else await new Promise((r) => setTimeout(r, 100));
-    }
-  }
   try {
-    return await fn();
-  } finally {
-    await rm(path, { force: true });
+    return await withFileLock(
+      join(dir, LOCK_FILE),
+      {
+        waitMs: LOCK_WAIT_MS,
+        busyMessage: (pid) =>
+          `${LOCK_FILE} is held by another rotation${pid ? ` (pid ${pid})` : ''}; retry later`,
+      },
+      fn,
+    );
+  } catch (err) {
+    if (err instanceof LockBusyError) throw stateError(dir, err.message);
+    throw err;
   }
 }

@@ -200,24 +200,28 @@ describe('state store', () => {
     await expect(StateStore.open({ stateDir })).rejects.toThrow(StateDirLockedError);
     await first.close();
 
-    // A lock left by a process that no longer exists.
-    const gone = spawn(process.execPath, ['-e', '0']);
-    const deadPid = gone.pid!;
-    await new Promise((r) => gone.on('exit', r));
-    writeFileSync(join(stateDir, 'store', 'LOCK'), JSON.stringify({ pid: deadPid, start: '1' }));
-    const second = await StateStore.open({ stateDir });
-    await second.close();
-
-    // A lock held by another live process.
-    const live = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
+    // A lock held by another live process, then left by it killed with SIGKILL.
+    const live = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(import.meta.dirname, '..', 'common', 'lock-holder.ts'),
+        join(stateDir, 'store', 'LOCK'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     try {
-      const start = readFileSync(`/proc/${live.pid}/stat`, 'utf8');
-      const startTime = start.slice(start.lastIndexOf(')') + 2).split(' ')[19];
-      writeFileSync(join(stateDir, 'store', 'LOCK'), JSON.stringify({ pid: live.pid, start: startTime }));
-      await expect(StateStore.open({ stateDir })).rejects.toThrow(new RegExp(`pid ${live.pid}`));
+      await new Promise<void>((r) =>
+        live.stdout!.on('data', (b: Buffer) => b.toString().includes('held') && r()),
+      );
+      await expect(StateStore.open({ stateDir })).rejects.toThrow(new RegExp(`pid ${live.pid}\\b`));
     } finally {
       live.kill('SIGKILL');
     }
+    await new Promise((r) => live.once('exit', r));
+    const second = await StateStore.open({ stateDir });
+    await second.close();
   });
 
   it('prunes serials that expired', async () => {
