@@ -58,14 +58,12 @@ const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"'
 export function xmlText(xml: string, tag: string): string | undefined {
   const m = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
   if (!m) return undefined;
-  return m[1]!
-    .trim()
-    .replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) => {
-      if (!e.startsWith('#')) return Object.hasOwn(ENTITIES, e) ? ENTITIES[e]! : all;
-      const code = e.startsWith('#x') ? Number.parseInt(e.slice(2), 16) : Number(e.slice(1));
-      // A reference past Unicode (a server's garbage) stays as it was rather than throwing a RangeError.
-      return code <= 0x10ffff ? String.fromCodePoint(code) : all;
-    });
+  return m[1]!.trim().replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) => {
+    if (!e.startsWith('#')) return Object.hasOwn(ENTITIES, e) ? ENTITIES[e]! : all;
+    const code = e.startsWith('#x') ? Number.parseInt(e.slice(2), 16) : Number(e.slice(1));
+    // A reference past Unicode (a server's garbage) stays as it was rather than throwing a RangeError.
+    return code <= 0x10ffff ? String.fromCodePoint(code) : all;
+  });
 }
 
 interface HttpAnswer {

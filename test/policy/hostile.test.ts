@@ -301,7 +301,12 @@ describe('a kind named like a property every object has', () => {
         { trustDomain: TD },
       );
       expect(result.diagnostics).toEqual([
-        expect.objectContaining({ code: 'RT010', file: 'odd.yaml', line: 1, message: `unknown kind "${kind}"` }),
+        expect.objectContaining({
+          code: 'RT010',
+          file: 'odd.yaml',
+          line: 1,
+          message: `unknown kind "${kind}"`,
+        }),
       ]);
       expect(result.programs).toBeNull();
     }
