@@ -63,7 +63,8 @@ function valueCovered(key: string, broad: string[], narrow: string): boolean {
 /** True when every process that `narrow` matches is also matched by `broad`. */
 export function isAtLeastAsBroad(broad: NormalizedSelector, narrow: NormalizedSelector): boolean {
   for (const key in broad) {
-    const narrowValues = narrow[key];
+    // Own keys only: a key named like `toString` (RT036) that `narrow` lacks is absent, not Object's method.
+    const narrowValues = Object.hasOwn(narrow, key) ? narrow[key] : undefined;
     if (!narrowValues) return false;
     for (const v of narrowValues) if (!valueCovered(key, broad[key]!, v)) return false;
   }

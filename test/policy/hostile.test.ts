@@ -312,3 +312,26 @@ describe('a kind named like a property every object has', () => {
     }
   });
 });
+
+describe('a process selector key named like a property every object has', () => {
+  it('is an unknown selector key at its line, not a crash of the claims check', () => {
+    for (const key of ['constructor', 'toString', 'hasOwnProperty', 'valueOf']) {
+      // `narrow` is compared with `broad` through their shared process:name; `a` and `b` make the key's
+      // bucket the larger one, so the comparison walks into the key that `narrow` lacks.
+      const text = [
+        identity(0, `process:name: node\n      ${key}: x`),
+        identity(1, `${key}: x\n      process:uid: 1`),
+        identity(2, `${key}: x\n      process:uid: 2`),
+        identity(3, 'process:name: node'),
+      ].join('---\n');
+      const result = renderPolicy([{ path: 'ids.yaml', bytes: Buffer.from(text) }], { trustDomain: TD });
+      const unknown = result.diagnostics.filter((d) => d.code === 'RT036');
+      expect(unknown.map((d) => [d.line, d.message])).toEqual([
+        [12, `unknown selector key "${key}"`],
+        [24, `unknown selector key "${key}"`],
+        [37, `unknown selector key "${key}"`],
+      ]);
+      expect(result.programs).toBeNull();
+    }
+  });
+});
