@@ -103,8 +103,10 @@ function diffValues(path: string[], before: unknown, after: unknown, out: FieldC
       out.push(leaf(path, before, after)); // an empty map added or removed, e.g. `sysfs: {}`
       return;
     }
+    // Own keys only: a key named like `constructor` on one side is absent on the other, not Object's.
+    const own = (m: Record<string, unknown>, key: string) => (Object.hasOwn(m, key) ? m[key] : undefined);
     for (const key of [...new Set([...Object.keys(b), ...Object.keys(a)])].sort())
-      diffValues([...path, key], b[key], a[key], out);
+      diffValues([...path, key], own(b, key), own(a, key), out);
     return;
   }
   out.push(leaf(path, before, after));

@@ -76,6 +76,30 @@ describe('a created resource', () => {
   });
 });
 
+describe('a map key named like a property every object has', () => {
+  it('is added and removed like any other key, in every format', () => {
+    for (const [gone, come] of [
+      ['owner', 'constructor'],
+      ['toString', 'valueOf'],
+      ['hasOwnProperty', 'team'],
+    ]) {
+      const base = edit(BASE, 'services.yaml', '    app: api\n', `    app: api\n    ${gone}: x\n`);
+      const p = plan(base, edit(base, 'services.yaml', `    ${gone}: x\n`, `    ${come}: y\n`));
+      const text = planText(p);
+      expect(text).toContain('► Service/riptides-system/api changed\n');
+      expect(text).toContain(`    spec.labels.${gone}: - x\n`);
+      expect(text).toContain(`    spec.labels.${come}: + y\n`);
+      expect(planMarkdown(p)).toContain(`  - \`spec.labels.${gone}\`: - \`x\`\n`);
+      expect(JSON.parse(planJson(p)).resources[0].fields).toEqual(
+        [
+          { path: `spec.labels.${gone}`, before: 'x' },
+          { path: `spec.labels.${come}`, after: 'y' },
+        ].sort((a, b) => (a.path < b.path ? -1 : 1)),
+      );
+    }
+  });
+});
+
 describe('the Markdown summary', () => {
   it('keeps risks out of the added / changed / removed table, on a line of their own', () => {
     const md = planMarkdown(plan(BASE, downgrade));
