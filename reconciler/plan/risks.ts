@@ -164,7 +164,7 @@ const processCovers = (old: SelectorMap, sel: SelectorMap) =>
  * credential-to-external); what only a selector can say is that it asks for less.
  */
 const labelsCover = (old: Record<string, string>, sel: Record<string, string>) =>
-  Object.keys(old).every((k) => k in sel);
+  Object.keys(old).every((k) => Object.hasOwn(sel, k));
 
 /**
  * selector-broadened: a selector of head matches what no selector of base matched (selectors are ORed, so
@@ -185,7 +185,8 @@ function broadenedSelectors(base: ResourceSet, head: ResourceSet): Risk[] {
     after.forEach((sel, i) => {
       if (before.some((old) => covers(old, sel))) return;
       const old = before[i];
-      const lost = old ? Object.keys(old).filter((k) => !(k in sel)) : [];
+      // Own keys only: a label named like `constructor` that `sel` dropped is lost, not found on Object.
+      const lost = old ? Object.keys(old).filter((k) => !Object.hasOwn(sel, k)) : [];
       const message = !old
         ? `${what}: selector ${i} added (selectors are ORed, so more matches)`
         : lost.length

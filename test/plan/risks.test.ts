@@ -140,6 +140,21 @@ describe('plan risks, one rule at a time', () => {
     );
   });
 
+  it('selector-broadened: a label named like a property every object has counts when it is dropped', () => {
+    for (const label of ['constructor', 'toString', 'valueOf']) {
+      const strict = edit(
+        BASE,
+        'credentials.yaml',
+        '        - app: billing\n',
+        `        - app: billing\n          ${label}: prod\n`,
+      );
+      const p = plan(strict, BASE);
+      expect(p.risks.find((r) => r.rule === 'selector-broadened')?.message, label).toBe(
+        `injection selectors: selector 0 no longer requires ${label}`,
+      );
+    }
+  });
+
   it('identity-removed-while-referenced: the server goes while the client still pins it', () => {
     const text = BASE['identities.yaml'];
     const withoutServer = { ...BASE, 'identities.yaml': text.slice(text.indexOf('---\n') + 4) };
