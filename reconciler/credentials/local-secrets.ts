@@ -190,7 +190,7 @@ export class LocalSecretStore implements SecretStore {
       }
       const ns =
         typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : this.defaultNamespace;
-      let data: Record<string, Buffer> = {};
+      let data: Record<string, Buffer> = Object.create(null); // as decodeSecretDataMap's: `__proto__` is a key
       let error: CredentialError | undefined;
       try {
         data = decodeSecretDataMap(

@@ -35,7 +35,8 @@ export function decodeSecretDataMap(
   secret: { namespace: string; name: string },
   where: string,
 ): Record<string, Buffer> {
-  const out: Record<string, Buffer> = {};
+  // No prototype: a key named `__proto__` is a key like any other, not a new prototype for the map.
+  const out: Record<string, Buffer> = Object.create(null);
   for (const [key, value] of Object.entries(data ?? {})) {
     const decoded = decodeSecretData(typeof value === 'string' ? value : String(value));
     if (!decoded.ok)
@@ -61,7 +62,8 @@ export function bearerFromSecret(
       `${id} not found (${where}); create it with a "${ref.key}" key or fix secretRef.name`,
       { withdraw: true },
     );
-  const raw = snap.data[ref.key];
+  // Own keys only: `key: toString` names a key of the Secret, never Object's method.
+  const raw = Object.hasOwn(snap.data, ref.key) ? snap.data[ref.key] : undefined;
   if (raw === undefined) {
     const keys = Object.keys(snap.data).sort();
     throw new CredentialError(

@@ -118,6 +118,30 @@ describe('kubernetes provider', () => {
     );
   });
 
+  it('reads only keys the Secret has, whatever they are named', async () => {
+    // A key named like a property every object has is missing like any other, never Object's function.
+    for (const key of ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__']) {
+      const s = spec(key);
+      env.kube.putSecret('riptides-system', s.kubernetes.secretRef.name, { token: 'x' });
+      const r = await fetchOnce(s, WORKLOAD, env.managerOptions());
+      expect(r.state, key).toBe('ERROR');
+      expect(r.message).toBe(
+        `Secret riptides-system/${s.kubernetes.secretRef.name} has no key "${key}" (Kubernetes API ${env.kube.url}; ` +
+          'its keys: token); fix secretRef.key or add the key',
+      );
+    }
+    // And a Secret that has such a key serves it.
+    const s = spec('constructor');
+    env.kube.putSecret('riptides-system', s.kubernetes.secretRef.name, {
+      constructor: 'sk-ctor',
+      other: 'y',
+    });
+    const m = start();
+    m.ensure(s, WORKLOAD);
+    await waitForSource(m, s.name, 'AVAILABLE');
+    expect(m.get(s.name, WORKLOAD)!.token).toBe('sk-ctor');
+  });
+
   it('reports 403 with the API server’s message, and 401 for rejected kubeconfig credentials', async () => {
     const s = spec('token', 'kube-system');
     const m = start();

@@ -115,6 +115,36 @@ describe('local secrets provider', () => {
     expect(r.message).not.toContain('sk-secret-in-broken-file');
   });
 
+  it('keeps a key named __proto__ as a key like any other, in data and in stringData', async () => {
+    const file = join(dir, 'proto.yaml');
+    const write = (value: string) =>
+      writeFileSync(
+        file,
+        `apiVersion: v1\nkind: Secret\nmetadata:\n  name: odd\ndata:\n  __proto__: ${Buffer.from(`${value}-data`).toString('base64')}\n---\n` +
+          `apiVersion: v1\nkind: Secret\nmetadata:\n  name: odd-string\nstringData:\n  __proto__: ${value}-string\n`,
+      );
+    write('first');
+    const ref = (name: string, key: string): KubernetesSourceSpec => ({
+      name: `${name}-${key}`,
+      kubernetes: { secretRef: { name, key }, type: 'BearerToken' },
+    });
+    const m = start();
+    for (const name of ['odd', 'odd-string']) m.ensure(ref(name, '__proto__'), WORKLOAD);
+    await waitForSource(m, 'odd-__proto__', 'AVAILABLE');
+    await waitForSource(m, 'odd-string-__proto__', 'AVAILABLE');
+    expect(m.get('odd-__proto__', WORKLOAD)!.token).toBe('first-data');
+    expect(m.get('odd-string-__proto__', WORKLOAD)!.token).toBe('first-string');
+    // An edit of its value is a new version, delivered like any other.
+    write('second');
+    await waitFor('the edit', () => m.get('odd-__proto__', WORKLOAD)?.token === 'second-data');
+    await waitFor('the edit', () => m.get('odd-string-__proto__', WORKLOAD)?.token === 'second-string');
+    // And a key the Secret lacks is named with the keys it has.
+    const r = await fetchOnce(ref('odd', 'token'), WORKLOAD, env.managerOptions({ secretsDir: dir }));
+    expect(r.message).toBe(
+      `Secret riptides-system/odd has no key "token" (secrets dir ${dir}; its keys: __proto__); fix secretRef.key or add the key`,
+    );
+  });
+
   it('refuses a Secret defined twice', async () => {
     writeFileSync(join(dir, 'a.yaml'), secretYaml('twice', 'one'));
     writeFileSync(join(dir, 'b.yml'), secretYaml('twice', 'two'));
