@@ -197,9 +197,11 @@ export class VaultSession implements PolledSession {
     // KV version 2 nests the fields under data.data.
     const nested =
       top.data && typeof top.data === 'object' ? (top.data as Record<string, unknown>) : undefined;
-    const v = field in top ? top[field] : nested?.[field];
+    // Own fields only: `source: constructor` names a field of the secret, never Object's constructor.
+    const atTop = Object.hasOwn(top, field);
+    const v = atTop ? top[field] : nested && Object.hasOwn(nested, field) ? nested[field] : undefined;
     if (typeof v !== 'string' || !v) {
-      const fields = Object.keys(nested && !(field in top) ? nested : top).sort();
+      const fields = Object.keys(nested && !atTop ? nested : top).sort();
       throw new CredentialError(
         `${this.where}: secret ${this.spec.vault.path} has no non-empty string field "${field}" ` +
           `(fields: ${fields.join(', ') || 'none'}); fix type.token.source`,

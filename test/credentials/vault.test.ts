@@ -235,6 +235,24 @@ describe('vault provider', () => {
     expect(err.message).toContain('has no non-empty string field "apikey" (fields: api_key, org)');
   });
 
+  it('reads a KV version 2 field named like a property every object has', async () => {
+    // KV v2 nests the fields under data.data; the answer's top level has no such field of its own.
+    for (const field of ['constructor', 'toString']) {
+      env.vaultSecrets[`kv2/${field}`] = {
+        leaseDuration: 0,
+        maxTtl: 0,
+        renewable: false,
+        generate: () => ({ data: { [field]: `sk-${field}`, org: 'acme' }, metadata: { version: 1 } }),
+      };
+      const m = start();
+      const spec = source(`kv2/${field}`, { type: { token: { source: field } } });
+      m.ensure(spec, WORKLOAD);
+      await waitForSource(m, spec.name, 'AVAILABLE');
+      expect(m.get(spec.name, WORKLOAD)!.token).toBe(`sk-${field}`);
+      await m.close();
+    }
+  });
+
   it('times out on a slow Vault and on a hanging one, then recovers', async () => {
     env.vault.mode = 'slow';
     env.vault.delayMs = 4000;
