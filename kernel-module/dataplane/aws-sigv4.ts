@@ -90,7 +90,8 @@ function decode(text: string): string {
 function parseTarget(target: string): { path: string; query: Record<string, string | string[]> } {
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
-  const query: Record<string, string | string[]> = {};
+  // No prototype: a parameter named `constructor` or `__proto__` is a parameter, not one of Object's.
+  const query: Record<string, string | string[]> = Object.create(null);
   for (const part of q < 0 ? [] : target.slice(q + 1).split('&')) {
     if (part === '') continue;
     const eq = part.indexOf('=');

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Hash } from '@smithy/hash-node';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { describe, expect, it } from 'vitest';
 import {
   type AwsCredentials,
@@ -222,6 +224,44 @@ describe('resignRequest (the data plane re-signing an application request)', () 
     const bare = await presignTarget(request, { ...options, credentials: longTerm });
     expect(omitted.signature).toBe(bare.signature);
     expect(signed.signature).not.toBe(bare.signature);
+  });
+
+  it('keeps query parameters named like properties every object has, signed and on the wire as sent', async () => {
+    const query = 'constructor=a&toString=b&__proto__=c&valueOf=d&hasOwnProperty=e';
+    const names = ['constructor', 'toString', '__proto__', 'valueOf', 'hasOwnProperty'];
+    // Presigned: the signed target carries each parameter once, with its own value.
+    const presigned = `/?${query}&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=PLACEHOLDER%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=00`;
+    const host = 'my-bucket.s3.us-east-1.amazonaws.com';
+    const out = await resignRequest({ method: 'GET', target: presigned, headers: [['Host', host]] }, creds, {
+      date,
+    });
+    const params = new URLSearchParams(out.target.slice(2));
+    expect(names.map((n) => params.getAll(n))).toEqual([['a'], ['b'], ['c'], ['d'], ['e']]);
+    expect(out.target).not.toContain('native');
+    // Header-signed: the signature is the one AWS's signer computes for the query as sent.
+    const signed = await signHeaders(
+      { method: 'GET', target: `/?${query}`, headers: [['Host', host]] },
+      { credentials: creds, region: 'us-east-1', service: 's3', date },
+    );
+    const reference = await new SignatureV4({
+      credentials: creds,
+      region: 'us-east-1',
+      service: 's3',
+      sha256: Hash.bind(null, 'sha256') as never,
+      uriEscapePath: false,
+    }).sign(
+      {
+        method: 'GET',
+        protocol: 'https:',
+        hostname: host,
+        path: '/',
+        query: Object.fromEntries(new URLSearchParams(query)),
+        headers: { host },
+        body: '',
+      },
+      { signingDate: date },
+    );
+    expect(signed.authorization).toBe(reference.headers.authorization);
   });
 
   it.each([
