@@ -166,7 +166,8 @@ function smithyRequest(request: WireRequest, normalize: boolean, headers: Record
 
 /** Header lines → one value per lower-case name (repeats joined with commas, as SigV4 canonicalises them). */
 function headerRecord(headers: HeaderList, drop: ReadonlySet<string>): Record<string, string> {
-  const out: Record<string, string> = {};
+  // No prototype: a header named `constructor` or `__proto__` is a header, not one of Object's members.
+  const out: Record<string, string> = Object.create(null);
   for (const [rawName, value] of headers) {
     const name = rawName.trim().toLowerCase();
     if (drop.has(name)) continue;

@@ -264,6 +264,40 @@ describe('resignRequest (the data plane re-signing an application request)', () 
     expect(signed.authorization).toBe(reference.headers.authorization);
   });
 
+  it('signs headers named like properties every object has with the values sent', async () => {
+    const host = 'sts.us-east-1.amazonaws.com';
+    const sent: Array<[string, string]> = [
+      ['Host', host],
+      ['Constructor', 'a'],
+      ['__proto__', 'b'],
+      ['toString', 'c'],
+    ];
+    const signed = await signHeaders(
+      { method: 'GET', target: '/', headers: sent },
+      { credentials: creds, region: 'us-east-1', service: 'sts', date },
+    );
+    expect(signed.authorization).toContain('SignedHeaders=__proto__;constructor;host;tostring;x-amz-date;');
+    const reference = await new SignatureV4({
+      credentials: creds,
+      region: 'us-east-1',
+      service: 'sts',
+      sha256: Hash.bind(null, 'sha256') as never,
+      applyChecksum: false,
+    }).sign(
+      {
+        method: 'GET',
+        protocol: 'https:',
+        hostname: host,
+        path: '/',
+        query: {},
+        headers: Object.fromEntries(sent.map(([n, v]) => [n.toLowerCase(), v])),
+        body: '',
+      },
+      { signingDate: date },
+    );
+    expect(signed.authorization).toBe(reference.headers.authorization);
+  });
+
   it.each([
     ['sts.us-east-1.amazonaws.com', 'us-east-1', 'sts'],
     ['bedrock-agent-runtime.eu-central-1.amazonaws.com', 'eu-central-1', 'bedrock'],
