@@ -262,7 +262,9 @@ export function awsScopeFromHost(host: string): { region: string; service: strin
     throw new SigV4Error(
       `cannot derive the AWS region and service from host "${host}": expected <service>.<region>.amazonaws.com; pass region and service explicitly`,
     );
-  return { region: scope.region, service: SIGNING_NAMES[scope.service] ?? scope.service };
+  // Own names only: a `constructor.<region>.amazonaws.com` signs for `constructor`, not for Object's function.
+  const signingName = Object.hasOwn(SIGNING_NAMES, scope.service) ? SIGNING_NAMES[scope.service] : undefined;
+  return { region: scope.region, service: signingName ?? scope.service };
 }
 
 export interface ResignOptions {

@@ -308,6 +308,9 @@ describe('resignRequest (the data plane re-signing an application request)', () 
     ['sts.us-gov-west-1.amazonaws.com', 'us-gov-west-1', 'sts'],
     ['dynamodb.cn-north-1.amazonaws.com.cn', 'cn-north-1', 'dynamodb'],
     ['IAM.amazonaws.com', 'us-east-1', 'iam'],
+    // Named like properties every object has: the name itself, never one of Object's members.
+    ['constructor.us-east-1.amazonaws.com', 'us-east-1', 'constructor'],
+    ['__proto__.eu-west-1.amazonaws.com', 'eu-west-1', '__proto__'],
   ])('derives the scope of %s', (host, region, service) => {
     expect(awsScopeFromHost(host)).toEqual({ region, service });
   });
