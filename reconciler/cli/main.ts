@@ -109,7 +109,8 @@ export async function main(argv: string[], io: CommandIO = processIO()): Promise
       io.stdout(await topLevelHelp());
       return name === undefined ? EXIT_USAGE : EXIT_OK;
     }
-    const load = commands[name];
+    // Own names only: `riptides-cli constructor` is an unknown command, not Object's constructor.
+    const load = Object.hasOwn(commands, name) ? commands[name] : undefined;
     if (!load) {
       const isFlag = name.startsWith('-');
       // Before a command, only the global flags (--version, --help) are meant.

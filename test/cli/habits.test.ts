@@ -36,6 +36,17 @@ describe('riptides-cli habits', () => {
     );
   });
 
+  it('calls a word named like a property every object has an unknown command', async () => {
+    for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf']) {
+      const r = await cli(name);
+      expect(r.code, name).toBe(2);
+      expect(r.stderr).toMatch(
+        new RegExp(`^riptides-cli: unknown command "${name}"(; did you mean "\\w+"\\?)?\n`),
+      );
+      expect(r.stdout).toBe('');
+    }
+  });
+
   it('suggests --version or --help for a near miss before any command', async () => {
     expect(await cli('--verison')).toEqual({
       code: 2,
