@@ -85,7 +85,8 @@ export async function computeDrift(root: string, manifest: Manifest): Promise<Dr
   for (const e of entries) {
     if (NOT_WRITTEN_BY_WRITER.has(e.path)) continue;
     present.add(e.path);
-    const expected = manifest.files[e.path];
+    // Own entries only: a foreign file named `constructor` at the root is added, not Object's constructor.
+    const expected = Object.hasOwn(manifest.files, e.path) ? manifest.files[e.path] : undefined;
     if (!expected || e.kind !== 'file') {
       report.added.push(e.path);
       continue;

@@ -361,6 +361,19 @@ describe('control tree: drift', () => {
     expect(JSON.stringify(drift)).not.toMatch(/edited|t1/);
   });
 
+  it('reports a foreign file named like a property every object has as added', async () => {
+    const { root, writer, reader } = await openTree();
+    await writer.writeConfig({ trustDomain: TD, daemonId: 'node-a' });
+    for (const name of ['constructor', 'toString', '__proto__']) writeFileSync(join(root, name), 'x');
+    expect(await reader.drift()).toEqual({
+      changed: [],
+      added: ['__proto__', 'constructor', 'toString'],
+      removed: [],
+      modes: [],
+      truncated: false,
+    });
+  });
+
   it('prune removes identities and credentials that left the program, and drift stays clean', async () => {
     const { root, writer, reader } = await openTree();
     const other = `spiffe://${TD}/app/gone`;
