@@ -375,7 +375,8 @@ export class ControlWriter {
     for (const [name, content] of Object.entries(files))
       await this.#write(`${rel}/${name}`, content, Modes.privateFile, owner);
     for (const name of await readdir(join(this.root, rel))) {
-      if (!(name in files) && !name.startsWith('.')) await this.#remove(`${rel}/${name}`);
+      // Own names only: a stray file named `constructor` is not one of the files written here.
+      if (!Object.hasOwn(files, name) && !name.startsWith('.')) await this.#remove(`${rel}/${name}`);
     }
   }
 

@@ -189,6 +189,17 @@ describe('control tree: sysfs credential files', () => {
     expect(await reader.sysfsCredential('00112233445566ff/github-token')).toEqual({ token: 'ghp_secret1' });
   });
 
+  it('removes files it did not write from a credential directory, whatever they are named', async () => {
+    const { root, writer, reader } = await openTree();
+    const rel = '00112233445566ff/github-token';
+    await writer.writeSysfsCredential(rel, { kind: 'bearer', token: 'one' });
+    for (const name of ['constructor', 'toString', 'valueOf', 'stray'])
+      writeFileSync(join(root, 'credentials', rel, name), 'x');
+    await writer.writeSysfsCredential(rel, { kind: 'bearer', token: 'two' });
+    expect(await reader.sysfsCredential(rel)).toEqual({ token: 'two' });
+    expect(await reader.drift()).toMatchObject({ changed: [], added: [], removed: [] });
+  });
+
   it('writes AWS keys in the shared-credentials format that botocore reads', async () => {
     const { root, writer } = await openTree();
     await writer.writeSysfsCredential('00112233445566ff/bedrock', {
