@@ -55,6 +55,11 @@ export interface LockOptions {
   onWait?: (holder: number | null) => void;
   /** Text of the LockBusyError when the lock stays busy: gets the holder's pid (null when unknown). */
   busyMessage: (holder: number | null) => string;
+  /**
+   * What an exclusive holder writes into the file: its pid on a line (the default), or a record that starts
+   * with `{"pid":N` (the state directory's, which earlier versions read as JSON).
+   */
+  record?: string;
 }
 
 export interface FileLock {
@@ -91,7 +96,7 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
     }
     if (!opts.shared) {
       ftruncateSync(fd);
-      writeSync(fd, `${process.pid}\n`, 0);
+      writeSync(fd, opts.record ?? `${process.pid}\n`, 0);
     }
   } catch (err) {
     closeSync(fd);
@@ -121,7 +126,8 @@ export async function withFileLock<T>(path: string, opts: LockOptions, fn: () =>
 
 function holderOf(path: string): number | null {
   try {
-    const pid = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    const text = readFileSync(path, 'utf8');
+    const pid = Number.parseInt(/^\{"pid":(\d+)/.exec(text)?.[1] ?? text, 10);
     return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
   } catch {
     return null;

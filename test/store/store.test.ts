@@ -224,6 +224,32 @@ describe('state store', () => {
     await second.close();
   });
 
+  it('an upgrade while an earlier version runs: neither takes a state directory the other holds', async () => {
+    // Earlier versions took no flock: LOCK held {"pid","start"} and a start was refused while that process lived.
+    const stateDir = tempDir('store-lock-upgrade');
+    const lockPath = join(stateDir, 'store', 'LOCK');
+    const startOf = (pid: number) => {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    };
+    const earlier = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      await (await StateStore.open({ stateDir })).close();
+      writeFileSync(lockPath, `${JSON.stringify({ pid: earlier.pid, start: startOf(earlier.pid!) })}\n`);
+      await expect(StateStore.open({ stateDir })).rejects.toThrow(new RegExp(`pid ${earlier.pid}\\b`));
+    } finally {
+      earlier.kill('SIGKILL');
+    }
+    await new Promise((r) => earlier.once('exit', r));
+    // Its holder gone, the directory is taken; and what this version writes, an earlier one reads as held.
+    const store = await StateStore.open({ stateDir });
+    expect(JSON.parse(readFileSync(lockPath, 'utf8'))).toEqual({
+      pid: process.pid,
+      start: startOf(process.pid),
+    });
+    await store.close();
+  });
+
   it('prunes serials that expired', async () => {
     const store = await StateStore.open({ stateDir: tempDir('store-prune') });
     const serial = (notAfter: string) => ({
