@@ -11,6 +11,30 @@ import { writeFileAtomic } from '../common/atomic-file.ts';
 import { networkError } from './errors.ts';
 import { isBranchRef, type Remote, withCacheLock } from './remote.ts';
 
+/** A pack and its index, as isomorphic-git's fetch writes them into objects/pack. */
+const PACK_FILE = /[\\/]objects[\\/]pack[\\/]pack-[0-9a-f]+\.(?:pack|idx)$/;
+
+/**
+ * node:fs for isomorphic-git's fetch, except that a pack or its index appears whole, by rename: the fetch writes
+ * them in place (create, then write), and other processes sharing the cache read objects without its lock: an
+ * index seen empty or cut short makes every object listed after it "not in the repository" (and isomorphic-git
+ * keeps that index in its memo).
+ */
+const packFs = {
+  ...fs,
+  promises: {
+    ...fs.promises,
+    writeFile: (
+      path: Parameters<typeof fs.promises.writeFile>[0],
+      data: string | Uint8Array,
+      options?: unknown,
+    ) =>
+      typeof path === 'string' && PACK_FILE.test(path)
+        ? writeFileAtomic(path, data, { mode: 0o644 })
+        : fs.promises.writeFile(path, data, options as Parameters<typeof fs.promises.writeFile>[2]),
+  },
+};
+
 /** A transfer tick's figures, for a progress bar (see SourceOptions.onProgress). */
 export interface TransferProgress {
   phase: string;
@@ -46,7 +70,7 @@ async function transfer(
   let result: Awaited<ReturnType<typeof git.fetch>>;
   try {
     result = await git.fetch({
-      fs,
+      fs: packFs,
       http: remote.http,
       gitdir,
       cache,
