@@ -150,6 +150,12 @@ class Binding {
 
   private succeed(r: Obtained): void {
     if (this.closed) return;
+    const unsafe = headerUnsafe(r.value, this.spec.name);
+    if (unsafe) {
+      // Not withdrawn: a value served before stays in force until it expires, as after any failed refresh.
+      this.fail(unsafe);
+      return;
+    }
     const recovered = this.lastError !== undefined;
     this.failures = 0;
     this.lastError = undefined;
@@ -461,6 +467,8 @@ export async function fetchOnce(
     if (session instanceof CredentialError) return { ...base, state: 'ERROR', message: session.message };
     try {
       const r = await session.obtain();
+      const unsafe = headerUnsafe(r.value, source.name);
+      if (unsafe) return { ...base, state: 'ERROR', message: unsafe.message };
       return {
         ...base,
         state: 'AVAILABLE',
@@ -482,4 +490,24 @@ export async function fetchOnce(
   } finally {
     await providers.close();
   }
+}
+
+/**
+ * A value with CR, LF or NUL in it, as an error naming the part and the source (never the value), else null.
+ * The data plane injects values into HTTP headers and its credential store refuses these: the source says why
+ * here rather than serve a value no agent can load.
+ */
+function headerUnsafe(value: CredentialValue, source: string): CredentialError | null {
+  const unsafe = (s: string) => /[\r\n\0]/.test(s);
+  const part =
+    value.kind === 'bearer'
+      ? unsafe(value.token) && 'token'
+      : (unsafe(value.aws.accessKeyId) && 'access key id') ||
+        (unsafe(value.aws.secretAccessKey) && 'secret access key') ||
+        (unsafe(value.aws.sessionToken) && 'session token');
+  return part
+    ? new CredentialError(
+        `the ${part} from ${source} contains a line break or NUL, which would split the HTTP header it is injected into; fix the value at the source`,
+      )
+    : null;
 }

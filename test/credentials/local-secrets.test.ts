@@ -48,6 +48,29 @@ describe('local secrets provider', () => {
     expect(m.get(s.name, WORKLOAD)!.token).toBe('sk-ant-from-data');
   });
 
+  it('refuses a token with a line break inside, which would split the header it is injected into', async () => {
+    // A trailing newline is trimmed (kubectl create secret --from-file leaves one); one inside is not.
+    const token = 'sk-first-line\r\nX-Injected: yes';
+    writeFileSync(
+      join(dir, 'split.yaml'),
+      `apiVersion: v1\nkind: Secret\nmetadata:\n  name: anthropic-api-key\ndata:\n  token: ${Buffer.from(token).toString('base64')}\n`,
+    );
+    const r = await fetchOnce(seedSources(env).kubernetes, WORKLOAD, env.managerOptions({ secretsDir: dir }));
+    expect(r.state).toBe('ERROR');
+    expect(r.message).toMatch(
+      /^the token from .+ contains a line break or NUL, which would split the HTTP header/,
+    );
+    expect(r.message).not.toContain('sk-first-line');
+    expect(r.message).not.toContain('X-Injected');
+    // The running manager says the same and serves nothing.
+    const m = start();
+    const spec = seedSources(env).kubernetes;
+    m.ensure(spec, WORKLOAD);
+    await waitForSource(m, spec.name, 'ERROR');
+    expect(m.get(spec.name, WORKLOAD)).toBeUndefined();
+    expect(JSON.stringify(m.status())).not.toContain('X-Injected');
+  });
+
   it('refuses a data value that is not base64, naming file and key, instead of decoding it leniently', async () => {
     writeFileSync(
       join(dir, 'bad.yaml'),
