@@ -25,15 +25,31 @@ interface Libc {
 
 let libc: Libc | null = null;
 
-async function loadLibc(): Promise<Libc> {
+/** glibc's name, then musl's (Alpine): the C library that holds flock(2). */
+const LIBC_NAMES = ['libc.so.6', 'libc.musl-x86_64.so.1', 'libc.musl-aarch64.so.1'];
+
+async function loadLibc(path: string): Promise<Libc> {
   if (libc) return libc;
-  const { default: koffi } = await import('koffi');
-  const flock = koffi.load('libc.so.6').func('int flock(int fd, int operation)') as (
-    fd: number,
-    op: number,
-  ) => number;
-  libc = { flock, errno: () => koffi.errno() };
-  return libc;
+  let koffi: typeof import('koffi').default;
+  try {
+    koffi = (await import('koffi')).default;
+  } catch (err) {
+    throw new Error(
+      `cannot lock ${path}: the koffi package did not load (${(err as Error).message}); run npm ci`,
+    );
+  }
+  for (const name of LIBC_NAMES) {
+    let lib: ReturnType<typeof koffi.load>;
+    try {
+      lib = koffi.load(name);
+    } catch {
+      continue;
+    }
+    const flock = lib.func('int flock(int fd, int operation)') as (fd: number, op: number) => number;
+    libc = { flock, errno: () => koffi.errno() };
+    return libc;
+  }
+  throw new Error(`cannot lock ${path}: no C library with flock(2) found (tried ${LIBC_NAMES.join(', ')})`);
 }
 
 /** Another process (or another open in this one) holds the lock; `holder` is its pid when it wrote one. */
@@ -72,8 +88,13 @@ export interface FileLock {
  * held; rejects with LockBusyError when it is still busy after `waitMs`, or with the error of open(2).
  */
 export async function lockFile(path: string, opts: LockOptions): Promise<FileLock> {
-  const { flock, errno } = await loadLibc();
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  const { flock, errno } = await loadLibc(path);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw new Error(`cannot lock ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
   const op = (opts.shared ? LOCK_SH : LOCK_EX) | LOCK_NB;
   const deadline = performance.now() + (opts.waitMs ?? 0);
   let pause = FIRST_PAUSE_MS;
@@ -83,7 +104,7 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
       if (flock(fd, op) === 0) break;
       const code = errno();
       if (code === EINTR) continue;
-      if (code !== EWOULDBLOCK) throw new Error(`flock ${path}: errno ${code}`);
+      if (code !== EWOULDBLOCK) throw new Error(`cannot lock ${path}: flock(2) failed with errno ${code}`);
       const holder = holderOf(path);
       const left = deadline - performance.now();
       if (left <= 0) throw new LockBusyError(opts.busyMessage(holder), holder);
@@ -95,8 +116,15 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
       pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
     }
     if (!opts.shared) {
-      ftruncateSync(fd);
-      writeSync(fd, opts.record ?? `${process.pid}\n`, 0);
+      try {
+        ftruncateSync(fd);
+        writeSync(fd, opts.record ?? `${process.pid}\n`, 0);
+      } catch (err) {
+        // Not a regular file (a FIFO, a device): say which.
+        throw new Error(
+          `cannot lock ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        );
+      }
     }
   } catch (err) {
     closeSync(fd);
@@ -107,9 +135,15 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
     release() {
       if (!open) return;
       open = false;
-      // The pid goes first, so that a waiter never names a holder that has left; closing drops the lock.
-      if (!opts.shared) ftruncateSync(fd);
-      closeSync(fd);
+      // The pid goes first, so that a waiter never names a holder that has left; closing drops the lock,
+      // whatever the truncation did.
+      try {
+        if (!opts.shared) ftruncateSync(fd);
+      } catch {
+        // The lock goes with the close below; only the pid may stay behind.
+      } finally {
+        closeSync(fd);
+      }
     },
   };
 }

@@ -1,4 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockBusyError, lockFile } from '../../reconciler/common/file-lock.ts';
@@ -68,6 +69,21 @@ describe('locks between processes (flock)', () => {
     await expect(lockFile(path, { waitMs: 300, busyMessage })).rejects.toBeInstanceOf(LockBusyError);
     expect(performance.now() - started).toBeGreaterThanOrEqual(290);
     mine.release();
+    tmp.cleanup();
+  });
+
+  it('a lock path that is a symlink or a FIFO is refused with the path and the reason', async () => {
+    const tmp = scratch('file-lock');
+    const target = join(tmp.dir, 'target');
+    writeFileSync(target, 'keep');
+    symlinkSync(target, join(tmp.dir, 'link.lock'));
+    await expect(lockFile(join(tmp.dir, 'link.lock'), { busyMessage })).rejects.toThrow(
+      `cannot lock ${join(tmp.dir, 'link.lock')}: ELOOP`,
+    );
+    execFileSync('mkfifo', [join(tmp.dir, 'fifo.lock')]);
+    await expect(lockFile(join(tmp.dir, 'fifo.lock'), { busyMessage })).rejects.toThrow(
+      `cannot lock ${join(tmp.dir, 'fifo.lock')}: EINVAL`,
+    );
     tmp.cleanup();
   });
 });
