@@ -56,14 +56,19 @@ const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"'
  * undefined when there is no such element. STS answers are flat and attribute-free (AWS STS API reference).
  */
 export function xmlText(xml: string, tag: string): string | undefined {
-  const m = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml);
-  if (!m) return undefined;
-  return m[1]!.trim().replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) => {
-    if (!e.startsWith('#')) return Object.hasOwn(ENTITIES, e) ? ENTITIES[e]! : all;
-    const code = e.startsWith('#x') ? Number.parseInt(e.slice(2), 16) : Number(e.slice(1));
-    // A reference past Unicode (a server's garbage) stays as it was rather than throwing a RangeError.
-    return code <= 0x10ffff ? String.fromCodePoint(code) : all;
-  });
+  return xmlElement(xml, tag)
+    ?.trim()
+    .replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (all, e: string) => {
+      if (!e.startsWith('#')) return Object.hasOwn(ENTITIES, e) ? ENTITIES[e]! : all;
+      const code = e.startsWith('#x') ? Number.parseInt(e.slice(2), 16) : Number(e.slice(1));
+      // A reference past Unicode (a server's garbage) stays as it was rather than throwing a RangeError.
+      return code <= 0x10ffff ? String.fromCodePoint(code) : all;
+    });
+}
+
+/** The first `<tag>` element's content as written (not decoded: for an element that holds others). */
+function xmlElement(xml: string, tag: string): string | undefined {
+  return new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(xml)?.[1];
 }
 
 interface HttpAnswer {
@@ -206,7 +211,8 @@ export class AwsSession implements PolledSession {
   }
 
   private parse(xml: string, what: string): Obtained {
-    const creds = xmlText(xml, 'Credentials');
+    // Decoded once, field by field: decoding the block first would turn a value's &amp;lt; into <.
+    const creds = xmlElement(xml, 'Credentials');
     const accessKeyId = creds && xmlText(creds, 'AccessKeyId');
     const secretAccessKey = creds && xmlText(creds, 'SecretAccessKey');
     const sessionToken = creds && xmlText(creds, 'SessionToken');

@@ -31,6 +31,7 @@ afterEach(async () => {
   env.sts.expirationOverrideSec = undefined;
   env.sts.idpCommunicationErrors = 0;
   env.sts.throttled = 0;
+  env.sts.sessionTokenSuffix = '';
   env.sts.resetCounters();
 });
 
@@ -57,6 +58,18 @@ describe('the text of an STS answer', () => {
 });
 
 describe('aws provider', () => {
+  it('reads each credential field decoded once: text that looks like an escape stays as the server meant it', async () => {
+    // The server escapes '&lt;' as '&amp;lt;': decoded once it is '&lt;' again, never '<'.
+    env.sts.sessionTokenSuffix = '&lt;&amp;';
+    const m = start();
+    const spec = seedSources(env).aws;
+    m.ensure(spec, WORKLOAD);
+    await waitForSource(m, spec.name, 'AVAILABLE');
+    const token = m.get(spec.name, WORKLOAD)!.aws!.sessionToken;
+    expect(token.endsWith('&lt;&amp;')).toBe(true);
+    expect(env.sts.issuedValues).toContain(token);
+  });
+
   it('exchanges the workload ID token for temporary keys (seed 004)', async () => {
     const m = start();
     const spec = seedSources(env).aws;

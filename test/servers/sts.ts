@@ -45,6 +45,8 @@ function xmlEscape(s: string): string {
 export class StsTestServer extends TestHttpsServer {
   private readonly verifiers = new Map<string, OidcVerifier>();
   readonly issuedValues: string[] = [];
+  /** Appended to every session token issued (escaped in the XML as any text): tests of the answer's decoding. */
+  sessionTokenSuffix = '';
   /** When set, credentials expire this many seconds after issue instead of DurationSeconds (short-TTL tests). */
   expirationOverrideSec: number | undefined;
   /** The next n requests are throttled (HTTP 400, code Throttling, as STS answers past its request rate). */
@@ -253,7 +255,7 @@ export class StsTestServer extends TestHttpsServer {
       );
     const accessKeyId = `ASIA${randomBytes(10).toString('hex').toUpperCase().slice(0, 16)}`;
     const secretAccessKey = randomBytes(30).toString('base64');
-    const sessionToken = `IQoJb3JpZ2luX2Vj${randomBytes(120).toString('base64')}`;
+    const sessionToken = `IQoJb3JpZ2luX2Vj${randomBytes(120).toString('base64')}${this.sessionTokenSuffix}`;
     this.issuedValues.push(secretAccessKey, sessionToken);
     this.sessionNames.push(sessionName);
     const lifetime = this.expirationOverrideSec ?? duration;
