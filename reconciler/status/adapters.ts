@@ -116,13 +116,14 @@ export function statusesFromResources(
     version: null,
     expiresAt: null,
   });
-  for (const r of set.bindings) {
-    const p = r.value.spec.propagation;
-    const how = [p.injection ? 'injection' : null, p.sysfs !== undefined ? 'sysfs' : null]
-      .filter(Boolean)
-      .join('+');
-    push(r, 0, () => binding('CredentialBinding', r, how));
-  }
+  for (const r of set.bindings)
+    push(r, 0, () => {
+      const p = r.value.spec.propagation;
+      const how = [p.injection ? 'injection' : null, p.sysfs !== undefined ? 'sysfs' : null]
+        .filter(Boolean)
+        .join('+');
+      return binding('CredentialBinding', r, how);
+    });
   for (const r of set.workloadCredentials) push(r, 0, () => binding('WorkloadCredential', r, 'egress'));
   return out;
 }

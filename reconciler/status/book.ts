@@ -154,9 +154,7 @@ export class StatusBook {
         // changed and a commit does not serialise 10,000 entries again. Otherwise it is written as it is.
         // Moved in place (followRevision): a copy of every entry's conditions per commit was the largest thing a
         // one-file pass left for the garbage collector to move.
-        if (prev.conditions.every((c) => c.observedRevision === from))
-          followRevision(prev.conditions, r.observedRevision);
-        else this.#changed?.add(known.key);
+        if (!followRevision(prev.conditions, from, r.observedRevision)) this.#changed?.add(known.key);
         continue;
       }
       const key = resourceKeyOf(r);

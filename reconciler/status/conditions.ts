@@ -68,13 +68,20 @@ export function withRevision(conditions: readonly Condition[], revision: string 
 }
 
 /**
- * Sets every condition of `conditions` to refer to `revision`, in place: the one exception to conditions being
- * immutable, for the StatusBook only, when an entry follows a new revision as a whole (a commit that did not
- * touch it). Each entry's conditions are its own objects (the helpers here copy what they change), so nothing
- * else sees the move, and what compares arrays by identity rightly finds the entry's state unchanged.
+ * When every condition of `conditions` refers to `from`, sets them to refer to `revision`, in place, and says
+ * true; else changes nothing and says false. The one exception to conditions being immutable, for the
+ * StatusBook only, when an entry follows a new revision as a whole (a commit that did not touch it). Each
+ * entry's conditions are its own objects (the helpers here copy what they change), so nothing else sees the
+ * move, and what compares arrays by identity rightly finds the entry's state unchanged.
  */
-export function followRevision(conditions: readonly Condition[], revision: string | null): void {
-  for (const c of conditions) c.observedRevision = revision;
+export function followRevision(
+  conditions: readonly Condition[],
+  from: string | null,
+  revision: string | null,
+): boolean {
+  for (let i = 0; i < conditions.length; i++) if (conditions[i]!.observedRevision !== from) return false;
+  for (let i = 0; i < conditions.length; i++) conditions[i]!.observedRevision = revision;
+  return true;
 }
 
 /** `conditions` without `type`; `conditions` itself when it has none. */
