@@ -93,7 +93,7 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
   try {
     fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
-    throw new Error(`cannot lock ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw lockError(path, err);
   }
   const op = (opts.shared ? LOCK_SH : LOCK_EX) | LOCK_NB;
   const deadline = performance.now() + (opts.waitMs ?? 0);
@@ -121,9 +121,7 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
         writeSync(fd, opts.record ?? `${process.pid}\n`, 0);
       } catch (err) {
         // Not a regular file (a FIFO, a device): say which.
-        throw new Error(
-          `cannot lock ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        );
+        throw lockError(path, err);
       }
     }
   } catch (err) {
@@ -156,6 +154,21 @@ export async function withFileLock<T>(path: string, opts: LockOptions, fn: () =>
   } finally {
     lock.release();
   }
+}
+
+/**
+ * A system error of open(2), ftruncate(2) or write(2) on the lock file, named by the lock path, keeping its errno
+ * fields: errors/classify.ts reads `code` (EACCES, EROFS: the state directory is unusable; ENOSPC: the disk is
+ * full) and the CLI reads `syscall` (a system error is the operator's to fix, not an unexpected one).
+ */
+function lockError(path: string, err: unknown): Error {
+  const e = err as NodeJS.ErrnoException;
+  const out: NodeJS.ErrnoException = new Error(`cannot lock ${path}: ${e.code ?? e.message}`, { cause: err });
+  if (e.code !== undefined) out.code = e.code;
+  if (e.errno !== undefined) out.errno = e.errno;
+  if (e.syscall !== undefined) out.syscall = e.syscall;
+  if (e.path !== undefined) out.path = e.path;
+  return out;
 }
 
 function holderOf(path: string): number | null {

@@ -3,6 +3,7 @@ import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockBusyError, lockFile } from '../../reconciler/common/file-lock.ts';
+import { classify } from '../../reconciler/errors/classify.ts';
 import { scratch } from '../support/scratch.ts';
 
 const HOLDER = join(import.meta.dirname, 'lock-holder.ts');
@@ -84,6 +85,15 @@ describe('locks between processes (flock)', () => {
     await expect(lockFile(join(tmp.dir, 'fifo.lock'), { busyMessage })).rejects.toThrow(
       `cannot lock ${join(tmp.dir, 'fifo.lock')}: EINVAL`,
     );
+    // The errno fields stay: classify() maps EACCES/EROFS/ENOSPC by code, the CLI reads syscall.
+    const missing = join(tmp.dir, 'missing', 'x.lock');
+    const err = await lockFile(missing, { busyMessage }).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      message: `cannot lock ${missing}: ENOENT`,
+      code: 'ENOENT',
+      syscall: 'open',
+    });
+    expect(classify(Object.assign(err as Error, { code: 'EACCES' })).code).toBe('StateDirUnusable');
     tmp.cleanup();
   });
 });
