@@ -145,6 +145,27 @@ export class CredentialError extends Error {
   }
 }
 
+/**
+ * A value with CR, LF or NUL in it, as an error naming the part and the source (never the value), else null.
+ * The data plane injects values into HTTP headers and its credential store refuses these: the source says why
+ * here rather than serve a value no agent can load. A provider that gives something back for each new value
+ * (Vault: the previous lease) checks before it does, so that the value still served keeps what it holds.
+ */
+export function headerUnsafe(value: CredentialValue, source: string): CredentialError | null {
+  const unsafe = (s: string) => /[\r\n\0]/.test(s);
+  const part =
+    value.kind === 'bearer'
+      ? unsafe(value.token) && 'token'
+      : (unsafe(value.aws.accessKeyId) && 'access key id') ||
+        (unsafe(value.aws.secretAccessKey) && 'secret access key') ||
+        (unsafe(value.aws.sessionToken) && 'session token');
+  return part
+    ? new CredentialError(
+        `the ${part} from ${source} contains a line break or NUL, which would split the HTTP header it is injected into; fix the value at the source`,
+      )
+    : null;
+}
+
 /** Where a (source, workload) pair is in its life. */
 export type BindingPhase = 'pending' | 'available' | 'expiring' | 'expired' | 'error';
 

@@ -18,7 +18,13 @@ import vault from 'node-vault';
 import { displayUrl, Redactor, stripUrlUserinfo } from '../common/redact.ts';
 import { boundedRequest } from './http.ts';
 import { type Obtained, type PolledSession, type ProviderContext, SessionJwt } from './session.ts';
-import { CredentialError, type CredentialValue, fingerprintOf, type VaultSourceSpec } from './types.ts';
+import {
+  CredentialError,
+  type CredentialValue,
+  fingerprintOf,
+  headerUnsafe,
+  type VaultSourceSpec,
+} from './types.ts';
 import { describeTransportError } from './util.ts';
 
 export interface VaultProviderOptions {
@@ -207,8 +213,12 @@ export class VaultSession implements PolledSession {
           `(fields: ${fields.join(', ') || 'none'}); fix type.token.source`,
       );
     }
+    // Refused here, before obtain() gives back the previous lease: the manager keeps serving the previous value.
+    const value: CredentialValue = { kind: 'bearer', token: v };
+    const unsafe = headerUnsafe(value, this.spec.name);
+    if (unsafe) throw unsafe;
     this.redactor.set('value', v);
-    return { kind: 'bearer', token: v };
+    return value;
   }
 
   async obtain(): Promise<Obtained> {

@@ -280,6 +280,34 @@ describe('vault provider', () => {
     expect(m.status().bindings).toEqual([]);
   });
 
+  it('a new value with a line break is refused without revoking the lease of the value still served', async () => {
+    // Not renewable: the session logs in and reads again at two thirds of the lease, and that read is unsafe.
+    let reads = 0;
+    const good = dynamicKey();
+    env.vaultSecrets['split/me'] = {
+      leaseDuration: 4,
+      maxTtl: 4,
+      renewable: false,
+      generate: () => (++reads === 1 ? good() : { api_key: 'sk-first\r\nX-Injected: yes', org: 'acme' }),
+    };
+    const m = start();
+    const spec = source('split/me');
+    m.ensure(spec, WORKLOAD);
+    await waitForSource(m, spec.name, 'AVAILABLE');
+    const served = m.get(spec.name, WORKLOAD)!;
+    const servedLease = env.vault.liveLeases().find((id) => id.startsWith('split/me/'))!;
+    await waitFor(
+      'the unsafe value refused',
+      () => /line break/.test(bindingStatus(m, spec.name, WORKLOAD)?.message ?? ''),
+      8000,
+    );
+    // Still served, as the manager says ("serving the last good credential"): so its lease must still be live.
+    expect(m.get(spec.name, WORKLOAD)?.fingerprint).toBe(served.fingerprint);
+    expect(env.vault.revokedLeases()).not.toContain(servedLease);
+    // The refused value's lease is the one given back.
+    expect(env.vault.revokedLeases().filter((id) => id.startsWith('split/me/'))).toHaveLength(1);
+  });
+
   it('fetchOnce obtains through the same code path and revokes what it obtained', async () => {
     const spec = seedSources(env).vault;
     const live = env.vault.liveLeases().length;
