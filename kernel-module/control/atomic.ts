@@ -30,16 +30,13 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 /**
  * Replaces `path` with `data`, ending with exactly `mode` (the umask does not apply) and, when given, `owner`.
- * The parent directory must exist (see {@link ensureDir}). With `durable: false` nothing is fsynced: readers
- * and a killed writer still see the old file or the new one, but a power loss may leave neither (for caches
- * that can be made again, as git leaves its object files by default).
+ * The parent directory must exist (see {@link ensureDir}).
  */
 export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
   mode: number,
   owner?: Owner,
-  { durable = true }: { durable?: boolean } = {},
 ): Promise<void> {
   const dir = dirname(path);
   const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
@@ -48,7 +45,7 @@ export async function writeFileAtomic(
     await handle.writeFile(data);
     await handle.chmod(mode);
     if (owner) await handle.chown(owner.uid, owner.gid);
-    if (durable) await handle.sync();
+    await handle.sync();
   } catch (err) {
     await handle.close();
     await rm(temp, { force: true });
@@ -61,7 +58,7 @@ export async function writeFileAtomic(
     await rm(temp, { force: true });
     throw err;
   }
-  if (durable) await fsyncDir(dir);
+  await fsyncDir(dir);
 }
 
 /**

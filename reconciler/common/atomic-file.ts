@@ -21,11 +21,6 @@ export interface AtomicWriteOptions {
    * until said otherwise; 0o777 for output a user asked for, as any new directory).
    */
   dirMode?: number;
-  /**
-   * false: no fsync of the file or the directory. Readers and a killed process still see the old content or the
-   * new, but a power loss may leave neither: for caches that can be made again (the git cache's packs). Default true.
-   */
-  durable?: boolean;
 }
 
 export async function writeFileAtomic(
@@ -34,5 +29,5 @@ export async function writeFileAtomic(
   opts: AtomicWriteOptions = {},
 ): Promise<void> {
   await makeDirs(dirname(path), opts.dirMode ?? 0o700);
-  await writeReplacing(path, data, opts.mode ?? 0o644, undefined, { durable: opts.durable ?? true });
+  await writeReplacing(path, data, opts.mode ?? 0o644);
 }

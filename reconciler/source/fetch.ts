@@ -30,8 +30,7 @@ const packFs = {
       options?: unknown,
     ) =>
       typeof path === 'string' && PACK_FILE.test(path)
-        ? // Not fsynced: a pack can be fetched again, and git does not sync its objects by default either.
-          writeFileAtomic(path, data, { mode: 0o644, durable: false })
+        ? writeFileAtomic(path, data, { mode: 0o644 })
         : fs.promises.writeFile(path, data, options as Parameters<typeof fs.promises.writeFile>[2]),
   },
 };
