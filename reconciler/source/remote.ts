@@ -8,7 +8,7 @@ import { chmod, readdir, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import git from 'isomorphic-git';
 import { isLoopbackHost } from '../../kernel-module/loopback.ts';
-import { makeDirs, writeFileAtomic } from '../common/atomic-file.ts';
+import { makeDirs, TEMP_FILE, writeFileAtomic } from '../common/atomic-file.ts';
 import { LockBusyError, withFileLock } from '../common/file-lock.ts';
 import { displayUrl, Redactor } from '../common/redact.ts';
 import { userCacheDir } from './cache-dir.ts';
@@ -187,10 +187,22 @@ async function prepareCache(gitdir: string, description: string): Promise<void> 
   }
   // Only in a cache that is ours: another repository's directory is refused above, untouched.
   await repairRefs(gitdir);
+  await removeTempPacks(gitdir);
   await git.setConfig({ fs, gitdir, path: 'remote.origin.url', value: description });
   // Mirror the remote's branches onto local branch names, so that a fetched cache resolves refs exactly as a
   // local bare repository does; `+` lets a force-pushed branch move (checkFastForward reports it).
   await git.setConfig({ fs, gitdir, path: 'remote.origin.fetch', value: '+refs/heads/*:refs/heads/*' });
+}
+
+/**
+ * Packs are published by rename (fetch.ts): a fetch killed between write and rename leaves a temporary file in
+ * objects/pack that nothing reads and nothing else removes. Called with the cache's exclusive lock held, so no
+ * fetch of another process is writing one.
+ */
+async function removeTempPacks(gitdir: string): Promise<void> {
+  const dir = join(gitdir, 'objects', 'pack');
+  for (const name of await readdir(dir).catch(() => []))
+    if (TEMP_FILE.test(name)) await unlink(join(dir, name)).catch(() => {});
 }
 
 /**

@@ -45,4 +45,14 @@ describe('a fetch publishes packs whole', () => {
     expect(written.filter((p) => /objects[\\/]pack[\\/]pack-[0-9a-f]+\.(pack|idx)$/.test(p))).toEqual([]);
     expect(await source.resolveRef('main')).toMatch(/^[0-9a-f]{40}$/);
   });
+
+  it('removes what a fetch killed before its rename left in objects/pack, and reads on', async () => {
+    const cacheDir = join(tmp.dir, 'cache');
+    const left = join(cacheDir, 'objects', 'pack', `.pack-${'0'.repeat(40)}.pack.0123456789ab.tmp`);
+    fs.writeFileSync(left, 'PACK cut short');
+    const source = await openSource({ repo: `${server!.url}/policy.git`, cacheDir });
+    expect(fs.existsSync(left)).toBe(false);
+    await source.fetch();
+    expect(await source.resolveRef('main')).toMatch(/^[0-9a-f]{40}$/);
+  });
 });
