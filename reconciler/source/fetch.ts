@@ -52,17 +52,20 @@ export async function fetchRemote(
   cache: object,
   progress: (msg: string, transfer?: TransferProgress) => void,
 ): Promise<void> {
-  // The whole transfer: refs are read, written and put back as one change of the cache.
-  return withCacheLock(remote, 'exclusive', () => transfer(remote, cache, progress));
+  // The whole transfer: refs are read, written and put back as one change of the cache. A wait for another
+  // process's fetch counts toward this one's deadline, so a whole fetch still ends within it.
+  const askedAt = Date.now();
+  return withCacheLock(remote, 'exclusive', () => transfer(remote, cache, progress, askedAt));
 }
 
 async function transfer(
   remote: Remote,
   cache: object,
   progress: (msg: string, transfer?: TransferProgress) => void,
+  askedAt: number,
 ): Promise<void> {
   const { gitdir, description } = remote;
-  await remote.http.begin(remote.maxRepoBytes, await packBytes(gitdir));
+  await remote.http.begin(remote.maxRepoBytes, await packBytes(gitdir), askedAt);
   const started = Date.now();
   progress(`fetching ${description}`);
   const throttle = progressThrottle((msg, transfer) => progress(`${description}: ${msg}`, transfer));

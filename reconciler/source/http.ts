@@ -69,13 +69,16 @@ export class GuardedHttp implements HttpClient {
     this.#agent = opts.ca ? new HttpsAgent({ ca: opts.ca }) : undefined;
   }
 
-  /** Starts a fetch: the repository may grow from `cached` bytes to at most `cap`; the deadline starts now. */
-  async begin(cap: number, cached: number): Promise<void> {
+  /**
+   * Starts a fetch: the repository may grow from `cached` bytes to at most `cap`; the deadline runs from
+   * `askedAt` (epoch ms; default now), so that time spent waiting for the cache's lock counts toward it.
+   */
+  async begin(cap: number, cached: number, askedAt = Date.now()): Promise<void> {
     this.failure = undefined;
     this.#cap = cap;
     this.#cached = cached;
     this.#received = 0;
-    this.#deadlineAt = Date.now() + this.opts.deadlineMs;
+    this.#deadlineAt = askedAt + this.opts.deadlineMs;
     // Spools left by a process that died mid-transfer.
     const stale = (await readdir(this.opts.spoolDir).catch(() => [] as string[])).filter((n) =>
       n.startsWith(SPOOL_PREFIX),

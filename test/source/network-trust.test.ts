@@ -3,6 +3,7 @@
  * case runs against a loopback server; the CLI cases that could hang or eat memory if the guard broke run
  * in a child under `ulimit -v` and a timeout (support/bounded.ts).
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -261,6 +262,38 @@ describe('the git source and plan against hostile servers', () => {
     expect(err.message).toMatch(
       /the fetch did not finish within its deadline of 2 s \(GET \/policy\.git\/info\/refs\)$/,
     );
+  });
+
+  it('counts a wait for another process holding the cache toward the fetch deadline', async () => {
+    const dir = cacheDir();
+    const src = await openSource({
+      repo: `${trickle.url}/policy.git`,
+      cacheDir: dir,
+      timeoutMs: 1000,
+      minBytesPerSecond: 1,
+      deadlineMs: 1500,
+    });
+    // Another process holds the cache for 1 s, then is killed; the server then trickles past the deadline.
+    const holder = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        join(import.meta.dirname, '..', 'common', 'lock-holder.ts'),
+        join(dir, 'riptides.lock'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((r) =>
+      holder.stdout!.on('data', (b: Buffer) => b.toString().includes('held') && r()),
+    );
+    setTimeout(() => holder.kill('SIGKILL'), 1000);
+    const started = performance.now();
+    const err = await sourceError(src.fetch());
+    const elapsed = performance.now() - started;
+    expect(err.message).toMatch(/the fetch did not finish within its deadline of 2 s/);
+    // 1.5 s from the ask, not 1 s of waiting plus a fresh 1.5 s.
+    expect(elapsed).toBeLessThan(2300);
   });
 
   it('plan --timeout 2 gives up on a server sending one byte every half second', async () => {
