@@ -1,27 +1,21 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockBusyError, lockFile } from '../../reconciler/common/file-lock.ts';
 import { classify } from '../../reconciler/errors/classify.ts';
+import { holdLock } from '../support/hold-lock.ts';
 import { scratch } from '../support/scratch.ts';
 
-const HOLDER = join(import.meta.dirname, 'lock-holder.ts');
 const children: ChildProcess[] = [];
 afterEach(() => {
   for (const c of children.splice(0)) c.kill('SIGKILL');
 });
 
-/** Another process holding the lock on `path`; resolves once it holds it. */
+/** Another process holding the lock on `path`; killed after the test. */
 async function holder(path: string, shared = false): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', HOLDER, path, ...(shared ? ['shared'] : [])], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = await holdLock(path, { shared });
   children.push(child);
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (b: Buffer) => b.toString().includes('held') && resolve());
-    child.once('exit', (code) => reject(new Error(`the lock holder exited with ${code}`)));
-  });
   return child;
 }
 

@@ -3,7 +3,6 @@
  * case runs against a loopback server; the CLI cases that could hang or eat memory if the guard broke run
  * in a child under `ulimit -v` and a timeout (support/bounded.ts).
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -15,6 +14,7 @@ import { runCliBounded } from '../support/bounded.ts';
 import { capture } from '../support/cli.ts';
 import { createBareRepo, WorkClone } from '../support/git-fixtures.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
+import { holdLock } from '../support/hold-lock.ts';
 import { testTls } from '../support/test-tls.ts';
 import { scratch, sourceError } from './helpers.ts';
 
@@ -274,19 +274,7 @@ describe('the git source and plan against hostile servers', () => {
       deadlineMs: 1500,
     });
     // Another process holds the cache for 1 s, then is killed; the server then trickles past the deadline.
-    const holder = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(import.meta.dirname, '..', 'common', 'lock-holder.ts'),
-        join(dir, 'riptides.lock'),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    await new Promise<void>((r) =>
-      holder.stdout!.on('data', (b: Buffer) => b.toString().includes('held') && r()),
-    );
+    const holder = await holdLock(join(dir, 'riptides.lock'));
     setTimeout(() => holder.kill('SIGKILL'), 1000);
     const started = performance.now();
     const err = await sourceError(src.fetch());

@@ -7,6 +7,7 @@ import { Journal } from '../../reconciler/store/journal.ts';
 import { StateDirLockedError } from '../../reconciler/store/lock.ts';
 import { SecretInStoreError, stringifyWithoutSecrets } from '../../reconciler/store/secret-guard.ts';
 import { StateStore } from '../../reconciler/store/state-store.ts';
+import { holdLock } from '../support/hold-lock.ts';
 import { tempDir } from '../support/scratch.ts';
 
 describe('journal', () => {
@@ -201,20 +202,8 @@ describe('state store', () => {
     await first.close();
 
     // A lock held by another live process, then left by it killed with SIGKILL.
-    const live = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(import.meta.dirname, '..', 'common', 'lock-holder.ts'),
-        join(stateDir, 'store', 'LOCK'),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const live = await holdLock(join(stateDir, 'store', 'LOCK'));
     try {
-      await new Promise<void>((r) =>
-        live.stdout!.on('data', (b: Buffer) => b.toString().includes('held') && r()),
-      );
       await expect(StateStore.open({ stateDir })).rejects.toThrow(new RegExp(`pid ${live.pid}\\b`));
     } finally {
       live.kill('SIGKILL');
