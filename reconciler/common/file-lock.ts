@@ -6,7 +6,7 @@
  *
  * Locks are per open file, so two takers in one process exclude each other as two processes do.
  */
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 
 const LOCK_SH = 1;
 const LOCK_EX = 2;
@@ -95,6 +95,14 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
   } catch (err) {
     throw lockError(path, err);
   }
+  // A FIFO or a device there would block the read of a holder's pid, or take no pid at all: refused at once.
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw lockError(
+      path,
+      Object.assign(new Error('not a regular file'), { code: 'EINVAL', syscall: 'open' }),
+    );
+  }
   const op = (opts.shared ? LOCK_SH : LOCK_EX) | LOCK_NB;
   const deadline = performance.now() + (opts.waitMs ?? 0);
   let pause = FIRST_PAUSE_MS;
@@ -105,7 +113,7 @@ export async function lockFile(path: string, opts: LockOptions): Promise<FileLoc
       const code = errno();
       if (code === EINTR) continue;
       if (code !== EWOULDBLOCK) throw new Error(`cannot lock ${path}: flock(2) failed with errno ${code}`);
-      const holder = holderOf(path);
+      const holder = holderOf(fd);
       const left = deadline - performance.now();
       if (left <= 0) throw new LockBusyError(opts.busyMessage(holder), holder);
       if (!told) {
@@ -171,9 +179,11 @@ function lockError(path: string, err: unknown): Error {
   return out;
 }
 
-function holderOf(path: string): number | null {
+/** The pid a holder wrote, read through our own open file (never a file swapped in since), at most 64 bytes. */
+function holderOf(fd: number): number | null {
   try {
-    const text = readFileSync(path, 'utf8');
+    const buf = Buffer.alloc(64);
+    const text = buf.toString('utf8', 0, readSync(fd, buf, 0, 64, 0));
     const pid = Number.parseInt(/^\{"pid":(\d+)/.exec(text)?.[1] ?? text, 10);
     return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
   } catch {
