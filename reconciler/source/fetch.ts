@@ -54,7 +54,9 @@ export async function fetchRemote(
 ): Promise<void> {
   // The whole transfer: refs are read, written and put back as one change of the cache. A wait for another
   // process's fetch counts toward this one's deadline, so a whole fetch still ends within it.
-  const askedAt = Date.now();
+  // The first fetch counts from the open, which may have waited for the same lock (plan: open, then fetch).
+  const askedAt = remote.openedAt ?? Date.now();
+  remote.openedAt = undefined;
   return withCacheLock(remote, 'exclusive', () => transfer(remote, cache, progress, askedAt));
 }
 

@@ -45,6 +45,11 @@ export interface Remote {
   authorization: string | undefined;
   maxRepoBytes: number;
   redactor: Redactor;
+  /**
+   * When the first fetch was asked for (epoch ms): the open, whose wait for the cache's lock counts toward that
+   * fetch's deadline. Cleared by the first fetch.
+   */
+  openedAt: number | undefined;
   /** Longest a lock on the cache is waited for, milliseconds: another process's whole fetch (deadlineMs). */
   lockWaitMs: number;
   onWait: ((msg: string) => void) | undefined;
@@ -111,6 +116,7 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
   const gitdir = resolve(opts.cacheDir ?? userCacheDir('git', description));
   await privateDir(gitdir);
   const deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  const openedAt = Date.now();
   const lock = { gitdir, description, lockWaitMs: deadlineMs, onWait: opts.onWait };
   await withCacheLock(lock, 'exclusive', () => prepareCache(gitdir, description));
   return {
@@ -127,6 +133,7 @@ export async function openRemote(opts: RemoteOptions): Promise<Remote> {
     authorization,
     maxRepoBytes: opts.maxRepoBytes ?? DEFAULT_MAX_REPO_BYTES,
     redactor,
+    openedAt,
     lockWaitMs: deadlineMs,
     onWait: opts.onWait,
   };

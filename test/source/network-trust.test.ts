@@ -284,6 +284,25 @@ describe('the git source and plan against hostile servers', () => {
     expect(elapsed).toBeLessThan(2300);
   });
 
+  it('counts a wait for the cache in the open toward the first fetch deadline', async () => {
+    const dir = cacheDir();
+    mkdirSync(dir, { recursive: true });
+    // Held while the open prepares the cache (as when another plan is fetching), killed after 1 s.
+    const holder = await holdLock(join(dir, 'riptides.lock'));
+    setTimeout(() => holder.kill('SIGKILL'), 1000);
+    const started = performance.now();
+    const src = await openSource({
+      repo: `${trickle.url}/policy.git`,
+      cacheDir: dir,
+      timeoutMs: 1000,
+      minBytesPerSecond: 1,
+      deadlineMs: 1500,
+    });
+    const err = await sourceError(src.fetch());
+    expect(err.message).toMatch(/the fetch did not finish within its deadline of 2 s/);
+    expect(performance.now() - started).toBeLessThan(2300);
+  });
+
   it('plan --timeout 2 gives up on a server sending one byte every half second', async () => {
     const run = await runCliBounded(
       [
