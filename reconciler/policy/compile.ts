@@ -13,7 +13,7 @@ import {
   type WorkloadCredential,
   type WorkloadIdentity,
 } from './kinds/index.ts';
-import { ClaimsMemo, ResourceChecksMemo } from './references.ts';
+import { ReferenceChecks } from './reference-checks.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
@@ -126,8 +126,8 @@ function sortedLabelSelectors(selectors: readonly Record<string, string>[]): Rec
 /**
  * Compiled parts kept between compilations, keyed by the resource objects they came from. Two compilations
  * that share resource objects (the base and head of a plan, read through one parse cache; two pushes of the
- * reconciler) rebuild only the identities and references whose inputs changed. It also carries the process
- * claim checks per scope (`checkReferences`), which the same renders share.
+ * reconciler) rebuild only the identities and references whose inputs changed. It also carries the checks
+ * across resources (`ReferenceChecks`) and the Service index, which the same renders share.
  */
 export class CompileMemo {
   readonly sources = new WeakMap<object, CompiledCredentialRef['source']>();
@@ -135,9 +135,8 @@ export class CompileMemo {
   readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
   /** Per scope, the program last made and the compiled identities it was made from, in set order. */
   programs = new Map<string, { members: readonly CompiledIdentity[]; value: NodeProgram }>();
-  readonly claims = new ClaimsMemo();
   readonly services = new ServiceIndexMemo();
-  readonly resources = new ResourceChecksMemo();
+  readonly checks = new ReferenceChecks();
 }
 
 function reuse<T>(

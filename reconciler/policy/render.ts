@@ -5,7 +5,7 @@
 import { type CompileMemo, compile, type NodeProgram } from './compile.ts';
 import { compareDiagnostics, type Diagnostic, type PendingDiagnostic } from './diagnostics.ts';
 import { DEFAULT_MAX_FILE_BYTES, type PolicyFile } from './parse-file.ts';
-import { checkReferences } from './references.ts';
+import { checkReferences } from './reference-checks.ts';
 import { groupResources, type ResourceSet } from './resource-set.ts';
 import { type FileResult, readPolicyFile } from './resources.ts';
 import { createLocator, lineStarts, offsetToPosition } from './yaml-events.ts';
@@ -48,9 +48,10 @@ export const MAX_DIAGNOSTICS_PER_FILE = 100;
 
 /**
  * Resolves document paths to line:column, parsing and indexing each file once and only when one of its
- * diagnostics needs a position. Per file, at most `maxPerFile` diagnostics are kept (errors first, then in
- * the order they were found); the others become one RT008 diagnostic at 1:1 saying how many were left out
- * (an error when any of them was one, so the verdict never changes). Sorted by file, line, column, code.
+ * diagnostics needs a position. Per file, at most `maxPerFile` diagnostics are kept (errors first, then by
+ * document, code and message); the others become one RT008 diagnostic at 1:1 saying how many were left out
+ * (an error when any of them was one, so the verdict never changes). Sorted by file, line, column, code and
+ * message.
  */
 export function resolvePositions(
   pendingList: readonly PendingDiagnostic[],
@@ -67,6 +68,9 @@ export function resolvePositions(
   for (const [file, all] of byFile) {
     let kept = all;
     if (all.length > maxPerFile) {
+      // Which ones are shown does not depend on the order the checks ran in (they may have run on an earlier
+      // revision, see reference-checks.ts): by document, then code and message.
+      all.sort(byDocument);
       const errors = all.filter((p) => p.severity === 'error');
       kept = [...errors, ...all.filter((p) => p.severity !== 'error')].slice(0, maxPerFile);
       const leftErrors = errors.length - kept.filter((p) => p.severity === 'error').length;
@@ -99,6 +103,15 @@ export function resolvePositions(
     }
   }
   return out.sort(compareDiagnostics);
+}
+
+function byDocument(a: PendingDiagnostic, b: PendingDiagnostic): number {
+  return (
+    (a.doc ?? -1) - (b.doc ?? -1) ||
+    (a.line ?? 0) - (b.line ?? 0) ||
+    (a.code < b.code ? -1 : a.code > b.code ? 1 : 0) ||
+    (a.message < b.message ? -1 : a.message > b.message ? 1 : 0)
+  );
 }
 
 /**
@@ -138,7 +151,7 @@ export function renderPending(
   const resources = groupResources(results);
   const pendingList: PendingDiagnostic[] = [...extra, ...results.flatMap((r) => r.diagnostics)];
   // A loop, not push(...list): a spread of a few hundred thousand arguments overflows the stack.
-  if (!opts.knownValid) for (const d of checkReferences(resources, opts)) pendingList.push(d);
+  if (!opts.knownValid) for (const d of checkReferences(resources, opts, opts.memo)) pendingList.push(d);
   const count = Object.values(resources).reduce((n, list) => n + list.length, 0);
   return {
     pending: pendingList,
