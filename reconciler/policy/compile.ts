@@ -6,6 +6,7 @@
 import { canonicalJson, contentHash, orderedHash, withHash } from './canonical.ts';
 import { seconds } from './field-rules.ts';
 import {
+  type CredentialBinding,
   type CredentialSource,
   type Service,
   type SourceType,
@@ -14,10 +15,11 @@ import {
   type WorkloadIdentity,
 } from './kinds/index.ts';
 import { ReferenceChecks } from './reference-checks.ts';
+import { Claimants, diffResourceSets, type Field, SelectionWatch, setOf } from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
-import { ServiceIndexMemo } from './service-index.ts';
+import { type ServiceIndex, ServiceIndexMemo } from './service-index.ts';
 
 export type TlsMode = 'MUTUAL' | 'PERMISSIVE' | 'SIMPLE';
 
@@ -124,63 +126,334 @@ function sortedLabelSelectors(selectors: readonly Record<string, string>[]): Rec
 }
 
 /**
- * Compiled parts kept between compilations, keyed by the resource objects they came from. Two compilations
- * that share resource objects (the base and head of a plan, read through one parse cache; two pushes of the
- * reconciler) rebuild only the identities and references whose inputs changed. It also carries the checks
- * across resources (`ReferenceChecks`) and the Service index, which the same renders share.
+ * What compile keeps from one compilation to the next (the base and head of a plan, read through one parse
+ * cache; two pushes of the reconciler), so that a compilation costs what changed between the two sets rather
+ * than what they hold (resource-delta.ts): the resources that came and went are found by object, only they move
+ * in the indexes (sources and workload credentials by namespace and name, bindings and identities by workload
+ * ID, identities by scope), and a credential reference, an identity or a program is made again only when
+ * something it was made from came, went or changed: a source or workload credential under the name it reads, a
+ * Service its selectors select (SelectionWatch), a binding of its workload, a member of its scope. It also
+ * carries the checks across resources (`ReferenceChecks`) and the Service index, which the same renders share.
  */
 export class CompileMemo {
-  readonly sources = new WeakMap<object, CompiledCredentialRef['source']>();
-  readonly refs = new WeakMap<object, { deps: readonly unknown[]; value: CompiledCredentialRef }>();
-  readonly identities = new WeakMap<object, { deps: readonly unknown[]; value: CompiledIdentity }>();
-  /** Per scope, the program last made and the compiled identities it was made from, in set order. */
-  programs = new Map<string, { members: readonly CompiledIdentity[]; value: NodeProgram }>();
   readonly services = new ServiceIndexMemo();
   readonly checks = new ReferenceChecks();
-}
-
-function reuse<T>(
-  map: WeakMap<object, { deps: readonly unknown[]; value: T }>,
-  key: object,
-  deps: readonly unknown[],
-  make: () => T,
-): T {
-  const hit = map.get(key);
-  if (hit && hit.deps.length === deps.length && hit.deps.every((d, i) => d === deps[i])) return hit.value;
-  const value = make();
-  map.set(key, { deps, value });
-  return value;
+  readonly programs = new ProgramCompiler();
 }
 
 const NONE: readonly Located<Service>[] = [];
+const FIELDS: readonly Field[] = ['identities', 'services', 'sources', 'bindings', 'workloadCredentials'];
 
-/** Resources by namespace, then by name (validated unique: the last one wins otherwise). */
-function byNamespace<T extends { metadata: { name: string; namespace?: string | undefined } }>(
-  list: readonly Located<T>[],
-): Map<string, Map<string, Located<T>>> {
-  const out = new Map<string, Map<string, Located<T>>>();
-  for (const r of list) {
-    const ns = namespaceOf(r);
-    let names = out.get(ns);
-    if (!names) {
-      names = new Map();
-      out.set(ns, names);
-    }
-    names.set(r.value.metadata.name, r);
-  }
-  return out;
+interface BindingRecord {
+  readonly b: Located<CredentialBinding>;
+  source: Located<CredentialSource> | null;
+  targets: readonly Located<Service>[];
+  ref: CompiledCredentialRef | null;
 }
 
-/** Separates the groups of dependencies of an identity (rules, credentials) so that lists line up exactly. */
-const GROUP = Symbol('group');
+interface IdentityRecord {
+  readonly r: Located<WorkloadIdentity>;
+  readonly scope: string;
+  /** What it was compiled from: per rule its workload credential, that credential's source and its targets. */
+  deps: readonly unknown[];
+  /** Lookup keys (`wc\0ns/name`, `source\0ns/name`) and selectors it read, to be told when they change. */
+  looks: readonly string[];
+  selectors: readonly Record<string, string>[];
+  compiled: CompiledIdentity | null;
+}
 
-export function compile(set: ResourceSet, trustDomain: string, memo = new CompileMemo()): NodeProgram[] {
-  const services = memo.services.indexFor(set.services);
-  // By namespace, then name: a key built per lookup (thousands per pass) cost more than the lookups.
-  const sources = byNamespace(set.sources);
-  const sourceOf = (ns: string, name: string) => sources.get(ns)!.get(name)!;
-  const sourceRef = (s: Located<CredentialSource>) => {
-    let ref = memo.sources.get(s.value);
+/** Compile's state between compilations (see CompileMemo). */
+class ProgramCompiler {
+  #trustDomain: string | null = null;
+  #previous: ResourceSet | null = null;
+  readonly #known = new Set<object>();
+  readonly #bindings = new Map<object, BindingRecord>();
+  readonly #identities = new Map<object, IdentityRecord>();
+  readonly #sources = new Claimants<Located<CredentialSource>>();
+  readonly #credentials = new Claimants<Located<WorkloadCredential>>();
+  readonly #bindingsByWorkload = new Claimants<Located<CredentialBinding>>();
+  readonly #identitiesByWorkload = new Claimants<Located<WorkloadIdentity>>();
+  readonly #scopes = new Claimants<Located<WorkloadIdentity>>();
+  /** Bindings and identities by the lookups they made (`wc\0ns/name`, `source\0ns/name`). */
+  readonly #readers = new Map<string, Set<BindingRecord | IdentityRecord>>();
+  readonly #selections = new SelectionWatch<BindingRecord | IdentityRecord>();
+  readonly #sourceRefs = new WeakMap<object, CompiledCredentialRef['source']>();
+  /** Per scope, the program and the compiled identities (set order) it was made from. */
+  readonly #programs = new Map<string, { members: readonly CompiledIdentity[]; value: NodeProgram }>();
+  #sorted: NodeProgram[] = [];
+
+  compile(set: ResourceSet, trustDomain: string, services: ServiceIndex): NodeProgram[] {
+    if (trustDomain !== this.#trustDomain) this.#reset(trustDomain);
+    const known = (r: object) => this.#known.has(r);
+    let delta = diffResourceSets(this.#previous, set, FIELDS, known);
+    if (!delta) {
+      this.#reset(trustDomain);
+      delta = diffResourceSets(null, set, FIELDS, known)!;
+    }
+    this.#previous = set;
+    const positions = new Map<Field, Map<object, number>>();
+    const position = (field: Field) => (r: object) => {
+      let map = positions.get(field);
+      if (!map) {
+        map = new Map();
+        const list: readonly object[] = set[field];
+        for (let i = 0; i < list.length; i++) map.set(list[i]!, i);
+        positions.set(field, map);
+      }
+      return map.get(r)!;
+    };
+
+    const dirtyBindings = new Set<BindingRecord>();
+    const dirty = new Set<BindingRecord | IdentityRecord>();
+    const changedServices: Record<string, string>[] = [];
+    for (const { r, field } of delta.removed) {
+      this.#known.delete(r);
+      this.#place(r, field, false);
+      if (field === 'services') changedServices.push((r as Located<Service>).value.spec.labels);
+    }
+    for (const { r, field } of delta.added) {
+      this.#known.add(r);
+      const rec = this.#place(r, field, true);
+      if (rec) dirty.add(rec);
+      if (field === 'services') changedServices.push((r as Located<Service>).value.spec.labels);
+    }
+    this.#sources.settle(position('sources'));
+    this.#credentials.settle(position('workloadCredentials'));
+    this.#bindingsByWorkload.settle(position('bindings'));
+    this.#identitiesByWorkload.settle(position('identities'));
+    this.#scopes.settle(position('identities'));
+
+    // What now reads something else: a source or workload credential replaced, a selection moved.
+    for (const [k, before] of this.#sources.touched)
+      if (before.at(-1) !== this.#sources.lists.get(k)?.at(-1)) this.#mark(dirty, `source\u0000${k}`);
+    for (const [k, before] of this.#credentials.touched)
+      if (before.at(-1) !== this.#credentials.lists.get(k)?.at(-1)) this.#mark(dirty, `wc\u0000${k}`);
+    for (const labels of changedServices) this.#selections.affected(labels, dirty);
+
+    // Credential references first: an identity reads those of its workload.
+    const workloads = new Set<string>(this.#bindingsByWorkload.touched.keys());
+    for (const rec of dirty) {
+      if (!('b' in rec) || !this.#bindings.has(rec.b)) continue;
+      dirtyBindings.add(rec);
+      const before = rec.ref;
+      this.#compileBinding(rec, services);
+      if (rec.ref !== before) workloads.add(rec.b.value.spec.workloadID);
+    }
+    for (const w of workloads)
+      for (const r of this.#identitiesByWorkload.lists.get(w) ?? []) dirty.add(this.#identities.get(r)!);
+    const scopes = new Set<string>(this.#scopes.touched.keys());
+    for (const rec of dirty) {
+      if ('b' in rec || !this.#identities.has(rec.r)) continue;
+      const before = rec.compiled;
+      this.#compileIdentity(rec, trustDomain, services);
+      if (rec.compiled !== before) scopes.add(rec.scope);
+    }
+    for (const c of [
+      this.#sources,
+      this.#credentials,
+      this.#bindingsByWorkload,
+      this.#identitiesByWorkload,
+      this.#scopes,
+    ])
+      c.clear();
+
+    let reorder = false;
+    for (const key of scopes) {
+      const members = this.#scopes.lists.get(key);
+      if (!members) {
+        if (this.#programs.delete(key)) reorder = true;
+        continue;
+      }
+      const compiled = members.map((r) => this.#identities.get(r)!.compiled!);
+      const hit = this.#programs.get(key);
+      if (hit && hit.members.length === compiled.length && hit.members.every((m, i) => m === compiled[i]))
+        continue;
+      const identities = [...compiled].sort(byString((i) => i.spiffeId));
+      const program = {
+        scope: scopeOf(members[0]!.value),
+        trustDomain,
+        identities,
+        hash: orderedHash({
+          scope: scopeOf(members[0]!.value),
+          trustDomain,
+          identities: identities.map((i) => i.hash),
+        }),
+      };
+      if (!hit) reorder = true;
+      this.#programs.set(key, { members: compiled, value: program });
+    }
+    // The scope key is `kind:id`, the order of the output: sorted again only when scopes came or went.
+    if (reorder)
+      this.#sorted = [...this.#programs.values()]
+        .map((p) => p.value)
+        .sort(byString((p) => `${p.scope.kind}:${p.scope.id}`));
+    else if (scopes.size)
+      this.#sorted = this.#sorted.map((p) => this.#programs.get(`${p.scope.kind}:${p.scope.id}`)!.value);
+    return [...this.#sorted];
+  }
+
+  #reset(trustDomain: string): void {
+    this.#trustDomain = trustDomain;
+    this.#previous = null;
+    this.#known.clear();
+    this.#bindings.clear();
+    this.#identities.clear();
+    for (const c of [
+      this.#sources,
+      this.#credentials,
+      this.#bindingsByWorkload,
+      this.#identitiesByWorkload,
+      this.#scopes,
+    ]) {
+      c.lists.clear();
+      c.clear();
+    }
+    this.#readers.clear();
+    this.#selections.clear();
+    this.#programs.clear();
+    this.#sorted = [];
+  }
+
+  /** Puts a resource in the indexes (or takes it out); a new binding or identity comes back to be compiled. */
+  #place(r: Located<unknown>, field: Field, add: boolean): BindingRecord | IdentityRecord | null {
+    const ns = namespaceOf(r as Located<{ metadata: { namespace?: string } }>);
+    const put = <T>(c: Claimants<T>, key: string, x: T) => (add ? c.add(key, x) : c.remove(key, x));
+    switch (field) {
+      case 'sources': {
+        const s = r as Located<CredentialSource>;
+        put(this.#sources, `${ns}/${s.value.metadata.name}`, s);
+        return null;
+      }
+      case 'workloadCredentials': {
+        const wc = r as Located<WorkloadCredential>;
+        put(this.#credentials, `${ns}/${wc.value.metadata.name}`, wc);
+        return null;
+      }
+      case 'bindings': {
+        const b = r as Located<CredentialBinding>;
+        put(this.#bindingsByWorkload, b.value.spec.workloadID, b);
+        if (add) {
+          const rec: BindingRecord = { b, source: null, targets: NONE, ref: null };
+          this.#bindings.set(b, rec);
+          return rec;
+        }
+        const rec = this.#bindings.get(b)!;
+        this.#bindings.delete(b);
+        const look = `source\u0000${ns}/${b.value.spec.credentialSource}`;
+        const readers = this.#readers.get(look);
+        if (readers?.delete(rec) && readers.size === 0) this.#readers.delete(look);
+        for (const sel of b.value.spec.propagation.injection?.selectors ?? [])
+          this.#selections.unwatch(sel, rec);
+        return null;
+      }
+      case 'identities': {
+        const identity = r as Located<WorkloadIdentity>;
+        const spec = identity.value.spec;
+        put(this.#identitiesByWorkload, spec.workloadID, identity);
+        const scope = scopeKey(spec);
+        put(this.#scopes, scope, identity);
+        if (add) {
+          const rec: IdentityRecord = {
+            r: identity,
+            scope,
+            deps: [],
+            looks: [],
+            selectors: [],
+            compiled: null,
+          };
+          this.#identities.set(identity, rec);
+          return rec;
+        }
+        const rec = this.#identities.get(identity)!;
+        this.#identities.delete(identity);
+        this.#forget(rec);
+        return null;
+      }
+      default:
+        return null;
+    }
+  }
+
+  #mark(dirty: Set<BindingRecord | IdentityRecord>, look: string): void {
+    const readers = this.#readers.get(look);
+    if (readers) for (const rec of readers) dirty.add(rec);
+  }
+
+  #compileBinding(rec: BindingRecord, services: ServiceIndex): void {
+    const b = rec.b;
+    const spec = b.value.spec;
+    const injection = spec.propagation.injection;
+    const sourceKey = `${namespaceOf(b)}/${spec.credentialSource}`;
+    const source = this.#sources.lists.get(sourceKey)!.at(-1)!;
+    // A selection is the same array while it stays right (ServiceIndex): compared as one dependency.
+    const targets = injection ? services.selectAny(injection.selectors) : NONE;
+    if (rec.ref === null) {
+      // A binding object never changes what it reads: it is watched from its first compile until it is gone.
+      setOf(this.#readers, `source\u0000${sourceKey}`).add(rec);
+      for (const sel of injection?.selectors ?? []) this.#selections.watch(sel, rec);
+    }
+    if (rec.ref && rec.source?.value === source.value && rec.targets === targets) return;
+    rec.source = source;
+    rec.targets = targets;
+    rec.ref = withHash({
+      via: 'CredentialBinding' as const,
+      resource: b.key,
+      source: this.#sourceRef(source),
+      injection: injection ? { destinations: destinations(targets) } : null,
+      sysfs:
+        spec.propagation.sysfs !== undefined
+          ? { dir: `${contentHash(b.key)}/${b.value.metadata.name}` }
+          : null,
+    });
+  }
+
+  #compileIdentity(rec: IdentityRecord, trustDomain: string, services: ServiceIndex): void {
+    const identity = rec.r;
+    const spec = identity.value.spec;
+    const ns = namespaceOf(identity);
+    const looks: string[] = [];
+    const rules = (spec.egress ?? []).map((rule) => {
+      let wc: Located<WorkloadCredential> | null = null;
+      let wcSource: Located<CredentialSource> | null = null;
+      if (rule.credentialName) {
+        const wcKey = `${ns}/${rule.credentialName}`;
+        wc = this.#credentials.lists.get(wcKey)!.at(-1)!;
+        const sourceKey = `${namespaceOf(wc)}/${wc.value.spec.credentialSource}`;
+        wcSource = this.#sources.lists.get(sourceKey)!.at(-1)!;
+        looks.push(`wc\u0000${wcKey}`, `source\u0000${sourceKey}`);
+      }
+      return { rule, targets: services.selectAny(rule.selectors), wc, wcSource };
+    });
+    const bound = (this.#bindingsByWorkload.lists.get(spec.workloadID) ?? []).map(
+      (b) => this.#bindings.get(b)!.ref!,
+    );
+    const deps: unknown[] = [];
+    for (const r of rules) deps.push(GROUP, r.wc?.value, r.wcSource?.value, r.targets);
+    deps.push(GROUP);
+    for (const b of bound) deps.push(b);
+    this.#forget(rec);
+    rec.looks = looks;
+    for (const look of looks) setOf(this.#readers, look).add(rec);
+    rec.selectors = rules.flatMap((r) => r.rule.selectors);
+    for (const sel of rec.selectors) this.#selections.watch(sel, rec);
+    if (rec.compiled && rec.deps.length === deps.length && rec.deps.every((d, i) => d === deps[i])) return;
+    rec.deps = deps;
+    rec.compiled = compileIdentity(identity, trustDomain, rules, bound, (s) => this.#sourceRef(s));
+  }
+
+  /** Stops telling `rec` of changes to what it read (it is gone, or about to read again). */
+  #forget(rec: IdentityRecord): void {
+    for (const look of rec.looks) {
+      const readers = this.#readers.get(look);
+      if (readers?.delete(rec) && readers.size === 0) this.#readers.delete(look);
+    }
+    for (const sel of rec.selectors) this.#selections.unwatch(sel, rec);
+    rec.looks = [];
+    rec.selectors = [];
+  }
+
+  #sourceRef(s: Located<CredentialSource>): CompiledCredentialRef['source'] {
+    let ref = this.#sourceRefs.get(s.value);
     if (!ref) {
       const type = sourceType(s.value.spec);
       ref = {
@@ -189,92 +462,21 @@ export function compile(set: ResourceSet, trustDomain: string, memo = new Compil
         supported: SUPPORTED.includes(type),
         specHash: contentHash(s.value.spec),
       };
-      memo.sources.set(s.value, ref);
+      this.#sourceRefs.set(s.value, ref);
     }
     return ref;
-  };
-
-  // Credential references per workload ID, from both the current and the older form.
-  const refsByWorkload = new Map<string, CompiledCredentialRef[]>();
-  for (const b of set.bindings) {
-    const spec = b.value.spec;
-    const injection = spec.propagation.injection;
-    const source = sourceOf(namespaceOf(b), spec.credentialSource);
-    const targets = injection ? services.selectAny(injection.selectors) : NONE;
-    // A selection is the same array while it stays right (ServiceIndex): compared as one dependency.
-    const ref = reuse(memo.refs, b.value, [source.value, targets], () =>
-      withHash({
-        via: 'CredentialBinding' as const,
-        resource: b.key,
-        source: sourceRef(source),
-        injection: injection ? { destinations: destinations(targets) } : null,
-        sysfs:
-          spec.propagation.sysfs !== undefined
-            ? { dir: `${contentHash(b.key)}/${b.value.metadata.name}` }
-            : null,
-      }),
-    );
-    const list = refsByWorkload.get(spec.workloadID) ?? [];
-    list.push(ref);
-    refsByWorkload.set(spec.workloadID, list);
   }
-  const workloadCredentials = byNamespace(set.workloadCredentials);
+}
 
-  const programs = new Map<string, NodeProgram>();
-  for (const identity of set.identities) {
-    const spec = identity.value.spec;
-    const rules = (spec.egress ?? []).map((rule) => {
-      const wc = rule.credentialName
-        ? workloadCredentials.get(namespaceOf(identity))!.get(rule.credentialName)!
-        : null;
-      return {
-        rule,
-        targets: services.selectAny(rule.selectors),
-        wc,
-        wcSource: wc ? sourceOf(namespaceOf(wc), wc.value.spec.credentialSource) : null,
-      };
-    });
-    const bound = refsByWorkload.get(spec.workloadID) ?? [];
-    const deps: unknown[] = [trustDomain];
-    for (const r of rules) deps.push(GROUP, r.wc?.value, r.wcSource?.value, r.targets);
-    deps.push(GROUP);
-    for (const b of bound) deps.push(b);
-    const compiled = reuse(memo.identities, identity.value, deps, () =>
-      compileIdentity(identity, trustDomain, rules, bound, sourceRef),
-    );
-    const key = scopeKey(spec);
-    let program = programs.get(key);
-    if (!program) {
-      program = { scope: scopeOf(identity.value), trustDomain, identities: [], hash: '' };
-      programs.set(key, program);
-    }
-    program.identities.push(compiled);
-  }
-  // A scope whose identities are the very compiled objects of last time, in the same order, is the same program:
-  // a one-file commit sorts and hashes the programs of its scopes only.
-  const kept: CompileMemo['programs'] = new Map();
-  const out = [...programs].map(([key, p]) => {
-    const hit = memo.programs.get(key);
-    if (
-      hit &&
-      hit.value.trustDomain === trustDomain &&
-      hit.members.length === p.identities.length &&
-      hit.members.every((m, i) => m === p.identities[i])
-    ) {
-      kept.set(key, hit);
-      return hit.value;
-    }
-    const members = [...p.identities];
-    p.identities.sort(byString((i) => i.spiffeId));
-    const value = {
-      ...p,
-      hash: orderedHash({ scope: p.scope, trustDomain, identities: p.identities.map((i) => i.hash) }),
-    };
-    kept.set(key, { members, value });
-    return value;
-  });
-  memo.programs = kept;
-  return out.sort(byString((p) => `${p.scope.kind}:${p.scope.id}`));
+/** Separates the groups of dependencies of an identity (rules, credentials) so that lists line up exactly. */
+const GROUP = Symbol('group');
+
+/**
+ * A validated resource set → one node program per scope, sorted by scope. Through `memo`, kept from the
+ * compilations before (see CompileMemo); programs that did not change are the same objects as last time.
+ */
+export function compile(set: ResourceSet, trustDomain: string, memo = new CompileMemo()): NodeProgram[] {
+  return memo.programs.compile(set, trustDomain, memo.services.indexFor(set.services));
 }
 
 interface RuleInput {

@@ -47,15 +47,14 @@ import {
 } from './references.ts';
 import { Reporter } from './reporter.ts';
 import { checkSecret, checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
+import { Claimants, diffResourceSets, type Field, SelectionWatch, setOf } from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
-import { labelsMatch } from './selectors.ts';
 import { type ServiceIndex, ServiceIndexMemo } from './service-index.ts';
 import { Suggestions } from './suggest.ts';
 
 export type { ValidateOptions } from './references.ts';
 
-type Field = keyof ResourceSet;
 const FIELDS: readonly Field[] = [
   'identities',
   'services',
@@ -82,61 +81,6 @@ interface ResourceRecord {
   deps: unknown[] | null;
 }
 
-/** Lists of claimants (set order) kept per key, with the keys whose list changed in this render. */
-class Claimants<T> {
-  readonly lists = new Map<string, T[]>();
-  /** Per key changed in this render: what the list was before it (a copy made at the first change). */
-  readonly touched = new Map<string, readonly T[]>();
-  #removed = new Map<string, Set<T>>();
-  #added = new Map<string, T[]>();
-
-  remove(key: string, r: T): void {
-    this.#touch(key);
-    setOf(this.#removed, key).add(r);
-  }
-
-  add(key: string, r: T): void {
-    this.#touch(key);
-    const list = this.#added.get(key);
-    if (list) list.push(r);
-    else this.#added.set(key, [r]);
-  }
-
-  #touch(key: string): void {
-    if (!this.touched.has(key)) this.touched.set(key, this.lists.get(key) ?? []);
-  }
-
-  /**
-   * Applies the removals and additions, all of one key at once (a file of 10,000 copies of one name costs one
-   * pass over its list, not one per copy). Additions arrive in set order; merged with the members that stayed
-   * by their position in the set (`position`, asked only when both are there).
-   */
-  settle(position: (r: T) => number): void {
-    for (const key of this.touched.keys()) {
-      const gone = this.#removed.get(key);
-      const before = this.lists.get(key) ?? [];
-      let list = gone ? before.filter((r) => !gone.has(r)) : before;
-      const added = this.#added.get(key);
-      if (added) {
-        if (list.length === 0) list = added;
-        else {
-          list = list === before ? [...list, ...added] : list.concat(added);
-          list.sort((a, b) => position(a) - position(b));
-        }
-      }
-      if (list.length) this.lists.set(key, list);
-      else this.lists.delete(key);
-    }
-    this.#removed.clear();
-    this.#added.clear();
-  }
-
-  /** Ends a render: nothing is touched. */
-  clear(): void {
-    this.touched.clear();
-  }
-}
-
 /**
  * The checks across resources, kept from one ResourceSet to the next (see the module comment). One instance
  * follows one sequence of renders (CompileMemo.checks); a plan's base and head alternate through it, each
@@ -161,10 +105,7 @@ export class ReferenceChecks {
   readonly #holders = new Set<ResourceRecord>();
   // The reverse index of looks: lookup and key → the records whose check made it.
   readonly #dependents = new Map<string, Set<ResourceRecord>>();
-  readonly #selectorDependents = new Map<object, Set<ResourceRecord>>();
-  /** Selectors looked at, by one of their `key\0value` pairs; those with no label match every Service. */
-  readonly #selectorsByPair = new Map<string, Set<Record<string, string>>>();
-  readonly #selectorsOfAll = new Set<Record<string, string>>();
+  readonly #selections = new SelectionWatch<ResourceRecord>();
   /** Records whose check gave a hint: run every time. */
   readonly #always = new Set<ResourceRecord>();
 
@@ -175,10 +116,11 @@ export class ReferenceChecks {
   check(set: ResourceSet, opts: ValidateOptions, services: ServiceIndex): PendingDiagnostic[] {
     const options = `${opts.trustDomain}\u0000${opts.allowSecrets === true}\u0000${[...(opts.federatesWith ?? [])].sort().join(',')}`;
     if (options !== this.#options) this.#reset(options);
-    let delta = this.#delta(set);
+    const known = (r: object) => this.#records.has(r);
+    let delta = diffResourceSets(this.#previous, set, FIELDS, known);
     if (!delta) {
       this.#reset(options);
-      delta = this.#delta(set)!;
+      delta = diffResourceSets(null, set, FIELDS, known)!;
     }
     this.#previous = set;
     const positions = new Map<Field, Map<object, number>>();
@@ -195,7 +137,8 @@ export class ReferenceChecks {
 
     const dirty = new Set<ResourceRecord>(this.#always);
     const changedServices: Record<string, string>[] = [];
-    for (const rec of delta.removed) {
+    for (const { r } of delta.removed) {
+      const rec = this.#records.get(r)!;
       this.#unindex(rec);
       dirty.delete(rec);
       this.#always.delete(rec);
@@ -230,7 +173,7 @@ export class ReferenceChecks {
     for (const [k, before] of this.#credentialsByNs.touched)
       if (before.at(-1) !== this.#credentialsByNs.lists.get(k)?.at(-1))
         this.#mark(dirty, `workloadCredential\u0000${k}`);
-    for (const labels of changedServices) this.#markSelections(dirty, labels);
+    for (const labels of changedServices) this.#selections.affected(labels, dirty);
 
     const ctx = this.#context(set, opts, services);
     for (const rec of dirty) this.#runCross(rec, ctx);
@@ -280,38 +223,8 @@ export class ReferenceChecks {
     this.#groupFound.clear();
     this.#holders.clear();
     this.#dependents.clear();
-    this.#selectorDependents.clear();
-    this.#selectorsByPair.clear();
-    this.#selectorsOfAll.clear();
+    this.#selections.clear();
     this.#always.clear();
-  }
-
-  /**
-   * The resources that came and went since the previous set, by object, kind by kind; null when some that
-   * stayed come in another order.
-   */
-  #delta(
-    set: ResourceSet,
-  ): { added: Array<{ r: Located<unknown>; field: Field }>; removed: ResourceRecord[] } | null {
-    const added: Array<{ r: Located<unknown>; field: Field }> = [];
-    const removed: ResourceRecord[] = [];
-    for (const field of FIELDS) {
-      const now = set[field] as readonly Located<unknown>[];
-      const old = (this.#previous?.[field] ?? []) as readonly Located<unknown>[];
-      if (now === old) continue;
-      let j = 0;
-      for (const r of now) {
-        if (!this.#records.has(r)) {
-          added.push({ r, field });
-          continue;
-        }
-        while (j < old.length && old[j] !== r) removed.push(this.#records.get(old[j++]!)!);
-        if (j === old.length) return null;
-        j++;
-      }
-      while (j < old.length) removed.push(this.#records.get(old[j++]!)!);
-    }
-    return { added, removed };
   }
 
   /** A new resource: its own checks, and its place in the indexes. */
@@ -390,20 +303,6 @@ export class ReferenceChecks {
     if (recs) for (const rec of recs) dirty.add(rec);
   }
 
-  /** A Service with `labels` came or went: the checks that selected with a selector matching it run again. */
-  #markSelections(dirty: Set<ResourceRecord>, labels: Record<string, string>): void {
-    const visit = (sel: Record<string, string>) => {
-      if (!labelsMatch(sel, labels)) return;
-      const recs = this.#selectorDependents.get(sel);
-      if (recs) for (const rec of recs) dirty.add(rec);
-    };
-    for (const sel of this.#selectorsOfAll) visit(sel);
-    for (const k of Object.keys(labels)) {
-      const sels = this.#selectorsByPair.get(`${k}\u0000${labels[k]}`);
-      if (sels) for (const sel of sels) visit(sel);
-    }
-  }
-
   /** Runs a record's check against others, recording its looks in the reverse index. */
   #runCross(rec: ResourceRecord, ctx: RunContext): void {
     this.#forgetDeps(rec);
@@ -443,8 +342,7 @@ export class ReferenceChecks {
       const kind = deps[i] as keyof Lookups;
       if (kind === 'select') {
         const sel = deps[i + 1] as Record<string, string>;
-        if (!this.#selectorDependents.has(sel)) this.#indexSelector(sel, true);
-        setOf(this.#selectorDependents, sel).add(rec);
+        this.#selections.watch(sel, rec);
       } else {
         setOf(this.#dependents, `${kind}\u0000${deps[i + 1] as string}`).add(rec);
       }
@@ -458,32 +356,12 @@ export class ReferenceChecks {
     for (let i = 0; i < deps.length; i += 3) {
       if (deps[i] === 'select') {
         const sel = deps[i + 1] as Record<string, string>;
-        const recs = this.#selectorDependents.get(sel);
-        if (recs?.delete(rec) && recs.size === 0) {
-          this.#selectorDependents.delete(sel);
-          this.#indexSelector(sel, false);
-        }
+        this.#selections.unwatch(sel, rec);
       } else {
         const look = `${deps[i] as string}\u0000${deps[i + 1] as string}`;
         const recs = this.#dependents.get(look);
         if (recs?.delete(rec) && recs.size === 0) this.#dependents.delete(look);
       }
-    }
-  }
-
-  /** A selector is found through one of its pairs (any one: a Service it matches has them all). */
-  #indexSelector(sel: Record<string, string>, add: boolean): void {
-    const k = Object.keys(sel)[0];
-    if (k === undefined) {
-      if (add) this.#selectorsOfAll.add(sel);
-      else this.#selectorsOfAll.delete(sel);
-      return;
-    }
-    const pair = `${k}\u0000${sel[k]}`;
-    if (add) setOf(this.#selectorsByPair, pair).add(sel);
-    else {
-      const sels = this.#selectorsByPair.get(pair);
-      if (sels?.delete(sel) && sels.size === 0) this.#selectorsByPair.delete(pair);
     }
   }
 
@@ -550,16 +428,6 @@ interface RunContext extends RuleContext {
   recording: unknown[] | null;
   /** Set when the check running now read a "did you mean" index. */
   hinted: boolean;
-}
-
-/** The set kept at `key` in `map`, made empty on first use. */
-function setOf<K, V>(map: Map<K, Set<V>>, key: K): Set<V> {
-  let set = map.get(key);
-  if (!set) {
-    set = new Set();
-    map.set(key, set);
-  }
-  return set;
 }
 
 function once<T>(make: () => T): () => T {

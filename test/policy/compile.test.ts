@@ -379,3 +379,72 @@ describe('compile memo', () => {
     expect(render(base)).toEqual([]);
   });
 });
+
+describe('compile memo through a long sequence', () => {
+  it('gives what a fresh compile gives after each of 300 random edits and moves, on one memo', () => {
+    // The documents of six teams over files; each step edits a document (one of EDITS, or undoes one) or moves a
+    // document to another file, so that what a file's edit replaces is read from other files.
+    const EDITS: Array<[string, string]> = [
+      ['port: 8443', 'port: 9443'],
+      ['tier: backend', 'tier: frontend'],
+      ['path: apikeys/creds/team-', 'path: apikeys/other/team-'],
+      ['lifetime: 3600s', 'lifetime: 1800s'],
+      ['    sysfs: {}\n', ''],
+      ['role: team-', 'role: renamed-'],
+      ['mode: MUTUAL\n      intercept: true', 'mode: SIMPLE\n      intercept: true'],
+      ['id: group-0', 'id: group-1'],
+      ['credentialSource: team-1-credentials', 'credentialSource: team-2-credentials'],
+    ];
+    let seed = 7;
+    const rand = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    // Team 0's injecting rule also names a WorkloadCredential (the older form), which an edit moves to another
+    // source while the identity's document stays as it is.
+    const texts = documents.map((d) =>
+      d.replace(
+        '        - app: team-0-api\n      connection:\n        tls:\n          mode: SIMPLE',
+        '        - app: team-0-api\n      credentialName: team-0-wc\n      connection:\n        tls:\n          mode: SIMPLE',
+      ),
+    );
+    expect(texts.join('')).toContain('credentialName: team-0-wc');
+    texts.push(
+      `apiVersion: core.riptides.io/v1alpha1\nkind: WorkloadCredential\nmetadata:\n  name: team-0-wc\n  namespace: riptides-system\nspec:\n  workloadID: apps/team-0/api\n  credentialSource: team-1-credentials\n`,
+    );
+    // The WorkloadCredential has a file of its own (f9), so that its edits change nothing else.
+    const fileOf = texts.map((_, i) => (i === texts.length - 1 ? 9 : i % 9));
+    const cache = new Map();
+    const memo = new CompileMemo();
+    let clean = 0;
+    let changedPrograms = 0;
+    let previous = '';
+    for (let step = 0; step < 300; step++) {
+      const d = Math.floor(rand() * texts.length);
+      if (rand() < 0.2 && fileOf[d] !== 9) fileOf[d] = Math.floor(rand() * 9);
+      else {
+        const [from, to] = EDITS[Math.floor(rand() * EDITS.length)]!;
+        const text = texts[d]!;
+        if (text.includes(from)) texts[d] = text.split(from).join(to);
+        else if (to && text.includes(to)) texts[d] = text.split(to).join(from);
+      }
+      const inputs = Array.from({ length: 10 }, (_, f) => {
+        const text = texts.filter((_, i) => fileOf[i] === f).join('---\n');
+        return { path: `f${f}.yaml`, id: `f${f}:${text}`, bytes: new TextEncoder().encode(text) };
+      }).filter((f) => f.bytes.length > 0);
+      const kept = renderPolicy(inputs, { trustDomain: TD, cache, memo });
+      const fresh = renderPolicy(inputs, { trustDomain: TD });
+      expect(kept.diagnostics, `step ${step}`).toEqual(fresh.diagnostics);
+      const programs = serializePrograms(fresh.programs ?? []);
+      expect(serializePrograms(kept.programs ?? []), `step ${step}`).toBe(programs);
+      if (fresh.programs) {
+        clean++;
+        if (programs !== previous) changedPrograms++;
+        previous = programs;
+      }
+    }
+    // Most steps compile, and most of those change a program: the comparison covers compile, not only checks.
+    expect(clean).toBeGreaterThan(150);
+    expect(changedPrograms).toBeGreaterThan(25);
+  });
+});
