@@ -15,7 +15,7 @@ import {
   type WorkloadIdentity,
 } from './kinds/index.ts';
 import { ReferenceChecks } from './reference-checks.ts';
-import { Claimants, diffResourceSets, type Field, SelectionWatch, setOf } from './resource-delta.ts';
+import { Claimants, Dependents, diffResourceSets, type Field, SelectionWatch } from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
@@ -175,7 +175,7 @@ class ProgramCompiler {
   readonly #identitiesByWorkload = new Claimants<Located<WorkloadIdentity>>();
   readonly #scopes = new Claimants<Located<WorkloadIdentity>>();
   /** Bindings and identities by the lookups they made (`wc\0ns/name`, `source\0ns/name`). */
-  readonly #readers = new Map<string, Set<BindingRecord | IdentityRecord>>();
+  readonly #readers = new Dependents<string, BindingRecord | IdentityRecord>();
   readonly #selections = new SelectionWatch<BindingRecord | IdentityRecord>();
   readonly #sourceRefs = new WeakMap<object, CompiledCredentialRef['source']>();
   /** Per scope, the program and the compiled identities (set order) it was made from. */
@@ -340,8 +340,7 @@ class ProgramCompiler {
         const rec = this.#bindings.get(b)!;
         this.#bindings.delete(b);
         const look = `source\u0000${ns}/${b.value.spec.credentialSource}`;
-        const readers = this.#readers.get(look);
-        if (readers?.delete(rec) && readers.size === 0) this.#readers.delete(look);
+        this.#readers.delete(look, rec);
         for (const sel of b.value.spec.propagation.injection?.selectors ?? [])
           this.#selections.unwatch(sel, rec);
         return null;
@@ -375,8 +374,7 @@ class ProgramCompiler {
   }
 
   #mark(dirty: Set<BindingRecord | IdentityRecord>, look: string): void {
-    const readers = this.#readers.get(look);
-    if (readers) for (const rec of readers) dirty.add(rec);
+    this.#readers.forEach(look, (rec) => dirty.add(rec));
   }
 
   #compileBinding(rec: BindingRecord, services: ServiceIndex): void {
@@ -389,7 +387,7 @@ class ProgramCompiler {
     const targets = injection ? services.selectAny(injection.selectors) : NONE;
     if (rec.ref === null) {
       // A binding object never changes what it reads: it is watched from its first compile until it is gone.
-      setOf(this.#readers, `source\u0000${sourceKey}`).add(rec);
+      this.#readers.add(`source\u0000${sourceKey}`, rec);
       for (const sel of injection?.selectors ?? []) this.#selections.watch(sel, rec);
     }
     if (rec.ref && rec.source?.value === source.value && rec.targets === targets) return;
@@ -433,7 +431,7 @@ class ProgramCompiler {
     for (const b of bound) deps.push(b);
     this.#forget(rec);
     rec.looks = looks;
-    for (const look of looks) setOf(this.#readers, look).add(rec);
+    for (const look of looks) this.#readers.add(look, rec);
     rec.selectors = rules.flatMap((r) => r.rule.selectors);
     for (const sel of rec.selectors) this.#selections.watch(sel, rec);
     if (rec.compiled && rec.deps.length === deps.length && rec.deps.every((d, i) => d === deps[i])) return;
@@ -444,8 +442,7 @@ class ProgramCompiler {
   /** Stops telling `rec` of changes to what it read (it is gone, or about to read again). */
   #forget(rec: IdentityRecord): void {
     for (const look of rec.looks) {
-      const readers = this.#readers.get(look);
-      if (readers?.delete(rec) && readers.size === 0) this.#readers.delete(look);
+      this.#readers.delete(look, rec);
     }
     for (const sel of rec.selectors) this.#selections.unwatch(sel, rec);
     rec.looks = [];

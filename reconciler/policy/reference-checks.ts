@@ -47,7 +47,7 @@ import {
 } from './references.ts';
 import { Reporter } from './reporter.ts';
 import { checkSecret, checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
-import { Claimants, diffResourceSets, type Field, SelectionWatch, setOf } from './resource-delta.ts';
+import { Claimants, Dependents, diffResourceSets, type Field, SelectionWatch } from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type ServiceIndex, ServiceIndexMemo } from './service-index.ts';
@@ -55,6 +55,8 @@ import { Suggestions } from './suggest.ts';
 
 export type { ValidateOptions } from './references.ts';
 
+/** What most resources' checks find, shared rather than an empty array per resource. */
+const NOTHING: readonly PendingDiagnostic[] = [];
 const FIELDS: readonly Field[] = [
   'identities',
   'services',
@@ -104,7 +106,7 @@ export class ReferenceChecks {
   /** Records with something found (own or cross). */
   readonly #holders = new Set<ResourceRecord>();
   // The reverse index of looks: lookup and key → the records whose check made it.
-  readonly #dependents = new Map<string, Set<ResourceRecord>>();
+  readonly #dependents = new Dependents<string, ResourceRecord>();
   readonly #selections = new SelectionWatch<ResourceRecord>();
   /** Records whose check gave a hint: run every time. */
   readonly #always = new Set<ResourceRecord>();
@@ -230,7 +232,7 @@ export class ReferenceChecks {
   /** A new resource: its own checks, and its place in the indexes. */
   #index(r: Located<unknown>, field: Field, opts: ValidateOptions): ResourceRecord {
     const rep = new Reporter();
-    const rec: ResourceRecord = { r, field, own: [], validId: false, cross: [], deps: null };
+    const rec: ResourceRecord = { r, field, own: NOTHING, validId: false, cross: NOTHING, deps: null };
     this.#records.set(r, rec);
     const ns = () => namespaceOf(r as Located<{ metadata: { namespace?: string } }>);
     this.#names.add(r.key, r);
@@ -264,7 +266,7 @@ export class ReferenceChecks {
         break;
     }
     if (field !== 'secrets') checkStatusBlock(rep, r as Located<{ status?: unknown }>);
-    rec.own = rep.out;
+    rec.own = rep.out.length ? rep.out : NOTHING;
     if (rec.own.length) this.#holders.add(rec);
     return rec;
   }
@@ -299,8 +301,7 @@ export class ReferenceChecks {
   }
 
   #mark(dirty: Set<ResourceRecord>, look: string): void {
-    const recs = this.#dependents.get(look);
-    if (recs) for (const rec of recs) dirty.add(rec);
+    this.#dependents.forEach(look, (rec) => dirty.add(rec));
   }
 
   /** Runs a record's check against others, recording its looks in the reverse index. */
@@ -329,7 +330,7 @@ export class ReferenceChecks {
     } finally {
       ctx.recording = null;
     }
-    rec.cross = rep.out;
+    rec.cross = rep.out.length ? rep.out : NOTHING;
     if (rec.cross.length || rec.own.length) this.#holders.add(rec);
     else this.#holders.delete(rec);
     if (ctx.hinted) {
@@ -340,12 +341,8 @@ export class ReferenceChecks {
     rec.deps = deps;
     for (let i = 0; i < deps.length; i += 3) {
       const kind = deps[i] as keyof Lookups;
-      if (kind === 'select') {
-        const sel = deps[i + 1] as Record<string, string>;
-        this.#selections.watch(sel, rec);
-      } else {
-        setOf(this.#dependents, `${kind}\u0000${deps[i + 1] as string}`).add(rec);
-      }
+      if (kind === 'select') this.#selections.watch(deps[i + 1] as Record<string, string>, rec);
+      else this.#dependents.add(`${kind}\u0000${deps[i + 1] as string}`, rec);
     }
   }
 
@@ -354,13 +351,9 @@ export class ReferenceChecks {
     if (!deps) return;
     rec.deps = null;
     for (let i = 0; i < deps.length; i += 3) {
-      if (deps[i] === 'select') {
-        const sel = deps[i + 1] as Record<string, string>;
-        this.#selections.unwatch(sel, rec);
-      } else {
-        const look = `${deps[i] as string}\u0000${deps[i + 1] as string}`;
-        const recs = this.#dependents.get(look);
-        if (recs?.delete(rec) && recs.size === 0) this.#dependents.delete(look);
+      if (deps[i] === 'select') this.#selections.unwatch(deps[i + 1] as Record<string, string>, rec);
+      else {
+        this.#dependents.delete(`${deps[i] as string}\u0000${deps[i + 1] as string}`, rec);
       }
     }
   }

@@ -54,12 +54,14 @@ export class Claimants<T> {
   readonly lists = new Map<string, T[]>();
   /** Per key changed in this render: what the list was before it (a copy made at the first change). */
   readonly touched = new Map<string, readonly T[]>();
-  #removed = new Map<string, Set<T>>();
+  readonly #removed = new Map<string, Set<T>>();
   #added = new Map<string, T[]>();
 
   remove(key: string, r: T): void {
     this.#touch(key);
-    setOf(this.#removed, key).add(r);
+    const gone = this.#removed.get(key);
+    if (gone) gone.add(r);
+    else this.#removed.set(key, new Set([r]));
   }
 
   add(key: string, r: T): void {
@@ -110,35 +112,26 @@ export class Claimants<T> {
  * of its `key\0value` pairs (a Service it matches has them all), a selector with no label is matched by every
  * Service.
  */
-export class SelectionWatch<D> {
-  readonly #dependents = new Map<object, Set<D>>();
-  readonly #byPair = new Map<string, Set<Record<string, string>>>();
+export class SelectionWatch<D extends object> {
+  readonly #dependents = new Dependents<object, D>();
+  readonly #byPair = new Dependents<string, Record<string, string>>();
   readonly #ofAll = new Set<Record<string, string>>();
 
   watch(selector: Record<string, string>, dependent: D): void {
-    if (!this.#dependents.has(selector)) this.#index(selector, true);
-    setOf(this.#dependents, selector).add(dependent);
+    if (this.#dependents.add(selector, dependent)) this.#index(selector, true);
   }
 
   unwatch(selector: Record<string, string>, dependent: D): void {
-    const dependents = this.#dependents.get(selector);
-    if (dependents?.delete(dependent) && dependents.size === 0) {
-      this.#dependents.delete(selector);
-      this.#index(selector, false);
-    }
+    if (this.#dependents.delete(selector, dependent)) this.#index(selector, false);
   }
 
   /** Adds to `into` the dependents of every watched selector that a Service with `labels` matches. */
   affected(labels: Record<string, string>, into: Set<D>): void {
     const visit = (selector: Record<string, string>) => {
-      if (!labelsMatch(selector, labels)) return;
-      for (const d of this.#dependents.get(selector)!) into.add(d);
+      if (labelsMatch(selector, labels)) this.#dependents.forEach(selector, (d) => into.add(d));
     };
     for (const selector of this.#ofAll) visit(selector);
-    for (const k of Object.keys(labels)) {
-      const selectors = this.#byPair.get(`${k}\u0000${labels[k]}`);
-      if (selectors) for (const selector of selectors) visit(selector);
-    }
+    for (const k of Object.keys(labels)) this.#byPair.forEach(`${k}\u0000${labels[k]}`, visit);
   }
 
   clear(): void {
@@ -155,20 +148,55 @@ export class SelectionWatch<D> {
       return;
     }
     const pair = `${k}\u0000${selector[k]}`;
-    if (add) setOf(this.#byPair, pair).add(selector);
-    else {
-      const selectors = this.#byPair.get(pair);
-      if (selectors?.delete(selector) && selectors.size === 0) this.#byPair.delete(pair);
-    }
+    if (add) this.#byPair.add(pair, selector);
+    else this.#byPair.delete(pair, selector);
   }
 }
 
-/** The set kept at `key` in `map`, made empty on first use. */
-export function setOf<K, V>(map: Map<K, Set<V>>, key: K): Set<V> {
-  let set = map.get(key);
-  if (!set) {
-    set = new Set();
-    map.set(key, set);
+/**
+ * Values kept per key, each once (who read what): a key with one value holds it without a Set. Most keys have
+ * one, and a Set per key was most of what the renders of 10,000 resources kept between them.
+ */
+export class Dependents<K, V extends object> {
+  readonly #map = new Map<K, V | Set<V>>();
+
+  /** Adds `value` under `key`; true when the key had no value before. */
+  add(key: K, value: V): boolean {
+    const held = this.#map.get(key);
+    if (held === undefined) {
+      this.#map.set(key, value);
+      return true;
+    }
+    if (held instanceof Set) held.add(value);
+    else if (held !== value) this.#map.set(key, new Set([held, value]));
+    return false;
   }
-  return set;
+
+  /** Removes `value` from under `key`; true when the key has no value left. */
+  delete(key: K, value: V): boolean {
+    const held = this.#map.get(key);
+    if (held === undefined) return false;
+    if (held instanceof Set) {
+      held.delete(value);
+      if (held.size > 1) return false;
+      const [last] = held;
+      if (last === undefined) this.#map.delete(key);
+      else this.#map.set(key, last);
+      return last === undefined;
+    }
+    if (held !== value) return false;
+    this.#map.delete(key);
+    return true;
+  }
+
+  forEach(key: K, visit: (value: V) => void): void {
+    const held = this.#map.get(key);
+    if (held === undefined) return;
+    if (held instanceof Set) for (const v of [...held]) visit(v);
+    else visit(held);
+  }
+
+  clear(): void {
+    this.#map.clear();
+  }
 }
