@@ -15,7 +15,14 @@ import {
   type WorkloadIdentity,
 } from './kinds/index.ts';
 import { ReferenceChecks } from './reference-checks.ts';
-import { Claimants, Dependents, diffResourceSets, type Field, SelectionWatch } from './resource-delta.ts';
+import {
+  Claimants,
+  diffResourceSets,
+  type Field,
+  MultiMap,
+  positionsIn,
+  SelectionWatch,
+} from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type NormalizedSelector, normalizeSelector } from './selectors.ts';
@@ -174,8 +181,15 @@ class ProgramCompiler {
   readonly #bindingsByWorkload = new Claimants<Located<CredentialBinding>>();
   readonly #identitiesByWorkload = new Claimants<Located<WorkloadIdentity>>();
   readonly #scopes = new Claimants<Located<WorkloadIdentity>>();
+  readonly #indexes: readonly Pick<Claimants<unknown>, 'clear' | 'reset'>[] = [
+    this.#sources,
+    this.#credentials,
+    this.#bindingsByWorkload,
+    this.#identitiesByWorkload,
+    this.#scopes,
+  ];
   /** Bindings and identities by the lookups they made (`wc\0ns/name`, `source\0ns/name`). */
-  readonly #readers = new Dependents<string, BindingRecord | IdentityRecord>();
+  readonly #readers = new MultiMap<string, BindingRecord | IdentityRecord>();
   readonly #selections = new SelectionWatch<BindingRecord | IdentityRecord>();
   readonly #sourceRefs = new WeakMap<object, CompiledCredentialRef['source']>();
   /** Per scope, the program and the compiled identities (set order) it was made from. */
@@ -183,6 +197,16 @@ class ProgramCompiler {
   #sorted: NodeProgram[] = [];
 
   compile(set: ResourceSet, trustDomain: string, services: ServiceIndex): NodeProgram[] {
+    try {
+      return this.#compile(set, trustDomain, services);
+    } catch (err) {
+      // Half a compilation's changes are in the indexes: the next one starts from scratch.
+      this.#reset(null);
+      throw err;
+    }
+  }
+
+  #compile(set: ResourceSet, trustDomain: string, services: ServiceIndex): NodeProgram[] {
     if (trustDomain !== this.#trustDomain) this.#reset(trustDomain);
     const known = (r: object) => this.#known.has(r);
     let delta = diffResourceSets(this.#previous, set, FIELDS, known);
@@ -191,19 +215,9 @@ class ProgramCompiler {
       delta = diffResourceSets(null, set, FIELDS, known)!;
     }
     this.#previous = set;
-    const positions = new Map<Field, Map<object, number>>();
-    const position = (field: Field) => (r: object) => {
-      let map = positions.get(field);
-      if (!map) {
-        map = new Map();
-        const list: readonly object[] = set[field];
-        for (let i = 0; i < list.length; i++) map.set(list[i]!, i);
-        positions.set(field, map);
-      }
-      return map.get(r)!;
-    };
+    const positionOf = positionsIn(set);
+    const position = (field: Field) => (r: object) => positionOf(r, field);
 
-    const dirtyBindings = new Set<BindingRecord>();
     const dirty = new Set<BindingRecord | IdentityRecord>();
     const changedServices: Record<string, string>[] = [];
     for (const { r, field } of delta.removed) {
@@ -211,7 +225,9 @@ class ProgramCompiler {
       this.#place(r, field, false);
       if (field === 'services') changedServices.push((r as Located<Service>).value.spec.labels);
     }
+    let duplicated = false;
     for (const { r, field } of delta.added) {
+      if (this.#known.has(r)) duplicated = true;
       this.#known.add(r);
       const rec = this.#place(r, field, true);
       if (rec) dirty.add(rec);
@@ -228,13 +244,12 @@ class ProgramCompiler {
       if (before.at(-1) !== this.#sources.lists.get(k)?.at(-1)) this.#mark(dirty, `source\u0000${k}`);
     for (const [k, before] of this.#credentials.touched)
       if (before.at(-1) !== this.#credentials.lists.get(k)?.at(-1)) this.#mark(dirty, `wc\u0000${k}`);
-    for (const labels of changedServices) this.#selections.affected(labels, dirty);
+    this.#selections.affected(changedServices, dirty);
 
     // Credential references first: an identity reads those of its workload.
     const workloads = new Set<string>(this.#bindingsByWorkload.touched.keys());
     for (const rec of dirty) {
       if (!('b' in rec) || !this.#bindings.has(rec.b)) continue;
-      dirtyBindings.add(rec);
       const before = rec.ref;
       this.#compileBinding(rec, services);
       if (rec.ref !== before) workloads.add(rec.b.value.spec.workloadID);
@@ -248,14 +263,7 @@ class ProgramCompiler {
       this.#compileIdentity(rec, trustDomain, services);
       if (rec.compiled !== before) scopes.add(rec.scope);
     }
-    for (const c of [
-      this.#sources,
-      this.#credentials,
-      this.#bindingsByWorkload,
-      this.#identitiesByWorkload,
-      this.#scopes,
-    ])
-      c.clear();
+    for (const c of this.#indexes) c.clear();
 
     let reorder = false;
     for (const key of scopes) {
@@ -289,25 +297,18 @@ class ProgramCompiler {
         .sort(byString((p) => `${p.scope.kind}:${p.scope.id}`));
     else if (scopes.size)
       this.#sorted = this.#sorted.map((p) => this.#programs.get(`${p.scope.kind}:${p.scope.id}`)!.value);
-    return [...this.#sorted];
+    const out = [...this.#sorted];
+    if (duplicated) this.#reset(null);
+    return out;
   }
 
-  #reset(trustDomain: string): void {
+  #reset(trustDomain: string | null): void {
     this.#trustDomain = trustDomain;
     this.#previous = null;
     this.#known.clear();
     this.#bindings.clear();
     this.#identities.clear();
-    for (const c of [
-      this.#sources,
-      this.#credentials,
-      this.#bindingsByWorkload,
-      this.#identitiesByWorkload,
-      this.#scopes,
-    ]) {
-      c.lists.clear();
-      c.clear();
-    }
+    for (const c of this.#indexes) c.reset();
     this.#readers.clear();
     this.#selections.clear();
     this.#programs.clear();

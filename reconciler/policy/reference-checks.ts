@@ -47,7 +47,14 @@ import {
 } from './references.ts';
 import { Reporter } from './reporter.ts';
 import { checkSecret, checkService, checkSource, checkWorkloadId } from './resource-checks.ts';
-import { Claimants, Dependents, diffResourceSets, type Field, SelectionWatch } from './resource-delta.ts';
+import {
+  Claimants,
+  diffResourceSets,
+  type Field,
+  MultiMap,
+  positionsIn,
+  SelectionWatch,
+} from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
 import type { Located } from './resources.ts';
 import { type ServiceIndex, ServiceIndexMemo } from './service-index.ts';
@@ -77,7 +84,7 @@ interface ResourceRecord {
   /** Found by its check against others (identities, bindings, workload credentials). */
   cross: readonly PendingDiagnostic[];
   /**
-   * The looks that check made, as triples (lookup, key, what it found); null when it gave a hint (then it runs
+   * The looks that check made, as pairs (lookup, key); null when it gave a hint (then it runs
    * every time) or has not run.
    */
   deps: unknown[] | null;
@@ -99,6 +106,14 @@ export class ReferenceChecks {
   readonly #scopes = new Claimants<Located<WorkloadIdentity>>();
   readonly #sourcesByNs = new Claimants<Located<CredentialSource>>();
   readonly #credentialsByNs = new Claimants<Located<WorkloadCredential>>();
+  readonly #indexes: readonly Pick<Claimants<unknown>, 'clear' | 'reset'>[] = [
+    this.#names,
+    this.#sourceNames,
+    this.#workloadIds,
+    this.#scopes,
+    this.#sourcesByNs,
+    this.#credentialsByNs,
+  ];
   /** The first identity with a well-formed ID, per workload ID (what the `identity` lookup finds). */
   readonly #owners = new Map<string, Located<WorkloadIdentity>>();
   /** What the groups (claimants of a name, of a workload ID, a scope) found, by group; empty ones are left out. */
@@ -106,16 +121,27 @@ export class ReferenceChecks {
   /** Records with something found (own or cross). */
   readonly #holders = new Set<ResourceRecord>();
   // The reverse index of looks: lookup and key → the records whose check made it.
-  readonly #dependents = new Dependents<string, ResourceRecord>();
+  readonly #dependents = new MultiMap<string, ResourceRecord>();
   readonly #selections = new SelectionWatch<ResourceRecord>();
   /** Records whose check gave a hint: run every time. */
   readonly #always = new Set<ResourceRecord>();
+  #duplicated = false;
 
   /**
    * What the checks find in `set` under `opts`: the diagnostics of a from-scratch check, in no particular
    * order. `services`: the Service index brought to `set.services` (shared with compile).
    */
   check(set: ResourceSet, opts: ValidateOptions, services: ServiceIndex): PendingDiagnostic[] {
+    try {
+      return this.#check(set, opts, services);
+    } catch (err) {
+      // Half a render's changes are in the indexes: the next render starts from scratch.
+      this.#reset(null);
+      throw err;
+    }
+  }
+
+  #check(set: ResourceSet, opts: ValidateOptions, services: ServiceIndex): PendingDiagnostic[] {
     const options = `${opts.trustDomain}\u0000${opts.allowSecrets === true}\u0000${[...(opts.federatesWith ?? [])].sort().join(',')}`;
     if (options !== this.#options) this.#reset(options);
     const known = (r: object) => this.#records.has(r);
@@ -125,17 +151,8 @@ export class ReferenceChecks {
       delta = diffResourceSets(null, set, FIELDS, known)!;
     }
     this.#previous = set;
-    const positions = new Map<Field, Map<object, number>>();
-    const position = (field: Field) => (r: object) => {
-      let map = positions.get(field);
-      if (!map) {
-        map = new Map();
-        const list: readonly object[] = set[field];
-        for (let i = 0; i < list.length; i++) map.set(list[i]!, i);
-        positions.set(field, map);
-      }
-      return map.get(r)!;
-    };
+    const positionOf = positionsIn(set);
+    const position = (field: Field) => (r: object) => positionOf(r, field);
 
     const dirty = new Set<ResourceRecord>(this.#always);
     const changedServices: Record<string, string>[] = [];
@@ -175,7 +192,7 @@ export class ReferenceChecks {
     for (const [k, before] of this.#credentialsByNs.touched)
       if (before.at(-1) !== this.#credentialsByNs.lists.get(k)?.at(-1))
         this.#mark(dirty, `workloadCredential\u0000${k}`);
-    for (const labels of changedServices) this.#selections.affected(labels, dirty);
+    this.#selections.affected(changedServices, dirty);
 
     const ctx = this.#context(set, opts, services);
     for (const rec of dirty) this.#runCross(rec, ctx);
@@ -187,15 +204,7 @@ export class ReferenceChecks {
       checkWorkloadIdClash(rep, list, this.#owners.get(id)),
     );
     this.#regroup('c', this.#scopes, (rep, list) => checkScopeClaims(rep, list));
-    for (const c of [
-      this.#names,
-      this.#sourceNames,
-      this.#workloadIds,
-      this.#scopes,
-      this.#sourcesByNs,
-      this.#credentialsByNs,
-    ])
-      c.clear();
+    for (const c of this.#indexes) c.clear();
 
     const out: PendingDiagnostic[] = [];
     for (const rec of this.#holders) {
@@ -203,24 +212,16 @@ export class ReferenceChecks {
       for (const d of rec.cross) out.push(d);
     }
     for (const found of this.#groupFound.values()) for (const d of found) out.push(d);
+    if (this.#duplicated) this.#reset(null);
     return out;
   }
 
-  #reset(options: string): void {
+  #reset(options: string | null): void {
     this.#options = options;
+    this.#duplicated = false;
     this.#previous = null;
     this.#records.clear();
-    for (const c of [
-      this.#names,
-      this.#sourceNames,
-      this.#workloadIds,
-      this.#scopes,
-      this.#sourcesByNs,
-      this.#credentialsByNs,
-    ]) {
-      c.lists.clear();
-      c.clear();
-    }
+    for (const c of this.#indexes) c.reset();
     this.#owners.clear();
     this.#groupFound.clear();
     this.#holders.clear();
@@ -233,6 +234,8 @@ export class ReferenceChecks {
   #index(r: Located<unknown>, field: Field, opts: ValidateOptions): ResourceRecord {
     const rep = new Reporter();
     const rec: ResourceRecord = { r, field, own: NOTHING, validId: false, cross: NOTHING, deps: null };
+    // One object twice in the set (one cached file given twice): nothing of this render can be kept.
+    if (this.#records.has(r)) this.#duplicated = true;
     this.#records.set(r, rec);
     const ns = () => namespaceOf(r as Located<{ metadata: { namespace?: string } }>);
     this.#names.add(r.key, r);
@@ -339,7 +342,7 @@ export class ReferenceChecks {
     }
     this.#always.delete(rec);
     rec.deps = deps;
-    for (let i = 0; i < deps.length; i += 3) {
+    for (let i = 0; i < deps.length; i += 2) {
       const kind = deps[i] as keyof Lookups;
       if (kind === 'select') this.#selections.watch(deps[i + 1] as Record<string, string>, rec);
       else this.#dependents.add(`${kind}\u0000${deps[i + 1] as string}`, rec);
@@ -350,7 +353,7 @@ export class ReferenceChecks {
     const deps = rec.deps;
     if (!deps) return;
     rec.deps = null;
-    for (let i = 0; i < deps.length; i += 3) {
+    for (let i = 0; i < deps.length; i += 2) {
       if (deps[i] === 'select') this.#selections.unwatch(deps[i + 1] as Record<string, string>, rec);
       else {
         this.#dependents.delete(`${deps[i] as string}\u0000${deps[i + 1] as string}`, rec);
@@ -396,7 +399,7 @@ export class ReferenceChecks {
       hinted: false,
       find: (kind, key) => {
         const value = lookups[kind](key as never) as ReturnType<Lookups[typeof kind]>;
-        ctx.recording?.push(kind, key, value);
+        ctx.recording?.push(kind, key);
         return value;
       },
       spiffeIdNames: hinting(() => new Suggestions(ownersInOrder().map((id) => `${prefix}${id}`))),

@@ -47,7 +47,7 @@ export interface Lookups {
   source: (nsName: string) => Located<CredentialSource> | undefined;
   /** The WorkloadCredential `namespace/name` (the last one likewise). */
   workloadCredential: (nsName: string) => Located<WorkloadCredential> | undefined;
-  /** The ServiceIndex's selection: the same array while it stays right. */
+  /** The Services a selector selects (ServiceIndex), in set order. */
   select: (selector: Record<string, string>) => readonly Located<Service>[];
 }
 export type LookupKey<K extends keyof Lookups> = Parameters<Lookups[K]>[0];

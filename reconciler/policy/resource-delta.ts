@@ -50,9 +50,30 @@ export function diffResourceSets(
 }
 
 /** Lists of claimants (set order) kept per key, with the keys whose list changed in this render. */
+/**
+ * Positions of resources in `set`, kind by kind, each kind's map built on first use (only when a list of
+ * claimants must merge new members with those that stayed).
+ */
+export function positionsIn(set: ResourceSet): (r: object, field: Field) => number {
+  const positions = new Map<Field, Map<object, number>>();
+  return (r, field) => {
+    let map = positions.get(field);
+    if (!map) {
+      map = new Map();
+      const list: readonly object[] = set[field];
+      for (let i = 0; i < list.length; i++) map.set(list[i]!, i);
+      positions.set(field, map);
+    }
+    return map.get(r)!;
+  };
+}
+
 export class Claimants<T> {
   readonly lists = new Map<string, T[]>();
-  /** Per key changed in this render: what the list was before it (a copy made at the first change). */
+  /**
+   * Per key changed in this render: the list as it was before (settle replaces a list, never changes one in
+   * place, so the array kept here stays as it was).
+   */
   readonly touched = new Map<string, readonly T[]>();
   readonly #removed = new Map<string, Set<T>>();
   #added = new Map<string, T[]>();
@@ -104,49 +125,88 @@ export class Claimants<T> {
   clear(): void {
     this.touched.clear();
   }
+
+  /** Forgets every list and any change not settled (a render that threw halfway). */
+  reset(): void {
+    this.lists.clear();
+    this.touched.clear();
+    this.#removed.clear();
+    this.#added.clear();
+  }
 }
 
 /**
  * Which dependents (checks, compiled parts) read the selection of which label selector, so that a Service that
  * came or went reaches only the dependents of the selectors that match it: each selector is found through one
- * of its `key\0value` pairs (a Service it matches has them all), a selector with no label is matched by every
- * Service.
+ * of its `key\0value` pairs (a Service it matches has them all).
  */
 export class SelectionWatch<D extends object> {
-  readonly #dependents = new Dependents<object, D>();
-  readonly #byPair = new Dependents<string, Record<string, string>>();
-  readonly #ofAll = new Set<Record<string, string>>();
+  readonly #dependents = new MultiMap<object, D>();
+  readonly #byPair = new MultiMap<string, Record<string, string>>();
+  readonly #watched = new Set<Record<string, string>>();
 
   watch(selector: Record<string, string>, dependent: D): void {
-    if (this.#dependents.add(selector, dependent)) this.#index(selector, true);
+    if (this.#dependents.add(selector, dependent)) {
+      this.#watched.add(selector);
+      this.#index(selector, true);
+    }
   }
 
   unwatch(selector: Record<string, string>, dependent: D): void {
-    if (this.#dependents.delete(selector, dependent)) this.#index(selector, false);
+    if (this.#dependents.delete(selector, dependent)) {
+      this.#watched.delete(selector);
+      this.#index(selector, false);
+    }
   }
 
-  /** Adds to `into` the dependents of every watched selector that a Service with `labels` matches. */
-  affected(labels: Record<string, string>, into: Set<D>): void {
-    const visit = (selector: Record<string, string>) => {
-      if (labelsMatch(selector, labels)) this.#dependents.forEach(selector, (d) => into.add(d));
-    };
-    for (const selector of this.#ofAll) visit(selector);
-    for (const k of Object.keys(labels)) this.#byPair.forEach(`${k}\u0000${labels[k]}`, visit);
+  /**
+   * Adds to `into` the dependents of every watched selector that one of the Services with `changed` labels
+   * matches. Through each Service's pairs while that visits fewer selectors than are watched; otherwise each
+   * watched selector is looked up once among the changed Services by its rarest pair, so that M changed
+   * Services never cost M times the selectors that share a label.
+   */
+  affected(changed: readonly Record<string, string>[], into: Set<D>): void {
+    const found = (selector: Record<string, string>) =>
+      this.#dependents.forEach(selector, (d) => into.add(d));
+    let visits = 0;
+    for (const labels of changed)
+      for (const k of Object.keys(labels)) visits += this.#byPair.size(`${k}\u0000${labels[k]}`);
+    if (visits <= this.#watched.size) {
+      for (const labels of changed) {
+        const visit = (selector: Record<string, string>) => {
+          if (labelsMatch(selector, labels)) found(selector);
+        };
+        for (const k of Object.keys(labels)) this.#byPair.forEach(`${k}\u0000${labels[k]}`, visit);
+      }
+      return;
+    }
+    const byPair = new Map<string, Record<string, string>[]>();
+    for (const labels of changed)
+      for (const k of Object.keys(labels)) {
+        const pair = `${k}\u0000${labels[k]}`;
+        const list = byPair.get(pair);
+        if (list) list.push(labels);
+        else byPair.set(pair, [labels]);
+      }
+    for (const selector of this.#watched) {
+      let smallest: readonly Record<string, string>[] = changed;
+      for (const k of Object.keys(selector)) {
+        const list = byPair.get(`${k}\u0000${selector[k]}`) ?? [];
+        if (list.length < smallest.length) smallest = list;
+      }
+      if (smallest.some((labels) => labelsMatch(selector, labels))) found(selector);
+    }
   }
 
   clear(): void {
     this.#dependents.clear();
+    this.#watched.clear();
     this.#byPair.clear();
-    this.#ofAll.clear();
   }
 
+  /** Indexed by its first pair: a Service it matches has them all (the schema refuses a selector without one). */
   #index(selector: Record<string, string>, add: boolean): void {
-    const k = Object.keys(selector)[0];
-    if (k === undefined) {
-      if (add) this.#ofAll.add(selector);
-      else this.#ofAll.delete(selector);
-      return;
-    }
+    const k = Object.keys(selector)[0]!;
     const pair = `${k}\u0000${selector[k]}`;
     if (add) this.#byPair.add(pair, selector);
     else this.#byPair.delete(pair, selector);
@@ -157,7 +217,7 @@ export class SelectionWatch<D extends object> {
  * Values kept per key, each once (who read what): a key with one value holds it without a Set. Most keys have
  * one, and a Set per key was most of what the renders of 10,000 resources kept between them.
  */
-export class Dependents<K, V extends object> {
+export class MultiMap<K, V extends object> {
   readonly #map = new Map<K, V | Set<V>>();
 
   /** Adds `value` under `key`; true when the key had no value before. */
@@ -187,6 +247,12 @@ export class Dependents<K, V extends object> {
     if (held !== value) return false;
     this.#map.delete(key);
     return true;
+  }
+
+  /** How many values are kept under `key`. */
+  size(key: K): number {
+    const held = this.#map.get(key);
+    return held === undefined ? 0 : held instanceof Set ? held.size : 1;
   }
 
   forEach(key: K, visit: (value: V) => void): void {

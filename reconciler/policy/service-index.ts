@@ -17,7 +17,7 @@ const EPOCHS_KEPT = 16;
  * came or went; it is checked against the Services that did since it was made (or last found right), so a
  * one-file pass over 10,000 resources selects again only for the selectors that match a Service in that file,
  * even when every Service carries a common label (`tier: backend`). A remembered selection stays the same
- * array while it is right: the cross-resource checks compare selections by identity (references.ts).
+ * array while it is right: compile compares selections by identity (compile.ts).
  *
  * Selections list Services in the order of the list given (as a fresh index would). The arrays returned are
  * shared: callers read them and never change them.
