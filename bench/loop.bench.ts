@@ -8,7 +8,8 @@
  *    SPIRE's agents sync every 5 s); per push: files parsed, bytes pushed, agents touched.
  * 2. 10,000 resources (2,000 teams in 20 groups), 200 simulated agents (the real join, mTLS stream and update
  *    logic, in two processes): the reconciler's peak RSS, and the time of a one-file pass (median of 10)
- *    against the cold first pass of the same repository in the same run.
+ *    against the cold first pass of the same repository in the same run, and against the same one-file pass
+ *    over 1,000 resources with the same agents and groups (how much of the pass grows with the repository).
  *
  * Targets (issue 11): p50 < 1 s; one file parsed and only the affected group touched; peak RSS < 400 MB;
  * a one-file pass < 300 ms.
@@ -282,13 +283,17 @@ async function setup(label: string, teams: number, groups: number) {
   );
 }
 
-// ── 2. 10,000 resources, 200 simulated agents ───────────────────────────────────────────────────────────
+// ── 2. 10,000 resources, 200 simulated agents; the same at 1,000 resources ─────────────────────────────
 
-{
+/**
+ * The one-file passes of a repository of `teams` teams (5 resources each) followed by 200 simulated agents in
+ * 20 groups: every pass's log line, the cold first pass's, and the reconciler's peak RSS.
+ */
+async function onePassRuns(label: string, teams: number) {
   const GROUPS = 20;
   const AGENTS = 200;
   const PASSES = 10;
-  const s = await setup('10k', 2000, GROUPS);
+  const s = await setup(label, teams, GROUPS);
   const sims = Array.from({ length: 2 }, () =>
     fork(join(here, 'lib', 'agents-sim.ts'), [], {
       execArgv: ['--import', 'tsx'],
@@ -311,7 +316,7 @@ async function setup(label: string, teams: number, groups: number) {
   await new Promise((r) => setTimeout(r, 3000));
   const passes: Log[] = [];
   for (let k = 0; k <= PASSES; k++) {
-    const commit = await s.oneFileCommit((k * 13) % 2000);
+    const commit = await s.oneFileCommit((k * 13) % teams);
     await s.clone.push();
     await s.hook(commit);
     const pass = await s.passOf(commit);
@@ -321,15 +326,31 @@ async function setup(label: string, teams: number, groups: number) {
   const rss = s.reconciler.peakRssMB();
   for (const c of sims) c.send({ cmd: 'stop' });
   await s.close();
+  return { passes, first: s.first, rss, agents: AGENTS, groups: GROUPS };
+}
+
+{
+  // The same agents and groups over a tenth of the resources, first: what a one-file pass costs that does not
+  // depend on the repository's size, so that the 10,000-resource pass can be read in proportion.
+  const small = await onePassRuns('1k-sim', 200);
+  const { passes, first, rss, agents, groups } = await onePassRuns('10k', 2000);
   const t = (l: Log, step: string) => Number((l.timings as Record<string, number>)[step] ?? 0);
   const ms = passes.map((p) => Number(p.durationMs));
   const mid = passes[passes.map((p) => Number(p.durationMs)).indexOf(median(ms))]!;
-  console.log(`10,000 resources (2,000 files), ${AGENTS} simulated agents in ${GROUPS} groups:`);
+  const smallMs = median(small.passes.map((p) => Number(p.durationMs)));
+  const smallMid = small.passes[small.passes.map((p) => Number(p.durationMs)).indexOf(smallMs)]!;
+  const steps = (l: Log) =>
+    ['fetch', 'render', 'apply', 'collect', 'status'].map((k) => `${k} ${t(l, k)}`).join(', ');
+  console.log(`10,000 resources (2,000 files), ${agents} simulated agents in ${groups} groups:`);
   console.log(
     `  one-file pass: median ${fmt(median(ms))} ms (target < 300 ms; fetch ${t(mid, 'fetch')}, render ${t(mid, 'render')}, ` +
       `apply ${t(mid, 'apply')}, collect ${t(mid, 'collect')}, status ${t(mid, 'status')} ms), parsing ${[...new Set(passes.map((p) => p.parsed))].join(', ')} file(s), ` +
       `touching ${[...new Set(passes.map((p) => p.agentsToUpdate))].join(', ')} agent(s); ` +
-      `baseline in this run: the cold first pass ${s.first.durationMs} ms (render ${t(s.first, 'render')} ms, parsing ${s.first.parsed} files)`,
+      `baseline in this run: the cold first pass ${first.durationMs} ms (render ${t(first, 'render')} ms, parsing ${first.parsed} files)`,
+  );
+  console.log(
+    `  in proportion: the same one-file pass over 1,000 resources (200 files, the same agents and groups) ${fmt(smallMs)} ms: ` +
+      `${fmt(median(ms) / smallMs, 2)}× for 10× the resources (${steps(smallMid)} ms)`,
   );
   console.log(`  reconciler peak RSS: ${fmt(rss)} MB (target < 400 MB)`);
 }

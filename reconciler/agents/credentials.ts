@@ -107,10 +107,15 @@ export class CredentialFanout {
   /**
    * Follows the desired state: maps reference hashes to their (source, workload) pairs; with `manage`, also
    * starts keeping new pairs fresh and releases pairs no reference needs any more (otherwise the caller does,
-   * with credentialPairsOf and the manager).
+   * with credentialPairsOf and the manager). `pairs`: credentialPairsOf(desired, sources), when the caller has
+   * it already (a publish plan).
    */
-  update(desired: DesiredPrograms, sources: ReadonlyMap<string, CredentialSourceSpec>, manage = true): void {
-    const pairs = credentialPairsOf(desired, sources);
+  update(
+    desired: DesiredPrograms,
+    sources: ReadonlyMap<string, CredentialSourceSpec>,
+    manage = true,
+    pairs: ReadonlyMap<string, CredentialPair> = credentialPairsOf(desired, sources),
+  ): void {
     if (this.manager && manage) {
       for (const p of pairs.values()) this.manager.ensure(p.spec, p.workload);
       for (const key of this.refsOfPair.keys())

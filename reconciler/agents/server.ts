@@ -353,6 +353,7 @@ export class AgentServer extends EventEmitter {
       this.desired,
       desired.credentialSources ?? new Map(),
       this.opts.manageCredentials !== false,
+      plan.credentialPairs,
     );
     let agentsToUpdate = 0;
     for (const s of this.sessions.values()) {
