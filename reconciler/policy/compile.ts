@@ -209,14 +209,9 @@ class ProgramCompiler {
   #compile(set: ResourceSet, trustDomain: string, services: ServiceIndex): NodeProgram[] {
     if (trustDomain !== this.#trustDomain) this.#reset(trustDomain);
     const known = (r: object) => this.#known.has(r);
-    let delta = diffResourceSets(this.#previous, set, FIELDS, known);
-    if (!delta) {
-      this.#reset(trustDomain);
-      delta = diffResourceSets(null, set, FIELDS, known)!;
-    }
+    const delta = diffResourceSets(this.#previous, set, FIELDS, known, () => this.#reset(trustDomain));
     this.#previous = set;
-    const positionOf = positionsIn(set);
-    const position = (field: Field) => (r: object) => positionOf(r, field);
+    const position = positionsIn(set);
 
     const dirty = new Set<BindingRecord | IdentityRecord>();
     const changedServices: Record<string, string>[] = [];

@@ -145,14 +145,9 @@ export class ReferenceChecks {
     const options = `${opts.trustDomain}\u0000${opts.allowSecrets === true}\u0000${[...(opts.federatesWith ?? [])].sort().join(',')}`;
     if (options !== this.#options) this.#reset(options);
     const known = (r: object) => this.#records.has(r);
-    let delta = diffResourceSets(this.#previous, set, FIELDS, known);
-    if (!delta) {
-      this.#reset(options);
-      delta = diffResourceSets(null, set, FIELDS, known)!;
-    }
+    const delta = diffResourceSets(this.#previous, set, FIELDS, known, () => this.#reset(options));
     this.#previous = set;
-    const positionOf = positionsIn(set);
-    const position = (field: Field) => (r: object) => positionOf(r, field);
+    const position = positionsIn(set);
 
     const dirty = new Set<ResourceRecord>(this.#always);
     const changedServices: Record<string, string>[] = [];

@@ -18,11 +18,25 @@ export interface ResourceDelta {
 
 /**
  * The resources of `fields` that came and went from `previous` to `now`, by object: one pointer walk per kind,
- * no lookup for a resource that stayed where it was. `known(r)`: r was in `previous`. null when resources that
- * stayed come in another order (not from git, whose trees are sorted), since "first" and "last" claimants
- * then change without any resource coming or going.
+ * no lookup for a resource that stayed where it was. `known(r)`: r was in `previous`. When resources that
+ * stayed come in another order (not from git, whose trees are sorted), "first" and "last" claimants change
+ * without any resource coming or going: `restart()` is called (the caller forgets what it kept) and every
+ * resource of `now` comes back as added.
  */
 export function diffResourceSets(
+  previous: ResourceSet | null,
+  now: ResourceSet,
+  fields: readonly Field[],
+  known: (r: object) => boolean,
+  restart: () => void,
+): ResourceDelta {
+  const delta = walk(previous, now, fields, known);
+  if (delta) return delta;
+  restart();
+  return walk(null, now, fields, () => false)!;
+}
+
+function walk(
   previous: ResourceSet | null,
   now: ResourceSet,
   fields: readonly Field[],
@@ -54,9 +68,9 @@ export function diffResourceSets(
  * Positions of resources in `set`, kind by kind, each kind's map built on first use (only when a list of
  * claimants must merge new members with those that stayed).
  */
-export function positionsIn(set: ResourceSet): (r: object, field: Field) => number {
+export function positionsIn(set: ResourceSet): (field: Field) => (r: object) => number {
   const positions = new Map<Field, Map<object, number>>();
-  return (r, field) => {
+  return (field) => (r) => {
     let map = positions.get(field);
     if (!map) {
       map = new Map();
