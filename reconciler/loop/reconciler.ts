@@ -1050,7 +1050,10 @@ export class Reconciler extends EventEmitter {
       const status = this.credentials.status();
       const seen = this.#credentialsShown;
       if (seen?.status !== status || seen.revision !== revision || seen.generation !== this.book.generation) {
-        applyCredentialStatus(this.book, status, revision);
+        // A new commit and the same credential states: the entries the sync moved to the new revision as a whole
+        // show them still; only those it made, merged or could not move are looked at, not all 10,000.
+        const onlyResynced = seen?.status === status && seen.generation === this.book.generation - 1;
+        applyCredentialStatus(this.book, status, revision, onlyResynced ? this.book.resynced() : undefined);
         this.metrics.setCredentialStates(status);
         this.#credentialsShown = { status, revision, generation: this.book.generation };
       }

@@ -130,12 +130,15 @@ export function statusesFromResources(
 
 /**
  * Copies the credential manager's states into the CredentialSource and CredentialBinding (and
- * WorkloadCredential) statuses, sets their conditions, and records an event on each change of state.
+ * WorkloadCredential) statuses, sets their conditions, and records an event on each change of state. `only`:
+ * the keys of the entries to look at, when the others are known to show `status` at `revision` already (the
+ * same status was applied before the last syncResources, which moved them to `revision` as a whole).
  */
 export function applyCredentialStatus(
   book: StatusBook,
   status: CredentialStatus,
   revision: string | null,
+  only?: ReadonlySet<string>,
 ): void {
   const now = book.now();
   const { sources, bindings } = indexOf(status);
@@ -155,7 +158,7 @@ export function applyCredentialStatus(
     state: string,
     message: string | undefined,
   ) => r.state === state && r.message === (message ?? null) && r.conditions.length > 0;
-  for (const [key, r] of book.entries()) {
+  for (const [key, r] of only ? entriesOf(book, only) : book.entries()) {
     if (r.kind === 'CredentialSource') {
       const s = sources.get(r.name);
       if (!s || current(r, s.state, s.message)) continue;
@@ -220,6 +223,13 @@ export function applyCredentialStatus(
           revision,
         );
     }
+  }
+}
+
+function* entriesOf(book: StatusBook, keys: ReadonlySet<string>): Generator<[string, ResourceStatus]> {
+  for (const key of keys) {
+    const r = book.entry(key);
+    if (r) yield [key, r];
   }
 }
 

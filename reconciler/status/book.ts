@@ -55,6 +55,8 @@ export class StatusBook {
   #generation = 0;
   /** Resources and event rings changed since takeChanges() (null: everything, as after start). */
   #changed: Set<string> | null = null;
+  /** What the last syncResources made, merged, or could not move to the new revision as a whole. */
+  #resynced = new Set<string>();
 
   constructor(opts: StatusBookOptions = {}, snapshot?: StatusSnapshot | null) {
     this.#now = opts.now ?? (() => new Date());
@@ -139,6 +141,7 @@ export class StatusBook {
    */
   syncResources(list: readonly ResourceStatus[]): void {
     const sync = ++this.#generation;
+    this.#resynced = new Set();
     let removed = false;
     for (const r of list) {
       // The same skeleton object as last time (statusesFromResources' memo): only the revision is new. Found by
@@ -154,7 +157,10 @@ export class StatusBook {
         // changed and a commit does not serialise 10,000 entries again. Otherwise it is written as it is.
         // Moved in place (followRevision): a copy of every entry's conditions per commit was the largest thing a
         // one-file pass left for the garbage collector to move.
-        if (!followRevision(prev.conditions, from, r.observedRevision)) this.#changed?.add(known.key);
+        if (!followRevision(prev.conditions, from, r.observedRevision)) {
+          this.#changed?.add(known.key);
+          this.#resynced.add(known.key);
+        }
         continue;
       }
       const key = resourceKeyOf(r);
@@ -171,6 +177,7 @@ export class StatusBook {
       this.#skeletonOf.set(key, r);
       this.#skeletons.set(r, { key, entry, sync });
       this.#changed?.add(key);
+      this.#resynced.add(key);
     }
     for (const [skeleton, known] of this.#skeletons) {
       if (known.sync === sync) continue;
@@ -187,6 +194,20 @@ export class StatusBook {
           removed = true;
         }
     if (removed) this.#retainEvents();
+  }
+
+  /**
+   * Keys of the entries the last syncResources made, merged, or could not move to the new revision as a whole.
+   * Every other entry is as it was before that sync, its revisions moved in lockstep: what was current for the
+   * previous revision is current for the new one.
+   */
+  resynced(): ReadonlySet<string> {
+    return this.#resynced;
+  }
+
+  /** One resource's status by its key (`Kind/namespace/name`). */
+  entry(key: string): ResourceStatus | undefined {
+    return this.#resources.get(key);
   }
 
   /** Applies `mutate` to one resource's status; false when there is no such resource. */

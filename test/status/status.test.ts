@@ -287,6 +287,52 @@ describe('StatusBook', () => {
     expect(fresh.resources()).toEqual(all);
   });
 
+  it('a new commit with the same credential states: looking only at what the sync made, merged or could not move shows what looking at every entry does', () => {
+    const tree = loadPolicyDir({ repo: '.', path: 'policies' });
+    const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
+    const status = seededCredentialStatus(T0);
+    // Two books fed the same: one looks at every entry after the second commit, the other only at those the
+    // sync reports (the reconciler's refresh when only the revision and the resources moved).
+    const books = [0, 1].map(() => {
+      const memo: SkeletonMemo = new WeakMap();
+      const book = new StatusBook({ now: () => T0 });
+      book.syncResources(
+        statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r1' }, memo),
+      );
+      applyCredentialStatus(book, status, 'r1');
+      // One binding whose conditions no longer all refer to r1 (the sync cannot move it as a whole)…
+      book.updateResource('CredentialBinding/riptides-system/support-assistant-claude-binding', (x) => {
+        x.conditions = markReconciling(x.conditions, 'r0', 'an older revision', T0);
+      });
+      // …and a second commit that changes one binding (a new parsed object) and removes a source.
+      const [changed, ...bindings] = rendered.resources.bindings;
+      const next = {
+        ...rendered.resources,
+        bindings: [{ ...changed! }, ...bindings],
+        sources: rendered.resources.sources.slice(1),
+      };
+      book.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }, memo));
+      return book;
+    });
+    const [everyEntry, resyncedOnly] = books as [StatusBook, StatusBook];
+    expect([...resyncedOnly.resynced()].sort()).toEqual(
+      [
+        `CredentialBinding/riptides-system/${rendered.resources.bindings[0]!.value.metadata.name}`,
+        'CredentialBinding/riptides-system/support-assistant-claude-binding',
+      ].sort(),
+    );
+    applyCredentialStatus(everyEntry, status, 'r2');
+    applyCredentialStatus(resyncedOnly, status, 'r2', resyncedOnly.resynced());
+    expect(resyncedOnly.snapshot()).toEqual(everyEntry.snapshot());
+    // And it did move the one that could not follow: it is at r2 like the others.
+    const claude = resyncedOnly.resource(
+      'CredentialBinding',
+      'riptides-system',
+      'support-assistant-claude-binding',
+    )!;
+    expect(findCondition(claude.conditions, 'Ready')?.observedRevision).toBe('r2');
+  });
+
   it('a resource a commit removes is dropped with its events, also from a book read from a snapshot', () => {
     const tree = loadPolicyDir({ repo: '.', path: 'policies' });
     const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
