@@ -132,7 +132,10 @@ export function statusesFromResources(
  * Copies the credential manager's states into the CredentialSource and CredentialBinding (and
  * WorkloadCredential) statuses, sets their conditions, and records an event on each change of state. `only`:
  * the keys of the entries to look at, when the others are known to show `status` at `revision` already (the
- * same status was applied before the last syncResources, which moved them to `revision` as a whole).
+ * same status was applied before the last syncResources, which moved them to `revision` as a whole). The
+ * entries come out as with every entry looked at; the events of two entries may be recorded in another order,
+ * which decides which entry's events go first only once the event log holds more rings than it keeps
+ * (`maxResources`, 50,000).
  */
 export function applyCredentialStatus(
   book: StatusBook,

@@ -197,9 +197,10 @@ export class StatusBook {
   }
 
   /**
-   * Keys of the entries the last syncResources made, merged, or could not move to the new revision as a whole.
-   * Every other entry is as it was before that sync, its revisions moved in lockstep: what was current for the
-   * previous revision is current for the new one.
+   * Keys of the entries the last syncResources made, merged, or could not move to the new revision as a whole,
+   * in the order of its list (not the book's: a merged entry keeps its place among the others). Every other entry
+   * is as it was before that sync, its revisions moved in lockstep: what was current for the previous revision is
+   * current for the new one.
    */
   resynced(): ReadonlySet<string> {
     return this.#resynced;
