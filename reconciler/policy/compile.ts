@@ -21,6 +21,7 @@ import {
   type Field,
   MultiMap,
   positionsIn,
+  resetOnThrow,
   SelectionWatch,
 } from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
@@ -197,13 +198,10 @@ class ProgramCompiler {
   #sorted: NodeProgram[] = [];
 
   compile(set: ResourceSet, trustDomain: string, services: ServiceIndex): NodeProgram[] {
-    try {
-      return this.#compile(set, trustDomain, services);
-    } catch (err) {
-      // Half a compilation's changes are in the indexes: the next one starts from scratch.
-      this.#reset(null);
-      throw err;
-    }
+    return resetOnThrow(
+      () => this.#compile(set, trustDomain, services),
+      () => this.#reset(null),
+    );
   }
 
   #compile(set: ResourceSet, trustDomain: string, services: ServiceIndex): NodeProgram[] {

@@ -53,6 +53,7 @@ import {
   type Field,
   MultiMap,
   positionsIn,
+  resetOnThrow,
   SelectionWatch,
 } from './resource-delta.ts';
 import { namespaceOf, type ResourceSet, scopeKey } from './resource-set.ts';
@@ -132,13 +133,10 @@ export class ReferenceChecks {
    * order. `services`: the Service index brought to `set.services` (shared with compile).
    */
   check(set: ResourceSet, opts: ValidateOptions, services: ServiceIndex): PendingDiagnostic[] {
-    try {
-      return this.#check(set, opts, services);
-    } catch (err) {
-      // Half a render's changes are in the indexes: the next render starts from scratch.
-      this.#reset(null);
-      throw err;
-    }
+    return resetOnThrow(
+      () => this.#check(set, opts, services),
+      () => this.#reset(null),
+    );
   }
 
   #check(set: ResourceSet, opts: ValidateOptions, services: ServiceIndex): PendingDiagnostic[] {

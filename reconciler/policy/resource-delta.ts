@@ -65,6 +65,19 @@ function walk(
 
 /** Lists of claimants (set order) kept per key, with the keys whose list changed in this render. */
 /**
+ * `run()`, or when it throws, `reset()` and the same throw: a render that stopped halfway left half its changes in
+ * the indexes, so the next one starts from scratch.
+ */
+export function resetOnThrow<T>(run: () => T, reset: () => void): T {
+  try {
+    return run();
+  } catch (err) {
+    reset();
+    throw err;
+  }
+}
+
+/**
  * Positions of resources in `set`, kind by kind, each kind's map built on first use (only when a list of
  * claimants must merge new members with those that stayed).
  */

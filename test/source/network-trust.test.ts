@@ -249,14 +249,18 @@ describe('the git source and plan against hostile servers', () => {
     }
   });
 
-  it('ends a fetch at its deadline even when the server keeps up the minimum rate', async () => {
-    const src = await openSource({
+  /** The trickling server's repository, with a 1 s wait bound, 1 B/s minimum rate and a 1.5 s fetch deadline. */
+  const openTrickle = (dir: string) =>
+    openSource({
       repo: `${trickle.url}/policy.git`,
-      cacheDir: cacheDir(),
+      cacheDir: dir,
       timeoutMs: 1000,
       minBytesPerSecond: 1,
       deadlineMs: 1500,
     });
+
+  it('ends a fetch at its deadline even when the server keeps up the minimum rate', async () => {
+    const src = await openTrickle(cacheDir());
     const err = await sourceError(src.fetch());
     expect(err.code).toBe('unreachable');
     expect(err.message).toMatch(
@@ -266,13 +270,7 @@ describe('the git source and plan against hostile servers', () => {
 
   it('counts a wait for another process holding the cache toward the fetch deadline', async () => {
     const dir = cacheDir();
-    const src = await openSource({
-      repo: `${trickle.url}/policy.git`,
-      cacheDir: dir,
-      timeoutMs: 1000,
-      minBytesPerSecond: 1,
-      deadlineMs: 1500,
-    });
+    const src = await openTrickle(dir);
     // Another process holds the cache for 1 s, then is killed; the server then trickles past the deadline.
     const holder = await holdLock(join(dir, 'riptides.lock'));
     setTimeout(() => holder.kill('SIGKILL'), 1000);
@@ -291,13 +289,7 @@ describe('the git source and plan against hostile servers', () => {
     const holder = await holdLock(join(dir, 'riptides.lock'));
     setTimeout(() => holder.kill('SIGKILL'), 1000);
     const started = performance.now();
-    const src = await openSource({
-      repo: `${trickle.url}/policy.git`,
-      cacheDir: dir,
-      timeoutMs: 1000,
-      minBytesPerSecond: 1,
-      deadlineMs: 1500,
-    });
+    const src = await openTrickle(dir);
     const err = await sourceError(src.fetch());
     expect(err.message).toMatch(/the fetch did not finish within its deadline of 2 s/);
     expect(performance.now() - started).toBeLessThan(2300);
