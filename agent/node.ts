@@ -8,11 +8,13 @@
  */
 import {
   type ControlConfig,
+  ControlError,
   ControlModule,
   ControlReader,
   ControlWriter,
   CredentialStore,
   hasDrift,
+  Limits,
   type ProcessRecord,
   type RuleTableInput,
   type CredentialValue as StoreValue,
@@ -63,8 +65,45 @@ export interface SvidFact {
   notAfter: Date;
 }
 
-/** A program → the control interface's rule table, naming the SVIDs installed. */
+/**
+ * The bytes the destinations of `program` take in its rule table, counted per use: each identity lists every
+ * destination of each of its egress rules and credentials, so 3,000 identities sharing one rule toward 2,000
+ * Services write 6 million of them. Each distinct list is measured once; nothing is built.
+ */
+function destinationBytes(program: Program): number {
+  const sizeOf = new Map<string, number>();
+  const size = (hash: string, list: readonly Destination[]) => {
+    let n = sizeOf.get(hash);
+    if (n === undefined) {
+      n = Buffer.byteLength(JSON.stringify(list.map(destination)));
+      sizeOf.set(hash, n);
+    }
+    return n;
+  };
+  let total = 0;
+  for (const i of program.identities.values()) {
+    for (const h of i.egressRuleHashes) total += size(h, program.rules.get(h)!.destinations);
+    for (const h of i.credentialRefHashes) {
+      const injection = program.credentialRefs.get(h)!.injection;
+      if (injection) total += size(h, injection.destinations);
+    }
+  }
+  return total;
+}
+
+/**
+ * A program → the control interface's rule table, naming the SVIDs installed. Throws ControlError('too-large')
+ * before building anything when its destinations alone exceed the table's cap (`Limits.rulesBytes`): such a table
+ * could never be written, and building it first took gigabytes.
+ */
 export function ruleTableOf(program: Program, svids: ReadonlyMap<string, SvidFact>): RuleTableInput {
+  const bytes = destinationBytes(program);
+  if (bytes > Limits.rulesBytes)
+    throw new ControlError(
+      'too-large',
+      `rule table refused: its egress and injection destinations alone come to ${bytes} bytes, over the ${Limits.rulesBytes}-byte cap (every identity lists every destination of its rules)`,
+      'split the scope into smaller daemon groups, or select fewer Services per egress rule and binding',
+    );
   const identity = (i: Identity) => {
     const refs = i.credentialRefHashes.map((h) => program.credentialRefs.get(h)!);
     const svid = svids.get(i.spiffeId);
