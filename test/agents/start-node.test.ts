@@ -184,13 +184,19 @@ describe('startNode: agent + kernel side + data plane in one process', () => {
 
   it('reports the data plane to the reconciler, and serves its metrics to the holder of the credential', async () => {
     const status = () => fleet.server.agents().find((s) => s.daemonId === node.agent.identity.daemonId);
+    // Reports are periodic: the one awaited is the first that carries both the inbound mTLS connection and the
+    // two injections of the test before (one may have been made after the report the connection came in).
     const plane = await eventually(
       () => {
         const p = status()?.report?.dataPlane;
-        return p && (p.connections['inbound/mtls'] ?? 0) >= 1 ? p : undefined;
+        return p &&
+          (p.connections['inbound/mtls'] ?? 0) >= 1 &&
+          (p.credentialsInjected['client-upstream'] ?? 0) >= 2
+          ? p
+          : undefined;
       },
       20_000,
-      'a report with the data plane',
+      'a report with the data plane, its inbound mTLS connection and both injections',
     );
     expect(plane.health).toBe('OK');
     expect(plane.listeners.map((l) => l.kind).sort()).toEqual(['inbound', 'proxy']);
