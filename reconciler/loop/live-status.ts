@@ -107,13 +107,17 @@ export function syncDaemons(book: StatusBook, agents: readonly AgentStatus[], re
 /**
  * The runtime fields of every WorkloadIdentity: daemons whose program carries it, processes attested to it,
  * the earliest notAfter of its SVIDs on them; and its Ready condition (in force on every scheduled daemon that
- * is connected, or which daemons lag or refused it).
+ * is connected, or which daemons lag or refused it). With `memo` (kept by the caller from one call to the
+ * next), an identity whose entry and figures are as at the last call is not looked at: after a commit that did
+ * not touch it, its entry follows the new revision as a whole (StatusBook.syncResources), which is what setting
+ * its conditions again would do.
  */
 export function syncIdentities(
   book: StatusBook,
   agents: readonly AgentStatus[],
   programs: DesiredPrograms | null,
   revision: string | null,
+  memo?: IdentityMemo,
 ): void {
   const now = book.now();
   const scheduled = new Map<string, number>();
@@ -163,15 +167,25 @@ export function syncIdentities(
     }
     return m;
   };
-  // In the book's order: nothing here depends on it, and sorting 10,000 names per refresh did.
-  for (const [key, r] of book.entries()) {
-    if (r.kind !== 'WorkloadIdentity') continue;
-    const w = r as WorkloadIdentityStatus;
-    const nodes = scheduled.get(w.spiffeId) ?? 0;
-    const no = refused.get(w.spiffeId);
-    const behind = lagging.get(w.spiffeId);
-    const attested = processes.get(w.spiffeId) ?? 0;
-    const exp = expiry.get(w.spiffeId);
+  // The identities only, in the book's order: nothing here depends on it, and sorting 10,000 names per refresh did.
+  const seen = new Map<string, Seen>();
+  // The book follows its own revision: an entry is left to follow it only when that is the one shown here.
+  const follows = book.revision === revision;
+  for (const key of book.keysOf('WorkloadIdentity')) {
+    const spiffeId = spiffeIdOf(key, book, memo);
+    const nodes = scheduled.get(spiffeId) ?? 0;
+    const no = refused.get(spiffeId);
+    const behind = lagging.get(spiffeId);
+    const attested = processes.get(spiffeId) ?? 0;
+    const exp = expiry.get(spiffeId);
+    const figures = `${nodes} ${attested} ${exp ?? ''} ${no?.join(',') ?? ''} ${behind?.join(',') ?? ''}`;
+    const was = memo?.seen.get(key);
+    const stamp = book.stamp(key);
+    if (follows && was && stamp !== undefined && was.stamp === stamp && was.figures === figures) {
+      seen.set(key, was);
+      continue;
+    }
+    const w = book.entry(key) as WorkloadIdentityStatus;
     const svidExpiry = exp === undefined ? null : new Date(exp).toISOString();
     const conditions = no
       ? markFailed(
@@ -191,18 +205,42 @@ export function syncIdentities(
     // As it is (the mark* helpers give back the same conditions): not changed, so the status store does not
     // serialise it again. A refresh runs several times a second over every identity.
     if (
-      conditions === w.conditions &&
-      w.scheduledNodes === nodes &&
-      w.attestedProcesses === attested &&
-      w.svidExpiry === svidExpiry
+      conditions !== w.conditions ||
+      w.scheduledNodes !== nodes ||
+      w.attestedProcesses !== attested ||
+      w.svidExpiry !== svidExpiry
     )
-      continue;
-    book.updateResource(key, (x) => {
-      const s = x as WorkloadIdentityStatus;
-      s.scheduledNodes = nodes;
-      s.attestedProcesses = attested;
-      s.svidExpiry = svidExpiry;
-      s.conditions = conditions;
-    });
+      book.updateResource(key, (x) => {
+        const s = x as WorkloadIdentityStatus;
+        s.scheduledNodes = nodes;
+        s.attestedProcesses = attested;
+        s.svidExpiry = svidExpiry;
+        s.conditions = conditions;
+      });
+    if (follows) seen.set(key, { stamp: book.stamp(key), figures, spiffeId: w.spiffeId });
   }
+  if (memo) memo.seen = seen;
+}
+
+interface Seen {
+  stamp: number | undefined;
+  /** What the entry was set from: nodes, processes, SVID expiry, refusing and lagging daemons. */
+  figures: string;
+  spiffeId: string;
+}
+
+/** What syncIdentities keeps from one call to the next (see there); start with `newIdentityMemo()`. */
+export interface IdentityMemo {
+  seen: Map<string, Seen>;
+}
+
+export function newIdentityMemo(): IdentityMemo {
+  return { seen: new Map() };
+}
+
+/** The identity's SPIFFE ID, without reading (and so bringing up to date) an entry seen before. */
+function spiffeIdOf(key: string, book: StatusBook, memo: IdentityMemo | undefined): string {
+  const was = memo?.seen.get(key);
+  if (was && was.stamp !== undefined && was.stamp === book.stamp(key)) return was.spiffeId;
+  return (book.entry(key) as WorkloadIdentityStatus).spiffeId;
 }

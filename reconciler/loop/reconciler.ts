@@ -54,7 +54,7 @@ import type { Diagnostic } from '../policy/diagnostics.ts';
 import { RevisionReader } from '../revision/reader.ts';
 import { FILE_QUIET_MS, openPolicyRepository, type PolicyRepository } from '../revision/repository.ts';
 import type { SourceAuth } from '../source/index.ts';
-import { applyCredentialStatus, type SkeletonMemo, statusesFromResources } from '../status/adapters.ts';
+import { applyCredentialStatus, StatusSync } from '../status/adapters.ts';
 import { StatusBook } from '../status/book.ts';
 import { markFailed, markReady, markReconciling } from '../status/conditions.ts';
 import { type StatusSnapshot, sourceKey } from '../status/model.ts';
@@ -63,7 +63,7 @@ import { createLogger, type Logger } from '../telemetry/logger.ts';
 import { ReconcilerMetrics } from '../telemetry/metrics.ts';
 import { editorFor, type PolicyEditor } from '../working-copy/editor.ts';
 import { StoreLeaseLedger } from './lease-ledger.ts';
-import { inSync, syncDaemons, syncIdentities } from './live-status.ts';
+import { inSync, newIdentityMemo, syncDaemons, syncIdentities } from './live-status.ts';
 import {
   type AppliedRevision,
   applyOutcome,
@@ -211,8 +211,10 @@ export class Reconciler extends EventEmitter {
   #firstPassDone = false;
   #stopping = false;
   readonly #heldCredentials = new Map<string, CredentialSourceSpec>();
-  /** Status skeletons of resources whose parse a later commit reuses (statusesFromResources). */
-  readonly #skeletonMemo: SkeletonMemo = new WeakMap();
+  /** Brings the book to each applied revision at the cost of what it changed. */
+  readonly #statusSync = new StatusSync();
+  /** What the identities' runtime fields were last set from (syncIdentities). */
+  readonly #identityMemo = newIdentityMemo();
   #retryTimer: NodeJS.Timeout | undefined;
   #rotationTimer: NodeJS.Timeout | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
@@ -598,9 +600,7 @@ export class Reconciler extends EventEmitter {
     appliedAt: string,
     r: Pick<RenderStepResult, 'result' | 'trustDomain'>,
   ): void {
-    this.book.syncResources(
-      statusesFromResources(r.result.resources, { trustDomain: r.trustDomain, revision }, this.#skeletonMemo),
-    );
+    this.#statusSync.sync(this.book, r.result.resources, { trustDomain: r.trustDomain, revision });
     this.book.updateSource(
       () => this.book.source()!,
       (s) => {
@@ -1044,7 +1044,7 @@ export class Reconciler extends EventEmitter {
     const revision = this.#applied?.revision ?? null;
     const agents = this.agentServer.agents();
     syncDaemons(this.book, agents, revision);
-    syncIdentities(this.book, agents, this.desiredPrograms(), revision);
+    syncIdentities(this.book, agents, this.desiredPrograms(), revision, this.#identityMemo);
     if (this.credentials) {
       // The same status object (credentials retrying as before), revision and resources: already shown.
       const status = this.credentials.status();

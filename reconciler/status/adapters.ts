@@ -5,6 +5,7 @@
 import type { BindingStatus, CredentialStatus, SourceStatus } from '../credentials/types.ts';
 import { reconcileError } from '../errors/reconcile-error.ts';
 import { sourceType } from '../policy/kinds/index.ts';
+import { diffResourceSets } from '../policy/resource-delta.ts';
 import type { ResourceSet } from '../policy/resource-set.ts';
 import { namespaceOf, scopeKey } from '../policy/resource-set.ts';
 import type { StatusBook } from './book.ts';
@@ -18,97 +19,48 @@ import {
 } from './conditions.ts';
 import type { CredentialBindingStatus, CredentialSourceStatus, ResourceStatus } from './model.ts';
 
-/**
- * Skeletons by the parsed resource they were made from. The parse cache hands a commit's unchanged files back
- * as the same objects, so an unchanged resource gets its skeleton back (with the new revision) and the
- * StatusBook can keep its entry instead of merging a new one: 10,000 resources, one changed file.
- */
-export type SkeletonMemo = WeakMap<object, { status: ResourceStatus; trustDomain: string; uses: number }>;
+type Field = 'identities' | 'services' | 'sources' | 'bindings' | 'workloadCredentials';
+/** The kinds that have a status, in the order statusesFromResources lists them (Secrets are references). */
+const FIELDS: readonly Field[] = ['identities', 'services', 'sources', 'bindings', 'workloadCredentials'];
+type Listed = ResourceSet[Field][number];
+
+/** The number of CredentialBindings and WorkloadCredentials naming each CredentialSource name. */
+function usesOfSources(set: ResourceSet): Map<string, number> {
+  const uses = new Map<string, number>();
+  for (const list of [set.bindings, set.workloadCredentials])
+    for (const b of list) {
+      const name = b.value.spec.credentialSource;
+      uses.set(name, (uses.get(name) ?? 0) + 1);
+    }
+  return uses;
+}
 
 /**
- * The status skeleton of every resource of `set` at `revision` (what git says; runtime fields empty or
- * pending). Secrets are not listed: they are references, not managed resources. With `memo`, a resource
- * object seen before gets the same skeleton object, its `observedRevision` set to `revision`.
+ * The status skeleton of one resource at `revision` (what git says; runtime fields empty or pending); `uses`:
+ * for a CredentialSource, the bindings naming it.
  */
-export function statusesFromResources(
-  set: ResourceSet,
+function skeletonOf(
+  field: Field,
+  r: Listed,
   opts: { trustDomain: string; revision: string | null },
-  memo?: SkeletonMemo,
-): ResourceStatus[] {
-  const base = (r: {
-    file: string;
-    value: { metadata: { name: string; namespace?: string | undefined } };
-  }) => ({
+  uses: number,
+): ResourceStatus {
+  const base = {
     namespace: namespaceOf(r as never),
     name: r.value.metadata.name,
     file: r.file,
     observedRevision: opts.revision,
     conditions: [],
-  });
-  const usesOfSource = new Map<string, number>();
-  for (const list of [set.bindings, set.workloadCredentials])
-    for (const b of list) {
-      const name = b.value.spec.credentialSource;
-      usesOfSource.set(name, (usesOfSource.get(name) ?? 0) + 1);
-    }
-  const out: ResourceStatus[] = [];
-  const push = (r: object, uses: number, make: () => ResourceStatus) => {
-    const hit = memo?.get(r);
-    if (hit && hit.trustDomain === opts.trustDomain && hit.uses === uses) {
-      hit.status.observedRevision = opts.revision;
-      out.push(hit.status);
-      return;
-    }
-    const status = make();
-    memo?.set(r, { status, trustDomain: opts.trustDomain, uses });
-    out.push(status);
   };
-  for (const r of set.identities)
-    push(r, 0, () => ({
-      kind: 'WorkloadIdentity',
-      ...base(r),
-      workloadID: r.value.spec.workloadID,
-      spiffeId: `spiffe://${opts.trustDomain}/${r.value.spec.workloadID}`,
-      scope: scopeKey(r.value.spec),
-      scheduledNodes: 0,
-      attestedProcesses: 0,
-      svidExpiry: null,
-    }));
-  for (const r of set.services)
-    push(r, 0, () => ({
-      kind: 'Service',
-      ...base(r),
-      addresses: (r.value.spec.addresses ?? []).map((a) => (a.port ? `${a.address}:${a.port}` : a.address)),
-      external: r.value.spec.external === true,
-      labels: { ...r.value.spec.labels },
-      // The Service's tags and those of its addresses (the quickstart tags its addresses), each once.
-      tags: [
-        ...new Set([
-          ...(r.value.spec.tags ?? []),
-          ...(r.value.spec.addresses ?? []).flatMap((a) => a.tags ?? []),
-        ]),
-      ],
-    }));
-  for (const r of set.sources) {
-    const uses = usesOfSource.get(r.value.metadata.name) ?? 0;
-    push(r, uses, () => ({
-      kind: 'CredentialSource',
-      ...base(r),
-      type: sourceType(r.value.spec),
-      state: 'PENDING',
-      message: null,
-      bindings: uses,
-    }));
-  }
   const binding = (
     kind: 'CredentialBinding' | 'WorkloadCredential',
-    r: (typeof set.bindings)[number] | (typeof set.workloadCredentials)[number],
+    spec: { workloadID: string; credentialSource: string },
     propagation: string,
   ): CredentialBindingStatus => ({
     kind,
-    ...base(r),
-    workloadID: r.value.spec.workloadID,
-    credentialSource: r.value.spec.credentialSource,
+    ...base,
+    workloadID: spec.workloadID,
+    credentialSource: spec.credentialSource,
     propagation,
     state: 'PENDING',
     message: null,
@@ -116,16 +68,181 @@ export function statusesFromResources(
     version: null,
     expiresAt: null,
   });
-  for (const r of set.bindings)
-    push(r, 0, () => {
-      const p = r.value.spec.propagation;
+  switch (field) {
+    case 'identities': {
+      const spec = (r as ResourceSet['identities'][number]).value.spec;
+      return {
+        kind: 'WorkloadIdentity',
+        ...base,
+        workloadID: spec.workloadID,
+        spiffeId: `spiffe://${opts.trustDomain}/${spec.workloadID}`,
+        scope: scopeKey(spec),
+        scheduledNodes: 0,
+        attestedProcesses: 0,
+        svidExpiry: null,
+      };
+    }
+    case 'services': {
+      const spec = (r as ResourceSet['services'][number]).value.spec;
+      return {
+        kind: 'Service',
+        ...base,
+        addresses: (spec.addresses ?? []).map((a) => (a.port ? `${a.address}:${a.port}` : a.address)),
+        external: spec.external === true,
+        labels: { ...spec.labels },
+        // The Service's tags and those of its addresses (the quickstart tags its addresses), each once.
+        tags: [...new Set([...(spec.tags ?? []), ...(spec.addresses ?? []).flatMap((a) => a.tags ?? [])])],
+      };
+    }
+    case 'sources':
+      return {
+        kind: 'CredentialSource',
+        ...base,
+        type: sourceType((r as ResourceSet['sources'][number]).value.spec),
+        state: 'PENDING',
+        message: null,
+        bindings: uses,
+      };
+    case 'bindings': {
+      const spec = (r as ResourceSet['bindings'][number]).value.spec;
+      const p = spec.propagation;
       const how = [p.injection ? 'injection' : null, p.sysfs !== undefined ? 'sysfs' : null]
         .filter(Boolean)
         .join('+');
-      return binding('CredentialBinding', r, how);
-    });
-  for (const r of set.workloadCredentials) push(r, 0, () => binding('WorkloadCredential', r, 'egress'));
+      return binding('CredentialBinding', spec, how);
+    }
+    case 'workloadCredentials':
+      return binding(
+        'WorkloadCredential',
+        (r as ResourceSet['workloadCredentials'][number]).value.spec,
+        'egress',
+      );
+  }
+}
+
+/**
+ * The status skeleton of every resource of `set` at `revision` (what git says; runtime fields empty or
+ * pending), for StatusBook.syncResources. Secrets are not listed: they are references, not managed resources.
+ */
+export function statusesFromResources(
+  set: ResourceSet,
+  opts: { trustDomain: string; revision: string | null },
+): ResourceStatus[] {
+  const uses = usesOfSources(set);
+  const out: ResourceStatus[] = [];
+  for (const field of FIELDS)
+    for (const r of set[field] as readonly Listed[])
+      out.push(skeletonOf(field, r, opts, field === 'sources' ? (uses.get(r.value.metadata.name) ?? 0) : 0));
   return out;
+}
+
+/**
+ * Brings a StatusBook to the resources of each newly applied revision, at the cost of what the commit changed:
+ * the parse cache hands a commit's unchanged files back as the same objects, so one pointer walk against the
+ * last set (diffResourceSets) finds the resources that came and went, and only those get a skeleton
+ * (StatusBook.syncChanges). A CredentialSource whose count of bindings moved gets a new one too. The first
+ * sync, one to another book or trust domain, and a set whose order moved, go through syncResources whole.
+ */
+export class StatusSync {
+  #book: StatusBook | null = null;
+  #previous: ResourceSet | null = null;
+  #trustDomain = '';
+  /** The skeleton made for each resource object of the last set. */
+  readonly #skeletons = new Map<object, ResourceStatus>();
+  #uses = new Map<string, number>();
+  /** The CredentialSources of the last set by name (what a change of bindings touches). */
+  readonly #sourcesNamed = new Map<string, Set<Listed>>();
+
+  sync(book: StatusBook, set: ResourceSet, opts: { trustDomain: string; revision: string | null }): void {
+    if (book !== this.#book || opts.trustDomain !== this.#trustDomain || !this.#previous) {
+      this.#whole(book, set, opts);
+      return;
+    }
+    let restarted = false;
+    const delta = diffResourceSets(
+      this.#previous,
+      set,
+      FIELDS,
+      (r) => this.#skeletons.has(r),
+      () => {
+        restarted = true;
+      },
+    );
+    if (restarted) {
+      this.#whole(book, set, opts);
+      return;
+    }
+    const added: ResourceStatus[] = [];
+    const removed: ResourceStatus[] = [];
+    const moved = new Set<string>();
+    const count = (r: Listed, field: Field, by: number) => {
+      if (field !== 'bindings' && field !== 'workloadCredentials') return;
+      const name = (r as ResourceSet['bindings'][number]).value.spec.credentialSource;
+      this.#uses.set(name, (this.#uses.get(name) ?? 0) + by);
+      moved.add(name);
+    };
+    for (const { r, field } of delta.removed) {
+      const listed = r as Listed;
+      count(listed, field as Field, -1);
+      removed.push(this.#skeletons.get(r)!);
+      this.#skeletons.delete(r);
+      if (field === 'sources') this.#sourcesNamed.get(listed.value.metadata.name)?.delete(listed);
+    }
+    const make = (r: Listed, field: Field) => {
+      const skeleton = skeletonOf(
+        field,
+        r,
+        opts,
+        field === 'sources' ? (this.#uses.get(r.value.metadata.name) ?? 0) : 0,
+      );
+      this.#skeletons.set(r, skeleton);
+      added.push(skeleton);
+    };
+    for (const { r, field } of delta.added) count(r as Listed, field as Field, 1);
+    for (const { r, field } of delta.added) {
+      make(r as Listed, field as Field);
+      if (field === 'sources') this.#sourceNamed(r as Listed);
+    }
+    for (const name of moved)
+      for (const r of this.#sourcesNamed.get(name) ?? []) {
+        const was = this.#skeletons.get(r)!;
+        if ((was as CredentialSourceStatus).bindings === (this.#uses.get(name) ?? 0)) continue;
+        removed.push(was);
+        make(r, 'sources');
+      }
+    this.#previous = set;
+    book.syncChanges(added, removed, opts.revision);
+  }
+
+  #whole(book: StatusBook, set: ResourceSet, opts: { trustDomain: string; revision: string | null }): void {
+    this.#book = book;
+    this.#previous = set;
+    this.#trustDomain = opts.trustDomain;
+    this.#skeletons.clear();
+    this.#sourcesNamed.clear();
+    this.#uses = usesOfSources(set);
+    const list: ResourceStatus[] = [];
+    for (const field of FIELDS)
+      for (const r of set[field] as readonly Listed[]) {
+        const skeleton = skeletonOf(
+          field,
+          r,
+          opts,
+          field === 'sources' ? (this.#uses.get(r.value.metadata.name) ?? 0) : 0,
+        );
+        this.#skeletons.set(r, skeleton);
+        if (field === 'sources') this.#sourceNamed(r);
+        list.push(skeleton);
+      }
+    book.syncResources(list, opts.revision);
+  }
+
+  #sourceNamed(r: Listed): void {
+    const name = r.value.metadata.name;
+    const named = this.#sourcesNamed.get(name);
+    if (named) named.add(r);
+    else this.#sourcesNamed.set(name, new Set([r]));
+  }
 }
 
 /**

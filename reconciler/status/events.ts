@@ -20,8 +20,11 @@ export interface EventLogOptions {
   perResource?: number;
   maxResources?: number;
   now?: () => Date;
-  /** Called with the key of each ring an event is recorded in (what the status store must write again). */
-  onRecord?: (key: string) => void;
+  /**
+   * Called with the key of each ring an event is recorded in or that is dropped (what the status store must
+   * write again or delete).
+   */
+  onChange?: (key: string) => void;
 }
 
 const MAX_MESSAGE = 1000;
@@ -31,10 +34,10 @@ export class EventLog {
   readonly #perResource: number;
   readonly #maxResources: number;
   readonly #now: () => Date;
-  readonly #onRecord: (key: string) => void;
+  readonly #onChange: (key: string) => void;
 
   constructor(opts: EventLogOptions = {}, initial: Record<string, StatusEvent[]> = {}) {
-    this.#onRecord = opts.onRecord ?? (() => {});
+    this.#onChange = opts.onChange ?? (() => {});
     this.#perResource = opts.perResource ?? 16;
     this.#maxResources = opts.maxResources ?? 50_000;
     this.#now = opts.now ?? (() => new Date());
@@ -63,8 +66,8 @@ export class EventLog {
       if (ring.length > this.#perResource) ring.splice(0, ring.length - this.#perResource);
     }
     this.#rings.set(key, ring);
-    this.#onRecord(key);
-    while (this.#rings.size > this.#maxResources) this.#rings.delete(this.#rings.keys().next().value!);
+    this.#onChange(key);
+    while (this.#rings.size > this.#maxResources) this.forget(this.#rings.keys().next().value!);
   }
 
   /** Oldest first. */
@@ -74,7 +77,17 @@ export class EventLog {
 
   /** Drops the events of resources not in `keep`. */
   retain(keep: ReadonlySet<string>): void {
-    for (const k of this.#rings.keys()) if (!keep.has(k)) this.#rings.delete(k);
+    for (const k of this.#rings.keys()) if (!keep.has(k)) this.forget(k);
+  }
+
+  /** Drops the ring of `key` (a resource that is gone). */
+  forget(key: string): void {
+    if (this.#rings.delete(key)) this.#onChange(key);
+  }
+
+  /** The ring of `key`, sharing the log's array (undefined: none). */
+  ring(key: string): readonly StatusEvent[] | undefined {
+    return this.#rings.get(key);
   }
 
   /** Every ring by key, sharing the log's arrays: serialise it at once and do not keep it. */

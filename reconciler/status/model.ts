@@ -140,6 +140,17 @@ export interface StatusSnapshot {
   events: Record<string, StatusEvent[]>;
 }
 
+/**
+ * The whole status sharing the book's objects, and a lookup by key of a resource's entry and of an event ring
+ * (`Kind/namespace/name`, `Daemon/<id>`, `Source/<name>`): what the status store reads.
+ */
+export interface StatusView extends StatusSnapshot {
+  lookup: {
+    resource(key: string): ResourceStatus | undefined;
+    events(key: string): readonly StatusEvent[] | undefined;
+  };
+}
+
 export function resourceKeyOf(r: { kind: string; namespace: string; name: string }): string {
   return `${r.kind}/${r.namespace}/${r.name}`;
 }

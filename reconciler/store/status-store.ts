@@ -26,7 +26,13 @@ import { hash } from 'node:crypto';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StatusEvent } from '../status/events.ts';
-import type { DaemonStatus, ResourceStatus, SourceStatusView, StatusSnapshot } from '../status/model.ts';
+import type {
+  DaemonStatus,
+  ResourceStatus,
+  SourceStatusView,
+  StatusSnapshot,
+  StatusView,
+} from '../status/model.ts';
 import { resourceKeyOf, sortByName } from '../status/model.ts';
 import { Journal, type JournalOptions, StoreCorruptError } from './journal.ts';
 
@@ -52,9 +58,9 @@ interface Written {
 }
 
 const META = 'meta';
-const RESOURCE = 'r/';
-const DAEMON = 'd/';
-const EVENTS = 'e/';
+const RESOURCE = 'r/' as const;
+const DAEMON = 'd/' as const;
+const EVENTS = 'e/' as const;
 type Prefix = typeof RESOURCE | typeof DAEMON | typeof EVENTS;
 
 /**
@@ -206,10 +212,12 @@ export class StatusStore {
    * copy): the caller may go on mutating them, and the next write stores what changed. `changed`, when given,
    * names the resources and event rings (by book key, `Kind/namespace/name`) that may differ from the last
    * write but for the revision (StatusBook.takeChanges): the others are not even serialised, which with
-   * 10,000 resources is most of a write's cost; null compares every entry. Refuses (and stores nothing of) a
-   * snapshot with a field named like a credential value (SecretInStoreError).
+   * 10,000 resources is most of a write's cost; null compares every entry. With `changed` and a StatusView (its
+   * lookup by key), a key named that the view no longer has deletes its entry, and the others are not even
+   * visited: the write costs what changed. Refuses (and stores nothing of) a snapshot with a field named like a
+   * credential value (SecretInStoreError).
    */
-  set(snapshot: StatusSnapshot, changed: ReadonlySet<string> | null = null): Promise<void> {
+  set(snapshot: StatusSnapshot | StatusView, changed: ReadonlySet<string> | null = null): Promise<void> {
     const revision = appliedRevision(snapshot.source);
     const gen = ++this.#generation;
     const changes: Array<[string, Entry | undefined]> = [];
@@ -234,19 +242,34 @@ export class StatusStore {
       changes.push([prefix + key, { rev, v }]);
       after.push(() => map.set(key, { sig, gen }));
     };
-    for (const r of snapshot.resources) {
-      const key = resourceKeyOf(r);
-      visit(RESOURCE, key, r, !changed || changed.has(key));
+    const drop = (prefix: Prefix, key: string) => {
+      changes.push([prefix + key, undefined]);
+      after.push(() => this.#written[prefix].delete(key));
+    };
+    const lookup = changed && 'lookup' in snapshot ? (snapshot as StatusView).lookup : null;
+    if (lookup) {
+      // Only what the book names: an entry it does not name is as it was written, and one it names but no
+      // longer has was removed (StatusBook counts removals as changes). With 10,000 resources and a few
+      // changed, no walk of the others.
+      for (const key of changed!) {
+        const r = lookup.resource(key);
+        if (r) visit(RESOURCE, key, r, true);
+        else if (this.#written[RESOURCE].has(key)) drop(RESOURCE, key);
+        const ring = lookup.events(key);
+        if (ring) visit(EVENTS, key, ring as StatusEvent[], true);
+        else if (this.#written[EVENTS].has(key)) drop(EVENTS, key);
+      }
+    } else {
+      for (const r of snapshot.resources) {
+        const key = resourceKeyOf(r);
+        visit(RESOURCE, key, r, !changed || changed.has(key));
+      }
+      for (const [key, list] of Object.entries(snapshot.events))
+        visit(EVENTS, key, list, !changed || changed.has(key));
     }
     for (const d of snapshot.daemons) visit(DAEMON, d.name, d, true);
-    for (const [key, list] of Object.entries(snapshot.events))
-      visit(EVENTS, key, list, !changed || changed.has(key));
-    for (const [prefix, map] of Object.entries(this.#written) as Array<[Prefix, Map<string, Written>]>)
-      for (const [key, was] of map)
-        if (was.gen !== gen) {
-          changes.push([prefix + key, undefined]);
-          after.push(() => map.delete(key));
-        }
+    for (const prefix of lookup ? [DAEMON] : [RESOURCE, DAEMON, EVENTS])
+      for (const [key, was] of this.#written[prefix]) if (was.gen !== gen) drop(prefix, key);
     // Nothing changed: durable once the write that stored it is.
     if (changes.length === 0) return this.#last;
     const written = this.journal.batch(changes);

@@ -7,11 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadPolicyDir } from '../../reconciler/policy/load-dir.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
-import {
-  applyCredentialStatus,
-  type SkeletonMemo,
-  statusesFromResources,
-} from '../../reconciler/status/adapters.ts';
+import { applyCredentialStatus, StatusSync } from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
 import { markReady } from '../../reconciler/status/conditions.ts';
 import type { SourceStatusView } from '../../reconciler/status/model.ts';
@@ -42,12 +38,10 @@ const source = (revision: string): SourceStatusView => ({
 function sampleBook() {
   const tree = loadPolicyDir({ repo: '.', path: 'policies' });
   const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
-  const memo: SkeletonMemo = new WeakMap();
+  const memo = new StatusSync();
   const book = new StatusBook({ now: () => T0 });
   const commit = (revision: string) => {
-    book.syncResources(
-      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision }, memo),
-    );
+    memo.sync(book, rendered.resources, { trustDomain: 'example.com', revision });
     book.setSource(source(revision));
   };
   return { book, commit };
@@ -58,12 +52,10 @@ describe('status persisted from the book', () => {
     const stateDir = tempDir('status-persist');
     const tree = loadPolicyDir({ repo: '.', path: 'policies' });
     const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
-    const memo: SkeletonMemo = new WeakMap();
+    const memo = new StatusSync();
     const book = new StatusBook({ now: () => T0 });
     book.setSource(source(R1));
-    book.syncResources(
-      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: R1 }, memo),
-    );
+    memo.sync(book, rendered.resources, { trustDomain: 'example.com', revision: R1 });
     // An event about an identity before the first write, and another after: its ring is written again.
     const identity = book.resources('WorkloadIdentity')[0]!;
     const identityKey = `WorkloadIdentity/${identity.namespace}/${identity.name}`;
@@ -87,12 +79,10 @@ describe('status persisted from the book', () => {
       },
     };
     book.setSource(source(R2));
-    book.syncResources(
-      statusesFromResources(
-        { ...rendered.resources, services: [moved, ...others] },
-        { trustDomain: 'example.com', revision: R2 },
-        memo,
-      ),
+    memo.sync(
+      book,
+      { ...rendered.resources, services: [moved, ...others] },
+      { trustDomain: 'example.com', revision: R2 },
     );
     // A binding fails (through the book), and the identity gets an event.
     const binding = book.resources('CredentialBinding')[0]!;

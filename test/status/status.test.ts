@@ -7,7 +7,7 @@ import { renderPolicy } from '../../reconciler/policy/render.ts';
 import { namespaceOf } from '../../reconciler/policy/resource-set.ts';
 import {
   applyCredentialStatus,
-  type SkeletonMemo,
+  StatusSync,
   statusesFromResources,
 } from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
@@ -184,7 +184,7 @@ describe('StatusBook', () => {
     // The skeleton of a new revision has no runtime fields.
     for (const r of kept)
       if (r.kind === 'CredentialBinding') Object.assign(r, { state: undefined, fingerprint: undefined });
-    book.syncResources(kept as never);
+    book.syncResources(kept as never, 'r-next');
     const after = book.resource(
       'CredentialBinding',
       'riptides-system',
@@ -205,6 +205,7 @@ describe('StatusBook', () => {
     // The pass's own skeleton of the next revision: runtime fields at their defaults (PENDING, no fingerprint).
     book.syncResources(
       statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r-next' }),
+      'r-next',
     );
     const after = book.resource(
       'CredentialBinding',
@@ -250,11 +251,9 @@ describe('StatusBook', () => {
   it('resources a commit leaves as they were keep their entry; a changed one gets its new fields', () => {
     const tree = loadPolicyDir({ repo: '.', path: 'policies' });
     const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
-    const memo: SkeletonMemo = new WeakMap();
+    const memo = new StatusSync();
     const book = new StatusBook({ now: () => T0 });
-    book.syncResources(
-      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r1' }, memo),
-    );
+    memo.sync(book, rendered.resources, { trustDomain: 'example.com', revision: 'r1' });
     const key = (r: { kind: string; namespace: string; name: string }) =>
       `${r.kind}/${r.namespace}/${r.name}`;
     const first = new Map(book.resources().map((r) => [key(r), r]));
@@ -269,7 +268,7 @@ describe('StatusBook', () => {
       },
     };
     const next = { ...rendered.resources, services: [changed, ...otherServices] };
-    book.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }, memo));
+    memo.sync(book, next, { trustDomain: 'example.com', revision: 'r2' });
 
     const all = book.resources();
     expect(all).toHaveLength(first.size);
@@ -283,7 +282,7 @@ describe('StatusBook', () => {
     expect(all.filter((r) => r !== first.get(key(r))).map(key)).toEqual([key(moved!)]);
     // And a book that never saw the memo gets the same result, merged (what a restart builds).
     const fresh = new StatusBook({ now: () => T0 });
-    fresh.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }));
+    fresh.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }), 'r2');
     expect(fresh.resources()).toEqual(all);
   });
 
@@ -294,11 +293,9 @@ describe('StatusBook', () => {
     // Two books fed the same: one looks at every entry after the second commit, the other only at those the
     // sync reports (the reconciler's refresh when only the revision and the resources moved).
     const books = [0, 1].map(() => {
-      const memo: SkeletonMemo = new WeakMap();
+      const memo = new StatusSync();
       const book = new StatusBook({ now: () => T0 });
-      book.syncResources(
-        statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r1' }, memo),
-      );
+      memo.sync(book, rendered.resources, { trustDomain: 'example.com', revision: 'r1' });
       applyCredentialStatus(book, status, 'r1');
       // One binding whose conditions no longer all refer to r1 (the sync cannot move it as a whole)…
       book.updateResource('CredentialBinding/riptides-system/support-assistant-claude-binding', (x) => {
@@ -311,7 +308,7 @@ describe('StatusBook', () => {
         bindings: [{ ...changed! }, ...bindings],
         sources: rendered.resources.sources.slice(1),
       };
-      book.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }, memo));
+      memo.sync(book, next, { trustDomain: 'example.com', revision: 'r2' });
       return book;
     });
     const [everyEntry, resyncedOnly] = books as [StatusBook, StatusBook];
@@ -336,17 +333,15 @@ describe('StatusBook', () => {
   it('a resource a commit removes is dropped with its events, also from a book read from a snapshot', () => {
     const tree = loadPolicyDir({ repo: '.', path: 'policies' });
     const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
-    const memo: SkeletonMemo = new WeakMap();
+    const memo = new StatusSync();
     const book = new StatusBook({ now: () => T0 });
-    book.syncResources(
-      statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: 'r1' }, memo),
-    );
+    memo.sync(book, rendered.resources, { trustDomain: 'example.com', revision: 'r1' });
     const [gone, ...stay] = rendered.resources.services;
     const goneKey = `Service/${namespaceOf(gone!)}/${gone!.value.metadata.name}`;
     book.events.record(goneKey, 'Normal', 'Applied', 'in force', 'r1');
     const snapshot = JSON.parse(JSON.stringify(book.snapshot()));
     const next = { ...rendered.resources, services: stay };
-    book.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }, memo));
+    memo.sync(book, next, { trustDomain: 'example.com', revision: 'r2' });
     const count = Object.values(next).reduce((n, list) => n + (list === next.secrets ? 0 : list.length), 0);
     expect(book.resources()).toHaveLength(count);
     expect(book.resource('Service', namespaceOf(gone!), gone!.value.metadata.name)).toBeUndefined();
@@ -355,7 +350,10 @@ describe('StatusBook', () => {
     // A restarted reconciler's book knows no skeleton: the first commit it applies names what stays.
     const restarted = new StatusBook({ now: () => T0 }, snapshot);
     expect(restarted.resource('Service', namespaceOf(gone!), gone!.value.metadata.name)).toBeDefined();
-    restarted.syncResources(statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }));
+    restarted.syncResources(
+      statusesFromResources(next, { trustDomain: 'example.com', revision: 'r2' }),
+      'r2',
+    );
     expect(restarted.resources().map((r) => `${r.kind}/${r.namespace}/${r.name}`)).toEqual(
       book.resources().map((r) => `${r.kind}/${r.namespace}/${r.name}`),
     );

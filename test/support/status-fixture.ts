@@ -25,6 +25,7 @@ export function seededBook(now: Date): StatusBook {
   const rendered = renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics);
   book.syncResources(
     statusesFromResources(rendered.resources, { trustDomain: 'example.com', revision: APPLIED }),
+    APPLIED,
   );
   for (const r of book.resources())
     book.updateResource(`${r.kind}/${r.namespace}/${r.name}`, (x) => {
