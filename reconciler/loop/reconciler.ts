@@ -813,7 +813,7 @@ export class Reconciler extends EventEmitter {
       return;
     }
 
-    // A new revision: its render and apply walk every resource, and so would a refresh between them.
+    // A new revision: a refresh between its render and apply would compete with them for the one thread.
     this.#holdRefresh = true;
     const rendered = await timed('render', () => renderStep(this.#parts, f.revision));
     if (!rendered.ok) {
