@@ -25,8 +25,8 @@ interface PackIndex {
 
 export class ObjectSizes {
   readonly #gitdir: string;
-  #packs: PackIndex[] | undefined;
-  #packsKey = '';
+  /** The pack indexes read so far, by file name and modification time. */
+  #packs = new Map<string, PackIndex>();
 
   constructor(gitdir: string) {
     this.#gitdir = gitdir;
@@ -62,20 +62,29 @@ export class ObjectSizes {
     }
   }
 
-  /** The pack indexes, re-read when the set of packs changes (after a fetch). */
+  /**
+   * The pack indexes. Each fetch adds a pack: only an index not read before (by name and modification time) is
+   * read, so a fetch does not read again the index of every object the repository had.
+   */
   async #indexes(): Promise<PackIndex[]> {
     const dir = join(this.#gitdir, 'objects', 'pack');
     const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.idx')).sort();
     const stats = await Promise.all(names.map((n) => stat(join(dir, n))));
-    const key = names.map((n, i) => `${n}:${stats[i]!.mtimeMs}`).join('|');
-    if (this.#packs && key === this.#packsKey) return this.#packs;
-    this.#packs = await Promise.all(
-      names.map(async (n, i) =>
-        parseIndex(await readFile(join(dir, n)), join(dir, n.replace(/\.idx$/, '.pack')), stats[i]!.mtimeMs),
-      ),
+    const packs = new Map<string, PackIndex>();
+    await Promise.all(
+      names.map(async (n, i) => {
+        const key = `${n}:${stats[i]!.mtimeMs}`;
+        const file = join(dir, n);
+        packs.set(
+          key,
+          this.#packs.get(key) ??
+            parseIndex(await readFile(file), file.replace(/\.idx$/, '.pack'), stats[i]!.mtimeMs),
+        );
+      }),
     );
-    this.#packsKey = key;
-    return this.#packs;
+    this.#packs = packs;
+    // In name order, whatever order the reads finished in.
+    return names.map((n, i) => packs.get(`${n}:${stats[i]!.mtimeMs}`)!);
   }
 }
 

@@ -154,6 +154,20 @@ describe('blob sizes from object headers', () => {
     const fresh = new ObjectSizes(join(repo, '.git'));
     for (const [oid, size] of packed) expect(await fresh.size(oid)).toBe(Number(size));
     expect(await fresh.size('0'.repeat(40))).toBeUndefined();
+
+    // A pack added later (what each fetch does) is read by the same reader, next to the one it read before;
+    // and once git replaces both with one pack, the objects are found in that one.
+    writeFileSync(join(repo, 'later.yaml'), 'b: 2\n');
+    await git(repo, 'add', '--all');
+    await git(repo, 'commit', '--quiet', '-m', 'three');
+    await git(repo, 'repack', '--quiet', '-d');
+    const packs = () => readdirSync(join(repo, '.git', 'objects', 'pack')).filter((f) => f.endsWith('.idx'));
+    expect(packs()).toHaveLength(2);
+    const later = catFile();
+    for (const [oid, size] of later) expect(await fresh.size(oid)).toBe(Number(size));
+    await git(repo, 'repack', '--quiet', '-a', '-d');
+    expect(packs()).toHaveLength(1);
+    for (const [oid, size] of later) expect(await fresh.size(oid)).toBe(Number(size));
   });
 });
 
