@@ -80,6 +80,8 @@ export class StatusBook {
   #generation = 0;
   /** The revision of the last syncResources. */
   #revision: string | null = null;
+  /** The revision of the sync before the last (what an entry showed before the last sync: see #make). */
+  #before: string | null = null;
   /** The last Kept.stamp given. */
   #stamps = 0;
   /** Resources and event rings changed since takeChanges() (null: everything, as after start). */
@@ -242,6 +244,7 @@ export class StatusBook {
   /** A new sync at `revision`: the entries that do not follow it as a whole are moved now (#mixed). */
   #begin(revision: string | null): number {
     const sync = ++this.#generation;
+    this.#before = this.#revision;
     this.#revision = revision;
     this.#resynced = new Set();
     for (const key of this.#mixed) {
@@ -262,13 +265,18 @@ export class StatusBook {
     const key = resourceKeyOf(r);
     const prev = this.#resources.get(key);
     const merged = { ...r, observedRevision: revision } as Record<string, unknown>;
+    const replaced = this.#keptOf.get(key);
     if (prev && prev.kind === r.kind) {
+      // An entry that follows the revisions lazily and was not read since an earlier sync: its conditions as
+      // they were before this sync (at the previous one's revision), as if it had been read then. What a merged
+      // entry keeps must not depend on whether anything read it in between.
+      if (replaced && replaced.at !== sync)
+        followRevision(prev.conditions, prev.observedRevision, this.#before);
       const old = prev as unknown as Record<string, unknown>;
       for (const f of RUNTIME_FIELDS) if (f in old) merged[f] = old[f];
     }
     const entry = merged as unknown as ResourceStatus;
     this.#add(key, entry);
-    const replaced = this.#keptOf.get(key);
     if (replaced) this.#kept.delete(replaced.skeleton);
     const kept: Kept = { key, entry, skeleton: r, sync, at: sync, stamp: ++this.#stamps };
     this.#kept.set(r, kept);
