@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { CompileMemo, serializePrograms } from '../../reconciler/policy/compile.ts';
 import { renderPolicy } from '../../reconciler/policy/render.ts';
+import { random } from '../support/random.ts';
 
 const TD = 'example.org';
 /** Found by looking at other resources: names and IDs twice, references, selections, claims, allow lists. */
@@ -25,18 +26,6 @@ const CROSS_CODES = [
   'RT053',
   'RT055',
 ];
-
-/** mulberry32: a small seeded generator, so that a failing sequence can be replayed from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function documentMaker(rand: () => number) {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;

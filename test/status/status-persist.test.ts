@@ -13,6 +13,7 @@ import { markReady } from '../../reconciler/status/conditions.ts';
 import type { SourceStatusView } from '../../reconciler/status/model.ts';
 import { StateStore } from '../../reconciler/store/state-store.ts';
 import { tempDir } from '../support/scratch.ts';
+import { appliedSource } from '../support/status-fixture.ts';
 
 const T0 = new Date('2026-03-01T12:00:00Z');
 const R1 = '1'.repeat(40);
@@ -20,19 +21,7 @@ const R2 = '2'.repeat(40);
 const R3 = '3'.repeat(40);
 const R0 = '0'.repeat(40);
 
-const source = (revision: string): SourceStatusView => ({
-  name: 'policy',
-  url: '/srv/policy',
-  branch: 'main',
-  path: 'policies',
-  lastFetchedRevision: revision,
-  lastFetchedAt: T0.toISOString(),
-  lastAppliedRevision: revision,
-  lastAppliedAt: T0.toISOString(),
-  conditions: [],
-  diagnostics: [],
-  omittedDiagnostics: 0,
-});
+const source = (revision: string): SourceStatusView => appliedSource(revision, T0);
 
 /** A book of the sample policies, and `commit(revision)`: that revision applied, no file changed (the pass's memo). */
 function sampleBook() {

@@ -29,22 +29,12 @@ import {
   type SourceStatusView,
 } from '../../reconciler/status/model.ts';
 import { StateStore } from '../../reconciler/store/state-store.ts';
+import { random } from '../support/random.ts';
 import { tempDir } from '../support/scratch.ts';
+import { appliedSource } from '../support/status-fixture.ts';
 
 const T0 = new Date('2026-03-01T12:00:00Z');
 const at = (step: number) => new Date(T0.getTime() + step * 1000);
-
-/** mulberry32: a small seeded generator, so that a failing sequence can be replayed from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Field = 'identities' | 'services' | 'sources' | 'bindings' | 'workloadCredentials';
 const FIELDS: readonly Field[] = ['identities', 'services', 'sources', 'bindings', 'workloadCredentials'];
@@ -67,19 +57,7 @@ function sampleSet(): ResourceSet {
   return renderPolicy(tree.files, { trustDomain: 'example.com' }, tree.diagnostics).resources;
 }
 
-const source = (revision: string): SourceStatusView => ({
-  name: 'policy',
-  url: '/srv/policy',
-  branch: 'main',
-  path: 'policies',
-  lastFetchedRevision: revision,
-  lastFetchedAt: T0.toISOString(),
-  lastAppliedRevision: revision,
-  lastAppliedAt: T0.toISOString(),
-  conditions: [],
-  diagnostics: [],
-  omittedDiagnostics: 0,
-});
+const source = (revision: string): SourceStatusView => appliedSource(revision, T0);
 
 /** The number of CredentialBindings and WorkloadCredentials naming each CredentialSource name. */
 function uses(set: ResourceSet): Map<string, number> {

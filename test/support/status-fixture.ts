@@ -11,7 +11,7 @@ import { renderPolicy } from '../../reconciler/policy/render.ts';
 import { applyCredentialStatus, statusesFromResources } from '../../reconciler/status/adapters.ts';
 import { StatusBook } from '../../reconciler/status/book.ts';
 import { markFailed, markReady } from '../../reconciler/status/conditions.ts';
-import type { WorkloadIdentityStatus } from '../../reconciler/status/model.ts';
+import type { SourceStatusView, WorkloadIdentityStatus } from '../../reconciler/status/model.ts';
 
 export const APPLIED = 'a1'.repeat(20);
 export const FETCHED = 'f2'.repeat(20);
@@ -140,3 +140,18 @@ export function seededCredentialStatus(now: Date): CredentialStatus {
     ],
   };
 }
+
+/** The source status of a repository whose `revision` was fetched and applied at T0 (`at`). */
+export const appliedSource = (revision: string, at: Date): SourceStatusView => ({
+  name: 'policy',
+  url: '/srv/policy',
+  branch: 'main',
+  path: 'policies',
+  lastFetchedRevision: revision,
+  lastFetchedAt: at.toISOString(),
+  lastAppliedRevision: revision,
+  lastAppliedAt: at.toISOString(),
+  conditions: [],
+  diagnostics: [],
+  omittedDiagnostics: 0,
+});
