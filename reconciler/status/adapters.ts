@@ -278,7 +278,7 @@ export function applyCredentialStatus(
     state: string,
     message: string | undefined,
   ) => r.state === state && r.message === (message ?? null) && r.conditions.length > 0;
-  for (const [key, r] of only ? entriesOf(book, only) : book.entries()) {
+  for (const [key, r] of entriesOf(book, only ?? credentialKeys(book))) {
     if (r.kind === 'CredentialSource') {
       const s = sources.get(r.name);
       if (!s || current(r, s.state, s.message)) continue;
@@ -346,7 +346,14 @@ export function applyCredentialStatus(
   }
 }
 
-function* entriesOf(book: StatusBook, keys: ReadonlySet<string>): Generator<[string, ResourceStatus]> {
+/** The keys of the entries a credential status reaches: sources, bindings and WorkloadCredentials. */
+function* credentialKeys(book: StatusBook): Generator<string> {
+  yield* book.keysOf('CredentialSource');
+  yield* book.keysOf('CredentialBinding');
+  yield* book.keysOf('WorkloadCredential');
+}
+
+function* entriesOf(book: StatusBook, keys: Iterable<string>): Generator<[string, ResourceStatus]> {
   for (const key of keys) {
     const r = book.entry(key);
     if (r) yield [key, r];
