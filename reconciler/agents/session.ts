@@ -293,6 +293,9 @@ export class AgentSession {
         this.setHeld(summaryOf(f.program), f.program, true);
         this.nackedVersion = null;
         this.status.nack = null;
+        // The agent drops the value of a reference its program no longer holds: one that comes back (a revert,
+        // a binding renamed back) must be sent again, however equal its fingerprint.
+        for (const h of this.credHeld.keys()) if (!f.program.credentialRefs.has(h)) this.credHeld.delete(h);
         this.ctx.onAck(this.status, f.program.version, performance.now() - f.sentAt);
         this.sendCredentials(null);
       }
