@@ -128,16 +128,37 @@ export class StatusStore {
   };
   #metaSignature: string | null = null;
   #generation = 0;
+  /**
+   * The next write compares every entry, whatever it is told changed: a write failed, and the changes it carried
+   * (named to it once, by StatusBook.takeChanges) are known to no later write.
+   */
+  #full = false;
   /** The last write queued. */
   #last: Promise<void> = Promise.resolve();
 
   private constructor(private readonly journal: Journal<Entry>) {
-    for (const [key, value] of journal.entries()) {
-      if (key === META) this.#metaSignature = hash('sha256', JSON.stringify(value), 'base64');
-      else {
+    this.#learn(true);
+  }
+
+  /**
+   * The keys the journal holds, and with `signatures` what was written under each. At open the journal's values
+   * are what the files hold. After a failed write they may not be: the journal keeps the book's objects by
+   * reference, and the book has changed them since; so then every entry counts as unknown and the next write
+   * (a full one) writes each again and deletes each key the status no longer has.
+   */
+  #learn(signatures: boolean): void {
+    this.#metaSignature = null;
+    for (const map of Object.values(this.#written)) map.clear();
+    for (const [key, value] of this.journal.entries()) {
+      if (key === META) {
+        if (signatures) this.#metaSignature = hash('sha256', JSON.stringify(value), 'base64');
+      } else {
         const stored = value as Stored;
         const prefix = key.slice(0, 2) as Prefix;
-        this.#written[prefix]?.set(key.slice(2), { sig: signature(stored.v, stored.rev), gen: 0 });
+        this.#written[prefix]?.set(key.slice(2), {
+          sig: signatures ? signature(stored.v, stored.rev) : '',
+          gen: 0,
+        });
       }
     }
   }
@@ -246,6 +267,10 @@ export class StatusStore {
       changes.push([prefix + key, undefined]);
       after.push(() => this.#written[prefix].delete(key));
     };
+    if (this.#full) {
+      changed = null;
+      this.#full = false;
+    }
     const lookup = changed && 'lookup' in snapshot ? (snapshot as StatusView).lookup : null;
     if (lookup) {
       // Only what the book names: an entry it does not name is as it was written, and one it names but no
@@ -273,12 +298,14 @@ export class StatusStore {
     // Nothing changed: durable once the write that stored it is.
     if (changes.length === 0) return this.#last;
     const written = this.journal.batch(changes);
-    // Counted as written at once, so that a write queued behind this one compares with it; a failed write
-    // forgets every signature, so the next write stores everything again.
+    // Counted as written at once, so that a write queued behind this one compares with it; after a failed write
+    // the next one compares everything with what the journal holds.
     for (const apply of after) apply();
     this.#last = written.catch((err: unknown) => {
-      for (const map of Object.values(this.#written)) map.clear();
-      this.#metaSignature = null;
+      // Back to the keys the journal holds (a failed batch changes none of them), and the next write goes over
+      // every entry: it stores what this one carried, removals included.
+      this.#learn(false);
+      this.#full = true;
       throw err;
     });
     return this.#last;
