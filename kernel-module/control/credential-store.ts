@@ -7,6 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
+import { headerSafe } from '../header-value.ts';
 
 export type CredentialValue =
   | { kind: 'bearer'; token: string }
@@ -130,8 +131,11 @@ function checkValue(value: CredentialValue): void {
   const nonEmpty = (s: unknown, what: string) => {
     if (typeof s !== 'string' || s.length === 0)
       throw new TypeError(`credential value: ${what} must be a non-empty string`);
-    // A value with CR/LF would split the HTTP header it is injected into: refuse it here, once.
-    if (/[\r\n\0]/.test(s)) throw new TypeError(`credential value: ${what} contains a line break or NUL`);
+    // A value that is not visible ASCII could split the HTTP header it is injected into: refuse it here, once.
+    if (!headerSafe(s))
+      throw new TypeError(
+        `credential value: ${what} holds a character that is not visible ASCII (a line break, NUL, space or non-ASCII)`,
+      );
   };
   if (value.kind === 'bearer') nonEmpty(value.token, 'token');
   else if (value.kind === 'aws') {

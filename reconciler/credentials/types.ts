@@ -4,6 +4,7 @@
  * every serialised or printed form by construction (see makeCredential).
  */
 import { inspect } from 'node:util';
+import { headerSafe } from '../../kernel-module/header-value.ts';
 import { type FingerprintKey, keyedFingerprint } from './fingerprint.ts';
 
 export interface KubernetesSourceSpec {
@@ -152,7 +153,7 @@ export class CredentialError extends Error {
  * (Vault: the previous lease) checks before it does, so that the value still served keeps what it holds.
  */
 export function headerUnsafe(value: CredentialValue, source: string): CredentialError | null {
-  const unsafe = (s: string) => /[\r\n\0]/.test(s);
+  const unsafe = (s: string) => !headerSafe(s);
   const part =
     value.kind === 'bearer'
       ? unsafe(value.token) && 'token'
@@ -161,7 +162,7 @@ export function headerUnsafe(value: CredentialValue, source: string): Credential
         (unsafe(value.aws.sessionToken) && 'session token');
   return part
     ? new CredentialError(
-        `the ${part} from ${source} contains a line break or NUL, which would split the HTTP header it is injected into; fix the value at the source`,
+        `the ${part} from ${source} holds a character that is not visible ASCII (a line break, NUL, space or non-ASCII), which could split the HTTP header it is injected into; fix the value at the source`,
       )
     : null;
 }

@@ -58,7 +58,7 @@ describe('local secrets provider', () => {
     const r = await fetchOnce(seedSources(env).kubernetes, WORKLOAD, env.managerOptions({ secretsDir: dir }));
     expect(r.state).toBe('ERROR');
     expect(r.message).toMatch(
-      /^the token from .+ contains a line break or NUL, which would split the HTTP header/,
+      /^the token from .+ holds a character that is not visible ASCII \(a line break, NUL, space or non-ASCII\), which could split the HTTP header/,
     );
     expect(r.message).not.toContain('sk-first-line');
     expect(r.message).not.toContain('X-Injected');

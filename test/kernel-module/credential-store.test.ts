@@ -105,6 +105,18 @@ describe('in-memory credential store', () => {
         { binding: 'b', fingerprint: 'f', version: 1 },
       ),
     ).toThrow(/line break/);
+    // Characters that a latin1 head turns into CR LF (U+010D U+010A), a space, a tab: none is loaded.
+    for (const token of ['x\u010d\u010aX-Evil: 1', 'two words', 'tab\there', 'caf\u00e9'])
+      expect(() =>
+        store.load('a', { kind: 'bearer', token }, { binding: 'b', fingerprint: 'f', version: 1 }),
+      ).toThrow(/not visible ASCII/);
+    const other = new CredentialStore();
+    other.load(
+      'a',
+      { kind: 'bearer', token: 'sk-ant-api03_AZaz09-._~+/=' },
+      { binding: 'b', fingerprint: 'f', version: 1 },
+    );
+    expect(other.lookup('a')).toMatchObject({ state: 'loaded' });
     expect(() =>
       store.load('a', { kind: 'bearer', token: '' }, { binding: 'b', fingerprint: 'f', version: 1 }),
     ).toThrow(/non-empty/);
