@@ -18,7 +18,6 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer, isIP, type LookupFunction, type Server, type Socket } from 'node:net';
-import { isLoopbackHost } from '../loopback.ts';
 import { Attributor } from './attribution.ts';
 import { type ConnectionRecord, ConnectionTable } from './connections.ts';
 import { type Core, DEFAULT_LIMITS, type Limits, type LogEvent, validateLimits } from './core.ts';
@@ -32,6 +31,7 @@ import { InterceptMinter } from './mint.ts';
 import { type BoundFront, MuxServer, SessionPool } from './mux.ts';
 import { originalDestination } from './original-dst.ts';
 import { type Hooks, Outbound } from './outbound.ts';
+import { namesOwnListener } from './own-endpoint.ts';
 import { forwardProxyRequest } from './proxy-forward.ts';
 import { TlsContexts } from './tls-contexts.ts';
 
@@ -363,8 +363,7 @@ export class DataPlane {
   }
 
   private isSelf(host: string, port: number): boolean {
-    if (this.core.ownAddresses.has(`${host}:${port}`)) return true;
-    return isLoopbackHost(host) && [...this.core.ownAddresses].some((a) => a.endsWith(`:${port}`));
+    return namesOwnListener(this.core.ownAddresses, host, port);
   }
 
   /** Absolute-form plain HTTP through the proxy (`http_proxy`): matched, injected, forwarded per request. */

@@ -9,6 +9,7 @@ import { type SecureContext, type TLSSocket, connect as tlsConnect } from 'node:
 import type { Core } from './core.ts';
 import type { RuleIdentity } from './inputs.ts';
 import type { Target } from './match.ts';
+import { reachesOwnListener } from './own-endpoint.ts';
 import { checkPeer, checkResumedPeer, type HandshakeFailure } from './svid-check.ts';
 import { ALPN } from './tls-contexts.ts';
 
@@ -29,6 +30,15 @@ export function dialPlain(core: Core, target: Target): Promise<DialResult<Socket
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
+      if (reachesOwnListener(core.ownAddresses, socket.remoteAddress ?? '', socket.remotePort ?? 0)) {
+        socket.destroy();
+        resolve({
+          ok: false,
+          reason: 'connect',
+          detail: `loop detected: ${address(target)}:${target.port} is this data plane`,
+        });
+        return;
+      }
       resolve({ ok: true, socket });
     });
     socket.once('error', (e) => {

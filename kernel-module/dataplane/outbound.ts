@@ -141,6 +141,27 @@ export class Outbound {
       hooks = { accept: () => {}, refuse: () => client.destroy() };
     }
 
+    if (sniffed?.silent && (intercept || credential)) {
+      // A client slower than the sniff to speak first: a credential or an intercept is owed to what it will
+      // send (HTTP and TLS clients speak first), so it gets the handshake's time, and never a plain path
+      // without them (a slow ClientHello reached the upstream uninjected, and an application could choose it).
+      sniffed = await sniff(client, Math.max(0, core.limits.handshakeTimeoutMs - core.limits.sniffTimeoutMs));
+      if (sniffed.closed) return void client.destroy();
+      if (sniffed.silent) {
+        core.metrics.requestsRefused.inc({ reason: 'client-silent' });
+        core.log({
+          level: 'warn',
+          event: 'credential-not-injected',
+          reason: `the application sent nothing within ${core.limits.handshakeTimeoutMs} ms`,
+          binding: credential?.name ?? null,
+          dst: target.host,
+        });
+        return void client.destroy();
+      }
+      if (sniffed.sni && isIP(target.host) && sameDecision(sniffed.sni))
+        target = { ...target, host: sniffed.sni };
+    }
+
     if (sniffed?.tls && intercept)
       return this.intercept(client, target, id, rule, credential, record, sniffed, recheck, sameDecision);
     if (sniffed && !sniffed.tls && !sniffed.silent && credential) {

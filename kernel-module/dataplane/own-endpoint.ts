@@ -1,0 +1,48 @@
+/**
+ * Whether a destination is one of the data plane's own interception listeners (the proxy, the transparent
+ * port): a connection there would be intercepted again, and again (a loop). `own` holds the listeners as bound
+ * (`host:port`). Two checks use it: before dialing, on the destination as the application spelled it (the
+ * IPv4-mapped, unspecified and loopback spellings of a listener's address), and after, on the address the
+ * connection reached (`127.1`, a name that resolves to this host), since only the connected socket knows it.
+ */
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { isLoopbackHost } from '../loopback.ts';
+
+const UNSPECIFIED = new Set(['0.0.0.0', '::', '0']);
+
+/** `host` without brackets, an IPv4-mapped IPv6 address as its IPv4 one. */
+function plain(host: string): string {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+  return mapped ? mapped[1]! : h;
+}
+
+function listeners(own: ReadonlySet<string>): Array<{ host: string; port: number }> {
+  return [...own].map((a) => {
+    const at = a.lastIndexOf(':');
+    return { host: plain(a.slice(0, at)), port: Number(a.slice(at + 1)) };
+  });
+}
+
+/** A destination as given (CONNECT authority, absolute-form URL): self when it names a listener's address. */
+export function namesOwnListener(own: ReadonlySet<string>, host: string, port: number): boolean {
+  const h = plain(host);
+  return listeners(own).some(
+    (l) => l.port === port && (l.host === h || UNSPECIFIED.has(h) || isLoopbackHost(h)),
+  );
+}
+
+/** A connected socket's remote endpoint: self when it is a listener, or any address of this host for one bound to all. */
+export function reachesOwnListener(own: ReadonlySet<string>, address: string, port: number): boolean {
+  const a = plain(address);
+  return listeners(own).some(
+    (l) => l.port === port && (l.host === a || (UNSPECIFIED.has(l.host) && isLocalAddress(a))),
+  );
+}
+
+function isLocalAddress(a: string): boolean {
+  if (isLoopbackHost(a) || UNSPECIFIED.has(a)) return true;
+  if (!isIP(a)) return false;
+  return Object.values(networkInterfaces()).some((list) => list?.some((i) => plain(i.address) === a));
+}
