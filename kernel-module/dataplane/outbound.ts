@@ -337,7 +337,12 @@ export class Outbound {
     splice(client, socket, () => core.guarded.delete(guard));
   }
 
-  private async httpUpstream(
+  /**
+   * Where a managed plain-HTTP request goes: mTLS for MUTUAL, TLS for SIMPLE; without a mode, mTLS when the peer
+   * is managed (a probe, remembered per destination), plain when it is known not to be; null when neither is
+   * known (the probe failed otherwise).
+   */
+  async httpUpstream(
     mode: TlsMode | null,
     identity: RuleIdentity,
     target: Target,

@@ -106,13 +106,14 @@ export function scanRequestHead(raw: readonly string[], dropAuthorization: boole
 }
 
 /**
- * Whether an origin-form request target may carry an injected credential: a path (`/…`, but not `//…`, which
- * URL resolvers read as an authority), or `*` for OPTIONS. Anything else (an absolute-form with another scheme,
- * `//evil.example/…`) could make the upstream route by an authority the policy did not bind.
+ * Whether an origin-form request target may carry an injected credential: a path (`/…`, but not `//…` or
+ * `/\…`, which URL resolvers read as an authority: WHATWG URL treats `\` as `/` in special schemes), or `*` for
+ * OPTIONS. Anything else (an absolute-form with another scheme, `//evil.example/…`) could make the upstream route
+ * by an authority the policy did not bind.
  */
 export function credentialTargetOk(method: string, target: string): boolean {
   if (target === '*') return method === 'OPTIONS';
-  return target.startsWith('/') && !target.startsWith('//');
+  return target.startsWith('/') && target[1] !== '/' && target[1] !== '\\';
 }
 
 /** The origin-form of a request target (an absolute-form `http://host/p?q` becomes `/p?q`); null if unparseable. */
