@@ -222,7 +222,7 @@ export class Upstream {
     // A transfer coding other than chunked (gzip, …) is not relayed: the relay re-frames bodies and would drop
     // it, and the application would read coded bytes as the body (found by review). Servers use
     // Content-Encoding for that; such a response is refused as one the data plane cannot carry.
-    if (codings && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
+    if (codings !== '' && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
       this.fail(
         502,
         `the upstream's transfer coding ${JSON.stringify(codings)} is not relayed (only chunked)`,
