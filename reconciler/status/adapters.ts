@@ -281,6 +281,18 @@ export function applyCredentialStatus(
   for (const [key, r] of entriesOf(book, only ?? credentialKeys(book))) {
     if (r.kind === 'CredentialSource') {
       const s = sources.get(r.name);
+      if (!s && r.bindings === 0 && (r.state !== 'PENDING' || r.conditions.length > 0)) {
+        // Its last binding is gone and the manager no longer keeps it: shown as a source never bound is, not
+        // with the state and Ready condition of a revision before (found by review).
+        book.updateResource(key, (x) => {
+          const src = x as CredentialSourceStatus;
+          src.state = 'PENDING';
+          src.message = null;
+          src.conditions = [];
+        });
+        book.events.record(key, 'Normal', 'CredentialUnbound', 'no binding uses it any more', revision);
+        continue;
+      }
       if (!s || current(r, s.state, s.message)) continue;
       if (carried(r, s.state, s.message)) {
         book.updateResource(key, (x) => {
