@@ -20,12 +20,19 @@ export interface HeldLock {
 const busy = (path: string, pid: number | null) =>
   `state directory is in use by another reconciler (pid ${pid ?? 'unknown'}, lock ${path}); stop it, or give this one its own --state-dir`;
 
-/** Clock ticks since boot at which the process started (/proc/<pid>/stat field 22), or null where unknown. */
+/**
+ * Clock ticks since boot at which the process started (/proc/<pid>/stat field 22), or null where unknown or when
+ * the process is dead: a zombie (state Z or X: killed, its flock gone, not reaped yet by its parent) keeps its
+ * stat file and start time, and must not hold the directory (found by review: a supervisor that restarts before
+ * it reaps could not bring the reconciler back).
+ */
 function startTimeOf(pid: number): string | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Field 2 (comm) may hold spaces and parentheses: count fields after its closing parenthesis.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return null;
+    return fields[19] ?? null;
   } catch {
     return null;
   }
