@@ -119,10 +119,15 @@ export function inboundSpiffeId(identity: string, trustDomain: string): string {
   return `spiffe://${parsed.id.trustDomain}${parsed.id.path}`;
 }
 
-/** Data plane events → the agent's log (metadata only: the data plane never puts a value in an event). */
-function dataPlaneLog(log: AgentLogger) {
+/**
+ * Data plane events → the agent's log (metadata only: the data plane never puts a value in an event). An event's
+ * `pid` is the workload's: logged as `workloadPid`, since every log line carries the agent's own `pid` (two `pid`
+ * keys in one line, found by review).
+ */
+export function dataPlaneLog(log: AgentLogger) {
   return (e: LogEvent) => {
-    const { level, event, ...fields } = e;
+    const { level, event, pid, ...rest } = e;
+    const fields = pid === undefined ? rest : { ...rest, workloadPid: pid };
     (level === 'warn' ? log.warn : log.info)(`data plane: ${event}`, fields);
   };
 }
