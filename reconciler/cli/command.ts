@@ -83,10 +83,17 @@ export function oneOf<T extends string>(
   throw new UsageError(`--${flag} must be one of ${allowed.join(', ')} (got "${value}")`);
 }
 
-/** `<command> <subcommand> [flags]`: the subcommand and its arguments; a missing or unknown one is a usage error. */
+/**
+ * `<command> [flags] <subcommand> [flags]`: the subcommand and its arguments (flags given before it come first);
+ * a missing or unknown one is a usage error.
+ */
 export function subcommand<T extends string>(argv: string[], allowed: readonly T[]): [T, string[]] {
-  const [sub, ...rest] = argv;
-  if (sub !== undefined && (allowed as readonly string[]).includes(sub)) return [sub as T, rest];
+  const isSub = (a: string | undefined) => a !== undefined && (allowed as readonly string[]).includes(a);
+  // Flags before the subcommand (`ctl --state-dir DIR get wid`, found by review): the first word that names
+  // a subcommand is it, when the words before it start with a flag.
+  const at = argv[0]?.startsWith('-') ? argv.findIndex(isSub) : 0;
+  const [sub, ...rest] = at > 0 ? [argv[at]!, ...argv.slice(0, at), ...argv.slice(at + 1)] : argv;
+  if (isSub(sub)) return [sub as T, rest];
   const choices = allowed.length > 1 ? `${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}` : allowed[0];
   throw new UsageError(
     sub === undefined

@@ -245,7 +245,10 @@ export function formatSource(source: SourceStatusView | null, format: OutputForm
   }
   let out = table(header, [row]);
   if (source.diagnostics.length) {
-    out += `\nDiagnostics of ${shortRev(source.lastFetchedRevision)} (not applied; ${shortRev(source.lastAppliedRevision)} stays in force):\n`;
+    const inForce = source.lastAppliedRevision
+      ? `${shortRev(source.lastAppliedRevision)} stays in force`
+      : 'no revision was applied yet';
+    out += `\nDiagnostics of ${shortRev(source.lastFetchedRevision)} (not applied; ${inForce}):\n`;
     out += formatDiagnostics(source.diagnostics, source.omittedDiagnostics);
   }
   return out;

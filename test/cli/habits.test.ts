@@ -99,6 +99,15 @@ describe('riptides-cli habits', () => {
     );
   });
 
+  it('takes flags before the subcommand as after it', async () => {
+    const dir = '/nonexistent/riptides-state';
+    const before = await cli('ctl', '--state-dir', dir, 'get', 'wid');
+    const after = await cli('ctl', 'get', 'wid', '--state-dir', dir);
+    expect(before.stderr).not.toContain('unknown subcommand');
+    expect(before).toEqual(after);
+    expect((await cli('ca', '--dir', 'x', 'rotat')).stderr).toContain('unknown subcommand "--dir"');
+  });
+
   it('lists every command and the flags every command takes', async () => {
     const r = await cli('--help');
     expect(r.code).toBe(0);

@@ -531,6 +531,13 @@ describe('ctl output formats', () => {
       /^policy\s+main\s+f2f2f2f2f2f2 \(30s ago\)\s+a1a1a1a1a1a1 \(10m ago\)\s+False\s+commit f2f2f2f2f2f2 does not validate/,
     );
     expect(out).toContain('Diagnostics of f2f2f2f2f2f2 (not applied; a1a1a1a1a1a1 stays in force):\n');
+    // Before any revision was applied, the note says so (it said "- stays in force").
+    const first = formatSource(
+      { ...snap.source!, lastAppliedRevision: null, lastAppliedAt: null },
+      'table',
+      T0,
+    );
+    expect(first).toContain('Diagnostics of f2f2f2f2f2f2 (not applied; no revision was applied yet):\n');
     expect(out).toContain(
       '  policies/mtls/30-workload-identities.yaml:13:3: error RT020: unknown field "spec.conection"\n',
     );
