@@ -277,6 +277,22 @@ describe('hostile traffic is refused, counted, and others are still served', () 
     expect(seen.map((h) => h.authorization)).toEqual(['Bearer secret-token']);
   });
 
+  it('a slowloris request head on the proxy port itself is cut at the head deadline, not at the 30 s check of node', async () => {
+    const started = Date.now();
+    const closedAfter = await new Promise<number>((resolve) => {
+      const s = netConnect(proxyPort, '127.0.0.1', () => s.write(`GET http://${HOST}/ HTTP/1.1\r\n`));
+      // One header byte every 200 ms: never idle, never a whole head.
+      const drip = setInterval(() => s.write('X'), 200);
+      s.on('error', () => {});
+      s.on('close', () => {
+        clearInterval(drip);
+        resolve(Date.now() - started);
+      });
+    });
+    // headersTimeoutMs is 1.5 s here; node checks it every connectionsCheckingInterval (1 s in the data plane).
+    expect(closedAfter).toBeLessThan(4_000);
+  });
+
   /** openssl s_client through the proxy to `host`, written to as the test goes; what it received so far. */
   const liveClient = (host: string) => {
     const c = proxiedTlsClient({ proxyPort, host, port: upstreamPort, caFile });
