@@ -141,10 +141,12 @@ export class Outbound {
       hooks = { accept: () => {}, refuse: () => client.destroy() };
     }
 
-    if (sniffed?.silent && (intercept || credential)) {
-      // A client slower than the sniff to speak first: a credential or an intercept is owed to what it will
-      // send (HTTP and TLS clients speak first), so it gets the handshake's time, and never a plain path
-      // without them (a slow ClientHello reached the upstream uninjected, and an application could choose it).
+    if (sniffed?.silent && credential) {
+      // A client slower than the sniff to speak first where a credential is owed to what it will send (HTTP and
+      // TLS clients speak first): it gets the handshake's time, and never a path to the upstream without it (a
+      // slow ClientHello reached the upstream uninjected, and an application could choose that). Without a
+      // credential, a silent client is a server-first protocol (SMTP, MySQL) and is piped after the sniff, even
+      // under an identity that intercepts every destination (found by the second review).
       sniffed = await sniff(client, Math.max(0, core.limits.handshakeTimeoutMs - core.limits.sniffTimeoutMs));
       if (sniffed.closed) return void client.destroy();
       if (sniffed.silent) {
