@@ -49,7 +49,7 @@ export function assertNoSecretFields(value: unknown, path = 'record'): void {
         throw new SecretInStoreError(
           `${path}${trail.map((t) => (typeof t === 'number' ? `[${t}]` : `.${t}`)).join('')} looks like a credential value; the state store keeps metadata only (fingerprint, expiry, lease id)`,
         );
-      if (!(k === 'labels' && isLabelMap(field))) visit(field, depth + 1);
+      if (!(k === 'labels' && record.kind === 'Service' && isLabelMap(field))) visit(field, depth + 1);
       trail.pop();
     }
   };
@@ -79,9 +79,7 @@ export function stringifyWithoutSecrets(value: unknown, path = 'record'): string
   const text = JSON.stringify(value);
   const hit = text === undefined ? null : SECRET_KEY.exec(text);
   if (hit) {
-    // The scan is a filter: the walk decides (it names the field, and knows label maps; see isLabelMap).
     assertNoSecretFields(value, path);
-    if (hasLabelMap(value)) return text;
     throw new SecretInStoreError(
       `${path} holds a field ${hit[0].slice(1, hit[0].indexOf(':'))} that looks like a credential value; the state store keeps metadata only`,
     );
@@ -90,25 +88,14 @@ export function stringifyWithoutSecrets(value: unknown, path = 'record'): string
 }
 
 /**
- * A Kubernetes-style label map (a Service's `labels`: string keys to string values, from the policy in git). Its
- * keys are the policy author's words, not field names: a label `token: none` names no credential, and refusing
- * it stopped every status write while the label was there.
+ * The labels of a Service's status (`kind: Service`, `labels`: string keys to string values, from the policy in
+ * git), the one schema path the guard does not read as field names: its keys are the policy author's words, and
+ * a label `token: none` names no credential (refusing it stopped every status write while the label was there).
  */
 function isLabelMap(v: unknown): boolean {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
   for (const x of Object.values(v)) if (typeof x !== 'string') return false;
   return true;
-}
-
-/** Whether `value` holds a label map anywhere (what the scan cannot tell from text). */
-function hasLabelMap(value: unknown, depth = 0): boolean {
-  if (depth > 32 || value === null || typeof value !== 'object') return false;
-  if (Array.isArray(value)) return value.some((x) => hasLabelMap(x, depth + 1));
-  for (const [k, v] of Object.entries(value)) {
-    if (k === 'labels' && isLabelMap(v)) return true;
-    if (hasLabelMap(v, depth + 1)) return true;
-  }
-  return false;
 }
 
 /** Lower-cased, without `-` and `_`; allocates only for names that need it. */

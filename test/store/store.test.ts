@@ -5,7 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { makeCredential } from '../../reconciler/credentials/types.ts';
 import { Journal } from '../../reconciler/store/journal.ts';
 import { StateDirLockedError } from '../../reconciler/store/lock.ts';
-import { SecretInStoreError, stringifyWithoutSecrets } from '../../reconciler/store/secret-guard.ts';
+import {
+  assertNoSecretFields,
+  SecretInStoreError,
+  stringifyWithoutSecrets,
+} from '../../reconciler/store/secret-guard.ts';
 import { StateStore } from '../../reconciler/store/state-store.ts';
 import { holdLock } from '../support/hold-lock.ts';
 import { tempDir } from '../support/scratch.ts';
@@ -147,6 +151,31 @@ describe('state store', () => {
     expect(JSON.parse(stringifyWithoutSecrets({ a: [1, { b: 'c' }] }) as string)).toEqual({
       a: [1, { b: 'c' }],
     });
+  });
+
+  it("reads a Service status's labels as the author's words, and nothing else so", () => {
+    const walk = (v: unknown) => {
+      try {
+        assertNoSecretFields(v);
+        return null;
+      } catch (err) {
+        return err instanceof SecretInStoreError ? err.message : `other: ${String(err)}`;
+      }
+    };
+    // A Service's labels may be called anything (`token: none` names no credential).
+    expect(walk({ v: { kind: 'Service', name: 's', labels: { token: 'none', Password: 'x' } } })).toBeNull();
+    // The same key anywhere else, or a label map holding more than strings, is read as fields.
+    expect(walk({ lease: { labels: { token: 'hvs.x' } } })).toMatch(/record\.lease\.labels\.token/);
+    expect(walk({ kind: 'Service', labels: { a: { token: 'x' } } })).toMatch(/labels\.a\.token/);
+    expect(walk({ kind: 'CredentialSource', labels: { secret: 'x' } })).toMatch(/labels\.secret/);
+    // The text scan is never turned off by a label map: what the walk cannot see (toJSON, past 32 levels) is refused.
+    const services = [{ kind: 'Service', labels: { app: 'web' } }];
+    expect(() =>
+      stringifyWithoutSecrets({ services, lease: { toJSON: () => ({ token: 'hvs.real' }) } }),
+    ).toThrow(SecretInStoreError);
+    let deep: Record<string, unknown> = { token: 'real-secret-value' };
+    for (let i = 0; i < 34; i++) deep = { n: deep };
+    expect(() => stringifyWithoutSecrets({ services, deep })).toThrow(SecretInStoreError);
   });
 
   it('never stores a credential value: a field named like one is refused, a Credential object leaves only metadata', async () => {
