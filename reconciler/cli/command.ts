@@ -85,14 +85,19 @@ export function oneOf<T extends string>(
 
 /**
  * `<command> [flags] <subcommand> [flags]`: the subcommand and its arguments (flags given before it come first);
- * a missing or unknown one is a usage error.
+ * a missing or unknown one is a usage error. With `flags` (the command's, as parseFlags takes them), flags may
+ * come before the subcommand: read by that grammar, so that a flag's value is never taken for the subcommand
+ * (`ctl -n delete describe wid x` names the namespace "delete"). Without, the subcommand comes first.
  */
-export function subcommand<T extends string>(argv: string[], allowed: readonly T[]): [T, string[]] {
+export function subcommand<T extends string>(
+  argv: string[],
+  allowed: readonly T[],
+  flags: Record<string, { type: 'string' | 'boolean'; short?: string }> = {},
+): [T, string[]] {
   const isSub = (a: string | undefined) => a !== undefined && (allowed as readonly string[]).includes(a);
-  // Flags before the subcommand (`ctl --state-dir DIR get wid`, found by review): the first word that names
-  // a subcommand is it, when the words before it start with a flag.
-  const at = argv[0]?.startsWith('-') ? argv.findIndex(isSub) : 0;
-  const [sub, ...rest] = at > 0 ? [argv[at]!, ...argv.slice(0, at), ...argv.slice(at + 1)] : argv;
+  const at = leadingFlags(argv, flags);
+  const [sub, ...rest] =
+    at > 0 && isSub(argv[at]) ? [argv[at]!, ...argv.slice(0, at), ...argv.slice(at + 1)] : argv;
   if (isSub(sub)) return [sub as T, rest];
   const choices = allowed.length > 1 ? `${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}` : allowed[0];
   throw new UsageError(
@@ -100,4 +105,23 @@ export function subcommand<T extends string>(argv: string[], allowed: readonly T
       ? `missing subcommand: ${choices}`
       : `unknown subcommand "${sub}"${suggestion(sub, allowed)} (the subcommands are ${choices})`,
   );
+}
+
+/** The index of the first word after the known flags (and their values) that `argv` starts with. */
+function leadingFlags(
+  argv: string[],
+  flags: Record<string, { type: 'string' | 'boolean'; short?: string }>,
+): number {
+  let i = 0;
+  while (i < argv.length) {
+    const word = argv[i]!;
+    if (!word.startsWith('-') || word === '--') break;
+    const name = word.startsWith('--')
+      ? word.slice(2).split('=')[0]!
+      : Object.keys(flags).find((k) => flags[k]!.short === word.slice(1));
+    const flag = name === undefined ? undefined : flags[name];
+    if (!flag) return 0;
+    i += flag.type === 'string' && !word.includes('=') ? 2 : 1;
+  }
+  return i;
 }

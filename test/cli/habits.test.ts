@@ -1,6 +1,7 @@
 /** What people type from habit: --version, and a near miss of a command, subcommand or flag. */
 import { describe, expect, it } from 'vitest';
 import { buildId } from '../../reconciler/build-id.ts';
+import { subcommand } from '../../reconciler/cli/command.ts';
 import { main } from '../../reconciler/cli/main.ts';
 import { packageVersion } from '../../reconciler/version.ts';
 import { capture } from '../support/cli.ts';
@@ -106,6 +107,17 @@ describe('riptides-cli habits', () => {
     expect(before.stderr).not.toContain('unknown subcommand');
     expect(before).toEqual(after);
     expect((await cli('ca', '--dir', 'x', 'rotat')).stderr).toContain('unknown subcommand "--dir"');
+    // A flag's value is never taken for the subcommand: here the namespace is "delete".
+    const flags = { namespace: { type: 'string', short: 'n' }, 'state-dir': { type: 'string' } } as const;
+    const subs = ['get', 'describe', 'apply', 'delete'] as const;
+    expect(subcommand(['-n', 'delete', 'describe', 'wid', 'x'], subs, flags)).toEqual([
+      'describe',
+      ['-n', 'delete', 'wid', 'x'],
+    ]);
+    expect(subcommand(['--state-dir=get', 'delete', 'wid', 'x'], subs, flags)[0]).toBe('delete');
+    expect(() => subcommand(['--other', 'delete', 'get'], subs, flags)).toThrow(
+      /unknown subcommand "--other"/,
+    );
   });
 
   it('lists every command and the flags every command takes', async () => {

@@ -167,7 +167,7 @@ export const command: Command = {
   summary: 'status and edits through a running reconciler (get, describe, apply, delete)',
   help,
   async run(argv: string[], io: CommandIO) {
-    const [sub, rest] = subcommand(argv, ['get', 'describe', 'apply', 'delete'] as const);
+    const [sub, rest] = subcommand(argv, ['get', 'describe', 'apply', 'delete'] as const, FLAGS);
     const { values, positionals } = parseFlags(rest, FLAGS, true);
     const now = new Date();
     try {
