@@ -9,13 +9,24 @@ import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { isLoopbackHost } from '../loopback.ts';
 
-const UNSPECIFIED = new Set(['0.0.0.0', '::', '0']);
+const UNSPECIFIED = new Set(['0.0.0.0', '::']);
 
-/** `host` without brackets, an IPv4-mapped IPv6 address as its IPv4 one. */
+/**
+ * `host` in one spelling: an address as WHATWG URL canonicalises it (IPv4 shorthands such as `127.1`, `0`, `0x7f.1`
+ * or `2130706433` as dotted quads, IPv6 compressed), an IPv4-mapped IPv6 address as its IPv4 one; a name as it is.
+ */
 function plain(host: string): string {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
-  return mapped ? mapped[1]! : h;
+  let canonical = h;
+  try {
+    canonical = new URL(`http://${h.includes(':') ? `[${h}]` : h}/`).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    return h;
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canonical);
+  if (!mapped) return canonical;
+  const [hi, lo] = [Number.parseInt(mapped[1]!, 16), Number.parseInt(mapped[2]!, 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
 function listeners(own: ReadonlySet<string>): Array<{ host: string; port: number }> {
@@ -25,11 +36,19 @@ function listeners(own: ReadonlySet<string>): Array<{ host: string; port: number
   });
 }
 
-/** A destination as given (CONNECT authority, absolute-form URL): self when it names a listener's address. */
+/**
+ * A destination as given (CONNECT authority, absolute-form URL): self when it names a listener's address in any
+ * spelling, or the unspecified address (which connects to this host) toward a listener on loopback or on all
+ * addresses. Another address on the same port (`127.0.0.2`, a workload bound there) is another socket.
+ */
 export function namesOwnListener(own: ReadonlySet<string>, host: string, port: number): boolean {
   const h = plain(host);
   return listeners(own).some(
-    (l) => l.port === port && (l.host === h || UNSPECIFIED.has(h) || isLoopbackHost(h)),
+    (l) =>
+      l.port === port &&
+      (l.host === h ||
+        (UNSPECIFIED.has(h) && (isLoopbackHost(l.host) || UNSPECIFIED.has(l.host))) ||
+        (UNSPECIFIED.has(l.host) && isLocalAddress(h))),
   );
 }
 

@@ -222,23 +222,20 @@ export class Upstream {
     // A transfer coding other than chunked (gzip, …) is not relayed: the relay re-frames bodies and would drop
     // it, and the application would read coded bytes as the body (found by review). Servers use
     // Content-Encoding for that; such a response is refused as one the data plane cannot carry.
-    if (codings !== '' && codings.split(',').some((c) => c.trim().toLowerCase() !== 'chunked')) {
+    // Chunked only when it is the final coding as llhttp reads the list (it reads `chunked,` as not chunked, and
+    // frames that body by the connection's close): any other coding, or a list llhttp does not read as
+    // chunked, is refused. A response without a body has nothing coded.
+    const bodied = !(this.headRequest || status === 204 || status === 304);
+    const chunked = /(^|,)\s*chunked\s*$/i.test(codings);
+    const other = codings.split(',').some((c) => c.trim() !== '' && c.trim().toLowerCase() !== 'chunked');
+    if (bodied && codings !== '' && (other || !chunked)) {
       this.fail(
         502,
         `the upstream's transfer coding ${JSON.stringify(codings)} is not relayed (only chunked)`,
       );
       return 0;
     }
-    const framing: Framing =
-      this.headRequest || status === 204 || status === 304
-        ? 'none'
-        : codings
-          ? /(^|,)\s*chunked\s*$/i.test(codings)
-            ? 'chunked'
-            : 'close'
-          : length
-            ? 'length'
-            : 'close';
+    const framing: Framing = !bodied ? 'none' : chunked ? 'chunked' : length ? 'length' : 'close';
     if (framing === 'close') this.keepAlive = false;
     sink.responseHead(status, message, out, framing, codings);
     return this.headRequest ? 1 : 0;

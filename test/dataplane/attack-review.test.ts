@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CredentialStore } from '../../kernel-module/control/credential-store.ts';
 import { DataPlane } from '../../kernel-module/dataplane/dataplane.ts';
 import type { MemoryInputs } from '../../kernel-module/dataplane/inputs.ts';
+import { namesOwnListener } from '../../kernel-module/dataplane/own-endpoint.ts';
 import {
   authority,
   baseInputs,
@@ -107,6 +108,11 @@ describe('the data plane under the attack review', () => {
         if (req.url === '/te-gzip') {
           res.socket?.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\nCODED');
           res.socket?.end();
+          return;
+        }
+        // A response whose coding list ends with an empty element.
+        if (req.url === '/te-chunked-comma') {
+          res.socket?.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n2\r\nok\r\n0\r\n\r\n');
           return;
         }
         res.end('ok\n');
@@ -247,13 +253,15 @@ describe('the data plane under the attack review', () => {
       `127.0.0.1:${proxyPort}`,
       `0.0.0.0:${proxyPort}`,
       `[::ffff:127.0.0.1]:${proxyPort}`,
-      `[::1]:${proxyPort}`,
+      `[0:0:0:0:0:ffff:7f00:1]:${proxyPort}`,
+      `[::]:${proxyPort}`,
     ])
       results[a] = await status(a);
     for (const [a, line] of Object.entries(results)) expect(line, `CONNECT ${a}`).toMatch(/ 508 /);
     // A name that resolves to this host (as `127.1` does with the system resolver): known only once connected,
     // and refused then, never a tunnel into the proxy again.
     expect(await status(`loop.review.test:${proxyPort}`)).toMatch(/ 502 /);
+    expect(await status(`localhost:${proxyPort}`)).toMatch(/ 502 /);
     expect(await status(`loop.review.test:${upstreamPort}`)).toMatch(/ 200 /);
   });
 
@@ -296,6 +304,12 @@ describe('the data plane under the attack review', () => {
     const [head] = r.response.split('\r\n\r\n');
     // Either the coding is announced to the application, or the response is refused (502).
     expect(/transfer-encoding:[^\r]*gzip/i.test(head ?? '') || /^HTTP\/1\.1 502/.test(r.response)).toBe(true);
+    // `chunked,`: llhttp reads the body as not chunked (framed by the close), so relaying it as chunked would
+    // hand the application the chunk framing as its body: refused like any coding the relay cannot carry.
+    const comma = await app({
+      request: `GET /te-chunked-comma HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`,
+    });
+    expect(comma.response).toMatch(/^HTTP\/1\.1 502/);
   });
 });
 
@@ -357,5 +371,33 @@ describe('the data plane under the attack review: mode null through the proxy (p
       .get();
     const mode = (m: string) => inbound.values.find((v) => v.labels.mode === m)?.value ?? 0;
     expect({ mtls: mode('mtls'), plain: mode('permissive-plain') }).toEqual({ mtls: 1, plain: 0 });
+  });
+});
+
+describe('the proxy listener under its spellings (own-endpoint.ts)', () => {
+  const own = new Set(['127.0.0.1:3128']);
+  it.each([
+    '127.0.0.1',
+    '127.1',
+    '0',
+    '0.0.0.0',
+    '2130706433',
+    '::ffff:7f00:1',
+    '0:0:0:0:0:ffff:127.0.0.1',
+    '[::ffff:127.0.0.1]',
+    '0:0:0:0:0:0:0:0',
+    '::0',
+  ])('%s names the listener bound to 127.0.0.1', (host) => {
+    expect(namesOwnListener(own, host, 3128)).toBe(true);
+  });
+  // Another address on the same port is another socket (a workload bound to 127.0.0.2, or ::1).
+  it.each(['127.0.0.2', '::1', '10.0.0.1'])('%s on the same port does not', (host) => {
+    expect(namesOwnListener(own, host, 3128)).toBe(false);
+  });
+  it('any local address names a listener bound to all addresses, another port does not', () => {
+    const all = new Set(['0.0.0.0:3128']);
+    expect(namesOwnListener(all, '127.0.0.2', 3128)).toBe(true);
+    expect(namesOwnListener(all, '::1', 3128)).toBe(true);
+    expect(namesOwnListener(all, '127.0.0.1', 3129)).toBe(false);
   });
 });
