@@ -62,6 +62,8 @@ describe('a server-first protocol under an identity that intercepts', () => {
   beforeAll(async () => {
     banner = createNetServer((s) => {
       s.on('error', () => {});
+      // Reads what comes (as a real server does), so that it sees each connection end.
+      s.resume();
       s.write('220 review2 banner\r\n');
     });
     await new Promise<void>((r) => banner.listen(0, '127.0.0.1', r));
@@ -103,5 +105,10 @@ describe('a server-first protocol under an identity that intercepts', () => {
     expect(r.banner, 'the server-first connection was refused (client-silent)').toBe(
       '220 review2 banner\r\n',
     );
-  }, 20_000);
+    // The client is gone: nothing the data plane opened toward the server stays open (the pipe, the probe).
+    const open = () => new Promise<number>((res) => banner.getConnections((_e, n) => res(n)));
+    const started = Date.now();
+    while ((await open()) > 0 && Date.now() - started < 10_000) await new Promise((w) => setTimeout(w, 50));
+    expect(await open()).toBe(0);
+  }, 30_000);
 });
