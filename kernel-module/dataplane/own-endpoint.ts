@@ -29,11 +29,17 @@ function plain(host: string): string {
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
-function listeners(own: ReadonlySet<string>): Array<{ host: string; port: number }> {
-  return [...own].map((a) => {
+/**
+ * The listeners on `port`, their hosts in one spelling. Every plain dial asks (reachesOwnListener): a listener on
+ * another port is skipped before its host is parsed.
+ */
+function listeners(own: ReadonlySet<string>, port: number): string[] {
+  const hosts: string[] = [];
+  for (const a of own) {
     const at = a.lastIndexOf(':');
-    return { host: plain(a.slice(0, at)), port: Number(a.slice(at + 1)) };
-  });
+    if (Number(a.slice(at + 1)) === port) hosts.push(plain(a.slice(0, at)));
+  }
+  return hosts;
 }
 
 /**
@@ -42,22 +48,23 @@ function listeners(own: ReadonlySet<string>): Array<{ host: string; port: number
  * addresses. Another address on the same port (`127.0.0.2`, a workload bound there) is another socket.
  */
 export function namesOwnListener(own: ReadonlySet<string>, host: string, port: number): boolean {
+  const on = listeners(own, port);
+  if (!on.length) return false;
   const h = plain(host);
-  return listeners(own).some(
+  return on.some(
     (l) =>
-      l.port === port &&
-      (l.host === h ||
-        (UNSPECIFIED.has(h) && (isLoopbackHost(l.host) || UNSPECIFIED.has(l.host))) ||
-        (UNSPECIFIED.has(l.host) && isLocalAddress(h))),
+      l === h ||
+      (UNSPECIFIED.has(h) && (isLoopbackHost(l) || UNSPECIFIED.has(l))) ||
+      (UNSPECIFIED.has(l) && isLocalAddress(h)),
   );
 }
 
 /** A connected socket's remote endpoint: self when it is a listener, or any address of this host for one bound to all. */
 export function reachesOwnListener(own: ReadonlySet<string>, address: string, port: number): boolean {
+  const on = listeners(own, port);
+  if (!on.length) return false;
   const a = plain(address);
-  return listeners(own).some(
-    (l) => l.port === port && (l.host === a || (UNSPECIFIED.has(l.host) && isLocalAddress(a))),
-  );
+  return on.some((l) => l === a || (UNSPECIFIED.has(l) && isLocalAddress(a)));
 }
 
 function isLocalAddress(a: string): boolean {
